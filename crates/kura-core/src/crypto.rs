@@ -1,0 +1,120 @@
+//! Authenticated encryption: XChaCha20-Poly1305 with random 192-bit nonces.
+//!
+//! The extended nonce makes random nonces safe for any number of messages under one key, which
+//! matters because a device key encrypts every blob that device ever stores.
+//! Sealed bytes are `nonce (24) || ciphertext || tag (16)`.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+
+use crate::FormatError;
+
+/// Bytes a sealed message adds to its plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// A 256-bit secret key. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+impl Key {
+    /// A fresh key from the operating system's random source.
+    pub fn random() -> Key {
+        Key(random_bytes())
+    }
+
+    /// A key for one purpose, derived from this one (BLAKE3 key derivation).
+    pub fn derive(&self, context: &str) -> Key {
+        Key(blake3::derive_key(context, &self.0))
+    }
+
+    /// The raw bytes, for wrapping under another key.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from raw bytes that were unwrapped or decoded.
+    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+        Key(bytes)
+    }
+}
+
+/// `N` bytes from the operating system's random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS random source failing is not recoverable and not reachable from outside input.
+    getrandom::getrandom(&mut b).expect("operating system random source failed");
+    b
+}
+
+/// Appends the sealed form of `plaintext` to `out`.
+pub fn seal_into(key: &Key, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+    let nonce: [u8; NONCE_LEN] = random_bytes();
+    out.reserve(plaintext.len() + OVERHEAD);
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
+        .expect("plaintext within XChaCha20 limits");
+    out.extend_from_slice(&tag);
+}
+
+/// The sealed form of `plaintext`.
+pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
+    seal_into(key, aad, plaintext, &mut out);
+    out
+}
+
+/// Opens sealed bytes; fails if the key or `aad` is wrong or a byte was changed.
+pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
+    if sealed.len() < OVERHEAD {
+        return Err(FormatError::Truncated(what));
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut plain = ciphertext.to_vec();
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    cipher
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut plain, Tag::from_slice(tag))
+        .map_err(|_| FormatError::Authentication(what))?;
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let key = Key::random();
+        let sealed = seal(&key, b"aad", b"hello");
+        assert_eq!(sealed.len(), 5 + OVERHEAD);
+        assert_eq!(open(&key, b"aad", &sealed, "t").unwrap(), b"hello");
+        assert!(open(&key, b"other", &sealed, "t").is_err());
+        assert!(open(&Key::random(), b"aad", &sealed, "t").is_err());
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            assert_eq!(open(&key, b"aad", &bad, "t"), Err(FormatError::Authentication("t")));
+        }
+        assert_eq!(open(&key, b"aad", &sealed[..10], "t"), Err(FormatError::Truncated("t")));
+    }
+
+    #[test]
+    fn derived_keys_differ_by_context() {
+        let k = Key::random();
+        assert_ne!(k.derive("a"), k.derive("b"));
+        assert_eq!(k.derive("a"), k.derive("a"));
+        assert_eq!(format!("{k:?}"), "Key(..)");
+    }
+}

@@ -1,0 +1,121 @@
+//! Content ids.
+//!
+//! Two kinds of id share one type: a stored file (pack, index, snapshot) is named by the plain
+//! BLAKE3 hash of its bytes, so anyone can check a file against its name without keys; a blob
+//! (a chunk of file data or a tree) is named by BLAKE3 keyed with a secret derived from the
+//! common key, so ids reveal nothing about contents to the storage provider.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A 256-bit content id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    /// The id of a stored file: the plain BLAKE3 hash of its bytes.
+    pub fn of_bytes(data: &[u8]) -> Id {
+        Id(*blake3::hash(data).as_bytes())
+    }
+
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// The first 8 hex characters, for display.
+    pub fn short(&self) -> String {
+        hex(&self.0[..4])
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+/// A string that is not 64 hex digits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a valid id: {0:?}")]
+pub struct ParseIdError(pub String);
+
+impl FromStr for Id {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Id, ParseIdError> {
+        let bytes = unhex(s).ok_or_else(|| ParseIdError(s.to_string()))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| ParseIdError(s.to_string()))?;
+        Ok(Id(arr))
+    }
+}
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lower-case hex of any bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Bytes from hex (either case); `None` if `s` is not an even number of hex digits.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = Id::of_bytes(b"kura");
+        assert_eq!(id.to_hex().parse::<Id>(), Ok(id));
+        assert_eq!(id.short(), id.to_hex()[..8]);
+        assert!("zz".parse::<Id>().is_err());
+        assert!("abcd".parse::<Id>().is_err());
+        assert_eq!(unhex("0aFf"), Some(vec![10, 255]));
+        assert_eq!(unhex("0"), None);
+    }
+
+    #[test]
+    fn serde_as_hex_string() {
+        let id = Id([7; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", "07".repeat(32)));
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+    }
+}

@@ -1,0 +1,100 @@
+//! Kura's pure core: everything about the repository format that needs no I/O.
+//!
+//! - [`id`]: content ids, plain for stored files and keyed for blobs.
+//! - [`crypto`]: authenticated encryption of blobs and files.
+//! - [`keys`]: the key hierarchy (common key, device keys, passphrase and recovery code).
+//! - [`chunker`]: content-defined chunking (FastCDC with a per-repository gear seed).
+//! - [`compress`]: zstd with a bound on what a decoder will produce.
+//! - [`pack`], [`index`], [`sealed`]: the binary formats of stored objects.
+//! - [`tree`], [`snapshot`]: the metadata formats.
+//! - [`policy`]: which snapshots a retention policy keeps.
+//!
+//! `docs/FORMAT.md` describes every byte these modules read and write.
+
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod policy;
+pub mod sealed;
+pub mod snapshot;
+pub mod tree;
+
+pub use id::Id;
+
+/// The repository format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a stored object could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    /// The object is shorter than its format requires, or a length field points past its end.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A magic number or version field does not match.
+    #[error("not a {0} (bad magic or version)")]
+    BadMagic(&'static str),
+    /// Authentication failed: wrong key, or the bytes were changed.
+    #[error("{0} failed authentication (damaged, tampered with, or wrong key)")]
+    Authentication(&'static str),
+    /// The object decoded but its contents are not valid.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// Which object.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl FormatError {
+    pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+        FormatError::Invalid {
+            what,
+            why: why.into(),
+        }
+    }
+}
+
+/// A little-endian reader over a byte slice that turns every overrun into [`FormatError::Truncated`].
+pub(crate) struct Reader<'a> {
+    data: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(data: &'a [u8], what: &'static str) -> Self {
+        Reader { data, what }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if self.data.len() < n {
+            return Err(FormatError::Truncated(self.what));
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, FormatError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn id(&mut self) -> Result<Id, FormatError> {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(self.take(32)?);
+        Ok(Id(id))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}

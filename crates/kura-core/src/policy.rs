@@ -1,0 +1,139 @@
+//! Retention: which snapshots a `--keep-*` policy keeps.
+//!
+//! Snapshots are taken newest first. A rule "keep N per bucket" keeps a snapshot when its
+//! bucket (day, ISO week, month, ...) differs from the last bucket that rule kept, until it has
+//! kept N. A snapshot kept by any rule is kept. The caller groups snapshots (by device and
+//! paths) and applies the policy to each group.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::Id;
+
+/// How many snapshots to keep, per rule. Zero disables a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// The newest N.
+    pub last: u32,
+    /// The newest in each of the last N hours that have snapshots.
+    pub hourly: u32,
+    /// Likewise per day.
+    pub daily: u32,
+    /// Likewise per ISO week.
+    pub weekly: u32,
+    /// Likewise per month.
+    pub monthly: u32,
+    /// Likewise per year.
+    pub yearly: u32,
+}
+
+impl KeepPolicy {
+    /// Whether no rule is set (such a policy would forget everything, so callers refuse it).
+    pub fn is_empty(&self) -> bool {
+        *self == KeepPolicy::default()
+    }
+}
+
+/// The decision for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The snapshot.
+    pub id: Id,
+    /// Whether it is kept.
+    pub keep: bool,
+    /// Which rules keep it (`last`, `daily`, ...).
+    pub reasons: Vec<&'static str>,
+}
+
+/// Applies `policy` to one group of snapshots; the result is newest first.
+pub fn apply(policy: &KeepPolicy, snapshots: &[(Id, Timestamp)], tz: &TimeZone) -> Vec<Decision> {
+    let mut sorted: Vec<(Id, Timestamp)> = snapshots.to_vec();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    type Bucket = fn(&jiff::Zoned, u64) -> i64;
+    let rules: [(&'static str, u32, Bucket); 6] = [
+        ("last", policy.last, |_, i| i as i64),
+        ("hourly", policy.hourly, |z, _| z.year() as i64 * 1_000_000 + z.day_of_year() as i64 * 100 + z.hour() as i64),
+        ("daily", policy.daily, |z, _| z.year() as i64 * 1000 + z.day_of_year() as i64),
+        ("weekly", policy.weekly, |z, _| {
+            let w = z.date().iso_week_date();
+            w.year() as i64 * 100 + w.week() as i64
+        }),
+        ("monthly", policy.monthly, |z, _| z.year() as i64 * 100 + z.month() as i64),
+        ("yearly", policy.yearly, |z, _| z.year() as i64),
+    ];
+    let mut kept = [0u32; 6];
+    let mut last_bucket: [Option<i64>; 6] = [None; 6];
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, (id, time))| {
+            let zoned = time.to_zoned(tz.clone());
+            let mut reasons = Vec::new();
+            for (r, (name, limit, bucket)) in rules.iter().enumerate() {
+                if kept[r] >= *limit {
+                    continue;
+                }
+                let b = bucket(&zoned, i as u64);
+                if last_bucket[r] != Some(b) {
+                    last_bucket[r] = Some(b);
+                    kept[r] += 1;
+                    reasons.push(*name);
+                }
+            }
+            Decision {
+                id: *id,
+                keep: !reasons.is_empty(),
+                reasons,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snaps(times: &[&str]) -> Vec<(Id, Timestamp)> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Id([i as u8; 32]), t.parse().unwrap()))
+            .collect()
+    }
+
+    fn kept(policy: &KeepPolicy, s: &[(Id, Timestamp)]) -> Vec<u8> {
+        let mut v: Vec<u8> = apply(policy, s, &TimeZone::UTC).iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn keep_last_and_daily() {
+        let s = snaps(&[
+            "2026-01-01T10:00:00Z",
+            "2026-01-01T12:00:00Z",
+            "2026-01-02T09:00:00Z",
+            "2026-01-03T09:00:00Z",
+            "2026-01-03T23:00:00Z",
+        ]);
+        assert_eq!(kept(&KeepPolicy { last: 2, ..Default::default() }, &s), vec![3, 4]);
+        assert_eq!(kept(&KeepPolicy { daily: 2, ..Default::default() }, &s), vec![2, 4]);
+        assert_eq!(kept(&KeepPolicy { daily: 10, ..Default::default() }, &s), vec![1, 2, 4]);
+        assert_eq!(kept(&KeepPolicy { last: 1, daily: 3, ..Default::default() }, &s), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn weekly_monthly_yearly() {
+        let s = snaps(&[
+            "2024-12-30T10:00:00Z", // ISO week 2025-W01
+            "2025-01-05T10:00:00Z", // same ISO week
+            "2025-02-10T10:00:00Z",
+            "2025-02-20T10:00:00Z",
+            "2026-03-01T10:00:00Z",
+        ]);
+        assert_eq!(kept(&KeepPolicy { weekly: 10, ..Default::default() }, &s), vec![1, 2, 3, 4]);
+        assert_eq!(kept(&KeepPolicy { monthly: 10, ..Default::default() }, &s), vec![0, 1, 3, 4]);
+        assert_eq!(kept(&KeepPolicy { yearly: 10, ..Default::default() }, &s), vec![0, 3, 4]);
+        assert!(KeepPolicy::default().is_empty());
+    }
+}

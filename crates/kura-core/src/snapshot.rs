@@ -1,0 +1,127 @@
+//! Snapshots: the record of one backup, stored as a sealed file of kind `Snapshot`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::DeviceId;
+use crate::{FormatError, Id};
+
+/// The backup types of `spec/terminal-backup.md` requirement 5, plus the baseline of requirement 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Everything; becomes the new baseline for incremental and differential.
+    Full,
+    /// Everything; markers stay as they were.
+    Copy,
+    /// What changed since the last full or incremental; resets the markers.
+    Incremental,
+    /// What changed since the last full; markers stay as they were.
+    Differential,
+    /// A known state recorded without uploading file contents.
+    Baseline,
+}
+
+impl std::fmt::Display for BackupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupType::Full => "full",
+            BackupType::Copy => "copy",
+            BackupType::Incremental => "incremental",
+            BackupType::Differential => "differential",
+            BackupType::Baseline => "baseline",
+        })
+    }
+}
+
+/// Counts from the backup that made a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Total size of the files in the snapshot.
+    pub bytes: u64,
+    /// Files not seen by the previous backup of these paths.
+    pub files_new: u64,
+    /// Files whose metadata changed, so their contents were read.
+    pub files_changed: u64,
+    /// Files recognised as unchanged from metadata alone.
+    pub files_unchanged: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Bytes of file data added (before compression).
+    pub data_added: u64,
+    /// Bytes added to the repository (packs, after compression and encryption).
+    pub stored_added: u64,
+    /// Entries that could not be read, and were left out.
+    pub errors: u64,
+    /// Seconds the backup took.
+    pub duration: f64,
+}
+
+/// The record of one backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup started.
+    pub time: jiff::Timestamp,
+    /// The device that made it (its key sealed the snapshot and its new data).
+    pub device: DeviceId,
+    /// The device's host name when it made the snapshot.
+    pub hostname: String,
+    /// The absolute paths backed up.
+    pub paths: Vec<String>,
+    /// The backup type.
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The root tree.
+    pub tree: Id,
+    /// For incremental and differential: the snapshot whose state this one is relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
+    /// Exclude patterns in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Counts.
+    #[serde(default)]
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    /// The JSON encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a snapshot.
+    pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
+        serde_json::from_slice(data).map_err(|e| FormatError::invalid("snapshot", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = Snapshot {
+            time: "2026-11-21T10:00:00Z".parse().unwrap(),
+            device: DeviceId([3; 16]),
+            hostname: "h".into(),
+            paths: vec!["/a".into()],
+            kind: BackupType::Incremental,
+            tags: vec!["t".into()],
+            tree: Id([9; 32]),
+            base: Some(Id([8; 32])),
+            excludes: vec![],
+            summary: Summary::default(),
+        };
+        assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+        assert!(Snapshot::decode(b"{}").is_err());
+        assert!(String::from_utf8(s.encode()).unwrap().contains("\"type\":\"incremental\""));
+    }
+}
