@@ -1,0 +1,51 @@
+//! Kura's device side: the backup pipeline with change detection by backup type, baselines,
+//! restore, and the tree walks behind `ls` and `diff`.
+
+pub mod backup;
+pub mod progress;
+pub mod restore;
+pub mod state;
+pub mod walk;
+
+use kura_repo::RepoError;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The user asked for something that cannot be done.
+    #[error("{0}")]
+    Usage(String),
+    /// Not enough free space at the restore target.
+    #[error(
+        "not enough free space at {target}: the restore needs {needed} bytes, {available} are available"
+    )]
+    NoSpace {
+        /// Where.
+        target: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+}
+
+/// Shorthand for client results.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

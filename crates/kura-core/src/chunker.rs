@@ -148,15 +148,28 @@ mod tests {
     #[test]
     fn seed_changes_boundaries() {
         let data = pseudo_random(100_000, 2);
-        let a: Vec<usize> = Chunker::new(small(), 1).chunks(&data).map(|c| c.len()).collect();
-        let b: Vec<usize> = Chunker::new(small(), 2).chunks(&data).map(|c| c.len()).collect();
+        let a: Vec<usize> = Chunker::new(small(), 1)
+            .chunks(&data)
+            .map(|c| c.len())
+            .collect();
+        let b: Vec<usize> = Chunker::new(small(), 2)
+            .chunks(&data)
+            .map(|c| c.len())
+            .collect();
         assert_ne!(a, b);
     }
 
     #[test]
     fn default_params_are_valid() {
         assert!(ChunkerParams::default().is_valid());
-        assert!(!ChunkerParams { min: 10, avg: 5, max: 1 }.is_valid());
+        assert!(
+            !ChunkerParams {
+                min: 10,
+                avg: 5,
+                max: 1
+            }
+            .is_valid()
+        );
     }
 
     proptest! {

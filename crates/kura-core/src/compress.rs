@@ -17,7 +17,10 @@ impl Compression {
         match b {
             0 => Ok(Compression::None),
             1 => Ok(Compression::Zstd),
-            _ => Err(FormatError::invalid("blob entry", format!("unknown compression {b}"))),
+            _ => Err(FormatError::invalid(
+                "blob entry",
+                format!("unknown compression {b}"),
+            )),
         }
     }
 }
@@ -55,7 +58,11 @@ impl Compressor {
 
 /// Decodes a stored payload that must expand to exactly `raw_len` bytes. A frame that claims
 /// more is refused before it is expanded (no decompression bombs).
-pub fn decompress(stored: &[u8], compression: Compression, raw_len: usize) -> Result<Vec<u8>, FormatError> {
+pub fn decompress(
+    stored: &[u8],
+    compression: Compression,
+    raw_len: usize,
+) -> Result<Vec<u8>, FormatError> {
     let out = match compression {
         Compression::None => stored.to_vec(),
         Compression::Zstd => zstd::bulk::decompress(stored, raw_len)
@@ -81,9 +88,14 @@ mod tests {
         let text = b"kura kura kura kura kura kura kura kura".repeat(100);
         assert_eq!(c.compress(&text, &mut out), Compression::Zstd);
         assert!(out.len() < text.len());
-        assert_eq!(decompress(&out, Compression::Zstd, text.len()).unwrap(), text);
+        assert_eq!(
+            decompress(&out, Compression::Zstd, text.len()).unwrap(),
+            text
+        );
         assert!(decompress(&out, Compression::Zstd, text.len() - 1).is_err());
-        let random: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let kind = c.compress(&random, &mut out);
         assert_eq!(decompress(&out, kind, random.len()).unwrap(), random);
         assert!(decompress(b"garbage", Compression::Zstd, 10).is_err());

@@ -76,7 +76,12 @@ pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 }
 
 /// Opens sealed bytes; fails if the key or `aad` is wrong or a byte was changed.
-pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
+pub fn open(
+    key: &Key,
+    aad: &[u8],
+    sealed: &[u8],
+    what: &'static str,
+) -> Result<Vec<u8>, FormatError> {
     if sealed.len() < OVERHEAD {
         return Err(FormatError::Truncated(what));
     }
@@ -85,7 +90,12 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: &'static str) -> Result<
     let mut plain = ciphertext.to_vec();
     let cipher = XChaCha20Poly1305::new((&key.0).into());
     cipher
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut plain, Tag::from_slice(tag))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            &mut plain,
+            Tag::from_slice(tag),
+        )
         .map_err(|_| FormatError::Authentication(what))?;
     Ok(plain)
 }
@@ -105,9 +115,15 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(open(&key, b"aad", &bad, "t"), Err(FormatError::Authentication("t")));
+            assert_eq!(
+                open(&key, b"aad", &bad, "t"),
+                Err(FormatError::Authentication("t"))
+            );
         }
-        assert_eq!(open(&key, b"aad", &sealed[..10], "t"), Err(FormatError::Truncated("t")));
+        assert_eq!(
+            open(&key, b"aad", &sealed[..10], "t"),
+            Err(FormatError::Truncated("t"))
+        );
     }
 
     #[test]

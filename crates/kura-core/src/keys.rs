@@ -116,12 +116,21 @@ impl CommonKey {
 
     /// Wraps a device key under this common key, bound to the device id.
     pub fn wrap_device_key(&self, device: DeviceId, device_key: &Key) -> Vec<u8> {
-        crypto::seal(&self.wrapping_key(), &device_aad(device), device_key.expose())
+        crypto::seal(
+            &self.wrapping_key(),
+            &device_aad(device),
+            device_key.expose(),
+        )
     }
 
     /// Unwraps a device key that [`CommonKey::wrap_device_key`] wrapped.
     pub fn unwrap_device_key(&self, device: DeviceId, sealed: &[u8]) -> Result<Key, FormatError> {
-        let plain = crypto::open(&self.wrapping_key(), &device_aad(device), sealed, "device key")?;
+        let plain = crypto::open(
+            &self.wrapping_key(),
+            &device_aad(device),
+            sealed,
+            "device key",
+        )?;
         let arr: [u8; 32] = plain
             .try_into()
             .map_err(|_| FormatError::invalid("device key", "not 32 bytes"))?;
@@ -155,7 +164,9 @@ impl CommonKey {
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes[..32]);
         if bytes[32..] != recovery_checksum(&key) {
-            return Err(KeyError::BadRecoveryCode("checksum does not match (mistyped?)"));
+            return Err(KeyError::BadRecoveryCode(
+                "checksum does not match (mistyped?)",
+            ));
         }
         Ok(CommonKey(Key::from_bytes(key)))
     }
@@ -247,7 +258,10 @@ impl KdfParams {
     fn validate(&self) -> Result<(), FormatError> {
         // A key file comes from storage: refuse costs that would exhaust memory or time.
         if self.m_cost_kib > 4 * 1024 * 1024 || self.t_cost > 64 || self.p_cost > 64 {
-            return Err(FormatError::invalid("key file", "KDF parameters out of range"));
+            return Err(FormatError::invalid(
+                "key file",
+                "KDF parameters out of range",
+            ));
         }
         Ok(())
     }
@@ -256,7 +270,8 @@ impl KdfParams {
         self.validate()?;
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| FormatError::invalid("key file", e.to_string()))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(passphrase, salt, &mut out)
@@ -334,7 +349,14 @@ mod tests {
     #[test]
     fn passphrase_wraps_and_unwraps() {
         let common = CommonKey::generate();
-        let kf = KeyFile::create(&common, b"pw", KdfParams::insecure_for_tests(), "t".into(), "h".into()).unwrap();
+        let kf = KeyFile::create(
+            &common,
+            b"pw",
+            KdfParams::insecure_for_tests(),
+            "t".into(),
+            "h".into(),
+        )
+        .unwrap();
         assert_eq!(kf.unlock(b"pw").unwrap(), common);
         assert_eq!(kf.unlock(b"wrong"), Err(KeyError::WrongPassphrase));
         let json = serde_json::to_string(&kf).unwrap();
@@ -345,7 +367,14 @@ mod tests {
     #[test]
     fn hostile_kdf_params_are_refused() {
         let common = CommonKey::generate();
-        let mut kf = KeyFile::create(&common, b"pw", KdfParams::insecure_for_tests(), "t".into(), "h".into()).unwrap();
+        let mut kf = KeyFile::create(
+            &common,
+            b"pw",
+            KdfParams::insecure_for_tests(),
+            "t".into(),
+            "h".into(),
+        )
+        .unwrap();
         kf.params.m_cost_kib = u32::MAX;
         assert!(matches!(kf.unlock(b"pw"), Err(KeyError::Format(_))));
     }
@@ -356,7 +385,10 @@ mod tests {
         let code = common.recovery_code();
         assert_eq!(code.len(), 55 + 10);
         assert_eq!(CommonKey::from_recovery_code(&code).unwrap(), common);
-        assert_eq!(CommonKey::from_recovery_code(&code.to_lowercase().replace('-', " ")).unwrap(), common);
+        assert_eq!(
+            CommonKey::from_recovery_code(&code.to_lowercase().replace('-', " ")).unwrap(),
+            common
+        );
         let mut typo = code.clone().into_bytes();
         typo[3] = if typo[3] == b'7' { b'8' } else { b'7' };
         assert!(matches!(
@@ -375,7 +407,11 @@ mod tests {
         let wrapped = common.wrap_device_key(a, &key);
         assert_eq!(common.unwrap_device_key(a, &wrapped).unwrap(), key);
         assert!(common.unwrap_device_key(b, &wrapped).is_err());
-        assert!(CommonKey::generate().unwrap_device_key(a, &wrapped).is_err());
+        assert!(
+            CommonKey::generate()
+                .unwrap_device_key(a, &wrapped)
+                .is_err()
+        );
         assert_eq!(a.to_string().parse::<DeviceId>().unwrap(), a);
     }
 
@@ -384,7 +420,10 @@ mod tests {
         let common = CommonKey::generate();
         assert_eq!(common.chunker_seed(), common.chunker_seed());
         assert_eq!(common.check_value("r"), common.check_value("r"));
-        assert_ne!(common.check_value("r"), CommonKey::generate().check_value("r"));
+        assert_ne!(
+            common.check_value("r"),
+            CommonKey::generate().check_value("r")
+        );
         assert_eq!(common.blob_key().id(b"x"), common.blob_key().id(b"x"));
     }
 }

@@ -51,7 +51,8 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+    /// An [`FormatError::Invalid`] with a reason.
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
         FormatError::Invalid {
             what,
             why: why.into(),

@@ -37,7 +37,10 @@ impl BlobKind {
         match b {
             0 => Ok(BlobKind::Data),
             1 => Ok(BlobKind::Tree),
-            _ => Err(FormatError::invalid("blob entry", format!("unknown kind {b}"))),
+            _ => Err(FormatError::invalid(
+                "blob entry",
+                format!("unknown kind {b}"),
+            )),
         }
     }
 }
@@ -96,7 +99,12 @@ pub fn seal_blob(key: &Key, kind: BlobKind, id: &Id, payload: &[u8], out: &mut V
 }
 
 /// Opens a sealed blob, expands it, and checks that its plaintext has the id the entry claims.
-pub fn open_blob(key: &Key, blob_key: &BlobKey, entry: &Entry, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
+pub fn open_blob(
+    key: &Key,
+    blob_key: &BlobKey,
+    entry: &Entry,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
     let payload = crypto::open(key, &blob_aad(entry.kind, &entry.id), sealed, "blob")?;
     let plain = compress::decompress(&payload, entry.compression, entry.raw_length as usize)?;
     if blob_key.id(&plain) != entry.id {
@@ -124,7 +132,14 @@ impl PackBuilder {
     }
 
     /// Appends a blob sealed by [`seal_blob`].
-    pub fn push(&mut self, kind: BlobKind, id: Id, compression: Compression, raw_length: u32, sealed: &[u8]) {
+    pub fn push(
+        &mut self,
+        kind: BlobKind,
+        id: Id,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) {
         if self.bytes.capacity() == 0 {
             self.bytes.reserve(TARGET_SIZE + TARGET_SIZE / 4);
         }
@@ -203,7 +218,12 @@ pub fn read_trailer(tail: &[u8], pack_len: u64) -> Result<Trailer, FormatError> 
 }
 
 /// Decrypts and decodes a pack header; every entry must lie inside the first `body_len` bytes.
-pub fn decode_header(key: &Key, trailer: &Trailer, sealed: &[u8], body_len: u64) -> Result<Vec<Entry>, FormatError> {
+pub fn decode_header(
+    key: &Key,
+    trailer: &Trailer,
+    sealed: &[u8],
+    body_len: u64,
+) -> Result<Vec<Entry>, FormatError> {
     let plain = crypto::open(key, &header_aad(trailer.device), sealed, "pack header")?;
     if plain.len() % ENTRY_LEN != 0 {
         return Err(FormatError::Truncated("pack header"));
@@ -213,7 +233,10 @@ pub fn decode_header(key: &Key, trailer: &Trailer, sealed: &[u8], body_len: u64)
     while !r.is_empty() {
         let e = Entry::decode(&mut r)?;
         if e.offset as u64 + e.length as u64 > body_len {
-            return Err(FormatError::invalid("pack header", "entry points past the pack body"));
+            return Err(FormatError::invalid(
+                "pack header",
+                "entry points past the pack body",
+            ));
         }
         entries.push(e);
     }
@@ -221,15 +244,24 @@ pub fn decode_header(key: &Key, trailer: &Trailer, sealed: &[u8], body_len: u64)
 }
 
 /// Decodes a whole pack held in memory: its trailer, header and entries.
-pub fn decode_pack(key_for: impl Fn(DeviceId) -> Option<Key>, pack: &[u8]) -> Result<(Trailer, Vec<Entry>), FormatError> {
+pub fn decode_pack(
+    key_for: impl Fn(DeviceId) -> Option<Key>,
+    pack: &[u8],
+) -> Result<(Trailer, Vec<Entry>), FormatError> {
     if pack.len() < TRAILER_LEN {
         return Err(FormatError::Truncated("pack"));
     }
     let trailer = read_trailer(&pack[pack.len() - TRAILER_LEN..], pack.len() as u64)?;
-    let key = key_for(trailer.device).ok_or_else(|| FormatError::invalid("pack", "sealed by an unknown device"))?;
+    let key = key_for(trailer.device)
+        .ok_or_else(|| FormatError::invalid("pack", "sealed by an unknown device"))?;
     let header_end = pack.len() - TRAILER_LEN;
     let header_start = header_end - trailer.header_len as usize;
-    let entries = decode_header(&key, &trailer, &pack[header_start..header_end], header_start as u64)?;
+    let entries = decode_header(
+        &key,
+        &trailer,
+        &pack[header_start..header_end],
+        header_start as u64,
+    )?;
     Ok((trailer, entries))
 }
 
@@ -249,11 +281,18 @@ mod tests {
         for d in &datas {
             let id = blob_key.id(d);
             seal_blob(&key, BlobKind::Data, &id, d, &mut sealed);
-            b.push(BlobKind::Data, id, Compression::None, d.len() as u32, &sealed);
+            b.push(
+                BlobKind::Data,
+                id,
+                Compression::None,
+                d.len() as u32,
+                &sealed,
+            );
         }
         let (pack, id, entries) = b.finish(&key);
         assert_eq!(id, Id::of_bytes(&pack));
-        let (trailer, decoded) = decode_pack(|d| (d == device).then(|| key.clone()), &pack).unwrap();
+        let (trailer, decoded) =
+            decode_pack(|d| (d == device).then(|| key.clone()), &pack).unwrap();
         assert_eq!(trailer.device, device);
         assert_eq!(decoded, entries);
         for (e, d) in entries.iter().zip(&datas) {

@@ -52,13 +52,19 @@ pub fn apply(policy: &KeepPolicy, snapshots: &[(Id, Timestamp)], tz: &TimeZone) 
     type Bucket = fn(&jiff::Zoned, u64) -> i64;
     let rules: [(&'static str, u32, Bucket); 6] = [
         ("last", policy.last, |_, i| i as i64),
-        ("hourly", policy.hourly, |z, _| z.year() as i64 * 1_000_000 + z.day_of_year() as i64 * 100 + z.hour() as i64),
-        ("daily", policy.daily, |z, _| z.year() as i64 * 1000 + z.day_of_year() as i64),
+        ("hourly", policy.hourly, |z, _| {
+            z.year() as i64 * 1_000_000 + z.day_of_year() as i64 * 100 + z.hour() as i64
+        }),
+        ("daily", policy.daily, |z, _| {
+            z.year() as i64 * 1000 + z.day_of_year() as i64
+        }),
         ("weekly", policy.weekly, |z, _| {
             let w = z.date().iso_week_date();
             w.year() as i64 * 100 + w.week() as i64
         }),
-        ("monthly", policy.monthly, |z, _| z.year() as i64 * 100 + z.month() as i64),
+        ("monthly", policy.monthly, |z, _| {
+            z.year() as i64 * 100 + z.month() as i64
+        }),
         ("yearly", policy.yearly, |z, _| z.year() as i64),
     ];
     let mut kept = [0u32; 6];
@@ -102,7 +108,11 @@ mod tests {
     }
 
     fn kept(policy: &KeepPolicy, s: &[(Id, Timestamp)]) -> Vec<u8> {
-        let mut v: Vec<u8> = apply(policy, s, &TimeZone::UTC).iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
+        let mut v: Vec<u8> = apply(policy, s, &TimeZone::UTC)
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.0[0])
+            .collect();
         v.sort();
         v
     }
@@ -116,10 +126,47 @@ mod tests {
             "2026-01-03T09:00:00Z",
             "2026-01-03T23:00:00Z",
         ]);
-        assert_eq!(kept(&KeepPolicy { last: 2, ..Default::default() }, &s), vec![3, 4]);
-        assert_eq!(kept(&KeepPolicy { daily: 2, ..Default::default() }, &s), vec![2, 4]);
-        assert_eq!(kept(&KeepPolicy { daily: 10, ..Default::default() }, &s), vec![1, 2, 4]);
-        assert_eq!(kept(&KeepPolicy { last: 1, daily: 3, ..Default::default() }, &s), vec![1, 2, 4]);
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    last: 2,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![3, 4]
+        );
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    daily: 2,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![2, 4]
+        );
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    daily: 10,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![1, 2, 4]
+        );
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    last: 1,
+                    daily: 3,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![1, 2, 4]
+        );
     }
 
     #[test]
@@ -131,9 +178,36 @@ mod tests {
             "2025-02-20T10:00:00Z",
             "2026-03-01T10:00:00Z",
         ]);
-        assert_eq!(kept(&KeepPolicy { weekly: 10, ..Default::default() }, &s), vec![1, 2, 3, 4]);
-        assert_eq!(kept(&KeepPolicy { monthly: 10, ..Default::default() }, &s), vec![0, 1, 3, 4]);
-        assert_eq!(kept(&KeepPolicy { yearly: 10, ..Default::default() }, &s), vec![0, 3, 4]);
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    weekly: 10,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    monthly: 10,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![0, 1, 3, 4]
+        );
+        assert_eq!(
+            kept(
+                &KeepPolicy {
+                    yearly: 10,
+                    ..Default::default()
+                },
+                &s
+            ),
+            vec![0, 3, 4]
+        );
         assert!(KeepPolicy::default().is_empty());
     }
 }

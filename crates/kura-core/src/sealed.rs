@@ -61,7 +61,9 @@ pub fn sealed_by(file: &[u8], kind: FileKind) -> Result<DeviceId, FormatError> {
 pub fn open_file(key: &Key, kind: FileKind, file: &[u8]) -> Result<Vec<u8>, FormatError> {
     sealed_by(file, kind)?;
     let body = crypto::open(key, &file[..HEADER_LEN], &file[HEADER_LEN..], "sealed file")?;
-    let (&c, payload) = body.split_first().ok_or(FormatError::Truncated("sealed file"))?;
+    let (&c, payload) = body
+        .split_first()
+        .ok_or(FormatError::Truncated("sealed file"))?;
     match Compression::from_u8(c)? {
         Compression::None => Ok(payload.to_vec()),
         Compression::Zstd => {
@@ -69,7 +71,9 @@ pub fn open_file(key: &Key, kind: FileKind, file: &[u8]) -> Result<Vec<u8>, Form
                 .ok()
                 .flatten()
                 .filter(|&n| n as usize <= MAX_PLAIN)
-                .ok_or_else(|| FormatError::invalid("sealed file", "missing or oversized content size"))?;
+                .ok_or_else(|| {
+                    FormatError::invalid("sealed file", "missing or oversized content size")
+                })?;
             compress::decompress(payload, Compression::Zstd, size as usize)
         }
     }

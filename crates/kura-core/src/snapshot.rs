@@ -122,6 +122,10 @@ mod tests {
         };
         assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         assert!(Snapshot::decode(b"{}").is_err());
-        assert!(String::from_utf8(s.encode()).unwrap().contains("\"type\":\"incremental\""));
+        assert!(
+            String::from_utf8(s.encode())
+                .unwrap()
+                .contains("\"type\":\"incremental\"")
+        );
     }
 }

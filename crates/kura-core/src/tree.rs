@@ -50,7 +50,11 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     /// The target of a symlink.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_name_serde")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_name_serde"
+    )]
     pub target: Option<Vec<u8>>,
     /// Non-zero for a file with several hard links: entries of one snapshot with the same
     /// value are one file.
@@ -83,21 +87,33 @@ impl Tree {
 
     /// Decodes and validates a tree.
     pub fn decode(data: &[u8]) -> Result<Tree, FormatError> {
-        let tree: Tree = serde_json::from_slice(data).map_err(|e| FormatError::invalid("tree", e.to_string()))?;
+        let tree: Tree = serde_json::from_slice(data)
+            .map_err(|e| FormatError::invalid("tree", e.to_string()))?;
         for (i, n) in tree.nodes.iter().enumerate() {
             if !is_safe_name(&n.name) {
-                return Err(FormatError::invalid("tree", format!("unsafe name {:?}", String::from_utf8_lossy(&n.name))));
+                return Err(FormatError::invalid(
+                    "tree",
+                    format!("unsafe name {:?}", String::from_utf8_lossy(&n.name)),
+                ));
             }
             if i > 0 && tree.nodes[i - 1].name >= n.name {
-                return Err(FormatError::invalid("tree", "names not sorted or not unique"));
+                return Err(FormatError::invalid(
+                    "tree",
+                    "names not sorted or not unique",
+                ));
             }
             let ok = match n.kind {
                 NodeKind::File => n.subtree.is_none() && n.target.is_none(),
                 NodeKind::Dir => n.subtree.is_some() && n.content.is_empty() && n.target.is_none(),
-                NodeKind::Symlink => n.target.is_some() && n.content.is_empty() && n.subtree.is_none(),
+                NodeKind::Symlink => {
+                    n.target.is_some() && n.content.is_empty() && n.subtree.is_none()
+                }
             };
             if !ok {
-                return Err(FormatError::invalid("tree", "fields do not fit the entry's type"));
+                return Err(FormatError::invalid(
+                    "tree",
+                    "fields do not fit the entry's type",
+                ));
             }
         }
         Ok(tree)
@@ -148,10 +164,12 @@ mod opt_name_serde {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<super::name_serde::Name>::deserialize(d)?.map(|n| match n {
-            super::name_serde::Name::Text(t) => t.into_bytes(),
-            super::name_serde::Name::Bytes(b) => b,
-        }))
+        Ok(
+            Option::<super::name_serde::Name>::deserialize(d)?.map(|n| match n {
+                super::name_serde::Name::Text(t) => t.into_bytes(),
+                super::name_serde::Name::Bytes(b) => b,
+            }),
+        )
     }
 }
 
@@ -179,15 +197,24 @@ mod tests {
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [&b".."[..], b".", b"", b"a/b", b"a\0"] {
-            let json = serde_json::to_vec(&Tree { nodes: vec![file(bad)] }).unwrap();
+            let json = serde_json::to_vec(&Tree {
+                nodes: vec![file(bad)],
+            })
+            .unwrap();
             assert!(Tree::decode(&json).is_err(), "{bad:?}");
         }
-        let dup = serde_json::to_vec(&Tree { nodes: vec![file(b"a"), file(b"a")] }).unwrap();
+        let dup = serde_json::to_vec(&Tree {
+            nodes: vec![file(b"a"), file(b"a")],
+        })
+        .unwrap();
         assert!(Tree::decode(&dup).is_err());
         let mut dir = file(b"d");
         dir.kind = NodeKind::Dir;
         let json = serde_json::to_vec(&Tree { nodes: vec![dir] }).unwrap();
-        assert!(Tree::decode(&json).is_err(), "a dir needs a subtree and no content");
+        assert!(
+            Tree::decode(&json).is_err(),
+            "a dir needs a subtree and no content"
+        );
     }
 
     proptest! {

@@ -1,1 +1,11 @@
-fn main() {}
+//! `kura`: the command line. It parses, configures, calls the libraries and prints; the work
+//! is done in kura-client and kura-repo.
+
+mod cli;
+mod progress;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::run()
+}

@@ -1,0 +1,507 @@
+//! The backup pipeline: scan → select by backup type → chunk → id → dedup → compress → seal →
+//! pack → index → trees → snapshot (the commit point) → client markers.
+//!
+//! Files run on one worker per core; unchanged files (same size, mtime, ctime and inode as in
+//! the file cache, with every blob still in the repository) are not read at all.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use kura_core::Id;
+use kura_core::index::{External, IndexFile};
+use kura_core::keys::DeviceId;
+use kura_core::pack::BlobKind;
+use kura_core::snapshot::{BackupType, Snapshot, Summary};
+use kura_core::tree::{Node, NodeKind, Tree};
+use kura_repo::lock::RepoLock;
+use kura_repo::saver::{Saver, Scratch, adopt_orphans};
+use kura_repo::{MasterIndex, RepoError, Repository};
+
+use crate::progress::Progress;
+use crate::state::{Catalog, ClientState, Fingerprint, Markers};
+use crate::walk::{self, Excludes, FsDir, FsEntry};
+use crate::{ClientError, Result};
+
+/// What to back up, and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Paths to back up (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// The requested backup type; [`BackupType::Baseline`] records without uploading.
+    pub kind: BackupType,
+    /// Exclude patterns.
+    pub excludes: Vec<String>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot.
+    pub hostname: String,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// What a backup did.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: Id,
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// Set when an incremental or differential backup ran as full for lack of a baseline.
+    pub fell_back: Option<String>,
+    /// Entries that could not be read and were left out.
+    pub errors: Vec<String>,
+    /// Packs of an interrupted backup that were found and indexed.
+    pub adopted_packs: usize,
+}
+
+struct FileResult {
+    ids: Vec<Id>,
+    size: u64,
+    read: bool,
+}
+
+/// Runs one backup as `device`.
+pub fn backup(
+    repo: &Repository,
+    state: &ClientState,
+    device: DeviceId,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = jiff::Timestamp::now();
+    repo.require_device(device)?;
+    if opts.paths.is_empty() {
+        return Err(ClientError::Usage(
+            "nothing to back up: name at least one path".into(),
+        ));
+    }
+    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let mut index = repo.load_index()?;
+    let adopted_packs = adopt_orphans(repo, &mut index, device)?;
+
+    let mut roots: Vec<PathBuf> = opts
+        .paths
+        .iter()
+        .map(|p| walk::absolute(p))
+        .collect::<Result<_>>()?;
+    roots.sort();
+    roots.dedup();
+    let root_strings: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+
+    // Which marker set decides what is included, and whether it exists.
+    let mut kind = opts.kind;
+    let mut fell_back = None;
+    let compare = match kind {
+        BackupType::Incremental => Some(Markers::Incremental),
+        BackupType::Differential => Some(Markers::Full),
+        _ => None,
+    };
+    let mut base = None;
+    let markers = match compare {
+        Some(which) => {
+            let (info, files) = state.markers(which);
+            if info.covers(&root_strings) {
+                base = info.snapshot;
+                Some(files)
+            } else {
+                fell_back = Some(format!(
+                    "no full backup of {} on record for this device: running a full backup instead of {kind}",
+                    root_strings.join(", ")
+                ));
+                kind = BackupType::Full;
+                None
+            }
+        }
+        None => None,
+    };
+    let select = |path: &[u8], fp: &Fingerprint| match &markers {
+        Some(m) => m.files.get(path).is_none_or(|(old, _)| old != fp),
+        None => true,
+    };
+    let excludes = Excludes::new(&opts.excludes)?;
+    let scan = walk::scan(&roots, &excludes, &select, markers.is_some())?;
+    let mut errors = scan.errors.clone();
+    for e in &errors {
+        progress.warn(e);
+    }
+    progress.start(scan.files.len() as u64, scan.bytes);
+
+    // Contents: from the cache when unchanged, else read by the workers.
+    let upload = kind != BackupType::Baseline;
+    let cache = state.cache();
+    let saver = Saver::new(repo, &index, device)?;
+    let results: Vec<OnceLock<Result<FileResult, String>>> =
+        (0..scan.files.len()).map(|_| OnceLock::new()).collect();
+    let externals: Mutex<Vec<External>> = Mutex::new(Vec::new());
+    for (i, job) in scan.files.iter().enumerate() {
+        if let Some((fp, ids)) = cache.files.get(job.path.as_os_str().as_bytes())
+            && *fp == job.fp
+            && ids.iter().all(|id| index.knows(id))
+        {
+            let _ = results[i].set(Ok(FileResult {
+                ids: ids.clone(),
+                size: fp.size,
+                read: false,
+            }));
+            progress.bytes(fp.size);
+            progress.item();
+        }
+    }
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
+    let chunker = repo.chunker();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut scratch = saver.scratch();
+                let mut buf = Vec::new();
+                while !abort.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = scan.files.get(i) else { break };
+                    if results[i].get().is_some() {
+                        continue;
+                    }
+                    let sink = if upload {
+                        Sink::Save(&saver)
+                    } else {
+                        Sink::Record(&externals, &index)
+                    };
+                    let r = read_file(
+                        &job.path,
+                        &chunker,
+                        repo,
+                        &sink,
+                        &mut scratch,
+                        &mut buf,
+                        progress,
+                    );
+                    let r = match r {
+                        Err(ReadError::Repo(e)) => {
+                            abort.store(true, Ordering::Relaxed);
+                            fatal
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                        Err(ReadError::File(msg)) => {
+                            progress.warn(&msg);
+                            Err(msg)
+                        }
+                        Ok(r) => Ok(r),
+                    };
+                    progress.item();
+                    let _ = results[i].set(r);
+                }
+            });
+        }
+    });
+    if let Some(e) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e.into());
+    }
+
+    // Trees, bottom-up, then everything durable, then the snapshot.
+    let mut summary = Summary::default();
+    let mut scratch = saver.scratch();
+    let mut tree_ctx = TreeCtx {
+        repo,
+        saver: &saver,
+        scratch: &mut scratch,
+        results: &results,
+        summary: &mut summary,
+        errors: &mut errors,
+        scan: &scan,
+    };
+    let tree = tree_ctx.save_dir(&scan.root)?;
+    saver.finish()?;
+    let externals = externals.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !externals.is_empty() {
+        repo.write_index_file(
+            device,
+            &IndexFile {
+                packs: vec![],
+                external: dedup_externals(externals),
+            },
+        )?;
+    }
+    for (job, r) in scan.files.iter().zip(&results) {
+        if let Some(Ok(r)) = r.get() {
+            match cache.files.get(job.path.as_os_str().as_bytes()) {
+                _ if !r.read => summary.files_unchanged += 1,
+                Some(_) => summary.files_changed += 1,
+                None => summary.files_new += 1,
+            }
+        }
+    }
+    summary.dirs = scan.dirs;
+    summary.blobs_added = saver.stats.blobs.load(Ordering::Relaxed);
+    summary.data_added = saver.stats.raw_bytes.load(Ordering::Relaxed);
+    summary.stored_added = saver.stats.stored_bytes.load(Ordering::Relaxed);
+    summary.errors = errors.len() as u64;
+    summary.duration = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        time,
+        device,
+        hostname: opts.hostname.clone(),
+        paths: root_strings.clone(),
+        kind,
+        tags: opts.tags.clone(),
+        tree,
+        base,
+        excludes: opts.excludes.clone(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+
+    update_state(state, &scan, &results, cache, kind, id, &root_strings)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        fell_back,
+        errors,
+        adopted_packs,
+    })
+}
+
+fn dedup_externals(mut x: Vec<External>) -> Vec<External> {
+    x.sort_by(|a, b| a.id.cmp(&b.id));
+    x.dedup_by(|a, b| a.id == b.id);
+    x
+}
+
+/// After the snapshot is committed: the file cache and the markers of the backup type.
+fn update_state(
+    state: &ClientState,
+    scan: &walk::Scan,
+    results: &[OnceLock<Result<FileResult, String>>],
+    mut cache: Catalog,
+    kind: BackupType,
+    id: Id,
+    roots: &[String],
+) -> Result<()> {
+    let root_bytes: Vec<Vec<u8>> = roots.iter().map(|r| r.as_bytes().to_vec()).collect();
+    let whole = !matches!(kind, BackupType::Incremental | BackupType::Differential);
+    let done: Vec<(Vec<u8>, Fingerprint, &Vec<Id>)> = scan
+        .files
+        .iter()
+        .zip(results)
+        .filter_map(|(job, r)| match r.get() {
+            Some(Ok(r)) => Some((job.path.as_os_str().as_bytes().to_vec(), job.fp, &r.ids)),
+            _ => None,
+        })
+        .collect();
+    if whole {
+        cache.clear_under(&root_bytes);
+    }
+    for (path, fp, ids) in &done {
+        cache.files.insert(path.clone(), (*fp, (*ids).clone()));
+    }
+    state.set_cache(&cache)?;
+    let mark = |which: Markers, replace: bool| -> Result<()> {
+        let (mut info, mut files) = state.markers(which);
+        if replace {
+            files.clear_under(&root_bytes);
+            for r in roots {
+                if !info.roots.contains(r) {
+                    info.roots.push(r.clone());
+                }
+            }
+        }
+        for (path, fp, _) in &done {
+            files.files.insert(path.clone(), (*fp, Vec::new()));
+        }
+        info.snapshot = Some(id);
+        state.set_markers(which, &info, &files)
+    };
+    match kind {
+        BackupType::Full | BackupType::Baseline => {
+            mark(Markers::Full, true)?;
+            mark(Markers::Incremental, true)
+        }
+        BackupType::Incremental => mark(Markers::Incremental, false),
+        BackupType::Copy | BackupType::Differential => Ok(()),
+    }
+}
+
+struct TreeCtx<'a, 'b> {
+    repo: &'a Repository,
+    saver: &'a Saver<'a>,
+    scratch: &'b mut Scratch,
+    results: &'a [OnceLock<Result<FileResult, String>>],
+    summary: &'b mut Summary,
+    errors: &'b mut Vec<String>,
+    scan: &'a walk::Scan,
+}
+
+impl TreeCtx<'_, '_> {
+    fn save_dir(&mut self, dir: &FsDir) -> Result<Id> {
+        let mut tree = Tree::default();
+        for (name, entry) in &dir.children {
+            let node = match entry {
+                FsEntry::Dir(d) => {
+                    let sub = self.save_dir(d)?;
+                    node(name, NodeKind::Dir, &d.meta, 0, vec![], Some(sub), None)
+                }
+                FsEntry::File { meta, job, .. } => match self.results[*job].get() {
+                    Some(Ok(r)) => {
+                        self.summary.files += 1;
+                        self.summary.bytes += r.size;
+                        node(
+                            name,
+                            NodeKind::File,
+                            meta,
+                            r.size,
+                            r.ids.clone(),
+                            None,
+                            None,
+                        )
+                    }
+                    Some(Err(e)) => {
+                        self.errors.push(e.clone());
+                        continue;
+                    }
+                    None => {
+                        self.errors.push(format!(
+                            "{}: not read",
+                            self.scan.files[*job].path.display()
+                        ));
+                        continue;
+                    }
+                },
+                FsEntry::Symlink { meta, target } => node(
+                    name,
+                    NodeKind::Symlink,
+                    meta,
+                    0,
+                    vec![],
+                    None,
+                    Some(target.clone()),
+                ),
+            };
+            tree.nodes.push(node);
+        }
+        let bytes = tree.encode();
+        let id = self.repo.blob_key().id(&bytes);
+        self.saver.save(BlobKind::Tree, id, &bytes, self.scratch)?;
+        Ok(id)
+    }
+}
+
+fn node(
+    name: &[u8],
+    kind: NodeKind,
+    meta: &walk::Meta,
+    size: u64,
+    content: Vec<Id>,
+    subtree: Option<Id>,
+    target: Option<Vec<u8>>,
+) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime_ns: meta.mtime_ns,
+        size,
+        content,
+        subtree,
+        target,
+        hardlink: meta.hardlink,
+    }
+}
+
+enum Sink<'a> {
+    Save(&'a Saver<'a>),
+    Record(&'a Mutex<Vec<External>>, &'a MasterIndex),
+}
+
+enum ReadError {
+    File(String),
+    Repo(RepoError),
+}
+
+/// Reads one file in windows of at least the maximum chunk size, cutting it into chunks.
+fn read_file(
+    path: &std::path::Path,
+    chunker: &kura_core::chunker::Chunker,
+    repo: &Repository,
+    sink: &Sink<'_>,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+    progress: &dyn Progress,
+) -> Result<FileResult, ReadError> {
+    let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
+    let mut f = File::open(path).map_err(file_err)?;
+    let max = chunker.max_size();
+    if buf.len() < 2 * max {
+        buf.resize(2 * max, 0);
+    }
+    let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        while !eof && filled - start < max {
+            if filled == buf.len() {
+                buf.copy_within(start..filled, 0);
+                filled -= start;
+                start = 0;
+            }
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => eof = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(file_err(e)),
+            }
+        }
+        if start == filled {
+            break;
+        }
+        let end = (start + max).min(filled);
+        let n = chunker.next_len(&buf[start..end]);
+        let chunk = &buf[start..start + n];
+        let id = repo.blob_key().id(chunk);
+        match sink {
+            Sink::Save(saver) => {
+                saver
+                    .save(BlobKind::Data, id, chunk, scratch)
+                    .map_err(ReadError::Repo)?;
+            }
+            Sink::Record(externals, index) => {
+                if !index.knows(&id) {
+                    externals
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(External {
+                            kind: BlobKind::Data,
+                            id,
+                            raw_length: n as u32,
+                        });
+                }
+            }
+        }
+        ids.push(id);
+        size += n as u64;
+        progress.bytes(n as u64);
+        start += n;
+    }
+    Ok(FileResult {
+        ids,
+        size,
+        read: true,
+    })
+}

@@ -1,0 +1,547 @@
+//! Restore: plan from the snapshot's trees, check free space, then write every file to a
+//! temporary name in its directory and rename it into place only after every blob of it was
+//! authenticated and matched its id. Names come from validated trees and directories are
+//! checked to be real directories before anything is written into them, so a restore never
+//! writes outside its target.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, FileTimes, Permissions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use kura_core::Id;
+use kura_core::snapshot::Snapshot;
+use kura_core::tree::{Node, NodeKind};
+use kura_repo::{MasterIndex, RepoError, Repository};
+
+use crate::progress::Progress;
+use crate::walk;
+use crate::{ClientError, Result, io_err};
+
+/// What to restore, and where.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Restore only this absolute path of the snapshot (its contents go directly into target).
+    pub subpath: Option<PathBuf>,
+    /// Restore only entries whose snapshot path, or an ancestor's, matches one of these globs.
+    pub includes: Vec<String>,
+    /// Where to take the contents of files that exist only in a baseline.
+    pub baseline_source: Option<PathBuf>,
+    /// Worker threads (0: two per core).
+    pub threads: usize,
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct RestoreOutcome {
+    /// Files restored.
+    pub files: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Symlinks restored.
+    pub symlinks: u64,
+    /// Bytes of file contents written.
+    pub bytes: u64,
+    /// Entries that could not be restored, with the reason.
+    pub errors: Vec<String>,
+}
+
+struct Item {
+    /// Path in the snapshot.
+    source: PathBuf,
+    /// Path relative to the target.
+    rel: PathBuf,
+    node: Node,
+}
+
+/// Restores `snapshot` (or part of it) into `opts.target`.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    let index = repo.load_index()?;
+    let includes = globs(&opts.includes)?;
+    let (dirs, files, links) = plan(repo, &index, snapshot, opts, includes.as_ref())?;
+
+    let needed: u64 = files
+        .iter()
+        .filter(|f| f.node.hardlink == 0)
+        .map(|f| f.node.size)
+        .sum::<u64>()
+        + files
+            .iter()
+            .filter(|f| f.node.hardlink != 0)
+            .map(|f| (f.node.hardlink, f.node.size))
+            .collect::<HashMap<_, _>>()
+            .values()
+            .sum::<u64>();
+    fs::create_dir_all(&opts.target).map_err(io_err(&opts.target))?;
+    let target = walk::absolute(&opts.target)?;
+    let available = free_space(&target)?;
+    if needed > available {
+        return Err(ClientError::NoSpace {
+            target: target.display().to_string(),
+            needed,
+            available,
+        });
+    }
+    if files
+        .iter()
+        .any(|f| f.node.content.iter().any(|id| !index.contains(id)))
+        && opts.baseline_source.is_none()
+    {
+        let missing: Vec<&Item> = files
+            .iter()
+            .filter(|f| {
+                f.node
+                    .content
+                    .iter()
+                    .any(|id| !index.contains(id) && index.external(id).is_some())
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(ClientError::Usage(format!(
+                "{} file(s) exist only in a baseline (e.g. {}): give the recovery source with --baseline-source DIR",
+                missing.len(),
+                missing[0].source.display()
+            )));
+        }
+    }
+
+    let mut out = RestoreOutcome::default();
+    for d in &dirs {
+        ensure_dir(&target, &d.rel)?;
+        out.dirs += 1;
+    }
+    for f in files.iter().chain(&links) {
+        if let Some(parent) = f.rel.parent() {
+            ensure_dir(&target, parent)?;
+        }
+    }
+    progress.start(files.len() as u64, needed);
+
+    // Regular files; the second and later names of a hard-linked file are linked afterwards.
+    let mut first_of: HashMap<u64, usize> = HashMap::new();
+    let mut later: Vec<usize> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if f.node.hardlink != 0 && first_of.contains_key(&f.node.hardlink) {
+            later.push(i);
+        } else {
+            first_of.entry(f.node.hardlink).or_insert(i);
+        }
+    }
+    let later_set: HashSet<usize> = later.iter().copied().collect();
+    let baseline = opts.baseline_source.as_ref().map(|dir| BaselineSource {
+        dir: dir.clone(),
+        roots: snapshot.paths.iter().map(PathBuf::from).collect(),
+    });
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
+    } else {
+        opts.threads
+    };
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let fatal: Mutex<Option<ClientError>> = Mutex::new(None);
+    let chunker = repo.chunker();
+    let am_root = unsafe { libc::geteuid() } == 0;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !abort.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = files.get(i) else { break };
+                    if later_set.contains(&i) {
+                        continue;
+                    }
+                    let dest = target.join(&item.rel);
+                    let r = write_file(
+                        &dest,
+                        &item.node,
+                        |tmp: &mut File| {
+                            for id in &item.node.content {
+                                let data =
+                                    blob(repo, &index, id, item, baseline.as_ref(), &chunker)?;
+                                tmp.write_all(&data)
+                                    .map_err(|e| Failure::Io(io_err(&dest)(e)))?;
+                                progress.bytes(data.len() as u64);
+                            }
+                            Ok(())
+                        },
+                        am_root,
+                    );
+                    progress.item();
+                    match r {
+                        Ok(()) => {}
+                        Err(Failure::Io(e)) if is_no_space(&e) => {
+                            abort.store(true, Ordering::Relaxed);
+                            fatal
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                        Err(f) => {
+                            let msg = format!("{}: {} (not restored)", item.source.display(), f);
+                            progress.warn(&msg);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((i, msg));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failed_idx: HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+    for &i in &later {
+        let item = &files[i];
+        let first = first_of[&item.node.hardlink];
+        let dest = target.join(&item.rel);
+        let r = if failed_idx.contains(&first) {
+            Err(io::Error::other(
+                "the file it is a hard link of was not restored",
+            ))
+        } else {
+            replace_with(&dest, |tmp| {
+                fs::hard_link(target.join(&files[first].rel), tmp)
+            })
+        };
+        if let Err(e) = r {
+            failed.push((i, format!("{}: {e} (not restored)", item.source.display())));
+        }
+    }
+    failed.sort();
+    out.errors = failed.into_iter().map(|(_, m)| m).collect();
+    out.files = (files.len() - out.errors.len()) as u64;
+    out.bytes = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !failed_idx.contains(i))
+        .map(|(_, f)| f.node.size)
+        .sum();
+
+    for l in &links {
+        let dest = target.join(&l.rel);
+        let t = std::ffi::OsStr::from_bytes(l.node.target.as_deref().unwrap_or_default());
+        match replace_with(&dest, |tmp| std::os::unix::fs::symlink(t, tmp)) {
+            Ok(()) => {
+                if am_root {
+                    let _ = std::os::unix::fs::lchown(&dest, Some(l.node.uid), Some(l.node.gid));
+                }
+                out.symlinks += 1;
+            }
+            Err(e) => out
+                .errors
+                .push(format!("{}: {e} (not restored)", l.source.display())),
+        }
+    }
+    // Directory metadata last, deepest first, so writing into them does not change it again.
+    for d in dirs.iter().rev() {
+        let dest = target.join(&d.rel);
+        let r = File::open(&dest).and_then(|f| {
+            if am_root {
+                std::os::unix::fs::fchown(&f, Some(d.node.uid), Some(d.node.gid))?;
+            }
+            f.set_permissions(Permissions::from_mode(d.node.mode))?;
+            f.set_times(FileTimes::new().set_modified(time_of(d.node.mtime_ns)))
+        });
+        if let Err(e) = r {
+            out.errors
+                .push(format!("{}: setting metadata: {e}", d.source.display()));
+        }
+    }
+    Ok(out)
+}
+
+type Plan = (Vec<Item>, Vec<Item>, Vec<Item>);
+
+fn plan(
+    repo: &Repository,
+    index: &MasterIndex,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    includes: Option<&GlobSet>,
+) -> Result<Plan> {
+    let (mut dirs, mut files, mut links) = (Vec::new(), Vec::new(), Vec::new());
+    // Where the walk starts, and the prefix stripped from snapshot paths to make target paths.
+    let (start, strip): (Id, PathBuf) = match &opts.subpath {
+        None => (snapshot.tree, PathBuf::from("/")),
+        Some(p) => {
+            let p = walk::absolute(p)?;
+            match walk::find_node(repo, index, &snapshot.tree, &p)? {
+                None => (snapshot.tree, PathBuf::from("/")),
+                Some(node) if node.kind == NodeKind::Dir => (node.subtree.unwrap_or_default(), p),
+                Some(node) => {
+                    if includes.is_none_or(|g| g.is_match(&p)) {
+                        let item = Item {
+                            rel: PathBuf::from(std::ffi::OsStr::from_bytes(&node.name)),
+                            source: p,
+                            node,
+                        };
+                        match item.node.kind {
+                            NodeKind::Symlink => links.push(item),
+                            _ => files.push(item),
+                        }
+                    }
+                    return Ok((dirs, files, links));
+                }
+            }
+        }
+    };
+    // With includes, a directory is kept if it matches or holds something kept.
+    let mut matched_depth: Option<usize> = None;
+    let mut visit = |path: &Path, node: &Node| -> Result<bool> {
+        let rel = path.strip_prefix(&strip).unwrap_or(path).to_path_buf();
+        let depth = rel.components().count();
+        if matched_depth.is_some_and(|d| depth <= d) {
+            matched_depth = None;
+        }
+        let selected = match includes {
+            None => true,
+            Some(g) => {
+                if matched_depth.is_none() && g.is_match(path) {
+                    matched_depth = Some(depth);
+                }
+                matched_depth.is_some()
+            }
+        };
+        let item = Item {
+            source: path.to_path_buf(),
+            rel,
+            node: node.clone(),
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                if selected {
+                    dirs.push(item);
+                }
+            }
+            NodeKind::File if selected => files.push(item),
+            NodeKind::Symlink if selected => links.push(item),
+            _ => {}
+        }
+        Ok(true)
+    };
+    walk::visit_tree(repo, index, &start, &strip, &mut visit)?;
+    Ok((dirs, files, links))
+}
+
+fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| ClientError::Usage(format!("bad pattern {p:?}: {e}")))?);
+    }
+    Ok(Some(
+        b.build().map_err(|e| ClientError::Usage(e.to_string()))?,
+    ))
+}
+
+enum Failure {
+    Io(ClientError),
+    Repo(RepoError),
+    Baseline(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Io(e) => e.fmt(f),
+            Failure::Repo(e) => e.fmt(f),
+            Failure::Baseline(e) => f.write_str(e),
+        }
+    }
+}
+
+fn is_no_space(e: &ClientError) -> bool {
+    matches!(e, ClientError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+}
+
+fn blob(
+    repo: &Repository,
+    index: &MasterIndex,
+    id: &Id,
+    item: &Item,
+    baseline: Option<&BaselineSource>,
+    chunker: &kura_core::chunker::Chunker,
+) -> Result<Vec<u8>, Failure> {
+    if index.contains(id) {
+        return repo.read_blob(index, id).map_err(Failure::Repo);
+    }
+    match (index.external(id), baseline) {
+        (Some(_), Some(b)) => b.chunk(repo, chunker, &item.source, id),
+        (Some(_), None) => Err(Failure::Baseline(
+            "exists only in a baseline: give --baseline-source".into(),
+        )),
+        (None, _) => Err(Failure::Repo(RepoError::MissingBlob(*id))),
+    }
+}
+
+/// A directory laid out like a baseline's root (recovery media), to take baseline-only chunks from.
+struct BaselineSource {
+    dir: PathBuf,
+    roots: Vec<PathBuf>,
+}
+
+impl BaselineSource {
+    fn chunk(
+        &self,
+        repo: &Repository,
+        chunker: &kura_core::chunker::Chunker,
+        path: &Path,
+        id: &Id,
+    ) -> Result<Vec<u8>, Failure> {
+        let root = self
+            .roots
+            .iter()
+            .filter(|r| path.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+            .ok_or_else(|| Failure::Baseline("not under any root of the snapshot".into()))?;
+        let rel = path.strip_prefix(root).unwrap_or(Path::new(""));
+        let source = if rel.as_os_str().is_empty() {
+            self.dir.join(path.file_name().unwrap_or_default())
+        } else {
+            self.dir.join(rel)
+        };
+        let data = fs::read(&source)
+            .map_err(|e| Failure::Baseline(format!("baseline source {}: {e}", source.display())))?;
+        chunker
+            .chunks(&data)
+            .find(|c| repo.blob_key().id(c) == *id)
+            .map(|c| c.to_vec())
+            .ok_or_else(|| {
+                Failure::Baseline(format!(
+                    "baseline source {} does not hold the recorded contents",
+                    source.display()
+                ))
+            })
+    }
+}
+
+/// Creates `target/rel` as a real directory, replacing anything else of that name (including a
+/// symlink, which is never followed).
+fn ensure_dir(target: &Path, rel: &Path) -> Result<()> {
+    let mut at = target.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            return Err(ClientError::Usage(format!(
+                "refusing unsafe path {}",
+                rel.display()
+            )));
+        };
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => fs::remove_file(&at).map_err(io_err(&at))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&at)(e)),
+        }
+        match fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&at)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn temp_name(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short: String = name.chars().take(100).collect();
+    dest.with_file_name(format!(
+        ".{short}.kura-{}",
+        kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
+    ))
+}
+
+/// Makes `dest` by creating a temporary name with `make` and renaming it over `dest`.
+fn replace_with(dest: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let tmp = temp_name(dest);
+    let r = make(&tmp).and_then(|()| {
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(dest)?;
+        }
+        fs::rename(&tmp, dest)
+    });
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn write_file(
+    dest: &Path,
+    node: &Node,
+    fill: impl FnOnce(&mut File) -> Result<(), Failure>,
+    am_root: bool,
+) -> Result<(), Failure> {
+    let tmp = temp_name(dest);
+    let r = (|| {
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Failure::Io(io_err(&tmp)(e)))?;
+        fill(&mut f)?;
+        let meta = || -> io::Result<()> {
+            if am_root {
+                std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))?;
+            }
+            f.set_permissions(Permissions::from_mode(node.mode))?;
+            f.set_times(FileTimes::new().set_modified(time_of(node.mtime_ns)))
+        };
+        meta().map_err(|e| Failure::Io(io_err(dest)(e)))?;
+        drop(f);
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(dest).map_err(|e| Failure::Io(io_err(dest)(e)))?;
+        }
+        fs::rename(&tmp, dest).map_err(|e| Failure::Io(io_err(dest)(e)))
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn time_of(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Bytes available to this user on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| ClientError::Usage(format!("path {} contains NUL", path.display())))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}

@@ -1,0 +1,302 @@
+//! The client's own state, per repository: which device this machine is, the file cache that
+//! recognises unchanged files from metadata, and the backed-up markers of the backup types.
+//!
+//! Modern filesystems have no archive bit, so the markers of `spec/terminal-backup.md`
+//! requirement 5 live here: the `full` set records each file's fingerprint at the last full
+//! backup (or baseline), the `incremental` set at the last full or incremental backup.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kura_core::Id;
+use kura_core::keys::DeviceId;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, io_err};
+
+/// What identifies a file's version without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+}
+
+/// Files by absolute path: fingerprint and (in the cache) content blob ids.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    /// The entries.
+    pub files: HashMap<Vec<u8>, (Fingerprint, Vec<Id>)>,
+}
+
+const CATALOG_MAGIC: &[u8; 5] = b"KCAT1";
+
+impl Catalog {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = CATALOG_MAGIC.to_vec();
+        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        for (path, (fp, ids)) in &self.files {
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path);
+            out.extend_from_slice(&fp.size.to_le_bytes());
+            out.extend_from_slice(&fp.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&fp.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&fp.inode.to_le_bytes());
+            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            for id in ids {
+                out.extend_from_slice(&id.0);
+            }
+        }
+        out
+    }
+
+    /// Decodes a catalog; `None` if it is damaged (the caller then starts from empty, which
+    /// only costs re-reading files).
+    fn decode(data: &[u8]) -> Option<Catalog> {
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = data.get(pos..pos.checked_add(n)?)?;
+            pos += n;
+            Some(s)
+        };
+        if take(5)? != CATALOG_MAGIC {
+            return None;
+        }
+        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let n = u64_of(take(8)?);
+        let mut files = HashMap::with_capacity((n as usize).min(data.len() / 40));
+        for _ in 0..n {
+            let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let path = take(len)?.to_vec();
+            let fp = Fingerprint {
+                size: u64_of(take(8)?),
+                mtime_ns: u64_of(take(8)?) as i64,
+                ctime_ns: u64_of(take(8)?) as i64,
+                inode: u64_of(take(8)?),
+            };
+            let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let mut ids = Vec::with_capacity(count.min(data.len() / 32));
+            for _ in 0..count {
+                ids.push(Id(take(32)?.try_into().ok()?));
+            }
+            files.insert(path, (fp, ids));
+        }
+        Some(Catalog { files })
+    }
+
+    /// Drops every entry under one of `roots` (the caller then adds the current state).
+    pub fn clear_under(&mut self, roots: &[Vec<u8>]) {
+        self.files
+            .retain(|p, _| !roots.iter().any(|r| is_under(p, r)));
+    }
+}
+
+/// Whether `path` is `root` or inside it.
+pub fn is_under(path: &[u8], root: &[u8]) -> bool {
+    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/' || root == b"/")
+}
+
+/// A marker set: the snapshot that set it, the roots it covers, and file fingerprints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MarkerInfo {
+    /// The snapshot that last set these markers.
+    pub snapshot: Option<Id>,
+    /// The absolute roots covered.
+    pub roots: Vec<String>,
+}
+
+impl MarkerInfo {
+    /// Whether every one of `roots` lies under a covered root.
+    pub fn covers(&self, roots: &[String]) -> bool {
+        !roots.is_empty()
+            && roots.iter().all(|r| {
+                self.roots
+                    .iter()
+                    .any(|m| is_under(r.as_bytes(), m.as_bytes()))
+            })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DeviceFile {
+    device: DeviceId,
+}
+
+/// The state directory of one repository on this machine.
+pub struct ClientState {
+    dir: PathBuf,
+}
+
+/// Which marker set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Markers {
+    /// Set by full backups and baselines.
+    Full,
+    /// Set by full and incremental backups and baselines.
+    Incremental,
+}
+
+impl Markers {
+    fn stem(self) -> &'static str {
+        match self {
+            Markers::Full => "markers-full",
+            Markers::Incremental => "markers-incremental",
+        }
+    }
+}
+
+impl ClientState {
+    /// The state for repository `repo_id` under `base` (see [`default_base`]).
+    pub fn open(base: &Path, repo_id: &str) -> Result<ClientState> {
+        let dir = base.join(repo_id);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(ClientState { dir })
+    }
+
+    /// This machine's device id for the repository, if it is one.
+    pub fn device(&self) -> Option<DeviceId> {
+        let bytes = fs::read(self.dir.join("device.json")).ok()?;
+        serde_json::from_slice::<DeviceFile>(&bytes)
+            .ok()
+            .map(|d| d.device)
+    }
+
+    /// Records this machine's device id.
+    pub fn set_device(&self, device: DeviceId) -> Result<()> {
+        self.write(
+            "device.json",
+            &serde_json::to_vec_pretty(&DeviceFile { device }).unwrap_or_default(),
+        )
+    }
+
+    /// The file cache.
+    pub fn cache(&self) -> Catalog {
+        self.catalog("cache")
+    }
+
+    /// Stores the file cache.
+    pub fn set_cache(&self, c: &Catalog) -> Result<()> {
+        self.write("cache.bin", &c.encode())
+    }
+
+    /// A marker set.
+    pub fn markers(&self, which: Markers) -> (MarkerInfo, Catalog) {
+        let info = fs::read(self.dir.join(format!("{}.json", which.stem())))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        (info, self.catalog(which.stem()))
+    }
+
+    /// Stores a marker set (catalog first, so a crash leaves the old info pointing at a
+    /// superset, which only makes the next backup include more).
+    pub fn set_markers(&self, which: Markers, info: &MarkerInfo, files: &Catalog) -> Result<()> {
+        self.write(&format!("{}.bin", which.stem()), &files.encode())?;
+        self.write(
+            &format!("{}.json", which.stem()),
+            &serde_json::to_vec_pretty(info).unwrap_or_default(),
+        )
+    }
+
+    fn catalog(&self, stem: &str) -> Catalog {
+        fs::read(self.dir.join(format!("{stem}.bin")))
+            .ok()
+            .and_then(|b| Catalog::decode(&b))
+            .unwrap_or_default()
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })()
+        .map_err(io_err(&path))
+    }
+}
+
+/// The default state directory: `$XDG_STATE_HOME/kura`, else `~/.local/state/kura`.
+pub fn default_base() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("kura");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/kura")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_round_trip_and_damage() {
+        let mut c = Catalog::default();
+        c.files.insert(
+            b"/a/b".to_vec(),
+            (
+                Fingerprint {
+                    size: 1,
+                    mtime_ns: -2,
+                    ctime_ns: 3,
+                    inode: 4,
+                },
+                vec![Id([5; 32])],
+            ),
+        );
+        c.files
+            .insert(b"/a/\xff".to_vec(), (Fingerprint::default(), vec![]));
+        let bytes = c.encode();
+        assert_eq!(Catalog::decode(&bytes).unwrap(), c);
+        for cut in 0..bytes.len() {
+            assert!(Catalog::decode(&bytes[..cut]).is_none());
+        }
+    }
+
+    #[test]
+    fn markers_cover_roots() {
+        let m = MarkerInfo {
+            snapshot: None,
+            roots: vec!["/home/u".into()],
+        };
+        assert!(m.covers(&["/home/u".into()]));
+        assert!(m.covers(&["/home/u/docs".into()]));
+        assert!(!m.covers(&["/home/user".into()]));
+        assert!(!m.covers(&[]));
+        assert!(is_under(b"/x", b"/"));
+    }
+
+    #[test]
+    fn state_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ClientState::open(dir.path(), "r1").unwrap();
+        assert_eq!(s.device(), None);
+        let d = DeviceId::random();
+        s.set_device(d).unwrap();
+        assert_eq!(
+            ClientState::open(dir.path(), "r1").unwrap().device(),
+            Some(d)
+        );
+        let info = MarkerInfo {
+            snapshot: Some(Id([1; 32])),
+            roots: vec!["/r".into()],
+        };
+        let mut cat = Catalog::default();
+        cat.files
+            .insert(b"/r/f".to_vec(), (Fingerprint::default(), vec![]));
+        s.set_markers(Markers::Full, &info, &cat).unwrap();
+        assert_eq!(s.markers(Markers::Full), (info, cat));
+        assert_eq!(s.markers(Markers::Incremental).0, MarkerInfo::default());
+    }
+}

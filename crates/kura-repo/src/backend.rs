@@ -1,0 +1,281 @@
+//! Where a repository's files live. [`Backend`] is the one I/O seam of a repository; [`LocalDir`]
+//! is the embedded default (a directory), and the service's HTTP API is another.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The kinds of stored file, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// The single `config` file.
+    Config,
+    /// Passphrase-wrapped common keys.
+    Key,
+    /// Device keys wrapped by the common key.
+    Device,
+    /// Snapshots.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Packs.
+    Pack,
+    /// Lock files.
+    Lock,
+}
+
+impl FileType {
+    fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Device => "devices",
+            FileType::Snapshot => "snapshots",
+            FileType::Index => "index",
+            FileType::Pack => "data",
+            FileType::Lock => "locks",
+        }
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The file does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The storage is full.
+    #[error("no space left on the repository's storage while writing {0}")]
+    NoSpace(String),
+    /// Any other I/O failure.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// To which file.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl BackendError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> BackendError {
+        let path = path.display().to_string();
+        match source.kind() {
+            io::ErrorKind::NotFound => BackendError::NotFound(path),
+            io::ErrorKind::StorageFull => BackendError::NoSpace(path),
+            _ => BackendError::Io { op, path, source },
+        }
+    }
+}
+
+/// Storage for a repository's files. Writes are atomic (a reader sees the whole file or none)
+/// and durable when `write` returns.
+pub trait Backend: Send + Sync {
+    /// Where this is, for messages.
+    fn location(&self) -> String;
+    /// Creates the empty layout; fails if a repository is already there.
+    fn create(&self) -> Result<(), BackendError>;
+    /// Names of all files of one type.
+    fn list(&self, t: FileType) -> Result<Vec<String>, BackendError>;
+    /// A whole file.
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// `len` bytes from `offset`.
+    fn read_at(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, BackendError>;
+    /// A file's size.
+    fn size(&self, t: FileType, name: &str) -> Result<u64, BackendError>;
+    /// Stores a file, replacing any file of that name.
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError>;
+    /// Removes a file; removing a missing file is not an error.
+    fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError>;
+}
+
+/// A repository in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> LocalDir {
+        LocalDir { root: root.into() }
+    }
+
+    fn path(&self, t: FileType, name: &str) -> PathBuf {
+        match t {
+            FileType::Config => self.root.join("config"),
+            FileType::Pack => self
+                .root
+                .join("data")
+                .join(name.get(..2).unwrap_or("00"))
+                .join(name),
+            _ => self.root.join(t.dir()).join(name),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalDir {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<(), BackendError> {
+        if self.root.join("config").exists() {
+            return Err(BackendError::Io {
+                op: "create repository",
+                path: self.location(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a repository already exists here",
+                ),
+            });
+        }
+        let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| BackendError::io("create", &p, e));
+        for t in [
+            FileType::Key,
+            FileType::Device,
+            FileType::Snapshot,
+            FileType::Index,
+            FileType::Lock,
+        ] {
+            mk(self.root.join(t.dir()))?;
+        }
+        for i in 0..256 {
+            mk(self.root.join("data").join(format!("{i:02x}")))?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<String>, BackendError> {
+        let dirs: Vec<PathBuf> = match t {
+            FileType::Config => {
+                return Ok(if self.root.join("config").exists() {
+                    vec!["config".into()]
+                } else {
+                    vec![]
+                });
+            }
+            FileType::Pack => (0..256)
+                .map(|i| self.root.join("data").join(format!("{i:02x}")))
+                .collect(),
+            _ => vec![self.root.join(t.dir())],
+        };
+        let mut names = Vec::new();
+        for dir in dirs {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::io("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| BackendError::io("list", &dir, e))?;
+                if let Some(name) = entry.file_name().to_str()
+                    && !name.starts_with('.')
+                {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>, BackendError> {
+        let p = self.path(t, name);
+        fs::read(&p).map_err(|e| BackendError::io("read", &p, e))
+    }
+
+    fn read_at(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, BackendError> {
+        let p = self.path(t, name);
+        let f = File::open(&p).map_err(|e| BackendError::io("open", &p, e))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| BackendError::io("read", &p, e))?;
+        Ok(buf)
+    }
+
+    fn size(&self, t: FileType, name: &str) -> Result<u64, BackendError> {
+        let p = self.path(t, name);
+        Ok(fs::metadata(&p)
+            .map_err(|e| BackendError::io("stat", &p, e))?
+            .len())
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        let p = self.path(t, name);
+        let dir = p.parent().unwrap_or(&self.root);
+        if t == FileType::Pack {
+            fs::create_dir_all(dir).map_err(|e| BackendError::io("create", dir, e))?;
+        }
+        let tmp = dir.join(format!(
+            ".tmp-{}",
+            kura_core::id::hex(&kura_core::crypto::random_bytes::<8>())
+        ));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(BackendError::io("write", &p, e));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError> {
+        let p = self.path(t, name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io("remove", &p, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_dir_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalDir::new(dir.path().join("repo"));
+        b.create().unwrap();
+        b.write(FileType::Config, "config", b"{}").unwrap();
+        assert!(b.create().is_err(), "refuses to create over a repository");
+        b.write(FileType::Pack, "abcdef", b"0123456789").unwrap();
+        assert_eq!(b.list(FileType::Pack).unwrap(), vec!["abcdef"]);
+        assert_eq!(b.read_at(FileType::Pack, "abcdef", 2, 3).unwrap(), b"234");
+        assert_eq!(b.size(FileType::Pack, "abcdef").unwrap(), 10);
+        assert!(matches!(
+            b.read(FileType::Pack, "nope"),
+            Err(BackendError::NotFound(_))
+        ));
+        assert!(b.read_at(FileType::Pack, "abcdef", 8, 3).is_err());
+        b.remove(FileType::Pack, "abcdef").unwrap();
+        b.remove(FileType::Pack, "abcdef").unwrap();
+        assert!(b.list(FileType::Pack).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,244 @@
+//! `check`: the repository's structure, and with `read_data` every byte.
+//!
+//! Structure: every index and snapshot file decrypts and matches its name; every indexed pack
+//! exists, and its header agrees with the index; every tree decodes; every blob a snapshot
+//! needs is indexed (or baseline-only). Data: every pack hashes to its name and every blob in
+//! it authenticates, expands and matches its id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kura_core::Id;
+use kura_core::pack;
+use kura_core::tree::NodeKind;
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::index::IdSet;
+use crate::{MasterIndex, Repository, Result, corrupt};
+
+/// What `check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Trees checked.
+    pub trees: usize,
+    /// Packs checked.
+    pub packs: usize,
+    /// Blobs whose bytes were verified (with `read_data`).
+    pub blobs_read: usize,
+    /// Problems that make data unrestorable.
+    pub errors: Vec<String>,
+    /// Harmless findings (unindexed packs from an interrupted backup).
+    pub warnings: Vec<String>,
+}
+
+/// Receives progress of the data pass: called once per pack with its size.
+pub trait CheckProgress: Sync {
+    /// The data pass begins.
+    fn start(&self, _packs: u64, _bytes: u64) {}
+    /// One pack done.
+    fn pack(&self, _bytes: u64) {}
+}
+
+impl CheckProgress for () {}
+
+/// Checks the repository.
+pub fn check(
+    repo: &Repository,
+    read_data: bool,
+    threads: usize,
+    progress: &dyn CheckProgress,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut index = MasterIndex::default();
+    for name in repo.backend().list(FileType::Index)? {
+        match repo.read_index_file(&name) {
+            Ok(f) => index.add_file(name, f),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    let stored: HashMap<String, u64> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .map(|n| {
+            let size = repo.backend().size(FileType::Pack, &n).unwrap_or(0);
+            (n, size)
+        })
+        .collect();
+    for p in index.packs() {
+        let name = p.id.to_hex();
+        report.packs += 1;
+        if !stored.contains_key(&name) {
+            report
+                .errors
+                .push(format!("pack {name} is indexed but missing"));
+            continue;
+        }
+        match repo.read_pack_header(&name) {
+            Ok((device, mut entries)) => {
+                let mut indexed = p.entries.clone();
+                entries.sort_by_key(|e| e.offset);
+                indexed.sort_by_key(|e| e.offset);
+                if device != p.device || entries != indexed {
+                    report
+                        .errors
+                        .push(format!("pack {name}: header does not match the index"));
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    for name in stored.keys() {
+        if !name.parse::<Id>().is_ok_and(|id| index.has_pack(&id)) {
+            report.warnings.push(format!(
+                "pack {name} is not indexed (left by an interrupted backup; the next backup adopts it, prune removes it)"
+            ));
+        }
+    }
+
+    let mut seen = IdSet::default();
+    for name in repo.backend().list(FileType::Snapshot)? {
+        report.snapshots += 1;
+        let snap = match repo.find_snapshot(&name) {
+            Ok((_, s)) => s,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut stack = vec![snap.tree];
+        while let Some(tree_id) = stack.pop() {
+            if !seen.insert(tree_id) {
+                continue;
+            }
+            report.trees += 1;
+            let tree = match repo.load_tree(&index, &tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    report.errors.push(format!(
+                        "snapshot {}: tree {}: {e}",
+                        &name[..8],
+                        tree_id.short()
+                    ));
+                    continue;
+                }
+            };
+            for node in &tree.nodes {
+                match node.kind {
+                    NodeKind::Dir => stack.extend(node.subtree),
+                    NodeKind::File => {
+                        for id in &node.content {
+                            if seen.insert(*id) && !index.knows(id) {
+                                report.errors.push(format!(
+                                    "snapshot {}: blob {} of {:?} is missing",
+                                    &name[..8],
+                                    id.short(),
+                                    String::from_utf8_lossy(&node.name)
+                                ));
+                            }
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+
+    if read_data {
+        let packs: Vec<&kura_core::index::IndexedPack> = index
+            .packs()
+            .iter()
+            .filter(|p| stored.contains_key(&p.id.to_hex()))
+            .collect();
+        progress.start(
+            packs.len() as u64,
+            packs.iter().map(|p| stored[&p.id.to_hex()]).sum(),
+        );
+        let next = AtomicUsize::new(0);
+        let found: Mutex<(usize, Vec<String>)> = Mutex::new((0, Vec::new()));
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| {
+                    while let Some(p) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let (blobs, errs) = read_pack(repo, &index, p);
+                        progress.pack(stored[&p.id.to_hex()]);
+                        let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+                        f.0 += blobs;
+                        f.1.extend(errs);
+                    }
+                });
+            }
+        });
+        let (blobs, errs) = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        report.blobs_read = blobs;
+        report.errors.extend(errs);
+    }
+    report.errors.sort();
+    Ok(report)
+}
+
+fn read_pack(
+    repo: &Repository,
+    index: &MasterIndex,
+    p: &kura_core::index::IndexedPack,
+) -> (usize, Vec<String>) {
+    let name = p.id.to_hex();
+    let bytes = match repo.backend().read(FileType::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => return (0, vec![e.to_string()]),
+    };
+    let mut errors = Vec::new();
+    if Id::of_bytes(&bytes) != p.id {
+        errors.push(format!(
+            "pack {name}: contents do not match the name (damaged)"
+        ));
+    }
+    let mut ok = 0;
+    for e in &p.entries {
+        let end = e.offset as usize + e.length as usize;
+        let Some(sealed) = bytes.get(e.offset as usize..end) else {
+            errors.push(format!(
+                "pack {name}: blob {} lies past the end (truncated)",
+                e.id.short()
+            ));
+            continue;
+        };
+        match repo.open_blob(&name, &p.id, e, sealed, index) {
+            Ok(_) => ok += 1,
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    if let Err(e) =
+        pack::decode_pack(|d| repo.device_key(d).cloned(), &bytes).map_err(corrupt("pack", &name))
+    {
+        errors.push(e.to_string());
+    }
+    (ok, errors)
+}
+
+/// Every blob the given snapshots' trees need (trees and data), walking each tree once.
+pub fn used_blobs(
+    repo: &Repository,
+    index: &MasterIndex,
+    roots: impl IntoIterator<Item = Id>,
+) -> Result<IdSet> {
+    let mut used = IdSet::default();
+    let mut stack: Vec<Id> = roots.into_iter().collect();
+    while let Some(tree_id) = stack.pop() {
+        if !used.insert(tree_id) {
+            continue;
+        }
+        let tree = repo.load_tree(index, &tree_id)?;
+        for node in tree.nodes {
+            if let Some(sub) = node.subtree {
+                stack.push(sub);
+            }
+            used.extend(node.content);
+        }
+    }
+    Ok(used)
+}

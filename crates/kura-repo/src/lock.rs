@@ -1,0 +1,129 @@
+//! Repository locks: many shared holders (backups) or one exclusive holder (prune, forget).
+//!
+//! A lock is a small JSON file under `locks/`, refreshed every five minutes while held. A lock
+//! is stale when its process is gone (same host) or it was not refreshed for 30 minutes.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileType};
+use crate::{RepoError, Result};
+
+const REFRESH: Duration = Duration::from_secs(300);
+const STALE_AFTER_SECS: i64 = 1800;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LockInfo {
+    host: String,
+    pid: u32,
+    time: jiff::Timestamp,
+    exclusive: bool,
+}
+
+/// A held lock; dropping it releases it.
+pub struct RepoLock {
+    backend: Arc<dyn Backend>,
+    name: String,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn write_info(backend: &dyn Backend, name: &str, exclusive: bool) -> Result<()> {
+    let info = LockInfo {
+        host: hostname(),
+        pid: std::process::id(),
+        time: jiff::Timestamp::now(),
+        exclusive,
+    };
+    backend.write(
+        FileType::Lock,
+        name,
+        &serde_json::to_vec(&info).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+fn is_stale(info: &LockInfo) -> bool {
+    if info.host == hostname() {
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(info.pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            return true;
+        }
+    }
+    (jiff::Timestamp::now() - info.time).get_seconds() > STALE_AFTER_SECS
+}
+
+impl RepoLock {
+    /// Takes a shared or exclusive lock, or fails naming the holder of a conflicting one.
+    pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool) -> Result<RepoLock> {
+        let name = kura_core::id::hex(&kura_core::crypto::random_bytes::<16>());
+        write_info(backend.as_ref(), &name, exclusive)?;
+        let mut lock = RepoLock {
+            backend: backend.clone(),
+            name: name.clone(),
+            stop: None,
+            refresher: None,
+        };
+        for other in backend.list(FileType::Lock)? {
+            if other == name {
+                continue;
+            }
+            let Ok(bytes) = backend.read(FileType::Lock, &other) else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
+                continue;
+            };
+            if is_stale(&info) {
+                backend.remove(FileType::Lock, &other)?;
+                continue;
+            }
+            if exclusive || info.exclusive {
+                // `lock` is dropped here, removing our own lock file.
+                return Err(RepoError::Locked(format!(
+                    "{} lock held by pid {} on {} since {}",
+                    if info.exclusive {
+                        "an exclusive"
+                    } else {
+                        "a shared"
+                    },
+                    info.pid,
+                    info.host,
+                    info.time
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let refresher = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH) {
+                let _ = write_info(backend.as_ref(), &name, exclusive);
+            }
+        });
+        lock.stop = Some(tx);
+        lock.refresher = Some(refresher);
+        Ok(lock)
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.refresher.take() {
+            let _ = h.join();
+        }
+        let _ = self.backend.remove(FileType::Lock, &self.name);
+    }
+}

@@ -1,0 +1,192 @@
+//! `prune`: reclaim the space of blobs no snapshot needs.
+//!
+//! Packs whose blobs are all unused are deleted; packs with some unused blobs are rewritten
+//! with only the used ones (the sealed bytes are copied after being authenticated, never
+//! re-encrypted). The order keeps the repository consistent if prune is killed at any point:
+//! new packs, then the new index, then old index files, then old packs.
+
+use std::collections::HashMap;
+
+use kura_core::Id;
+use kura_core::index::{IndexFile, IndexedPack};
+use kura_core::keys::DeviceId;
+use kura_core::pack::{self, PackBuilder};
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::check::used_blobs;
+use crate::lock::RepoLock;
+use crate::{Repository, Result};
+
+/// What prune did (or, with `dry_run`, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Packs deleted whole.
+    pub packs_deleted: usize,
+    /// Packs rewritten without their unused blobs.
+    pub packs_repacked: usize,
+    /// Packs kept as they were.
+    pub packs_kept: usize,
+    /// Unindexed packs (from interrupted backups) deleted.
+    pub orphans_deleted: usize,
+    /// Blobs removed.
+    pub blobs_removed: usize,
+    /// Bytes of storage freed.
+    pub bytes_freed: u64,
+    /// Bytes of storage in use afterwards.
+    pub bytes_after: u64,
+}
+
+/// Prunes the repository, sealing the new index with `device`'s key.
+pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
+    let key = repo.require_device(device)?.clone();
+    let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let index = repo.load_index()?;
+    let snapshots = repo.load_snapshots()?;
+    let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree))?;
+    let stored: HashMap<String, u64> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .map(|n| {
+            let size = repo.backend().size(FileType::Pack, &n).unwrap_or(0);
+            (n, size)
+        })
+        .collect();
+
+    let mut report = PruneReport::default();
+    let mut keep: Vec<IndexedPack> = Vec::new();
+    let mut repack: Vec<(&IndexedPack, Vec<usize>)> = Vec::new();
+    let mut remove: Vec<Id> = Vec::new();
+    for p in index.packs() {
+        // A blob stored twice counts as used only where the index finds it.
+        let live: Vec<usize> = (0..p.entries.len())
+            .filter(|&i| {
+                let e = &p.entries[i];
+                used.contains(&e.id)
+                    && index
+                        .locate(&e.id)
+                        .is_some_and(|(pid, le)| pid == p.id && le.offset == e.offset)
+            })
+            .collect();
+        report.blobs_removed += p.entries.len() - live.len();
+        if live.is_empty() {
+            remove.push(p.id);
+        } else if live.len() == p.entries.len() {
+            keep.push(p.clone());
+        } else {
+            repack.push((p, live));
+        }
+    }
+    let orphans: Vec<String> = stored
+        .keys()
+        .filter(|n| !n.parse::<Id>().is_ok_and(|id| index.has_pack(&id)))
+        .cloned()
+        .collect();
+    report.packs_kept = keep.len();
+    report.packs_deleted = remove.len();
+    report.packs_repacked = repack.len();
+    report.orphans_deleted = orphans.len();
+    let size_of = |id: &Id| stored.get(&id.to_hex()).copied().unwrap_or(0);
+    let before: u64 = stored.values().sum();
+    if dry_run {
+        let freed: u64 = remove.iter().map(size_of).sum::<u64>()
+            + orphans.iter().map(|n| stored[n]).sum::<u64>()
+            + repack
+                .iter()
+                .map(|(p, live)| {
+                    let live_bytes: u64 = live.iter().map(|&i| p.entries[i].length as u64).sum();
+                    size_of(&p.id).saturating_sub(live_bytes)
+                })
+                .sum::<u64>();
+        report.bytes_freed = freed;
+        report.bytes_after = before - freed;
+        return Ok(report);
+    }
+    if repack.is_empty() && remove.is_empty() && orphans.is_empty() && index.files().len() <= 1 {
+        report.bytes_after = before;
+        return Ok(report);
+    }
+
+    // 1. New packs with the live blobs of partly used packs.
+    let mut builders: HashMap<DeviceId, PackBuilder> = HashMap::new();
+    let mut written: Vec<IndexedPack> = Vec::new();
+    let mut new_bytes = 0u64;
+    let mut flush = |b: PackBuilder, dev: DeviceId, written: &mut Vec<IndexedPack>| -> Result<()> {
+        let dkey = repo.require_device(dev)?;
+        let (bytes, id, entries) = b.finish(dkey);
+        repo.backend().write(FileType::Pack, &id.to_hex(), &bytes)?;
+        new_bytes += bytes.len() as u64;
+        written.push(IndexedPack {
+            id,
+            device: dev,
+            entries,
+        });
+        Ok(())
+    };
+    for (p, live) in &repack {
+        let name = p.id.to_hex();
+        let bytes = repo.backend().read(FileType::Pack, &name)?;
+        for &i in live {
+            let e = &p.entries[i];
+            let sealed = bytes
+                .get(e.offset as usize..e.offset as usize + e.length as usize)
+                .ok_or_else(|| {
+                    crate::corrupt("pack", &name)(kura_core::FormatError::Truncated("pack"))
+                })?;
+            // Never carry damage forward: a blob that does not authenticate stops prune.
+            repo.open_blob(&name, &p.id, e, sealed, &index)?;
+            let b = builders
+                .entry(p.device)
+                .or_insert_with(|| PackBuilder::new(p.device));
+            b.push(e.kind, e.id, e.compression, e.raw_length, sealed);
+            if b.len() >= pack::TARGET_SIZE {
+                let full = std::mem::replace(b, PackBuilder::new(p.device));
+                flush(full, p.device, &mut written)?;
+            }
+        }
+    }
+    for (dev, b) in builders {
+        if !b.is_empty() {
+            flush(b, dev, &mut written)?;
+        }
+    }
+    // 2. One new index of everything that stays.
+    let external = index
+        .externals()
+        .filter(|x| used.contains(&x.id))
+        .copied()
+        .collect();
+    let mut packs = keep;
+    packs.extend(written);
+    let new_index = IndexFile { packs, external };
+    let (sealed, id) = kura_core::sealed::seal_file(
+        &key,
+        device,
+        kura_core::sealed::FileKind::Index,
+        &new_index.encode(),
+    );
+    let new_name = id.to_hex();
+    repo.backend().write(FileType::Index, &new_name, &sealed)?;
+    // 3. Old index files, 4. old packs.
+    for name in index.files() {
+        if *name != new_name {
+            repo.backend().remove(FileType::Index, name)?;
+        }
+    }
+    for id in remove.iter().chain(repack.iter().map(|(p, _)| &p.id)) {
+        repo.backend().remove(FileType::Pack, &id.to_hex())?;
+    }
+    for name in &orphans {
+        repo.backend().remove(FileType::Pack, name)?;
+    }
+    let removed: u64 = remove
+        .iter()
+        .chain(repack.iter().map(|(p, _)| &p.id))
+        .map(size_of)
+        .sum::<u64>()
+        + orphans.iter().map(|n| stored[n]).sum::<u64>();
+    report.bytes_freed = removed.saturating_sub(new_bytes);
+    report.bytes_after = before + new_bytes - removed;
+    Ok(report)
+}

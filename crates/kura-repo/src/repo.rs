@@ -1,0 +1,489 @@
+//! Creating and unlocking a repository, its devices, and reading its objects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kura_core::chunker::{Chunker, ChunkerParams};
+use kura_core::crypto::Key;
+use kura_core::index::IndexFile;
+use kura_core::keys::{BlobKey, CommonKey, DeviceId, KdfParams, KeyFile};
+use kura_core::pack;
+use kura_core::sealed::{self, FileKind};
+use kura_core::snapshot::Snapshot;
+use kura_core::tree::Tree;
+use kura_core::{FORMAT_VERSION, Id};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, FileType};
+use crate::index::MasterIndex;
+use crate::{RepoError, Result, corrupt};
+
+/// The repository's plaintext `config` file. It holds nothing secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Format version ([`FORMAT_VERSION`] when written by this build).
+    pub version: u32,
+    /// Random repository id (hex).
+    pub id: String,
+    /// When the repository was created.
+    pub created: jiff::Timestamp,
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs.
+    pub compression_level: i32,
+    /// Proves a common key belongs to this repository ([`CommonKey::check_value`]).
+    pub key_check: String,
+}
+
+/// A device's entry under `devices/`: its key wrapped by the common key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The device id (also the file name).
+    pub device: DeviceId,
+    /// A name the user chose (default: the host name).
+    pub name: String,
+    /// The host it was added on.
+    pub host: String,
+    /// When it was added.
+    pub created: jiff::Timestamp,
+    /// The device key sealed by the common key, hex.
+    pub wrapped_key: String,
+}
+
+/// How the user proves they hold the common key.
+#[derive(Clone)]
+pub enum Credential {
+    /// The passphrase of a key file.
+    Passphrase(Vec<u8>),
+    /// The recovery code printed by `init`.
+    RecoveryCode(String),
+}
+
+/// An unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    common: CommonKey,
+    blob_key: BlobKey,
+    devices: HashMap<DeviceId, (DeviceRecord, Key)>,
+}
+
+impl Repository {
+    /// Creates a repository; returns it, the first device's id, and the recovery code (to show
+    /// once).
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        device_name: &str,
+        host: &str,
+    ) -> Result<(Repository, DeviceId, String)> {
+        if backend
+            .list(FileType::Config)?
+            .iter()
+            .any(|n| n == "config")
+        {
+            return Err(RepoError::AlreadyExists(backend.location()));
+        }
+        backend.create().map_err(|e| match e {
+            BackendError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                RepoError::AlreadyExists(backend.location())
+            }
+            e => RepoError::Backend(e),
+        })?;
+        let common = CommonKey::generate();
+        let id = kura_core::id::hex(&kura_core::crypto::random_bytes::<16>());
+        let now = jiff::Timestamp::now();
+        let config = Config {
+            version: FORMAT_VERSION,
+            key_check: common.check_value(&id),
+            id,
+            created: now,
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+        };
+        let key_file = KeyFile::create(&common, passphrase, kdf, now.to_string(), host.to_string())
+            .map_err(corrupt("key file", "new"))?;
+        let key_json = serde_json::to_vec_pretty(&key_file).unwrap_or_default();
+        backend.write(FileType::Key, &Id::of_bytes(&key_json).to_hex(), &key_json)?;
+        let mut repo = Repository {
+            blob_key: common.blob_key(),
+            backend,
+            config,
+            common,
+            devices: HashMap::new(),
+        };
+        let device = repo.add_device(device_name, host)?;
+        // The config is written last: a repository without it does not exist yet.
+        let config_json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
+        repo.backend
+            .write(FileType::Config, "config", &config_json)?;
+        let code = repo.common.recovery_code();
+        Ok((repo, device, code))
+    }
+
+    /// Opens and unlocks a repository.
+    pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
+        let config = Self::read_config(backend.as_ref())?;
+        let common = match credential {
+            Credential::Passphrase(p) => Self::unlock_with_passphrase(backend.as_ref(), p)?,
+            Credential::RecoveryCode(code) => {
+                let common = CommonKey::from_recovery_code(code)?;
+                if common.check_value(&config.id) != config.key_check {
+                    return Err(kura_core::keys::KeyError::WrongRecoveryCode.into());
+                }
+                common
+            }
+        };
+        let mut repo = Repository {
+            blob_key: common.blob_key(),
+            backend,
+            config,
+            common,
+            devices: HashMap::new(),
+        };
+        repo.load_devices()?;
+        Ok(repo)
+    }
+
+    /// Reads and checks the config without unlocking anything.
+    pub fn read_config(backend: &dyn Backend) -> Result<Config> {
+        let bytes = match backend.read(FileType::Config, "config") {
+            Ok(b) => b,
+            Err(BackendError::NotFound(_)) => return Err(RepoError::NotFound(backend.location())),
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly = serde_json::from_slice(&bytes).map_err(|e| {
+            corrupt("config", "config")(kura_core::FormatError::invalid("json", e.to_string()))
+        })?;
+        if v.version > FORMAT_VERSION {
+            return Err(RepoError::NewerFormat {
+                location: backend.location(),
+                found: v.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: Config = serde_json::from_slice(&bytes).map_err(|e| {
+            corrupt("config", "config")(kura_core::FormatError::invalid("json", e.to_string()))
+        })?;
+        if !config.chunker.is_valid() || !(1..=19).contains(&config.compression_level) {
+            return Err(corrupt("config", "config")(
+                kura_core::FormatError::Invalid {
+                    what: "config",
+                    why: "chunker or compression settings out of range".into(),
+                },
+            ));
+        }
+        Ok(config)
+    }
+
+    fn unlock_with_passphrase(backend: &dyn Backend, passphrase: &[u8]) -> Result<CommonKey> {
+        let names = backend.list(FileType::Key)?;
+        let mut last = kura_core::keys::KeyError::WrongPassphrase;
+        for name in names {
+            let bytes = backend.read(FileType::Key, &name)?;
+            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
+                continue;
+            };
+            match kf.unlock(passphrase) {
+                Ok(common) => return Ok(common),
+                Err(e) => last = e,
+            }
+        }
+        Err(last.into())
+    }
+
+    fn load_devices(&mut self) -> Result<()> {
+        for name in self.backend.list(FileType::Device)? {
+            let bytes = self.backend.read(FileType::Device, &name)?;
+            let rec: DeviceRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                corrupt("device record", &name)(kura_core::FormatError::invalid(
+                    "json",
+                    e.to_string(),
+                ))
+            })?;
+            let wrapped = kura_core::id::unhex(&rec.wrapped_key).ok_or_else(|| {
+                corrupt("device record", &name)(kura_core::FormatError::invalid(
+                    "device record",
+                    "bad hex",
+                ))
+            })?;
+            let key = self
+                .common
+                .unwrap_device_key(rec.device, &wrapped)
+                .map_err(corrupt("device record", &name))?;
+            self.devices.insert(rec.device, (rec, key));
+        }
+        Ok(())
+    }
+
+    /// Makes a new device key, wraps it with the common key, and stores it.
+    pub fn add_device(&mut self, name: &str, host: &str) -> Result<DeviceId> {
+        let device = DeviceId::random();
+        let key = Key::random();
+        let rec = DeviceRecord {
+            device,
+            name: name.to_string(),
+            host: host.to_string(),
+            created: jiff::Timestamp::now(),
+            wrapped_key: kura_core::id::hex(&self.common.wrap_device_key(device, &key)),
+        };
+        let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+        self.backend
+            .write(FileType::Device, &device.to_string(), &json)?;
+        self.devices.insert(device, (rec, key));
+        Ok(device)
+    }
+
+    /// Adds a key file so that another passphrase also unlocks the repository.
+    pub fn add_passphrase(&self, passphrase: &[u8], kdf: KdfParams, host: &str) -> Result<()> {
+        let kf = KeyFile::create(
+            &self.common,
+            passphrase,
+            kdf,
+            jiff::Timestamp::now().to_string(),
+            host.into(),
+        )
+        .map_err(corrupt("key file", "new"))?;
+        let json = serde_json::to_vec_pretty(&kf).unwrap_or_default();
+        self.backend
+            .write(FileType::Key, &Id::of_bytes(&json).to_hex(), &json)?;
+        Ok(())
+    }
+
+    /// The devices of this repository.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceRecord> {
+        self.devices.values().map(|(r, _)| r)
+    }
+
+    /// A device's key, if the device is known.
+    pub fn device_key(&self, device: DeviceId) -> Option<&Key> {
+        self.devices.get(&device).map(|(_, k)| k)
+    }
+
+    /// Fails with [`RepoError::NotADevice`] unless `device` belongs to this repository.
+    pub fn require_device(&self, device: DeviceId) -> Result<&Key> {
+        self.device_key(device).ok_or(RepoError::NotADevice)
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The blob-id key.
+    pub fn blob_key(&self) -> &BlobKey {
+        &self.blob_key
+    }
+
+    /// A chunker with this repository's bounds and secret seed.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.common.chunker_seed())
+    }
+
+    /// Reads every index file into memory. A damaged index file is an error.
+    pub fn load_index(&self) -> Result<MasterIndex> {
+        let mut index = MasterIndex::default();
+        for name in self.backend.list(FileType::Index)? {
+            let file = self.read_index_file(&name)?;
+            index.add_file(name, file);
+        }
+        Ok(index)
+    }
+
+    /// Reads and decodes one index file.
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let bytes = self.backend.read(FileType::Index, name)?;
+        let plain = self.open_sealed(FileKind::Index, name, &bytes)?;
+        IndexFile::decode(&plain).map_err(corrupt("index file", name))
+    }
+
+    /// Stores an index file sealed with `device`'s key; returns its name.
+    pub fn write_index_file(&self, device: DeviceId, file: &IndexFile) -> Result<String> {
+        self.write_sealed(device, FileKind::Index, FileType::Index, &file.encode())
+    }
+
+    fn open_sealed(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+        let what = match kind {
+            FileKind::Snapshot => "snapshot",
+            FileKind::Index => "index file",
+        };
+        if Id::of_bytes(bytes).to_hex() != name {
+            return Err(corrupt(what, name)(kura_core::FormatError::invalid(
+                what,
+                "contents do not match the name",
+            )));
+        }
+        let device = sealed::sealed_by(bytes, kind).map_err(corrupt(what, name))?;
+        let key = self.device_key(device).ok_or_else(|| {
+            corrupt(what, name)(kura_core::FormatError::invalid(
+                what,
+                format!("sealed by unknown device {device}"),
+            ))
+        })?;
+        sealed::open_file(key, kind, bytes).map_err(corrupt(what, name))
+    }
+
+    fn write_sealed(
+        &self,
+        device: DeviceId,
+        kind: FileKind,
+        t: FileType,
+        plain: &[u8],
+    ) -> Result<String> {
+        let key = self.require_device(device)?;
+        let (bytes, id) = sealed::seal_file(key, device, kind, plain);
+        let name = id.to_hex();
+        self.backend.write(t, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Stores a snapshot; this is the commit point of a backup.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let name = self.write_sealed(
+            snapshot.device,
+            FileKind::Snapshot,
+            FileType::Snapshot,
+            &snapshot.encode(),
+        )?;
+        name.parse().map_err(|_| RepoError::NoSnapshot(name))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn load_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for name in self.backend.list(FileType::Snapshot)? {
+            out.push(self.load_snapshot(&name)?);
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
+        let bytes = self.backend.read(FileType::Snapshot, name)?;
+        let plain = self.open_sealed(FileKind::Snapshot, name, &bytes)?;
+        let snap = Snapshot::decode(&plain).map_err(corrupt("snapshot", name))?;
+        let id = name.parse().map_err(|_| {
+            corrupt("snapshot", name)(kura_core::FormatError::invalid("snapshot", "bad name"))
+        })?;
+        Ok((id, snap))
+    }
+
+    /// Finds a snapshot by unique id prefix, or `latest` for the newest.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .load_snapshots()?
+                .pop()
+                .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let matches: Vec<String> = self
+            .backend
+            .list(FileType::Snapshot)?
+            .into_iter()
+            .filter(|n| !spec_lc.is_empty() && n.starts_with(&spec_lc))
+            .collect();
+        match matches.as_slice() {
+            [one] => self.load_snapshot(one),
+            [] => Err(RepoError::NoSnapshot(spec.into())),
+            _ => Err(RepoError::AmbiguousSnapshot(spec.into())),
+        }
+    }
+
+    /// Removes a snapshot.
+    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.remove(FileType::Snapshot, &id.to_hex())?)
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    pub fn read_blob(&self, index: &MasterIndex, id: &Id) -> Result<Vec<u8>> {
+        let (pack_id, entry) = index.locate(id).ok_or(RepoError::MissingBlob(*id))?;
+        let name = pack_id.to_hex();
+        let sealed = self.backend.read_at(
+            FileType::Pack,
+            &name,
+            entry.offset as u64,
+            entry.length as usize,
+        )?;
+        self.open_blob(&name, &pack_id, entry, &sealed, index)
+    }
+
+    /// Decrypts and verifies a sealed blob read from `pack`.
+    pub fn open_blob(
+        &self,
+        pack_name: &str,
+        pack_id: &Id,
+        entry: &pack::Entry,
+        sealed: &[u8],
+        index: &MasterIndex,
+    ) -> Result<Vec<u8>> {
+        let device = index.pack_device(pack_id).ok_or_else(|| {
+            corrupt("pack", pack_name)(kura_core::FormatError::invalid(
+                "pack",
+                "index does not say which device sealed it",
+            ))
+        })?;
+        let key = self.device_key(device).ok_or_else(|| {
+            corrupt("pack", pack_name)(kura_core::FormatError::invalid(
+                "pack",
+                format!("sealed by unknown device {device}"),
+            ))
+        })?;
+        pack::open_blob(key, &self.blob_key, entry, sealed).map_err(|e| RepoError::Corrupt {
+            what: "blob",
+            name: format!("{} in pack {}", entry.id.short(), pack_name),
+            source: e,
+        })
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(index, id)?;
+        Tree::decode(&bytes).map_err(corrupt("tree", id.short()))
+    }
+
+    /// Reads the header of a stored pack: which device sealed it and its entries.
+    pub fn read_pack_header(&self, name: &str) -> Result<(DeviceId, Vec<pack::Entry>)> {
+        let size = self.backend.size(FileType::Pack, name)?;
+        if size < pack::TRAILER_LEN as u64 {
+            return Err(corrupt("pack", name)(kura_core::FormatError::Truncated(
+                "pack",
+            )));
+        }
+        let tail = self.backend.read_at(
+            FileType::Pack,
+            name,
+            size - pack::TRAILER_LEN as u64,
+            pack::TRAILER_LEN,
+        )?;
+        let trailer = pack::read_trailer(&tail, size).map_err(corrupt("pack", name))?;
+        let key = self.device_key(trailer.device).ok_or_else(|| {
+            corrupt("pack", name)(kura_core::FormatError::invalid(
+                "pack",
+                "sealed by an unknown device",
+            ))
+        })?;
+        let header_start = size - pack::TRAILER_LEN as u64 - trailer.header_len as u64;
+        let sealed = self.backend.read_at(
+            FileType::Pack,
+            name,
+            header_start,
+            trailer.header_len as usize,
+        )?;
+        let entries = pack::decode_header(key, &trailer, &sealed, header_start)
+            .map_err(corrupt("pack", name))?;
+        Ok((trailer.device, entries))
+    }
+}

@@ -1,0 +1,995 @@
+//! Commands, options and exit codes.
+
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kura_client::ClientError;
+use kura_client::backup::{BackupOptions, backup};
+use kura_client::restore::{RestoreOptions, restore};
+use kura_client::state::{self, ClientState};
+use kura_client::walk;
+use kura_core::Id;
+use kura_core::keys::{KdfParams, KeyError};
+use kura_core::policy::{self, KeepPolicy};
+use kura_core::snapshot::{BackupType, Snapshot};
+use kura_core::tree::{Node, NodeKind};
+use kura_repo::lock::{RepoLock, hostname};
+use kura_repo::{Backend, Credential, LocalDir, RepoError, Repository};
+use serde_json::json;
+
+use crate::progress::Bar;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   error (the message says which)
+  2   usage error (bad option or argument)
+  3   partial: some files could not be backed up or restored, or check found problems
+  10  no repository at the location
+  11  wrong passphrase or recovery code
+  12  repository locked by another process
+  13  repository format newer than this kura
+  14  not enough free space for a restore";
+
+/// Kura: encrypted, deduplicating backups.
+#[derive(Parser)]
+#[command(name = "kura", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Repository location (a directory). Default: $XDG_DATA_HOME/kura/repo or ~/.local/share/kura/repo.
+    #[arg(long, short = 'r', env = "KURA_REPO", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the passphrase from this file (otherwise KURA_PASSWORD, otherwise a prompt).
+    #[arg(long, env = "KURA_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Unlock with the recovery code in this file instead of a passphrase (or KURA_RECOVERY_CODE).
+    #[arg(long, env = "KURA_RECOVERY_CODE_FILE", global = true)]
+    recovery_code_file: Option<PathBuf>,
+    /// Where this machine keeps its client state (device id, file cache, backup markers).
+    #[arg(long, env = "KURA_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    /// Worker threads (default: by core count).
+    #[arg(long, env = "KURA_THREADS", global = true, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository, its common key and this machine's device key; prints a recovery code once.
+    Init,
+    /// Back up paths into a new snapshot.
+    Backup(BackupArgs),
+    /// Record PATHs as backed up without uploading their contents (factory state, recovery media).
+    Baseline {
+        /// Paths whose current state is the baseline.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot.
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// List snapshots.
+    Snapshots,
+    /// List the contents of a snapshot (SNAPSHOT: id prefix or `latest`).
+    Ls {
+        /// Snapshot id prefix or `latest`.
+        snapshot: String,
+        /// Only this absolute path and what is under it.
+        path: Option<PathBuf>,
+    },
+    /// Show what changed between two snapshots.
+    Diff {
+        /// Older snapshot.
+        from: String,
+        /// Newer snapshot.
+        to: String,
+    },
+    /// Restore a snapshot, or part of it, into a directory.
+    Restore(RestoreArgs),
+    /// Remove snapshots by id, or by a retention policy (per device and set of paths).
+    Forget(ForgetArgs),
+    /// Reclaim the space of data that no snapshot needs.
+    Prune {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify the repository's structure; with --read-data, every byte.
+    Check {
+        /// Read and verify every pack and blob.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Devices of the repository.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Set up the default repository if needed, back up DIR, then list and verify the snapshot.
+    Quickstart {
+        /// Directory to back up.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// full: everything, new baseline; copy: everything, markers unchanged; incremental: changes
+    /// since the last full or incremental; differential: changes since the last full.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Full)]
+    kind: TypeArg,
+    /// Leave out matching entries (a pattern with `/` matches the absolute path, else any name).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line (`#` starts a comment).
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Tag the snapshot.
+    #[arg(long)]
+    tag: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Full,
+    Copy,
+    Incremental,
+    Differential,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (id prefix or `latest`; PATH absolute, as in the snapshot).
+    snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only entries matching this glob (or under a matching directory).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Directory holding the baseline's files, for files that exist only in a baseline.
+    #[arg(long)]
+    baseline_source: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Snapshots to remove.
+    snapshots: Vec<String>,
+    /// Keep the newest N snapshots.
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N weeks.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, default_value_t = 0)]
+    keep_yearly: u32,
+    /// Only show what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Make this machine a device of an existing repository (needs the passphrase or recovery code).
+    Add {
+        /// A name for the device (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the repository's devices.
+    List,
+}
+
+/// A run that finished but with problems: exit code 3.
+#[derive(Debug)]
+struct Partial(String);
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Partial {}
+
+/// Parses the command line, runs it, and maps the outcome to an exit code.
+pub fn run() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("kura: {}", msg.join(": "));
+            std::process::ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<Partial>().is_some() {
+            return 3;
+        }
+        let repo = cause.downcast_ref::<RepoError>().or_else(|| {
+            match cause.downcast_ref::<ClientError>() {
+                Some(ClientError::Repo(r)) => Some(r),
+                _ => None,
+            }
+        });
+        match repo {
+            Some(RepoError::NotFound(_)) => return 10,
+            Some(RepoError::Key(KeyError::Format(_))) => return 1,
+            Some(RepoError::Key(_)) => return 11,
+            Some(RepoError::Locked(_)) => return 12,
+            Some(RepoError::NewerFormat { .. }) => return 13,
+            _ => {}
+        }
+        if let Some(ClientError::NoSpace { .. }) = cause.downcast_ref::<ClientError>() {
+            return 14;
+        }
+    }
+    1
+}
+
+struct Ctx {
+    g: Global,
+}
+
+impl Ctx {
+    fn repo_path(&self) -> PathBuf {
+        if let Some(r) = &self.g.repo {
+            return r.clone();
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|x| !x.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home().join(".local/share"));
+        data.join("kura/repo")
+    }
+
+    fn backend(&self) -> Result<Arc<LocalDir>> {
+        let p = self.repo_path();
+        let s = p.to_string_lossy();
+        if s.starts_with("http://") || s.starts_with("https://") {
+            bail!(
+                "remote repositories ({s}) need the Kura service, which this build does not include yet"
+            );
+        }
+        Ok(Arc::new(LocalDir::new(p)))
+    }
+
+    fn state_base(&self) -> PathBuf {
+        self.g.state_dir.clone().unwrap_or_else(state::default_base)
+    }
+
+    fn show_progress(&self) -> bool {
+        !self.g.json && !self.g.quiet
+    }
+
+    fn say(&self, text: impl AsRef<str>) {
+        if !self.g.quiet && !self.g.json {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    fn passphrase(&self, confirm: bool) -> Result<Vec<u8>> {
+        if let Some(f) = &self.g.password_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading password file {}", f.display()))?;
+            return Ok(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec());
+        }
+        if let Ok(p) = std::env::var("KURA_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no passphrase: set KURA_PASSWORD, pass --password-file, or run on a terminal");
+        }
+        let p = rpassword::prompt_password("passphrase: ")?;
+        if confirm && rpassword::prompt_password("passphrase again: ")? != p {
+            bail!("the passphrases do not match");
+        }
+        if confirm && p.is_empty() {
+            bail!("an empty passphrase is not allowed");
+        }
+        Ok(p.into_bytes())
+    }
+
+    fn credential(&self) -> Result<Credential> {
+        if let Some(f) = &self.g.recovery_code_file {
+            let code = std::fs::read_to_string(f)
+                .with_context(|| format!("reading recovery code file {}", f.display()))?;
+            return Ok(Credential::RecoveryCode(code));
+        }
+        if let Ok(code) = std::env::var("KURA_RECOVERY_CODE") {
+            return Ok(Credential::RecoveryCode(code));
+        }
+        Ok(Credential::Passphrase(self.passphrase(false)?))
+    }
+
+    fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        // Check the config before asking for a passphrase: a missing repository is not a prompt.
+        Repository::read_config(backend.as_ref())?;
+        Ok(Repository::open(backend, &self.credential()?)?)
+    }
+
+    fn state(&self, repo: &Repository) -> Result<ClientState> {
+        Ok(ClientState::open(&self.state_base(), &repo.config().id)?)
+    }
+
+    fn print_json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let ctx = Ctx { g: cli.global };
+    match cli.command {
+        Command::Init => init(&ctx),
+        Command::Backup(a) => {
+            let kind = match a.kind {
+                TypeArg::Full => BackupType::Full,
+                TypeArg::Copy => BackupType::Copy,
+                TypeArg::Incremental => BackupType::Incremental,
+                TypeArg::Differential => BackupType::Differential,
+            };
+            let mut excludes = a.exclude;
+            for f in &a.exclude_file {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading exclude file {}", f.display()))?;
+                excludes.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(String::from),
+                );
+            }
+            run_backup(&ctx, a.paths, kind, excludes, a.tag)
+        }
+        Command::Baseline { paths, tag } => {
+            run_backup(&ctx, paths, BackupType::Baseline, vec![], tag)
+        }
+        Command::Snapshots => snapshots(&ctx),
+        Command::Ls { snapshot, path } => ls(&ctx, &snapshot, path.as_deref()),
+        Command::Diff { from, to } => diff(&ctx, &from, &to),
+        Command::Restore(a) => run_restore(&ctx, a),
+        Command::Forget(a) => forget(&ctx, a),
+        Command::Prune { dry_run } => prune(&ctx, dry_run),
+        Command::Check { read_data } => check(&ctx, read_data),
+        Command::Device(DeviceCommand::Add { name }) => device_add(&ctx, name),
+        Command::Device(DeviceCommand::List) => device_list(&ctx),
+        Command::Quickstart { dir } => quickstart(&ctx, dir),
+    }
+}
+
+fn kdf() -> KdfParams {
+    // Tests and benchmarks may lower the Argon2id cost; the default is the secure one.
+    match std::env::var("KURA_INSECURE_FAST_KDF").as_deref() {
+        Ok("1") => KdfParams::insecure_for_tests(),
+        _ => KdfParams::default(),
+    }
+}
+
+fn init(ctx: &Ctx) -> Result<()> {
+    let backend = ctx.backend()?;
+    if Repository::read_config(backend.as_ref()).is_ok() {
+        return Err(RepoError::AlreadyExists(backend.location()).into());
+    }
+    let pass = ctx.passphrase(true)?;
+    let host = hostname();
+    let (repo, device, code) = Repository::init(backend, &pass, kdf(), &host, &host)?;
+    ctx.state(&repo)?.set_device(device)?;
+    if ctx.g.json {
+        ctx.print_json(&json!({"repository": repo.config().id, "location": ctx.repo_path(), "device": device.to_string(), "recovery_code": code}));
+    } else if !ctx.g.quiet {
+        println!(
+            "created repository {} at {}",
+            repo.config().id,
+            ctx.repo_path().display()
+        );
+        println!("this machine is device {device}");
+        println!();
+        println!(
+            "Recovery code (shown once; keep it offline, it unlocks everything without the passphrase):"
+        );
+        println!("  {code}");
+    }
+    Ok(())
+}
+
+fn this_device(ctx: &Ctx, repo: &Repository) -> Result<(ClientState, kura_core::keys::DeviceId)> {
+    let state = ctx.state(repo)?;
+    let device = state
+        .device()
+        .filter(|d| repo.device_key(*d).is_some())
+        .ok_or(RepoError::NotADevice)?;
+    Ok((state, device))
+}
+
+fn run_backup(
+    ctx: &Ctx,
+    paths: Vec<PathBuf>,
+    kind: BackupType,
+    excludes: Vec<String>,
+    tags: Vec<String>,
+) -> Result<()> {
+    let repo = ctx.open()?;
+    let (state, device) = this_device(ctx, &repo)?;
+    let opts = BackupOptions {
+        paths,
+        kind,
+        excludes,
+        tags,
+        hostname: hostname(),
+        threads: ctx.g.threads,
+    };
+    let bar = Bar::new(
+        if kind == BackupType::Baseline {
+            "baseline"
+        } else {
+            "backup"
+        },
+        ctx.show_progress(),
+    );
+    let out = backup(&repo, &state, device, &opts, &bar);
+    bar.finish();
+    let out = out?;
+    if let Some(msg) = &out.fell_back {
+        eprintln!("note: {msg}");
+    }
+    let s = &out.snapshot.summary;
+    if ctx.g.json {
+        ctx.print_json(&json!({
+            "id": out.id, "short_id": out.id.short(), "type": out.snapshot.kind, "requested_type": kind,
+            "fell_back_to_full": out.fell_back.is_some(), "paths": out.snapshot.paths,
+            "summary": s, "errors": out.errors, "adopted_packs": out.adopted_packs,
+        }));
+    } else {
+        ctx.say(format!(
+            "snapshot {} ({}) saved: {} files, {} dirs, {} ({} new, {} changed, {} unchanged); added {} of data, {} stored, in {:.1}s",
+            out.id.short(),
+            out.snapshot.kind,
+            s.files,
+            s.dirs,
+            human(s.bytes),
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            human(s.data_added),
+            human(s.stored_added),
+            s.duration
+        ));
+    }
+    if !out.errors.is_empty() {
+        return Err(Partial(format!(
+            "{} entries could not be read and are not in the snapshot",
+            out.errors.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn device_names(repo: &Repository) -> std::collections::HashMap<kura_core::keys::DeviceId, String> {
+    repo.devices().map(|d| (d.device, d.name.clone())).collect()
+}
+
+fn snapshot_json(
+    id: &Id,
+    s: &Snapshot,
+    names: &std::collections::HashMap<kura_core::keys::DeviceId, String>,
+) -> serde_json::Value {
+    json!({
+        "id": id, "short_id": id.short(), "time": s.time, "device": s.device.to_string(),
+        "device_name": names.get(&s.device), "hostname": s.hostname, "paths": s.paths, "type": s.kind,
+        "tags": s.tags, "tree": s.tree, "base": s.base, "summary": s.summary,
+    })
+}
+
+fn snapshots(ctx: &Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let snaps = repo.load_snapshots()?;
+    let names = device_names(&repo);
+    if ctx.g.json {
+        ctx.print_json(&serde_json::Value::Array(
+            snaps
+                .iter()
+                .map(|(id, s)| snapshot_json(id, s, &names))
+                .collect(),
+        ));
+        return Ok(());
+    }
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  tags",
+        "id", "time", "device", "type", "size", "paths"
+    );
+    let tz = jiff::tz::TimeZone::system();
+    for (id, s) in &snaps {
+        let time = s
+            .time
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let dev = names
+            .get(&s.device)
+            .cloned()
+            .unwrap_or_else(|| s.device.to_string());
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  {}",
+            id.short(),
+            time,
+            dev,
+            s.kind.to_string(),
+            human(s.summary.bytes),
+            s.paths.join(" "),
+            s.tags.join(",")
+        );
+    }
+    ctx.say(format!("{} snapshots", snaps.len()));
+    Ok(())
+}
+
+fn kind_str(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+    }
+}
+
+fn ls(ctx: &Ctx, spec: &str, path: Option<&Path>) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, snap) = repo.find_snapshot(spec)?;
+    let index = repo.load_index()?;
+    let mut rows = Vec::new();
+    let (start, base) = match path {
+        None => (Some(snap.tree), PathBuf::from("/")),
+        Some(p) => {
+            let p = walk::absolute(p)?;
+            match walk::find_node(&repo, &index, &snap.tree, &p)? {
+                None => (Some(snap.tree), PathBuf::from("/")),
+                Some(node) => {
+                    let sub = node.subtree;
+                    rows.push((p.clone(), node));
+                    (sub, p)
+                }
+            }
+        }
+    };
+    if let Some(t) = start {
+        walk::visit_tree(&repo, &index, &t, &base, &mut |p: &Path, n: &Node| {
+            rows.push((p.to_path_buf(), n.clone()));
+            Ok(true)
+        })?;
+    }
+    if ctx.g.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(p, n)| json!({"path": p, "type": kind_str(n.kind), "size": n.size, "mode": n.mode, "mtime_ns": n.mtime_ns, "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned())}))
+            .collect();
+        ctx.print_json(&serde_json::Value::Array(v));
+    } else {
+        for (p, n) in rows {
+            let link = n
+                .target
+                .map(|t| format!(" -> {}", String::from_utf8_lossy(&t)))
+                .unwrap_or_default();
+            println!(
+                "{:<7} {:04o} {:>12}  {}{}",
+                kind_str(n.kind),
+                n.mode,
+                n.size,
+                p.display(),
+                link
+            );
+        }
+    }
+    Ok(())
+}
+
+fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, a) = repo.find_snapshot(from)?;
+    let (_, b) = repo.find_snapshot(to)?;
+    let index = repo.load_index()?;
+    let mut changes: Vec<(char, PathBuf)> = Vec::new();
+    diff_trees(
+        &repo,
+        &index,
+        Some(a.tree),
+        Some(b.tree),
+        Path::new("/"),
+        &mut changes,
+    )?;
+    if ctx.g.json {
+        let v: Vec<serde_json::Value> = changes
+            .iter()
+            .map(|(c, p)| json!({"path": p, "change": match c { '+' => "added", '-' => "removed", _ => "modified" }}))
+            .collect();
+        ctx.print_json(&serde_json::Value::Array(v));
+    } else {
+        for (c, p) in &changes {
+            println!("{c} {}", p.display());
+        }
+        let count = |k: char| changes.iter().filter(|(c, _)| *c == k).count();
+        ctx.say(format!(
+            "{} added, {} removed, {} modified",
+            count('+'),
+            count('-'),
+            count('M')
+        ));
+    }
+    Ok(())
+}
+
+fn diff_trees(
+    repo: &Repository,
+    index: &kura_repo::MasterIndex,
+    a: Option<Id>,
+    b: Option<Id>,
+    at: &Path,
+    out: &mut Vec<(char, PathBuf)>,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let load = |t: Option<Id>| -> Result<Vec<Node>> {
+        Ok(match t {
+            Some(id) => repo.load_tree(index, &id)?.nodes,
+            None => Vec::new(),
+        })
+    };
+    let (na, nb) = (load(a)?, load(b)?);
+    let mut names: Vec<&[u8]> = na.iter().chain(&nb).map(|n| n.name.as_slice()).collect();
+    names.sort();
+    names.dedup();
+    let find = |v: &[Node], name: &[u8]| v.iter().find(|n| n.name == name).cloned();
+    for name in names {
+        let path = at.join(std::ffi::OsStr::from_bytes(name));
+        let (x, y) = (find(&na, name), find(&nb, name));
+        match (&x, &y) {
+            (Some(x), None) => {
+                out.push(('-', path.clone()));
+                if x.kind == NodeKind::Dir {
+                    diff_trees(repo, index, x.subtree, None, &path, out)?;
+                }
+            }
+            (None, Some(y)) => {
+                out.push(('+', path.clone()));
+                if y.kind == NodeKind::Dir {
+                    diff_trees(repo, index, None, y.subtree, &path, out)?;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x.kind == NodeKind::Dir && y.kind == NodeKind::Dir {
+                    diff_trees(repo, index, x.subtree, y.subtree, &path, out)?;
+                } else if x.kind != y.kind
+                    || x.content != y.content
+                    || x.target != y.target
+                    || x.mode != y.mode
+                    || x.mtime_ns != y.mtime_ns
+                {
+                    out.push(('M', path));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let (spec, subpath) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), Some(PathBuf::from(p))),
+        None => (a.snapshot.clone(), None),
+    };
+    let (id, snap) = repo.find_snapshot(&spec)?;
+    let opts = RestoreOptions {
+        target: a.target,
+        subpath,
+        includes: a.include,
+        baseline_source: a.baseline_source,
+        threads: ctx.g.threads,
+    };
+    let bar = Bar::new("restore", ctx.show_progress());
+    let out = restore(&repo, &snap, &opts, &bar);
+    bar.finish();
+    let out = out?;
+    if ctx.g.json {
+        ctx.print_json(&json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "errors": out.errors}));
+    } else {
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+        ctx.say(format!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}",
+            id.short(),
+            opts.target.display(),
+            out.files,
+            out.dirs,
+            out.symlinks,
+            human(out.bytes)
+        ));
+    }
+    if !out.errors.is_empty() {
+        return Err(Partial(format!(
+            "{} entries could not be restored",
+            out.errors.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
+    let policy = KeepPolicy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+    };
+    if a.snapshots.is_empty() == policy.is_empty() {
+        bail!(
+            "name snapshots to forget, or give a policy (--keep-last, --keep-daily, ...), not both"
+        );
+    }
+    let repo = ctx.open()?;
+    let lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let mut remove: Vec<(Id, Snapshot)> = Vec::new();
+    let mut keep: Vec<(Id, Snapshot, Vec<&'static str>)> = Vec::new();
+    if policy.is_empty() {
+        for spec in &a.snapshots {
+            remove.push(repo.find_snapshot(spec)?);
+        }
+    } else {
+        let all = repo.load_snapshots()?;
+        let mut groups: std::collections::BTreeMap<(String, Vec<String>), Vec<(Id, Snapshot)>> =
+            Default::default();
+        for (id, s) in all {
+            let mut paths = s.paths.clone();
+            paths.sort();
+            groups
+                .entry((s.device.to_string(), paths))
+                .or_default()
+                .push((id, s));
+        }
+        let tz = jiff::tz::TimeZone::system();
+        for (_, group) in groups {
+            let times: Vec<(Id, jiff::Timestamp)> =
+                group.iter().map(|(id, s)| (*id, s.time)).collect();
+            for d in policy::apply(&policy, &times, &tz) {
+                let Some((_, s)) = group.iter().find(|(id, _)| *id == d.id) else {
+                    continue;
+                };
+                if d.keep {
+                    keep.push((d.id, s.clone(), d.reasons));
+                } else {
+                    remove.push((d.id, s.clone()));
+                }
+            }
+        }
+    }
+    if !a.dry_run {
+        for (id, _) in &remove {
+            repo.remove_snapshot(id)?;
+        }
+    }
+    drop(lock);
+    if ctx.g.json {
+        ctx.print_json(&json!({
+            "dry_run": a.dry_run,
+            "removed": remove.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
+            "kept": keep.iter().map(|(id, _, r)| json!({"id": id, "reasons": r})).collect::<Vec<_>>(),
+        }));
+    } else {
+        for (id, s, reasons) in &keep {
+            ctx.say(format!(
+                "keep   {}  {}  {}  ({})",
+                id.short(),
+                s.time,
+                s.paths.join(" "),
+                reasons.join(", ")
+            ));
+        }
+        for (id, s) in &remove {
+            ctx.say(format!(
+                "{} {}  {}  {}",
+                if a.dry_run { "would remove" } else { "remove" },
+                id.short(),
+                s.time,
+                s.paths.join(" ")
+            ));
+        }
+    }
+    if a.prune && !a.dry_run {
+        return prune(ctx, false);
+    }
+    Ok(())
+}
+
+fn prune(ctx: &Ctx, dry_run: bool) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, device) = this_device(ctx, &repo)?;
+    let r = kura_repo::prune::prune(&repo, device, dry_run)?;
+    if ctx.g.json {
+        ctx.print_json(&serde_json::to_value(&r)?);
+    } else {
+        ctx.say(format!(
+            "{}{} packs deleted, {} repacked, {} kept, {} unindexed removed; {} blobs removed; {} freed, {} in use",
+            if dry_run { "dry run: " } else { "" },
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_kept,
+            r.orphans_deleted,
+            r.blobs_removed,
+            human(r.bytes_freed),
+            human(r.bytes_after)
+        ));
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx, read_data: bool) -> Result<()> {
+    let repo = ctx.open()?;
+    let bar = Bar::new("check", ctx.show_progress() && read_data);
+    let threads = if ctx.g.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        ctx.g.threads
+    };
+    let r = kura_repo::check::check(&repo, read_data, threads, &bar);
+    bar.finish();
+    let r = r?;
+    if ctx.g.json {
+        ctx.print_json(&serde_json::to_value(&r)?);
+    } else {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        ctx.say(format!(
+            "checked {} snapshots, {} trees, {} packs{}: {}",
+            r.snapshots,
+            r.trees,
+            r.packs,
+            if read_data {
+                format!(", {} blobs read", r.blobs_read)
+            } else {
+                String::new()
+            },
+            if r.errors.is_empty() {
+                "no errors".to_string()
+            } else {
+                format!("{} errors", r.errors.len())
+            }
+        ));
+    }
+    if !r.errors.is_empty() {
+        return Err(Partial(format!("check found {} errors", r.errors.len())).into());
+    }
+    Ok(())
+}
+
+fn device_add(ctx: &Ctx, name: Option<String>) -> Result<()> {
+    let mut repo = ctx.open()?;
+    let state = ctx.state(&repo)?;
+    if let Some(d) = state.device().filter(|d| repo.device_key(*d).is_some()) {
+        bail!("this machine is already device {d} of the repository");
+    }
+    let host = hostname();
+    let device = repo.add_device(name.as_deref().unwrap_or(&host), &host)?;
+    state.set_device(device)?;
+    if ctx.g.json {
+        ctx.print_json(&json!({"device": device.to_string()}));
+    } else {
+        ctx.say(format!("this machine is now device {device}"));
+    }
+    Ok(())
+}
+
+fn device_list(ctx: &Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let mine = ctx.state(&repo)?.device();
+    let mut devs: Vec<_> = repo.devices().collect();
+    devs.sort_by_key(|d| d.created);
+    if ctx.g.json {
+        let v: Vec<serde_json::Value> = devs
+            .iter()
+            .map(|d| json!({"device": d.device.to_string(), "name": d.name, "host": d.host, "created": d.created, "this_machine": Some(d.device) == mine}))
+            .collect();
+        ctx.print_json(&serde_json::Value::Array(v));
+    } else {
+        for d in devs {
+            println!(
+                "{}  {:<16} {:<16} {}{}",
+                d.device,
+                d.name,
+                d.host,
+                d.created,
+                if Some(d.device) == mine {
+                    "  (this machine)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn quickstart(ctx: &Ctx, dir: PathBuf) -> Result<()> {
+    let backend = ctx.backend()?;
+    match Repository::read_config(backend.as_ref()) {
+        Ok(_) => ctx.say(format!("using repository at {}", ctx.repo_path().display())),
+        Err(RepoError::NotFound(_)) => init(ctx)?,
+        Err(e) => return Err(e.into()),
+    }
+    run_backup(ctx, vec![dir], BackupType::Full, vec![], vec![])?;
+    if !ctx.g.json {
+        snapshots(ctx)?;
+    }
+    check(ctx, true)
+}
