@@ -1,0 +1,257 @@
+//! Backup and restore through the real binary: round trips, backup types, baselines, devices.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::*;
+
+#[test]
+fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 40, 1);
+    fs::create_dir_all(src.join("empty/deeper")).unwrap();
+    fs::write(src.join("exec.sh"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("exec.sh", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
+    fs::hard_link(src.join("exec.sh"), src.join("hard")).unwrap();
+    fs::write(src.join("big"), noise(20_000_000, 9)).unwrap();
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["type"], "full");
+    assert_eq!(v["summary"]["files"], 43);
+
+    let target = env.path("target");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let out = restored(&target, &src);
+    assert_eq!(contents(&src), contents(&out));
+    let m = fs::metadata(out.join("exec.sh")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(m.mtime(), fs::metadata(src.join("exec.sh")).unwrap().mtime());
+    assert_eq!(m.ino(), fs::metadata(out.join("hard")).unwrap().ino(), "hard link restored as a link");
+    assert_eq!(fs::metadata(out.join("d3")).unwrap().mtime(), fs::metadata(src.join("d3")).unwrap().mtime());
+    assert!(out.join("empty/deeper").is_dir());
+
+    // A sub-path and an include filter.
+    let part = env.path("part");
+    env.ok(&["restore", &format!("latest:{}", src.join("d1").display()), "--target", part.to_str().unwrap()]);
+    assert_eq!(contents(&src.join("d1")), contents(&part));
+    let inc = env.path("inc");
+    env.ok(&["restore", "latest", "--target", inc.to_str().unwrap(), "--include", "**/d2/*"]);
+    let got = contents(&restored(&inc, &src));
+    assert!(got.iter().all(|(p, _)| p.starts_with("d2")), "{got:?}");
+    assert_eq!(got.len(), contents(&src.join("d2")).len() + 1);
+}
+
+#[test]
+fn unchanged_files_are_not_read_again_and_changes_are() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 30, 2);
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    let v = env.backup(&[s]);
+    assert_eq!(v["summary"]["files_unchanged"], 30);
+    assert_eq!(v["summary"]["files_changed"], 0);
+    assert_eq!(v["summary"]["blobs_added"], 0, "nothing new: not even a tree");
+    fs::write(src.join("d1/f1.bin"), b"changed").unwrap();
+    let v = env.backup(&[s]);
+    assert_eq!(v["summary"]["files_changed"], 1);
+    assert_eq!(v["summary"]["files_unchanged"], 29);
+}
+
+#[test]
+fn backup_types_follow_the_marker_rules() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 10, 3);
+    let s = src.to_str().unwrap();
+
+    // No baseline yet: incremental falls back to full, and says so.
+    let out = env.cmd(&["backup", s, "--type", "incremental", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "full");
+    assert_eq!(v["fell_back_to_full"], true);
+    assert!(stderr(&out).contains("running a full backup instead of incremental"));
+
+    let files_in = |v: &serde_json::Value| v["summary"]["files"].as_u64().unwrap();
+    fs::write(src.join("d0/f0.bin"), b"one").unwrap();
+    let inc1 = env.backup(&[s, "--type", "incremental"]);
+    assert_eq!((inc1["type"].as_str(), files_in(&inc1)), (Some("incremental"), 1));
+    fs::write(src.join("d1/f1.bin"), b"two").unwrap();
+    let inc2 = env.backup(&[s, "--type", "incremental"]);
+    assert_eq!(files_in(&inc2), 1, "only what changed since the last incremental");
+    let diff = env.backup(&[s, "--type", "differential"]);
+    assert_eq!(files_in(&diff), 2, "everything since the last full");
+    let diff2 = env.backup(&[s, "--type", "differential"]);
+    assert_eq!(files_in(&diff2), 2, "differential leaves the markers");
+    let copy = env.backup(&[s, "--type", "copy"]);
+    assert_eq!(files_in(&copy), 10);
+    let inc3 = env.backup(&[s, "--type", "incremental"]);
+    assert_eq!(files_in(&inc3), 0, "copy did not reset, incremental markers already current");
+    env.backup(&[s, "--type", "full"]);
+    let diff3 = env.backup(&[s, "--type", "differential"]);
+    assert_eq!(files_in(&diff3), 0, "full set a new baseline");
+
+    // An incremental snapshot restores on its own: just its files.
+    let t = env.path("t");
+    env.ok(&["restore", inc1["id"].as_str().unwrap(), "--target", t.to_str().unwrap()]);
+    let got = contents(&restored(&t, &src));
+    let files: Vec<_> = got.iter().filter(|(_, c)| c != b"<dir>").collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].1, b"one");
+    let snaps = env.snapshots();
+    let types: Vec<&str> = snaps.iter().map(|s| s["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["full", "incremental", "incremental", "differential", "differential", "copy", "incremental", "full", "differential"]);
+    assert!(snaps[1]["base"].is_string());
+}
+
+#[test]
+fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("factory");
+    make_tree(&src, 20, 4);
+    let s = src.to_str().unwrap();
+    let repo_size = |p: &std::path::Path| -> u64 {
+        let mut n = 0;
+        for e in fs::read_dir(p.join("data")).unwrap() {
+            for f in fs::read_dir(e.unwrap().path()).unwrap() {
+                n += f.unwrap().metadata().unwrap().len();
+            }
+        }
+        n
+    };
+    let v = env.json(&["baseline", s]);
+    assert_eq!(v["type"], "baseline");
+    let src_size: u64 = contents(&src).iter().map(|(_, c)| c.len() as u64).sum();
+    assert!(repo_size(&env.repo) < src_size / 10, "baseline uploaded file contents");
+
+    // A copy of the factory state kept aside as the recovery source.
+    let media = env.path("media");
+    fs::create_dir_all(&media).unwrap();
+    for (rel, c) in contents(&src) {
+        if c != b"<dir>" {
+            fs::create_dir_all(media.join(&rel).parent().unwrap()).unwrap();
+            fs::write(media.join(&rel), c).unwrap();
+        }
+    }
+    fs::write(src.join("d2/f2.bin"), noise(100_000, 77)).unwrap();
+    let full = env.backup(&[s]);
+    assert_eq!(full["summary"]["files_changed"], 1);
+    assert!(full["summary"]["data_added"].as_u64().unwrap() < 110_000, "only the change is sent");
+
+    let t = env.path("t");
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--baseline-source"), "{}", stderr(&out));
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap(), "--baseline-source", media.to_str().unwrap()]);
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+
+    // A recovery source that differs is refused for the files it does not match.
+    fs::write(media.join("d3/f3.bin"), b"tampered").unwrap();
+    let t2 = env.path("t2");
+    let out = env.run(&["restore", "latest", "--target", t2.to_str().unwrap(), "--baseline-source", media.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("does not hold the recorded contents"), "{}", stderr(&out));
+    assert!(!restored(&t2, &src).join("d3/f3.bin").exists());
+    assert!(restored(&t2, &src).join("d4/f4.bin").exists());
+}
+
+#[test]
+fn snapshots_are_named_by_prefix_or_latest_and_diffed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 5, 5);
+    let s = src.to_str().unwrap();
+    let a = env.backup(&[s, "--tag", "first"]);
+    fs::write(src.join("new.txt"), b"new").unwrap();
+    fs::remove_file(src.join("d1/f1.bin")).unwrap();
+    fs::write(src.join("d2/f2.bin"), b"changed").unwrap();
+    let b = env.backup(&[s]);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    for key in ["id", "time", "device", "paths", "type", "tags"] {
+        assert!(snaps[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(snaps[0]["tags"][0], "first");
+    let short = &a["id"].as_str().unwrap()[..6];
+    let ls = env.ok(&["ls", short]);
+    assert!(ls.contains("d1/f1.bin"));
+    let d = env.json(&["diff", short, "latest"]);
+    let changes: Vec<(String, String)> = d
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["change"].as_str().unwrap().into(), c["path"].as_str().unwrap().rsplit('/').next().unwrap().into()))
+        .collect();
+    assert!(changes.contains(&("added".into(), "new.txt".into())));
+    assert!(changes.contains(&("removed".into(), "f1.bin".into())));
+    assert!(changes.contains(&("modified".into(), "f2.bin".into())));
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    let out = env.run(&["ls", "ffffffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no snapshot matches"));
+    let _ = b;
+}
+
+#[test]
+fn a_second_device_restores_the_first_devices_snapshots() {
+    let env = Env::new();
+    let code = env.init();
+    let src = env.path("src");
+    make_tree(&src, 10, 6);
+    env.backup(&[src.to_str().unwrap()]);
+
+    let laptop = env.path("laptop-state");
+    // Not yet a device: backing up is refused with a clear message.
+    let out = env.cmd_as(&laptop, &["backup", src.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("kura device add"));
+    // A wrong recovery code is refused.
+    let bad = env.cmd_as(&laptop, &["device", "add"]).env("KURA_RECOVERY_CODE", "0000").env_remove("KURA_PASSWORD").output().unwrap();
+    assert_eq!(bad.status.code(), Some(11), "{}", stderr(&bad));
+    let mut add = env.cmd_as(&laptop, &["device", "add", "--name", "laptop"]);
+    add.env("KURA_RECOVERY_CODE", &code).env_remove("KURA_PASSWORD");
+    run_ok(add);
+    let t = env.path("t");
+    run_ok(env.cmd_as(&laptop, &["restore", "latest", "--target", t.to_str().unwrap()]));
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+    let other = env.path("other");
+    make_tree(&other, 3, 60);
+    run_ok(env.cmd_as(&laptop, &["backup", other.to_str().unwrap()]));
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    assert_ne!(snaps[0]["device"], snaps[1]["device"], "each snapshot names its device");
+    assert_eq!(snaps[1]["device_name"], "laptop");
+    let devs = env.json(&["device", "list"]);
+    assert_eq!(devs.as_array().unwrap().len(), 2);
+    env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn restore_never_follows_symlinks_out_of_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/passwd"), b"from backup").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = env.path("t");
+    let landing = restored(&target, &src);
+    fs::create_dir_all(&landing).unwrap();
+    // A hostile target: the directory the restore will write into is a symlink elsewhere.
+    std::os::unix::fs::symlink(&outside, landing.join("etc")).unwrap();
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "wrote through a symlink");
+    assert_eq!(fs::read(landing.join("etc/passwd")).unwrap(), b"from backup");
+}
