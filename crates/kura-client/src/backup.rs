@@ -23,7 +23,7 @@ use kura_repo::saver::{Saver, Scratch, adopt_orphans};
 use kura_repo::{MasterIndex, RepoError, Repository};
 
 use crate::progress::Progress;
-use crate::state::{Catalog, ClientState, Fingerprint, Markers};
+use crate::state::{ClientState, Fingerprint, Markers};
 use crate::walk::{self, Excludes, FsDir, FsEntry};
 use crate::{ClientError, Result};
 
@@ -267,7 +267,7 @@ pub fn backup(
     };
     let id = repo.save_snapshot(&snapshot)?;
 
-    update_state(state, &scan, &results, cache, kind, id, &root_strings)?;
+    state.locked(|| update_state(state, &scan, &results, kind, id, &root_strings))?;
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -288,7 +288,6 @@ fn update_state(
     state: &ClientState,
     scan: &walk::Scan,
     results: &[OnceLock<Result<FileResult, String>>],
-    mut cache: Catalog,
     kind: BackupType,
     id: Id,
     roots: &[String],
@@ -304,6 +303,7 @@ fn update_state(
             _ => None,
         })
         .collect();
+    let mut cache = state.cache();
     if whole {
         cache.clear_under(&root_bytes);
     }

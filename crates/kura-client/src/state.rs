@@ -214,14 +214,30 @@ impl ClientState {
 
     fn write(&self, name: &str, data: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())));
         (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)
         })()
-        .map_err(io_err(&path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err(&path)(e)
+        })
+    }
+
+    /// Runs `f` while holding this state directory's lock, so that concurrent backups on one
+    /// machine update the cache and markers one after the other.
+    pub fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join("lock");
+        let file = fs::File::create(&path).map_err(io_err(&path))?;
+        // SAFETY: flock on a file descriptor we own; released when `file` is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&path)(std::io::Error::last_os_error()));
+        }
+        f()
     }
 }
 

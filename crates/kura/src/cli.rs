@@ -230,8 +230,17 @@ pub fn run() -> std::process::ExitCode {
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("kura: {}", msg.join(": "));
+            // Typed errors often repeat their cause in their own message: say each part once.
+            let mut msg = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("kura: {msg}");
             std::process::ExitCode::from(exit_code(&e))
         }
     }
