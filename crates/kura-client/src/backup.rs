@@ -278,7 +278,7 @@ pub fn backup(
 }
 
 fn dedup_externals(mut x: Vec<External>) -> Vec<External> {
-    x.sort_by(|a, b| a.id.cmp(&b.id));
+    x.sort_by_key(|a| a.id);
     x.dedup_by(|a, b| a.id == b.id);
     x
 }

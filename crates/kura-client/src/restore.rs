@@ -329,11 +329,7 @@ fn plan(
             node: node.clone(),
         };
         match node.kind {
-            NodeKind::Dir => {
-                if selected {
-                    dirs.push(item);
-                }
-            }
+            NodeKind::Dir if selected => dirs.push(item),
             NodeKind::File if selected => files.push(item),
             NodeKind::Symlink if selected => links.push(item),
             _ => {}

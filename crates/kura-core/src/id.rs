@@ -81,7 +81,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Bytes from hex (either case); `None` if `s` is not an even number of hex digits.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| match c {

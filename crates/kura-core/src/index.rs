@@ -130,7 +130,7 @@ mod tests {
 
     fn entry(i: u8) -> Entry {
         Entry {
-            kind: if i % 2 == 0 {
+            kind: if i.is_multiple_of(2) {
                 BlobKind::Data
             } else {
                 BlobKind::Tree

@@ -225,7 +225,7 @@ pub fn decode_header(
     body_len: u64,
 ) -> Result<Vec<Entry>, FormatError> {
     let plain = crypto::open(key, &header_aad(trailer.device), sealed, "pack header")?;
-    if plain.len() % ENTRY_LEN != 0 {
+    if !plain.len().is_multiple_of(ENTRY_LEN) {
         return Err(FormatError::Truncated("pack header"));
     }
     let mut r = Reader::new(&plain, "pack header");

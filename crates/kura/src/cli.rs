@@ -811,7 +811,9 @@ fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         }
     } else {
         let all = repo.load_snapshots()?;
-        let mut groups: std::collections::BTreeMap<(String, Vec<String>), Vec<(Id, Snapshot)>> =
+        // Retention applies per device and set of paths.
+        type Group = (String, Vec<String>);
+        let mut groups: std::collections::BTreeMap<Group, Vec<(Id, Snapshot)>> =
             Default::default();
         for (id, s) in all {
             let mut paths = s.paths.clone();

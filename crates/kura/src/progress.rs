@@ -63,7 +63,7 @@ impl Progress for Bar {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.total.load(Ordering::Relaxed);
         if let Some(b) = &self.bar
-            && (done % 64 == 0 || done == total)
+            && (done.is_multiple_of(64) || done == total)
         {
             b.set_message(format!("{done}/{total} files"));
         }

@@ -13,6 +13,12 @@ pub struct Env {
     pub state: PathBuf,
 }
 
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
@@ -118,7 +124,7 @@ pub fn make_tree(root: &Path, files: usize, seed: u64) {
             _ => 1500 + i,
         };
         let mut data = noise(len, seed + i as u64);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             data.iter_mut().for_each(|b| *b &= 0x0f);
         }
         fs::write(dir.join(format!("f{i}.bin")), data).unwrap();
