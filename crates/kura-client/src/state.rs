@@ -214,7 +214,10 @@ impl ClientState {
 
     fn write(&self, name: &str, data: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())));
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.tmp",
+            kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
+        ));
         (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;

@@ -47,6 +47,10 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Global {
+    /// Config file (TOML: repo, password_file, state_dir, threads, exclude). Default:
+    /// ~/.config/kura/config.toml if it exists.
+    #[arg(long, env = "KURA_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Repository location (a directory). Default: $XDG_DATA_HOME/kura/repo or ~/.local/share/kura/repo.
     #[arg(long, short = 'r', env = "KURA_REPO", global = true)]
     repo: Option<PathBuf>,
@@ -274,6 +278,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 struct Ctx {
     g: Global,
+    config: crate::config::Config,
 }
 
 impl Ctx {
@@ -315,12 +320,13 @@ impl Ctx {
 
     fn passphrase(&self, confirm: bool) -> Result<Vec<u8>> {
         if let Some(f) = &self.g.password_file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
-            return Ok(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec());
+            return read_secret(f, "password file");
         }
         if let Ok(p) = std::env::var("KURA_PASSWORD") {
             return Ok(p.into_bytes());
+        }
+        if let Some(f) = &self.config.password_file {
+            return read_secret(f, "password file");
         }
         if !std::io::stdin().is_terminal() {
             bail!("no passphrase: set KURA_PASSWORD, pass --password-file, or run on a terminal");
@@ -337,9 +343,10 @@ impl Ctx {
 
     fn credential(&self) -> Result<Credential> {
         if let Some(f) = &self.g.recovery_code_file {
-            let code = std::fs::read_to_string(f)
-                .with_context(|| format!("reading recovery code file {}", f.display()))?;
-            return Ok(Credential::RecoveryCode(code));
+            let code = read_secret(f, "recovery code file")?;
+            return Ok(Credential::RecoveryCode(
+                String::from_utf8_lossy(&code).into_owned(),
+            ));
         }
         if let Ok(code) = std::env::var("KURA_RECOVERY_CODE") {
             return Ok(Credential::RecoveryCode(code));
@@ -366,14 +373,32 @@ impl Ctx {
     }
 }
 
-fn home() -> PathBuf {
+/// A secret kept in a file, without its trailing newline.
+fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let end = text
+        .iter()
+        .rposition(|&b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    Ok(text[..end].to_vec())
+}
+
+/// The user's home directory.
+pub fn home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    let ctx = Ctx { g: cli.global };
+    let config = crate::config::load(cli.global.config.as_deref())?;
+    let mut g = cli.global;
+    g.repo = g.repo.or_else(|| config.repo.clone());
+    g.state_dir = g.state_dir.or_else(|| config.state_dir.clone());
+    if g.threads == 0 {
+        g.threads = config.threads.unwrap_or(0);
+    }
+    let ctx = Ctx { g, config };
     match cli.command {
         Command::Init => init(&ctx),
         Command::Backup(a) => {
@@ -383,7 +408,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                 TypeArg::Incremental => BackupType::Incremental,
                 TypeArg::Differential => BackupType::Differential,
             };
-            let mut excludes = a.exclude;
+            let mut excludes = ctx.config.exclude.clone();
+            excludes.extend(a.exclude);
             for f in &a.exclude_file {
                 let text = std::fs::read_to_string(f)
                     .with_context(|| format!("reading exclude file {}", f.display()))?;
@@ -813,8 +839,7 @@ fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         let all = repo.load_snapshots()?;
         // Retention applies per device and set of paths.
         type Group = (String, Vec<String>);
-        let mut groups: std::collections::BTreeMap<Group, Vec<(Id, Snapshot)>> =
-            Default::default();
+        let mut groups: std::collections::BTreeMap<Group, Vec<(Id, Snapshot)>> = Default::default();
         for (id, s) in all {
             let mut paths = s.paths.clone();
             paths.sort();

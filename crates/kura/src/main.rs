@@ -2,6 +2,7 @@
 //! is done in kura-client and kura-repo.
 
 mod cli;
+mod config;
 mod progress;
 
 use std::process::ExitCode;

@@ -30,17 +30,39 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
     assert_eq!(contents(&src), contents(&out));
     let m = fs::metadata(out.join("exec.sh")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o750);
-    assert_eq!(m.mtime(), fs::metadata(src.join("exec.sh")).unwrap().mtime());
-    assert_eq!(m.ino(), fs::metadata(out.join("hard")).unwrap().ino(), "hard link restored as a link");
-    assert_eq!(fs::metadata(out.join("d3")).unwrap().mtime(), fs::metadata(src.join("d3")).unwrap().mtime());
+    assert_eq!(
+        m.mtime(),
+        fs::metadata(src.join("exec.sh")).unwrap().mtime()
+    );
+    assert_eq!(
+        m.ino(),
+        fs::metadata(out.join("hard")).unwrap().ino(),
+        "hard link restored as a link"
+    );
+    assert_eq!(
+        fs::metadata(out.join("d3")).unwrap().mtime(),
+        fs::metadata(src.join("d3")).unwrap().mtime()
+    );
     assert!(out.join("empty/deeper").is_dir());
 
     // A sub-path and an include filter.
     let part = env.path("part");
-    env.ok(&["restore", &format!("latest:{}", src.join("d1").display()), "--target", part.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", src.join("d1").display()),
+        "--target",
+        part.to_str().unwrap(),
+    ]);
     assert_eq!(contents(&src.join("d1")), contents(&part));
     let inc = env.path("inc");
-    env.ok(&["restore", "latest", "--target", inc.to_str().unwrap(), "--include", "**/d2/*"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        inc.to_str().unwrap(),
+        "--include",
+        "**/d2/*",
+    ]);
     let got = contents(&restored(&inc, &src));
     assert!(got.iter().all(|(p, _)| p.starts_with("d2")), "{got:?}");
     assert_eq!(got.len(), contents(&src.join("d2")).len() + 1);
@@ -57,7 +79,10 @@ fn unchanged_files_are_not_read_again_and_changes_are() {
     let v = env.backup(&[s]);
     assert_eq!(v["summary"]["files_unchanged"], 30);
     assert_eq!(v["summary"]["files_changed"], 0);
-    assert_eq!(v["summary"]["blobs_added"], 0, "nothing new: not even a tree");
+    assert_eq!(
+        v["summary"]["blobs_added"], 0,
+        "nothing new: not even a tree"
+    );
     fs::write(src.join("d1/f1.bin"), b"changed").unwrap();
     let v = env.backup(&[s]);
     assert_eq!(v["summary"]["files_changed"], 1);
@@ -73,7 +98,10 @@ fn backup_types_follow_the_marker_rules() {
     let s = src.to_str().unwrap();
 
     // No baseline yet: incremental falls back to full, and says so.
-    let out = env.cmd(&["backup", s, "--type", "incremental", "--json"]).output().unwrap();
+    let out = env
+        .cmd(&["backup", s, "--type", "incremental", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["type"], "full");
@@ -83,10 +111,17 @@ fn backup_types_follow_the_marker_rules() {
     let files_in = |v: &serde_json::Value| v["summary"]["files"].as_u64().unwrap();
     fs::write(src.join("d0/f0.bin"), b"one").unwrap();
     let inc1 = env.backup(&[s, "--type", "incremental"]);
-    assert_eq!((inc1["type"].as_str(), files_in(&inc1)), (Some("incremental"), 1));
+    assert_eq!(
+        (inc1["type"].as_str(), files_in(&inc1)),
+        (Some("incremental"), 1)
+    );
     fs::write(src.join("d1/f1.bin"), b"two").unwrap();
     let inc2 = env.backup(&[s, "--type", "incremental"]);
-    assert_eq!(files_in(&inc2), 1, "only what changed since the last incremental");
+    assert_eq!(
+        files_in(&inc2),
+        1,
+        "only what changed since the last incremental"
+    );
     let diff = env.backup(&[s, "--type", "differential"]);
     assert_eq!(files_in(&diff), 2, "everything since the last full");
     let diff2 = env.backup(&[s, "--type", "differential"]);
@@ -94,21 +129,43 @@ fn backup_types_follow_the_marker_rules() {
     let copy = env.backup(&[s, "--type", "copy"]);
     assert_eq!(files_in(&copy), 10);
     let inc3 = env.backup(&[s, "--type", "incremental"]);
-    assert_eq!(files_in(&inc3), 0, "copy did not reset, incremental markers already current");
+    assert_eq!(
+        files_in(&inc3),
+        0,
+        "copy did not reset, incremental markers already current"
+    );
     env.backup(&[s, "--type", "full"]);
     let diff3 = env.backup(&[s, "--type", "differential"]);
     assert_eq!(files_in(&diff3), 0, "full set a new baseline");
 
     // An incremental snapshot restores on its own: just its files.
     let t = env.path("t");
-    env.ok(&["restore", inc1["id"].as_str().unwrap(), "--target", t.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        inc1["id"].as_str().unwrap(),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
     let got = contents(&restored(&t, &src));
     let files: Vec<_> = got.iter().filter(|(_, c)| c != b"<dir>").collect();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].1, b"one");
     let snaps = env.snapshots();
     let types: Vec<&str> = snaps.iter().map(|s| s["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["full", "incremental", "incremental", "differential", "differential", "copy", "incremental", "full", "differential"]);
+    assert_eq!(
+        types,
+        [
+            "full",
+            "incremental",
+            "incremental",
+            "differential",
+            "differential",
+            "copy",
+            "incremental",
+            "full",
+            "differential"
+        ]
+    );
     assert!(snaps[1]["base"].is_string());
 }
 
@@ -131,7 +188,10 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
     let v = env.json(&["baseline", s]);
     assert_eq!(v["type"], "baseline");
     let src_size: u64 = contents(&src).iter().map(|(_, c)| c.len() as u64).sum();
-    assert!(repo_size(&env.repo) < src_size / 10, "baseline uploaded file contents");
+    assert!(
+        repo_size(&env.repo) < src_size / 10,
+        "baseline uploaded file contents"
+    );
 
     // A copy of the factory state kept aside as the recovery source.
     let media = env.path("media");
@@ -145,21 +205,46 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
     fs::write(src.join("d2/f2.bin"), noise(100_000, 77)).unwrap();
     let full = env.backup(&[s]);
     assert_eq!(full["summary"]["files_changed"], 1);
-    assert!(full["summary"]["data_added"].as_u64().unwrap() < 110_000, "only the change is sent");
+    assert!(
+        full["summary"]["data_added"].as_u64().unwrap() < 110_000,
+        "only the change is sent"
+    );
 
     let t = env.path("t");
     let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--baseline-source"), "{}", stderr(&out));
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap(), "--baseline-source", media.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("--baseline-source"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--baseline-source",
+        media.to_str().unwrap(),
+    ]);
     assert_eq!(contents(&src), contents(&restored(&t, &src)));
 
     // A recovery source that differs is refused for the files it does not match.
     fs::write(media.join("d3/f3.bin"), b"tampered").unwrap();
     let t2 = env.path("t2");
-    let out = env.run(&["restore", "latest", "--target", t2.to_str().unwrap(), "--baseline-source", media.to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        t2.to_str().unwrap(),
+        "--baseline-source",
+        media.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("does not hold the recorded contents"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not hold the recorded contents"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!restored(&t2, &src).join("d3/f3.bin").exists());
     assert!(restored(&t2, &src).join("d4/f4.bin").exists());
 }
@@ -190,7 +275,18 @@ fn snapshots_are_named_by_prefix_or_latest_and_diffed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["change"].as_str().unwrap().into(), c["path"].as_str().unwrap().rsplit('/').next().unwrap().into()))
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().into(),
+                c["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .into(),
+            )
+        })
         .collect();
     assert!(changes.contains(&("added".into(), "new.txt".into())));
     assert!(changes.contains(&("removed".into(), "f1.bin".into())));
@@ -212,24 +308,39 @@ fn a_second_device_restores_the_first_devices_snapshots() {
 
     let laptop = env.path("laptop-state");
     // Not yet a device: backing up is refused with a clear message.
-    let out = env.cmd_as(&laptop, &["backup", src.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .cmd_as(&laptop, &["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("kura device add"));
     // A wrong recovery code is refused.
-    let bad = env.cmd_as(&laptop, &["device", "add"]).env("KURA_RECOVERY_CODE", "0000").env_remove("KURA_PASSWORD").output().unwrap();
+    let bad = env
+        .cmd_as(&laptop, &["device", "add"])
+        .env("KURA_RECOVERY_CODE", "0000")
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(11), "{}", stderr(&bad));
     let mut add = env.cmd_as(&laptop, &["device", "add", "--name", "laptop"]);
-    add.env("KURA_RECOVERY_CODE", &code).env_remove("KURA_PASSWORD");
+    add.env("KURA_RECOVERY_CODE", &code)
+        .env_remove("KURA_PASSWORD");
     run_ok(add);
     let t = env.path("t");
-    run_ok(env.cmd_as(&laptop, &["restore", "latest", "--target", t.to_str().unwrap()]));
+    run_ok(env.cmd_as(
+        &laptop,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
     assert_eq!(contents(&src), contents(&restored(&t, &src)));
     let other = env.path("other");
     make_tree(&other, 3, 60);
     run_ok(env.cmd_as(&laptop, &["backup", other.to_str().unwrap()]));
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2);
-    assert_ne!(snaps[0]["device"], snaps[1]["device"], "each snapshot names its device");
+    assert_ne!(
+        snaps[0]["device"], snaps[1]["device"],
+        "each snapshot names its device"
+    );
     assert_eq!(snaps[1]["device_name"], "laptop");
     let devs = env.json(&["device", "list"]);
     assert_eq!(devs.as_array().unwrap().len(), 2);
@@ -252,6 +363,65 @@ fn restore_never_follows_symlinks_out_of_the_target() {
     // A hostile target: the directory the restore will write into is a symlink elsewhere.
     std::os::unix::fs::symlink(&outside, landing.join("etc")).unwrap();
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "wrote through a symlink");
-    assert_eq!(fs::read(landing.join("etc/passwd")).unwrap(), b"from backup");
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote through a symlink"
+    );
+    assert_eq!(
+        fs::read(landing.join("etc/passwd")).unwrap(),
+        b"from backup"
+    );
+}
+
+#[test]
+fn config_file_supplies_repository_passphrase_and_excludes() {
+    let env = Env::new();
+    let pass = env.path("pass");
+    fs::write(&pass, "from a file\n").unwrap();
+    let config = env.path("kura.toml");
+    fs::write(
+        &config,
+        format!(
+            "repo = {:?}\npassword_file = {:?}\nexclude = [\"*.skip\"]\n",
+            env.repo, pass
+        ),
+    )
+    .unwrap();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep"), b"k").unwrap();
+    fs::write(src.join("drop.skip"), b"d").unwrap();
+    let kura = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kura"));
+        c.args(args)
+            .env("KURA_CONFIG", &config)
+            .env("KURA_STATE_DIR", &env.state)
+            .env("KURA_INSECURE_FAST_KDF", "1")
+            .env_remove("KURA_PASSWORD")
+            .env_remove("KURA_REPO");
+        c
+    };
+    run_ok(kura(&["init", "--quiet"]));
+    run_ok(kura(&["backup", src.to_str().unwrap(), "--quiet"]));
+    let ls = run_ok(kura(&["ls", "latest"]));
+    assert!(ls.contains("keep") && !ls.contains("drop.skip"), "{ls}");
+    // The flag wins over the file, and the passphrase in the file was the one used.
+    let out = kura(&[
+        "snapshots",
+        "--repo",
+        env.path("elsewhere").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    let out = env
+        .cmd(&["snapshots"])
+        .env("KURA_PASSWORD", "from a file")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    fs::write(&config, "bogus = 1\n").unwrap();
+    let out = kura(&["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown field"), "{}", stderr(&out));
 }

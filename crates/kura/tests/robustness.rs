@@ -40,7 +40,10 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     fs::write(&victim, &bytes).unwrap();
 
     let structural = env.run(&["check"]);
-    assert!(structural.status.success(), "a flipped data byte is invisible without --read-data");
+    assert!(
+        structural.status.success(),
+        "a flipped data byte is invisible without --read-data"
+    );
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
@@ -52,9 +55,17 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     let got = contents(&restored(&t, &src));
     let want = contents(&src);
     let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
-    assert_eq!(missing.len(), 1, "exactly the damaged file is refused: {:?}", missing.iter().map(|m| &m.0).collect::<Vec<_>>());
+    assert_eq!(
+        missing.len(),
+        1,
+        "exactly the damaged file is refused: {:?}",
+        missing.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
     for (p, _) in &got {
-        assert!(!p.to_string_lossy().contains(".kura-"), "temporary file left behind: {p:?}");
+        assert!(
+            !p.to_string_lossy().contains(".kura-"),
+            "temporary file left behind: {p:?}"
+        );
     }
 
     // A truncated pack is found by the structural check too.
@@ -69,7 +80,11 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     let env = Env::new();
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(10));
-    assert!(stderr(&out).contains("no Kura repository"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no Kura repository"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(stderr(&out).lines().count(), 1);
 
     env.init();
@@ -78,12 +93,20 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     env.backup(&[src.to_str().unwrap()]);
     let before = contents(&env.repo);
 
-    let out = env.cmd(&["snapshots"]).env("KURA_PASSWORD", "wrong").output().unwrap();
+    let out = env
+        .cmd(&["snapshots"])
+        .env("KURA_PASSWORD", "wrong")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(11));
     assert_eq!(stderr(&out).trim(), "kura: wrong passphrase");
 
     let code = "ABCDE-FGHJK-MNPQR-STVWX-YZ012-34567-89ABC-DEFGH-JKMNP-QRSTV-WXYZ0";
-    let out = env.cmd(&["snapshots"]).env("KURA_RECOVERY_CODE", code).output().unwrap();
+    let out = env
+        .cmd(&["snapshots"])
+        .env("KURA_RECOVERY_CODE", code)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(11));
     assert!(stderr(&out).contains("recovery code"));
 
@@ -92,12 +115,20 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     assert!(stderr(&out).contains("already exists"));
 
     let config = fs::read_to_string(env.repo.join("config")).unwrap();
-    fs::write(env.repo.join("config"), config.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    fs::write(
+        env.repo.join("config"),
+        config.replace("\"version\": 1", "\"version\": 99"),
+    )
+    .unwrap();
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(13));
     assert!(stderr(&out).contains("upgrade kura"));
     fs::write(env.repo.join("config"), &config).unwrap();
-    assert_eq!(before, contents(&env.repo), "failed commands changed the repository");
+    assert_eq!(
+        before,
+        contents(&env.repo),
+        "failed commands changed the repository"
+    );
 }
 
 #[test]
@@ -110,7 +141,11 @@ fn a_killed_backup_leaves_the_repository_consistent_and_resumes() {
         fs::write(src.join(format!("f{i}")), noise(4_000_000, 100 + i)).unwrap();
     }
     let total: u64 = 24 * 4_000_000;
-    let locks = |env: &Env| fs::read_dir(env.repo.join("locks")).map(|d| d.count()).unwrap_or(0);
+    let locks = |env: &Env| {
+        fs::read_dir(env.repo.join("locks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     // Kill points: as soon as the backup holds its lock, then after one and after three more packs.
     for more_packs in [0usize, 1, 3] {
         let before = packs(&env).len();
@@ -122,23 +157,39 @@ fn a_killed_backup_leaves_the_repository_consistent_and_resumes() {
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let reached = if more_packs == 0 { locks(&env) > 0 } else { packs(&env).len() >= before + more_packs };
-            if reached || std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let reached = if more_packs == 0 {
+                locks(&env) > 0
+            } else {
+                packs(&env).len() >= before + more_packs
+            };
+            if reached
+                || std::time::Instant::now() > deadline
+                || child.try_wait().unwrap().is_some()
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(child.try_wait().unwrap().is_none(), "the backup finished before the kill point");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup finished before the kill point"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(env.snapshots().is_empty(), "no half snapshot is listed");
         let out = env.run(&["check"]);
         assert!(out.status.success(), "check after a kill: {}", stderr(&out));
     }
-    assert!(packs(&env).len() >= 4, "the kills landed while packs were being written");
+    assert!(
+        packs(&env).len() >= 4,
+        "the kills landed while packs were being written"
+    );
     let v = env.backup(&[src.to_str().unwrap()]);
     let added = v["summary"]["data_added"].as_u64().unwrap();
-    assert!(added < total, "resume re-uploaded everything ({added} of {total})");
+    assert!(
+        added < total,
+        "resume re-uploaded everything ({added} of {total})"
+    );
     env.ok(&["check", "--read-data"]);
     let t = env.path("t");
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
@@ -154,17 +205,33 @@ fn two_backups_at_once_do_not_corrupt_the_repository() {
     make_tree(&b, 60, 21);
     fs::write(a.join("shared"), noise(3_000_000, 5)).unwrap();
     fs::write(b.join("shared"), noise(3_000_000, 5)).unwrap();
-    let ca = env.cmd(&["backup", a.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
-    let cb = env.cmd(&["backup", b.to_str().unwrap()]).stdout(Stdio::null()).spawn().unwrap();
+    let ca = env
+        .cmd(&["backup", a.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cb = env
+        .cmd(&["backup", b.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(ca.wait_with_output().unwrap().status.success());
     assert!(cb.wait_with_output().unwrap().status.success());
     assert_eq!(env.snapshots().len(), 2);
     env.ok(&["check", "--read-data"]);
     for (src, id) in [(&a, 0usize), (&b, 1)] {
         let snaps = env.snapshots();
-        let snap = snaps.iter().find(|s| s["paths"][0] == src.to_str().unwrap()).unwrap();
+        let snap = snaps
+            .iter()
+            .find(|s| s["paths"][0] == src.to_str().unwrap())
+            .unwrap();
         let t = env.path(&format!("t{id}"));
-        env.ok(&["restore", snap["id"].as_str().unwrap(), "--target", t.to_str().unwrap()]);
+        env.ok(&[
+            "restore",
+            snap["id"].as_str().unwrap(),
+            "--target",
+            t.to_str().unwrap(),
+        ]);
         assert_eq!(contents(src), contents(&restored(&t, src)));
     }
 }
@@ -181,25 +248,40 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
         if i > 0 {
             fs::remove_file(src.join(format!("gen{}", i - 1))).unwrap();
         }
-        ids.push(env.backup(&[src.to_str().unwrap()])["id"].as_str().unwrap().to_string());
+        ids.push(
+            env.backup(&[src.to_str().unwrap()])["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let dry = env.json(&["forget", "--keep-last", "2", "--dry-run"]);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
     assert_eq!(env.snapshots().len(), 4);
     let v = env.json(&["forget", "--keep-last", "2"]);
     assert_eq!(v["removed"].as_array().unwrap().len(), 2);
-    let left: Vec<String> = env.snapshots().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let left: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(left, ids[2..]);
     let p = env.json(&["prune"]);
     assert!(p["bytes_freed"].as_u64().unwrap() > 9_000_000, "{p}");
     env.ok(&["check", "--read-data"]);
     let t = env.path("t");
     env.ok(&["restore", &ids[2][..10], "--target", t.to_str().unwrap()]);
-    assert_eq!(fs::read(restored(&t, &src).join("gen2")).unwrap(), noise(5_000_000, 302));
+    assert_eq!(
+        fs::read(restored(&t, &src).join("gen2")).unwrap(),
+        noise(5_000_000, 302)
+    );
     env.ok(&["forget", &ids[3][..8]]);
     assert_eq!(env.snapshots().len(), 1);
     let out = env.run(&["forget"]);
-    assert!(!out.status.success(), "forget with neither ids nor policy is refused");
+    assert!(
+        !out.status.success(),
+        "forget with neither ids nor policy is refused"
+    );
 }
 
 #[test]
@@ -217,10 +299,16 @@ fn a_restore_that_does_not_fit_is_refused_before_writing() {
         .arg(&small)
         .status()
         .is_ok_and(|s| s.success());
-    assert!(mounted, "this test needs to mount a small tmpfs (run as root, as CI does)");
+    assert!(
+        mounted,
+        "this test needs to mount a small tmpfs (run as root, as CI does)"
+    );
     let out = env.run(&["restore", "latest", "--target", small.to_str().unwrap()]);
     let listing = fs::read_dir(&small).unwrap().count();
-    std::process::Command::new("umount").arg(&small).status().unwrap();
+    std::process::Command::new("umount")
+        .arg(&small)
+        .status()
+        .unwrap();
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("not enough free space"));
     assert_eq!(listing, 0, "nothing written");

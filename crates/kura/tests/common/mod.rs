@@ -39,7 +39,11 @@ impl Env {
     /// A command as another machine (another state directory).
     pub fn cmd_as(&self, state: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kura"));
-        c.arg("--repo").arg(&self.repo).arg("--state-dir").arg(state).args(args);
+        c.arg("--repo")
+            .arg(&self.repo)
+            .arg("--state-dir")
+            .arg(state)
+            .args(args);
         c.env("KURA_PASSWORD", "correct horse")
             .env("KURA_INSECURE_FAST_KDF", "1")
             .env_remove("KURA_REPO")
@@ -144,7 +148,13 @@ pub fn contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
                 out.push((rel, b"<dir>".to_vec()));
                 stack.push(e.path());
             } else if m.file_type().is_symlink() {
-                out.push((rel, fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes()));
+                out.push((
+                    rel,
+                    fs::read_link(e.path())
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
             } else {
                 out.push((rel, fs::read(e.path()).unwrap()));
             }

@@ -1,0 +1,67 @@
+//! The optional config file: defaults for settings that flags and environment variables did
+//! not give. Precedence: flag, then environment variable, then this file, then built-in default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Repository location.
+    pub repo: Option<PathBuf>,
+    /// File holding the passphrase.
+    pub password_file: Option<PathBuf>,
+    /// Client state directory.
+    pub state_dir: Option<PathBuf>,
+    /// Worker threads.
+    pub threads: Option<usize>,
+    /// Exclude patterns added to every backup.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `$XDG_CONFIG_HOME/kura/config.toml`, else `~/.config/kura/config.toml`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::cli::home().join(".config"));
+    base.join("kura/config.toml")
+}
+
+/// Reads the config file. A missing default file is an empty config; a missing file that was
+/// named explicitly is an error.
+pub fn load(explicit: Option<&Path>) -> Result<Config> {
+    let path = explicit.map(Path::to_path_buf).unwrap_or_else(default_path);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok(Config::default());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+    };
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let c: Config =
+            toml::from_str("repo = \"/r\"\nthreads = 3\nexclude = [\"*.tmp\"]\n").unwrap();
+        assert_eq!(c.repo, Some(PathBuf::from("/r")));
+        assert_eq!(c.threads, Some(3));
+        assert_eq!(c.exclude, vec!["*.tmp"]);
+        assert!(toml::from_str::<Config>("rpeo = \"/r\"").is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        assert!(load(Some(Path::new("/nonexistent/kura.toml"))).is_err());
+    }
+}
