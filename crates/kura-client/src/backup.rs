@@ -249,7 +249,7 @@ pub fn backup(
     }
     summary.dirs = scan.dirs;
     summary.blobs_added = saver.stats.blobs.load(Ordering::Relaxed);
-    summary.data_added = saver.stats.raw_bytes.load(Ordering::Relaxed);
+    summary.data_added = saver.stats.data_bytes.load(Ordering::Relaxed);
     summary.stored_added = saver.stats.stored_bytes.load(Ordering::Relaxed);
     summary.errors = errors.len() as u64;
     summary.duration = started.elapsed().as_secs_f64();

@@ -35,8 +35,8 @@ pub struct Scratch {
 pub struct SaverStats {
     /// New blobs.
     pub blobs: AtomicU64,
-    /// Their plaintext bytes.
-    pub raw_bytes: AtomicU64,
+    /// Plaintext bytes of the new data blobs (file contents; trees not counted).
+    pub data_bytes: AtomicU64,
     /// Bytes of packs written.
     pub stored_bytes: AtomicU64,
 }
@@ -121,9 +121,9 @@ impl<'a> Saver<'a> {
                 .then(|| std::mem::replace(&mut *open, PackBuilder::new(self.device)))
         };
         self.stats.blobs.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .raw_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data {
+            self.stats.data_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         if let Some(builder) = full {
             self.write_pack(builder)?;
         }
