@@ -216,6 +216,16 @@ pub fn backup(
 
     // Trees, bottom-up, then everything durable, then the snapshot.
     let mut summary = Summary::default();
+    for (job, r) in scan.files.iter().zip(&results) {
+        if let Some(Ok(r)) = r.get() {
+            match cache.files.get(job.path.as_os_str().as_bytes()) {
+                _ if !r.read => summary.files_unchanged += 1,
+                Some(_) => summary.files_changed += 1,
+                None => summary.files_new += 1,
+            }
+        }
+    }
+    drop(cache);
     let mut scratch = saver.scratch();
     let mut tree_ctx = TreeCtx {
         repo,
@@ -237,15 +247,6 @@ pub fn backup(
                 external: dedup_externals(externals),
             },
         )?;
-    }
-    for (job, r) in scan.files.iter().zip(&results) {
-        if let Some(Ok(r)) = r.get() {
-            match cache.files.get(job.path.as_os_str().as_bytes()) {
-                _ if !r.read => summary.files_unchanged += 1,
-                Some(_) => summary.files_changed += 1,
-                None => summary.files_new += 1,
-            }
-        }
     }
     summary.dirs = scan.dirs;
     summary.blobs_added = saver.stats.blobs.load(Ordering::Relaxed);
@@ -294,23 +295,25 @@ fn update_state(
 ) -> Result<()> {
     let root_bytes: Vec<Vec<u8>> = roots.iter().map(|r| r.as_bytes().to_vec()).collect();
     let whole = !matches!(kind, BackupType::Incremental | BackupType::Differential);
-    let done: Vec<(Vec<u8>, Fingerprint, &Vec<Id>)> = scan
-        .files
-        .iter()
-        .zip(results)
-        .filter_map(|(job, r)| match r.get() {
-            Some(Ok(r)) => Some((job.path.as_os_str().as_bytes().to_vec(), job.fp, &r.ids)),
-            _ => None,
-        })
-        .collect();
+    // Files backed up by this run (not those that failed).
+    let done = || {
+        scan.files
+            .iter()
+            .zip(results)
+            .filter_map(|(job, r)| match r.get() {
+                Some(Ok(r)) => Some((job.path.as_os_str().as_bytes(), job.fp, &r.ids)),
+                _ => None,
+            })
+    };
     let mut cache = state.cache();
     if whole {
         cache.clear_under(&root_bytes);
     }
-    for (path, fp, ids) in &done {
-        cache.files.insert(path.clone(), (*fp, (*ids).clone()));
+    for (path, fp, ids) in done() {
+        cache.files.insert(path.to_vec(), (fp, ids.clone()));
     }
     state.set_cache(&cache)?;
+    drop(cache);
     let mark = |which: Markers, replace: bool| -> Result<()> {
         let (mut info, mut files) = state.markers(which);
         if replace {
@@ -321,8 +324,8 @@ fn update_state(
                 }
             }
         }
-        for (path, fp, _) in &done {
-            files.files.insert(path.clone(), (*fp, Vec::new()));
+        for (path, fp, _) in done() {
+            files.files.insert(path.to_vec(), (fp, Vec::new()));
         }
         info.snapshot = Some(id);
         state.set_markers(which, &info, &files)
@@ -448,20 +451,23 @@ fn read_file(
     let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
     let mut f = File::open(path).map_err(file_err)?;
     let max = chunker.max_size();
-    if buf.len() < 2 * max {
-        buf.resize(2 * max, 0);
+    // Refill when less than one maximal chunk is buffered; a buffer of 1.5 maximal chunks
+    // bounds memory per worker while moving at most one chunk's bytes per refill.
+    let window = max + max / 2;
+    if buf.len() < window {
+        buf.resize(window, 0);
     }
     let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
     let mut ids = Vec::new();
     let mut size = 0u64;
     loop {
         while !eof && filled - start < max {
-            if filled == buf.len() {
+            if filled == window {
                 buf.copy_within(start..filled, 0);
                 filled -= start;
                 start = 0;
             }
-            match f.read(&mut buf[filled..]) {
+            match f.read(&mut buf[filled..window]) {
                 Ok(0) => eof = true,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,13 +119,14 @@ pub fn restore(
     }
 
     let mut out = RestoreOutcome::default();
+    let mut verified = HashSet::new();
     for d in &dirs {
-        ensure_dir(&target, &d.rel)?;
+        ensure_dir(&target, &d.rel, &mut verified)?;
         out.dirs += 1;
     }
     for f in files.iter().chain(&links) {
         if let Some(parent) = f.rel.parent() {
-            ensure_dir(&target, parent)?;
+            ensure_dir(&target, parent, &mut verified)?;
         }
     }
     progress.start(files.len() as u64, needed);
@@ -435,9 +436,13 @@ impl BaselineSource {
 }
 
 /// Creates `target/rel` as a real directory, replacing anything else of that name (including a
-/// symlink, which is never followed).
-fn ensure_dir(target: &Path, rel: &Path) -> Result<()> {
+/// symlink, which is never followed). `verified` remembers directories already checked.
+fn ensure_dir(target: &Path, rel: &Path, verified: &mut HashSet<PathBuf>) -> Result<()> {
+    if verified.contains(rel) {
+        return Ok(());
+    }
     let mut at = target.to_path_buf();
+    let mut so_far = PathBuf::new();
     for c in rel.components() {
         let Component::Normal(name) = c else {
             return Err(ClientError::Usage(format!(
@@ -446,19 +451,46 @@ fn ensure_dir(target: &Path, rel: &Path) -> Result<()> {
             )));
         };
         at.push(name);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => fs::remove_file(&at).map_err(io_err(&at))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&at)(e)),
+        so_far.push(name);
+        if verified.contains(&so_far) {
+            continue;
         }
-        match fs::create_dir(&at) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        let is_dir = match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => true,
+            Ok(_) => {
+                fs::remove_file(&at).map_err(io_err(&at))?;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&at)(e)),
+        };
+        if !is_dir {
+            match fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&at)(e)),
+            }
         }
+        verified.insert(so_far.clone());
     }
     Ok(())
+}
+
+/// Renames `tmp` over `dest`; a directory in the way (the snapshot has a file where the target
+/// has a directory) is removed first.
+fn rename_over(tmp: &Path, dest: &Path) -> io::Result<()> {
+    match fs::rename(tmp, dest) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty
+            ) || fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) =>
+        {
+            fs::remove_dir_all(dest)?;
+            fs::rename(tmp, dest)
+        }
+        r => r,
+    }
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
@@ -476,50 +508,96 @@ fn temp_name(dest: &Path) -> PathBuf {
 /// Makes `dest` by creating a temporary name with `make` and renaming it over `dest`.
 fn replace_with(dest: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let tmp = temp_name(dest);
-    let r = make(&tmp).and_then(|()| {
-        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-            fs::remove_dir_all(dest)?;
-        }
-        fs::rename(&tmp, dest)
-    });
+    let r = make(&tmp).and_then(|()| rename_over(&tmp, dest));
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     r
 }
 
+/// Writes one file so that nothing appears at `dest` until its contents are complete and
+/// verified: into an unnamed file (`O_TMPFILE`) that is linked into place at the end, or where
+/// the filesystem lacks that, into a temporary name that is renamed over `dest`.
 fn write_file(
     dest: &Path,
     node: &Node,
     fill: impl FnOnce(&mut File) -> Result<(), Failure>,
     am_root: bool,
 ) -> Result<(), Failure> {
-    let tmp = temp_name(dest);
-    let r = (|| {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Failure::Io(io_err(&tmp)(e)))?;
-        fill(&mut f)?;
-        let meta = || -> io::Result<()> {
-            if am_root {
-                std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))?;
-            }
-            f.set_permissions(Permissions::from_mode(node.mode))?;
-            f.set_times(FileTimes::new().set_modified(time_of(node.mtime_ns)))
-        };
-        meta().map_err(|e| Failure::Io(io_err(dest)(e)))?;
-        drop(f);
-        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-            fs::remove_dir_all(dest).map_err(|e| Failure::Io(io_err(dest)(e)))?;
+    let fail = |e: io::Error| Failure::Io(io_err(dest)(e));
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let (mut f, named) = match File::options()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+    {
+        Ok(f) => (f, None),
+        Err(_) => {
+            let tmp = temp_name(dest);
+            let f = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(fail)?;
+            (f, Some(tmp))
         }
-        fs::rename(&tmp, dest).map_err(|e| Failure::Io(io_err(dest)(e)))
+    };
+    let r = (|| {
+        fill(&mut f)?;
+        if am_root {
+            std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid)).map_err(fail)?;
+        }
+        f.set_permissions(Permissions::from_mode(node.mode))
+            .map_err(fail)?;
+        f.set_times(FileTimes::new().set_modified(time_of(node.mtime_ns)))
+            .map_err(fail)?;
+        match &named {
+            Some(tmp) => rename_over(tmp, dest).map_err(fail),
+            None => link_into_place(&f, dest).map_err(fail),
+        }
     })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if r.is_err()
+        && let Some(tmp) = &named
+    {
+        let _ = fs::remove_file(tmp);
     }
     r
+}
+
+/// Gives an unnamed (`O_TMPFILE`) file the name `dest`, replacing what is there.
+fn link_into_place(f: &File, dest: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    let link = |to: &Path| -> io::Result<()> {
+        let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match link(dest) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let tmp = temp_name(dest);
+            link(&tmp)?;
+            rename_over(&tmp, dest).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+        }
+        r => r,
+    }
 }
 
 fn time_of(ns: i64) -> SystemTime {

@@ -39,22 +39,22 @@ pub struct Catalog {
 const CATALOG_MAGIC: &[u8; 5] = b"KCAT1";
 
 impl Catalog {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = CATALOG_MAGIC.to_vec();
-        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+    fn encode_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(CATALOG_MAGIC)?;
+        out.write_all(&(self.files.len() as u64).to_le_bytes())?;
         for (path, (fp, ids)) in &self.files {
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path);
-            out.extend_from_slice(&fp.size.to_le_bytes());
-            out.extend_from_slice(&fp.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&fp.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&fp.inode.to_le_bytes());
-            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            out.write_all(&(path.len() as u32).to_le_bytes())?;
+            out.write_all(path)?;
+            out.write_all(&fp.size.to_le_bytes())?;
+            out.write_all(&fp.mtime_ns.to_le_bytes())?;
+            out.write_all(&fp.ctime_ns.to_le_bytes())?;
+            out.write_all(&fp.inode.to_le_bytes())?;
+            out.write_all(&(ids.len() as u32).to_le_bytes())?;
             for id in ids {
-                out.extend_from_slice(&id.0);
+                out.write_all(&id.0)?;
             }
         }
-        out
+        Ok(())
     }
 
     /// Decodes a catalog; `None` if it is damaged (the caller then starts from empty, which
@@ -170,10 +170,8 @@ impl ClientState {
 
     /// Records this machine's device id.
     pub fn set_device(&self, device: DeviceId) -> Result<()> {
-        self.write(
-            "device.json",
-            &serde_json::to_vec_pretty(&DeviceFile { device }).unwrap_or_default(),
-        )
+        let json = serde_json::to_vec_pretty(&DeviceFile { device }).unwrap_or_default();
+        self.write("device.json", |w| w.write_all(&json))
     }
 
     /// The file cache.
@@ -183,7 +181,7 @@ impl ClientState {
 
     /// Stores the file cache.
     pub fn set_cache(&self, c: &Catalog) -> Result<()> {
-        self.write("cache.bin", &c.encode())
+        self.write("cache.bin", |w| c.encode_to(w))
     }
 
     /// A marker set.
@@ -198,11 +196,9 @@ impl ClientState {
     /// Stores a marker set (catalog first, so a crash leaves the old info pointing at a
     /// superset, which only makes the next backup include more).
     pub fn set_markers(&self, which: Markers, info: &MarkerInfo, files: &Catalog) -> Result<()> {
-        self.write(&format!("{}.bin", which.stem()), &files.encode())?;
-        self.write(
-            &format!("{}.json", which.stem()),
-            &serde_json::to_vec_pretty(info).unwrap_or_default(),
-        )
+        self.write(&format!("{}.bin", which.stem()), |w| files.encode_to(w))?;
+        let json = serde_json::to_vec_pretty(info).unwrap_or_default();
+        self.write(&format!("{}.json", which.stem()), |w| w.write_all(&json))
     }
 
     fn catalog(&self, stem: &str) -> Catalog {
@@ -212,15 +208,21 @@ impl ClientState {
             .unwrap_or_default()
     }
 
-    fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+    /// Replaces a state file atomically with what `fill` writes.
+    fn write(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>,
+    ) -> Result<()> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(
             ".{name}.{}.tmp",
             kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
         ));
         (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(data)?;
+            let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
+            fill(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)
         })()
@@ -276,7 +278,8 @@ mod tests {
         );
         c.files
             .insert(b"/a/\xff".to_vec(), (Fingerprint::default(), vec![]));
-        let bytes = c.encode();
+        let mut bytes = Vec::new();
+        c.encode_to(&mut bytes).unwrap();
         assert_eq!(Catalog::decode(&bytes).unwrap(), c);
         for cut in 0..bytes.len() {
             assert!(Catalog::decode(&bytes[..cut]).is_none());

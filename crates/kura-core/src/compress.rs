@@ -56,6 +56,11 @@ impl Compressor {
     }
 }
 
+thread_local! {
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// Decodes a stored payload that must expand to exactly `raw_len` bytes. A frame that claims
 /// more is refused before it is expanded (no decompression bombs).
 pub fn decompress(
@@ -65,7 +70,13 @@ pub fn decompress(
 ) -> Result<Vec<u8>, FormatError> {
     let out = match compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, raw_len)
+        // One decompression context per thread: creating one per blob costs more than
+        // decompressing a small blob.
+        Compression::Zstd => DCTX
+            .with(|d| match d.borrow_mut().as_mut() {
+                Some(d) => d.decompress(stored, raw_len),
+                None => zstd::bulk::decompress(stored, raw_len),
+            })
             .map_err(|e| FormatError::invalid("compressed blob", e.to_string()))?,
     };
     if out.len() != raw_len {

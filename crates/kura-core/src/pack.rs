@@ -92,10 +92,9 @@ fn blob_aad(kind: BlobKind, id: &Id) -> [u8; 33] {
     aad
 }
 
-/// Seals a (possibly compressed) payload as a blob, bound to its kind and id.
-pub fn seal_blob(key: &Key, kind: BlobKind, id: &Id, payload: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    crypto::seal_into(key, &blob_aad(kind, id), payload, out);
+/// Seals a (possibly compressed) payload as a blob, in place, bound to its kind and id.
+pub fn seal_blob(key: &Key, kind: BlobKind, id: &Id, payload: &mut Vec<u8>) {
+    crypto::seal_in_place(key, &blob_aad(kind, id), payload);
 }
 
 /// Opens a sealed blob, expands it, and checks that its plaintext has the id the entry claims.
@@ -124,11 +123,24 @@ pub struct PackBuilder {
 impl PackBuilder {
     /// An empty pack for blobs of this device.
     pub fn new(device: DeviceId) -> PackBuilder {
+        Self::with_buffer(device, Vec::new())
+    }
+
+    /// An empty pack that reuses `buffer`'s allocation (a finished pack's bytes), so a long
+    /// backup does not allocate and free pack-sized buffers over and over.
+    pub fn with_buffer(device: DeviceId, mut buffer: Vec<u8>) -> PackBuilder {
+        buffer.clear();
         PackBuilder {
             device,
-            bytes: Vec::new(),
+            bytes: buffer,
             entries: Vec::new(),
         }
+    }
+
+    /// Whether adding `sealed_len` more bytes would take the pack past [`TARGET_SIZE`]
+    /// (callers then finish this pack first, so packs never outgrow their buffer).
+    pub fn would_overflow(&self, sealed_len: usize) -> bool {
+        !self.entries.is_empty() && self.bytes.len() + sealed_len > TARGET_SIZE
     }
 
     /// Appends a blob sealed by [`seal_blob`].
@@ -141,7 +153,9 @@ impl PackBuilder {
         sealed: &[u8],
     ) {
         if self.bytes.capacity() == 0 {
-            self.bytes.reserve(TARGET_SIZE + TARGET_SIZE / 4);
+            // Room for a full pack plus its header, so finishing never reallocates.
+            self.bytes
+                .reserve(TARGET_SIZE.max(sealed.len()) + 64 * 1024);
         }
         self.entries.push(Entry {
             kind,
@@ -276,11 +290,11 @@ mod tests {
         let blob_key = CommonKey::generate().blob_key();
         let device = DeviceId::random();
         let mut b = PackBuilder::new(device);
-        let mut sealed = Vec::new();
         let datas: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
         for d in &datas {
             let id = blob_key.id(d);
-            seal_blob(&key, BlobKind::Data, &id, d, &mut sealed);
+            let mut sealed = d.clone();
+            seal_blob(&key, BlobKind::Data, &id, &mut sealed);
             b.push(
                 BlobKind::Data,
                 id,

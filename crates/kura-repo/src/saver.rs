@@ -26,8 +26,7 @@ const FLUSH_AFTER: Duration = Duration::from_secs(10);
 /// Per-thread buffers for [`Saver::save`], reused from blob to blob.
 pub struct Scratch {
     compressor: Compressor,
-    compressed: Vec<u8>,
-    sealed: Vec<u8>,
+    blob: Vec<u8>,
 }
 
 /// Counts of what a [`Saver`] added.
@@ -55,6 +54,7 @@ pub struct Saver<'a> {
     level: i32,
     fresh: Mutex<IdSet>,
     open: [Mutex<PackBuilder>; 2],
+    spare: Mutex<Vec<Vec<u8>>>,
     pending: Mutex<Pending>,
     /// What was added so far.
     pub stats: SaverStats,
@@ -79,6 +79,7 @@ impl<'a> Saver<'a> {
                 Mutex::new(PackBuilder::new(device)),
                 Mutex::new(PackBuilder::new(device)),
             ],
+            spare: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending {
                 packs: Vec::new(),
                 since: Instant::now(),
@@ -91,8 +92,7 @@ impl<'a> Saver<'a> {
     pub fn scratch(&self) -> Scratch {
         Scratch {
             compressor: Compressor::new(self.level),
-            compressed: Vec::new(),
-            sealed: Vec::new(),
+            blob: Vec::new(),
         }
     }
 
@@ -106,28 +106,31 @@ impl<'a> Saver<'a> {
         if self.index.knows(&id) || !lock(&self.fresh).insert(id) {
             return Ok(false);
         }
-        let compression = scratch.compressor.compress(data, &mut scratch.compressed);
-        pack::seal_blob(
-            &self.key,
-            kind,
-            &id,
-            &scratch.compressed,
-            &mut scratch.sealed,
-        );
+        let compression = scratch.compressor.compress(data, &mut scratch.blob);
+        pack::seal_blob(&self.key, kind, &id, &mut scratch.blob);
         let full = {
             let mut open = lock(&self.open[kind as usize]);
-            open.push(kind, id, compression, data.len() as u32, &scratch.sealed);
-            (open.len() >= pack::TARGET_SIZE)
-                .then(|| std::mem::replace(&mut *open, PackBuilder::new(self.device)))
+            let full = open
+                .would_overflow(scratch.blob.len())
+                .then(|| std::mem::replace(&mut *open, self.fresh_pack()));
+            open.push(kind, id, compression, data.len() as u32, &scratch.blob);
+            full
         };
         self.stats.blobs.fetch_add(1, Ordering::Relaxed);
         if kind == BlobKind::Data {
-            self.stats.data_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.stats
+                .data_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         if let Some(builder) = full {
             self.write_pack(builder)?;
         }
         Ok(true)
+    }
+
+    fn fresh_pack(&self) -> PackBuilder {
+        let buffer = lock(&self.spare).pop().unwrap_or_default();
+        PackBuilder::with_buffer(self.device, buffer)
     }
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
@@ -138,6 +141,7 @@ impl<'a> Saver<'a> {
         self.stats
             .stored_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        lock(&self.spare).push(bytes);
         let flush = {
             let mut p = lock(&self.pending);
             p.packs.push(IndexedPack {

@@ -45,6 +45,14 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
     );
     assert!(out.join("empty/deeper").is_dir());
 
+    // Restoring over an existing tree replaces what differs, including a directory where the
+    // snapshot has a file.
+    fs::write(out.join("d1/f1.bin"), b"edited after restore").unwrap();
+    fs::remove_file(out.join("exec.sh")).unwrap();
+    fs::create_dir_all(out.join("exec.sh/inner")).unwrap();
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(contents(&src), contents(&out));
+
     // A sub-path and an include filter.
     let part = env.path("part");
     env.ok(&[
