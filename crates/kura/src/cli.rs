@@ -724,20 +724,24 @@ fn diff_trees(
     if a == b {
         return Ok(());
     }
-    let load = |t: Option<Id>| -> Result<Vec<Node>> {
+    let load = |t: Option<Id>| -> Result<kura_core::tree::Tree> {
         Ok(match t {
-            Some(id) => repo.load_tree(index, &id)?.nodes,
-            None => Vec::new(),
+            Some(id) => repo.load_tree(index, &id)?,
+            None => kura_core::tree::Tree::default(),
         })
     };
     let (na, nb) = (load(a)?, load(b)?);
-    let mut names: Vec<&[u8]> = na.iter().chain(&nb).map(|n| n.name.as_slice()).collect();
+    let mut names: Vec<&[u8]> = na
+        .nodes
+        .iter()
+        .chain(&nb.nodes)
+        .map(|n| n.name.as_slice())
+        .collect();
     names.sort();
     names.dedup();
-    let find = |v: &[Node], name: &[u8]| v.iter().find(|n| n.name == name).cloned();
     for name in names {
         let path = at.join(std::ffi::OsStr::from_bytes(name));
-        let (x, y) = (find(&na, name), find(&nb, name));
+        let (x, y) = (na.find(name), nb.find(name));
         match (&x, &y) {
             (Some(x), None) => {
                 out.push(('-', path.clone()));
