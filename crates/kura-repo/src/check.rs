@@ -5,7 +5,6 @@
 //! needs is indexed (or baseline-only). Data: every pack hashes to its name and every blob in
 //! it authenticates, expands and matches its id.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -60,15 +59,7 @@ pub fn check(
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    let stored: HashMap<String, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .map(|n| {
-            let size = repo.backend().size(FileType::Pack, &n).unwrap_or(0);
-            (n, size)
-        })
-        .collect();
+    let stored = repo.stored_packs()?;
     for p in index.packs() {
         let name = p.id.to_hex();
         report.packs += 1;

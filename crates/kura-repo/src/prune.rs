@@ -44,15 +44,7 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     let index = repo.load_index()?;
     let snapshots = repo.load_snapshots()?;
     let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree))?;
-    let stored: HashMap<String, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .map(|n| {
-            let size = repo.backend().size(FileType::Pack, &n).unwrap_or(0);
-            (n, size)
-        })
-        .collect();
+    let stored = repo.stored_packs()?;
 
     let mut report = PruneReport::default();
     let mut keep: Vec<IndexedPack> = Vec::new();

@@ -104,17 +104,8 @@ impl Repository {
             chunker: ChunkerParams::default(),
             compression_level: 3,
         };
-        let key_file = KeyFile::create(&common, passphrase, kdf, now.to_string(), host.to_string())
-            .map_err(corrupt("key file", "new"))?;
-        let key_json = serde_json::to_vec_pretty(&key_file).unwrap_or_default();
-        backend.write(FileType::Key, &Id::of_bytes(&key_json).to_hex(), &key_json)?;
-        let mut repo = Repository {
-            blob_key: common.blob_key(),
-            backend,
-            config,
-            common,
-            devices: HashMap::new(),
-        };
+        let mut repo = Repository::unlocked(backend, config, common);
+        repo.add_passphrase(passphrase, kdf, host)?;
         let device = repo.add_device(device_name, host)?;
         // The config is written last: a repository without it does not exist yet.
         let config_json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
@@ -137,15 +128,19 @@ impl Repository {
                 common
             }
         };
-        let mut repo = Repository {
+        let mut repo = Repository::unlocked(backend, config, common);
+        repo.load_devices()?;
+        Ok(repo)
+    }
+
+    fn unlocked(backend: Arc<dyn Backend>, config: Config, common: CommonKey) -> Repository {
+        Repository {
             blob_key: common.blob_key(),
             backend,
             config,
             common,
             devices: HashMap::new(),
-        };
-        repo.load_devices()?;
-        Ok(repo)
+        }
     }
 
     /// Reads and checks the config without unlocking anything.
@@ -452,6 +447,16 @@ impl Repository {
     pub fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
         let bytes = self.read_blob(index, id)?;
         Tree::decode(&bytes).map_err(corrupt("tree", id.short()))
+    }
+
+    /// Every stored pack's name and size.
+    pub fn stored_packs(&self) -> Result<HashMap<String, u64>> {
+        let mut out = HashMap::new();
+        for name in self.backend.list(FileType::Pack)? {
+            let size = self.backend.size(FileType::Pack, &name)?;
+            out.insert(name, size);
+        }
+        Ok(out)
     }
 
     /// Reads the header of a stored pack: which device sealed it and its entries.
