@@ -180,15 +180,7 @@ pub fn backup(
                     } else {
                         Sink::Record(&externals, &index)
                     };
-                    let r = read_file(
-                        &job.path,
-                        &chunker,
-                        repo,
-                        &sink,
-                        &mut scratch,
-                        &mut buf,
-                        progress,
-                    );
+                    let r = read_file(job, &chunker, repo, &sink, &mut scratch, &mut buf, progress);
                     let r = match r {
                         Err(ReadError::Repo(e)) => {
                             abort.store(true, Ordering::Relaxed);
@@ -440,7 +432,7 @@ enum ReadError {
 
 /// Reads one file in windows of at least the maximum chunk size, cutting it into chunks.
 fn read_file(
-    path: &std::path::Path,
+    job: &walk::FileJob,
     chunker: &kura_core::chunker::Chunker,
     repo: &Repository,
     sink: &Sink<'_>,
@@ -448,6 +440,7 @@ fn read_file(
     buf: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> Result<FileResult, ReadError> {
+    let path = job.path.as_path();
     let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
     let mut f = File::open(path).map_err(file_err)?;
     let max = chunker.max_size();
@@ -504,6 +497,17 @@ fn read_file(
         size += n as u64;
         progress.bytes(n as u64);
         start += n;
+    }
+    // The contents are stored as read; the cache keeps the fingerprint from the scan, so a
+    // file that changed meanwhile is read again next time.
+    if let Ok(m) = f.metadata() {
+        let now = walk::fingerprint(&m);
+        if now.size != size || now.mtime_ns != job.fp.mtime_ns {
+            progress.warn(&format!(
+                "{}: changed while it was being backed up; stored as read",
+                path.display()
+            ));
+        }
     }
     Ok(FileResult {
         ids,

@@ -26,17 +26,19 @@ pub enum ClientError {
     /// The user asked for something that cannot be done.
     #[error("{0}")]
     Usage(String),
-    /// Not enough free space at the restore target.
+    /// Not enough free space (bytes or inodes) at the restore target.
     #[error(
-        "not enough free space at {target}: the restore needs {needed} bytes, {available} are available"
+        "not enough free space at {target}: the restore needs {needed} {unit}, {available} are available"
     )]
     NoSpace {
         /// Where.
         target: String,
-        /// Bytes needed.
+        /// How much is needed.
         needed: u64,
-        /// Bytes available.
+        /// How much is available.
         available: u64,
+        /// `bytes` or `inodes`.
+        unit: &'static str,
     },
 }
 

@@ -73,26 +73,34 @@ pub fn restore(
     let includes = globs(&opts.includes)?;
     let (dirs, files, links) = plan(repo, &index, snapshot, opts, includes.as_ref())?;
 
-    let needed: u64 = files
-        .iter()
-        .filter(|f| f.node.hardlink == 0)
-        .map(|f| f.node.size)
-        .sum::<u64>()
-        + files
-            .iter()
-            .filter(|f| f.node.hardlink != 0)
-            .map(|f| (f.node.hardlink, f.node.size))
-            .collect::<HashMap<_, _>>()
-            .values()
-            .sum::<u64>();
     fs::create_dir_all(&opts.target).map_err(io_err(&opts.target))?;
     let target = walk::absolute(&opts.target)?;
-    let available = free_space(&target)?;
-    if needed > available {
+    let free = free_space(&target)?;
+    // Every file takes whole blocks; a hard-linked file is stored once.
+    let blocks = |size: u64| size.div_ceil(free.block.max(1)) * free.block.max(1);
+    let linked: HashMap<u64, u64> = files
+        .iter()
+        .filter(|f| f.node.hardlink != 0)
+        .map(|f| (f.node.hardlink, f.node.size))
+        .collect();
+    let unlinked = files.iter().filter(|f| f.node.hardlink == 0);
+    let needed: u64 = unlinked.clone().map(|f| blocks(f.node.size)).sum::<u64>()
+        + linked.values().map(|&s| blocks(s)).sum::<u64>();
+    if needed > free.bytes {
         return Err(ClientError::NoSpace {
             target: target.display().to_string(),
             needed,
+            available: free.bytes,
+            unit: "bytes",
+        });
+    }
+    let inodes = (unlinked.count() + linked.len() + dirs.len() + links.len()) as u64;
+    if let Some(available) = free.inodes.filter(|&a| inodes > a) {
+        return Err(ClientError::NoSpace {
+            target: target.display().to_string(),
+            needed: inodes,
             available,
+            unit: "inodes",
         });
     }
     if files
@@ -129,7 +137,7 @@ pub fn restore(
             ensure_dir(&target, parent, &mut verified)?;
         }
     }
-    progress.start(files.len() as u64, needed);
+    progress.start(files.len() as u64, files.iter().map(|f| f.node.size).sum());
 
     // Regular files; the second and later names of a hard-linked file are linked afterwards.
     let mut first_of: HashMap<u64, usize> = HashMap::new();
@@ -608,8 +616,19 @@ fn time_of(ns: i64) -> SystemTime {
     }
 }
 
-/// Bytes available to this user on the filesystem holding `path`.
-pub fn free_space(path: &Path) -> Result<u64> {
+/// Free space on a filesystem, as this user may use it.
+#[derive(Debug, Clone, Copy)]
+pub struct FreeSpace {
+    /// Bytes available.
+    pub bytes: u64,
+    /// Allocation unit: every file takes a whole number of these.
+    pub block: u64,
+    /// Inodes available, when the filesystem limits them.
+    pub inodes: Option<u64>,
+}
+
+/// Free space on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> Result<FreeSpace> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| ClientError::Usage(format!("path {} contains NUL", path.display())))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -617,5 +636,10 @@ pub fn free_space(path: &Path) -> Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io_err(path)(io::Error::last_os_error()));
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    Ok(FreeSpace {
+        bytes: st.f_bavail as u64 * st.f_frsize as u64,
+        block: st.f_frsize as u64,
+        // Filesystems without an inode limit (btrfs, for one) report zero inodes in total.
+        inodes: (st.f_files > 0).then_some(st.f_favail as u64),
+    })
 }

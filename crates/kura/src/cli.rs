@@ -269,8 +269,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             Some(RepoError::NewerFormat { .. }) => return 13,
             _ => {}
         }
-        if let Some(ClientError::NoSpace { .. }) = cause.downcast_ref::<ClientError>() {
-            return 14;
+        match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::NoSpace { .. }) => return 14,
+            Some(ClientError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                return 14;
+            }
+            _ => {}
         }
     }
     1

@@ -284,6 +284,26 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
     );
 }
 
+fn mount_tmpfs(at: &std::path::Path, options: &str) {
+    fs::create_dir_all(at).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "this test needs to mount a small tmpfs (run as root, as CI does)"
+    );
+}
+
+fn unmount(at: &std::path::Path) {
+    std::process::Command::new("umount")
+        .arg(at)
+        .status()
+        .unwrap();
+}
+
 #[test]
 fn a_restore_that_does_not_fit_is_refused_before_writing() {
     let env = Env::new();
@@ -293,23 +313,28 @@ fn a_restore_that_does_not_fit_is_refused_before_writing() {
     fs::write(src.join("big"), noise(3_000_000, 8)).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     let small = env.path("small");
-    fs::create_dir_all(&small).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        mounted,
-        "this test needs to mount a small tmpfs (run as root, as CI does)"
-    );
+    mount_tmpfs(&small, "size=1m");
     let out = env.run(&["restore", "latest", "--target", small.to_str().unwrap()]);
     let listing = fs::read_dir(&small).unwrap().count();
-    std::process::Command::new("umount")
-        .arg(&small)
-        .status()
-        .unwrap();
+    unmount(&small);
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("not enough free space"));
+    assert!(stderr(&out).contains("bytes"));
+    assert_eq!(listing, 0, "nothing written");
+
+    // Many small files: the bytes fit, the inodes do not.
+    let many = env.path("many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..60 {
+        fs::write(many.join(format!("f{i}")), b"x").unwrap();
+    }
+    env.backup(&[many.to_str().unwrap()]);
+    let few = env.path("few-inodes");
+    mount_tmpfs(&few, "size=8m,nr_inodes=30");
+    let out = env.run(&["restore", "latest", "--target", few.to_str().unwrap()]);
+    let listing = fs::read_dir(&few).unwrap().count();
+    unmount(&few);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inodes"), "{}", stderr(&out));
     assert_eq!(listing, 0, "nothing written");
 }
