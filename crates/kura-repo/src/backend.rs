@@ -48,6 +48,14 @@ pub enum BackendError {
     /// The storage is full.
     #[error("no space left on the repository's storage while writing {0}")]
     NoSpace(String),
+    /// The service refused the request (authentication, contract, bad request).
+    #[error("the service refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The service's reason.
+        message: String,
+    },
     /// Any other I/O failure.
     #[error("{op} {path}: {source}")]
     Io {

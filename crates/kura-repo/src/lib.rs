@@ -7,6 +7,7 @@ pub mod check;
 pub mod index;
 pub mod lock;
 pub mod prune;
+pub mod remote;
 pub mod repo;
 pub mod saver;
 

@@ -69,6 +69,15 @@ struct Global {
     /// Print nothing but errors.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// Service user name, for an https:// repository.
+    #[arg(long, env = "KURA_USER", global = true)]
+    user: Option<String>,
+    /// Read the service user's password from this file (otherwise KURA_USER_PASSWORD).
+    #[arg(long, env = "KURA_USER_PASSWORD_FILE", global = true)]
+    user_password_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
+    #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
+    server_fingerprint: Option<String>,
     /// Worker threads (default: by core count).
     #[arg(long, env = "KURA_THREADS", global = true, default_value_t = 0)]
     threads: usize,
@@ -124,6 +133,10 @@ enum Command {
     /// Devices of the repository.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Run the Kura service (the provider's backup server).
+    Serve(crate::service::ServeArgs),
+    /// Operator commands for the service: users and contracts.
+    Admin(crate::service::AdminArgs),
     /// Set up the default repository if needed, back up DIR, then list and verify the snapshot.
     Quickstart {
         /// Directory to back up.
@@ -299,13 +312,35 @@ impl Ctx {
         data.join("kura/repo")
     }
 
-    fn backend(&self) -> Result<Arc<LocalDir>> {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
         let p = self.repo_path();
         let s = p.to_string_lossy();
-        if s.starts_with("http://") || s.starts_with("https://") {
-            bail!(
-                "remote repositories ({s}) need the Kura service, which this build does not include yet"
-            );
+        if s.starts_with("http://") {
+            bail!("refusing plain http for {s}: the service speaks https only");
+        }
+        if s.starts_with("https://") {
+            let user = self.g.user.clone().ok_or_else(|| {
+                anyhow::anyhow!("the service needs a user name: set KURA_USER or pass --user")
+            })?;
+            let password = match (
+                &self.g.user_password_file,
+                std::env::var("KURA_USER_PASSWORD"),
+            ) {
+                (Some(f), _) => {
+                    String::from_utf8_lossy(&read_secret(f, "user password file")?).into_owned()
+                }
+                (None, Ok(p)) => p,
+                (None, Err(_)) => bail!(
+                    "the service needs the user's password: set KURA_USER_PASSWORD or pass --user-password-file"
+                ),
+            };
+            let remote = kura_repo::remote::Remote {
+                url: s.into_owned(),
+                fingerprint: self.g.server_fingerprint.clone(),
+                user,
+                password,
+            };
+            return Ok(Arc::new(kura_repo::remote::HttpBackend::connect(remote)?));
         }
         Ok(Arc::new(LocalDir::new(p)))
     }
@@ -380,7 +415,7 @@ impl Ctx {
 }
 
 /// A secret kept in a file, without its trailing newline.
-fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
+pub fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
     let text = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
     let end = text
         .iter()
@@ -441,6 +476,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Device(DeviceCommand::Add { name }) => device_add(&ctx, name),
         Command::Device(DeviceCommand::List) => device_list(&ctx),
         Command::Quickstart { dir } => quickstart(&ctx, dir),
+        Command::Serve(a) => crate::service::serve(a),
+        Command::Admin(a) => crate::service::admin(a, ctx.g.json),
     }
 }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod progress;
+mod service;
 
 use std::process::ExitCode;
 

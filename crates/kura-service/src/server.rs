@@ -1,0 +1,471 @@
+//! The HTTPS API. Every request under `/v1/repo` is authenticated (a session token from
+//! `/v1/login`) and checked against the user's contract before anything else happens; the
+//! user's storage area is derived from the authenticated user only, and names are validated,
+//! so no request can reach another user's files.
+//!
+//! ```text
+//! POST   /v1/login                    {"user","password"} -> {"token","expires"}
+//! GET    /v1/repo/{kind}              list names (kind: config keys devices snapshots index data locks)
+//! GET    /v1/repo/{kind}/{name}       contents (Range: bytes=a-b for part)
+//! HEAD   /v1/repo/{kind}/{name}       size in Content-Length
+//! PUT    /v1/repo/{kind}/{name}       store (atomic)
+//! DELETE /v1/repo/{kind}/{name}       remove
+//! GET    /healthz                     liveness
+//! GET    /metrics                     Prometheus text format
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kura_repo::{Backend, BackendError, FileType, LocalDir};
+use serde::Deserialize;
+
+use crate::store::{Store, User};
+use crate::tls::Identity;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the database, TLS identity and users' storage live.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// A configured certificate and key (PEM); `None` makes a self-signed one.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a session token is valid.
+    pub session_ttl: jiff::SignedDuration,
+}
+
+/// Largest request body: a pack is at most ~24 MiB.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Default)]
+struct Metrics {
+    requests: AtomicU64,
+    auth_failures: AtomicU64,
+    refused: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+struct App {
+    store: Store,
+    data_dir: PathBuf,
+    ttl: jiff::SignedDuration,
+    metrics: Metrics,
+}
+
+/// An error answer: status and a one-line message for the client to show.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("internal error: {e}");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+}
+
+fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("kura.sqlite")
+}
+
+/// Opens the service database under `data_dir` (for the offline admin commands too).
+pub fn open_store(data_dir: &std::path::Path) -> Result<Store, crate::store::StoreError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| crate::store::StoreError::Invalid(format!("{}: {e}", data_dir.display())))?;
+    Store::open(&store_path(data_dir))
+}
+
+/// Runs the service until the process is stopped. `ready` is called with the bound address
+/// and the TLS identity once it accepts connections.
+pub async fn serve(
+    opts: ServeOptions,
+    ready: impl FnOnce(SocketAddr, &Identity),
+) -> std::io::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
+    let store = open_store(&opts.data_dir).map_err(std::io::Error::other)?;
+    let app = Arc::new(App {
+        store,
+        data_dir: opts.data_dir.clone(),
+        ttl: opts.session_ttl,
+        metrics: Metrics::default(),
+    });
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/login", post(login))
+        .route("/v1/repo/{kind}", get(list))
+        .route(
+            "/v1/repo/{kind}/{name}",
+            get(read).head(head).put(write).delete(remove),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app);
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_pem_file(&identity.cert, &identity.key).await?;
+    let listener = std::net::TcpListener::bind(opts.listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    ready(addr, &identity);
+    tracing::info!(%addr, fingerprint = %identity.fingerprint, "kura service listening");
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> String {
+    let m = &app.metrics;
+    let line = |name: &str, help: &str, v: &AtomicU64| {
+        format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        )
+    };
+    [
+        line("kura_requests_total", "API requests received.", &m.requests),
+        line(
+            "kura_auth_failures_total",
+            "Requests refused for bad credentials.",
+            &m.auth_failures,
+        ),
+        line(
+            "kura_contract_refusals_total",
+            "Requests refused by a contract check.",
+            &m.refused,
+        ),
+        line(
+            "kura_bytes_received_total",
+            "Object bytes stored.",
+            &m.bytes_in,
+        ),
+        line(
+            "kura_bytes_sent_total",
+            "Object bytes served.",
+            &m.bytes_out,
+        ),
+    ]
+    .concat()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+    password: String,
+}
+
+async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let req: Login = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed login: {e}")))?;
+    let a = app.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        a.store.login(&req.user, req.password.as_bytes(), a.ttl)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let Some((user, token)) = found else {
+        app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password".into(),
+        ));
+    };
+    check_contract(&app, &user, true)?;
+    tracing::info!(user = user.id, "session opened");
+    Ok(axum::Json(serde_json::json!({"token": token, "expires": (jiff::Timestamp::now() + app.ttl).to_string()})).into_response())
+}
+
+/// The contract check of spec/terminal-backup.md requirement 2.
+fn check_contract(app: &App, user: &User, at_login: bool) -> ApiResult<()> {
+    let refuse = |status: StatusCode, msg: String| {
+        app.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        Err(ApiError(status, msg))
+    };
+    let Some(c) = &user.contract else {
+        return refuse(StatusCode::FORBIDDEN, "no contract for this user".into());
+    };
+    if !c.paid {
+        return refuse(
+            StatusCode::PAYMENT_REQUIRED,
+            "the contract is not paid".into(),
+        );
+    }
+    let today = jiff::Zoned::now().date();
+    if c.until < today {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("the contract lapsed after {}", c.until),
+        );
+    }
+    if at_login && c.max_accesses > 0 && user.accesses > c.max_accesses {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the contract's limit of {} accesses is reached",
+                c.max_accesses
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Authenticates the request and checks the contract; the result names the user's storage.
+async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, LocalDir)> {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let a = app.clone();
+    let user = match token {
+        Some(t) => tokio::task::spawn_blocking(move || a.store.session(&t))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?,
+        None => None,
+    };
+    let Some(user) = user else {
+        app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "not logged in or session expired".into(),
+        ));
+    };
+    check_contract(app, &user, false)?;
+    let root = app
+        .data_dir
+        .join("users")
+        .join(user.id.to_string())
+        .join("repo");
+    let dir = LocalDir::new(&root);
+    if !root.join("keys").exists() {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || d.create())
+            .await
+            .map_err(internal)?
+            .map_err(backend_error)?;
+    }
+    Ok((user, dir))
+}
+
+fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
+    let t = match kind {
+        "config" => FileType::Config,
+        "keys" => FileType::Key,
+        "devices" => FileType::Device,
+        "snapshots" => FileType::Snapshot,
+        "index" => FileType::Index,
+        "data" => FileType::Pack,
+        "locks" => FileType::Lock,
+        _ => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no such kind {kind:?}"),
+            ));
+        }
+    };
+    if let Some(n) = name {
+        let ok = match t {
+            FileType::Config => n == "config",
+            _ => {
+                !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            }
+        };
+        if !ok {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid name {n:?}"),
+            ));
+        }
+    }
+    Ok(t)
+}
+
+fn backend_error(e: BackendError) -> ApiError {
+    match e {
+        BackendError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, "not found".into()),
+        BackendError::NoSpace(_) => ApiError(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the service is out of space".into(),
+        ),
+        other => internal(other),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(internal)?
+        .map_err(backend_error)
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (_, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, None)?;
+    let names = blocking(move || dir.list(t)).await?;
+    Ok(axum::Json(names).into_response())
+}
+
+fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "malformed Range header".into(),
+        )
+    };
+    let v = v.to_str().map_err(|_| bad())?;
+    let (a, b) = v
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if b < a || b - a >= MAX_BODY as u64 {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+async fn read(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (_, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    let range = parse_range(&headers)?;
+    let (data, status) = match range {
+        Some((a, b)) => (
+            blocking(move || dir.read_at(t, &name, a, (b - a + 1) as usize)).await?,
+            StatusCode::PARTIAL_CONTENT,
+        ),
+        None => (blocking(move || dir.read(t, &name)).await?, StatusCode::OK),
+    };
+    app.metrics
+        .bytes_out
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
+    Ok((status, data).into_response())
+}
+
+async fn head(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (_, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    let size = blocking(move || dir.size(t, &name)).await?;
+    Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response())
+}
+
+async fn write(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (user, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    let Some(contract) = user.contract.clone() else {
+        return Err(internal("authorized user without a contract"));
+    };
+    let (d, n) = (dir.clone(), name.clone());
+    let old = blocking(move || match d.size(t, &n) {
+        Ok(s) => Ok(s),
+        Err(BackendError::NotFound(_)) => Ok(0),
+        Err(e) => Err(e),
+    })
+    .await?;
+    let new_total = user.bytes.saturating_sub(old) + body.len() as u64;
+    if contract.max_bytes > 0 && new_total > contract.max_bytes {
+        app.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the contract's storage limit of {} bytes would be exceeded",
+                contract.max_bytes
+            ),
+        ));
+    }
+    if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
+        let d = dir.clone();
+        let count = blocking(move || d.list(FileType::Snapshot)).await?.len() as u64;
+        if count >= contract.max_archives {
+            app.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the contract's limit of {} archives is reached (forget one first)",
+                    contract.max_archives
+                ),
+            ));
+        }
+    }
+    let len = body.len() as u64;
+    blocking(move || dir.write(t, &name, &body)).await?;
+    app.metrics.bytes_in.fetch_add(len, Ordering::Relaxed);
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.store.add_bytes(user.id, len as i64 - old as i64))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (user, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    let (d, n) = (dir.clone(), name.clone());
+    let old = blocking(move || match d.size(t, &n) {
+        Ok(s) => Ok(s),
+        Err(BackendError::NotFound(_)) => Ok(0),
+        Err(e) => Err(e),
+    })
+    .await?;
+    blocking(move || dir.remove(t, &name)).await?;
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.store.add_bytes(user.id, -(old as i64)))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

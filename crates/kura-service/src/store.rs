@@ -1,0 +1,360 @@
+//! Users, contracts and sessions, in one SQLite file.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A user name is taken.
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    /// No such user.
+    #[error("no user {0:?}")]
+    NoUser(String),
+    /// Invalid input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A user's contract: what the service lets them do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contract {
+    /// The fee plan.
+    pub plan: String,
+    /// Last day of the access period (inclusive).
+    pub until: jiff::civil::Date,
+    /// Whether the fee is paid.
+    pub paid: bool,
+    /// Most bytes stored; 0 for no limit.
+    pub max_bytes: u64,
+    /// Most snapshots (archives); 0 for no limit.
+    pub max_archives: u64,
+    /// Most sessions (logins) over the contract; 0 for no limit.
+    pub max_accesses: u64,
+}
+
+/// A user as the operator sees them.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// Numeric id (names the storage area).
+    pub id: i64,
+    /// Login name.
+    pub name: String,
+    /// When the user was added.
+    pub created: String,
+    /// Sessions opened so far.
+    pub accesses: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// The contract, if any.
+    pub contract: Option<Contract>,
+}
+
+/// The service's database.
+pub struct Store {
+    db: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password TEXT NOT NULL,
+    created TEXT NOT NULL,
+    accesses INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS contracts (
+    user_id INTEGER PRIMARY KEY REFERENCES users(id),
+    plan TEXT NOT NULL,
+    until TEXT NOT NULL,
+    paid INTEGER NOT NULL,
+    max_bytes INTEGER NOT NULL,
+    max_archives INTEGER NOT NULL,
+    max_accesses INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    expires TEXT NOT NULL
+);
+";
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hashes a password with Argon2id (PHC string).
+pub fn hash_password(password: &[u8]) -> Result<String> {
+    let salt_bytes: [u8; 16] = kura_core::crypto::random_bytes();
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+fn verify_password(password: &[u8], phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password, &h)
+            .is_ok()
+    })
+}
+
+/// Sessions are stored by hash, so a copy of the database does not hold usable tokens.
+fn token_hash(token: &str) -> String {
+    kura_core::Id::of_bytes(token.as_bytes()).to_hex()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db: Mutex::new(db) })
+    }
+
+    /// Adds a user with an Argon2id-hashed password.
+    pub fn add_user(&self, name: &str, password: &[u8]) -> Result<i64> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(StoreError::Invalid(format!(
+                "invalid user name {name:?} (letters, digits, - _ . @; at most 64)"
+            )));
+        }
+        if password.len() < 8 {
+            return Err(StoreError::Invalid(
+                "the password must have at least 8 characters".into(),
+            ));
+        }
+        let hash = hash_password(password)?;
+        let db = lock(&self.db);
+        match db.execute(
+            "INSERT INTO users (name, password, created) VALUES (?1, ?2, ?3)",
+            params![name, hash, jiff::Timestamp::now().to_string()],
+        ) {
+            Ok(_) => Ok(db.last_insert_rowid()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::UserExists(name.into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets (replaces) a user's contract.
+    pub fn set_contract(&self, name: &str, c: &Contract) -> Result<()> {
+        let id = self.user_id(name)?;
+        lock(&self.db).execute(
+            "INSERT INTO contracts (user_id, plan, until, paid, max_bytes, max_archives, max_accesses)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(user_id) DO UPDATE SET plan=?2, until=?3, paid=?4, max_bytes=?5, max_archives=?6, max_accesses=?7",
+            params![id, c.plan, c.until.to_string(), c.paid, c.max_bytes as i64, c.max_archives as i64, c.max_accesses as i64],
+        )?;
+        Ok(())
+    }
+
+    fn user_id(&self, name: &str) -> Result<i64> {
+        lock(&self.db)
+            .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NoUser(name.into()))
+    }
+
+    /// Every user with their contract.
+    pub fn users(&self) -> Result<Vec<User>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses
+             FROM users u LEFT JOIN contracts c ON c.user_id = u.id ORDER BY u.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let plan: Option<String> = r.get(5)?;
+            let contract = match plan {
+                Some(plan) => {
+                    let until: String = r.get(6)?;
+                    Some(Contract {
+                        plan,
+                        until: until.parse().unwrap_or_default(),
+                        paid: r.get(7)?,
+                        max_bytes: r.get::<_, i64>(8)? as u64,
+                        max_archives: r.get::<_, i64>(9)? as u64,
+                        max_accesses: r.get::<_, i64>(10)? as u64,
+                    })
+                }
+                None => None,
+            };
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created: r.get(2)?,
+                accesses: r.get::<_, i64>(3)? as u64,
+                bytes: r.get::<_, i64>(4)? as u64,
+                contract,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The user with this name.
+    pub fn user(&self, name: &str) -> Result<User> {
+        self.users()?
+            .into_iter()
+            .find(|u| u.name == name)
+            .ok_or_else(|| StoreError::NoUser(name.into()))
+    }
+
+    /// The user with this id.
+    pub fn user_by_id(&self, id: i64) -> Result<User> {
+        self.users()?
+            .into_iter()
+            .find(|u| u.id == id)
+            .ok_or_else(|| StoreError::NoUser(id.to_string()))
+    }
+
+    /// Checks a password; on success counts an access and opens a session valid for `ttl`.
+    /// Returns the user and the session token, or `None` for a wrong name or password.
+    pub fn login(
+        &self,
+        name: &str,
+        password: &[u8],
+        ttl: jiff::SignedDuration,
+    ) -> Result<Option<(User, String)>> {
+        let row: Option<(i64, String)> = lock(&self.db)
+            .query_row(
+                "SELECT id, password FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, phc)) = row else {
+            // Spend the same time as a real check, so timing does not reveal which names exist.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let dummy =
+                DUMMY.get_or_init(|| hash_password(b"kura timing guard").unwrap_or_default());
+            let _ = verify_password(password, dummy);
+            return Ok(None);
+        };
+        if !verify_password(password, &phc) {
+            return Ok(None);
+        }
+        let token = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());
+        let expires = jiff::Timestamp::now() + ttl;
+        {
+            let db = lock(&self.db);
+            db.execute(
+                "UPDATE users SET accesses = accesses + 1 WHERE id = ?1",
+                [id],
+            )?;
+            db.execute(
+                "DELETE FROM sessions WHERE expires < ?1",
+                [jiff::Timestamp::now().to_string()],
+            )?;
+            db.execute(
+                "INSERT INTO sessions (token_hash, user_id, expires) VALUES (?1, ?2, ?3)",
+                params![token_hash(&token), id, expires.to_string()],
+            )?;
+        }
+        Ok(Some((self.user_by_id(id)?, token)))
+    }
+
+    /// The user a session token belongs to, if the session is valid.
+    pub fn session(&self, token: &str) -> Result<Option<User>> {
+        let row: Option<(i64, String)> = lock(&self.db)
+            .query_row(
+                "SELECT user_id, expires FROM sessions WHERE token_hash = ?1",
+                [token_hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, expires))
+                if expires
+                    .parse::<jiff::Timestamp>()
+                    .is_ok_and(|e| e > jiff::Timestamp::now()) =>
+            {
+                Ok(Some(self.user_by_id(id)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Adds `delta` (possibly negative) to a user's stored bytes.
+    pub fn add_bytes(&self, user: i64, delta: i64) -> Result<()> {
+        lock(&self.db).execute(
+            "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
+            params![delta, user],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_contracts_and_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        s.add_user("alice", b"correct horse").unwrap();
+        assert!(matches!(
+            s.add_user("alice", b"another pw"),
+            Err(StoreError::UserExists(_))
+        ));
+        assert!(s.add_user("bad name!", b"long enough").is_err());
+        assert!(s.add_user("bob", b"short").is_err());
+        let c = Contract {
+            plan: "basic".into(),
+            until: "2030-01-01".parse().unwrap(),
+            paid: true,
+            max_bytes: 10,
+            max_archives: 2,
+            max_accesses: 0,
+        };
+        s.set_contract("alice", &c).unwrap();
+        assert!(s.set_contract("nobody", &c).is_err());
+        assert_eq!(s.user("alice").unwrap().contract, Some(c));
+        let ttl = jiff::SignedDuration::from_secs(60);
+        assert!(s.login("alice", b"wrong password", ttl).unwrap().is_none());
+        assert!(s.login("nobody", b"correct horse", ttl).unwrap().is_none());
+        let (u, token) = s.login("alice", b"correct horse", ttl).unwrap().unwrap();
+        assert_eq!(u.accesses, 1);
+        assert_eq!(s.session(&token).unwrap().unwrap().name, "alice");
+        assert!(s.session("forged").unwrap().is_none());
+        let (_, old) = s
+            .login(
+                "alice",
+                b"correct horse",
+                jiff::SignedDuration::from_secs(-1),
+            )
+            .unwrap()
+            .unwrap();
+        assert!(s.session(&old).unwrap().is_none(), "expired session");
+        let raw: String = lock(&s.db)
+            .query_row("SELECT password FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert!(raw.starts_with("$argon2id$"), "{raw}");
+    }
+}

@@ -1,0 +1,233 @@
+//! `kura serve` and `kura admin`: the service side of the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use kura_service::server::{ServeOptions, open_store};
+use kura_service::store::Contract;
+use serde::Deserialize;
+
+/// Options of `kura serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes).
+    #[arg(long, env = "KURA_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
+    #[arg(long, env = "KURA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the database, TLS identity and stored data live (default ~/.local/share/kura/service).
+    #[arg(long, env = "KURA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    session_minutes: Option<i64>,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::cli::home().join(".local/share"))
+        .join("kura/service")
+}
+
+/// Runs the service in the foreground until interrupted.
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let config: ServerConfig = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("service config {}", p.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    let tls = match (config.tls_cert, config.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key go together"),
+    };
+    let opts = ServeOptions {
+        data_dir: a
+            .data_dir
+            .or(config.data_dir)
+            .unwrap_or_else(default_data_dir),
+        listen: a
+            .listen
+            .or(config.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
+        tls,
+        session_ttl: jiff::SignedDuration::from_mins(config.session_minutes.unwrap_or(60)),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(kura_service::server::serve(opts, |addr, id| {
+        // Scripts read these two lines; the fingerprint is also in DATA/tls/fingerprint. A closed
+        // stdout must not stop the service.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on https://{addr}");
+        let _ = writeln!(out, "certificate fingerprint (SHA-256): {}", id.fingerprint);
+        let _ = out.flush();
+    }))?;
+    Ok(())
+}
+
+/// Options of `kura admin`.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The service's data directory (the database lives there).
+    #[arg(long, env = "KURA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Contracts.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password (at least 8 characters) is stored as an Argon2id hash.
+    Add {
+        /// Login name.
+        name: String,
+        /// File holding the password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// List users with their contracts and usage.
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum YesNo {
+    Yes,
+    No,
+}
+
+#[derive(Subcommand)]
+enum ContractCommand {
+    /// Set a user's contract (replacing any earlier one).
+    Set {
+        /// The user.
+        name: String,
+        /// Last day of the access period (YYYY-MM-DD).
+        #[arg(long)]
+        until: jiff::civil::Date,
+        /// Whether the fee is paid.
+        #[arg(long, value_enum)]
+        paid: YesNo,
+        /// Most bytes stored (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_bytes: u64,
+        /// Most snapshots (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_archives: u64,
+        /// Most sessions over the contract (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_accesses: u64,
+        /// The fee plan.
+        #[arg(long, default_value = "standard")]
+        plan: String,
+    },
+}
+
+/// Runs an operator command against the database, offline.
+pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
+    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let store = open_store(&data_dir)?;
+    match a.command {
+        AdminCommand::User(UserCommand::Add {
+            name,
+            password_file,
+        }) => {
+            let password = crate::cli::read_secret(&password_file, "password file")?;
+            let id = store.add_user(&name, &password)?;
+            if json {
+                println!("{}", serde_json::json!({"user": name, "id": id}));
+            } else {
+                println!(
+                    "added user {name} (id {id}); give them a contract with `kura admin contract set {name} ...`"
+                );
+            }
+        }
+        AdminCommand::User(UserCommand::List) => {
+            let users = store.users()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                println!(
+                    "{:<16} {:>4} {:>12} {:>8}  contract",
+                    "user", "id", "bytes", "accesses"
+                );
+                for u in users {
+                    let c = match &u.contract {
+                        Some(c) => format!(
+                            "{} until {} {} (max bytes {}, archives {}, accesses {})",
+                            c.plan,
+                            c.until,
+                            if c.paid { "paid" } else { "UNPAID" },
+                            c.max_bytes,
+                            c.max_archives,
+                            c.max_accesses
+                        ),
+                        None => "none".into(),
+                    };
+                    println!(
+                        "{:<16} {:>4} {:>12} {:>8}  {c}",
+                        u.name, u.id, u.bytes, u.accesses
+                    );
+                }
+            }
+        }
+        AdminCommand::Contract(ContractCommand::Set {
+            name,
+            until,
+            paid,
+            max_bytes,
+            max_archives,
+            max_accesses,
+            plan,
+        }) => {
+            let c = Contract {
+                plan,
+                until,
+                paid: matches!(paid, YesNo::Yes),
+                max_bytes,
+                max_archives,
+                max_accesses,
+            };
+            store.set_contract(&name, &c)?;
+            if json {
+                println!("{}", serde_json::json!({"user": name, "contract": c}));
+            } else {
+                println!("contract of {name} set");
+            }
+        }
+    }
+    Ok(())
+}
