@@ -20,7 +20,7 @@ use kura_core::snapshot::{BackupType, Snapshot, Summary};
 use kura_core::tree::{Node, NodeKind, Tree};
 use kura_repo::lock::RepoLock;
 use kura_repo::saver::{Saver, Scratch, adopt_orphans};
-use kura_repo::{MasterIndex, RepoError, Repository};
+use kura_repo::{FileType, MasterIndex, RepoError, Repository};
 
 use crate::progress::Progress;
 use crate::state::{ClientState, Fingerprint, Markers};
@@ -106,20 +106,36 @@ pub fn backup(
     let markers = match compare {
         Some(which) => {
             let (info, files) = state.markers(which);
-            if info.covers(&root_strings) {
-                base = info.snapshot;
-                Some(files)
-            } else {
-                fell_back = Some(format!(
-                    "no full backup of {} on record for this device: running a full backup instead of {kind}",
-                    root_strings.join(", ")
-                ));
-                kind = BackupType::Full;
-                None
+            let existing: std::collections::HashSet<String> = repo.backend().list(FileType::Snapshot).map_err(RepoError::from)?.into_iter().collect();
+            match info.chains_for(&root_strings) {
+                // The markers are only sound while every snapshot they rest on still exists.
+                Some(chains) => match chains.iter().flat_map(|c| c.iter()).find(|id| !existing.contains(&id.to_hex())) {
+                    None => {
+                        base = chains.first().and_then(|c| c.last()).copied();
+                        Some(files)
+                    }
+                    Some(gone) => {
+                        fell_back = Some(format!(
+                            "snapshot {} that the {kind} backup would build on was forgotten: running a full backup instead",
+                            gone.short()
+                        ));
+                        None
+                    }
+                },
+                None => {
+                    fell_back = Some(format!(
+                        "no full backup of {} on record for this device: running a full backup instead of {kind}",
+                        root_strings.join(", ")
+                    ));
+                    None
+                }
             }
         }
         None => None,
     };
+    if fell_back.is_some() {
+        kind = BackupType::Full;
+    }
     let select = |path: &[u8], fp: &Fingerprint| match &markers {
         Some(m) => m.files.get(path).is_none_or(|(old, _)| old != fp),
         None => true,
@@ -310,16 +326,13 @@ fn update_state(
         let (mut info, mut files) = state.markers(which);
         if replace {
             files.clear_under(&root_bytes);
-            for r in roots {
-                if !info.roots.contains(r) {
-                    info.roots.push(r.clone());
-                }
-            }
+            info.record_full(roots, id);
+        } else {
+            info.record_incremental(roots, id);
         }
         for (path, fp, _) in done() {
             files.files.insert(path.to_vec(), (fp, Vec::new()));
         }
-        info.snapshot = Some(id);
         state.set_markers(which, &info, &files)
     };
     match kind {

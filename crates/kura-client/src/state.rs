@@ -103,24 +103,54 @@ pub fn is_under(path: &[u8], root: &[u8]) -> bool {
     path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/' || root == b"/")
 }
 
-/// A marker set: the snapshot that set it, the roots it covers, and file fingerprints.
+/// What a marker set rests on: for each root, the chain of snapshots that recorded it (the
+/// full backup first, then the incrementals since). A backup relative to these markers is only
+/// sound while every snapshot of the chain still exists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MarkerInfo {
-    /// The snapshot that last set these markers.
-    pub snapshot: Option<Id>,
-    /// The absolute roots covered.
-    pub roots: Vec<String>,
+    /// Root → snapshot chain.
+    pub roots: std::collections::BTreeMap<String, Vec<Id>>,
 }
 
 impl MarkerInfo {
-    /// Whether every one of `roots` lies under a covered root.
-    pub fn covers(&self, roots: &[String]) -> bool {
-        !roots.is_empty()
-            && roots.iter().all(|r| {
-                self.roots
-                    .iter()
-                    .any(|m| is_under(r.as_bytes(), m.as_bytes()))
-            })
+    /// The recorded root that covers `root` (the deepest one).
+    fn covering(&self, root: &str) -> Option<&String> {
+        self.roots
+            .keys()
+            .filter(|m| is_under(root.as_bytes(), m.as_bytes()))
+            .max_by_key(|m| m.len())
+    }
+
+    /// The chains of the recorded roots covering every one of `roots`, or `None` if a root is
+    /// not covered.
+    pub fn chains_for(&self, roots: &[String]) -> Option<Vec<&[Id]>> {
+        if roots.is_empty() {
+            return None;
+        }
+        roots
+            .iter()
+            .map(|r| self.covering(r).map(|m| self.roots[m].as_slice()))
+            .collect()
+    }
+
+    /// A full backup (or baseline) of `roots` became snapshot `id`.
+    pub fn record_full(&mut self, roots: &[String], id: Id) {
+        for r in roots {
+            self.roots.retain(|m, _| !is_under(m.as_bytes(), r.as_bytes()));
+            self.roots.insert(r.clone(), vec![id]);
+        }
+    }
+
+    /// An incremental backup of `roots` became snapshot `id`.
+    pub fn record_incremental(&mut self, roots: &[String], id: Id) {
+        for r in roots {
+            if let Some(m) = self.covering(r).cloned()
+                && let Some(chain) = self.roots.get_mut(&m)
+                && chain.last() != Some(&id)
+            {
+                chain.push(id);
+            }
+        }
     }
 }
 
@@ -287,15 +317,17 @@ mod tests {
     }
 
     #[test]
-    fn markers_cover_roots() {
-        let m = MarkerInfo {
-            snapshot: None,
-            roots: vec!["/home/u".into()],
-        };
-        assert!(m.covers(&["/home/u".into()]));
-        assert!(m.covers(&["/home/u/docs".into()]));
-        assert!(!m.covers(&["/home/user".into()]));
-        assert!(!m.covers(&[]));
+    fn markers_cover_roots_and_keep_chains() {
+        let mut m = MarkerInfo::default();
+        m.record_full(&["/home/u".into()], Id([1; 32]));
+        assert!(m.chains_for(&["/home/u".into()]).is_some());
+        assert!(m.chains_for(&["/home/u/docs".into()]).is_some());
+        assert!(m.chains_for(&["/home/user".into()]).is_none());
+        assert!(m.chains_for(&[]).is_none());
+        m.record_incremental(&["/home/u/docs".into()], Id([2; 32]));
+        assert_eq!(m.chains_for(&["/home/u".into()]).unwrap(), vec![&[Id([1; 32]), Id([2; 32])][..]]);
+        m.record_full(&["/home".into()], Id([3; 32]));
+        assert_eq!(m.roots.len(), 1, "a full of a parent replaces the roots under it");
         assert!(is_under(b"/x", b"/"));
     }
 
@@ -310,10 +342,8 @@ mod tests {
             ClientState::open(dir.path(), "r1").unwrap().device(),
             Some(d)
         );
-        let info = MarkerInfo {
-            snapshot: Some(Id([1; 32])),
-            roots: vec!["/r".into()],
-        };
+        let mut info = MarkerInfo::default();
+        info.record_full(&["/r".into()], Id([1; 32]));
         let mut cat = Catalog::default();
         cat.files
             .insert(b"/r/f".to_vec(), (Fingerprint::default(), vec![]));

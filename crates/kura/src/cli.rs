@@ -878,6 +878,7 @@ fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     let lock = RepoLock::acquire(repo.backend().clone(), true)?;
     let mut remove: Vec<(Id, Snapshot)> = Vec::new();
     let mut keep: Vec<(Id, Snapshot, Vec<&'static str>)> = Vec::new();
+    let policy_mode = !policy.is_empty();
     if policy.is_empty() {
         for spec in &a.snapshots {
             remove.push(repo.find_snapshot(spec)?);
@@ -910,6 +911,16 @@ fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
                 }
             }
         }
+    }
+    // A kept incremental or differential snapshot keeps the snapshots it was built on, so
+    // the chain it belongs to stays whole.
+    loop {
+        let bases: Vec<Id> = keep.iter().filter_map(|(_, s, _)| s.base).collect();
+        let Some(pos) = remove.iter().position(|(id, _)| bases.contains(id) && policy_mode) else {
+            break;
+        };
+        let (id, s) = remove.remove(pos);
+        keep.push((id, s, vec!["base of a kept snapshot"]));
     }
     if !a.dry_run {
         for (id, _) in &remove {

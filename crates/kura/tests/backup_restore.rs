@@ -146,6 +146,11 @@ fn backup_types_follow_the_marker_rules() {
     let diff3 = env.backup(&[s, "--type", "differential"]);
     assert_eq!(files_in(&diff3), 0, "full set a new baseline");
 
+    // Retention keeps the chain a kept incremental rests on.
+    let v = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    let kept: Vec<&str> = v["kept"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(kept.len(), 2, "the last differential and the full it is based on: {v}");
+
     // An incremental snapshot restores on its own: just its files.
     let t = env.path("t");
     env.ok(&[
@@ -175,6 +180,13 @@ fn backup_types_follow_the_marker_rules() {
         ]
     );
     assert!(snaps[1]["base"].is_string());
+
+    // Forgetting the full that the markers rest on makes the next incremental a full one.
+    env.ok(&["forget", snaps[7]["id"].as_str().unwrap()]);
+    let out = env.cmd(&["backup", s, "--type", "incremental", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "full");
+    assert!(stderr(&out).contains("was forgotten"), "{}", stderr(&out));
 }
 
 #[test]
