@@ -106,10 +106,19 @@ pub fn backup(
     let markers = match compare {
         Some(which) => {
             let (info, files) = state.markers(which);
-            let existing: std::collections::HashSet<String> = repo.backend().list(FileType::Snapshot).map_err(RepoError::from)?.into_iter().collect();
+            let existing: std::collections::HashSet<String> = repo
+                .backend()
+                .list(FileType::Snapshot)
+                .map_err(RepoError::from)?
+                .into_iter()
+                .collect();
             match info.chains_for(&root_strings) {
                 // The markers are only sound while every snapshot they rest on still exists.
-                Some(chains) => match chains.iter().flat_map(|c| c.iter()).find(|id| !existing.contains(&id.to_hex())) {
+                Some(chains) => match chains
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .find(|id| !existing.contains(&id.to_hex()))
+                {
                     None => {
                         base = chains.first().and_then(|c| c.last()).copied();
                         Some(files)

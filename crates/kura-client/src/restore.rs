@@ -150,10 +150,25 @@ pub fn restore(
         }
     }
     let later_set: HashSet<usize> = later.iter().copied().collect();
-    let baseline = opts.baseline_source.as_ref().map(|dir| BaselineSource {
-        dir: dir.clone(),
-        roots: snapshot.paths.iter().map(PathBuf::from).collect(),
-    });
+    // The recovery source is laid out like the roots of the baseline snapshots.
+    let baseline = match &opts.baseline_source {
+        Some(dir) => {
+            let mut roots: Vec<PathBuf> = repo
+                .load_snapshots()?
+                .iter()
+                .filter(|(_, s)| s.kind == kura_core::snapshot::BackupType::Baseline)
+                .flat_map(|(_, s)| s.paths.iter().map(PathBuf::from))
+                .collect();
+            if roots.is_empty() {
+                roots = snapshot.paths.iter().map(PathBuf::from).collect();
+            }
+            Some(BaselineSource {
+                dir: dir.clone(),
+                roots,
+            })
+        }
+        None => None,
+    };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get() * 2)
@@ -181,9 +196,17 @@ pub fn restore(
                         &dest,
                         &item.node,
                         |tmp: &mut File| {
+                            let mut from_source = None;
                             for id in &item.node.content {
-                                let data =
-                                    blob(repo, &index, id, item, baseline.as_ref(), &chunker)?;
+                                let data = blob(
+                                    repo,
+                                    &index,
+                                    id,
+                                    item,
+                                    baseline.as_ref(),
+                                    &chunker,
+                                    &mut from_source,
+                                )?;
                                 tmp.write_all(&data)
                                     .map_err(|e| Failure::Io(io_err(&dest)(e)))?;
                                 progress.bytes(data.len() as u64);
@@ -382,6 +405,8 @@ fn is_no_space(e: &ClientError) -> bool {
     matches!(e, ClientError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
 }
 
+/// One blob of a file: from the repository, or for a baseline-only blob from the recovery
+/// source, which is read and chunked once per file (`from_source` keeps what it held).
 fn blob(
     repo: &Repository,
     index: &MasterIndex,
@@ -389,12 +414,26 @@ fn blob(
     item: &Item,
     baseline: Option<&BaselineSource>,
     chunker: &kura_core::chunker::Chunker,
+    from_source: &mut Option<HashMap<Id, Vec<u8>>>,
 ) -> Result<Vec<u8>, Failure> {
     if index.contains(id) {
         return repo.read_blob(index, id).map_err(Failure::Repo);
     }
     match (index.external(id), baseline) {
-        (Some(_), Some(b)) => b.chunk(repo, chunker, &item.source, id),
+        (Some(_), Some(b)) => {
+            if from_source.is_none() {
+                *from_source = Some(b.chunks(repo, chunker, &item.source, &item.node.content)?);
+            }
+            from_source
+                .as_mut()
+                .and_then(|m| m.get(id).cloned())
+                .ok_or_else(|| {
+                    Failure::Baseline(format!(
+                        "the baseline source does not hold the recorded contents of {}",
+                        item.source.display()
+                    ))
+                })
+        }
         (Some(_), None) => Err(Failure::Baseline(
             "exists only in a baseline: give --baseline-source".into(),
         )),
@@ -409,19 +448,22 @@ struct BaselineSource {
 }
 
 impl BaselineSource {
-    fn chunk(
+    /// Reads the source file that corresponds to snapshot path `path` and returns those of its
+    /// chunks whose ids are in `wanted`; each id is the keyed hash of its chunk, so what comes
+    /// back is verified.
+    fn chunks(
         &self,
         repo: &Repository,
         chunker: &kura_core::chunker::Chunker,
         path: &Path,
-        id: &Id,
-    ) -> Result<Vec<u8>, Failure> {
+        wanted: &[Id],
+    ) -> Result<HashMap<Id, Vec<u8>>, Failure> {
         let root = self
             .roots
             .iter()
             .filter(|r| path.starts_with(r))
             .max_by_key(|r| r.as_os_str().len())
-            .ok_or_else(|| Failure::Baseline("not under any root of the snapshot".into()))?;
+            .ok_or_else(|| Failure::Baseline("not under any baseline root".into()))?;
         let rel = path.strip_prefix(root).unwrap_or(Path::new(""));
         let source = if rel.as_os_str().is_empty() {
             self.dir.join(path.file_name().unwrap_or_default())
@@ -430,16 +472,14 @@ impl BaselineSource {
         };
         let data = fs::read(&source)
             .map_err(|e| Failure::Baseline(format!("baseline source {}: {e}", source.display())))?;
-        chunker
+        let wanted: HashSet<&Id> = wanted.iter().collect();
+        Ok(chunker
             .chunks(&data)
-            .find(|c| repo.blob_key().id(c) == *id)
-            .map(|c| c.to_vec())
-            .ok_or_else(|| {
-                Failure::Baseline(format!(
-                    "baseline source {} does not hold the recorded contents",
-                    source.display()
-                ))
+            .filter_map(|c| {
+                let id = repo.blob_key().id(c);
+                wanted.contains(&id).then(|| (id, c.to_vec()))
             })
+            .collect())
     }
 }
 

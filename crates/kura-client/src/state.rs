@@ -136,7 +136,8 @@ impl MarkerInfo {
     /// A full backup (or baseline) of `roots` became snapshot `id`.
     pub fn record_full(&mut self, roots: &[String], id: Id) {
         for r in roots {
-            self.roots.retain(|m, _| !is_under(m.as_bytes(), r.as_bytes()));
+            self.roots
+                .retain(|m, _| !is_under(m.as_bytes(), r.as_bytes()));
             self.roots.insert(r.clone(), vec![id]);
         }
     }
@@ -325,9 +326,16 @@ mod tests {
         assert!(m.chains_for(&["/home/user".into()]).is_none());
         assert!(m.chains_for(&[]).is_none());
         m.record_incremental(&["/home/u/docs".into()], Id([2; 32]));
-        assert_eq!(m.chains_for(&["/home/u".into()]).unwrap(), vec![&[Id([1; 32]), Id([2; 32])][..]]);
+        assert_eq!(
+            m.chains_for(&["/home/u".into()]).unwrap(),
+            vec![&[Id([1; 32]), Id([2; 32])][..]]
+        );
         m.record_full(&["/home".into()], Id([3; 32]));
-        assert_eq!(m.roots.len(), 1, "a full of a parent replaces the roots under it");
+        assert_eq!(
+            m.roots.len(),
+            1,
+            "a full of a parent replaces the roots under it"
+        );
         assert!(is_under(b"/x", b"/"));
     }
 

@@ -96,14 +96,11 @@ impl<'a> Saver<'a> {
         }
     }
 
-    /// Whether a blob is already stored, known from a baseline, or saved in this session.
-    pub fn knows(&self, id: &Id) -> bool {
-        self.index.knows(id) || lock(&self.fresh).contains(id)
-    }
-
-    /// Stores a blob unless it is already known; returns whether it was new.
+    /// Stores a blob unless it is already stored; returns whether it was new. (Baseline-only
+    /// blobs are stored here too: only an unchanged file at its baseline path may rely on the
+    /// recovery source, and the backup pipeline decides that before calling.)
     pub fn save(&self, kind: BlobKind, id: Id, data: &[u8], scratch: &mut Scratch) -> Result<bool> {
-        if self.index.knows(&id) || !lock(&self.fresh).insert(id) {
+        if self.index.contains(&id) || !lock(&self.fresh).insert(id) {
             return Ok(false);
         }
         let compression = scratch.compressor.compress(data, &mut scratch.blob);

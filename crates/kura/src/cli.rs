@@ -916,7 +916,10 @@ fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     // the chain it belongs to stays whole.
     loop {
         let bases: Vec<Id> = keep.iter().filter_map(|(_, s, _)| s.base).collect();
-        let Some(pos) = remove.iter().position(|(id, _)| bases.contains(id) && policy_mode) else {
+        let Some(pos) = remove
+            .iter()
+            .position(|(id, _)| bases.contains(id) && policy_mode)
+        else {
             break;
         };
         let (id, s) = remove.remove(pos);

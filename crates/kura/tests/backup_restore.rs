@@ -148,8 +148,17 @@ fn backup_types_follow_the_marker_rules() {
 
     // Retention keeps the chain a kept incremental rests on.
     let v = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
-    let kept: Vec<&str> = v["kept"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
-    assert_eq!(kept.len(), 2, "the last differential and the full it is based on: {v}");
+    let kept: Vec<&str> = v["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the last differential and the full it is based on: {v}"
+    );
 
     // An incremental snapshot restores on its own: just its files.
     let t = env.path("t");
@@ -183,7 +192,10 @@ fn backup_types_follow_the_marker_rules() {
 
     // Forgetting the full that the markers rest on makes the next incremental a full one.
     env.ok(&["forget", snaps[7]["id"].as_str().unwrap()]);
-    let out = env.cmd(&["backup", s, "--type", "incremental", "--json"]).output().unwrap();
+    let out = env
+        .cmd(&["backup", s, "--type", "incremental", "--json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["type"], "full");
     assert!(stderr(&out).contains("was forgotten"), "{}", stderr(&out));
@@ -212,6 +224,16 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
         repo_size(&env.repo) < src_size / 10,
         "baseline uploaded file contents"
     );
+
+    // The same contents elsewhere are uploaded: only the baseline's own paths rely on the
+    // recovery source.
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::copy(src.join("d3/f3.bin"), elsewhere.join("copy.bin")).unwrap();
+    env.backup(&[elsewhere.to_str().unwrap()]);
+    let t0 = env.path("t0");
+    env.ok(&["restore", "latest", "--target", t0.to_str().unwrap()]);
+    assert_eq!(contents(&elsewhere), contents(&restored(&t0, &elsewhere)));
 
     // A copy of the factory state kept aside as the recovery source.
     let media = env.path("media");
@@ -249,7 +271,7 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
     assert_eq!(contents(&src), contents(&restored(&t, &src)));
 
     // A recovery source that differs is refused for the files it does not match.
-    fs::write(media.join("d3/f3.bin"), b"tampered").unwrap();
+    fs::write(media.join("d6/f6.bin"), b"tampered").unwrap();
     let t2 = env.path("t2");
     let out = env.run(&[
         "restore",
@@ -265,7 +287,11 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
         "{}",
         stderr(&out)
     );
-    assert!(!restored(&t2, &src).join("d3/f3.bin").exists());
+    assert!(!restored(&t2, &src).join("d6/f6.bin").exists());
+    assert!(
+        restored(&t2, &src).join("d3/f3.bin").exists(),
+        "uploaded by the other backup"
+    );
     assert!(restored(&t2, &src).join("d4/f4.bin").exists());
 }
 
