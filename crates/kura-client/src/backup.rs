@@ -4,9 +4,9 @@
 //! Files run on one worker per core; unchanged files (same size, mtime, ctime and inode as in
 //! the file cache, with every blob still in the repository) are not read at all.
 
-use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -81,7 +81,7 @@ pub fn backup(
             "nothing to back up: name at least one path".into(),
         ));
     }
-    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let lock = RepoLock::acquire(repo.backend().clone(), false)?;
     let mut index = repo.load_index()?;
     let adopted_packs = adopt_orphans(repo, &mut index, device)?;
 
@@ -92,6 +92,9 @@ pub fn backup(
         .collect::<Result<_>>()?;
     roots.sort();
     roots.dedup();
+    // A root inside another root is already covered by it.
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
     let root_strings: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
 
     // Which marker set decides what is included, and whether it exists.
@@ -254,6 +257,7 @@ pub fn backup(
         scan: &scan,
     };
     let tree = tree_ctx.save_dir(&scan.root)?;
+    lock.check_held()?;
     saver.finish()?;
     let externals = externals.into_inner().unwrap_or_else(|p| p.into_inner());
     if !externals.is_empty() {
@@ -283,9 +287,17 @@ pub fn backup(
         excludes: opts.excludes.clone(),
         summary,
     };
+    lock.check_held()?;
     let id = repo.save_snapshot(&snapshot)?;
 
-    state.locked(|| update_state(state, &scan, &results, kind, id, &root_strings))?;
+    // The snapshot is committed: a failure to update the local state only costs re-reading
+    // files next time, so it is reported, not fatal.
+    if let Err(e) = state.locked(|| update_state(state, &scan, &results, kind, id, &root_strings)) {
+        errors.push(format!(
+            "snapshot {} saved, but this machine's state was not updated: {e}",
+            id.short()
+        ));
+    }
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -464,7 +476,20 @@ fn read_file(
 ) -> Result<FileResult, ReadError> {
     let path = job.path.as_path();
     let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
-    let mut f = File::open(path).map_err(file_err)?;
+    // Open without following a symlink or blocking on a FIFO that replaced the file since the
+    // scan, and insist on the same regular file the scan saw.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(file_err)?;
+    let meta = f.metadata().map_err(file_err)?;
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::ino(&meta) != job.fp.inode {
+        return Err(ReadError::File(format!(
+            "{}: replaced by another file during the backup",
+            path.display()
+        )));
+    }
     let max = chunker.max_size();
     // Refill when less than one maximal chunk is buffered; a buffer of 1.5 maximal chunks
     // bounds memory per worker while moving at most one chunk's bytes per refill.

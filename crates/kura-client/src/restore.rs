@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +69,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let _lock = kura_repo::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let index = repo.load_index()?;
     let includes = globs(&opts.includes)?;
     let (dirs, files, links) = plan(repo, &index, snapshot, opts, includes.as_ref())?;
@@ -239,6 +240,7 @@ pub fn restore(
         }
     });
     if let Some(e) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        apply_dir_metadata(&dirs, &target, am_root);
         return Err(e);
     }
     let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -285,7 +287,15 @@ pub fn restore(
                 .push(format!("{}: {e} (not restored)", l.source.display())),
         }
     }
-    // Directory metadata last, deepest first, so writing into them does not change it again.
+    out.errors
+        .extend(apply_dir_metadata(&dirs, &target, am_root));
+    Ok(out)
+}
+
+/// Directory metadata last, deepest first, so writing into them does not change it again.
+/// Also run when a restore stops early, so no directory keeps its private creation mode.
+fn apply_dir_metadata(dirs: &[Item], target: &Path, am_root: bool) -> Vec<String> {
+    let mut errors = Vec::new();
     for d in dirs.iter().rev() {
         let dest = target.join(&d.rel);
         let r = File::open(&dest).and_then(|f| {
@@ -296,11 +306,10 @@ pub fn restore(
             f.set_times(FileTimes::new().set_modified(time_of(d.node.mtime_ns)))
         });
         if let Err(e) = r {
-            out.errors
-                .push(format!("{}: setting metadata: {e}", d.source.display()));
+            errors.push(format!("{}: setting metadata: {e}", d.source.display()));
         }
     }
-    Ok(out)
+    errors
 }
 
 type Plan = (Vec<Item>, Vec<Item>, Vec<Item>);
@@ -513,7 +522,8 @@ fn ensure_dir(target: &Path, rel: &Path, verified: &mut HashSet<PathBuf>) -> Res
             Err(e) => return Err(io_err(&at)(e)),
         };
         if !is_dir {
-            match fs::create_dir(&at) {
+            // Private until its own mode is applied at the end of the restore.
+            match fs::DirBuilder::new().mode(0o700).create(&at) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err(&at)(e)),
@@ -586,6 +596,7 @@ fn write_file(
             let f = File::options()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)
                 .map_err(fail)?;
             (f, Some(tmp))

@@ -45,18 +45,23 @@ impl Meta {
             mode: m.mode() & 0o7777,
             uid: m.uid(),
             gid: m.gid(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
             hardlink,
         }
     }
+}
+
+/// Seconds and nanoseconds as nanoseconds since the epoch, saturating past the year 2262.
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// The fingerprint of a file's metadata.
 pub fn fingerprint(m: &fs::Metadata) -> Fingerprint {
     Fingerprint {
         size: m.len(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+        ctime_ns: nanos(m.ctime(), m.ctime_nsec()),
         inode: m.ino(),
     }
 }
@@ -197,9 +202,12 @@ pub fn scan(
         let mut at = PathBuf::from("/");
         for name in ancestors {
             at.push(std::ffi::OsStr::from_bytes(name));
-            let m = fs::symlink_metadata(&at)
-                .map(|m| Meta::of(&m))
-                .unwrap_or_default();
+            // An ancestor that is a symlink (`/home` -> `var/home`) is recorded as the
+            // directory it leads to, never with a symlink's 0777 mode.
+            let m = fs::metadata(&at).map(|m| Meta::of(&m)).unwrap_or(Meta {
+                mode: 0o755,
+                ..Meta::default()
+            });
             let child = dir.children.entry(name.clone()).or_insert_with(|| {
                 FsEntry::Dir(FsDir {
                     meta: m,

@@ -108,10 +108,12 @@ impl CommonKey {
         u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
     }
 
-    /// A value stored in the repository config that proves a common key is this repository's.
-    pub fn check_value(&self, repo_id: &str) -> String {
-        let k = self.0.derive("kura 2026 check value");
-        hex(blake3::keyed_hash(k.expose(), repo_id.as_bytes()).as_bytes())
+    /// The MAC stored in the repository config over its other fields: it proves that the
+    /// config was written by a holder of this common key (so nobody who can only write the
+    /// storage can change chunking or compression), and that a recovery code belongs to it.
+    pub fn config_mac(&self, canonical_config: &[u8]) -> String {
+        let k = self.0.derive("kura 2026 config mac");
+        hex(blake3::keyed_hash(k.expose(), canonical_config).as_bytes())
     }
 
     /// Wraps a device key under this common key, bound to the device id.
@@ -257,7 +259,7 @@ impl KdfParams {
 
     fn validate(&self) -> Result<(), FormatError> {
         // A key file comes from storage: refuse costs that would exhaust memory or time.
-        if self.m_cost_kib > 4 * 1024 * 1024 || self.t_cost > 64 || self.p_cost > 64 {
+        if self.m_cost_kib > 1024 * 1024 || self.t_cost > 16 || self.p_cost > 16 {
             return Err(FormatError::invalid(
                 "key file",
                 "KDF parameters out of range",
@@ -419,10 +421,10 @@ mod tests {
     fn derived_values_are_stable_per_key() {
         let common = CommonKey::generate();
         assert_eq!(common.chunker_seed(), common.chunker_seed());
-        assert_eq!(common.check_value("r"), common.check_value("r"));
+        assert_eq!(common.config_mac(b"r"), common.config_mac(b"r"));
         assert_ne!(
-            common.check_value("r"),
-            CommonKey::generate().check_value("r")
+            common.config_mac(b"r"),
+            CommonKey::generate().config_mac(b"r")
         );
         assert_eq!(common.blob_key().id(b"x"), common.blob_key().id(b"x"));
     }

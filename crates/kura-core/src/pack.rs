@@ -22,6 +22,8 @@ const MAGIC: &[u8; 4] = b"KPAK";
 const VERSION: u8 = 1;
 /// Packs are closed at about this size.
 pub const TARGET_SIZE: usize = 16 * 1024 * 1024;
+/// No pack Kura writes comes near this size; a larger file under `data/` is not read.
+pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

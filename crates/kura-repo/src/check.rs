@@ -51,6 +51,7 @@ pub fn check(
     threads: usize,
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
+    let _lock = crate::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let mut report = CheckReport::default();
     let mut index = MasterIndex::default();
     for name in repo.backend().list(FileType::Index)? {
@@ -178,6 +179,18 @@ fn read_pack(
     p: &kura_core::index::IndexedPack,
 ) -> (usize, Vec<String>) {
     let name = p.id.to_hex();
+    match repo.backend().size(FileType::Pack, &name) {
+        Ok(size) if size > pack::MAX_SIZE => {
+            return (
+                0,
+                vec![format!(
+                    "pack {name}: {size} bytes is larger than any pack (not read)"
+                )],
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return (0, vec![e.to_string()]),
+    }
     let bytes = match repo.backend().read(FileType::Pack, &name) {
         Ok(b) => b,
         Err(e) => return (0, vec![e.to_string()]),

@@ -54,14 +54,15 @@ fn write_info(backend: &dyn Backend, name: &str, exclusive: bool) -> Result<()> 
     Ok(())
 }
 
+/// A lock of this host is stale exactly when its process is gone (a suspended process keeps
+/// its lock however long it sleeps); a lock of another host when it was not refreshed for 30
+/// minutes.
 fn is_stale(info: &LockInfo) -> bool {
     if info.host == hostname() {
         // SAFETY: kill with signal 0 only checks whether the process exists.
         let alive = unsafe { libc::kill(info.pid as i32, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
-            return true;
-        }
+        return !alive;
     }
     (jiff::Timestamp::now() - info.time).get_seconds() > STALE_AFTER_SECS
 }
@@ -81,11 +82,17 @@ impl RepoLock {
             if other == name {
                 continue;
             }
-            let Ok(bytes) = backend.read(FileType::Lock, &other) else {
-                continue;
+            let bytes = match backend.read(FileType::Lock, &other) {
+                Ok(b) => b,
+                // Released between listing and reading.
+                Err(crate::BackendError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
             };
             let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
-                continue;
+                // An unreadable lock might be exclusive: refuse rather than guess.
+                return Err(RepoError::Locked(format!(
+                    "lock file locks/{other} is unreadable; remove it if no kura process is using the repository"
+                )));
             };
             if is_stale(&info) {
                 backend.remove(FileType::Lock, &other)?;
@@ -115,6 +122,20 @@ impl RepoLock {
         lock.stop = Some(tx);
         lock.refresher = Some(refresher);
         Ok(lock)
+    }
+}
+
+impl RepoLock {
+    /// Fails unless this lock is still in place (a process on another host may have judged it
+    /// stale and removed it); checked before a backup commits.
+    pub fn check_held(&self) -> Result<()> {
+        match self.backend.size(FileType::Lock, &self.name) {
+            Ok(_) => Ok(()),
+            Err(crate::BackendError::NotFound(_)) => Err(RepoError::Locked(
+                "this process's lock was removed by another process (it was judged stale); not committing".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -46,6 +46,25 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree))?;
     let stored = repo.stored_packs()?;
 
+    // Never decide on what to delete from an index that names packs which are gone: a
+    // duplicate of one of their blobs elsewhere could be the only copy left.
+    if let Some(missing) = index
+        .packs()
+        .iter()
+        .find(|p| !stored.contains_key(&p.id.to_hex()))
+    {
+        return Err(crate::RepoError::Corrupt {
+            what: "repository",
+            name: repo.backend().location(),
+            source: kura_core::FormatError::invalid(
+                "repository",
+                format!(
+                    "pack {} is indexed but missing; prune refuses to run (see `kura check`)",
+                    missing.id.short()
+                ),
+            ),
+        });
+    }
     let mut report = PruneReport::default();
     let mut keep: Vec<IndexedPack> = Vec::new();
     let mut repack: Vec<(&IndexedPack, Vec<usize>)> = Vec::new();
@@ -118,6 +137,11 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     };
     for (p, live) in &repack {
         let name = p.id.to_hex();
+        if stored[&name] > pack::MAX_SIZE {
+            return Err(crate::corrupt("pack", &name)(
+                kura_core::FormatError::invalid("pack", "larger than any pack"),
+            ));
+        }
         let bytes = repo.backend().read(FileType::Pack, &name)?;
         for &i in live {
             let e = &p.entries[i];

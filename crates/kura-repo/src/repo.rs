@@ -31,8 +31,25 @@ pub struct Config {
     pub chunker: ChunkerParams,
     /// zstd level for new blobs.
     pub compression_level: i32,
-    /// Proves a common key belongs to this repository ([`CommonKey::check_value`]).
-    pub key_check: String,
+    /// [`CommonKey::config_mac`] over [`Config::canonical`].
+    pub mac: String,
+}
+
+impl Config {
+    /// The bytes the config MAC covers.
+    pub fn canonical(&self) -> Vec<u8> {
+        format!(
+            "kura config v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.version,
+            self.id,
+            self.created,
+            self.chunker.min,
+            self.chunker.avg,
+            self.chunker.max,
+            self.compression_level
+        )
+        .into_bytes()
+    }
 }
 
 /// A device's entry under `devices/`: its key wrapped by the common key.
@@ -96,14 +113,15 @@ impl Repository {
         let common = CommonKey::generate();
         let id = kura_core::id::hex(&kura_core::crypto::random_bytes::<16>());
         let now = jiff::Timestamp::now();
-        let config = Config {
+        let mut config = Config {
             version: FORMAT_VERSION,
-            key_check: common.check_value(&id),
+            mac: String::new(),
             id,
             created: now,
             chunker: ChunkerParams::default(),
             compression_level: 3,
         };
+        config.mac = common.config_mac(&config.canonical());
         let mut repo = Repository::unlocked(backend, config, common);
         repo.add_passphrase(passphrase, kdf, host)?;
         let device = repo.add_device(device_name, host)?;
@@ -119,10 +137,12 @@ impl Repository {
     pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
         let common = match credential {
-            Credential::Passphrase(p) => Self::unlock_with_passphrase(backend.as_ref(), p)?,
+            Credential::Passphrase(p) => {
+                Self::unlock_with_passphrase(backend.as_ref(), &config, p)?
+            }
             Credential::RecoveryCode(code) => {
                 let common = CommonKey::from_recovery_code(code)?;
-                if common.check_value(&config.id) != config.key_check {
+                if common.config_mac(&config.canonical()) != config.mac {
                     return Err(kura_core::keys::KeyError::WrongRecoveryCode.into());
                 }
                 common
@@ -143,7 +163,8 @@ impl Repository {
         }
     }
 
-    /// Reads and checks the config without unlocking anything.
+    /// Reads and checks the config without unlocking anything. (Its MAC is checked once the
+    /// common key is known.)
     pub fn read_config(backend: &dyn Backend) -> Result<Config> {
         let bytes = match backend.read(FileType::Config, "config") {
             Ok(b) => b,
@@ -167,7 +188,12 @@ impl Repository {
         let config: Config = serde_json::from_slice(&bytes).map_err(|e| {
             corrupt("config", "config")(kura_core::FormatError::invalid("json", e.to_string()))
         })?;
-        if !config.chunker.is_valid() || !(1..=19).contains(&config.compression_level) {
+        let id_ok = config.id.len() == 32
+            && config
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !id_ok || !config.chunker.is_valid() || !(1..=19).contains(&config.compression_level) {
             return Err(corrupt("config", "config")(
                 kura_core::FormatError::Invalid {
                     what: "config",
@@ -178,20 +204,34 @@ impl Repository {
         Ok(config)
     }
 
-    fn unlock_with_passphrase(backend: &dyn Backend, passphrase: &[u8]) -> Result<CommonKey> {
+    /// Tries every key file; only a common key that authenticates the config is accepted.
+    fn unlock_with_passphrase(
+        backend: &dyn Backend,
+        config: &Config,
+        passphrase: &[u8],
+    ) -> Result<CommonKey> {
         let names = backend.list(FileType::Key)?;
-        let mut last = kura_core::keys::KeyError::WrongPassphrase;
+        let mut unlocked_other = false;
         for name in names {
             let bytes = backend.read(FileType::Key, &name)?;
             let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
                 continue;
             };
-            match kf.unlock(passphrase) {
-                Ok(common) => return Ok(common),
-                Err(e) => last = e,
+            if let Ok(common) = kf.unlock(passphrase) {
+                if common.config_mac(&config.canonical()) == config.mac {
+                    return Ok(common);
+                }
+                unlocked_other = true;
             }
         }
-        Err(last.into())
+        if unlocked_other {
+            return Err(corrupt("config", "config")(
+                kura_core::FormatError::Authentication(
+                    "repository config (changed by someone without the key, or left from another repository)",
+                ),
+            ));
+        }
+        Err(kura_core::keys::KeyError::WrongPassphrase.into())
     }
 
     fn load_devices(&mut self) -> Result<()> {
@@ -462,6 +502,12 @@ impl Repository {
     /// Reads the header of a stored pack: which device sealed it and its entries.
     pub fn read_pack_header(&self, name: &str) -> Result<(DeviceId, Vec<pack::Entry>)> {
         let size = self.backend.size(FileType::Pack, name)?;
+        if size > pack::MAX_SIZE {
+            return Err(corrupt("pack", name)(kura_core::FormatError::invalid(
+                "pack",
+                format!("{size} bytes is larger than any pack"),
+            )));
+        }
         if size < pack::TRAILER_LEN as u64 {
             return Err(corrupt("pack", name)(kura_core::FormatError::Truncated(
                 "pack",

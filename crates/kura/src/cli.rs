@@ -673,6 +673,7 @@ fn kind_str(k: NodeKind) -> &'static str {
 
 fn ls(ctx: &Ctx, spec: &str, path: Option<&Path>) -> Result<()> {
     let repo = ctx.open()?;
+    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
     let (_, snap) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;
     let mut rows = Vec::new();
@@ -723,6 +724,7 @@ fn ls(ctx: &Ctx, spec: &str, path: Option<&Path>) -> Result<()> {
 
 fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     let repo = ctx.open()?;
+    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
     let (_, a) = repo.find_snapshot(from)?;
     let (_, b) = repo.find_snapshot(to)?;
     let index = repo.load_index()?;

@@ -115,6 +115,16 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     assert!(stderr(&out).contains("already exists"));
 
     let config = fs::read_to_string(env.repo.join("config")).unwrap();
+    // Someone who can write the storage but holds no key cannot change how data is stored.
+    fs::write(
+        env.repo.join("config"),
+        config.replace("\"compression_level\": 3", "\"compression_level\": 19"),
+    )
+    .unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("damaged config"), "{}", stderr(&out));
+    fs::write(env.repo.join("config"), &config).unwrap();
     fs::write(
         env.repo.join("config"),
         config.replace("\"version\": 1", "\"version\": 99"),
