@@ -397,12 +397,29 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn load_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let (snaps, mut damaged) = self.readable_snapshots()?;
+        match damaged.pop() {
+            Some(e) => Err(e),
+            None => Ok(snaps),
+        }
+    }
+
+    /// Every snapshot that can be read, oldest first, and the errors of those that cannot:
+    /// for commands that only read, one damaged snapshot must not hide the others.
+    pub fn readable_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<RepoError>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for name in self.backend.list(FileType::Snapshot)? {
-            out.push(self.load_snapshot(&name)?);
+            match self.load_snapshot(&name) {
+                Ok(s) => out.push(s),
+                Err(
+                    e @ (RepoError::Corrupt { .. } | RepoError::Backend(BackendError::NotFound(_))),
+                ) => damaged.push(e),
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
@@ -419,7 +436,8 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             return self
-                .load_snapshots()?
+                .readable_snapshots()?
+                .0
                 .pop()
                 .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
         }

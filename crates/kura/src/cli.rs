@@ -622,7 +622,10 @@ fn snapshot_json(
 
 fn snapshots(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
-    let snaps = repo.load_snapshots()?;
+    let (snaps, damaged) = repo.readable_snapshots()?;
+    for e in &damaged {
+        eprintln!("warning: {e}");
+    }
     let names = device_names(&repo);
     if ctx.g.json {
         ctx.print_json(&serde_json::Value::Array(
@@ -631,7 +634,7 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
                 .map(|(id, s)| snapshot_json(id, s, &names))
                 .collect(),
         ));
-        return Ok(());
+        return damaged_is_partial(&damaged);
     }
     println!(
         "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  tags",
@@ -660,7 +663,18 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
         );
     }
     ctx.say(format!("{} snapshots", snaps.len()));
-    Ok(())
+    damaged_is_partial(&damaged)
+}
+
+fn damaged_is_partial(damaged: &[RepoError]) -> Result<()> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    Err(Partial(format!(
+        "{} snapshot files could not be read (see `kura check`)",
+        damaged.len()
+    ))
+    .into())
 }
 
 fn kind_str(k: NodeKind) -> &'static str {

@@ -39,6 +39,15 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     bytes[mid] ^= 0x20;
     fs::write(&victim, &bytes).unwrap();
 
+    // A damaged snapshot file does not hide the others.
+    let extra = env.repo.join("snapshots").join("ab".repeat(32));
+    fs::write(&extra, b"not a snapshot").unwrap();
+    let out = env.run(&["snapshots", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    fs::remove_file(&extra).unwrap();
+
     let structural = env.run(&["check"]);
     assert!(
         structural.status.success(),
