@@ -46,6 +46,8 @@ pub struct ServeOptions {
 
 /// Largest request body: a pack is at most ~24 MiB.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// No request may take longer, so a stalled client cannot hold a worker or a lock forever.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Default)]
 struct Metrics {
@@ -115,6 +117,18 @@ pub async fn serve(
             get(read).head(head).put(write).delete(remove),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(
+            |req, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => ApiError(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request took too long".into(),
+                    )
+                    .into_response(),
+                }
+            },
+        ))
         .with_state(app);
     let tls =
         axum_server::tls_rustls::RustlsConfig::from_pem_file(&identity.cert, &identity.key).await?;

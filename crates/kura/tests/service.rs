@@ -262,6 +262,120 @@ fn backup_and_restore_through_the_service_with_isolation() {
 }
 
 #[test]
+fn a_killed_service_loses_nothing_and_the_backup_resumes() {
+    let env = Env::new();
+    let data = env.path("service");
+    let svc = Service::start(&data);
+    svc.add_user("dave", "dave password", env.dir.path());
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), noise(4_000_000, 700 + i)).unwrap();
+    }
+    let total = 20 * 4_000_000u64;
+    run_ok(client(&env, &svc, "dave", "dave password", &["init"]));
+    let mut backup = client(
+        &env,
+        &svc,
+        "dave",
+        "dave password",
+        &["backup", src.to_str().unwrap()],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let packs_dir = data.join("users/1/repo/data");
+    let count = || {
+        fs::read_dir(&packs_dir)
+            .map(|d| {
+                d.flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
+                    .filter(|e| {
+                        !e.as_ref()
+                            .unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .starts_with('.')
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let port = svc.url.rsplit(':').next().unwrap().to_string();
+    drop(svc); // SIGKILL
+    assert!(
+        !backup.wait().unwrap().success(),
+        "the backup cannot finish without the service"
+    );
+    assert!(count() >= 2);
+
+    // The same service comes back on the same port; the client resumes.
+    let mut child = kura()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("KURA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    let svc = Service {
+        child,
+        url,
+        fingerprint: fs::read_to_string(data.join("tls/fingerprint"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        data,
+    };
+    let out = run_ok(client(
+        &env,
+        &svc,
+        "dave",
+        "dave password",
+        &["backup", src.to_str().unwrap(), "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["summary"]["data_added"].as_u64().unwrap() < total,
+        "resume re-sent everything: {v}"
+    );
+    run_ok(client(
+        &env,
+        &svc,
+        "dave",
+        "dave password",
+        &["check", "--read-data"],
+    ));
+    let t = env.path("t");
+    run_ok(client(
+        &env,
+        &svc,
+        "dave",
+        "dave password",
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+}
+
+#[test]
 fn contracts_are_enforced_with_clear_errors() {
     let env = Env::new();
     let svc = Service::start(&env.path("service"));
