@@ -67,6 +67,9 @@ pub struct DeviceRecord {
     pub wrapped_key: String,
 }
 
+/// Snapshots that could be read (oldest first), and why the others could not.
+pub type Readable = (Vec<(Id, Snapshot)>, Vec<RepoError>);
+
 /// How the user proves they hold the common key.
 #[derive(Clone)]
 pub enum Credential {
@@ -406,7 +409,7 @@ impl Repository {
 
     /// Every snapshot that can be read, oldest first, and the errors of those that cannot:
     /// for commands that only read, one damaged snapshot must not hide the others.
-    pub fn readable_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<RepoError>)> {
+    pub fn readable_snapshots(&self) -> Result<Readable> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for name in self.backend.list(FileType::Snapshot)? {
