@@ -375,6 +375,17 @@ fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
     Ok(Some((a, b)))
 }
 
+/// The size of a stored file, 0 if there is none (for usage accounting).
+async fn stored_size(dir: &LocalDir, t: FileType, name: &str) -> ApiResult<u64> {
+    let (d, n) = (dir.clone(), name.to_string());
+    blocking(move || match d.size(t, &n) {
+        Ok(s) => Ok(s),
+        Err(BackendError::NotFound(_)) => Ok(0),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
 async fn read(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
@@ -418,13 +429,7 @@ async fn write(
     let Some(contract) = user.contract.clone() else {
         return Err(internal("authorized user without a contract"));
     };
-    let (d, n) = (dir.clone(), name.clone());
-    let old = blocking(move || match d.size(t, &n) {
-        Ok(s) => Ok(s),
-        Err(BackendError::NotFound(_)) => Ok(0),
-        Err(e) => Err(e),
-    })
-    .await?;
+    let old = stored_size(&dir, t, &name).await?;
     let new_total = user.bytes.saturating_sub(old) + body.len() as u64;
     if contract.max_bytes > 0 && new_total > contract.max_bytes {
         app.metrics.refused.fetch_add(1, Ordering::Relaxed);
@@ -468,13 +473,7 @@ async fn remove(
 ) -> ApiResult<Response> {
     let (user, dir) = authorize(&app, &headers).await?;
     let t = file_type(&kind, Some(&name))?;
-    let (d, n) = (dir.clone(), name.clone());
-    let old = blocking(move || match d.size(t, &n) {
-        Ok(s) => Ok(s),
-        Err(BackendError::NotFound(_)) => Ok(0),
-        Err(e) => Err(e),
-    })
-    .await?;
+    let old = stored_size(&dir, t, &name).await?;
     blocking(move || dir.remove(t, &name)).await?;
     let a = app.clone();
     tokio::task::spawn_blocking(move || a.store.add_bytes(user.id, -(old as i64)))

@@ -37,8 +37,13 @@ fn kura() -> Command {
 
 impl Service {
     fn start(data: &Path) -> Service {
+        Service::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts `kura serve` on `listen` and waits until it accepts connections.
+    fn start_on(data: &Path, listen: &str) -> Service {
         let mut child = kura()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .env("KURA_LOG", "warn")
             .stdout(Stdio::piped())
@@ -314,37 +319,7 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
     assert!(count() >= 2);
 
     // The same service comes back on the same port; the client resumes.
-    let mut child = kura()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("KURA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    let svc = Service {
-        child,
-        url,
-        fingerprint: fs::read_to_string(data.join("tls/fingerprint"))
-            .unwrap()
-            .trim()
-            .to_string(),
-        data,
-    };
+    let svc = Service::start_on(&data, &format!("127.0.0.1:{port}"));
     let out = run_ok(client(
         &env,
         &svc,
