@@ -446,3 +446,57 @@ fn contracts_are_enforced_with_clear_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sixteen_clients_back_up_and_restore_at_once() {
+    let env = Env::new();
+    let svc = Service::start(&env.path("service"));
+    let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        svc.add_user(u, &format!("{u} password"), env.dir.path());
+    }
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let (env, svc) = (&env, &svc);
+                s.spawn(move || -> Result<(), String> {
+                    let pw = format!("{u} password");
+                    let src = env.path(&format!("src-{u}"));
+                    make_tree(&src, 12, 1000 + i as u64);
+                    fs::write(src.join("big"), noise(1_500_000, 2000 + i as u64)).unwrap();
+                    let t = env.path(&format!("t-{u}"));
+                    for args in [
+                        vec!["init"],
+                        vec!["backup", src.to_str().unwrap()],
+                        vec!["restore", "latest", "--target", t.to_str().unwrap()],
+                    ] {
+                        let out = client(env, svc, u, &pw, &args).output().unwrap();
+                        if !out.status.success() {
+                            return Err(format!("{u} {args:?}: {}", stderr(&out)));
+                        }
+                    }
+                    if contents(&src) != contents(&restored(&t, &src)) {
+                        return Err(format!("{u}: restore differs"));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap().err())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&svc.admin(&["user", "list", "--json"])).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["bytes"].as_u64().unwrap() > 1_000_000)
+    );
+}
