@@ -104,6 +104,12 @@ pub trait Backend: Send + Sync {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError>;
+    /// Removes partial files that writers killed mid-write left behind, if older than `age`;
+    /// returns how many. Only called under an exclusive lock. Storage that never leaves such
+    /// files (the service cleans its own) has nothing to do.
+    fn remove_stale_partials(&self, _age: std::time::Duration) -> Result<usize, BackendError> {
+        Ok(0)
+    }
 }
 
 /// A repository in a local directory.
@@ -250,6 +256,39 @@ impl Backend for LocalDir {
             return Err(BackendError::io("write", &p, e));
         }
         Ok(())
+    }
+
+    fn remove_stale_partials(&self, age: std::time::Duration) -> Result<usize, BackendError> {
+        let mut dirs: Vec<PathBuf> = [
+            FileType::Key,
+            FileType::Device,
+            FileType::Snapshot,
+            FileType::Index,
+            FileType::Lock,
+        ]
+        .iter()
+        .map(|t| self.root.join(t.dir()))
+        .collect();
+        dirs.push(self.root.clone());
+        dirs.extend((0..256).map(|i| self.root.join("data").join(format!("{i:02x}"))));
+        let mut removed = 0;
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|el| el > age));
+                if stale {
+                    fs::remove_file(e.path())
+                        .map_err(|err| BackendError::io("remove", &e.path(), err))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError> {

@@ -29,6 +29,8 @@ pub struct PruneReport {
     pub packs_kept: usize,
     /// Unindexed packs (from interrupted backups) deleted.
     pub orphans_deleted: usize,
+    /// Partial files of killed writers deleted.
+    pub partials_deleted: usize,
     /// Blobs removed.
     pub blobs_removed: usize,
     /// Bytes of storage freed.
@@ -115,6 +117,9 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         return Ok(report);
     }
     if repack.is_empty() && remove.is_empty() && orphans.is_empty() && index.files().len() <= 1 {
+        report.partials_deleted = repo
+            .backend()
+            .remove_stale_partials(std::time::Duration::from_secs(3600))?;
         report.bytes_after = before;
         return Ok(report);
     }
@@ -196,6 +201,10 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     for name in &orphans {
         repo.backend().remove(FileType::Pack, name)?;
     }
+    // Partial files of writers killed mid-write; an hour leaves any live writer alone.
+    report.partials_deleted = repo
+        .backend()
+        .remove_stale_partials(std::time::Duration::from_secs(3600))?;
     let removed: u64 = remove
         .iter()
         .chain(repack.iter().map(|(p, _)| &p.id))

@@ -987,12 +987,13 @@ fn prune(ctx: &Ctx, dry_run: bool) -> Result<()> {
         ctx.print_json(&serde_json::to_value(&r)?);
     } else {
         ctx.say(format!(
-            "{}{} packs deleted, {} repacked, {} kept, {} unindexed removed; {} blobs removed; {} freed, {} in use",
+            "{}{} packs deleted, {} repacked, {} kept, {} unindexed and {} partial files removed; {} blobs removed; {} freed, {} in use",
             if dry_run { "dry run: " } else { "" },
             r.packs_deleted,
             r.packs_repacked,
             r.packs_kept,
             r.orphans_deleted,
+            r.partials_deleted,
             r.blobs_removed,
             human(r.bytes_freed),
             human(r.bytes_after)

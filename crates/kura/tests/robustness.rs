@@ -285,8 +285,22 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(left, ids[2..]);
+    // A partial pack of a writer killed long ago is cleaned up; a fresh one is left alone.
+    let old_partial = env.repo.join("data/00/.tmp-0123456789abcdef");
+    let new_partial = env.repo.join("data/01/.tmp-fedcba9876543210");
+    fs::write(&old_partial, b"partial").unwrap();
+    fs::write(&new_partial, b"partial").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&old_partial)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
     let p = env.json(&["prune"]);
     assert!(p["bytes_freed"].as_u64().unwrap() > 9_000_000, "{p}");
+    assert_eq!(p["partials_deleted"], 1);
+    assert!(!old_partial.exists() && new_partial.exists());
     env.ok(&["check", "--read-data"]);
     let t = env.path("t");
     env.ok(&["restore", &ids[2][..10], "--target", t.to_str().unwrap()]);
