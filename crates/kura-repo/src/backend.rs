@@ -124,6 +124,21 @@ impl LocalDir {
         LocalDir { root: root.into() }
     }
 
+    /// Moves a finished file (on the same file system) into place as `t`/`name`, atomically
+    /// and durably, like [`Backend::write`].
+    pub fn install(&self, t: FileType, name: &str, from: &Path) -> Result<(), BackendError> {
+        let p = self.path(t, name);
+        let dir = p.parent().unwrap_or(&self.root);
+        if t == FileType::Pack {
+            fs::create_dir_all(dir).map_err(|e| BackendError::io("create", dir, e))?;
+        }
+        let result = File::open(from)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| fs::rename(from, &p))
+            .and_then(|()| sync_dir(dir));
+        result.map_err(|e| BackendError::io("install", &p, e))
+    }
+
     fn path(&self, t: FileType, name: &str) -> PathBuf {
         match t {
             FileType::Config => self.root.join("config"),

@@ -10,6 +10,7 @@ pub mod prune;
 pub mod remote;
 pub mod repo;
 pub mod saver;
+pub mod transfer;
 
 pub use backend::{Backend, BackendError, FileType, LocalDir};
 pub use index::MasterIndex;

@@ -1,17 +1,28 @@
 //! A repository stored by the Kura service, over HTTPS. The service authenticates the user
 //! (`KURA_USER`/`KURA_USER_PASSWORD`, separate from the encryption passphrase, which never
 //! leaves the device) and stores the encrypted files as they are.
+//!
+//! Every request is retried, with growing pauses, while the service cannot be reached or says
+//! it is unavailable, for up to [`Remote::retry_for`]; large objects go in checked pieces
+//! ([`crate::transfer`]), so a lost connection or a restarted service costs at most one piece.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::HeaderMap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::backend::{Backend, BackendError, FileType};
+use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
+
+/// The header that carries a piece's or object's SHA-256.
+const CHECKSUM_HEADER: &str = "x-kura-sha256";
+/// The header in which the service says how much of an upload it has.
+const RECEIVED_HEADER: &str = "x-kura-received";
 
 /// How to reach and log in to the service.
 #[derive(Clone)]
@@ -25,6 +36,16 @@ pub struct Remote {
     pub user: String,
     /// Service password.
     pub password: String,
+    /// How long to keep retrying while the service is unreachable or unavailable.
+    pub retry_for: Duration,
+    /// A fixed piece size for uploads; `None` picks it from the measured line speed.
+    pub piece_size: Option<usize>,
+}
+
+impl Remote {
+    /// The default for [`Remote::retry_for`]: long enough to ride out a service restart or a
+    /// dropped line, short enough that a service that is gone fails the command.
+    pub const DEFAULT_RETRY: Duration = Duration::from_secs(120);
 }
 
 /// The service as a [`Backend`].
@@ -32,6 +53,35 @@ pub struct HttpBackend {
     remote: Remote,
     client: Client,
     token: Mutex<String>,
+    speed: Mutex<LineSpeed>,
+}
+
+/// A whole answer from the service (bodies are at most one pack, so they are read at once).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The `error` message of a JSON error answer, or the start of the body.
+    fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            })
+    }
+
+    fn json_u64(&self, key: &str) -> Option<u64> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v[key].as_u64())
+    }
 }
 
 fn kind(t: FileType) -> &'static str {
@@ -154,6 +204,7 @@ impl HttpBackend {
             remote,
             client,
             token: Mutex::new(String::new()),
+            speed: Mutex::new(LineSpeed::default()),
         };
         b.login()?;
         Ok(b)
@@ -166,16 +217,10 @@ impl HttpBackend {
     fn login(&self) -> Result<(), BackendError> {
         let url = format!("{}/v1/login", self.base());
         let body = serde_json::json!({"user": self.remote.user, "password": self.remote.password});
-        let resp = self
-            .client
-            .post(&url)
-            .json_body(&body)
-            .send()
-            .map_err(|e| net_error("log in to", &url, describe(&e)))?;
-        let resp = check(resp, &url)?;
+        let answer = self.exchange("log in to", &url, false, |c| c.post(&url).json_body(&body))?;
+        let answer = check(answer, &url)?;
         let v: serde_json::Value =
-            serde_json::from_slice(&resp.bytes().map_err(|e| net_error("log in to", &url, e))?)
-                .map_err(|e| net_error("log in to", &url, e))?;
+            serde_json::from_slice(&answer.body).map_err(|e| net_error("log in to", &url, e))?;
         let token = v["token"]
             .as_str()
             .ok_or_else(|| net_error("log in to", &url, "no token in the answer"))?;
@@ -183,26 +228,92 @@ impl HttpBackend {
         Ok(())
     }
 
-    /// Sends a request with the session token; logs in again once if the session expired.
+    /// Sends a request and reads the whole answer, retrying while the service is unreachable
+    /// or unavailable; with `auth`, carries the session token and logs in again once if the
+    /// session expired. Any other answer, success or refusal, is returned as it is.
+    fn exchange(
+        &self,
+        op: &'static str,
+        url: &str,
+        auth: bool,
+        make: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<Answer, BackendError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        let mut relogged = false;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let mut req = make(&self.client);
+            if auth {
+                let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                req = req.bearer_auth(token);
+            }
+            let outcome = req.send().and_then(|resp| {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                resp.bytes().map(|b| Answer {
+                    status,
+                    headers,
+                    body: b.to_vec(),
+                })
+            });
+            let failure = match outcome {
+                Ok(a) if a.status == StatusCode::UNAUTHORIZED && auth && !relogged => {
+                    relogged = true;
+                    self.login()?;
+                    continue;
+                }
+                Ok(a) if is_unavailable(a.status) => format!("{} {}", a.status, a.message()),
+                Ok(a) => return Ok(a),
+                Err(e) if is_certificate_error(&e) => return Err(net_error(op, url, describe(&e))),
+                Err(e) => describe(&e),
+            };
+            if started.elapsed() + pause > self.remote.retry_for {
+                return Err(net_error(
+                    op,
+                    url,
+                    format!(
+                        "{failure} (gave up after {tries} tries in {}s)",
+                        started.elapsed().as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(8));
+        }
+    }
+
+    /// [`HttpBackend::exchange`] with the token, with refusals turned into errors.
     fn send(
         &self,
         op: &'static str,
         url: &str,
         make: impl Fn(&Client) -> RequestBuilder,
-    ) -> Result<Response, BackendError> {
-        for attempt in 0..2 {
-            let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let resp = make(&self.client)
-                .bearer_auth(token)
-                .send()
-                .map_err(|e| net_error(op, url, describe(&e)))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.login()?;
-                continue;
-            }
-            return check(resp, url);
-        }
-        Err(net_error(op, url, "authentication failed"))
+    ) -> Result<Answer, BackendError> {
+        check(self.exchange(op, url, true, make)?, url)
+    }
+
+    fn piece_len(&self) -> usize {
+        self.remote.piece_size.unwrap_or_else(|| {
+            transfer::piece_size(
+                self.speed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .bytes_per_sec(),
+            )
+        })
+    }
+
+    /// Runs an upload request and counts its speed.
+    fn timed<T>(&self, bytes: usize, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.speed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(bytes, t.elapsed());
+        out
     }
 
     fn url(&self, t: FileType, name: Option<&str>) -> String {
@@ -224,25 +335,108 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Maps the service's answer to a backend result, keeping its message.
-fn check(resp: Response, url: &str) -> Result<Response, BackendError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
+/// A refused or failed TLS handshake (a wrong pinned fingerprint): retrying cannot help.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        // io::Error's own source skips the error it wraps, and TLS errors come wrapped in
+        // io::Errors two deep, so look inside them.
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if inner.is::<rustls::Error>() {
+            return true;
+        }
+        source = s.source();
     }
-    let text = resp.text().unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| text.chars().take(200).collect());
+    false
+}
+
+/// Answers that mean "try again later".
+fn is_unavailable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Maps the service's answer to a backend result, keeping its message.
+fn check(answer: Answer, url: &str) -> Result<Answer, BackendError> {
+    let status = answer.status;
+    if status.is_success() {
+        return Ok(answer);
+    }
     Err(match status {
         StatusCode::NOT_FOUND => BackendError::NotFound(url.to_string()),
         StatusCode::INSUFFICIENT_STORAGE => BackendError::NoSpace(url.to_string()),
         _ => BackendError::Refused {
             status: status.as_u16(),
-            message,
+            message: answer.message(),
         },
     })
+}
+
+/// One object's upload in pieces over the uploads API.
+struct Pieces<'a> {
+    backend: &'a HttpBackend,
+    url: String,
+}
+
+impl PieceLine for Pieces<'_> {
+    fn received(&mut self) -> Result<u64, BackendError> {
+        let url = &self.url;
+        match self.backend.send("upload", url, |c| c.head(url)) {
+            Ok(a) => a
+                .headers
+                .get(RECEIVED_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| net_error("upload", url, "no received count in the answer")),
+            Err(BackendError::NotFound(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(&mut self, offset: u64, piece: &[u8], sum: &str) -> Result<PieceAnswer, BackendError> {
+        let url = format!("{}?offset={offset}", self.url);
+        let answer = self.backend.timed(piece.len(), || {
+            self.backend.exchange("upload", &url, true, |c| {
+                c.put(&url)
+                    .header(CHECKSUM_HEADER, sum)
+                    .body(piece.to_vec())
+            })
+        })?;
+        match answer.status {
+            StatusCode::UNPROCESSABLE_ENTITY => Ok(PieceAnswer::Resend),
+            StatusCode::CONFLICT => answer
+                .json_u64("received")
+                .map(PieceAnswer::Elsewhere)
+                .ok_or_else(|| net_error("upload", &url, answer.message())),
+            _ => {
+                let answer = check(answer, &url)?;
+                answer
+                    .json_u64("received")
+                    .map(PieceAnswer::Received)
+                    .ok_or_else(|| net_error("upload", &url, "no received count in the answer"))
+            }
+        }
+    }
+
+    fn commit(&mut self, sum: &str) -> Result<CommitAnswer, BackendError> {
+        let url = &self.url;
+        let answer = self.backend.exchange("upload", url, true, |c| {
+            c.post(url).header(CHECKSUM_HEADER, sum)
+        })?;
+        if answer.status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Ok(CommitAnswer::Resend);
+        }
+        check(answer, url)?;
+        Ok(CommitAnswer::Stored)
+    }
 }
 
 trait JsonBody {
@@ -280,18 +474,13 @@ impl Backend for HttpBackend {
 
     fn list(&self, t: FileType) -> Result<Vec<String>, BackendError> {
         let url = self.url(t, None);
-        let resp = self.send("list", &url, |c| c.get(&url))?;
-        let bytes = resp.bytes().map_err(|e| net_error("list", &url, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| net_error("list", &url, e))
+        let answer = self.send("list", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body).map_err(|e| net_error("list", &url, e))
     }
 
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>, BackendError> {
         let url = self.url(t, Some(name));
-        let resp = self.send("read", &url, |c| c.get(&url))?;
-        Ok(resp
-            .bytes()
-            .map_err(|e| net_error("read", &url, e))?
-            .to_vec())
+        Ok(self.send("read", &url, |c| c.get(&url))?.body)
     }
 
     fn read_at(
@@ -306,13 +495,11 @@ impl Backend for HttpBackend {
         }
         let url = self.url(t, Some(name));
         let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);
-        let resp = self.send("read", &url, |c| {
-            c.get(&url).header(reqwest::header::RANGE, &range)
-        })?;
-        let data = resp
-            .bytes()
-            .map_err(|e| net_error("read", &url, e))?
-            .to_vec();
+        let data = self
+            .send("read", &url, |c| {
+                c.get(&url).header(reqwest::header::RANGE, &range)
+            })?
+            .body;
         if data.len() != len {
             return Err(net_error(
                 "read",
@@ -325,8 +512,8 @@ impl Backend for HttpBackend {
 
     fn size(&self, t: FileType, name: &str) -> Result<u64, BackendError> {
         let url = self.url(t, Some(name));
-        let resp = self.send("stat", &url, |c| c.head(&url))?;
-        resp.headers()
+        self.send("stat", &url, |c| c.head(&url))?
+            .headers
             .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
@@ -334,10 +521,33 @@ impl Backend for HttpBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        if data.len() > self.piece_len() {
+            let mut line = Pieces {
+                backend: self,
+                url: format!("{}/v1/uploads/{}/{}", self.base(), kind(t), name),
+            };
+            return transfer::upload(&mut line, data, || self.piece_len());
+        }
         let url = self.url(t, Some(name));
-        let body = data.to_vec();
-        self.send("write", &url, |c| c.put(&url).body(body.clone()))?;
-        Ok(())
+        let sum = transfer::sha256_hex(data);
+        for _ in 0..=transfer::MAX_RESENDS {
+            let answer = self.timed(data.len(), || {
+                self.exchange("write", &url, true, |c| {
+                    c.put(&url)
+                        .header(CHECKSUM_HEADER, &sum)
+                        .body(data.to_vec())
+                })
+            })?;
+            if answer.status != StatusCode::UNPROCESSABLE_ENTITY {
+                check(answer, &url)?;
+                return Ok(());
+            }
+        }
+        Err(net_error(
+            "write",
+            &url,
+            "the object arrived damaged every time",
+        ))
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError> {
@@ -346,5 +556,11 @@ impl Backend for HttpBackend {
             Ok(_) | Err(BackendError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {
+        let url = format!("{}/v1/uploads?older_than={}", self.base(), age.as_secs());
+        let answer = self.send("clean up", &url, |c| c.delete(&url))?;
+        Ok(answer.json_u64("removed").unwrap_or(0) as usize)
     }
 }

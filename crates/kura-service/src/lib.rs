@@ -5,3 +5,4 @@
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod upload;

@@ -8,8 +8,18 @@
 //! GET    /v1/repo/{kind}              list names (kind: config keys devices snapshots index data locks)
 //! GET    /v1/repo/{kind}/{name}       contents (Range: bytes=a-b for part)
 //! HEAD   /v1/repo/{kind}/{name}       size in Content-Length
-//! PUT    /v1/repo/{kind}/{name}       store (atomic)
+//! PUT    /v1/repo/{kind}/{name}       store (atomic; checked against X-Kura-Sha256 if sent)
 //! DELETE /v1/repo/{kind}/{name}       remove
+//! GET    /v1/uploads                  unfinished uploads [{"kind","name","received"}]
+//! DELETE /v1/uploads?older_than=SECS  drop unfinished uploads untouched that long
+//! HEAD   /v1/uploads/{kind}/{name}    bytes received so far in X-Kura-Received
+//! PUT    /v1/uploads/{kind}/{name}?offset=N   one piece, with its X-Kura-Sha256
+//! POST   /v1/uploads/{kind}/{name}    commit: X-Kura-Sha256 of the whole object
+//! DELETE /v1/uploads/{kind}/{name}    abandon an upload
+//!
+//! A piece or object that does not match its checksum is answered 422 with `"resend": true`;
+//! a piece at the wrong offset 409 with `"received": N`, where the client goes on from.
+//!
 //! GET    /healthz                     liveness
 //! GET    /metrics                     Prometheus text format
 //! ```
@@ -21,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +40,7 @@ use serde::Deserialize;
 
 use crate::store::{Store, User};
 use crate::tls::Identity;
+use crate::upload::{self, UploadError, Uploads};
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -66,19 +77,48 @@ struct App {
 }
 
 /// An error answer: status and a one-line message for the client to show.
-struct ApiError(StatusCode, String);
+struct ApiError {
+    status: StatusCode,
+    body: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let mut body = serde_json::Map::new();
+        body.insert("error".to_string(), message.into().into());
+        ApiError { status, body }
+    }
+
+    /// Adds a field the client acts on (`received`, `resend`).
+    fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.body.insert(key.into(), value.into());
+        self
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.status, axum::Json(self.body)).into_response()
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
+impl App {
+    /// Everything stored for one user.
+    fn user_dir(&self, user: &User) -> PathBuf {
+        self.data_dir.join("users").join(user.id.to_string())
+    }
+}
+
+/// The SHA-256 (hex) of a piece or object, sent by the client and checked before storing.
+pub const CHECKSUM_HEADER: &str = "x-kura-sha256";
+/// How many bytes of an unfinished upload the service has.
+pub const RECEIVED_HEADER: &str = "x-kura-received";
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("internal error: {e}");
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 fn store_path(data_dir: &std::path::Path) -> PathBuf {
@@ -116,16 +156,23 @@ pub async fn serve(
             "/v1/repo/{kind}/{name}",
             get(read).head(head).put(write).delete(remove),
         )
+        .route("/v1/uploads", get(upload_list).delete(upload_sweep))
+        .route(
+            "/v1/uploads/{kind}/{name}",
+            axum::routing::head(upload_status)
+                .put(upload_piece)
+                .post(upload_commit)
+                .delete(upload_abort),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
                 match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
                     Ok(resp) => resp,
-                    Err(_) => ApiError(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request took too long".into(),
-                    )
-                    .into_response(),
+                    Err(_) => {
+                        ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request took too long")
+                            .into_response()
+                    }
                 }
             },
         ))
@@ -192,7 +239,7 @@ struct Login {
 async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let req: Login = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed login: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed login: {e}")))?;
     let a = app.clone();
     let found = tokio::task::spawn_blocking(move || {
         a.store.login(&req.user, req.password.as_bytes(), a.ttl)
@@ -202,9 +249,9 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> 
     .map_err(internal)?;
     let Some((user, token)) = found else {
         app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "wrong user name or password".into(),
+            "wrong user name or password",
         ));
     };
     check_contract(&app, &user, true)?;
@@ -216,15 +263,18 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> 
 fn check_contract(app: &App, user: &User, at_login: bool) -> ApiResult<()> {
     let refuse = |status: StatusCode, msg: String| {
         app.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        Err(ApiError(status, msg))
+        Err(ApiError::new(status, msg))
     };
     let Some(c) = &user.contract else {
-        return refuse(StatusCode::FORBIDDEN, "no contract for this user".into());
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "no contract for this user".to_string(),
+        );
     };
     if !c.paid {
         return refuse(
             StatusCode::PAYMENT_REQUIRED,
-            "the contract is not paid".into(),
+            "the contract is not paid".to_string(),
         );
     }
     let today = jiff::Zoned::now().date();
@@ -264,17 +314,13 @@ async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, Loca
     };
     let Some(user) = user else {
         app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "not logged in or session expired".into(),
+            "not logged in or session expired",
         ));
     };
     check_contract(app, &user, false)?;
-    let root = app
-        .data_dir
-        .join("users")
-        .join(user.id.to_string())
-        .join("repo");
+    let root = app.user_dir(&user).join("repo");
     let dir = LocalDir::new(&root);
     if !root.join("keys").exists() {
         let d = dir.clone();
@@ -296,7 +342,7 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
         "data" => FileType::Pack,
         "locks" => FileType::Lock,
         _ => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no such kind {kind:?}"),
             ));
@@ -313,7 +359,7 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
             }
         };
         if !ok {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("invalid name {n:?}"),
             ));
@@ -324,10 +370,10 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
 
 fn backend_error(e: BackendError) -> ApiError {
     match e {
-        BackendError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, "not found".into()),
-        BackendError::NoSpace(_) => ApiError(
+        BackendError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not found"),
+        BackendError::NoSpace(_) => ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
-            "the service is out of space".into(),
+            "the service is out of space",
         ),
         other => internal(other),
     }
@@ -357,12 +403,7 @@ fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
     let Some(v) = headers.get(header::RANGE) else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "malformed Range header".into(),
-        )
-    };
+    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "malformed Range header");
     let v = v.to_str().map_err(|_| bad())?;
     let (a, b) = v
         .strip_prefix("bytes=")
@@ -418,35 +459,30 @@ async fn head(
     Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response())
 }
 
-async fn write(
-    State(app): State<Arc<App>>,
-    Path((kind, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let (user, dir) = authorize(&app, &headers).await?;
-    let t = file_type(&kind, Some(&name))?;
-    let Some(contract) = user.contract.clone() else {
+/// The contract's limits on storing `len` bytes as `t`/`name`; returns the size of the file
+/// it replaces.
+async fn admit(
+    app: &App,
+    user: &User,
+    dir: &LocalDir,
+    t: FileType,
+    name: &str,
+    len: u64,
+) -> ApiResult<u64> {
+    let Some(contract) = &user.contract else {
         return Err(internal("authorized user without a contract"));
     };
-    let old = stored_size(&dir, t, &name).await?;
-    let new_total = user.bytes.saturating_sub(old) + body.len() as u64;
+    let old = stored_size(dir, t, name).await?;
+    let new_total = user.bytes.saturating_sub(old) + len;
     if contract.max_bytes > 0 && new_total > contract.max_bytes {
-        app.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "the contract's storage limit of {} bytes would be exceeded",
-                contract.max_bytes
-            ),
-        ));
+        return Err(over_storage(app, contract.max_bytes));
     }
     if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
         let d = dir.clone();
         let count = blocking(move || d.list(FileType::Snapshot)).await?.len() as u64;
         if count >= contract.max_archives {
             app.metrics.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "the contract's limit of {} archives is reached (forget one first)",
@@ -455,14 +491,201 @@ async fn write(
             ));
         }
     }
-    let len = body.len() as u64;
-    blocking(move || dir.write(t, &name, &body)).await?;
+    Ok(old)
+}
+
+fn over_storage(app: &App, max_bytes: u64) -> ApiError {
+    app.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("the contract's storage limit of {max_bytes} bytes would be exceeded"),
+    )
+}
+
+/// Records `len` new bytes stored that replaced `old` ones.
+async fn account(app: &Arc<App>, user: &User, len: u64, old: u64) -> ApiResult<()> {
     app.metrics.bytes_in.fetch_add(len, Ordering::Relaxed);
-    let a = app.clone();
-    tokio::task::spawn_blocking(move || a.store.add_bytes(user.id, len as i64 - old as i64))
+    let (a, id) = (app.clone(), user.id);
+    tokio::task::spawn_blocking(move || a.store.add_bytes(id, len as i64 - old as i64))
         .await
         .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(internal)
+}
+
+/// The checksum a client sent with a piece or object, if any.
+fn checksum(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    headers
+        .get(CHECKSUM_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed checksum header"))
+        })
+        .transpose()
+}
+
+fn resend() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the data does not match its checksum; send it again",
+    )
+    .with("resend", true)
+}
+
+async fn write(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (user, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    if let Some(sum) = checksum(&headers)?
+        && !upload::sha256_hex(&body).eq_ignore_ascii_case(&sum)
+    {
+        return Err(resend());
+    }
+    let old = admit(&app, &user, &dir, t, &name, body.len() as u64).await?;
+    let len = body.len() as u64;
+    blocking(move || dir.write(t, &name, &body)).await?;
+    account(&app, &user, len, old).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn upload_error(e: UploadError) -> ApiError {
+    match e {
+        UploadError::Offset { received, .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string()).with("received", received)
+        }
+        UploadError::Checksum => resend(),
+        UploadError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        UploadError::TooMany => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        UploadError::NotFound => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        UploadError::BadChecksum(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        UploadError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the service is out of space",
+        ),
+        UploadError::Io(e) => internal(e),
+    }
+}
+
+async fn uploading<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UploadError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(internal)?
+        .map_err(upload_error)
+}
+
+/// The user's unfinished uploads, beside their repository.
+fn uploads_of(app: &App, user: &User) -> Uploads {
+    Uploads::new(app.user_dir(user).join("uploads"))
+}
+
+async fn upload_list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    let up = uploads_of(&app, &user);
+    Ok(axum::Json(uploading(move || up.list()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Sweep {
+    older_than: u64,
+}
+
+async fn upload_sweep(
+    State(app): State<Arc<App>>,
+    Query(q): Query<Sweep>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    let up = uploads_of(&app, &user);
+    let age = std::time::Duration::from_secs(q.older_than);
+    let removed = uploading(move || up.sweep(age)).await?;
+    Ok(axum::Json(serde_json::json!({ "removed": removed })).into_response())
+}
+
+async fn upload_status(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    file_type(&kind, Some(&name))?;
+    let up = uploads_of(&app, &user);
+    let received = uploading(move || up.received(&kind, &name)).await?;
+    Ok((StatusCode::OK, [(RECEIVED_HEADER, received.to_string())]).into_response())
+}
+
+#[derive(Deserialize)]
+struct PieceAt {
+    offset: u64,
+}
+
+async fn upload_piece(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    Query(at): Query<PieceAt>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    file_type(&kind, Some(&name))?;
+    let sum = checksum(&headers)?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a piece needs a checksum"))?;
+    if let Some(c) = &user.contract
+        && c.max_bytes > 0
+        && user.bytes + at.offset + body.len() as u64 > c.max_bytes
+    {
+        return Err(over_storage(&app, c.max_bytes));
+    }
+    let up = uploads_of(&app, &user);
+    let received = uploading(move || up.append(&kind, &name, at.offset, &body, &sum)).await?;
+    Ok(axum::Json(serde_json::json!({ "received": received })).into_response())
+}
+
+async fn upload_commit(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (user, dir) = authorize(&app, &headers).await?;
+    let t = file_type(&kind, Some(&name))?;
+    let sum = checksum(&headers)?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a commit needs a checksum"))?;
+    let up = uploads_of(&app, &user);
+    let (k, n, s) = (kind.clone(), name.clone(), sum.clone());
+    let (path, len) = match uploading(move || up.finish(&k, &n, &s)).await {
+        Ok(found) => found,
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            // A repeated commit whose first answer was lost: the object is already in place.
+            let (d, n) = (dir.clone(), name.clone());
+            return match blocking(move || d.read(t, &n)).await {
+                Ok(stored) if upload::sha256_hex(&stored).eq_ignore_ascii_case(&sum) => {
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                _ => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let old = admit(&app, &user, &dir, t, &name, len).await?;
+    blocking(move || dir.install(t, &name, &path)).await?;
+    account(&app, &user, len, old).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn upload_abort(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    file_type(&kind, Some(&name))?;
+    let up = uploads_of(&app, &user);
+    uploading(move || up.abort(&kind, &name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -475,8 +698,8 @@ async fn remove(
     let t = file_type(&kind, Some(&name))?;
     let old = stored_size(&dir, t, &name).await?;
     blocking(move || dir.remove(t, &name)).await?;
-    let a = app.clone();
-    tokio::task::spawn_blocking(move || a.store.add_bytes(user.id, -(old as i64)))
+    let (a, id) = (app.clone(), user.id);
+    tokio::task::spawn_blocking(move || a.store.add_bytes(id, -(old as i64)))
         .await
         .map_err(internal)?
         .map_err(internal)?;

@@ -78,6 +78,13 @@ struct Global {
     /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
     #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
     server_fingerprint: Option<String>,
+    /// Keep retrying this many seconds while the service is unreachable or unavailable.
+    #[arg(long, env = "KURA_RETRY_SECS", global = true, default_value_t = 120)]
+    retry_secs: u64,
+    /// Upload pieces of this many KiB to the service (default: chosen from the measured line
+    /// speed, 256 KiB to 32 MiB).
+    #[arg(long, env = "KURA_PIECE_KIB", global = true)]
+    piece_kib: Option<usize>,
     /// Worker threads (default: by core count).
     #[arg(long, env = "KURA_THREADS", global = true, default_value_t = 0)]
     threads: usize,
@@ -339,6 +346,8 @@ impl Ctx {
                 fingerprint: self.g.server_fingerprint.clone(),
                 user,
                 password,
+                retry_for: std::time::Duration::from_secs(self.g.retry_secs),
+                piece_size: self.g.piece_kib.map(|k| k.clamp(1, 64 * 1024) << 10),
             };
             return Ok(Arc::new(kura_repo::remote::HttpBackend::connect(remote)?));
         }

@@ -99,6 +99,8 @@ impl Service {
             fingerprint: Some(self.fingerprint.clone()),
             user: user.into(),
             password: password.into(),
+            retry_for: std::time::Duration::from_secs(5),
+            piece_size: None,
         })
     }
 }
@@ -232,6 +234,11 @@ fn backup_and_restore_through_the_service_with_isolation() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("gave up"),
+        "a certificate refusal is not retried: {}",
+        stderr(&out)
+    );
 
     // Health and metrics.
     let http = reqwest::blocking::Client::builder()
@@ -266,59 +273,341 @@ fn backup_and_restore_through_the_service_with_isolation() {
     assert_eq!(forged.status().as_u16(), 401);
 }
 
+/// Files (not partial ones) under a user's packs directory.
+fn stored_packs(data: &Path) -> usize {
+    fs::read_dir(data.join("users/1/repo/data"))
+        .map(|d| {
+            d.flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
+                .filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Unfinished uploads the service holds for user 1.
+fn partial_uploads(data: &Path) -> usize {
+    fs::read_dir(data.join("users/1/uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+fn twenty_files(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), noise(4_000_000, 700 + i)).unwrap();
+    }
+    src
+}
+
+fn restore_and_compare(env: &Env, svc: &Service, user: &str, password: &str, src: &Path) {
+    run_ok(client(env, svc, user, password, &["check", "--read-data"]));
+    let t = env.path("t");
+    let _ = fs::remove_dir_all(&t);
+    run_ok(client(
+        env,
+        svc,
+        user,
+        password,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
+    assert_eq!(contents(src), contents(&restored(&t, src)));
+}
+
+#[test]
+fn pieces_are_checked_resumable_and_private() {
+    let env = Env::new();
+    let svc = Service::start(&env.path("service"));
+    svc.add_user("alice", "alice password", env.dir.path());
+    svc.add_user("bob", "bob password 22", env.dir.path());
+    let http = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint)).unwrap())
+        .build()
+        .unwrap();
+    let login = |user: &str, password: &str| -> String {
+        let v: serde_json::Value = http
+            .post(format!("{}/v1/login", svc.url))
+            .body(serde_json::json!({"user": user, "password": password}).to_string())
+            .send()
+            .unwrap()
+            .bytes()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    };
+    let (alice, bob) = (
+        login("alice", "alice password"),
+        login("bob", "bob password 22"),
+    );
+    let sha = |d: &[u8]| kura_service::upload::sha256_hex(d);
+    let object: Vec<u8> = noise(300_000, 9);
+    let name = "ab".repeat(32);
+    let url = format!("{}/v1/uploads/data/{name}", svc.url);
+    let piece = |token: &str, offset: usize, bytes: &[u8], sum: &str| {
+        http.put(format!("{url}?offset={offset}"))
+            .bearer_auth(token)
+            .header("x-kura-sha256", sum)
+            .body(bytes.to_vec())
+            .send()
+            .unwrap()
+    };
+    let body = |r: reqwest::blocking::Response| -> (u16, serde_json::Value) {
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_slice(&r.bytes().unwrap()).unwrap_or_default(),
+        )
+    };
+
+    // Without a session nothing is taken.
+    let (status, _) = body(piece("", 0, &object[..1000], &sha(&object[..1000])));
+    assert_eq!(status, 401);
+    let (status, v) = body(piece(
+        &alice,
+        0,
+        &object[..100_000],
+        &sha(&object[..100_000]),
+    ));
+    assert_eq!((status, v["received"].as_u64()), (200, Some(100_000)));
+    // A damaged piece is answered with a resend request and changes nothing.
+    let mut damaged = object[100_000..200_000].to_vec();
+    damaged[7] ^= 1;
+    let (status, v) = body(piece(
+        &alice,
+        100_000,
+        &damaged,
+        &sha(&object[100_000..200_000]),
+    ));
+    assert_eq!((status, v["resend"].as_bool()), (422, Some(true)), "{v}");
+    // A piece at the wrong place is answered with where to go on.
+    let (status, v) = body(piece(
+        &alice,
+        50_000,
+        &object[50_000..60_000],
+        &sha(&object[50_000..60_000]),
+    ));
+    assert_eq!(
+        (status, v["received"].as_u64()),
+        (409, Some(100_000)),
+        "{v}"
+    );
+    let (status, v) = body(piece(&alice, 0, b"x", "not a checksum"));
+    assert_eq!(status, 400, "{v}");
+    let status = http.head(&url).bearer_auth(&alice).send().unwrap();
+    assert_eq!(status.headers()["x-kura-received"], "100000");
+
+    // Bob sees no trace of Alice's upload and cannot touch it.
+    let (status, v) = body(
+        http.get(format!("{}/v1/uploads", svc.url))
+            .bearer_auth(&bob)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((status, v), (200, serde_json::json!([])));
+    assert_eq!(
+        http.head(&url)
+            .bearer_auth(&bob)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    let (status, _) = body(piece(
+        &bob,
+        100_000,
+        &object[100_000..],
+        &sha(&object[100_000..]),
+    ));
+    assert_eq!(status, 409, "bob's piece must not extend alice's upload");
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth(&bob)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
+    let commit = |token: &str, sum: &str| {
+        http.post(&url)
+            .bearer_auth(token)
+            .header("x-kura-sha256", sum)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(commit(&bob, &sha(&object)).status().as_u16(), 404);
+    let (_, v) = body(
+        http.get(format!("{}/v1/uploads", svc.url))
+            .bearer_auth(&alice)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(v[0]["received"].as_u64(), Some(100_000), "{v}");
+
+    // Nothing is visible until the whole object is committed with the right checksum.
+    let (status, _) = body(piece(
+        &alice,
+        100_000,
+        &object[100_000..],
+        &sha(&object[100_000..]),
+    ));
+    assert_eq!(status, 200);
+    let read = |token: &str| {
+        http.get(format!("{}/v1/repo/data/{name}", svc.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(read(&alice).status().as_u16(), 404);
+    assert_eq!(
+        commit(&alice, &sha(b"something else")).status().as_u16(),
+        422
+    );
+    assert_eq!(
+        read(&alice).status().as_u16(),
+        404,
+        "a mismatched commit was stored"
+    );
+    assert_eq!(
+        http.head(&url)
+            .bearer_auth(&alice)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    for (offset, part) in [(0, &object[..150_000]), (150_000, &object[150_000..])] {
+        assert_eq!(
+            piece(&alice, offset, part, &sha(part)).status().as_u16(),
+            200
+        );
+    }
+    assert_eq!(commit(&alice, &sha(&object)).status().as_u16(), 204);
+    assert_eq!(read(&alice).bytes().unwrap().to_vec(), object);
+    assert_eq!(read(&bob).status().as_u16(), 404);
+
+    // A whole-object PUT with a checksum that does not match is refused with a resend request.
+    let r = http
+        .put(format!("{}/v1/repo/index/{}", svc.url, "cd".repeat(32)))
+        .bearer_auth(&alice)
+        .header("x-kura-sha256", sha(b"other"))
+        .body(b"contents".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let listed: Vec<String> = read_json(&http, &format!("{}/v1/repo/index", svc.url), &alice);
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+) -> T {
+    serde_json::from_slice(
+        &http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_backup_rides_out_a_service_restart_mid_piece() {
+    let env = Env::new();
+    let data = env.path("service");
+    let svc = Service::start(&data);
+    svc.add_user("erin", "erin password", env.dir.path());
+    let src = twenty_files(&env);
+    run_ok(client(&env, &svc, "erin", "erin password", &["init"]));
+    // Small pieces, so the service is killed in the middle of an object.
+    let backup = client(
+        &env,
+        &svc,
+        "erin",
+        "erin password",
+        &["backup", src.to_str().unwrap(), "--json"],
+    )
+    .env("KURA_PIECE_KIB", "256")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for("a piece-wise upload", || {
+        stored_packs(&data) >= 1 && partial_uploads(&data) >= 1
+    });
+    let port = svc.url.rsplit(':').next().unwrap().to_string();
+    drop(svc); // SIGKILL
+    let cut_at = stored_packs(&data);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let svc = Service::start_on(&data, &format!("127.0.0.1:{port}"));
+
+    // The same backup process carries on and finishes.
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["summary"]["files_new"].as_u64().unwrap() == 20, "{v}");
+    assert!(stored_packs(&data) > cut_at);
+    assert_eq!(partial_uploads(&data), 0, "a partial upload was left");
+    restore_and_compare(&env, &svc, "erin", "erin password", &src);
+}
+
 #[test]
 fn a_killed_service_loses_nothing_and_the_backup_resumes() {
     let env = Env::new();
     let data = env.path("service");
     let svc = Service::start(&data);
     svc.add_user("dave", "dave password", env.dir.path());
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..20 {
-        fs::write(src.join(format!("f{i}")), noise(4_000_000, 700 + i)).unwrap();
-    }
+    let src = twenty_files(&env);
     let total = 20 * 4_000_000u64;
     run_ok(client(&env, &svc, "dave", "dave password", &["init"]));
-    let mut backup = client(
+    let backup = client(
         &env,
         &svc,
         "dave",
         "dave password",
         &["backup", src.to_str().unwrap()],
     )
+    .env("KURA_RETRY_SECS", "2")
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let packs_dir = data.join("users/1/repo/data");
-    let count = || {
-        fs::read_dir(&packs_dir)
-            .map(|d| {
-                d.flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
-                    .filter(|e| {
-                        !e.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .starts_with('.')
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while count() < 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for("two packs", || stored_packs(&data) >= 2);
     let port = svc.url.rsplit(':').next().unwrap().to_string();
     drop(svc); // SIGKILL
+    let out = backup.wait_with_output().unwrap();
     assert!(
-        !backup.wait().unwrap().success(),
+        !out.status.success(),
         "the backup cannot finish without the service"
     );
-    assert!(count() >= 2);
+    assert!(stderr(&out).contains("gave up after"), "{}", stderr(&out));
+    assert!(stored_packs(&data) >= 2);
 
-    // The same service comes back on the same port; the client resumes.
+    // The same service comes back on the same port; the next backup resumes.
     let svc = Service::start_on(&data, &format!("127.0.0.1:{port}"));
     let out = run_ok(client(
         &env,
@@ -332,22 +621,7 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
         v["summary"]["data_added"].as_u64().unwrap() < total,
         "resume re-sent everything: {v}"
     );
-    run_ok(client(
-        &env,
-        &svc,
-        "dave",
-        "dave password",
-        &["check", "--read-data"],
-    ));
-    let t = env.path("t");
-    run_ok(client(
-        &env,
-        &svc,
-        "dave",
-        "dave password",
-        &["restore", "latest", "--target", t.to_str().unwrap()],
-    ));
-    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+    restore_and_compare(&env, &svc, "dave", "dave password", &src);
 }
 
 #[test]

@@ -1,0 +1,353 @@
+//! Resumable uploads (`spec/terminal-backup.md` requirement 8): a large object arrives in
+//! pieces, each with its own SHA-256, appended to a partial file in the user's area. A piece
+//! whose checksum does not match is refused with a resend request; a piece at the wrong offset
+//! is refused with the offset the service has, so a client that lost its connection (or a
+//! service that restarted) carries on from there. Only a commit whose whole-object checksum
+//! matches moves the object into the repository, so no half object is ever visible.
+//!
+//! Every accepted piece is on disk (fdatasync) before it is acknowledged.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest object that may be assembled from pieces (the service's body limit for one PUT).
+pub const MAX_OBJECT: u64 = crate::server::MAX_BODY as u64;
+/// Most unfinished uploads one user may have at once, so partial files cannot fill the disk.
+pub const MAX_OPEN: usize = 64;
+/// Unfinished uploads untouched for this long are removed.
+pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a piece or a commit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The piece does not start where the partial file ends.
+    #[error("piece at offset {offset}, but the service has {received} bytes")]
+    Offset {
+        /// Where the piece claimed to start.
+        offset: u64,
+        /// Where it must start.
+        received: u64,
+    },
+    /// The piece or the whole object does not match its checksum; the client should resend.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// The object would exceed [`MAX_OBJECT`].
+    #[error("the object would be larger than {MAX_OBJECT} bytes")]
+    TooLarge,
+    /// The user has [`MAX_OPEN`] unfinished uploads already.
+    #[error("too many unfinished uploads (at most {MAX_OPEN})")]
+    TooMany,
+    /// Nothing is being uploaded under that name.
+    #[error("no such upload")]
+    NotFound,
+    /// A malformed checksum.
+    #[error("malformed checksum {0:?}")]
+    BadChecksum(String),
+    /// The disk failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// One unfinished upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Partial {
+    /// The kind of object (the API's name: `data`, `index`, ...).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// Bytes received so far.
+    pub received: u64,
+}
+
+/// A user's unfinished uploads, in one directory beside their repository (the same file
+/// system, so a finished upload moves into place with a rename).
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    dir: PathBuf,
+}
+
+/// The SHA-256 of `data` in lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    kura_core::id::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+fn check_sum_format(sum: &str) -> Result<(), UploadError> {
+    if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(UploadError::BadChecksum(sum.chars().take(80).collect()))
+    }
+}
+
+impl Uploads {
+    /// The uploads kept in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Uploads {
+        Uploads { dir: dir.into() }
+    }
+
+    /// Kind and name must already be validated by the caller (hex names, known kinds).
+    fn path(&self, kind: &str, name: &str) -> PathBuf {
+        self.dir.join(format!("{kind}.{name}"))
+    }
+
+    /// Bytes received so far for an upload.
+    pub fn received(&self, kind: &str, name: &str) -> Result<u64, UploadError> {
+        match fs::metadata(self.path(kind, name)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(UploadError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All unfinished uploads.
+    pub fn list(&self) -> Result<Vec<Partial>, UploadError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e?;
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some((kind, name)) = file.split_once('.') {
+                out.push(Partial {
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                    received: e.metadata()?.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        Ok(out)
+    }
+
+    /// Appends a piece at `offset` after checking its SHA-256 (`sum`, hex); returns the bytes
+    /// received so far. A piece at offset 0 starts the upload over.
+    pub fn append(
+        &self,
+        kind: &str,
+        name: &str,
+        offset: u64,
+        piece: &[u8],
+        sum: &str,
+    ) -> Result<u64, UploadError> {
+        check_sum_format(sum)?;
+        if offset + piece.len() as u64 > MAX_OBJECT {
+            return Err(UploadError::TooLarge);
+        }
+        if !sha256_hex(piece).eq_ignore_ascii_case(sum) {
+            return Err(UploadError::Checksum);
+        }
+        let path = self.path(kind, name);
+        if offset == 0 && !path.exists() {
+            fs::create_dir_all(&self.dir)?;
+            if self.list()?.len() >= MAX_OPEN {
+                self.sweep(STALE_AFTER)?;
+                if self.list()?.len() >= MAX_OPEN {
+                    return Err(UploadError::TooMany);
+                }
+            }
+        }
+        let file = match OpenOptions::new()
+            .write(true)
+            .create(offset == 0)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(UploadError::Offset {
+                    offset,
+                    received: 0,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Two requests for the same upload (a client retrying while its first attempt is still
+        // being served) take turns; the offset check then refuses the late one.
+        file.lock()?;
+        let received = file.metadata()?.len();
+        if offset == 0 {
+            file.set_len(0)?;
+        } else if offset != received {
+            return Err(UploadError::Offset { offset, received });
+        }
+        file.write_all_at(piece, offset)?;
+        file.sync_data()?;
+        Ok(offset + piece.len() as u64)
+    }
+
+    /// Checks the whole object against `sum` and returns the file to move into the
+    /// repository, with its size. A mismatch removes the upload: its pieces were each right,
+    /// so the client sent the wrong pieces and must start over.
+    pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<(PathBuf, u64), UploadError> {
+        check_sum_format(sum)?;
+        let path = self.path(kind, name);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        file.lock()?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            ctx.update(&buf[..n]);
+        }
+        if !kura_core::id::hex(ctx.finish().as_ref()).eq_ignore_ascii_case(sum) {
+            drop(file);
+            fs::remove_file(&path)?;
+            return Err(UploadError::Checksum);
+        }
+        Ok((path, size))
+    }
+
+    /// Drops an unfinished upload; dropping a missing one is not an error.
+    pub fn abort(&self, kind: &str, name: &str) -> Result<(), UploadError> {
+        match fs::remove_file(self.path(kind, name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes uploads untouched for longer than `age`; returns how many.
+    pub fn sweep(&self, age: Duration) -> Result<usize, UploadError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|el| el > age));
+            if stale && remove_if_exists(&e.path())? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn remove_if_exists(p: &Path) -> io::Result<bool> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploads() -> (tempfile::TempDir, Uploads) {
+        let d = tempfile::tempdir().unwrap();
+        let u = Uploads::new(d.path().join("uploads"));
+        (d, u)
+    }
+
+    #[test]
+    fn pieces_assemble_and_commit() {
+        let (_d, u) = uploads();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut off = 0;
+        for piece in data.chunks(1000) {
+            off = u
+                .append("data", "ab", off, piece, &sha256_hex(piece))
+                .unwrap();
+        }
+        assert_eq!(u.received("data", "ab").unwrap(), 3000);
+        let (path, size) = u.finish("data", "ab", &sha256_hex(&data)).unwrap();
+        assert_eq!(size, 3000);
+        assert_eq!(fs::read(path).unwrap(), data);
+    }
+
+    #[test]
+    fn bad_piece_is_refused_and_changes_nothing() {
+        let (_d, u) = uploads();
+        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+            .unwrap();
+        let err = u
+            .append("data", "ab", 5, b"world", &sha256_hex(b"w0rld"))
+            .unwrap_err();
+        assert!(matches!(err, UploadError::Checksum), "{err}");
+        assert_eq!(u.received("data", "ab").unwrap(), 5);
+        let err = u
+            .append("data", "ab", 3, b"world", &sha256_hex(b"world"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UploadError::Offset {
+                    offset: 3,
+                    received: 5
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            u.append("data", "ab", 0, b"x", "nothex").unwrap_err(),
+            UploadError::BadChecksum(_)
+        ));
+        assert_eq!(u.received("data", "ab").unwrap(), 5);
+    }
+
+    #[test]
+    fn piece_without_a_start_is_refused() {
+        let (_d, u) = uploads();
+        let err = u
+            .append("data", "cd", 10, b"x", &sha256_hex(b"x"))
+            .unwrap_err();
+        assert!(matches!(err, UploadError::Offset { received: 0, .. }));
+        assert!(u.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_whole_checksum_discards_the_upload() {
+        let (_d, u) = uploads();
+        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+            .unwrap();
+        assert!(matches!(
+            u.finish("data", "ab", &sha256_hex(b"other")).unwrap_err(),
+            UploadError::Checksum
+        ));
+        assert!(matches!(
+            u.received("data", "ab").unwrap_err(),
+            UploadError::NotFound
+        ));
+    }
+
+    #[test]
+    fn too_large_and_too_many_are_refused() {
+        let (_d, u) = uploads();
+        assert!(matches!(
+            u.append("data", "ab", MAX_OBJECT, b"x", &sha256_hex(b"x"))
+                .unwrap_err(),
+            UploadError::TooLarge
+        ));
+        for i in 0..MAX_OPEN {
+            u.append("data", &format!("{i:04x}"), 0, b"x", &sha256_hex(b"x"))
+                .unwrap();
+        }
+        assert!(matches!(
+            u.append("data", "ffff", 0, b"x", &sha256_hex(b"x"))
+                .unwrap_err(),
+            UploadError::TooMany
+        ));
+        assert_eq!(u.sweep(Duration::ZERO).unwrap(), MAX_OPEN);
+        assert!(u.list().unwrap().is_empty());
+    }
+}
