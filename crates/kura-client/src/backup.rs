@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kura_core::Id;
@@ -42,6 +42,8 @@ pub struct BackupOptions {
     pub hostname: String,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Set from outside to stop the backup before it commits (see [`crate::job`]).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a backup did.
@@ -65,6 +67,24 @@ struct FileResult {
     read: bool,
 }
 
+/// The roots a backup of `paths` covers: absolute, sorted, and without those inside another.
+pub fn roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut roots: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| walk::absolute(p))
+        .collect::<Result<_>>()?;
+    roots.sort();
+    roots.dedup();
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
+    Ok(roots)
+}
+
+/// Roots as recorded in snapshots and jobs.
+pub fn root_names(roots: &[PathBuf]) -> Vec<String> {
+    roots.iter().map(|r| r.display().to_string()).collect()
+}
+
 /// Runs one backup as `device`.
 pub fn backup(
     repo: &Repository,
@@ -85,17 +105,8 @@ pub fn backup(
     let mut index = repo.load_index()?;
     let adopted_packs = adopt_orphans(repo, &mut index, device)?;
 
-    let mut roots: Vec<PathBuf> = opts
-        .paths
-        .iter()
-        .map(|p| walk::absolute(p))
-        .collect::<Result<_>>()?;
-    roots.sort();
-    roots.dedup();
-    // A root inside another root is already covered by it.
-    let all = roots.clone();
-    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
-    let root_strings: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    let roots = roots(&opts.paths)?;
+    let root_strings = root_names(&roots);
 
     // Which marker set decides what is included, and whether it exists.
     let mut kind = opts.kind;
@@ -192,12 +203,18 @@ pub fn backup(
     let abort = AtomicBool::new(false);
     let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
     let chunker = repo.chunker();
+    let reader = Reader {
+        chunker: &chunker,
+        repo,
+        progress,
+        stop: &opts.stop,
+    };
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut scratch = saver.scratch();
                 let mut buf = Vec::new();
-                while !abort.load(Ordering::Relaxed) {
+                while !abort.load(Ordering::Relaxed) && !opts.stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = scan.files.get(i) else { break };
                     if results[i].get().is_some() {
@@ -208,7 +225,7 @@ pub fn backup(
                     } else {
                         Sink::Record(&externals, &index)
                     };
-                    let r = read_file(job, &chunker, repo, &sink, &mut scratch, &mut buf, progress);
+                    let r = reader.read_file(job, &sink, &mut scratch, &mut buf);
                     let r = match r {
                         Err(ReadError::Repo(e)) => {
                             abort.store(true, Ordering::Relaxed);
@@ -219,7 +236,9 @@ pub fn backup(
                             break;
                         }
                         Err(ReadError::File(msg)) => {
-                            progress.warn(&msg);
+                            if !opts.stop.load(Ordering::Relaxed) {
+                                progress.warn(&msg);
+                            }
                             Err(msg)
                         }
                         Ok(r) => Ok(r),
@@ -232,6 +251,11 @@ pub fn backup(
     });
     if let Some(e) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e.into());
+    }
+    if opts.stop.load(Ordering::Relaxed) {
+        // What was sent stays indexed, so resuming the job does not send it again.
+        saver.finish()?;
+        return Err(ClientError::Stopped);
     }
 
     // Trees, bottom-up, then everything durable, then the snapshot.
@@ -288,6 +312,9 @@ pub fn backup(
         summary,
     };
     lock.check_held()?;
+    if opts.stop.load(Ordering::Relaxed) {
+        return Err(ClientError::Stopped);
+    }
     let id = repo.save_snapshot(&snapshot)?;
 
     // The snapshot is committed: a failure to update the local state only costs re-reading
@@ -465,100 +492,118 @@ enum ReadError {
 }
 
 /// Reads one file in windows of at least the maximum chunk size, cutting it into chunks.
-fn read_file(
-    job: &walk::FileJob,
-    chunker: &kura_core::chunker::Chunker,
-    repo: &Repository,
-    sink: &Sink<'_>,
-    scratch: &mut Scratch,
-    buf: &mut Vec<u8>,
-    progress: &dyn Progress,
-) -> Result<FileResult, ReadError> {
-    let path = job.path.as_path();
-    let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
-    // Open without following a symlink or blocking on a FIFO that replaced the file since the
-    // scan, and insist on the same regular file the scan saw.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(file_err)?;
-    let meta = f.metadata().map_err(file_err)?;
-    if !meta.is_file() || std::os::unix::fs::MetadataExt::ino(&meta) != job.fp.inode {
-        return Err(ReadError::File(format!(
-            "{}: replaced by another file during the backup",
-            path.display()
-        )));
-    }
-    let max = chunker.max_size();
-    // Refill when less than one maximal chunk is buffered; a buffer of 1.5 maximal chunks
-    // bounds memory per worker while moving at most one chunk's bytes per refill.
-    let window = max + max / 2;
-    if buf.len() < window {
-        buf.resize(window, 0);
-    }
-    let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
-    let mut ids = Vec::new();
-    let mut size = 0u64;
-    loop {
-        while !eof && filled - start < max {
-            if filled == window {
-                buf.copy_within(start..filled, 0);
-                filled -= start;
-                start = 0;
-            }
-            match f.read(&mut buf[filled..window]) {
-                Ok(0) => eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(file_err(e)),
-            }
+/// What every worker reads files with.
+struct Reader<'a> {
+    chunker: &'a kura_core::chunker::Chunker,
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    stop: &'a AtomicBool,
+}
+
+impl Reader<'_> {
+    fn read_file(
+        &self,
+        job: &walk::FileJob,
+        sink: &Sink<'_>,
+        scratch: &mut Scratch,
+        buf: &mut Vec<u8>,
+    ) -> Result<FileResult, ReadError> {
+        let Reader {
+            chunker,
+            repo,
+            progress,
+            stop,
+        } = *self;
+        let path = job.path.as_path();
+        let file_err = |e: std::io::Error| ReadError::File(format!("{}: {e}", path.display()));
+        // Open without following a symlink or blocking on a FIFO that replaced the file since the
+        // scan, and insist on the same regular file the scan saw.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(file_err)?;
+        let meta = f.metadata().map_err(file_err)?;
+        if !meta.is_file() || std::os::unix::fs::MetadataExt::ino(&meta) != job.fp.inode {
+            return Err(ReadError::File(format!(
+                "{}: replaced by another file during the backup",
+                path.display()
+            )));
         }
-        if start == filled {
-            break;
+        let max = chunker.max_size();
+        // Refill when less than one maximal chunk is buffered; a buffer of 1.5 maximal chunks
+        // bounds memory per worker while moving at most one chunk's bytes per refill.
+        let window = max + max / 2;
+        if buf.len() < window {
+            buf.resize(window, 0);
         }
-        let end = (start + max).min(filled);
-        let n = chunker.next_len(&buf[start..end]);
-        let chunk = &buf[start..start + n];
-        let id = repo.blob_key().id(chunk);
-        match sink {
-            Sink::Save(saver) => {
-                saver
-                    .save(BlobKind::Data, id, chunk, scratch)
-                    .map_err(ReadError::Repo)?;
+        let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                // The backup is being stopped; this file's result is never used.
+                return Err(ReadError::File(format!("{}: stopped", path.display())));
             }
-            Sink::Record(externals, index) => {
-                if !index.knows(&id) {
-                    externals
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(External {
-                            kind: BlobKind::Data,
-                            id,
-                            raw_length: n as u32,
-                        });
+            while !eof && filled - start < max {
+                if filled == window {
+                    buf.copy_within(start..filled, 0);
+                    filled -= start;
+                    start = 0;
+                }
+                match f.read(&mut buf[filled..window]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(file_err(e)),
                 }
             }
+            if start == filled {
+                break;
+            }
+            let end = (start + max).min(filled);
+            let n = chunker.next_len(&buf[start..end]);
+            let chunk = &buf[start..start + n];
+            let id = repo.blob_key().id(chunk);
+            match sink {
+                Sink::Save(saver) => {
+                    saver
+                        .save(BlobKind::Data, id, chunk, scratch)
+                        .map_err(ReadError::Repo)?;
+                }
+                Sink::Record(externals, index) => {
+                    if !index.knows(&id) {
+                        externals
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(External {
+                                kind: BlobKind::Data,
+                                id,
+                                raw_length: n as u32,
+                            });
+                    }
+                }
+            }
+            ids.push(id);
+            size += n as u64;
+            progress.bytes(n as u64);
+            start += n;
         }
-        ids.push(id);
-        size += n as u64;
-        progress.bytes(n as u64);
-        start += n;
-    }
-    // The contents are stored as read; the cache keeps the fingerprint from the scan, so a
-    // file that changed meanwhile is read again next time.
-    if let Ok(m) = f.metadata() {
-        let now = walk::fingerprint(&m);
-        if now.size != size || now.mtime_ns != job.fp.mtime_ns {
-            progress.warn(&format!(
-                "{}: changed while it was being backed up; stored as read",
-                path.display()
-            ));
+        // The contents are stored as read; the cache keeps the fingerprint from the scan, so a
+        // file that changed meanwhile is read again next time.
+        if let Ok(m) = f.metadata() {
+            let now = walk::fingerprint(&m);
+            if now.size != size || now.mtime_ns != job.fp.mtime_ns {
+                progress.warn(&format!(
+                    "{}: changed while it was being backed up; stored as read",
+                    path.display()
+                ));
+            }
         }
+        Ok(FileResult {
+            ids,
+            size,
+            read: true,
+        })
     }
-    Ok(FileResult {
-        ids,
-        size,
-        read: true,
-    })
 }

@@ -2,6 +2,7 @@
 //! restore, and the tree walks behind `ls` and `diff`.
 
 pub mod backup;
+pub mod job;
 pub mod progress;
 pub mod restore;
 pub mod state;
@@ -26,6 +27,9 @@ pub enum ClientError {
     /// The user asked for something that cannot be done.
     #[error("{0}")]
     Usage(String),
+    /// The backup was stopped (a signal or a cancellation) before its snapshot was committed.
+    #[error("stopped before the snapshot was committed")]
+    Stopped,
     /// Not enough free space (bytes or inodes) at the restore target.
     #[error(
         "not enough free space at {target}: the restore needs {needed} {unit}, {available} are available"

@@ -191,6 +191,11 @@ impl ClientState {
         Ok(ClientState { dir })
     }
 
+    /// The state directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// This machine's device id for the repository, if it is one.
     pub fn device(&self) -> Option<DeviceId> {
         let bytes = fs::read(self.dir.join("device.json")).ok()?;

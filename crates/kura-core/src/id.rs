@@ -96,6 +96,55 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Defines a 16-byte random identifier type (devices, jobs) shown as 32 hex digits, with
+/// `random()`, `Display`, `FromStr` and serde as a hex string.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+        pub struct $name(pub [u8; 16]);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> $name {
+                $name($crate::crypto::random_bytes())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&$crate::id::hex(&self.0))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::FormatError;
+            fn from_str(s: &str) -> Result<Self, $crate::FormatError> {
+                let bytes = $crate::id::unhex(s)
+                    .ok_or_else(|| $crate::FormatError::invalid($what, s))?;
+                let arr: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| $crate::FormatError::invalid($what, s))?;
+                Ok($name(arr))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use random_id;
+
 #[cfg(test)]
 mod tests {
     use super::*;

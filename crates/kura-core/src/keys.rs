@@ -31,45 +31,9 @@ impl BlobKey {
     }
 }
 
-/// A device's identity: 16 random bytes, shown as 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
-pub struct DeviceId(pub [u8; 16]);
-
-impl DeviceId {
-    /// A fresh random device id.
-    pub fn random() -> DeviceId {
-        DeviceId(crypto::random_bytes())
-    }
-}
-
-impl std::fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex(&self.0))
-    }
-}
-
-impl std::str::FromStr for DeviceId {
-    type Err = FormatError;
-    fn from_str(s: &str) -> Result<Self, FormatError> {
-        let bytes = unhex(s).ok_or_else(|| FormatError::invalid("device id", s))?;
-        let arr: [u8; 16] = bytes
-            .try_into()
-            .map_err(|_| FormatError::invalid("device id", s))?;
-        Ok(DeviceId(arr))
-    }
-}
-
-impl Serialize for DeviceId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+crate::id::random_id! {
+    /// A device's identity: 16 random bytes, shown as 32 hex digits.
+    DeviceId, "device id"
 }
 
 /// Why a key could not be unlocked.

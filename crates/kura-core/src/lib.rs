@@ -8,6 +8,7 @@
 //! - [`pack`], [`index`], [`sealed`]: the binary formats of stored objects.
 //! - [`tree`], [`snapshot`]: the metadata formats.
 //! - [`policy`]: which snapshots a retention policy keeps.
+//! - [`job`]: backup jobs, which are also the entries of the backup log.
 //!
 //! `docs/FORMAT.md` describes every byte these modules read and write.
 
@@ -16,6 +17,7 @@ pub mod compress;
 pub mod crypto;
 pub mod id;
 pub mod index;
+pub mod job;
 pub mod keys;
 pub mod pack;
 pub mod policy;

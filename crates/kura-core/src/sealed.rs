@@ -1,4 +1,4 @@
-//! Sealed files: one encrypted, compressed object in one stored file (snapshots, indexes).
+//! Sealed files: one encrypted, compressed object in one stored file (snapshots, indexes, jobs).
 //!
 //! ```text
 //! file = "KURA" | version u8 (1) | kind u8 | device id [16] | sealed(device key, aad = the 22 bytes before, body)
@@ -24,6 +24,8 @@ pub enum FileKind {
     Snapshot = 1,
     /// An [`crate::index::IndexFile`].
     Index = 2,
+    /// A [`crate::job::Job`] (a backup log entry).
+    Job = 3,
 }
 
 /// Seals `plain` as a file of `kind` under `device`'s key; returns its bytes and id.

@@ -23,6 +23,8 @@ pub enum FileType {
     Pack,
     /// Lock files.
     Lock,
+    /// The backup log: one sealed [`kura_core::job::Job`] per job, named by the job id.
+    Log,
 }
 
 impl FileType {
@@ -35,6 +37,7 @@ impl FileType {
             FileType::Index => "index",
             FileType::Pack => "data",
             FileType::Lock => "locks",
+            FileType::Log => "logs",
         }
     }
 }
@@ -110,6 +113,53 @@ pub trait Backend: Send + Sync {
     fn remove_stale_partials(&self, _age: std::time::Duration) -> Result<usize, BackendError> {
         Ok(0)
     }
+    /// Tells the storage provider how a job stands, in terms it may see (no paths or names),
+    /// for its own log. Storage without a provider has nobody to tell.
+    fn report_job(&self, _report: &JobReport) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// What a storage provider learns of a job: when, how it went and how much, never what.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobReport {
+    /// The job's id.
+    pub job: kura_core::job::JobId,
+    /// The backup type.
+    #[serde(rename = "type")]
+    pub kind: kura_core::snapshot::BackupType,
+    /// How it stands.
+    pub status: kura_core::job::JobStatus,
+    /// When it started.
+    pub started: jiff::Timestamp,
+    /// When its last attempt ended.
+    pub ended: Option<jiff::Timestamp>,
+    /// Files in the snapshot, once committed.
+    pub files: u64,
+    /// Bytes of file data covered, once committed.
+    pub bytes: u64,
+    /// Bytes added to the repository.
+    pub stored_added: u64,
+    /// The snapshot file's name, once committed.
+    pub snapshot: Option<String>,
+}
+
+impl JobReport {
+    /// The report of `job`.
+    pub fn of(job: &kura_core::job::Job) -> JobReport {
+        let s = job.summary.clone().unwrap_or_default();
+        JobReport {
+            job: job.id,
+            kind: job.kind,
+            status: job.status,
+            started: job.started,
+            ended: job.ended,
+            files: s.files,
+            bytes: s.bytes,
+            stored_added: s.stored_added,
+            snapshot: job.snapshot.map(|i| i.to_hex()),
+        }
+    }
 }
 
 /// A repository in a local directory.
@@ -179,6 +229,7 @@ impl Backend for LocalDir {
             FileType::Snapshot,
             FileType::Index,
             FileType::Lock,
+            FileType::Log,
         ] {
             mk(self.root.join(t.dir()))?;
         }
@@ -252,7 +303,8 @@ impl Backend for LocalDir {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError> {
         let p = self.path(t, name);
         let dir = p.parent().unwrap_or(&self.root);
-        if t == FileType::Pack {
+        // Repositories made before the log existed have no directory for it.
+        if matches!(t, FileType::Pack | FileType::Log) {
             fs::create_dir_all(dir).map_err(|e| BackendError::io("create", dir, e))?;
         }
         let tmp = dir.join(format!(
@@ -280,6 +332,7 @@ impl Backend for LocalDir {
             FileType::Snapshot,
             FileType::Index,
             FileType::Lock,
+            FileType::Log,
         ]
         .iter()
         .map(|t| self.root.join(t.dir()))

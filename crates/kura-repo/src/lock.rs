@@ -54,15 +54,19 @@ fn write_info(backend: &dyn Backend, name: &str, exclusive: bool) -> Result<()> 
     Ok(())
 }
 
+/// Whether a process of this host is running.
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let status = unsafe { libc::kill(pid as i32, 0) };
+    status == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// A lock of this host is stale exactly when its process is gone (a suspended process keeps
 /// its lock however long it sleeps); a lock of another host when it was not refreshed for 30
 /// minutes.
 fn is_stale(info: &LockInfo) -> bool {
     if info.host == hostname() {
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(info.pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        return !alive;
+        return !process_alive(info.pid);
     }
     (jiff::Timestamp::now() - info.time).get_seconds() > STALE_AFTER_SECS
 }

@@ -16,7 +16,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::backend::{Backend, BackendError, FileType};
+use crate::backend::{Backend, BackendError, FileType, JobReport};
 use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
 
 /// The header that carries a piece's or object's SHA-256.
@@ -93,6 +93,7 @@ fn kind(t: FileType) -> &'static str {
         FileType::Index => "index",
         FileType::Pack => "data",
         FileType::Lock => "locks",
+        FileType::Log => "logs",
     }
 }
 
@@ -556,6 +557,13 @@ impl Backend for HttpBackend {
             Ok(_) | Err(BackendError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn report_job(&self, report: &JobReport) -> Result<(), BackendError> {
+        let url = format!("{}/v1/jobs/{}", self.base(), report.job);
+        let body = serde_json::to_value(report).map_err(|e| net_error("report", &url, e))?;
+        self.send("report", &url, |c| c.put(&url).json_body(&body))?;
+        Ok(())
     }
 
     fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kura_core::chunker::{Chunker, ChunkerParams};
 use kura_core::crypto::Key;
 use kura_core::index::IndexFile;
+use kura_core::job::Job;
 use kura_core::keys::{BlobKey, CommonKey, DeviceId, KdfParams, KeyFile};
 use kura_core::pack;
 use kura_core::sealed::{self, FileKind};
@@ -14,7 +15,7 @@ use kura_core::tree::Tree;
 use kura_core::{FORMAT_VERSION, Id};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, FileType};
+use crate::backend::{Backend, BackendError, FileType, JobReport};
 use crate::index::MasterIndex;
 use crate::{RepoError, Result, corrupt};
 
@@ -356,8 +357,10 @@ impl Repository {
         let what = match kind {
             FileKind::Snapshot => "snapshot",
             FileKind::Index => "index file",
+            FileKind::Job => "backup log entry",
         };
-        if Id::of_bytes(bytes).to_hex() != name {
+        // Log entries are named by their job and rewritten as it goes; the rest by contents.
+        if kind != FileKind::Job && Id::of_bytes(bytes).to_hex() != name {
             return Err(corrupt(what, name)(kura_core::FormatError::invalid(
                 what,
                 "contents do not match the name",
@@ -385,6 +388,51 @@ impl Repository {
         let name = id.to_hex();
         self.backend.write(t, &name, &bytes)?;
         Ok(name)
+    }
+
+    /// Writes a job's backup log entry (replacing the previous one) and tells the storage
+    /// provider how it stands.
+    pub fn save_job(&self, job: &Job) -> Result<()> {
+        let key = self.require_device(job.device)?;
+        let (bytes, _) = sealed::seal_file(key, job.device, FileKind::Job, &job.encode());
+        self.backend
+            .write(FileType::Log, &job.id.to_string(), &bytes)?;
+        self.backend.report_job(&JobReport::of(job))?;
+        Ok(())
+    }
+
+    /// The backup log, oldest first, and the errors of entries that cannot be read.
+    pub fn jobs(&self) -> Result<(Vec<Job>, Vec<RepoError>)> {
+        let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        for name in self.backend.list(FileType::Log)? {
+            let job = self
+                .backend
+                .read(FileType::Log, &name)
+                .map_err(RepoError::from)
+                .and_then(|bytes| {
+                    let plain = self.open_sealed(FileKind::Job, &name, &bytes)?;
+                    let job = Job::decode(&plain).map_err(corrupt("backup log entry", &name))?;
+                    if job.id.to_string() != name {
+                        return Err(corrupt("backup log entry", &name)(
+                            kura_core::FormatError::invalid(
+                                "backup log entry",
+                                "stored under another job's name",
+                            ),
+                        ));
+                    }
+                    Ok(job)
+                });
+            match job {
+                Ok(j) => out.push(j),
+                Err(
+                    e @ (RepoError::Corrupt { .. } | RepoError::Backend(BackendError::NotFound(_))),
+                ) => damaged.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+        Ok((out, damaged))
     }
 
     /// Stores a snapshot; this is the commit point of a backup.

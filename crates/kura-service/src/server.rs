@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! POST   /v1/login                    {"user","password"} -> {"token","expires"}
-//! GET    /v1/repo/{kind}              list names (kind: config keys devices snapshots index data locks)
+//! GET    /v1/repo/{kind}              list names (kind: config keys devices snapshots index data locks logs)
 //! GET    /v1/repo/{kind}/{name}       contents (Range: bytes=a-b for part)
 //! HEAD   /v1/repo/{kind}/{name}       size in Content-Length
 //! PUT    /v1/repo/{kind}/{name}       store (atomic; checked against X-Kura-Sha256 if sent)
 //! DELETE /v1/repo/{kind}/{name}       remove
+//! PUT    /v1/jobs/{job}               a job's report for the service's backup log
+//! GET    /v1/jobs                     the user's backup log as the service has it
 //! GET    /v1/uploads                  unfinished uploads [{"kind","name","received"}]
 //! DELETE /v1/uploads?older_than=SECS  drop unfinished uploads untouched that long
 //! HEAD   /v1/uploads/{kind}/{name}    bytes received so far in X-Kura-Received
@@ -156,6 +158,8 @@ pub async fn serve(
             "/v1/repo/{kind}/{name}",
             get(read).head(head).put(write).delete(remove),
         )
+        .route("/v1/jobs", get(job_list))
+        .route("/v1/jobs/{job}", axum::routing::put(job_report))
         .route("/v1/uploads", get(upload_list).delete(upload_sweep))
         .route(
             "/v1/uploads/{kind}/{name}",
@@ -341,6 +345,7 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
         "index" => FileType::Index,
         "data" => FileType::Pack,
         "locks" => FileType::Lock,
+        "logs" => FileType::Log,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -457,6 +462,44 @@ async fn head(
     let t = file_type(&kind, Some(&name))?;
     let size = blocking(move || dir.size(t, &name)).await?;
     Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response())
+}
+
+async fn job_report(
+    State(app): State<Arc<App>>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    let report: kura_repo::JobReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("malformed job report: {e}"),
+        )
+    })?;
+    if report.job.to_string() != job {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the report is for another job",
+        ));
+    }
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.store.record_job(user.id, &report))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn job_list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
+    let (user, _) = authorize(&app, &headers).await?;
+    let a = app.clone();
+    let lines = tokio::task::spawn_blocking(move || a.store.job_log(Some(&user.name)))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let reports: Vec<_> = lines.into_iter().map(|l| l.report).collect();
+    Ok(axum::Json(reports).into_response())
 }
 
 /// The contract's limits on storing `len` bytes as `t`/`name`; returns the size of the file

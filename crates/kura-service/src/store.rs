@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use kura_repo::JobReport;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -61,6 +62,23 @@ pub struct User {
     pub contract: Option<Contract>,
 }
 
+/// One line of the service's backup log: a job as its client reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// Whose job.
+    pub user: String,
+    /// The user's numeric id (names the storage area).
+    pub user_id: i64,
+    /// The client's report.
+    #[serde(flatten)]
+    pub report: JobReport,
+    /// When the service last heard of the job.
+    pub updated: String,
+}
+
+/// Jobs kept per user in the service's log; the oldest go first.
+pub const MAX_LOGGED_JOBS: i64 = 10_000;
+
 /// The service's database.
 pub struct Store {
     db: Mutex<Connection>,
@@ -83,6 +101,20 @@ CREATE TABLE IF NOT EXISTS contracts (
     max_bytes INTEGER NOT NULL,
     max_archives INTEGER NOT NULL,
     max_accesses INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    job TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ended TEXT,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    stored_added INTEGER NOT NULL,
+    snapshot TEXT,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (user_id, job)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
@@ -298,6 +330,65 @@ impl Store {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Records a client's report of one of its jobs, replacing the previous report.
+    pub fn record_job(&self, user: i64, r: &JobReport) -> Result<()> {
+        let db = lock(&self.db);
+        db.execute(
+            "INSERT INTO jobs (user_id, job, type, status, started, ended, files, bytes, stored_added, snapshot, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (user_id, job) DO UPDATE SET type = ?3, status = ?4, started = ?5, ended = ?6,
+                 files = ?7, bytes = ?8, stored_added = ?9, snapshot = ?10, updated = ?11",
+            params![
+                user,
+                r.job.to_string(),
+                r.kind.to_string(),
+                r.status.to_string(),
+                r.started.to_string(),
+                r.ended.map(|t| t.to_string()),
+                r.files as i64,
+                r.bytes as i64,
+                r.stored_added as i64,
+                r.snapshot,
+                jiff::Timestamp::now().to_string(),
+            ],
+        )?;
+        db.execute(
+            "DELETE FROM jobs WHERE user_id = ?1 AND job NOT IN
+                (SELECT job FROM jobs WHERE user_id = ?1 ORDER BY started DESC LIMIT ?2)",
+            params![user, MAX_LOGGED_JOBS],
+        )?;
+        Ok(())
+    }
+
+    /// The backup log, oldest first: everyone's, or one user's.
+    pub fn job_log(&self, user: Option<&str>) -> Result<Vec<LogLine>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT u.name, u.id, j.job, j.type, j.status, j.started, j.ended, j.files, j.bytes, j.stored_added, j.snapshot, j.updated
+             FROM jobs j JOIN users u ON u.id = j.user_id
+             WHERE ?1 IS NULL OR u.name = ?1 ORDER BY j.started, j.job",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+            let parse_err = |i: usize, e: String| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            };
+            let json = serde_json::json!({
+                "job": text(2)?, "type": text(3)?, "status": text(4)?, "started": text(5)?,
+                "ended": r.get::<_, Option<String>>(6)?, "files": r.get::<_, i64>(7)?,
+                "bytes": r.get::<_, i64>(8)?, "stored_added": r.get::<_, i64>(9)?,
+                "snapshot": r.get::<_, Option<String>>(10)?,
+            });
+            Ok(LogLine {
+                user: text(0)?,
+                user_id: r.get(1)?,
+                report: serde_json::from_value(json).map_err(|e| parse_err(2, e.to_string()))?,
+                updated: text(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Adds `delta` (possibly negative) to a user's stored bytes.

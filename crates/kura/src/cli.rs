@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kura_client::ClientError;
-use kura_client::backup::{BackupOptions, backup};
+use kura_client::backup::BackupOptions;
 use kura_client::restore::{RestoreOptions, restore};
 use kura_client::state::{self, ClientState};
 use kura_client::walk;
@@ -33,7 +33,8 @@ Exit codes:
   11  wrong passphrase or recovery code
   12  repository locked by another process
   13  repository format newer than this kura
-  14  not enough free space for a restore";
+  14  not enough free space for a restore
+  15  stopped (a signal, or `kura jobs cancel`) before the snapshot was committed";
 
 /// Kura: encrypted, deduplicating backups.
 #[derive(Parser)]
@@ -140,6 +141,17 @@ enum Command {
     /// Devices of the repository.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Unfinished backup jobs of this device; cancel or resume one.
+    Jobs {
+        #[command(subcommand)]
+        action: Option<crate::jobs::JobsCommand>,
+    },
+    /// The backup log: every job, when it ran, how it ended, what it covered, and where it is stored.
+    Log {
+        /// Only the last N entries.
+        #[arg(long)]
+        last: Option<usize>,
+    },
     /// Run the Kura service (the provider's backup server).
     Serve(crate::service::ServeArgs),
     /// Operator commands for the service: users and contracts.
@@ -291,6 +303,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         match cause.downcast_ref::<ClientError>() {
             Some(ClientError::NoSpace { .. }) => return 14,
+            Some(ClientError::Stopped) => return 15,
             Some(ClientError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::StorageFull =>
             {
@@ -302,7 +315,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-struct Ctx {
+/// What every command needs: the global options and the config file.
+pub(crate) struct Ctx {
     g: Global,
     config: crate::config::Config,
 }
@@ -319,7 +333,7 @@ impl Ctx {
         data.join("kura/repo")
     }
 
-    fn backend(&self) -> Result<Arc<dyn Backend>> {
+    pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>> {
         let p = self.repo_path();
         let s = p.to_string_lossy();
         if s.starts_with("http://") {
@@ -354,7 +368,7 @@ impl Ctx {
         Ok(Arc::new(LocalDir::new(p)))
     }
 
-    fn state_base(&self) -> PathBuf {
+    pub(crate) fn state_base(&self) -> PathBuf {
         self.g.state_dir.clone().unwrap_or_else(state::default_base)
     }
 
@@ -362,7 +376,19 @@ impl Ctx {
         !self.g.json && !self.g.quiet
     }
 
-    fn say(&self, text: impl AsRef<str>) {
+    /// Whether to print JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.g.json
+    }
+
+    /// This machine's state for the repository at the configured location, found from its
+    /// config alone (no passphrase needed).
+    pub(crate) fn state_unlocked(&self) -> Result<ClientState> {
+        let config = Repository::read_config(self.backend()?.as_ref())?;
+        Ok(ClientState::open(&self.state_base(), &config.id)?)
+    }
+
+    pub(crate) fn say(&self, text: impl AsRef<str>) {
         if !self.g.quiet && !self.g.json {
             println!("{}", text.as_ref());
         }
@@ -404,18 +430,18 @@ impl Ctx {
         Ok(Credential::Passphrase(self.passphrase(false)?))
     }
 
-    fn open(&self) -> Result<Repository> {
+    pub(crate) fn open(&self) -> Result<Repository> {
         let backend = self.backend()?;
         // Check the config before asking for a passphrase: a missing repository is not a prompt.
         Repository::read_config(backend.as_ref())?;
         Ok(Repository::open(backend, &self.credential()?)?)
     }
 
-    fn state(&self, repo: &Repository) -> Result<ClientState> {
+    pub(crate) fn state(&self, repo: &Repository) -> Result<ClientState> {
         Ok(ClientState::open(&self.state_base(), &repo.config().id)?)
     }
 
-    fn print_json(&self, value: &serde_json::Value) {
+    pub(crate) fn print_json(&self, value: &serde_json::Value) {
         println!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
@@ -470,10 +496,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                         .map(String::from),
                 );
             }
-            run_backup(&ctx, a.paths, kind, excludes, a.tag)
+            run_backup(&ctx, a.paths, kind, excludes, a.tag, None)
         }
         Command::Baseline { paths, tag } => {
-            run_backup(&ctx, paths, BackupType::Baseline, vec![], tag)
+            run_backup(&ctx, paths, BackupType::Baseline, vec![], tag, None)
         }
         Command::Snapshots => snapshots(&ctx),
         Command::Ls { snapshot, path } => ls(&ctx, &snapshot, path.as_deref()),
@@ -485,6 +511,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Device(DeviceCommand::Add { name }) => device_add(&ctx, name),
         Command::Device(DeviceCommand::List) => device_list(&ctx),
         Command::Quickstart { dir } => quickstart(&ctx, dir),
+        Command::Jobs { action } => crate::jobs::jobs(&ctx, action),
+        Command::Log { last } => crate::jobs::log(&ctx, last),
         Command::Serve(a) => crate::service::serve(a),
         Command::Admin(a) => crate::service::admin(a, ctx.g.json),
     }
@@ -525,7 +553,10 @@ fn init(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn this_device(ctx: &Ctx, repo: &Repository) -> Result<(ClientState, kura_core::keys::DeviceId)> {
+pub(crate) fn this_device(
+    ctx: &Ctx,
+    repo: &Repository,
+) -> Result<(ClientState, kura_core::keys::DeviceId)> {
     let state = ctx.state(repo)?;
     let device = state
         .device()
@@ -534,12 +565,15 @@ fn this_device(ctx: &Ctx, repo: &Repository) -> Result<(ClientState, kura_core::
     Ok((state, device))
 }
 
-fn run_backup(
+/// Runs a backup as a job (a new one, the unfinished one of the same paths and type, or
+/// `resume`).
+pub(crate) fn run_backup(
     ctx: &Ctx,
     paths: Vec<PathBuf>,
     kind: BackupType,
     excludes: Vec<String>,
     tags: Vec<String>,
+    resume: Option<kura_core::job::JobId>,
 ) -> Result<()> {
     let repo = ctx.open()?;
     let (state, device) = this_device(ctx, &repo)?;
@@ -550,6 +584,7 @@ fn run_backup(
         tags,
         hostname: hostname(),
         threads: ctx.g.threads,
+        stop: Default::default(),
     };
     let bar = Bar::new(
         if kind == BackupType::Baseline {
@@ -559,9 +594,24 @@ fn run_backup(
         },
         ctx.show_progress(),
     );
-    let out = backup(&repo, &state, device, &opts, &bar);
+    kura_client::job::stop_on_signals();
+    let (job, out) = kura_client::job::run(&repo, &state, device, &opts, resume, &bar)?;
     bar.finish();
-    let out = out?;
+    if job.attempts > 1 && !ctx.g.json {
+        ctx.say(format!(
+            "resumed job {} (attempt {})",
+            job.id.short(),
+            job.attempts
+        ));
+    }
+    let out = out.map_err(|e| match e {
+        ClientError::Stopped => anyhow::Error::new(e).context(format!(
+            "job {} {}; `kura jobs` lists it",
+            job.id.short(),
+            job.status
+        )),
+        e => e.into(),
+    })?;
     if let Some(msg) = &out.fell_back {
         eprintln!("note: {msg}");
     }
@@ -571,6 +621,7 @@ fn run_backup(
             "id": out.id, "short_id": out.id.short(), "type": out.snapshot.kind, "requested_type": kind,
             "fell_back_to_full": out.fell_back.is_some(), "paths": out.snapshot.paths,
             "summary": s, "errors": out.errors, "adopted_packs": out.adopted_packs,
+            "job": job.id, "attempts": job.attempts,
         }));
     } else {
         ctx.say(format!(
@@ -598,7 +649,7 @@ fn run_backup(
     Ok(())
 }
 
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -1110,7 +1161,7 @@ fn quickstart(ctx: &Ctx, dir: PathBuf) -> Result<()> {
         Err(RepoError::NotFound(_)) => init(ctx)?,
         Err(e) => return Err(e.into()),
     }
-    run_backup(ctx, vec![dir], BackupType::Full, vec![], vec![])?;
+    run_backup(ctx, vec![dir], BackupType::Full, vec![], vec![], None)?;
     if !ctx.g.json {
         snapshots(ctx)?;
     }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod jobs;
 mod progress;
 mod service;
 

@@ -107,6 +107,13 @@ enum AdminCommand {
     /// Contracts.
     #[command(subcommand)]
     Contract(ContractCommand),
+    /// The backup log as clients reported it: when each job ran, how it ended, how much it
+    /// stored and where (never what: paths stay encrypted in the user's repository).
+    Log {
+        /// Only this user's jobs.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +207,44 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                     println!(
                         "{:<16} {:>4} {:>12} {:>8}  {c}",
                         u.name, u.id, u.bytes, u.accesses
+                    );
+                }
+            }
+        }
+        AdminCommand::Log { user } => {
+            if let Some(u) = &user {
+                store.user(u)?;
+            }
+            let lines = store.job_log(user.as_deref())?;
+            let stored_at = |id: i64| data_dir.join("users").join(id.to_string()).join("repo");
+            if json {
+                let v: Vec<_> = lines
+                    .iter()
+                    .map(|l| {
+                        let mut v = serde_json::to_value(l).unwrap_or_default();
+                        v["stored_at"] = stored_at(l.user_id).display().to_string().into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  stored at",
+                    "user", "job", "started", "status", "type", "files", "stored", "snapshot"
+                );
+                for l in &lines {
+                    let r = &l.report;
+                    println!(
+                        "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  {}",
+                        l.user,
+                        r.job.short(),
+                        r.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                        r.status.to_string(),
+                        r.kind.to_string(),
+                        r.files,
+                        r.stored_added,
+                        r.snapshot.as_deref().map_or("-", |s| &s[..8.min(s.len())]),
+                        stored_at(l.user_id).display()
                     );
                 }
             }

@@ -203,7 +203,14 @@ fn a_killed_backup_leaves_the_repository_consistent_and_resumes() {
         packs(&env).len() >= 4,
         "the kills landed while packs were being written"
     );
+    // The three killed runs were one job, interrupted, resumed twice.
+    let jobs = env.json(&["jobs"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs[0]["status"], "interrupted");
+    assert_eq!(jobs[0]["attempts"], 3);
     let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["job"], jobs[0]["id"]);
+    assert_eq!(v["attempts"], 4);
     let added = v["summary"]["data_added"].as_u64().unwrap();
     assert!(
         added < total,

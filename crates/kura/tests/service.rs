@@ -157,9 +157,10 @@ fn backup_and_restore_through_the_service_with_isolation() {
         &["check", "--read-data"],
     ));
 
-    // The service stores only ciphertext: no plaintext of the source appears in its files.
-    let needle = &noise(6_000_000, 4)[1000..1032];
-    let mut stack = vec![svc.data.join("users")];
+    // The service stores only ciphertext: no plaintext of the source, and not even the
+    // names of what was backed up, appear in its files (the database included).
+    let needles = [&noise(6_000_000, 4)[1000..1032], s.as_bytes()];
+    let mut stack = vec![svc.data.clone()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -167,14 +168,49 @@ fn backup_and_restore_through_the_service_with_isolation() {
                 stack.push(p);
             } else {
                 let data = fs::read(&p).unwrap();
-                assert!(
-                    !data.windows(needle.len()).any(|w| w == needle),
-                    "plaintext in {}",
-                    p.display()
-                );
+                for needle in needles {
+                    assert!(
+                        !data.windows(needle.len()).any(|w| w == needle),
+                        "plaintext in {}",
+                        p.display()
+                    );
+                }
             }
         }
     }
+
+    // The backup log: the client's, and the operator's (when, how, how much, where).
+    let log: serde_json::Value = serde_json::from_str(&run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        "alice password",
+        &["log", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(log[0]["status"], "completed");
+    assert_eq!(log[0]["paths"][0], s);
+    assert_eq!(log[0]["location"], svc.url.as_str());
+    let admin: serde_json::Value =
+        serde_json::from_str(&svc.admin(&["--json", "log", "--user", "alice"])).unwrap();
+    assert_eq!(admin.as_array().unwrap().len(), 1, "{admin}");
+    assert_eq!(admin[0]["user"], "alice");
+    assert_eq!(admin[0]["job"], log[0]["id"]);
+    assert_eq!(admin[0]["status"], "completed");
+    assert_eq!(admin[0]["type"], "full");
+    assert_eq!(admin[0]["files"], log[0]["summary"]["files"]);
+    assert_eq!(admin[0]["snapshot"], log[0]["snapshot"]);
+    assert!(
+        admin[0]["stored_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("users/1/repo"),
+        "{admin}"
+    );
+    assert!(svc.admin(&["log"]).contains("completed"));
+    let bob_log: serde_json::Value =
+        serde_json::from_str(&svc.admin(&["--json", "log", "--user", "bob"])).unwrap();
+    assert_eq!(bob_log, serde_json::json!([]));
 
     // Bob sees none of Alice's files, whatever names he sends.
     let alice = svc.backend("alice", "alice password").unwrap();
@@ -188,6 +224,7 @@ fn backup_and_restore_through_the_service_with_isolation() {
         FileType::Key,
         FileType::Device,
         FileType::Config,
+        FileType::Log,
     ] {
         assert!(bob.list(t).unwrap().is_empty(), "bob lists {t:?}");
         for name in alice.list(t).unwrap() {

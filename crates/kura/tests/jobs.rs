@@ -1,0 +1,262 @@
+//! Backups as jobs through the real binary: the backup log, interrupting a backup with a
+//! signal, resuming it, and cancelling one while it runs.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Enough noise that packs are written (each worker fills its own 16 MiB pack).
+const NOISE_FILES: u64 = 24;
+/// Zeros that take the backup tens of seconds to read.
+const SPARSE: u64 = 16 << 30;
+
+/// A tree whose backup takes a while: small files of noise first, then a large sparse file
+/// (all zeros: quick to store, slow to read), so a signal lands after data was sent.
+fn slow_tree(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..NOISE_FILES {
+        fs::write(src.join(format!("a{i:02}")), noise(2_000_000, 40 + i)).unwrap();
+    }
+    let f = fs::File::create(src.join("zz-sparse")).unwrap();
+    f.set_len(SPARSE).unwrap();
+    src
+}
+
+fn local_jobs(env: &Env) -> Vec<serde_json::Value> {
+    env.json(&["jobs"]).as_array().unwrap().clone()
+}
+
+fn log(env: &Env) -> Vec<serde_json::Value> {
+    env.json(&["log"]).as_array().unwrap().clone()
+}
+
+/// Starts a backup of `src` in the background.
+fn start_backup(env: &Env, src: &Path) -> Child {
+    env.cmd(&["backup", src.to_str().unwrap(), "--json"])
+        .env("KURA_THREADS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the backup's job is recorded and it has stored some packs.
+fn wait_until_sending(env: &Env, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the backup never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be stopped"
+        );
+        let packs = walk_files(&env.repo.join("data")).len();
+        let jobs = local_jobs(env);
+        if packs >= 1
+            && let Some(j) = jobs.first()
+        {
+            return j["id"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_backup_log_records_each_job() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 10, 3);
+    let first = env.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("new"), b"more").unwrap();
+    let second = env.backup(&["--type", "incremental", src.to_str().unwrap()]);
+    assert_ne!(first["job"], second["job"]);
+
+    let entries = log(&env);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let (a, b) = (&entries[0], &entries[1]);
+    assert_eq!(a["id"], first["job"]);
+    assert_eq!(a["status"], "completed");
+    assert_eq!(a["type"], "full");
+    assert_eq!(a["snapshot"], first["id"]);
+    assert_eq!(a["paths"][0], src.to_str().unwrap());
+    assert_eq!(a["summary"]["files"], first["summary"]["files"]);
+    assert_eq!(a["location"], env.repo.to_str().unwrap());
+    assert_eq!(a["attempts"], 1);
+    assert!(a["ended"].is_string());
+    assert_eq!(b["type"], "incremental");
+    assert_eq!(b["summary"]["files_new"], 1);
+    assert!(
+        local_jobs(&env).is_empty(),
+        "completed jobs are not pending"
+    );
+
+    let text = env.ok(&["log"]);
+    assert!(text.contains("completed"), "{text}");
+    assert!(
+        text.contains(&first["short_id"].as_str().unwrap()[..8]),
+        "{text}"
+    );
+    let last = env.json(&["log", "--last", "1"]);
+    assert_eq!(last.as_array().unwrap().len(), 1);
+    assert_eq!(last[0]["id"], second["job"]);
+
+    // The log is encrypted in the repository: no path appears in its files.
+    for f in walk_files(&env.repo.join("logs")) {
+        let data = fs::read(&f).unwrap();
+        let needle = src.to_str().unwrap().as_bytes();
+        assert!(!data.windows(needle.len()).any(|w| w == needle));
+    }
+}
+
+#[test]
+fn a_signal_interrupts_a_backup_and_the_job_resumes() {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let mut child = start_backup(&env, &src);
+    let id = wait_until_sending(&env, &mut child);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(env.snapshots().is_empty(), "no snapshot from a stopped job");
+
+    let jobs = local_jobs(&env);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["id"], id.as_str());
+    assert_eq!(jobs[0]["status"], "interrupted");
+    assert_eq!(log(&env)[0]["status"], "interrupted");
+    env.ok(&["check"]);
+
+    // The next backup of the same paths is the same job, and sends only what is missing.
+    fs::remove_file(src.join("zz-sparse")).unwrap();
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["job"], id.as_str());
+    assert_eq!(v["attempts"], 2);
+    let total = NOISE_FILES * 2_000_000;
+    let added = v["summary"]["data_added"].as_u64().unwrap();
+    assert!(added < total, "the resumed job sent everything again");
+    assert!(local_jobs(&env).is_empty());
+    let entries = log(&env);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["status"], "completed");
+    assert_eq!(entries[0]["attempts"], 2);
+    let t = env.path("t");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+}
+
+#[test]
+fn a_running_job_is_cancelled_and_leaves_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let mut child = start_backup(&env, &src);
+    let id = wait_until_sending(&env, &mut child);
+    let text = env.ok(&["jobs", "cancel", &id[..8]]);
+    assert!(text.contains("cancelled"), "{text}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert!(env.snapshots().is_empty());
+    assert!(
+        local_jobs(&env).is_empty(),
+        "a cancelled job is not pending"
+    );
+    let entries = log(&env);
+    assert_eq!(entries[0]["status"], "cancelled");
+    assert!(entries[0]["snapshot"].is_null());
+
+    // What it sent is reclaimed by prune; the repository stays sound.
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+    assert!(
+        walk_files(&env.repo.join("data")).is_empty(),
+        "prune left the cancelled job's packs"
+    );
+
+    // A new backup is a new job; an unknown id is a clear error.
+    fs::remove_file(src.join("zz-sparse")).unwrap();
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_ne!(v["job"], id.as_str());
+    let out = env.run(&["jobs", "cancel", "ffffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no unfinished job"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_killed_job_is_listed_and_resumed_or_cancelled_by_id() {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let mut child = start_backup(&env, &src);
+    let id = wait_until_sending(&env, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let jobs = local_jobs(&env);
+    assert_eq!(jobs[0]["status"], "interrupted", "a dead process's job");
+    let text = env.ok(&["jobs"]);
+    assert!(
+        text.contains(&id[..8]) && text.contains("interrupted"),
+        "{text}"
+    );
+
+    fs::remove_file(src.join("zz-sparse")).unwrap();
+    let out = run_ok(env.cmd(&["jobs", "resume", &id[..6], "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["job"], id.as_str());
+    assert_eq!(v["attempts"], 2);
+    assert!(local_jobs(&env).is_empty());
+
+    // A second killed job, cancelled while nothing runs it.
+    let src2 = env.path("src2");
+    fs::create_dir_all(&src2).unwrap();
+    fs::File::create(src2.join("sparse"))
+        .unwrap()
+        .set_len(SPARSE)
+        .unwrap();
+    for i in 0..6 {
+        fs::write(src2.join(format!("a{i}")), noise(2_000_000, 90 + i)).unwrap();
+    }
+    let mut child = start_backup(&env, &src2);
+    let id2 = wait_until_sending(&env, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.ok(&["jobs", "cancel", &id2]);
+    assert!(local_jobs(&env).is_empty());
+    let entries = log(&env);
+    let cancelled = entries.iter().find(|e| e["id"] == id2.as_str()).unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+}
