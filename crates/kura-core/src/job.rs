@@ -128,6 +128,53 @@ impl Job {
     }
 }
 
+/// What a storage provider learns of a job: when, how it went and how much, never what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The job's id.
+    pub job: JobId,
+    /// The backup type.
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    /// How it stands.
+    pub status: JobStatus,
+    /// When it started.
+    pub started: jiff::Timestamp,
+    /// When its last attempt ended.
+    pub ended: Option<jiff::Timestamp>,
+    /// Files in the snapshot, once committed.
+    pub files: u64,
+    /// Bytes of file data covered, once committed.
+    pub bytes: u64,
+    /// Bytes added to the repository.
+    pub stored_added: u64,
+    /// The snapshot file's name, once committed.
+    pub snapshot: Option<String>,
+}
+
+impl JobReport {
+    /// Decodes a report (as the service receives it).
+    pub fn decode(data: &[u8]) -> Result<JobReport, FormatError> {
+        serde_json::from_slice(data).map_err(|e| FormatError::invalid("job report", e.to_string()))
+    }
+
+    /// The report of `job`.
+    pub fn of(job: &Job) -> JobReport {
+        let s = job.summary.clone().unwrap_or_default();
+        JobReport {
+            job: job.id,
+            kind: job.kind,
+            status: job.status,
+            started: job.started,
+            ended: job.ended,
+            files: s.files,
+            bytes: s.bytes,
+            stored_added: s.stored_added,
+            snapshot: job.snapshot.map(|i| i.to_hex()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

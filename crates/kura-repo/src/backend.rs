@@ -115,50 +115,8 @@ pub trait Backend: Send + Sync {
     }
     /// Tells the storage provider how a job stands, in terms it may see (no paths or names),
     /// for its own log. Storage without a provider has nobody to tell.
-    fn report_job(&self, _report: &JobReport) -> Result<(), BackendError> {
+    fn report_job(&self, _report: &kura_core::job::JobReport) -> Result<(), BackendError> {
         Ok(())
-    }
-}
-
-/// What a storage provider learns of a job: when, how it went and how much, never what.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct JobReport {
-    /// The job's id.
-    pub job: kura_core::job::JobId,
-    /// The backup type.
-    #[serde(rename = "type")]
-    pub kind: kura_core::snapshot::BackupType,
-    /// How it stands.
-    pub status: kura_core::job::JobStatus,
-    /// When it started.
-    pub started: jiff::Timestamp,
-    /// When its last attempt ended.
-    pub ended: Option<jiff::Timestamp>,
-    /// Files in the snapshot, once committed.
-    pub files: u64,
-    /// Bytes of file data covered, once committed.
-    pub bytes: u64,
-    /// Bytes added to the repository.
-    pub stored_added: u64,
-    /// The snapshot file's name, once committed.
-    pub snapshot: Option<String>,
-}
-
-impl JobReport {
-    /// The report of `job`.
-    pub fn of(job: &kura_core::job::Job) -> JobReport {
-        let s = job.summary.clone().unwrap_or_default();
-        JobReport {
-            job: job.id,
-            kind: job.kind,
-            status: job.status,
-            started: job.started,
-            ended: job.ended,
-            files: s.files,
-            bytes: s.bytes,
-            stored_added: s.stored_added,
-            snapshot: job.snapshot.map(|i| i.to_hex()),
-        }
     }
 }
 

@@ -12,7 +12,7 @@ pub mod repo;
 pub mod saver;
 pub mod transfer;
 
-pub use backend::{Backend, BackendError, FileType, JobReport, LocalDir};
+pub use backend::{Backend, BackendError, FileType, LocalDir};
 pub use index::MasterIndex;
 pub use repo::{Credential, Repository};
 

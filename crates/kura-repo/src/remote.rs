@@ -16,8 +16,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::backend::{Backend, BackendError, FileType, JobReport};
+use crate::backend::{Backend, BackendError, FileType};
 use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
+use kura_core::job::JobReport;
 
 /// The header that carries a piece's or object's SHA-256.
 const CHECKSUM_HEADER: &str = "x-kura-sha256";

@@ -15,9 +15,10 @@ use kura_core::tree::Tree;
 use kura_core::{FORMAT_VERSION, Id};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, FileType, JobReport};
+use crate::backend::{Backend, BackendError, FileType};
 use crate::index::MasterIndex;
 use crate::{RepoError, Result, corrupt};
+use kura_core::job::JobReport;
 
 /// The repository's plaintext `config` file. It holds nothing secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]

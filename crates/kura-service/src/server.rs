@@ -471,7 +471,7 @@ async fn job_report(
     body: Bytes,
 ) -> ApiResult<Response> {
     let (user, _) = authorize(&app, &headers).await?;
-    let report: kura_repo::JobReport = serde_json::from_slice(&body).map_err(|e| {
+    let report = kura_core::job::JobReport::decode(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("malformed job report: {e}"),

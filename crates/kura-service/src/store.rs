@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use kura_repo::JobReport;
+use kura_core::job::JobReport;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
