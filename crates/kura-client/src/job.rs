@@ -50,6 +50,11 @@ pub fn stop_on_signals() {
     }
 }
 
+/// Whether SIGINT or SIGTERM arrived since [`stop_on_signals`].
+pub fn signalled() -> bool {
+    SIGNALLED.load(Ordering::Relaxed)
+}
+
 impl ClientState {
     /// This device's unfinished jobs.
     pub fn jobs(&self) -> LocalJobs {

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod job;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod state;
 pub mod walk;
 

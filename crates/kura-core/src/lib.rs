@@ -9,6 +9,7 @@
 //! - [`tree`], [`snapshot`]: the metadata formats.
 //! - [`policy`]: which snapshots a retention policy keeps.
 //! - [`job`]: backup jobs, which are also the entries of the backup log.
+//! - [`schedule`]: when scheduled backups run (times, intervals, cron expressions).
 //!
 //! `docs/FORMAT.md` describes every byte these modules read and write.
 
@@ -21,6 +22,7 @@ pub mod job;
 pub mod keys;
 pub mod pack;
 pub mod policy;
+pub mod schedule;
 pub mod sealed;
 pub mod snapshot;
 pub mod tree;

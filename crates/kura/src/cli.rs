@@ -152,6 +152,16 @@ enum Command {
         #[arg(long)]
         last: Option<usize>,
     },
+    /// Scheduled backups of this machine: add, list, remove.
+    #[command(subcommand)]
+    Schedule(crate::schedule::ScheduleCommand),
+    /// Run scheduled backups in the foreground (as a systemd user service, see the README);
+    /// runs missed ones once at start.
+    Agent {
+        /// Run what is due now, then exit (for cron or a systemd timer).
+        #[arg(long)]
+        once: bool,
+    },
     /// Run the Kura service (the provider's backup server).
     Serve(crate::service::ServeArgs),
     /// Operator commands for the service: users and contracts.
@@ -183,12 +193,24 @@ struct BackupArgs {
     tag: Vec<String>,
 }
 
+/// The backup types a user asks for (a baseline has its own command).
 #[derive(Clone, Copy, ValueEnum)]
-enum TypeArg {
+pub(crate) enum TypeArg {
     Full,
     Copy,
     Incremental,
     Differential,
+}
+
+impl From<TypeArg> for BackupType {
+    fn from(t: TypeArg) -> BackupType {
+        match t {
+            TypeArg::Full => BackupType::Full,
+            TypeArg::Copy => BackupType::Copy,
+            TypeArg::Incremental => BackupType::Incremental,
+            TypeArg::Differential => BackupType::Differential,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -376,6 +398,11 @@ impl Ctx {
         !self.g.json && !self.g.quiet
     }
 
+    /// Exclude patterns from the config file.
+    pub(crate) fn config_excludes(&self) -> Vec<String> {
+        self.config.exclude.clone()
+    }
+
     /// Whether to print JSON.
     pub(crate) fn json(&self) -> bool {
         self.g.json
@@ -478,12 +505,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => init(&ctx),
         Command::Backup(a) => {
-            let kind = match a.kind {
-                TypeArg::Full => BackupType::Full,
-                TypeArg::Copy => BackupType::Copy,
-                TypeArg::Incremental => BackupType::Incremental,
-                TypeArg::Differential => BackupType::Differential,
-            };
+            let kind = a.kind.into();
             let mut excludes = ctx.config.exclude.clone();
             excludes.extend(a.exclude);
             for f in &a.exclude_file {
@@ -513,6 +535,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Quickstart { dir } => quickstart(&ctx, dir),
         Command::Jobs { action } => crate::jobs::jobs(&ctx, action),
         Command::Log { last } => crate::jobs::log(&ctx, last),
+        Command::Schedule(c) => crate::schedule::schedule(&ctx, c),
+        Command::Agent { once } => crate::schedule::agent(&ctx, once),
         Command::Serve(a) => crate::service::serve(a),
         Command::Admin(a) => crate::service::admin(a, ctx.g.json),
     }

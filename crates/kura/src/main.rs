@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod jobs;
 mod progress;
+mod schedule;
 mod service;
 
 use std::process::ExitCode;

@@ -1,0 +1,149 @@
+//! Scheduled backups through the real binary: `kura schedule` and `kura agent`, including a
+//! missed run after downtime and stopping the agent with a signal.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn the_agent_runs_due_backups_and_missed_ones_once() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 5, 8);
+    let added = env.json(&[
+        "schedule",
+        "add",
+        src.to_str().unwrap(),
+        "--every",
+        "1h",
+        "--type",
+        "full",
+        "--tag",
+        "nightly",
+    ]);
+    let id = added["id"].as_str().unwrap().to_string();
+    let list = env.json(&["schedule", "list"]);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["timing"], "every 1h");
+    assert!(list[0]["last_run"].is_null());
+
+    // Due at once; then not again within the hour.
+    env.ok(&["agent", "--once"]);
+    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(env.snapshots()[0]["tags"][0], "nightly");
+    env.ok(&["agent", "--once"]);
+    assert_eq!(env.snapshots().len(), 1, "ran again before it was due");
+
+    // The machine was off for five hours: five runs were missed, one is made.
+    let file = env.state.join("schedule.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    let five_hours_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(5);
+    s["entries"][0]["last_run"] = five_hours_ago.to_string().into();
+    fs::write(&file, serde_json::to_vec(&s).unwrap()).unwrap();
+    env.ok(&["agent", "--once"]);
+    assert_eq!(env.snapshots().len(), 2);
+    env.ok(&["agent", "--once"]);
+    assert_eq!(
+        env.snapshots().len(),
+        2,
+        "a missed run is made once, not five times"
+    );
+    let list = env.json(&["schedule", "list"]);
+    let next: jiff::Timestamp = list[0]["next_run"].as_str().unwrap().parse().unwrap();
+    assert!(next > jiff::Timestamp::now() + jiff::SignedDuration::from_mins(50));
+    assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 2);
+
+    env.ok(&["schedule", "remove", &id[..4]]);
+    assert_eq!(env.json(&["schedule", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn bad_timings_are_refused_clearly() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--cron", "61 * * * *"], "minute"),
+        (vec!["--cron", "* * *"], "5 fields"),
+        (vec!["--every", "soon"], "interval"),
+        (vec!["--at", "25:99"], "HH:MM"),
+        (vec!["--at", "2001-01-01 00:00"], "in the past"),
+    ] {
+        let mut a = vec!["schedule", "add", s];
+        a.extend(args);
+        let out = env.run(&a);
+        assert_eq!(out.status.code(), Some(1), "{a:?}");
+        assert!(stderr(&out).contains(needle), "{a:?}: {}", stderr(&out));
+    }
+    let out = env.run(&["schedule", "add", s]);
+    assert_eq!(out.status.code(), Some(2), "when is required");
+    let out = env.run(&["schedule", "add", s, "--every", "1h", "--at", "03:00"]);
+    assert_eq!(out.status.code(), Some(2), "only one timing");
+    assert_eq!(env.json(&["schedule", "list"]), serde_json::json!([]));
+    let out = env.run(&["schedule", "remove", "nothing"]);
+    assert!(
+        stderr(&out).contains("no scheduled backup"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_foreground_agent_keeps_running_until_stopped() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 3, 9);
+    env.ok(&["schedule", "add", src.to_str().unwrap(), "--every", "1s"]);
+    env.ok(&[
+        "schedule",
+        "add",
+        src.to_str().unwrap(),
+        "--cron",
+        "0 0 1 1 *",
+    ]);
+    let mut agent = env
+        .cmd(&["agent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.snapshots().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not run the schedule"
+        );
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    env.ok(&["check"]);
+    let list = env.json(&["schedule", "list"]);
+    assert!(list[0]["last_run"].is_string());
+    assert!(
+        list[1]["last_run"].is_null(),
+        "the yearly cron entry did not run"
+    );
+}
