@@ -6,6 +6,7 @@
 //! it is unavailable, for up to [`Remote::retry_for`]; large objects go in checked pieces
 //! ([`crate::transfer`]), so a lost connection or a restarted service costs at most one piece.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,10 +34,12 @@ pub struct Remote {
     /// SHA-256 fingerprint (hex) of the service's certificate to pin; `None` trusts CA-signed
     /// certificates (Mozilla's roots).
     pub fingerprint: Option<String>,
-    /// Service user name.
+    /// Service user name (not needed with a client certificate).
     pub user: String,
-    /// Service password.
-    pub password: String,
+    /// Service password; `None` logs in with the client certificate.
+    pub password: Option<String>,
+    /// A client certificate and key (PEM files) for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// How long to keep retrying while the service is unreachable or unavailable.
     pub retry_for: Duration,
     /// A fixed piece size for uploads; `None` picks it from the measured line speed.
@@ -122,8 +125,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got =
-            kura_core::id::hex(ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref());
+        let got = transfer::sha256_hex(end_entity);
         if got.eq_ignore_ascii_case(self.fingerprint.trim()) {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -169,27 +171,41 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// A TLS client configuration that pins `fingerprint`, or trusts Mozilla's roots without one.
-pub fn tls_config(fingerprint: Option<&str>) -> Result<rustls::ClientConfig, BackendError> {
+/// A TLS client configuration that pins `fingerprint`, or trusts Mozilla's roots without one,
+/// and presents `client_cert` (certificate and key PEM files) if given.
+pub fn tls_config(
+    fingerprint: Option<&str>,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<rustls::ClientConfig, BackendError> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| net_error("configure TLS", "", e))?;
-    Ok(match fingerprint {
+    let builder = match fingerprint {
         Some(f) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
                 fingerprint: f.to_string(),
                 provider,
-            }))
-            .with_no_client_auth(),
-        None => {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    })
+            })),
+        None => builder.with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }),
+    };
+    let Some((cert, key)) = client_cert else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let shown = |p: &PathBuf| p.display().to_string();
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| net_error("read client certificate", &shown(cert), e))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| net_error("read client key", &shown(key), e))?;
+    builder
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| net_error("use client certificate", &shown(cert), e))
 }
 
 impl HttpBackend {
@@ -197,7 +213,10 @@ impl HttpBackend {
     /// service's reason.
     pub fn connect(remote: Remote) -> Result<HttpBackend, BackendError> {
         let client = Client::builder()
-            .use_preconfigured_tls(tls_config(remote.fingerprint.as_deref())?)
+            .use_preconfigured_tls(tls_config(
+                remote.fingerprint.as_deref(),
+                remote.client_cert.as_ref(),
+            )?)
             .connect_timeout(Duration::from_secs(20))
             .timeout(Duration::from_secs(300))
             .build()
@@ -218,7 +237,10 @@ impl HttpBackend {
 
     fn login(&self) -> Result<(), BackendError> {
         let url = format!("{}/v1/login", self.base());
-        let body = serde_json::json!({"user": self.remote.user, "password": self.remote.password});
+        let body = match &self.remote.password {
+            Some(p) => serde_json::json!({"user": self.remote.user, "password": p}),
+            None => serde_json::json!({}),
+        };
         let answer = self.exchange("log in to", &url, false, |c| c.post(&url).json_body(&body))?;
         let answer = check(answer, &url)?;
         let v: serde_json::Value =

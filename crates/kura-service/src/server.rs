@@ -4,7 +4,8 @@
 //! so no request can reach another user's files.
 //!
 //! ```text
-//! POST   /v1/login                    {"user","password"} -> {"token","expires"}
+//! POST   /v1/login                    {"user","password"} or {} with a registered client
+//!                                     certificate -> {"token","expires"}
 //! GET    /v1/repo/{kind}              list names (kind: config keys devices snapshots index data locks logs)
 //! GET    /v1/repo/{kind}/{name}       contents (Range: bytes=a-b for part)
 //! HEAD   /v1/repo/{kind}/{name}       size in Content-Length
@@ -31,14 +32,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use kura_repo::{Backend, BackendError, FileType, LocalDir};
 use serde::Deserialize;
+use tower_layer::Layer;
 
 use crate::store::{Store, User};
 use crate::tls::Identity;
@@ -55,6 +59,9 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long a session token is valid.
     pub session_ttl: jiff::SignedDuration,
+    /// How long a client may take to send a request's headers (a stalled or slow client is
+    /// disconnected after this).
+    pub header_timeout: std::time::Duration,
 }
 
 /// Largest request body: a pack is at most ~24 MiB.
@@ -76,6 +83,42 @@ struct App {
     data_dir: PathBuf,
     ttl: jiff::SignedDuration,
     metrics: Metrics,
+}
+
+/// The fingerprint of the certificate the client presented on this connection, if any.
+#[derive(Debug, Clone)]
+struct ClientCert(Option<String>);
+
+/// Accepts TLS connections and records the client's certificate for the handlers.
+#[derive(Clone)]
+struct ClientCertAcceptor(RustlsAcceptor);
+
+impl<I, S> Accept<I, S> for ClientCertAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = axum::middleware::AddExtension<S, ClientCert>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let (stream, service) = inner.accept(stream, service).await?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::fingerprint(c));
+            Ok((stream, Extension(ClientCert(cert)).layer(service)))
+        })
+    }
 }
 
 /// An error answer: status and a one-line message for the client to show.
@@ -181,8 +224,7 @@ pub async fn serve(
             },
         ))
         .with_state(app);
-    let tls =
-        axum_server::tls_rustls::RustlsConfig::from_pem_file(&identity.cert, &identity.key).await?;
+    let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);
     let listener = std::net::TcpListener::bind(opts.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -194,10 +236,15 @@ pub async fn serve(
     });
     ready(addr, &identity);
     tracing::info!(%addr, fingerprint = %identity.fingerprint, "kura service listening");
-    axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(ClientCertAcceptor(RustlsAcceptor::new(tls)))
+        .handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    server.serve(router.into_make_service()).await
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> String {
@@ -234,19 +281,28 @@ async fn metrics(State(app): State<Arc<App>>) -> String {
     .concat()
 }
 
+/// A login: a user name and password, or nothing but the connection's client certificate.
 #[derive(Deserialize)]
 struct Login {
+    #[serde(default)]
     user: String,
-    password: String,
+    password: Option<String>,
 }
 
-async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> {
+async fn login(
+    State(app): State<Arc<App>>,
+    Extension(cert): Extension<ClientCert>,
+    body: Bytes,
+) -> ApiResult<Response> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let req: Login = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed login: {e}")))?;
     let a = app.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        a.store.login(&req.user, req.password.as_bytes(), a.ttl)
+    let by_cert = req.password.is_none();
+    let found = tokio::task::spawn_blocking(move || match (req.password, cert.0) {
+        (Some(password), _) => a.store.login(&req.user, password.as_bytes(), a.ttl),
+        (None, Some(fingerprint)) => a.store.login_by_cert(&fingerprint, a.ttl),
+        (None, None) => Ok(None),
     })
     .await
     .map_err(internal)?
@@ -255,7 +311,11 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Response> 
         app.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "wrong user name or password",
+            if by_cert {
+                "no password given, and no registered client certificate presented"
+            } else {
+                "wrong user name or password"
+            },
         ));
     };
     check_contract(&app, &user, true)?;

@@ -116,6 +116,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated TEXT NOT NULL,
     PRIMARY KEY (user_id, job)
 );
+CREATE TABLE IF NOT EXISTS certs (
+    fingerprint TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id)
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
@@ -291,6 +295,60 @@ impl Store {
         if !verify_password(password, &phc) {
             return Ok(None);
         }
+        self.open_session(id, ttl).map(Some)
+    }
+
+    /// Opens a session for the user whose registered client certificate has `fingerprint`
+    /// (the TLS handshake proved the client holds its key); `None` if it is not registered.
+    pub fn login_by_cert(
+        &self,
+        fingerprint: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<Option<(User, String)>> {
+        let id: Option<i64> = lock(&self.db)
+            .query_row(
+                "SELECT user_id FROM certs WHERE fingerprint = ?1",
+                [fingerprint.to_ascii_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => self.open_session(id, ttl).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Registers a client certificate (by its SHA-256 fingerprint) as `name`'s credential.
+    pub fn add_cert(&self, name: &str, fingerprint: &str) -> Result<()> {
+        let fp = fingerprint.trim().to_ascii_lowercase();
+        if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!(
+                "{fingerprint:?} is not a SHA-256 fingerprint (64 hex digits)"
+            )));
+        }
+        let id = self.user_id(name)?;
+        let db = lock(&self.db);
+        let taken: Option<i64> = db
+            .query_row(
+                "SELECT user_id FROM certs WHERE fingerprint = ?1",
+                [&fp],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if taken.is_some_and(|other| other != id) {
+            return Err(StoreError::Invalid(
+                "that certificate is registered to another user".into(),
+            ));
+        }
+        db.execute(
+            "INSERT OR IGNORE INTO certs (fingerprint, user_id) VALUES (?1, ?2)",
+            params![fp, id],
+        )?;
+        Ok(())
+    }
+
+    /// Counts an access and makes a session token for user `id`.
+    fn open_session(&self, id: i64, ttl: jiff::SignedDuration) -> Result<(User, String)> {
         let token = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());
         let expires = jiff::Timestamp::now() + ttl;
         {
@@ -308,7 +366,7 @@ impl Store {
                 params![token_hash(&token), id, expires.to_string()],
             )?;
         }
-        Ok(Some((self.user_by_id(id)?, token)))
+        Ok((self.user_by_id(id)?, token))
     }
 
     /// The user a session token belongs to, if the session is valid.

@@ -69,10 +69,7 @@ pub struct Uploads {
     dir: PathBuf,
 }
 
-/// The SHA-256 of `data` in lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    kura_core::id::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
+pub use kura_repo::transfer::sha256_hex;
 
 fn check_sum_format(sum: &str) -> Result<(), UploadError> {
     if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) {

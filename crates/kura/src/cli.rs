@@ -76,6 +76,13 @@ struct Global {
     /// Read the service user's password from this file (otherwise KURA_USER_PASSWORD).
     #[arg(long, env = "KURA_USER_PASSWORD_FILE", global = true)]
     user_password_file: Option<PathBuf>,
+    /// Log in to the service with this client certificate (PEM; made by `kura cert create`)
+    /// instead of a password.
+    #[arg(long, env = "KURA_CLIENT_CERT", global = true, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KURA_CLIENT_KEY", global = true, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
     #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
     server_fingerprint: Option<String>,
@@ -162,6 +169,9 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Client certificates for logging in to the service without a password (mutual TLS).
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Run the Kura service (the provider's backup server).
     Serve(crate::service::ServeArgs),
     /// Operator commands for the service: users and contracts.
@@ -270,6 +280,40 @@ enum DeviceCommand {
     List,
 }
 
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make a self-signed client certificate and key; prints the fingerprint for the provider
+    /// to register (`kura admin user cert NAME FINGERPRINT`).
+    Create {
+        /// Directory for client.crt and client.key (default ~/.config/kura/client).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name in the certificate (default: this host's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+fn cert_create(ctx: &Ctx, out: Option<PathBuf>, name: Option<String>, days: i64) -> Result<()> {
+    let dir = out.unwrap_or_else(|| crate::config::config_dir().join("client"));
+    let id = kura_service::tls::client_certificate(&dir, &name.unwrap_or_else(hostname), days)?;
+    if ctx.g.json {
+        ctx.print_json(&json!({"cert": id.cert, "key": id.key, "fingerprint": id.fingerprint}));
+    } else {
+        ctx.say(format!(
+            "wrote {} and {}\nfingerprint (SHA-256): {}\nthe provider registers it with `kura admin user cert NAME {}`; then use --client-cert and --client-key (or KURA_CLIENT_CERT, KURA_CLIENT_KEY)",
+            id.cert.display(),
+            id.key.display(),
+            id.fingerprint,
+            id.fingerprint
+        ));
+    }
+    Ok(())
+}
+
 /// A run that finished but with problems: exit code 3.
 #[derive(Debug)]
 struct Partial(String);
@@ -362,26 +406,35 @@ impl Ctx {
             bail!("refusing plain http for {s}: the service speaks https only");
         }
         if s.starts_with("https://") {
-            let user = self.g.user.clone().ok_or_else(|| {
-                anyhow::anyhow!("the service needs a user name: set KURA_USER or pass --user")
-            })?;
-            let password = match (
-                &self.g.user_password_file,
-                std::env::var("KURA_USER_PASSWORD"),
-            ) {
-                (Some(f), _) => {
-                    String::from_utf8_lossy(&read_secret(f, "user password file")?).into_owned()
-                }
-                (None, Ok(p)) => p,
-                (None, Err(_)) => bail!(
-                    "the service needs the user's password: set KURA_USER_PASSWORD or pass --user-password-file"
-                ),
+            let client_cert = self.g.client_cert.clone().zip(self.g.client_key.clone());
+            let (user, password) = if client_cert.is_some() {
+                (self.g.user.clone().unwrap_or_default(), None)
+            } else {
+                let user = self.g.user.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the service needs a user name (KURA_USER or --user) or a client certificate (--client-cert)"
+                    )
+                })?;
+                let password = match (
+                    &self.g.user_password_file,
+                    std::env::var("KURA_USER_PASSWORD"),
+                ) {
+                    (Some(f), _) => {
+                        String::from_utf8_lossy(&read_secret(f, "user password file")?).into_owned()
+                    }
+                    (None, Ok(p)) => p,
+                    (None, Err(_)) => bail!(
+                        "the service needs the user's password: set KURA_USER_PASSWORD or pass --user-password-file"
+                    ),
+                };
+                (user, Some(password))
             };
             let remote = kura_repo::remote::Remote {
                 url: s.into_owned(),
                 fingerprint: self.g.server_fingerprint.clone(),
                 user,
                 password,
+                client_cert,
                 retry_for: std::time::Duration::from_secs(self.g.retry_secs),
                 piece_size: self.g.piece_kib.map(|k| k.clamp(1, 64 * 1024) << 10),
             };
@@ -537,6 +590,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Log { last } => crate::jobs::log(&ctx, last),
         Command::Schedule(c) => crate::schedule::schedule(&ctx, c),
         Command::Agent { once } => crate::schedule::agent(&ctx, once),
+        Command::Cert(CertCommand::Create { out, name, days }) => {
+            cert_create(&ctx, out, name, days)
+        }
         Command::Serve(a) => crate::service::serve(a),
         Command::Admin(a) => crate::service::admin(a, ctx.g.json),
     }

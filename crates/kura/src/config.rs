@@ -23,13 +23,18 @@ pub struct Config {
     pub exclude: Vec<String>,
 }
 
-/// `$XDG_CONFIG_HOME/kura/config.toml`, else `~/.config/kura/config.toml`.
-pub fn default_path() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// `$XDG_CONFIG_HOME/kura`, else `~/.config/kura`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::cli::home().join(".config"));
-    base.join("kura/config.toml")
+        .unwrap_or_else(|| crate::cli::home().join(".config"))
+        .join("kura")
+}
+
+/// `config.toml` in [`config_dir`].
+pub fn default_path() -> PathBuf {
+    config_dir().join("config.toml")
 }
 
 /// Reads the config file. A missing default file is an empty config; a missing file that was

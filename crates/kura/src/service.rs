@@ -12,7 +12,8 @@ use serde::Deserialize;
 /// Options of `kura serve`.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes).
+    /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
+    /// header_timeout_secs).
     #[arg(long, env = "KURA_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
@@ -21,6 +22,10 @@ pub struct ServeArgs {
     /// Where the database, TLS identity and stored data live (default ~/.local/share/kura/service).
     #[arg(long, env = "KURA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers before it is disconnected
+    /// (default 30).
+    #[arg(long, env = "KURA_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +36,7 @@ struct ServerConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     session_minutes: Option<i64>,
+    header_timeout_secs: Option<u64>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -67,6 +73,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
         tls,
         session_ttl: jiff::SignedDuration::from_mins(config.session_minutes.unwrap_or(60)),
+        header_timeout: std::time::Duration::from_secs(
+            a.header_timeout_secs
+                .or(config.header_timeout_secs)
+                .unwrap_or(30)
+                .max(1),
+        ),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -128,6 +140,17 @@ enum UserCommand {
     },
     /// List users with their contracts and usage.
     List,
+    /// Let a user log in with a client certificate (mutual TLS) instead of a password.
+    Cert {
+        /// The user.
+        name: String,
+        /// The certificate's SHA-256 fingerprint (printed by `kura cert create`).
+        #[arg(required_unless_present = "cert", conflicts_with = "cert")]
+        fingerprint: Option<String>,
+        /// Or the certificate file (PEM) itself.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,6 +202,29 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
             } else {
                 println!(
                     "added user {name} (id {id}); give them a contract with `kura admin contract set {name} ...`"
+                );
+            }
+        }
+        AdminCommand::User(UserCommand::Cert {
+            name,
+            fingerprint,
+            cert,
+        }) => {
+            let fp = match (fingerprint, cert) {
+                (Some(f), _) => f,
+                (None, Some(path)) => kura_service::tls::certificate_fingerprint(&path)?,
+                (None, None) => bail!("give the certificate's fingerprint or --cert FILE"),
+            };
+            store.add_cert(&name, &fp)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"user": name, "fingerprint": fp.to_ascii_lowercase()})
+                );
+            } else {
+                println!(
+                    "{name} may now log in with the client certificate {}",
+                    fp.to_ascii_lowercase()
                 );
             }
         }

@@ -98,7 +98,8 @@ impl Service {
             url: self.url.clone(),
             fingerprint: Some(self.fingerprint.clone()),
             user: user.into(),
-            password: password.into(),
+            password: Some(password.into()),
+            client_cert: None,
             retry_for: std::time::Duration::from_secs(5),
             piece_size: None,
         })
@@ -279,7 +280,7 @@ fn backup_and_restore_through_the_service_with_isolation() {
 
     // Health and metrics.
     let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint)).unwrap())
+        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap())
         .build()
         .unwrap();
     assert_eq!(
@@ -375,7 +376,7 @@ fn pieces_are_checked_resumable_and_private() {
     svc.add_user("alice", "alice password", env.dir.path());
     svc.add_user("bob", "bob password 22", env.dir.path());
     let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint)).unwrap())
+        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap())
         .build()
         .unwrap();
     let login = |user: &str, password: &str| -> String {
@@ -810,4 +811,181 @@ fn sixteen_clients_back_up_and_restore_at_once() {
             .iter()
             .all(|u| u["bytes"].as_u64().unwrap() > 1_000_000)
     );
+}
+
+/// A client command that logs in with the client certificate in `dir` (no user, no password).
+fn cert_client(env: &Env, svc: &Service, dir: &Path, args: &[&str]) -> Command {
+    let mut c = kura();
+    c.arg("--repo")
+        .arg(&svc.url)
+        .arg("--state-dir")
+        .arg(env.path("state-cert"))
+        .arg("--client-cert")
+        .arg(dir.join("client.crt"))
+        .arg("--client-key")
+        .arg(dir.join("client.key"))
+        .args(args)
+        .env_remove("KURA_USER_PASSWORD")
+        .env("KURA_SERVER_FINGERPRINT", &svc.fingerprint)
+        .env("KURA_PASSWORD", "encryption passphrase")
+        .env("KURA_INSECURE_FAST_KDF", "1");
+    c
+}
+
+#[test]
+fn a_registered_client_certificate_logs_in_without_a_password() {
+    let env = Env::new();
+    let svc = Service::start(&env.path("service"));
+    svc.add_user("carol", "carol password", env.dir.path());
+    svc.add_user("mallory", "mallory password", env.dir.path());
+    let certs = env.path("carol-cert");
+    let mut c = kura();
+    c.args([
+        "cert",
+        "create",
+        "--json",
+        "--name",
+        "carol-laptop",
+        "--out",
+    ])
+    .arg(&certs);
+    let made: serde_json::Value = serde_json::from_str(&run_ok(c)).unwrap();
+    let fp = made["fingerprint"].as_str().unwrap().to_string();
+
+    // Not registered yet: refused with the reason.
+    let out = cert_client(&env, &svc, &certs, &["init"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no registered client certificate"),
+        "{}",
+        stderr(&out)
+    );
+
+    svc.admin(&["user", "cert", "carol", &fp]);
+    let out = kura()
+        .args(["admin", "--data-dir"])
+        .arg(&svc.data)
+        .args(["user", "cert", "mallory", &fp])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "one certificate, one user");
+    assert!(stderr(&out).contains("another user"), "{}", stderr(&out));
+
+    let src = env.path("src");
+    make_tree(&src, 8, 21);
+    run_ok(cert_client(&env, &svc, &certs, &["init"]));
+    run_ok(cert_client(
+        &env,
+        &svc,
+        &certs,
+        &["backup", src.to_str().unwrap()],
+    ));
+    let t = env.path("t");
+    run_ok(cert_client(
+        &env,
+        &svc,
+        &certs,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+    // The certificate stands for carol: her password sees the same repository, mallory's not.
+    let carol = svc.backend("carol", "carol password").unwrap();
+    assert_eq!(carol.list(FileType::Snapshot).unwrap().len(), 1);
+    let mallory = svc.backend("mallory", "mallory password").unwrap();
+    assert!(mallory.list(FileType::Snapshot).unwrap().is_empty());
+    let users: serde_json::Value =
+        serde_json::from_str(&svc.admin(&["--json", "user", "list"])).unwrap();
+    let carol_row = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "carol")
+        .unwrap();
+    assert!(carol_row["accesses"].as_u64().unwrap() >= 3, "{carol_row}");
+
+    // A certificate file registered by path works the same; a missing key file is a clear error.
+    let other = env.path("other-cert");
+    let mut c = kura();
+    c.args(["cert", "create", "--out"]).arg(&other);
+    run_ok(c);
+    svc.admin(&[
+        "user",
+        "cert",
+        "mallory",
+        "--cert",
+        other.join("client.crt").to_str().unwrap(),
+    ]);
+    fs::remove_file(other.join("client.key")).unwrap();
+    let out = cert_client(&env, &svc, &other, &["snapshots"])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("client key"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_client_that_stalls_in_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let data = env.path("service");
+    let mut child = kura()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--header-timeout-secs",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("KURA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap();
+    let addr = url
+        .strip_prefix("listening on https://")
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    let fingerprint = fs::read_to_string(data.join("tls/fingerprint")).unwrap();
+    let config =
+        std::sync::Arc::new(kura_repo::remote::tls_config(Some(fingerprint.trim()), None).unwrap());
+    let connect = || {
+        let tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let conn =
+            rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
+    };
+
+    // Half a request, then nothing: the service hangs up after the header timeout.
+    let mut slow = connect();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "held for {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("ok"),
+        "answered a half request"
+    );
+
+    // Meanwhile and afterwards, a complete request is answered.
+    let mut quick = connect();
+    quick
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = quick.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
