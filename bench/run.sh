@@ -24,8 +24,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 trap 'rc=$?; printf "[bench] error: command failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 usage() { sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
@@ -100,24 +100,6 @@ install_deps() {
     log "installing Debian packages: ${need[*]}"
     apt-get update >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >&2
-}
-
-# --------------------------------------------------------------------------
-# Kura binary
-# --------------------------------------------------------------------------
-resolve_kura() {
-    if [[ -n ${KURA_BIN:-} ]]; then
-        [[ -x $KURA_BIN ]] || die "KURA_BIN=$KURA_BIN is not an executable file"
-    else
-        command -v cargo >/dev/null || die "cargo not found: set KURA_BIN or install Rust"
-        log "building kura: cargo build --release -p kura"
-        (cd "$REPO_ROOT" && cargo build --release -p kura)
-        local target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-        [[ $target == /* ]] || target=$REPO_ROOT/$target
-        KURA_BIN=$target/release/kura
-        [[ -x $KURA_BIN ]] || die "build finished but $KURA_BIN is missing"
-    fi
-    KURA_BIN=$(cd "$(dirname "$KURA_BIN")" && pwd -P)/$(basename "$KURA_BIN")
 }
 
 # --------------------------------------------------------------------------

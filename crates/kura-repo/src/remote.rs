@@ -6,6 +6,7 @@
 //! it is unavailable, for up to [`Remote::retry_for`]; large objects go in checked pieces
 //! ([`crate::transfer`]), so a lost connection or a restarted service costs at most one piece.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,7 +59,23 @@ pub struct HttpBackend {
     client: Client,
     token: Mutex<String>,
     speed: Mutex<LineSpeed>,
+    windows: Mutex<VecDeque<Window>>,
 }
+
+/// A stretch of a pack read whole, so that restoring many small files costs one request per
+/// window rather than one per blob.
+struct Window {
+    pack: String,
+    start: u64,
+    data: Arc<Vec<u8>>,
+}
+
+/// Window size and alignment.
+const WINDOW: u64 = 4 << 20;
+/// Reads at most this long go through a window; longer ones are worth their own request.
+const SMALL_READ: usize = 1 << 20;
+/// Windows kept (most recently used first): room for every restore worker's current packs.
+const WINDOWS_KEPT: usize = 16;
 
 /// A whole answer from the service (bodies are at most one pack, so they are read at once).
 struct Answer {
@@ -226,6 +243,7 @@ impl HttpBackend {
             client,
             token: Mutex::new(String::new()),
             speed: Mutex::new(LineSpeed::default()),
+            windows: Mutex::new(VecDeque::new()),
         };
         b.login()?;
         Ok(b)
@@ -327,6 +345,37 @@ impl HttpBackend {
                     .bytes_per_sec(),
             )
         })
+    }
+
+    /// The window of pack `name` at `start` (which may be short at the pack's end), from the
+    /// cache or the service.
+    fn window(&self, name: &str, start: u64) -> Result<Arc<Vec<u8>>, BackendError> {
+        let lock = || self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut w = lock();
+            let found = w.iter().position(|x| x.pack == name && x.start == start);
+            if let Some(hit) = found.and_then(|i| w.remove(i)) {
+                let data = hit.data.clone();
+                w.push_front(hit);
+                return Ok(data);
+            }
+        }
+        let url = self.url(FileType::Pack, Some(name));
+        let range = format!("bytes={}-{}", start, start + WINDOW - 1);
+        let data = Arc::new(
+            self.send("read", &url, |c| {
+                c.get(&url).header(reqwest::header::RANGE, &range)
+            })?
+            .body,
+        );
+        let mut w = lock();
+        w.push_front(Window {
+            pack: name.to_string(),
+            start,
+            data: data.clone(),
+        });
+        w.truncate(WINDOWS_KEPT);
+        Ok(data)
     }
 
     /// Runs an upload request and counts its speed.
@@ -516,6 +565,15 @@ impl Backend for HttpBackend {
     ) -> Result<Vec<u8>, BackendError> {
         if len == 0 {
             return Ok(Vec::new());
+        }
+        let start = offset - offset % WINDOW;
+        if t == FileType::Pack && len <= SMALL_READ && offset + len as u64 <= start + WINDOW {
+            let window = self.window(name, start)?;
+            let at = (offset - start) as usize;
+            return window
+                .get(at..at + len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| net_error("read", name, "short read: the pack ends early"));
         }
         let url = self.url(t, Some(name));
         let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);

@@ -501,10 +501,25 @@ async fn read(
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let (data, status) = match range {
-        Some((a, b)) => (
-            blocking(move || dir.read_at(t, &name, a, (b - a + 1) as usize)).await?,
-            StatusCode::PARTIAL_CONTENT,
-        ),
+        Some((a, b)) => {
+            // As in HTTP, a range running past the end gives what there is.
+            let data = blocking(move || {
+                let size = dir.size(t, &name)?;
+                if a >= size {
+                    return Ok(None);
+                }
+                dir.read_at(t, &name, a, (b.min(size - 1) - a + 1) as usize)
+                    .map(Some)
+            })
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range starts past the end",
+                )
+            })?;
+            (data, StatusCode::PARTIAL_CONTENT)
+        }
         None => (blocking(move || dir.read(t, &name)).await?, StatusCode::OK),
     };
     app.metrics

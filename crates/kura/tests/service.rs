@@ -542,6 +542,18 @@ fn pieces_are_checked_resumable_and_private() {
     assert_eq!(commit(&alice, &sha(&object)).status().as_u16(), 204);
     assert_eq!(read(&alice).bytes().unwrap().to_vec(), object);
     assert_eq!(read(&bob).status().as_u16(), 404);
+    // A range running past the end gives what there is; one starting past it, nothing.
+    let ranged = |range: &str| {
+        http.get(format!("{}/v1/repo/data/{name}", svc.url))
+            .bearer_auth(&alice)
+            .header("range", range)
+            .send()
+            .unwrap()
+    };
+    let tail = ranged("bytes=299990-400000");
+    assert_eq!(tail.status().as_u16(), 206);
+    assert_eq!(tail.bytes().unwrap().to_vec(), &object[299_990..]);
+    assert_eq!(ranged("bytes=300000-300010").status().as_u16(), 416);
 
     // A whole-object PUT with a checksum that does not match is refused with a resend request.
     let r = http

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Kura through `kura serve` (loopback, TLS on) against Kura on a local repository, and the
+# service's throughput with 1, 4 and 16 concurrent clients.
+#
+#   bash bench/service.sh [DATA_DIR]
+#
+# DATA_DIR         directory for the local-vs-service comparison (default:
+#                  `rustc --print sysroot`); copied to a scratch directory first.
+# KURA_BIN         kura binary (default: a release build of this checkout).
+# BENCH_OUT        output directory (default: bench/out/service, gitignored).
+# BENCH_CLIENT_MIB data per client in the concurrency runs (default 64): random,
+#                  different for every client, 16 files each.
+# BENCH_CLIENTS    client counts to run (default "1 4 16").
+#
+# Part 1 backs DATA_DIR up to a local repository and to the service, then restores
+# both (each verified with diff -r), and prints service/local ratios. Part 2 gives
+# every client its own user and data, starts all their backups at once, then all
+# their restores, and prints aggregate MB/s (total bytes / wall time until the last
+# one finished). restic's rest-server is not packaged for Debian, so there is no
+# restic comparison here; bench/run.sh compares the engines on local repositories.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
+trap 'rc=$?; printf "[bench] error: command failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+case "${1:-}" in -h|--help) sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+[[ $# -le 1 ]] || die "expected at most one argument (DATA_DIR)"
+if [[ $# -eq 1 ]]; then DATA_DIR=$1; else DATA_DIR=$(rustc --print sysroot); fi
+[[ -d $DATA_DIR ]] || die "data directory '$DATA_DIR' does not exist"
+DATA_DIR=$(cd "$DATA_DIR" && pwd -P)
+CLIENT_MIB=${BENCH_CLIENT_MIB:-64}
+read -r -a CLIENTS <<<"${BENCH_CLIENTS:-1 4 16}"
+OUT=${BENCH_OUT:-$SCRIPT_DIR/out/service}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd -P)
+case "$OUT/" in "$DATA_DIR"/*) die "BENCH_OUT must not be inside DATA_DIR" ;; esac
+
+resolve_kura
+rm -rf -- "${OUT:?}"/*
+mkdir -p "$OUT/logs" "$OUT/state" "$OUT/restore"
+unset KURA_REPO KURA_PASSWORD_FILE KURA_RECOVERY_CODE KURA_RECOVERY_CODE_FILE KURA_THREADS \
+      KURA_USER KURA_USER_PASSWORD_FILE KURA_CLIENT_CERT KURA_CLIENT_KEY KURA_PIECE_KIB \
+      KURA_INSECURE_FAST_KDF
+export KURA_PASSWORD="bench passphrase"
+: >"$OUT/kura-config.toml"
+export KURA_CONFIG=$OUT/kura-config.toml
+
+now() { date +%s.%N; }
+# Waits for the given clients (not the service); any failure fails the run.
+wait_all() { local p; for p in "$@"; do wait "$p" || die "a client failed; see $OUT/logs"; done; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mbps() { awk -v bytes="$1" -v s="$2" 'BEGIN { printf "%.1f", bytes / 1e6 / s }'; }
+
+# ---------------------------------------------------------------- the service
+SVC=$OUT/service
+"$KURA_BIN" serve --listen 127.0.0.1:0 --data-dir "$SVC" >"$OUT/logs/serve.out" 2>"$OUT/logs/serve.err" &
+SERVE_PID=$!
+trap 'kill "$SERVE_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    grep -q '^listening on' "$OUT/logs/serve.out" 2>/dev/null && break
+    sleep 0.1
+done
+URL=$(sed -n 's/^listening on //p' "$OUT/logs/serve.out")
+[[ -n $URL ]] || die "kura serve did not start; see $OUT/logs/serve.err"
+export KURA_SERVER_FINGERPRINT
+KURA_SERVER_FINGERPRINT=$(cat "$SVC/tls/fingerprint")
+printf 'bench user password\n' >"$OUT/user.pw"
+add_user() {
+    "$KURA_BIN" admin --data-dir "$SVC" user add "$1" --password-file "$OUT/user.pw" >/dev/null
+    "$KURA_BIN" admin --data-dir "$SVC" contract set "$1" --until 2099-12-31 --paid yes >/dev/null
+}
+log "service at $URL"
+
+# Runs kura for client $1 (a user on the service, or "local") with the rest as arguments.
+client() {
+    local who=$1; shift
+    if [[ $who == local ]]; then
+        "$KURA_BIN" --repo "$OUT/local-repo" --state-dir "$OUT/state/local" "$@"
+    else
+        KURA_USER=$who KURA_USER_PASSWORD="bench user password" \
+            "$KURA_BIN" --repo "$URL" --state-dir "$OUT/state/$who" "$@"
+    fi
+}
+
+# ------------------------------------------------- part 1: same data, local vs service
+log "copying $DATA_DIR"
+mkdir -p "$OUT/data"
+cp -a -- "$DATA_DIR/." "$OUT/data/"
+DATA_MIB=$(du -sb "$OUT/data" | awk '{ printf "%.0f", $1 / 1048576 }')
+add_user bench-same
+declare -A T=()
+for who in local bench-same; do
+    client "$who" init >"$OUT/logs/$who-init.log" 2>&1
+    sync
+    t0=$(now)
+    client "$who" backup "$OUT/data" >"$OUT/logs/$who-backup.log" 2>&1
+    T[$who:backup]=$(secs "$t0" "$(now)")
+    sync
+    t0=$(now)
+    client "$who" restore latest --target "$OUT/restore/$who" >"$OUT/logs/$who-restore.log" 2>&1
+    T[$who:restore]=$(secs "$t0" "$(now)")
+    diff -r "$OUT/data" "$OUT/restore/$who$OUT/data" >/dev/null || die "$who: restore differs"
+    rm -rf -- "$OUT/restore/$who"
+    log "$who: backup ${T[$who:backup]} s, restore ${T[$who:restore]} s (verified)"
+done
+
+# ------------------------------------------------- part 2: concurrent clients
+MAX=0
+for n in "${CLIENTS[@]}"; do (( n > MAX )) && MAX=$n; done
+log "generating $MAX x $CLIENT_MIB MiB of client data"
+for i in $(seq "$MAX"); do
+    mkdir -p "$OUT/clients/$i"
+    for f in $(seq 16); do
+        head -c $(( CLIENT_MIB * 1048576 / 16 )) /dev/urandom >"$OUT/clients/$i/f$f"
+    done
+done
+PER_CLIENT=$(( CLIENT_MIB * 1048576 ))
+declare -A C=()
+for n in "${CLIENTS[@]}"; do
+    for i in $(seq "$n"); do
+        add_user "c$n-$i"
+        client "c$n-$i" init >"$OUT/logs/c$n-$i-init.log" 2>&1
+    done
+    sync
+    t0=$(now)
+    pids=()
+    for i in $(seq "$n"); do
+        client "c$n-$i" backup "$OUT/clients/$i" >"$OUT/logs/c$n-$i-backup.log" 2>&1 &
+        pids+=($!)
+    done
+    wait_all "${pids[@]}"
+    C[$n:backup]=$(secs "$t0" "$(now)")
+    sync
+    t0=$(now)
+    pids=()
+    for i in $(seq "$n"); do
+        client "c$n-$i" restore latest --target "$OUT/restore/c$n-$i" >"$OUT/logs/c$n-$i-restore.log" 2>&1 &
+        pids+=($!)
+    done
+    wait_all "${pids[@]}"
+    C[$n:restore]=$(secs "$t0" "$(now)")
+    for i in $(seq "$n"); do
+        diff -r "$OUT/clients/$i" "$OUT/restore/c$n-$i$OUT/clients/$i" >/dev/null || die "client $i of $n: restore differs"
+        rm -rf -- "$OUT/restore/c$n-$i"
+    done
+    log "$n clients: backup ${C[$n:backup]} s, restore ${C[$n:restore]} s (all verified)"
+done
+
+# ---------------------------------------------------------------- results
+{
+    echo "# Kura through the service ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $("$KURA_BIN" --version))"
+    echo
+    echo "Same data ($DATA_DIR, $DATA_MIB MiB), local repository vs \`kura serve\` on loopback with TLS:"
+    echo
+    echo "| step | local s | service s | service/local |"
+    echo "|---|---:|---:|---:|"
+    for step in backup restore; do
+        echo "| $step | ${T[local:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[local:$step]}") |"
+    done
+    echo
+    echo "Concurrent clients, each with its own user and $CLIENT_MIB MiB of random data (aggregate MB/s = all bytes / time until the last finished):"
+    echo
+    echo "| clients | backup s | backup MB/s | restore s | restore MB/s |"
+    echo "|---:|---:|---:|---:|---:|"
+    for n in "${CLIENTS[@]}"; do
+        bytes=$(( n * PER_CLIENT ))
+        echo "| $n | ${C[$n:backup]} | $(mbps "$bytes" "${C[$n:backup]}") | ${C[$n:restore]} | $(mbps "$bytes" "${C[$n:restore]}") |"
+    done
+    echo
+    echo "restic with rest-server: not measured (rest-server is not packaged for Debian)."
+} | tee "$OUT/results.md"
