@@ -115,6 +115,7 @@ impl LocalJobs {
         let path = self.record(job.id);
         let tmp = self.dir.join(format!(".{}.tmp", job.id));
         fs::write(&tmp, job.encode())
+            .and_then(|()| fs::File::open(&tmp)?.sync_all())
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_err(&path))
     }

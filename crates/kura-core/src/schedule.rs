@@ -72,25 +72,35 @@ impl Timing {
 
     /// The first run strictly after `after`, in time zone `tz`; `None` when there is none.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        let local = |dt: DateTime| dt.to_zoned(tz.clone()).ok().map(|z| z.timestamp());
+        // A wall-clock time that never happens (clocks going forward) is the moment just after
+        // the gap; one that happens twice (clocks going back) is the first, and for schedules
+        // that run every hour or more often also the second, as in cron.
+        let second_pass = matches!(self, Timing::Cron(c) if c.hourly);
+        let local = |dt: DateTime| {
+            let amb = tz.to_ambiguous_zoned(dt);
+            let later = second_pass.then(|| amb.clone().later());
+            [Some(amb.compatible()), later]
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|z| z.timestamp())
+                .find(|t| *t > after)
+        };
         let now_local = after.to_zoned(tz.clone()).datetime();
         match self {
             Timing::Every(d) => after.checked_add(*d).ok(),
-            Timing::Once(dt) => local(*dt).filter(|t| *t > after),
-            Timing::Daily(time) => {
-                let today = now_local.date().to_datetime(*time);
-                let first = local(today).filter(|t| *t > after);
-                first.or_else(|| local(now_local.date().tomorrow().ok()?.to_datetime(*time)))
-            }
+            Timing::Once(dt) => local(*dt),
+            Timing::Daily(time) => local(now_local.date().to_datetime(*time))
+                .or_else(|| local(now_local.date().tomorrow().ok()?.to_datetime(*time))),
             Timing::Cron(c) => {
+                // Candidates in a gap or an already-past fold are skipped; a fold lasts at most
+                // a few hours, so a bounded number of steps finds the next real one.
                 let mut from = now_local;
-                // A wall-clock time skipped by a daylight-saving change is resolved forwards,
-                // which can land at or before `after`; look further then.
-                for _ in 0..4 {
+                for _ in 0..(24 * 60) {
                     let next = c.next_after(from)?;
                     match local(next) {
-                        Some(t) if t > after => return Some(t),
-                        _ => from = next,
+                        Some(t) => return Some(t),
+                        None => from = next,
                     }
                 }
                 None
@@ -159,6 +169,7 @@ pub struct Cron {
     weekdays: u8,
     days_any: bool,
     weekdays_any: bool,
+    hourly: bool,
     text: String,
 }
 
@@ -183,12 +194,13 @@ fn field(text: &str, lo: u32, hi: u32, name: &str) -> Result<u64, TimingError> {
                 .filter(|n| (lo..=hi).contains(n))
                 .ok_or_else(|| bad(format!("cron {name}: {v:?} is not in {lo}-{hi}")))
         };
+        let stepped = part.contains('/');
         let (a, b) = match range {
             "*" => (lo, hi),
             r => match r.split_once('-') {
                 Some((a, b)) => (num(a)?, num(b)?),
                 // `5/15` means from 5 to the end, every 15.
-                None if step > 1 => (num(r)?, hi),
+                None if stepped => (num(r)?, hi),
                 None => {
                     let n = num(r)?;
                     (n, n)
@@ -198,10 +210,10 @@ fn field(text: &str, lo: u32, hi: u32, name: &str) -> Result<u64, TimingError> {
         if a > b {
             return Err(bad(format!("cron {name}: range {range:?} runs backwards")));
         }
-        let mut v = a;
-        while v <= b {
-            bits |= 1 << v;
-            v += step;
+        let mut v = Some(a);
+        while let Some(x) = v.filter(|&x| x <= b) {
+            bits |= 1 << x;
+            v = x.checked_add(step);
         }
     }
     Ok(bits)
@@ -226,8 +238,9 @@ impl Cron {
             days: field(dom, 1, 31, "day of month")? as u32,
             months: field(mon, 1, 12, "month")? as u16,
             weekdays: weekdays as u8,
-            days_any: dom == "*",
-            weekdays_any: dow == "*",
+            days_any: dom.starts_with('*'),
+            weekdays_any: dow.starts_with('*'),
+            hourly: h.starts_with('*'),
             text: fields.join(" "),
         })
     }
@@ -235,11 +248,12 @@ impl Cron {
     fn day_matches(&self, d: Date) -> bool {
         let dom = self.days & (1 << d.day()) != 0;
         let dow = self.weekdays & (1 << d.weekday().to_sunday_zero_offset()) != 0;
-        let day = match (self.days_any, self.weekdays_any) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
+        // As in cron: when either day field starts with `*`, a day must match both; when
+        // both are restricted, either will do.
+        let day = if self.days_any || self.weekdays_any {
+            dom && dow
+        } else {
+            dom || dow
         };
         day && self.months & (1 << d.month()) != 0
     }
@@ -486,6 +500,55 @@ mod tests {
         assert_eq!(next, ts("2026-10-25T02:00:00Z"));
         let after = daily.next_after(next, &tz).unwrap();
         assert_eq!(after, ts("2026-10-26T02:00:00Z"));
+    }
+
+    #[test]
+    fn cron_keeps_running_through_the_autumn_fold() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let every5 = Timing::Cron(Cron::parse("*/5 * * * *").unwrap());
+        // 02:20 local in the second pass of the repeated hour (CET) is 01:20Z.
+        let after = ts("2026-10-25T01:20:00Z");
+        assert_eq!(
+            every5.next_after(after, &tz),
+            Some(ts("2026-10-25T01:25:00Z"))
+        );
+        // And in the first pass (CEST), the next run is five minutes on, not an hour.
+        let first_pass = ts("2026-10-25T00:20:00Z");
+        assert_eq!(
+            every5.next_after(first_pass, &tz),
+            Some(ts("2026-10-25T00:25:00Z"))
+        );
+        // A daily run inside the spring gap happens right after it, and in the autumn fold once.
+        let daily = Timing::at("02:30").unwrap();
+        assert_eq!(
+            daily.next_after(ts("2026-03-29T00:00:00Z"), &tz),
+            Some(ts("2026-03-29T01:30:00Z"))
+        );
+        let ran = ts("2026-10-25T00:30:00Z");
+        assert_eq!(daily.next_after(ran, &tz), Some(ts("2026-10-26T01:30:00Z")));
+        let fixed = Timing::Cron(Cron::parse("30 2 * * *").unwrap());
+        assert_eq!(fixed.next_after(ran, &tz), Some(ts("2026-10-26T01:30:00Z")));
+    }
+
+    #[test]
+    fn cron_day_fields_and_steps_follow_cron() {
+        // With `*/2` in the day of month, both day fields must match: Mondays on odd days.
+        assert_eq!(
+            cron_next("0 0 */2 * 1", "2026-11-21T00:00"),
+            "2026-11-23 00:00 Mon"
+        );
+        assert_eq!(
+            cron_next("0 0 */2 * 1", "2026-11-23T00:00"),
+            "2026-12-07 00:00 Mon"
+        );
+        assert_eq!(
+            cron_next("5/1 8 * * *", "2026-11-21T08:30"),
+            "2026-11-21 08:31 Sat"
+        );
+        assert_eq!(
+            cron_next("*/4294967295 * * * *", "2026-11-21T08:30"),
+            "2026-11-21 09:00 Sat"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct ServeOptions {
 
 /// Largest request body: a pack is at most ~24 MiB.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest body of a login or a job report.
+pub const SMALL_BODY: usize = 16 * 1024;
 /// No request may take longer, so a stalled client cannot hold a worker or a lock forever.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -83,6 +85,25 @@ struct App {
     data_dir: PathBuf,
     ttl: jiff::SignedDuration,
     metrics: Metrics,
+}
+
+/// How often unfinished uploads untouched for [`upload::STALE_AFTER`] are removed.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes every user's stale unfinished uploads (abandoned ones would otherwise stay).
+fn sweep_stale_uploads(users: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(users) else {
+        return;
+    };
+    for e in entries.flatten() {
+        match Uploads::new(e.path().join("uploads")).sweep(upload::STALE_AFTER) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(user = %e.file_name().to_string_lossy(), removed = n, "stale uploads removed")
+            }
+            Err(err) => tracing::warn!("sweeping {}: {err}", e.path().display()),
+        }
+    }
 }
 
 /// The fingerprint of the certificate the client presented on this connection, if any.
@@ -192,17 +213,17 @@ pub async fn serve(
         ttl: opts.session_ttl,
         metrics: Metrics::default(),
     });
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/login", post(login))
+    let protected = Router::new()
         .route("/v1/repo/{kind}", get(list))
         .route(
             "/v1/repo/{kind}/{name}",
             get(read).head(head).put(write).delete(remove),
         )
         .route("/v1/jobs", get(job_list))
-        .route("/v1/jobs/{job}", axum::routing::put(job_report))
+        .route(
+            "/v1/jobs/{job}",
+            axum::routing::put(job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
         .route("/v1/uploads", get(upload_list).delete(upload_sweep))
         .route(
             "/v1/uploads/{kind}/{name}",
@@ -211,6 +232,18 @@ pub async fn serve(
                 .post(upload_commit)
                 .delete(upload_abort),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_session,
+        ));
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/login",
+            post(login).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
+        .merge(protected)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
@@ -230,6 +263,15 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
+    let users = opts.data_dir.join("users");
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            let dir = users.clone();
+            let _ = tokio::task::spawn_blocking(move || sweep_stale_uploads(&dir)).await;
+        }
+    });
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
@@ -360,6 +402,28 @@ fn check_contract(app: &App, user: &User, at_login: bool) -> ApiResult<()> {
     Ok(())
 }
 
+/// An authenticated request's user and storage, set by [`require_session`].
+#[derive(Clone)]
+struct Authed {
+    user: User,
+    dir: LocalDir,
+}
+
+/// Authenticates every request to the protected routes before its body is read.
+async fn require_session(
+    State(app): State<Arc<App>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&app, req.headers()).await {
+        Ok((user, dir)) => {
+            req.extensions_mut().insert(Authed { user, dir });
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Authenticates the request and checks the contract; the result names the user's storage.
 async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, LocalDir)> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -454,11 +518,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn list(
-    State(app): State<Arc<App>>,
     Path(kind): Path<String>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (_, dir) = authorize(&app, &headers).await?;
+    let Authed { dir, .. } = authed;
     let t = file_type(&kind, None)?;
     let names = blocking(move || dir.list(t)).await?;
     Ok(axum::Json(names).into_response())
@@ -481,23 +544,22 @@ fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
     Ok(Some((a, b)))
 }
 
-/// The size of a stored file, 0 if there is none (for usage accounting).
-async fn stored_size(dir: &LocalDir, t: FileType, name: &str) -> ApiResult<u64> {
-    let (d, n) = (dir.clone(), name.to_string());
-    blocking(move || match d.size(t, &n) {
+/// The size of a stored file, 0 if there is none (for usage accounting). Blocking.
+fn stored_size(dir: &LocalDir, t: FileType, name: &str) -> ApiResult<u64> {
+    match dir.size(t, name) {
         Ok(s) => Ok(s),
         Err(BackendError::NotFound(_)) => Ok(0),
-        Err(e) => Err(e),
-    })
-    .await
+        Err(e) => Err(backend_error(e)),
+    }
 }
 
 async fn read(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (_, dir) = authorize(&app, &headers).await?;
+    let Authed { dir, .. } = authed;
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let (data, status) = match range {
@@ -529,11 +591,10 @@ async fn read(
 }
 
 async fn head(
-    State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (_, dir) = authorize(&app, &headers).await?;
+    let Authed { dir, .. } = authed;
     let t = file_type(&kind, Some(&name))?;
     let size = blocking(move || dir.size(t, &name)).await?;
     Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response())
@@ -542,16 +603,30 @@ async fn head(
 async fn job_report(
     State(app): State<Arc<App>>,
     Path(job): Path<String>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+    let Authed { user, .. } = authed;
     let report = kura_core::job::JobReport::decode(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("malformed job report: {e}"),
         )
     })?;
+    let numbers_fit = [report.files, report.bytes, report.stored_added]
+        .iter()
+        .all(|&n| i64::try_from(n).is_ok());
+    let snapshot_ok = report.snapshot.as_deref().is_none_or(|n| {
+        n.len() == 64
+            && n.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    });
+    if !numbers_fit || !snapshot_ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed job report: counts out of range or a bad snapshot name",
+        ));
+    }
     if report.job.to_string() != job {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -566,8 +641,11 @@ async fn job_report(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn job_list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+async fn job_list(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let Authed { user, .. } = authed;
     let a = app.clone();
     let lines = tokio::task::spawn_blocking(move || a.store.job_log(Some(&user.name)))
         .await
@@ -578,8 +656,8 @@ async fn job_list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<
 }
 
 /// The contract's limits on storing `len` bytes as `t`/`name`; returns the size of the file
-/// it replaces.
-async fn admit(
+/// it replaces. Blocking (it reads sizes and lists snapshots).
+fn admit(
     app: &App,
     user: &User,
     dir: &LocalDir,
@@ -590,14 +668,13 @@ async fn admit(
     let Some(contract) = &user.contract else {
         return Err(internal("authorized user without a contract"));
     };
-    let old = stored_size(dir, t, name).await?;
-    let new_total = user.bytes.saturating_sub(old) + len;
+    let old = stored_size(dir, t, name)?;
+    let new_total = user.bytes.saturating_sub(old).saturating_add(len);
     if contract.max_bytes > 0 && new_total > contract.max_bytes {
         return Err(over_storage(app, contract.max_bytes));
     }
     if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
-        let d = dir.clone();
-        let count = blocking(move || d.list(FileType::Snapshot)).await?.len() as u64;
+        let count = dir.list(FileType::Snapshot).map_err(backend_error)?.len() as u64;
         if count >= contract.max_archives {
             app.metrics.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
@@ -620,14 +697,20 @@ fn over_storage(app: &App, max_bytes: u64) -> ApiError {
     )
 }
 
-/// Records `len` new bytes stored that replaced `old` ones.
-async fn account(app: &Arc<App>, user: &User, len: u64, old: u64) -> ApiResult<()> {
+/// Records `len` new bytes stored that replaced `old` ones. Blocking.
+fn count_stored(app: &App, user: &User, len: u64, old: u64) -> ApiResult<()> {
     app.metrics.bytes_in.fetch_add(len, Ordering::Relaxed);
-    let (a, id) = (app.clone(), user.id);
-    tokio::task::spawn_blocking(move || a.store.add_bytes(id, len as i64 - old as i64))
-        .await
-        .map_err(internal)?
+    app.store
+        .add_bytes(user.id, len as i64 - old as i64)
         .map_err(internal)
+}
+
+/// Runs `f` on the blocking pool. It runs to its end even if the client goes away meanwhile,
+/// so an object is never stored without being counted, or taken from its upload and dropped.
+async fn in_background<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
 /// The checksum a client sent with a piece or object, if any.
@@ -653,20 +736,24 @@ fn resend() -> ApiError {
 async fn write(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (user, dir) = authorize(&app, &headers).await?;
+    let Authed { user, dir } = authed;
     let t = file_type(&kind, Some(&name))?;
     if let Some(sum) = checksum(&headers)?
         && !upload::sha256_hex(&body).eq_ignore_ascii_case(&sum)
     {
         return Err(resend());
     }
-    let old = admit(&app, &user, &dir, t, &name, body.len() as u64).await?;
-    let len = body.len() as u64;
-    blocking(move || dir.write(t, &name, &body)).await?;
-    account(&app, &user, len, old).await?;
+    in_background(move || {
+        let len = body.len() as u64;
+        let old = admit(&app, &user, &dir, t, &name, len)?;
+        dir.write(t, &name, &body).map_err(backend_error)?;
+        count_stored(&app, &user, len, old)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -702,8 +789,11 @@ fn uploads_of(app: &App, user: &User) -> Uploads {
     Uploads::new(app.user_dir(user).join("uploads"))
 }
 
-async fn upload_list(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+async fn upload_list(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let Authed { user, .. } = authed;
     let up = uploads_of(&app, &user);
     Ok(axum::Json(uploading(move || up.list()).await?).into_response())
 }
@@ -716,9 +806,9 @@ struct Sweep {
 async fn upload_sweep(
     State(app): State<Arc<App>>,
     Query(q): Query<Sweep>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+    let Authed { user, .. } = authed;
     let up = uploads_of(&app, &user);
     let age = std::time::Duration::from_secs(q.older_than);
     let removed = uploading(move || up.sweep(age)).await?;
@@ -728,9 +818,9 @@ async fn upload_sweep(
 async fn upload_status(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+    let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
     let up = uploads_of(&app, &user);
     let received = uploading(move || up.received(&kind, &name)).await?;
@@ -746,61 +836,81 @@ async fn upload_piece(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
     Query(at): Query<PieceAt>,
+    Extension(authed): Extension<Authed>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+    let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
     let sum = checksum(&headers)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a piece needs a checksum"))?;
-    if let Some(c) = &user.contract
-        && c.max_bytes > 0
-        && user.bytes + at.offset + body.len() as u64 > c.max_bytes
-    {
-        return Err(over_storage(&app, c.max_bytes));
-    }
     let up = uploads_of(&app, &user);
-    let received = uploading(move || up.append(&kind, &name, at.offset, &body, &sum)).await?;
+    let received = in_background(move || {
+        // Unfinished uploads count against the storage limit too.
+        if let Some(c) = &user.contract
+            && c.max_bytes > 0
+        {
+            let pending = up.pending_bytes().map_err(upload_error)?;
+            let total = user
+                .bytes
+                .saturating_add(pending)
+                .saturating_add(body.len() as u64);
+            if total > c.max_bytes {
+                return Err(over_storage(&app, c.max_bytes));
+            }
+        }
+        up.append(&kind, &name, at.offset, &body, &sum)
+            .map_err(upload_error)
+    })
+    .await?;
     Ok(axum::Json(serde_json::json!({ "received": received })).into_response())
 }
 
 async fn upload_commit(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (user, dir) = authorize(&app, &headers).await?;
+    let Authed { user, dir } = authed;
     let t = file_type(&kind, Some(&name))?;
     let sum = checksum(&headers)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a commit needs a checksum"))?;
     let up = uploads_of(&app, &user);
-    let (k, n, s) = (kind.clone(), name.clone(), sum.clone());
-    let (path, len) = match uploading(move || up.finish(&k, &n, &s)).await {
-        Ok(found) => found,
-        Err(e) if e.status == StatusCode::NOT_FOUND => {
-            // A repeated commit whose first answer was lost: the object is already in place.
-            let (d, n) = (dir.clone(), name.clone());
-            return match blocking(move || d.read(t, &n)).await {
-                Ok(stored) if upload::sha256_hex(&stored).eq_ignore_ascii_case(&sum) => {
-                    Ok(StatusCode::NO_CONTENT.into_response())
-                }
-                _ => Err(e),
-            };
+    in_background(move || {
+        let (path, len) = match up.finish(&kind, &name, &sum) {
+            Ok(found) => found,
+            Err(UploadError::NotFound) => {
+                // A repeated commit whose first answer was lost: the object is in place.
+                return match dir.read(t, &name) {
+                    Ok(stored) if upload::sha256_hex(&stored).eq_ignore_ascii_case(&sum) => Ok(()),
+                    _ => Err(upload_error(UploadError::NotFound)),
+                };
+            }
+            Err(e) => return Err(upload_error(e)),
+        };
+        let installed = admit(&app, &user, &dir, t, &name, len).and_then(|old| {
+            dir.install(t, &name, &path).map_err(backend_error)?;
+            Ok(old)
+        });
+        match installed {
+            Ok(old) => count_stored(&app, &user, len, old),
+            Err(e) => {
+                let _ = up.discard(&path);
+                Err(e)
+            }
         }
-        Err(e) => return Err(e),
-    };
-    let old = admit(&app, &user, &dir, t, &name, len).await?;
-    blocking(move || dir.install(t, &name, &path)).await?;
-    account(&app, &user, len, old).await?;
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn upload_abort(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (user, _) = authorize(&app, &headers).await?;
+    let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
     let up = uploads_of(&app, &user);
     uploading(move || up.abort(&kind, &name)).await?;
@@ -810,16 +920,17 @@ async fn upload_abort(
 async fn remove(
     State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let (user, dir) = authorize(&app, &headers).await?;
+    let Authed { user, dir } = authed;
     let t = file_type(&kind, Some(&name))?;
-    let old = stored_size(&dir, t, &name).await?;
-    blocking(move || dir.remove(t, &name)).await?;
-    let (a, id) = (app.clone(), user.id);
-    tokio::task::spawn_blocking(move || a.store.add_bytes(id, -(old as i64)))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    in_background(move || {
+        let old = stored_size(&dir, t, &name)?;
+        dir.remove(t, &name).map_err(backend_error)?;
+        app.store
+            .add_bytes(user.id, -(old as i64))
+            .map_err(internal)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -347,6 +347,23 @@ impl Store {
         Ok(())
     }
 
+    /// Withdraws a client certificate from `name`; its sessions end too.
+    pub fn remove_cert(&self, name: &str, fingerprint: &str) -> Result<()> {
+        let id = self.user_id(name)?;
+        let db = lock(&self.db);
+        let n = db.execute(
+            "DELETE FROM certs WHERE fingerprint = ?1 AND user_id = ?2",
+            params![fingerprint.trim().to_ascii_lowercase(), id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "{name} has no client certificate {fingerprint}"
+            )));
+        }
+        db.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+        Ok(())
+    }
+
     /// Counts an access and makes a session token for user `id`.
     fn open_session(&self, id: i64, ttl: jiff::SignedDuration) -> Result<(User, String)> {
         let token = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());

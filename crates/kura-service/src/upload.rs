@@ -110,6 +110,9 @@ impl Uploads {
         for e in entries {
             let e = e?;
             let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with('.') {
+                continue;
+            }
             if let Some((kind, name)) = file.split_once('.') {
                 out.push(Partial {
                     kind: kind.to_string(),
@@ -133,39 +136,38 @@ impl Uploads {
         sum: &str,
     ) -> Result<u64, UploadError> {
         check_sum_format(sum)?;
-        if offset + piece.len() as u64 > MAX_OBJECT {
-            return Err(UploadError::TooLarge);
-        }
+        let end = offset
+            .checked_add(piece.len() as u64)
+            .filter(|&e| e <= MAX_OBJECT)
+            .ok_or(UploadError::TooLarge)?;
         if !sha256_hex(piece).eq_ignore_ascii_case(sum) {
             return Err(UploadError::Checksum);
         }
         let path = self.path(kind, name);
-        if offset == 0 && !path.exists() {
-            fs::create_dir_all(&self.dir)?;
-            if self.list()?.len() >= MAX_OPEN {
-                self.sweep(STALE_AFTER)?;
-                if self.list()?.len() >= MAX_OPEN {
-                    return Err(UploadError::TooMany);
+        let file = if offset == 0 {
+            self.create(&path)?
+        } else {
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(UploadError::Offset {
+                        offset,
+                        received: 0,
+                    });
                 }
+                Err(e) => return Err(e.into()),
             }
-        }
-        let file = match OpenOptions::new()
-            .write(true)
-            .create(offset == 0)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(UploadError::Offset {
-                    offset,
-                    received: 0,
-                });
-            }
-            Err(e) => return Err(e.into()),
         };
         // Two requests for the same upload (a client retrying while its first attempt is still
         // being served) take turns; the offset check then refuses the late one.
         file.lock()?;
+        // A commit may have taken the file away while this request waited for the lock.
+        if !same_file(&file, &path)? {
+            return Err(UploadError::Offset {
+                offset,
+                received: 0,
+            });
+        }
         let received = file.metadata()?.len();
         if offset == 0 {
             file.set_len(0)?;
@@ -174,12 +176,41 @@ impl Uploads {
         }
         file.write_all_at(piece, offset)?;
         file.sync_data()?;
-        Ok(offset + piece.len() as u64)
+        Ok(end)
     }
 
-    /// Checks the whole object against `sum` and returns the file to move into the
-    /// repository, with its size. A mismatch removes the upload: its pieces were each right,
-    /// so the client sent the wrong pieces and must start over.
+    /// Opens the upload at `path` for a first piece, creating it (durably) if it is new, within
+    /// the limit on unfinished uploads.
+    fn create(&self, path: &Path) -> Result<File, UploadError> {
+        fs::create_dir_all(&self.dir)?;
+        // New uploads are counted and made one at a time per user.
+        let guard = File::create(self.dir.join(".lock"))?;
+        guard.lock()?;
+        if !path.exists() && self.list()?.len() >= MAX_OPEN {
+            self.sweep(STALE_AFTER)?;
+            if self.list()?.len() >= MAX_OPEN {
+                return Err(UploadError::TooMany);
+            }
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(file)
+    }
+
+    /// Bytes held in unfinished uploads (they count against the contract's storage limit).
+    pub fn pending_bytes(&self) -> Result<u64, UploadError> {
+        Ok(self.list()?.iter().map(|p| p.received).sum())
+    }
+
+    /// Takes the upload away from further pieces, checks the whole object against `sum`, and
+    /// returns the file to move into the repository (a private name in the uploads directory)
+    /// with its size. A mismatch removes the upload: its pieces were each right, so the client
+    /// sent the wrong pieces and must start over. A file returned and not installed must be
+    /// dropped with [`Uploads::discard`].
     pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<(PathBuf, u64), UploadError> {
         check_sum_format(sum)?;
         let path = self.path(kind, name);
@@ -189,6 +220,16 @@ impl Uploads {
             Err(e) => return Err(e.into()),
         };
         file.lock()?;
+        if !same_file(&file, &path)? {
+            return Err(UploadError::NotFound);
+        }
+        // Pieces that arrive from now on find no upload (or start a new one): what is checked
+        // below is exactly what will be installed.
+        let private = self.dir.join(format!(
+            ".commit-{}",
+            kura_core::id::hex(&kura_core::crypto::random_bytes::<8>())
+        ));
+        fs::rename(&path, &private)?;
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
@@ -201,11 +242,16 @@ impl Uploads {
             ctx.update(&buf[..n]);
         }
         if !kura_core::id::hex(ctx.finish().as_ref()).eq_ignore_ascii_case(sum) {
-            drop(file);
-            fs::remove_file(&path)?;
+            self.discard(&private)?;
             return Err(UploadError::Checksum);
         }
-        Ok((path, size))
+        Ok((private, size))
+    }
+
+    /// Drops a file [`Uploads::finish`] returned that was not installed.
+    pub fn discard(&self, private: &Path) -> Result<(), UploadError> {
+        remove_if_exists(private)?;
+        Ok(())
     }
 
     /// Drops an unfinished upload; dropping a missing one is not an error.
@@ -226,6 +272,9 @@ impl Uploads {
         };
         let mut removed = 0;
         for e in entries.flatten() {
+            if e.file_name() == ".lock" {
+                continue;
+            }
             let stale = e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -235,6 +284,19 @@ impl Uploads {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Whether `file` is still the file at `path`.
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => {
+            let f = file.metadata()?;
+            Ok(m.ino() == f.ino() && m.dev() == f.dev())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -310,6 +372,30 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, UploadError::Offset { received: 0, .. }));
         assert!(u.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_committed_upload_takes_no_more_pieces() {
+        let (_d, u) = uploads();
+        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+            .unwrap();
+        let (private, size) = u.finish("data", "ab", &sha256_hex(b"hello")).unwrap();
+        assert_eq!(size, 5);
+        // A late piece finds no upload; a late first piece starts a new one elsewhere.
+        assert!(matches!(
+            u.append("data", "ab", 5, b" world", &sha256_hex(b" world")),
+            Err(UploadError::Offset { received: 0, .. })
+        ));
+        u.append("data", "ab", 0, b"x", &sha256_hex(b"x")).unwrap();
+        assert_eq!(fs::read(&private).unwrap(), b"hello");
+        assert_eq!(u.list().unwrap().len(), 1, "the private file is not listed");
+        assert_eq!(u.pending_bytes().unwrap(), 1);
+        u.discard(&private).unwrap();
+        assert!(!private.exists());
+        assert!(matches!(
+            u.append("data", "ab", u64::MAX, b"x", &sha256_hex(b"x")),
+            Err(UploadError::TooLarge)
+        ));
     }
 
     #[test]

@@ -172,13 +172,25 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
     }
     loop {
         let now = Timestamp::now();
-        for e in load(&base)?.entries {
+        for id in load(&base)?.entries.into_iter().map(|e| e.id) {
             if signalled() {
                 break;
             }
-            if !e.is_due(now, &tz) {
+            // Claimed under the schedule's lock: still there, still due, and recorded as run
+            // before it starts, so a second agent does not run it too and a run that fails or
+            // is killed is not retried in a loop (its job is resumed by the next run).
+            let claimed = update(&base, |s| {
+                Ok(match s.entries.iter_mut().find(|x| x.id == id) {
+                    Some(e) if e.is_due(now, &tz) => {
+                        e.last_run = Some(now);
+                        Some(e.clone())
+                    }
+                    _ => None,
+                })
+            })?;
+            let Some(e) = claimed else {
                 continue;
-            }
+            };
             ctx.say(format!(
                 "{}: scheduled backup {} ({}) of {}",
                 local(now, &tz),
@@ -186,14 +198,6 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
                 e.timing,
                 e.paths.join(", ")
             ));
-            // Recorded before the run: a run that fails or is killed is not retried in a loop;
-            // its job is resumed by the next run of the same paths.
-            update(&base, |s| {
-                if let Some(mine) = s.entries.iter_mut().find(|x| x.id == e.id) {
-                    mine.last_run = Some(now);
-                }
-                Ok(())
-            })?;
             let paths = e.paths.iter().map(PathBuf::from).collect();
             if let Err(err) = run_backup(ctx, paths, e.kind, ctx.config_excludes(), e.tags, None) {
                 failed += 1;

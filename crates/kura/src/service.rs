@@ -150,6 +150,9 @@ enum UserCommand {
         /// Or the certificate file (PEM) itself.
         #[arg(long)]
         cert: Option<PathBuf>,
+        /// Withdraw the certificate instead (a lost or stolen device); the user's sessions end.
+        #[arg(long)]
+        remove: bool,
     },
 }
 
@@ -209,12 +212,18 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
             name,
             fingerprint,
             cert,
+            remove,
         }) => {
             let fp = match (fingerprint, cert) {
                 (Some(f), _) => f,
                 (None, Some(path)) => kura_service::tls::certificate_fingerprint(&path)?,
                 (None, None) => bail!("give the certificate's fingerprint or --cert FILE"),
             };
+            if remove {
+                store.remove_cert(&name, &fp)?;
+                println!("{name} may no longer log in with the client certificate {fp}");
+                return Ok(());
+            }
             store.add_cert(&name, &fp)?;
             if json {
                 println!(
@@ -289,7 +298,9 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                         r.kind.to_string(),
                         r.files,
                         r.stored_added,
-                        r.snapshot.as_deref().map_or("-", |s| &s[..8.min(s.len())]),
+                        r.snapshot
+                            .as_deref()
+                            .map_or_else(|| "-".into(), |s| s.chars().take(8).collect::<String>()),
                         stored_at(l.user_id).display()
                     );
                 }

@@ -87,9 +87,13 @@ fn unchanged_files_are_not_read_again_and_changes_are() {
     let v = env.backup(&[s]);
     assert_eq!(v["summary"]["files_unchanged"], 30);
     assert_eq!(v["summary"]["files_changed"], 0);
-    assert_eq!(
-        v["summary"]["blobs_added"], 0,
-        "nothing new: not even a tree"
+    assert_eq!(v["summary"]["data_added"], 0);
+    // No tree under the root is new; only the trees of its ancestors may be, when another
+    // test changes the metadata of /tmp meanwhile.
+    let ancestors = src.ancestors().count() as u64 - 1;
+    assert!(
+        v["summary"]["blobs_added"].as_u64().unwrap() <= ancestors,
+        "nothing new but the ancestors' trees: {v}"
     );
     fs::write(src.join("d1/f1.bin"), b"changed").unwrap();
     let v = env.backup(&[s]);

@@ -331,7 +331,16 @@ fn stored_packs(data: &Path) -> usize {
 /// Unfinished uploads the service holds for user 1.
 fn partial_uploads(data: &Path) -> usize {
     fs::read_dir(data.join("users/1/uploads"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+        })
         .unwrap_or(0)
 }
 
@@ -555,6 +564,51 @@ fn pieces_are_checked_resumable_and_private() {
     assert_eq!(tail.bytes().unwrap().to_vec(), &object[299_990..]);
     assert_eq!(ranged("bytes=300000-300010").status().as_u16(), 416);
 
+    // Job reports the operator's log could not hold are refused.
+    let report = |body: serde_json::Value| {
+        http.put(format!("{}/v1/jobs/{}", svc.url, "ab".repeat(16)))
+            .bearer_auth(&alice)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let good = serde_json::json!({"job": "ab".repeat(16), "type": "full", "status": "running",
+        "started": "2026-11-21T10:00:00Z", "ended": null, "files": 1, "bytes": 2,
+        "stored_added": 3, "snapshot": null});
+    assert_eq!(report(good.clone()), 204);
+    let mut huge = good.clone();
+    huge["files"] = u64::MAX.into();
+    assert_eq!(report(huge), 400);
+    let mut odd = good.clone();
+    odd["snapshot"] = "é".repeat(40).into();
+    assert_eq!(report(odd), 400);
+    let mut long = good;
+    long["snapshot"] = "a".repeat(20_000).into();
+    assert_eq!(report(long), 413, "a job report is small");
+    let big_login = http
+        .post(format!("{}/v1/login", svc.url))
+        .body(vec![b' '; 20_000])
+        .send()
+        .unwrap();
+    assert_eq!(big_login.status().as_u16(), 413);
+    // Without a session, nothing is read or stored, whatever the body.
+    // (The service answers 401 at once; a client still sending may see the connection close.)
+    let anon = http
+        .put(format!("{}/v1/repo/data/{}", svc.url, "ef".repeat(32)))
+        .body(vec![0u8; 8 << 20])
+        .send();
+    if let Ok(r) = anon {
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    assert_eq!(
+        read_json::<Vec<String>>(&http, &format!("{}/v1/repo/data", svc.url), &alice).len(),
+        1
+    );
+    let admin_log = svc.admin(&["log"]);
+    assert!(admin_log.contains("running"), "{admin_log}");
+
     // A whole-object PUT with a checksum that does not match is refused with a resend request.
     let r = http
         .put(format!("{}/v1/repo/index/{}", svc.url, "cd".repeat(32)))
@@ -566,6 +620,47 @@ fn pieces_are_checked_resumable_and_private() {
     assert_eq!(r.status().as_u16(), 422);
     let listed: Vec<String> = read_json(&http, &format!("{}/v1/repo/index", svc.url), &alice);
     assert!(listed.is_empty(), "{listed:?}");
+
+    // Unfinished uploads count against the storage limit.
+    let users: serde_json::Value =
+        serde_json::from_str(&svc.admin(&["--json", "user", "list"])).unwrap();
+    let used = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    let limit = (used + 150_000).to_string();
+    svc.admin(&[
+        "contract",
+        "set",
+        "alice",
+        "--until",
+        "2099-12-31",
+        "--paid",
+        "yes",
+        "--max-bytes",
+        &limit,
+    ]);
+    let alice = login("alice", "alice password");
+    let part = &object[..100_000];
+    let start = |name: &str| {
+        http.put(format!("{}/v1/uploads/data/{name}?offset=0", svc.url))
+            .bearer_auth(&alice)
+            .header("x-kura-sha256", sha(part))
+            .body(part.to_vec())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(start(&"01".repeat(32)).status().as_u16(), 200);
+    let (status, v) = body(start(&"02".repeat(32)));
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("storage limit"),
+        "{v}"
+    );
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
@@ -914,6 +1009,19 @@ fn a_registered_client_certificate_logs_in_without_a_password() {
         .find(|u| u["name"] == "carol")
         .unwrap();
     assert!(carol_row["accesses"].as_u64().unwrap() >= 3, "{carol_row}");
+
+    // A withdrawn certificate no longer logs in.
+    let fp_upper = fp.to_ascii_uppercase();
+    svc.admin(&["user", "cert", "carol", &fp_upper, "--remove"]);
+    let out = cert_client(&env, &svc, &certs, &["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no registered client certificate"),
+        "{}",
+        stderr(&out)
+    );
 
     // A certificate file registered by path works the same; a missing key file is a clear error.
     let other = env.path("other-cert");
