@@ -42,12 +42,17 @@ impl Service {
 
     /// Starts `kura serve` on `listen` and waits until it accepts connections.
     fn start_on(data: &Path, listen: &str) -> Service {
+        Service::start_logging(data, listen, "warn", Stdio::null())
+    }
+
+    /// Starts `kura serve` with the tracing filter `log`, its log going to `stderr`.
+    fn start_logging(data: &Path, listen: &str, log: &str, stderr: Stdio) -> Service {
         let mut child = kura()
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
-            .env("KURA_LOG", "warn")
+            .env("KURA_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -1108,4 +1113,149 @@ fn a_client_that_stalls_in_its_headers_is_disconnected() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn every_command_works_through_the_service() {
+    let env = Env::new();
+    let svc = Service::start(&env.path("service"));
+    svc.add_user("dan", "dan password", env.dir.path());
+    let dan = |args: &[&str]| run_ok(client(&env, &svc, "dan", "dan password", args));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&dan(&a)).unwrap()
+    };
+    let src = env.path("src");
+    make_tree(&src, 12, 31);
+    let s = src.to_str().unwrap();
+    let code = json(&["init"])["recovery_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = json(&["backup", s]);
+    fs::write(src.join("added"), b"new file").unwrap();
+    let second = json(&["backup", s]);
+    let snaps = json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    let listing = dan(&["ls", "latest", s]);
+    assert!(listing.contains("added"), "{listing}");
+    let diff = dan(&["diff", first["short_id"].as_str().unwrap(), "latest"]);
+    assert!(diff.contains("added"), "{diff}");
+
+    // A second device joins with the recovery code and restores.
+    let laptop = env.path("laptop-state");
+    let mut add = client(
+        &env,
+        &svc,
+        "dan",
+        "dan password",
+        &["device", "add", "--name", "laptop"],
+    );
+    add.arg("--state-dir")
+        .arg(&laptop)
+        .env("KURA_RECOVERY_CODE", &code)
+        .env_remove("KURA_PASSWORD");
+    run_ok(add);
+    assert_eq!(json(&["device", "list"]).as_array().unwrap().len(), 2);
+    let t = env.path("t");
+    let mut restore = client(
+        &env,
+        &svc,
+        "dan",
+        "dan password",
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    );
+    restore.arg("--state-dir").arg(&laptop);
+    run_ok(restore);
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+
+    // Retention: forget the first snapshot and prune; the rest stays whole.
+    dan(&["forget", first["id"].as_str().unwrap(), "--prune"]);
+    let left = json(&["snapshots"]);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["id"], second["id"]);
+    dan(&["prune"]);
+    dan(&["check", "--read-data"]);
+    let t2 = env.path("t2");
+    dan(&["restore", "latest", "--target", t2.to_str().unwrap()]);
+    assert_eq!(contents(&src), contents(&restored(&t2, &src)));
+}
+
+#[test]
+fn no_secret_reaches_the_service_log() {
+    let env = Env::new();
+    let log_path = env.path("serve.log");
+    let svc = Service::start_logging(
+        &env.path("service"),
+        "127.0.0.1:0",
+        "trace",
+        Stdio::from(fs::File::create(&log_path).unwrap()),
+    );
+    svc.add_user("erin", "erin's secret password", env.dir.path());
+    let src = env.path("src");
+    make_tree(&src, 3, 77);
+    run_ok(client(
+        &env,
+        &svc,
+        "erin",
+        "erin's secret password",
+        &["init"],
+    ));
+    run_ok(client(
+        &env,
+        &svc,
+        "erin",
+        "erin's secret password",
+        &["backup", src.to_str().unwrap()],
+    ));
+    let wrong = client(
+        &env,
+        &svc,
+        "erin",
+        "a wrong guess of a password",
+        &["snapshots"],
+    )
+    .output()
+    .unwrap();
+    assert!(!wrong.status.success());
+    // A session token, to look for in the log.
+    let token = {
+        let http = reqwest::blocking::Client::builder()
+            .use_preconfigured_tls(
+                kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &http
+                .post(format!("{}/v1/login", svc.url))
+                .body(r#"{"user":"erin","password":"erin's secret password"}"#)
+                .send()
+                .unwrap()
+                .bytes()
+                .unwrap(),
+        )
+        .unwrap();
+        let token = v["token"].as_str().unwrap().to_string();
+        http.get(format!("{}/v1/repo/snapshots", svc.url))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        token
+    };
+    drop(svc);
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("session opened"),
+        "the log is being written: {log}"
+    );
+    for secret in [
+        "erin's secret password",
+        "a wrong guess of a password",
+        "encryption passphrase of erin",
+        token.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret:?} is in the service log");
+    }
 }
