@@ -757,8 +757,23 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
     assert!(stderr(&out).contains("gave up after"), "{}", stderr(&out));
     assert!(stored_packs(&data) >= 2);
 
-    // The same service comes back on the same port; the next backup resumes.
+    // The job is left failed, with the reason, on the device.
     let svc = Service::start_on(&data, &format!("127.0.0.1:{port}"));
+    let jobs: serde_json::Value = serde_json::from_str(&run_ok(client(
+        &env,
+        &svc,
+        "dave",
+        "dave password",
+        &["jobs", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(jobs[0]["status"], "failed", "{jobs}");
+    assert!(
+        jobs[0]["error"].as_str().unwrap().contains("gave up"),
+        "{jobs}"
+    );
+
+    // The same service came back on the same port; the next backup resumes the job.
     let out = run_ok(client(
         &env,
         &svc,
@@ -767,6 +782,8 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
         &["backup", src.to_str().unwrap(), "--json"],
     ));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["job"], jobs[0]["id"]);
+    assert_eq!(v["attempts"], 2);
     assert!(
         v["summary"]["data_added"].as_u64().unwrap() < total,
         "resume re-sent everything: {v}"
