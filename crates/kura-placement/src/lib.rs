@@ -1,0 +1,17 @@
+//! Where the service keeps each object (`spec/placement.md` requirements 1-3 and 10), as pure
+//! logic over tables:
+//!
+//! - [`level`]: a member's level from the fee plan and contract years, by a rule table;
+//! - [`risk`]: per-region hazard scores from a risk feed (CSV or JSON), and each site's risk;
+//! - [`place`]: the two sites of an object, primary and secondary.
+//!
+//! The service loads the tables from its configuration and database and stores the copies; none
+//! of that is here.
+
+pub mod level;
+pub mod place;
+pub mod risk;
+
+pub use level::{Level, LevelRule};
+pub use place::{Candidate, Degraded, Placement, place};
+pub use risk::RiskFeed;
