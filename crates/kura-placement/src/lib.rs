@@ -3,12 +3,16 @@
 //!
 //! - [`level`]: a member's level from the fee plan and contract years, by a rule table;
 //! - [`risk`]: per-region hazard scores from a risk feed (CSV or JSON), and each site's risk;
-//! - [`place`]: the two sites of an object, primary and secondary.
+//! - [`place`]: the two sites of an object, primary and secondary;
+//! - [`envelope`]: per-site encryption of each copy under a rotatable keyring;
+//! - [`marker`]: the marker object by which a site proves it is the configured one.
 //!
 //! The service loads the tables from its configuration and database and stores the copies; none
 //! of that is here.
 
+pub mod envelope;
 pub mod level;
+pub mod marker;
 pub mod place;
 pub mod risk;
 

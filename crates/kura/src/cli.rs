@@ -52,7 +52,8 @@ struct Global {
     /// ~/.config/kura/config.toml if it exists.
     #[arg(long, env = "KURA_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Repository location (a directory). Default: $XDG_DATA_HOME/kura/repo or ~/.local/share/kura/repo.
+    /// Repository location: a directory, or https://HOST:PORT for the Kura service. Default:
+    /// $XDG_DATA_HOME/kura/repo or ~/.local/share/kura/repo.
     #[arg(long, short = 'r', env = "KURA_REPO", global = true)]
     repo: Option<PathBuf>,
     /// Read the passphrase from this file (otherwise KURA_PASSWORD, otherwise a prompt).
@@ -174,7 +175,7 @@ enum Command {
     Cert(CertCommand),
     /// Run the Kura service (the provider's backup server).
     Serve(crate::service::ServeArgs),
-    /// Operator commands for the service: users and contracts.
+    /// Operator commands for the service: users, contracts, client certificates, the backup log.
     Admin(crate::service::AdminArgs),
     /// Set up the default repository if needed, back up DIR, then list and verify the snapshot.
     Quickstart {
