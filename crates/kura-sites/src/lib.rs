@@ -1,0 +1,303 @@
+//! The service's storage sites (`spec/placement.md`): each is a local directory
+//! (`file:///path`, the embedded default) or a bucket of any S3-compatible store
+//! (`s3://bucket?endpoint=http://host:3900&region=garage`), reached through `object_store`.
+//!
+//! A [`Site`] refuses to be written until it has proved it is the configured site (its marker,
+//! [`kura_placement::marker`]); seals every copy under its current key
+//! ([`kura_placement::envelope`]); and checks every copy it writes by reading it back, and
+//! every copy it reads by opening it, retrying a bounded number of times before it gives up.
+
+use std::sync::Arc;
+
+use kura_placement::envelope::{self, Keyring};
+use kura_placement::marker::{self, MARKER_NAME};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// How often a copy is written or read again after a checksum mismatch.
+pub const RETRIES: u32 = 3;
+
+/// A site as the operator declares it in the service configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The site's id (names its keys and appears in the storage conditions).
+    pub id: String,
+    /// Its region.
+    pub region: String,
+    /// `file:///absolute/path` or `s3://bucket?endpoint=URL&region=REGION`.
+    pub url: String,
+    /// S3 access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// The secret the site's marker is made with.
+    pub secret: String,
+}
+
+/// A site failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// The configuration cannot be used.
+    #[error("site {site}: {message}")]
+    Config {
+        /// Which site.
+        site: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The site did not prove it is the configured one; it is not written to.
+    #[error("site {site} failed authentication: {reason}")]
+    Authentication {
+        /// Which site.
+        site: String,
+        /// Why.
+        reason: String,
+    },
+    /// A copy did not check out after every retry.
+    #[error("site {site}: {name}: {reason}")]
+    Damaged {
+        /// Which site.
+        site: String,
+        /// Which object.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The object is not at the site.
+    #[error("site {site}: {name} not found")]
+    NotFound {
+        /// Which site.
+        site: String,
+        /// Which object.
+        name: String,
+    },
+    /// The store failed.
+    #[error("site {site}: {source}")]
+    Store {
+        /// Which site.
+        site: String,
+        /// The cause.
+        source: object_store::Error,
+    },
+}
+
+/// One storage site.
+pub struct Site {
+    config: SiteConfig,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Site({} in {})", self.config.id, self.config.region)
+    }
+}
+
+/// What a written copy is, for the storage conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copy {
+    /// The site.
+    pub site: String,
+    /// Its region.
+    pub region: String,
+    /// The envelope algorithm.
+    pub algorithm: String,
+    /// The key it was sealed under, by reference.
+    pub key_ref: String,
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+impl Site {
+    /// Connects to a site (nothing is read or written yet).
+    pub fn open(config: SiteConfig) -> Result<Site, SiteError> {
+        let bad = |message: String| SiteError::Config {
+            site: config.id.clone(),
+            message,
+        };
+        let store: Arc<dyn ObjectStore> = if let Some(path) = config.url.strip_prefix("file://") {
+            std::fs::create_dir_all(path).map_err(|e| bad(format!("{path}: {e}")))?;
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| bad(e.to_string()))?,
+            )
+        } else if let Some(rest) = config.url.strip_prefix("s3://") {
+            let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+            if let Some(endpoint) = query_param(query, "endpoint") {
+                b = b
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if let Some(region) = query_param(query, "region") {
+                b = b.with_region(region);
+            }
+            if let Some(k) = &config.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = &config.secret_access_key {
+                b = b.with_secret_access_key(k);
+            }
+            Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+        } else {
+            return Err(bad(format!(
+                "url {:?}: expected file:///path or s3://bucket?endpoint=...&region=...",
+                config.url
+            )));
+        };
+        Ok(Site { config, store })
+    }
+
+    /// The site's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The site's region.
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    fn store_error(&self, source: object_store::Error) -> SiteError {
+        match source {
+            object_store::Error::NotFound { .. } => SiteError::NotFound {
+                site: self.config.id.clone(),
+                name: String::new(),
+            },
+            source => SiteError::Store {
+                site: self.config.id.clone(),
+                source,
+            },
+        }
+    }
+
+    /// Writes the site's marker if it has none (a new site), then authenticates it.
+    pub async fn initialize(&self) -> Result<(), SiteError> {
+        let path = Path::from(MARKER_NAME);
+        match self.store.get(&path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                let m = marker::make(self.config.secret.as_bytes(), &self.config.id);
+                self.store
+                    .put(&path, PutPayload::from(m))
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+            }
+            Err(e) => return Err(self.store_error(e)),
+        }
+        self.authenticate().await
+    }
+
+    /// Checks that the site holds the marker only the configured site can have.
+    pub async fn authenticate(&self) -> Result<(), SiteError> {
+        let fail = |reason: String| SiteError::Authentication {
+            site: self.config.id.clone(),
+            reason,
+        };
+        let marker = match self.store.get(&Path::from(MARKER_NAME)).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.store_error(e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(fail("it has no marker".into()));
+            }
+            Err(e) => return Err(self.store_error(e)),
+        };
+        marker::verify(self.config.secret.as_bytes(), &self.config.id, &marker)
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Stores `object` as `name`, sealed under the site's current key, and reads it back to
+    /// check it; returns what the storage conditions say of the copy.
+    pub async fn put(
+        &self,
+        keyring: &mut Keyring,
+        name: &str,
+        object: &[u8],
+    ) -> Result<Copy, SiteError> {
+        let (version, key) = keyring.current(&self.config.id);
+        let sealed = envelope::seal(&key, version, &self.config.id, name, object);
+        let want = sha256(&sealed);
+        let path = Path::from(name);
+        let mut last = String::new();
+        for _ in 0..RETRIES {
+            self.store
+                .put(&path, PutPayload::from(sealed.clone()))
+                .await
+                .map_err(|e| self.store_error(e))?;
+            let back = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| self.store_error(e))?
+                .bytes()
+                .await
+                .map_err(|e| self.store_error(e))?;
+            if sha256(&back) == want {
+                return Ok(Copy {
+                    site: self.config.id.clone(),
+                    region: self.config.region.clone(),
+                    algorithm: envelope::ALGORITHM.into(),
+                    key_ref: envelope::key_ref(&self.config.id, version),
+                });
+            }
+            last = "the copy read back does not match what was written".into();
+        }
+        Err(SiteError::Damaged {
+            site: self.config.id.clone(),
+            name: name.into(),
+            reason: last,
+        })
+    }
+
+    /// Reads `name` back and opens it; a copy that does not open (changed, truncated, moved)
+    /// is read again, then reported damaged.
+    pub async fn get(&self, keyring: &Keyring, name: &str) -> Result<Vec<u8>, SiteError> {
+        let path = Path::from(name);
+        let mut last = String::new();
+        for _ in 0..RETRIES {
+            let copy = match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map_err(|e| self.store_error(e))?,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(SiteError::NotFound {
+                        site: self.config.id.clone(),
+                        name: name.into(),
+                    });
+                }
+                Err(e) => return Err(self.store_error(e)),
+            };
+            match envelope::open(keyring, &self.config.id, name, &copy) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(SiteError::Damaged {
+            site: self.config.id.clone(),
+            name: name.into(),
+            reason: last,
+        })
+    }
+
+    /// Removes `name`; removing what is not there is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), SiteError> {
+        match self.store.delete(&Path::from(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
