@@ -3,6 +3,7 @@
 //! user's encrypted repository as opaque files. The service never holds a key that decrypts them.
 
 pub mod server;
+pub mod sites;
 pub mod store;
 pub mod tls;
 pub mod upload;

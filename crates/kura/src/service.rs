@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kura_service::server::{ServeOptions, open_store};
+use kura_service::sites::{LevelEntry, Placement, PlacementConfig, SiteEntry};
 use kura_service::store::Contract;
 use serde::Deserialize;
 
@@ -37,6 +38,31 @@ struct ServerConfig {
     tls_key: Option<PathBuf>,
     session_minutes: Option<i64>,
     header_timeout_secs: Option<u64>,
+    #[serde(default)]
+    sites: Vec<SiteEntry>,
+    #[serde(default)]
+    levels: Vec<LevelEntry>,
+}
+
+impl ServerConfig {
+    /// Reads the service config file, or the defaults without one.
+    fn load(path: Option<&std::path::Path>) -> Result<ServerConfig> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("service config {}", p.display()))
+            }
+            None => Ok(ServerConfig::default()),
+        }
+    }
+
+    fn placement(&self) -> PlacementConfig {
+        PlacementConfig {
+            sites: self.sites.clone(),
+            levels: self.levels.clone(),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -49,14 +75,7 @@ fn default_data_dir() -> PathBuf {
 
 /// Runs the service in the foreground until interrupted.
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let config: ServerConfig = match &a.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("service config {}", p.display()))?
-        }
-        None => ServerConfig::default(),
-    };
+    let config = ServerConfig::load(a.config.as_deref())?;
     let tls = match (config.tls_cert, config.tls_key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
@@ -107,6 +126,9 @@ pub struct AdminArgs {
     /// The service's data directory (the database lives there).
     #[arg(long, env = "KURA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The service config file (for its sites and levels).
+    #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
+    server_config: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -119,6 +141,15 @@ enum AdminCommand {
     /// Contracts.
     #[command(subcommand)]
     Contract(ContractCommand),
+    /// Storage sites: id, region, current risk, and whether each proves its identity (a new
+    /// site gets its marker).
+    Sites,
+    /// Risk feeds.
+    #[command(subcommand)]
+    Risk(RiskCommand),
+    /// Site keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The backup log as clients reported it: when each job ran, how it ended, how much it
     /// stored and where (never what: paths stay encrypted in the user's repository).
     Log {
@@ -153,6 +184,25 @@ enum UserCommand {
         /// Withdraw the certificate instead (a lost or stolen device); the user's sessions end.
         #[arg(long)]
         remove: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RiskCommand {
+    /// Load a risk feed (CSV `region,hazard,...` or JSON `{"region": {"hazard": score}}`);
+    /// its regions replace what earlier feeds said of them.
+    Import {
+        /// The feed file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Start sealing a site's copies under a new key; copies under older keys stay readable.
+    Rotate {
+        /// The site id.
+        site: String,
     },
 }
 
@@ -191,7 +241,11 @@ enum ContractCommand {
 
 /// Runs an operator command against the database, offline.
 pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
-    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let config = ServerConfig::load(a.server_config.as_deref())?;
+    let data_dir = a
+        .data_dir
+        .or_else(|| config.data_dir.clone())
+        .unwrap_or_else(default_data_dir);
     let store = open_store(&data_dir)?;
     match a.command {
         AdminCommand::User(UserCommand::Add {
@@ -264,6 +318,78 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                         u.name, u.id, u.bytes, u.accesses
                     );
                 }
+            }
+        }
+        AdminCommand::Sites => {
+            let placement = Placement::load(&data_dir, &config.placement())?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let rows: Vec<serde_json::Value> = placement
+                .sites
+                .iter()
+                .map(|s| {
+                    let status = runtime.block_on(async {
+                        let site = kura_sites::Site::open(Placement::site_config(s))?;
+                        site.initialize().await
+                    });
+                    serde_json::json!({
+                        "id": s.id, "region": s.region, "risk": placement.risk(s), "url": s.url,
+                        "status": match status { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<16} {:<16} {:>8}  status", "site", "region", "risk");
+                for r in &rows {
+                    println!(
+                        "{:<16} {:<16} {:>8.3}  {}",
+                        r["id"].as_str().unwrap_or_default(),
+                        r["region"].as_str().unwrap_or_default(),
+                        r["risk"].as_f64().unwrap_or_default(),
+                        r["status"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AdminCommand::Risk(RiskCommand::Import { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let feed = kura_placement::RiskFeed::parse(&text)
+                .with_context(|| format!("risk feed {}", file.display()))?;
+            let regions = feed.regions().count();
+            let mut placement = Placement::load(&data_dir, &config.placement())?;
+            placement.import_feed(feed)?;
+            if json {
+                let sites: Vec<_> = placement
+                    .sites
+                    .iter()
+                    .map(|s| serde_json::json!({"id": s.id, "region": s.region, "risk": placement.risk(s)}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"regions": regions, "sites": sites})
+                );
+            } else {
+                println!("imported risk scores for {regions} regions");
+            }
+        }
+        AdminCommand::Keys(KeysCommand::Rotate { site }) => {
+            let placement = Placement::load(&data_dir, &config.placement())?;
+            if !placement.sites.iter().any(|s| s.id == site) {
+                bail!("no site {site:?} (`kura admin sites` lists them)");
+            }
+            let mut keyring = placement.keyring()?;
+            let version = keyring.rotate(&site);
+            placement.save_keyring(&keyring)?;
+            let key_ref = kura_placement::envelope::key_ref(&site, version);
+            if json {
+                println!("{}", serde_json::json!({"site": site, "key_ref": key_ref}));
+            } else {
+                println!(
+                    "new copies at {site} are sealed under {key_ref}; older copies stay readable"
+                );
             }
         }
         AdminCommand::Log { user } => {

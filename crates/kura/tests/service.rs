@@ -1276,3 +1276,116 @@ fn no_secret_reaches_the_service_log() {
         assert!(!log.contains(secret), "{secret:?} is in the service log");
     }
 }
+
+#[test]
+fn sites_risk_feeds_and_site_keys_are_managed_offline() {
+    let env = Env::new();
+    let data = env.path("service");
+    let admin = |args: &[&str]| -> serde_json::Value {
+        let mut c = kura();
+        c.arg("admin")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--json")
+            .args(args);
+        serde_json::from_str(&run_ok(c)).unwrap()
+    };
+    // Without configuration: three demo sites in three regions, each proving its identity.
+    let sites = admin(&["sites"]);
+    let ids: Vec<&str> = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["demo-east", "demo-west", "demo-north"]);
+    for s in sites.as_array().unwrap() {
+        assert_eq!(s["status"], "ok", "{s}");
+        assert!(s["risk"].as_f64().is_some());
+        assert_ne!(s["region"], "", "{s}");
+    }
+    assert_eq!(sites[1]["risk"].as_f64(), Some(0.4));
+
+    // A risk feed changes the risk of the sites in its regions.
+    let feed = env.path("feed.csv");
+    fs::write(&feed, "region,earthquake,flood\ndemo-west,0.01,0.02\n").unwrap();
+    let imported = admin(&["risk", "import", feed.to_str().unwrap()]);
+    assert_eq!(imported["regions"], 1);
+    let sites = admin(&["sites"]);
+    assert!(
+        (sites[1]["risk"].as_f64().unwrap() - 0.03).abs() < 1e-9,
+        "{sites}"
+    );
+    assert_eq!(sites[0]["risk"].as_f64(), Some(0.2));
+    fs::write(&feed, "region,earthquake\ndemo-west,lots\n").unwrap();
+    let mut c = kura();
+    c.arg("admin")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["risk", "import"])
+        .arg(&feed);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+
+    // Keys rotate per site; an unknown site is refused.
+    assert_eq!(
+        admin(&["keys", "rotate", "demo-east"])["key_ref"],
+        "demo-east/v1"
+    );
+    assert_eq!(
+        admin(&["keys", "rotate", "demo-east"])["key_ref"],
+        "demo-east/v2"
+    );
+    let mut c = kura();
+    c.arg("admin")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["keys", "rotate", "nowhere"]);
+    assert!(stderr(&c.output().unwrap()).contains("no site"));
+
+    // A configured site pointing at another site's storage answers with the wrong identity.
+    let shared = env.path("shared-site");
+    let config = env.path("server.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"[[sites]]
+id = "tokyo"
+region = "kanto"
+url = "file://{p}"
+secret = "tokyo secret"
+risk = 0.3
+
+[[sites]]
+id = "osaka"
+region = "kansai"
+url = "file://{p}"
+secret = "osaka secret"
+risk = 0.5
+
+[[levels]]
+level = "gold"
+plans = ["premium"]
+min_years = 2
+sites = ["tokyo", "osaka"]
+"#,
+            p = shared.display()
+        ),
+    )
+    .unwrap();
+    let mut c = kura();
+    c.arg("admin")
+        .arg("--data-dir")
+        .arg(env.path("service-2"))
+        .arg("--server-config")
+        .arg(&config)
+        .args(["--json", "sites"]);
+    let sites: serde_json::Value = serde_json::from_str(&run_ok(c)).unwrap();
+    assert_eq!(sites[0]["status"], "ok");
+    let osaka = sites[1]["status"].as_str().unwrap();
+    assert!(
+        osaka.contains("failed authentication") && osaka.contains("tokyo"),
+        "{osaka}"
+    );
+}

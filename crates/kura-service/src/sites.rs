@@ -1,0 +1,282 @@
+//! The service's storage sites and placement tables (`spec/placement.md`): sites and
+//! membership levels come from the service configuration; with none configured, three demo
+//! sites in three regions live under the data directory, so placement is visible on one machine
+//! without setup. The risk feed and the site keyring are kept in the data directory.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use kura_placement::envelope::Keyring;
+use kura_placement::{LevelRule, RiskFeed};
+use kura_sites::SiteConfig;
+use serde::Deserialize;
+
+/// A site as declared in the service configuration (`[[sites]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteEntry {
+    /// Site id.
+    pub id: String,
+    /// Region.
+    pub region: String,
+    /// `file:///path` or `s3://bucket?endpoint=...&region=...`.
+    pub url: String,
+    /// S3 access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// The site-authentication secret.
+    pub secret: String,
+    /// Risk score until a risk feed covers the site's region.
+    #[serde(default)]
+    pub risk: f64,
+}
+
+/// A membership level as declared in the service configuration (`[[levels]]`): who has it, and
+/// which sites it may use (its risk table; empty for every site).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelEntry {
+    /// The level's name.
+    pub level: String,
+    /// Fee plans it applies to; empty for every plan.
+    #[serde(default)]
+    pub plans: Vec<String>,
+    /// Whole contract years needed.
+    #[serde(default)]
+    pub min_years: u32,
+    /// Sites this level may use.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+impl LevelEntry {
+    /// The rule that gives the level.
+    pub fn rule(&self) -> LevelRule {
+        LevelRule {
+            level: self.level.clone(),
+            plans: self.plans.clone(),
+            min_years: self.min_years,
+        }
+    }
+}
+
+/// The placement part of the service configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PlacementConfig {
+    /// Storage sites; none means the three demo sites.
+    #[serde(default)]
+    pub sites: Vec<SiteEntry>,
+    /// Level rules, best first; none means one level, `standard`, using every site.
+    #[serde(default)]
+    pub levels: Vec<LevelEntry>,
+}
+
+/// The sites, levels, risk feed and keyring the service works with.
+#[derive(Debug)]
+pub struct Placement {
+    data_dir: PathBuf,
+    /// The sites.
+    pub sites: Vec<SiteEntry>,
+    /// The levels.
+    pub levels: Vec<LevelEntry>,
+    /// The latest risk feed.
+    pub feed: RiskFeed,
+}
+
+/// The level of members no rule matches.
+pub const DEFAULT_LEVEL: &str = "standard";
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Writes a file only the service's user can read, atomically.
+fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+impl Placement {
+    /// Loads the placement state under `data_dir` for `config` (the demo sites when it names
+    /// none, with a secret made on first use).
+    pub fn load(data_dir: &Path, config: &PlacementConfig) -> io::Result<Placement> {
+        fs::create_dir_all(data_dir)?;
+        let sites = if config.sites.is_empty() {
+            demo_sites(data_dir)?
+        } else {
+            config.sites.clone()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for s in &sites {
+            if !seen.insert(s.id.as_str()) {
+                return Err(invalid(format!("site {} is declared twice", s.id)));
+            }
+            if !s.risk.is_finite() || s.risk < 0.0 {
+                return Err(invalid(format!("site {}: risk must be 0 or more", s.id)));
+            }
+        }
+        for l in &config.levels {
+            if let Some(unknown) = l.sites.iter().find(|id| !seen.contains(id.as_str())) {
+                return Err(invalid(format!(
+                    "level {} names an unknown site {unknown}",
+                    l.level
+                )));
+            }
+        }
+        let feed = match fs::read_to_string(data_dir.join("risk-feed.json")) {
+            Ok(text) => RiskFeed::parse(&text).map_err(|e| invalid(format!("risk feed: {e}")))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => RiskFeed::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Placement {
+            data_dir: data_dir.to_path_buf(),
+            sites,
+            levels: config.levels.clone(),
+            feed,
+        })
+    }
+
+    /// A site's risk now: the feed's for its region, else the configured one.
+    pub fn risk(&self, site: &SiteEntry) -> f64 {
+        self.feed.risk(&site.region).unwrap_or(site.risk)
+    }
+
+    /// Takes in a newer risk feed and keeps it.
+    pub fn import_feed(&mut self, newer: RiskFeed) -> io::Result<()> {
+        self.feed.update(newer);
+        let json = serde_json::to_vec_pretty(&self.feed).map_err(io::Error::other)?;
+        write_private(&self.data_dir.join("risk-feed.json"), &json)
+    }
+
+    fn keyring_path(&self) -> PathBuf {
+        self.data_dir.join("keyring.json")
+    }
+
+    /// The site keyring (empty before the first copy is sealed).
+    pub fn keyring(&self) -> io::Result<Keyring> {
+        match fs::read(self.keyring_path()) {
+            Ok(b) => Keyring::decode(&b).map_err(|e| invalid(format!("keyring: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Keyring::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the keyring (mode 0600).
+    pub fn save_keyring(&self, keyring: &Keyring) -> io::Result<()> {
+        write_private(&self.keyring_path(), &keyring.encode())
+    }
+
+    /// The configuration a site is opened with.
+    pub fn site_config(site: &SiteEntry) -> SiteConfig {
+        SiteConfig {
+            id: site.id.clone(),
+            region: site.region.clone(),
+            url: site.url.clone(),
+            access_key_id: site.access_key_id.clone(),
+            secret_access_key: site.secret_access_key.clone(),
+            secret: site.secret.clone(),
+        }
+    }
+}
+
+/// The embedded default: three directory sites in three demo regions.
+fn demo_sites(data_dir: &Path) -> io::Result<Vec<SiteEntry>> {
+    let secret_path = data_dir.join("site-secret");
+    let master = match fs::read_to_string(&secret_path) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let s = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());
+            write_private(&secret_path, s.as_bytes())?;
+            s
+        }
+        Err(e) => return Err(e),
+    };
+    Ok([("east", 0.2), ("west", 0.4), ("north", 0.6)]
+        .into_iter()
+        .map(|(name, risk)| SiteEntry {
+            id: format!("demo-{name}"),
+            region: format!("demo-{name}"),
+            url: format!("file://{}", data_dir.join("sites").join(name).display()),
+            access_key_id: None,
+            secret_access_key: None,
+            secret: format!("{master}:{name}"),
+            risk,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_sites_feed_and_keyring_persist() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Placement::load(d.path(), &PlacementConfig::default()).unwrap();
+        assert_eq!(p.sites.len(), 3);
+        let again = Placement::load(d.path(), &PlacementConfig::default()).unwrap();
+        assert_eq!(
+            p.sites[0].secret, again.sites[0].secret,
+            "one secret, made once"
+        );
+        assert_eq!(p.risk(&p.sites[1].clone()), 0.4);
+        p.import_feed(RiskFeed::parse("region,flood\ndemo-west,0.05\n").unwrap())
+            .unwrap();
+        let p = Placement::load(d.path(), &PlacementConfig::default()).unwrap();
+        assert_eq!(p.risk(&p.sites[1].clone()), 0.05);
+        let mut ring = p.keyring().unwrap();
+        ring.rotate("demo-east");
+        p.save_keyring(&ring).unwrap();
+        assert_eq!(p.keyring().unwrap(), ring);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(d.path().join("keyring.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn bad_tables_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let site = |id: &str| SiteEntry {
+            id: id.into(),
+            region: "r".into(),
+            url: "file:///tmp/x".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            secret: "s".into(),
+            risk: 0.1,
+        };
+        let twice = PlacementConfig {
+            sites: vec![site("a"), site("a")],
+            levels: vec![],
+        };
+        assert!(Placement::load(d.path(), &twice).is_err());
+        let unknown = PlacementConfig {
+            sites: vec![site("a")],
+            levels: vec![LevelEntry {
+                level: "gold".into(),
+                plans: vec![],
+                min_years: 0,
+                sites: vec!["b".into()],
+            }],
+        };
+        let e = Placement::load(d.path(), &unknown).unwrap_err().to_string();
+        assert!(e.contains("unknown site b"), "{e}");
+    }
+}
