@@ -43,6 +43,11 @@ pub struct Contract {
     pub max_archives: u64,
     /// Most sessions (logins) over the contract; 0 for no limit.
     pub max_accesses: u64,
+    /// The member's home region (the second copy of their data goes elsewhere).
+    pub home_region: String,
+    /// When the membership began (contract years count from here); `None` keeps the date
+    /// already recorded, or today for a new contract.
+    pub member_since: Option<jiff::civil::Date>,
 }
 
 /// A user as the operator sees them.
@@ -100,7 +105,9 @@ CREATE TABLE IF NOT EXISTS contracts (
     paid INTEGER NOT NULL,
     max_bytes INTEGER NOT NULL,
     max_archives INTEGER NOT NULL,
-    max_accesses INTEGER NOT NULL
+    max_accesses INTEGER NOT NULL,
+    home_region TEXT NOT NULL DEFAULT '',
+    member_since TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     user_id INTEGER NOT NULL REFERENCES users(id),
@@ -129,6 +136,27 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Brings a database made by an earlier version up to the current schema.
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut stmt = db.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if !has("contracts", "home_region")? {
+        db.execute_batch(
+            "ALTER TABLE contracts ADD COLUMN home_region TEXT NOT NULL DEFAULT '';
+             ALTER TABLE contracts ADD COLUMN member_since TEXT;",
+        )?;
+    }
+    Ok(())
 }
 
 /// Hashes a password with Argon2id (PHC string).
@@ -163,6 +191,7 @@ impl Store {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         Ok(Store { db: Mutex::new(db) })
     }
 
@@ -203,10 +232,22 @@ impl Store {
     pub fn set_contract(&self, name: &str, c: &Contract) -> Result<()> {
         let id = self.user_id(name)?;
         lock(&self.db).execute(
-            "INSERT INTO contracts (user_id, plan, until, paid, max_bytes, max_archives, max_accesses)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(user_id) DO UPDATE SET plan=?2, until=?3, paid=?4, max_bytes=?5, max_archives=?6, max_accesses=?7",
-            params![id, c.plan, c.until.to_string(), c.paid, c.max_bytes as i64, c.max_archives as i64, c.max_accesses as i64],
+            "INSERT INTO contracts (user_id, plan, until, paid, max_bytes, max_archives, max_accesses, home_region, member_since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, COALESCE(?9, ?10))
+             ON CONFLICT(user_id) DO UPDATE SET plan=?2, until=?3, paid=?4, max_bytes=?5, max_archives=?6,
+                 max_accesses=?7, home_region=?8, member_since=COALESCE(?9, member_since, ?10)",
+            params![
+                id,
+                c.plan,
+                c.until.to_string(),
+                c.paid,
+                c.max_bytes as i64,
+                c.max_archives as i64,
+                c.max_accesses as i64,
+                c.home_region,
+                c.member_since.map(|d| d.to_string()),
+                jiff::Zoned::now().date().to_string(),
+            ],
         )?;
         Ok(())
     }
@@ -222,7 +263,8 @@ impl Store {
     pub fn users(&self) -> Result<Vec<User>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
-            "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses
+            "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses,
+                    c.home_region, c.member_since
              FROM users u LEFT JOIN contracts c ON c.user_id = u.id ORDER BY u.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -237,6 +279,8 @@ impl Store {
                         max_bytes: r.get::<_, i64>(8)? as u64,
                         max_archives: r.get::<_, i64>(9)? as u64,
                         max_accesses: r.get::<_, i64>(10)? as u64,
+                        home_region: r.get(11)?,
+                        member_since: r.get::<_, Option<String>>(12)?.and_then(|d| d.parse().ok()),
                     })
                 }
                 None => None,
@@ -481,6 +525,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_from_before_home_regions_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                    password TEXT NOT NULL, created TEXT NOT NULL,
+                    accesses INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE contracts (user_id INTEGER PRIMARY KEY REFERENCES users(id),
+                    plan TEXT NOT NULL, until TEXT NOT NULL, paid INTEGER NOT NULL,
+                    max_bytes INTEGER NOT NULL, max_archives INTEGER NOT NULL,
+                    max_accesses INTEGER NOT NULL);
+                 INSERT INTO users (name, password, created) VALUES ('old', 'x', '2020-01-01');
+                 INSERT INTO contracts VALUES (1, 'basic', '2030-01-01', 1, 0, 0, 0);",
+            )
+            .unwrap();
+        let s = Store::open(&path).unwrap();
+        let c = s.user("old").unwrap().contract.unwrap();
+        assert_eq!((c.home_region.as_str(), c.member_since), ("", None));
+        s.set_contract(
+            "old",
+            &Contract {
+                home_region: "kansai".into(),
+                ..c
+            },
+        )
+        .unwrap();
+        let c = s.user("old").unwrap().contract.unwrap();
+        assert_eq!(c.home_region, "kansai");
+        assert_eq!(
+            c.member_since,
+            Some(jiff::Zoned::now().date()),
+            "today when not given"
+        );
+        drop(s);
+        Store::open(&path).unwrap();
+    }
+
+    #[test]
     fn users_contracts_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
@@ -498,6 +582,8 @@ mod tests {
             max_bytes: 10,
             max_archives: 2,
             max_accesses: 0,
+            home_region: "kanto".into(),
+            member_since: Some("2020-04-01".parse().unwrap()),
         };
         s.set_contract("alice", &c).unwrap();
         assert!(s.set_contract("nobody", &c).is_err());

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kura_service::server::{ServeOptions, open_store};
-use kura_service::sites::{LevelEntry, Placement, PlacementConfig, SiteEntry};
+use kura_service::sites::{DEFAULT_LEVEL, LevelEntry, Placement, PlacementConfig, SiteEntry};
 use kura_service::store::Contract;
 use serde::Deserialize;
 
@@ -236,6 +236,12 @@ enum ContractCommand {
         /// The fee plan.
         #[arg(long, default_value = "standard")]
         plan: String,
+        /// The member's home region (their second copy is kept in another).
+        #[arg(long, default_value = "")]
+        home_region: String,
+        /// When the membership began, YYYY-MM-DD (default: as recorded, or today).
+        #[arg(long)]
+        member_since: Option<jiff::civil::Date>,
     },
 }
 
@@ -293,23 +299,45 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
         }
         AdminCommand::User(UserCommand::List) => {
             let users = store.users()?;
+            let rules: Vec<_> = config.levels.iter().map(LevelEntry::rule).collect();
+            let today = jiff::Zoned::now().date();
+            let level = |c: &Contract| {
+                let years = c.member_since.map_or(0, |since| {
+                    kura_placement::level::contract_years(since, today)
+                });
+                kura_placement::level::level_of(&rules, &c.plan, years, DEFAULT_LEVEL).to_string()
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&users)?);
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        let mut v = serde_json::to_value(u).unwrap_or_default();
+                        v["level"] = u.contract.as_ref().map(level).into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "{:<16} {:>4} {:>12} {:>8}  contract",
                     "user", "id", "bytes", "accesses"
                 );
-                for u in users {
+                for u in &users {
                     let c = match &u.contract {
                         Some(c) => format!(
-                            "{} until {} {} (max bytes {}, archives {}, accesses {})",
+                            "{} until {} {} (max bytes {}, archives {}, accesses {}); level {}, home {}",
                             c.plan,
                             c.until,
                             if c.paid { "paid" } else { "UNPAID" },
                             c.max_bytes,
                             c.max_archives,
-                            c.max_accesses
+                            c.max_accesses,
+                            level(c),
+                            if c.home_region.is_empty() {
+                                "-"
+                            } else {
+                                &c.home_region
+                            },
                         ),
                         None => "none".into(),
                     };
@@ -440,6 +468,8 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
             max_archives,
             max_accesses,
             plan,
+            home_region,
+            member_since,
         }) => {
             let c = Contract {
                 plan,
@@ -448,6 +478,8 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 max_bytes,
                 max_archives,
                 max_accesses,
+                home_region,
+                member_since,
             };
             store.set_contract(&name, &c)?;
             if json {

@@ -1383,6 +1383,58 @@ sites = ["tokyo", "osaka"]
         .args(["--json", "sites"]);
     let sites: serde_json::Value = serde_json::from_str(&run_ok(c)).unwrap();
     assert_eq!(sites[0]["status"], "ok");
+
+    // Levels come from the plan and the contract years, by the configured rules.
+    let data2 = env.path("service-2");
+    let admin2 = |args: &[&str]| -> String {
+        let mut c = kura();
+        c.arg("admin")
+            .arg("--data-dir")
+            .arg(&data2)
+            .arg("--server-config")
+            .arg(&config)
+            .args(args);
+        run_ok(c)
+    };
+    let pw = env.path("pw");
+    fs::write(&pw, "member password").unwrap();
+    for (name, plan, since) in [
+        ("old", "premium", "2020-01-01"),
+        ("new", "premium", "2026-11-01"),
+    ] {
+        admin2(&["user", "add", name, "--password-file", pw.to_str().unwrap()]);
+        admin2(&[
+            "contract",
+            "set",
+            name,
+            "--until",
+            "2099-12-31",
+            "--paid",
+            "yes",
+            "--plan",
+            plan,
+            "--home-region",
+            "kanto",
+            "--member-since",
+            since,
+        ]);
+    }
+    let users: serde_json::Value =
+        serde_json::from_str(&admin2(&["--json", "user", "list"])).unwrap();
+    let level = |name: &str| {
+        let u = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap();
+        (
+            u["level"].as_str().unwrap().to_string(),
+            u["contract"]["home_region"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(level("old"), ("gold".to_string(), "kanto".to_string()));
+    assert_eq!(level("new"), ("standard".to_string(), "kanto".to_string()));
     let osaka = sites[1]["status"].as_str().unwrap();
     assert!(
         osaka.contains("failed authentication") && osaka.contains("tokyo"),
