@@ -28,9 +28,33 @@ pub enum FileType {
 }
 
 impl FileType {
-    fn dir(self) -> &'static str {
+    /// Every kind of stored file.
+    pub const ALL: [FileType; 8] = [
+        FileType::Config,
+        FileType::Key,
+        FileType::Device,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Pack,
+        FileType::Lock,
+        FileType::Log,
+    ];
+
+    /// The kinds kept each in one flat directory named after the kind.
+    const FLAT: [FileType; 6] = [
+        FileType::Key,
+        FileType::Device,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Lock,
+        FileType::Log,
+    ];
+
+    /// The kind's name: its directory in a repository (packs are spread below theirs, the
+    /// config is one file) and its path in the service's API.
+    pub fn name(self) -> &'static str {
         match self {
-            FileType::Config => "",
+            FileType::Config => "config",
             FileType::Key => "keys",
             FileType::Device => "devices",
             FileType::Snapshot => "snapshots",
@@ -39,6 +63,11 @@ impl FileType {
             FileType::Lock => "locks",
             FileType::Log => "logs",
         }
+    }
+
+    /// The kind with this [`FileType::name`].
+    pub fn from_name(name: &str) -> Option<FileType> {
+        FileType::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -147,15 +176,21 @@ impl LocalDir {
         result.map_err(|e| BackendError::io("install", &p, e))
     }
 
+    /// The 256 directories packs are spread over, by the first two hex digits of their names.
+    fn pack_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        let data = self.root.join(FileType::Pack.name());
+        (0..256).map(move |i| data.join(format!("{i:02x}")))
+    }
+
     fn path(&self, t: FileType, name: &str) -> PathBuf {
         match t {
             FileType::Config => self.root.join("config"),
             FileType::Pack => self
                 .root
-                .join("data")
+                .join(FileType::Pack.name())
                 .join(name.get(..2).unwrap_or("00"))
                 .join(name),
-            _ => self.root.join(t.dir()).join(name),
+            _ => self.root.join(t.name()).join(name),
         }
     }
 }
@@ -181,18 +216,11 @@ impl Backend for LocalDir {
             });
         }
         let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| BackendError::io("create", &p, e));
-        for t in [
-            FileType::Key,
-            FileType::Device,
-            FileType::Snapshot,
-            FileType::Index,
-            FileType::Lock,
-            FileType::Log,
-        ] {
-            mk(self.root.join(t.dir()))?;
+        for t in FileType::FLAT {
+            mk(self.root.join(t.name()))?;
         }
-        for i in 0..256 {
-            mk(self.root.join("data").join(format!("{i:02x}")))?;
+        for dir in self.pack_dirs() {
+            mk(dir)?;
         }
         Ok(())
     }
@@ -206,10 +234,8 @@ impl Backend for LocalDir {
                     vec![]
                 });
             }
-            FileType::Pack => (0..256)
-                .map(|i| self.root.join("data").join(format!("{i:02x}")))
-                .collect(),
-            _ => vec![self.root.join(t.dir())],
+            FileType::Pack => self.pack_dirs().collect(),
+            _ => vec![self.root.join(t.name())],
         };
         let mut names = Vec::new();
         for dir in dirs {
@@ -284,19 +310,12 @@ impl Backend for LocalDir {
     }
 
     fn remove_stale_partials(&self, age: std::time::Duration) -> Result<usize, BackendError> {
-        let mut dirs: Vec<PathBuf> = [
-            FileType::Key,
-            FileType::Device,
-            FileType::Snapshot,
-            FileType::Index,
-            FileType::Lock,
-            FileType::Log,
-        ]
-        .iter()
-        .map(|t| self.root.join(t.dir()))
-        .collect();
+        let mut dirs: Vec<PathBuf> = FileType::FLAT
+            .iter()
+            .map(|t| self.root.join(t.name()))
+            .collect();
         dirs.push(self.root.clone());
-        dirs.extend((0..256).map(|i| self.root.join("data").join(format!("{i:02x}"))));
+        dirs.extend(self.pack_dirs());
         let mut removed = 0;
         for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else {

@@ -105,19 +105,6 @@ impl Answer {
     }
 }
 
-fn kind(t: FileType) -> &'static str {
-    match t {
-        FileType::Config => "config",
-        FileType::Key => "keys",
-        FileType::Device => "devices",
-        FileType::Snapshot => "snapshots",
-        FileType::Index => "index",
-        FileType::Pack => "data",
-        FileType::Lock => "locks",
-        FileType::Log => "logs",
-    }
-}
-
 fn net_error(op: &'static str, url: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Io {
         op,
@@ -391,8 +378,8 @@ impl HttpBackend {
 
     fn url(&self, t: FileType, name: Option<&str>) -> String {
         match name {
-            Some(n) => format!("{}/v1/repo/{}/{}", self.base(), kind(t), n),
-            None => format!("{}/v1/repo/{}", self.base(), kind(t)),
+            Some(n) => format!("{}/v1/repo/{}/{}", self.base(), t.name(), n),
+            None => format!("{}/v1/repo/{}", self.base(), t.name()),
         }
     }
 }
@@ -606,7 +593,7 @@ impl Backend for HttpBackend {
         if data.len() > self.piece_len() {
             let mut line = Pieces {
                 backend: self,
-                url: format!("{}/v1/uploads/{}/{}", self.base(), kind(t), name),
+                url: format!("{}/v1/uploads/{}/{}", self.base(), t.name(), name),
             };
             return transfer::upload(&mut line, data, || self.piece_len());
         }

@@ -461,22 +461,8 @@ async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, Loca
 }
 
 fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
-    let t = match kind {
-        "config" => FileType::Config,
-        "keys" => FileType::Key,
-        "devices" => FileType::Device,
-        "snapshots" => FileType::Snapshot,
-        "index" => FileType::Index,
-        "data" => FileType::Pack,
-        "locks" => FileType::Lock,
-        "logs" => FileType::Log,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no such kind {kind:?}"),
-            ));
-        }
-    };
+    let t = FileType::from_name(kind)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no such kind {kind:?}")))?;
     if let Some(n) = name {
         let ok = match t {
             FileType::Config => n == "config",
