@@ -12,29 +12,6 @@ use kura_placement::{LevelRule, RiskFeed};
 use kura_sites::SiteConfig;
 use serde::Deserialize;
 
-/// A site as declared in the service configuration (`[[sites]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteEntry {
-    /// Site id.
-    pub id: String,
-    /// Region.
-    pub region: String,
-    /// `file:///path` or `s3://bucket?endpoint=...&region=...`.
-    pub url: String,
-    /// S3 access key id.
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// S3 secret access key.
-    #[serde(default)]
-    pub secret_access_key: Option<String>,
-    /// The site-authentication secret.
-    pub secret: String,
-    /// Risk score until a risk feed covers the site's region.
-    #[serde(default)]
-    pub risk: f64,
-}
-
 /// A membership level as declared in the service configuration (`[[levels]]`): who has it, and
 /// which sites it may use (its risk table; empty for every site).
 #[derive(Debug, Clone, Deserialize)]
@@ -69,7 +46,7 @@ impl LevelEntry {
 pub struct PlacementConfig {
     /// Storage sites; none means the three demo sites.
     #[serde(default)]
-    pub sites: Vec<SiteEntry>,
+    pub sites: Vec<SiteConfig>,
     /// Level rules, best first; none means one level, `standard`, using every site.
     #[serde(default)]
     pub levels: Vec<LevelEntry>,
@@ -80,7 +57,7 @@ pub struct PlacementConfig {
 pub struct Placement {
     data_dir: PathBuf,
     /// The sites.
-    pub sites: Vec<SiteEntry>,
+    pub sites: Vec<SiteConfig>,
     /// The levels.
     pub levels: Vec<LevelEntry>,
     /// The latest risk feed.
@@ -151,7 +128,7 @@ impl Placement {
     }
 
     /// A site's risk now: the feed's for its region, else the configured one.
-    pub fn risk(&self, site: &SiteEntry) -> f64 {
+    pub fn risk(&self, site: &SiteConfig) -> f64 {
         self.feed.risk(&site.region).unwrap_or(site.risk)
     }
 
@@ -179,22 +156,10 @@ impl Placement {
     pub fn save_keyring(&self, keyring: &Keyring) -> io::Result<()> {
         write_private(&self.keyring_path(), &keyring.encode())
     }
-
-    /// The configuration a site is opened with.
-    pub fn site_config(site: &SiteEntry) -> SiteConfig {
-        SiteConfig {
-            id: site.id.clone(),
-            region: site.region.clone(),
-            url: site.url.clone(),
-            access_key_id: site.access_key_id.clone(),
-            secret_access_key: site.secret_access_key.clone(),
-            secret: site.secret.clone(),
-        }
-    }
 }
 
 /// The embedded default: three directory sites in three demo regions.
-fn demo_sites(data_dir: &Path) -> io::Result<Vec<SiteEntry>> {
+fn demo_sites(data_dir: &Path) -> io::Result<Vec<SiteConfig>> {
     let secret_path = data_dir.join("site-secret");
     let master = match fs::read_to_string(&secret_path) {
         Ok(s) => s.trim().to_string(),
@@ -207,7 +172,7 @@ fn demo_sites(data_dir: &Path) -> io::Result<Vec<SiteEntry>> {
     };
     Ok([("east", 0.2), ("west", 0.4), ("north", 0.6)]
         .into_iter()
-        .map(|(name, risk)| SiteEntry {
+        .map(|(name, risk)| SiteConfig {
             id: format!("demo-{name}"),
             region: format!("demo-{name}"),
             url: format!("file://{}", data_dir.join("sites").join(name).display()),
@@ -253,7 +218,7 @@ mod tests {
     #[test]
     fn bad_tables_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        let site = |id: &str| SiteEntry {
+        let site = |id: &str| SiteConfig {
             id: id.into(),
             region: "r".into(),
             url: "file:///tmp/x".into(),

@@ -36,6 +36,9 @@ pub struct SiteConfig {
     pub secret_access_key: Option<String>,
     /// The secret the site's marker is made with.
     pub secret: String,
+    /// Risk score for placement until a risk feed covers the site's region.
+    #[serde(default)]
+    pub risk: f64,
 }
 
 /// A site failure.

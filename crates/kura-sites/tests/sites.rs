@@ -145,6 +145,7 @@ api_bind_addr = "127.0.0.1:{admin}"
             access_key_id: Some(self.key_id.clone()),
             secret_access_key: Some(self.secret.clone()),
             secret: secret.into(),
+            risk: 0.0,
         }
     }
 }
@@ -157,6 +158,7 @@ fn file_site(dir: &Path, id: &str, region: &str, secret: &str) -> SiteConfig {
         access_key_id: None,
         secret_access_key: None,
         secret: secret.into(),
+        risk: 0.0,
     }
 }
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kura_service::server::{ServeOptions, open_store};
-use kura_service::sites::{DEFAULT_LEVEL, LevelEntry, Placement, PlacementConfig, SiteEntry};
+use kura_service::sites::{DEFAULT_LEVEL, LevelEntry, Placement, PlacementConfig};
 use kura_service::store::Contract;
+use kura_sites::SiteConfig;
 use serde::Deserialize;
 
 /// Options of `kura serve`.
@@ -39,7 +40,7 @@ struct ServerConfig {
     session_minutes: Option<i64>,
     header_timeout_secs: Option<u64>,
     #[serde(default)]
-    sites: Vec<SiteEntry>,
+    sites: Vec<SiteConfig>,
     #[serde(default)]
     levels: Vec<LevelEntry>,
 }
@@ -357,7 +358,7 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 .iter()
                 .map(|s| {
                     let status = runtime.block_on(async {
-                        let site = kura_sites::Site::open(Placement::site_config(s))?;
+                        let site = kura_sites::Site::open(s.clone())?;
                         site.initialize().await
                     });
                     serde_json::json!({
