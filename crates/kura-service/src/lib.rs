@@ -7,3 +7,23 @@ pub mod sites;
 pub mod store;
 pub mod tls;
 pub mod upload;
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Writes a file only the service's user can read (keys, secrets), atomically and durably.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}

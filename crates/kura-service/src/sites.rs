@@ -12,6 +12,8 @@ use kura_placement::{LevelRule, RiskFeed};
 use kura_sites::SiteConfig;
 use serde::Deserialize;
 
+use crate::write_private;
+
 /// A membership level as declared in the service configuration (`[[levels]]`): who has it, and
 /// which sites it may use (its risk table; empty for every site).
 #[derive(Debug, Clone, Deserialize)]
@@ -69,22 +71,6 @@ pub const DEFAULT_LEVEL: &str = "standard";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// Writes a file only the service's user can read, atomically.
-fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
 }
 
 impl Placement {

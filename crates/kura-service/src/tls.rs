@@ -17,6 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::write_private;
+
 /// Where a certificate and its key are.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -221,18 +223,6 @@ pub fn client_certificate(dir: &Path, name: &str, days: i64) -> io::Result<Clien
         key: key_path,
         fingerprint: fingerprint(cert.der()),
     })
-}
-
-fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
 }
 
 /// The fingerprint of the first certificate in a PEM file.
