@@ -9,6 +9,7 @@
 //! no signal is ever sent to a process id that may have been reused.
 
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use kura_repo::lock::{hostname, process_alive};
 
 use crate::backup::{BackupOptions, BackupOutcome, backup, root_names, roots};
 use crate::progress::Progress;
-use crate::state::ClientState;
+use crate::state::{ClientState, replace_file};
 use crate::{ClientError, Result, io_err};
 
 /// This device's unfinished jobs of one repository, one JSON file each.
@@ -112,12 +113,7 @@ impl LocalJobs {
     /// Writes a job's record.
     pub fn save(&self, job: &Job) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let path = self.record(job.id);
-        let tmp = self.dir.join(format!(".{}.tmp", job.id));
-        fs::write(&tmp, job.encode())
-            .and_then(|()| fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err(&path))
+        replace_file(&self.record(job.id), |w| w.write_all(&job.encode()))
     }
 
     /// Drops a job's record and any cancellation request.

@@ -3,10 +3,12 @@
 //! running agent recording a run never lose each other's change.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kura_core::schedule::Schedule;
 
+use crate::state::replace_file;
 use crate::{ClientError, Result, io_err};
 
 /// Where the schedule of the state directory `base` lives.
@@ -35,12 +37,7 @@ pub fn update<T>(base: &Path, change: impl FnOnce(&mut Schedule) -> Result<T>) -
     lock.lock().map_err(io_err(&lock_path))?;
     let mut schedule = load(base)?;
     let out = change(&mut schedule)?;
-    let p = path(base);
-    let tmp = base.join(".schedule.json.tmp");
-    fs::write(&tmp, schedule.encode())
-        .and_then(|()| fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| fs::rename(&tmp, &p))
-        .map_err(io_err(&p))?;
+    replace_file(&path(base), |w| w.write_all(&schedule.encode()))?;
     Ok(out)
 }
 

@@ -250,22 +250,7 @@ impl ClientState {
         name: &str,
         fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>,
     ) -> Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(
-            ".{name}.{}.tmp",
-            kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
-        ));
-        (|| {
-            let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
-            fill(&mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })()
-        .map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err(&path)(e)
-        })
+        replace_file(&self.dir.join(name), fill)
     }
 
     /// Runs `f` while holding this state directory's lock, so that concurrent backups on one
@@ -280,6 +265,31 @@ impl ClientState {
         }
         f()
     }
+}
+
+/// Replaces `path` atomically and durably with what `fill` writes: a crash leaves the old file
+/// or the new one, never a mix.
+pub(crate) fn replace_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.tmp",
+        kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
+    ));
+    (|| {
+        let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })()
+    .map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path)(e)
+    })
 }
 
 /// The default state directory: `$XDG_STATE_HOME/kura`, else `~/.local/state/kura`.
