@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Kura through `kura serve` (loopback, TLS on) against Kura on a local repository, and the
-# service's throughput with 1, 4 and 16 concurrent clients.
+# Kura through `kura serve` (loopback, TLS on) against Kura on a local repository, two-copy
+# placement against a single copy, and the service's throughput with 1, 4 and 16 clients.
 #
 #   bash bench/service.sh [DATA_DIR]
 #
@@ -12,8 +12,10 @@
 #                  different for every client, 16 files each.
 # BENCH_CLIENTS    client counts to run (default "1 4 16").
 #
-# Part 1 backs DATA_DIR up to a local repository and to the service, then restores
-# both (each verified with diff -r), and prints service/local ratios. Part 2 gives
+# Part 1 backs DATA_DIR up to a local repository, to the service with its default
+# placement (two copies on the demo directory sites) and to a second service configured
+# with one directory site (one copy), then restores each (verified with diff -r), and
+# prints service/local and two-copy/one-copy ratios. Part 2 gives
 # every client its own user and data, starts all their backups at once, then all
 # their restores, and prints aggregate MB/s (total bytes / wall time until the last
 # one finished). restic's rest-server is not packaged for Debian, so there is no
@@ -56,34 +58,49 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mbps() { awk -v bytes="$1" -v s="$2" 'BEGIN { printf "%.1f", bytes / 1e6 / s }'; }
 
-# ---------------------------------------------------------------- the service
-SVC=$OUT/service
-"$KURA_BIN" serve --listen 127.0.0.1:0 --data-dir "$SVC" >"$OUT/logs/serve.out" 2>"$OUT/logs/serve.err" &
-SERVE_PID=$!
-trap 'kill "$SERVE_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    grep -q '^listening on' "$OUT/logs/serve.out" 2>/dev/null && break
-    sleep 0.1
-done
-URL=$(sed -n 's/^listening on //p' "$OUT/logs/serve.out")
-[[ -n $URL ]] || die "kura serve did not start; see $OUT/logs/serve.err"
-export KURA_SERVER_FINGERPRINT
-KURA_SERVER_FINGERPRINT=$(cat "$SVC/tls/fingerprint")
-printf 'bench user password\n' >"$OUT/user.pw"
-add_user() {
-    "$KURA_BIN" admin --data-dir "$SVC" user add "$1" --password-file "$OUT/user.pw" >/dev/null
-    "$KURA_BIN" admin --data-dir "$SVC" contract set "$1" --until 2099-12-31 --paid yes >/dev/null
+# ---------------------------------------------------------------- the services
+SERVE_PIDS=()
+trap 'kill "${SERVE_PIDS[@]}" 2>/dev/null || true' EXIT
+declare -A URLS=()
+# Starts `kura serve` named $1 with the rest as extra arguments.
+start_service() {
+    local name=$1; shift
+    "$KURA_BIN" serve --listen 127.0.0.1:0 --data-dir "$OUT/$name" "$@" \
+        >"$OUT/logs/$name.out" 2>"$OUT/logs/$name.err" &
+    SERVE_PIDS+=($!)
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$OUT/logs/$name.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    URLS[$name]=$(sed -n 's/^listening on //p' "$OUT/logs/$name.out")
+    [[ -n ${URLS[$name]} ]] || die "kura serve did not start; see $OUT/logs/$name.err"
+    log "$name at ${URLS[$name]}"
 }
-log "service at $URL"
+start_service service
+URL=${URLS[service]}
+printf '[[sites]]\nid = "only"\nregion = "here"\nurl = "file://%s/one-site"\nsecret = "bench site secret"\n' \
+    "$OUT" >"$OUT/one-site.toml"
+start_service single --server-config "$OUT/one-site.toml"
+printf 'bench user password\n' >"$OUT/user.pw"
+# Adds user $1 with a paid contract to the service $2 (default: service).
+add_user() {
+    local data=$OUT/${2:-service}
+    "$KURA_BIN" admin --data-dir "$data" user add "$1" --password-file "$OUT/user.pw" >/dev/null
+    "$KURA_BIN" admin --data-dir "$data" contract set "$1" --until 2099-12-31 --paid yes >/dev/null
+}
 
-# Runs kura for client $1 (a user on the service, or "local") with the rest as arguments.
+# Runs kura for client $1 ("local", "single" on the one-site service, or a user on the
+# default service) with the rest as arguments.
 client() {
     local who=$1; shift
+    local url=$URL service=service
+    if [[ $who == single ]]; then url=${URLS[single]}; service=single; fi
     if [[ $who == local ]]; then
         "$KURA_BIN" --repo "$OUT/local-repo" --state-dir "$OUT/state/local" "$@"
     else
         KURA_USER=$who KURA_USER_PASSWORD="bench user password" \
-            "$KURA_BIN" --repo "$URL" --state-dir "$OUT/state/$who" "$@"
+        KURA_SERVER_FINGERPRINT=$(cat "$OUT/$service/tls/fingerprint") \
+            "$KURA_BIN" --repo "$url" --state-dir "$OUT/state/$who" "$@"
     fi
 }
 
@@ -93,8 +110,9 @@ mkdir -p "$OUT/data"
 cp -a -- "$DATA_DIR/." "$OUT/data/"
 DATA_MIB=$(du -sb "$OUT/data" | awk '{ printf "%.0f", $1 / 1048576 }')
 add_user bench-same
+add_user single single
 declare -A T=()
-for who in local bench-same; do
+for who in local bench-same single; do
     client "$who" init >"$OUT/logs/$who-init.log" 2>&1
     sync
     t0=$(now)
@@ -161,6 +179,14 @@ done
     echo "|---|---:|---:|---:|"
     for step in backup restore; do
         echo "| $step | ${T[local:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[local:$step]}") |"
+    done
+    echo
+    echo "Placement: the default service (two copies, each sealed per site and read back) against a service with one site (one copy), same data:"
+    echo
+    echo "| step | one copy s | two copies s | two/one |"
+    echo "|---|---:|---:|---:|"
+    for step in backup restore; do
+        echo "| $step | ${T[single:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[single:$step]}") |"
     done
     echo
     echo "Concurrent clients, each with its own user and $CLIENT_MIB MiB of random data (aggregate MB/s = all bytes / time until the last finished):"

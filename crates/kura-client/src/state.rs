@@ -292,6 +292,44 @@ pub(crate) fn replace_file(
     })
 }
 
+/// The latest storage conditions the service reported for a repository, as the client keeps
+/// them (`spec/placement.md` requirement 6). Kept by the repository's location, so they can be
+/// shown when the service cannot be reached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedConditions {
+    /// Where the repository is.
+    pub location: String,
+    /// When the service reported them.
+    pub fetched: jiff::Timestamp,
+    /// What they cover: `all`, `backup JOB` or `snapshot ID`.
+    pub scope: String,
+    /// Per object.
+    pub objects: Vec<kura_core::conditions::ObjectConditions>,
+}
+
+impl SavedConditions {
+    fn path(base: &Path, location: &str) -> PathBuf {
+        let key = kura_core::Id::of_bytes(location.as_bytes()).to_hex();
+        base.join("conditions").join(format!("{}.json", &key[..16]))
+    }
+
+    /// The conditions kept for the repository at `location`, if any.
+    pub fn load(base: &Path, location: &str) -> Option<SavedConditions> {
+        let bytes = fs::read(Self::path(base, location)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps these as the latest conditions of their repository.
+    pub fn save(&self, base: &Path) -> Result<()> {
+        let path = Self::path(base, &self.location);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        replace_file(&path, |w| w.write_all(&json))
+    }
+}
+
 /// The default state directory: `$XDG_STATE_HOME/kura`, else `~/.local/state/kura`.
 pub fn default_base() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {

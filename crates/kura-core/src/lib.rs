@@ -7,7 +7,9 @@
 //! - [`compress`]: zstd with a bound on what a decoder will produce.
 //! - [`pack`], [`index`], [`sealed`]: the binary formats of stored objects.
 //! - [`tree`], [`snapshot`]: the metadata formats.
+//! - [`notice`]: the notices of a member's message history.
 //! - [`policy`]: which snapshots a retention policy keeps.
+//! - [`conditions`]: the storage conditions the service reports of each stored object.
 //! - [`job`]: backup jobs, which are also the entries of the backup log.
 //! - [`schedule`]: when scheduled backups run (times, intervals, cron expressions).
 //!
@@ -15,11 +17,13 @@
 
 pub mod chunker;
 pub mod compress;
+pub mod conditions;
 pub mod crypto;
 pub mod id;
 pub mod index;
 pub mod job;
 pub mod keys;
+pub mod notice;
 pub mod pack;
 pub mod policy;
 pub mod schedule;

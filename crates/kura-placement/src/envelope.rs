@@ -46,15 +46,18 @@ fn key_from_hex(hex: &str) -> Option<Key> {
 impl Keyring {
     /// The current version of `site`'s key, making the first one if the site has none.
     pub fn current(&mut self, site: &str) -> (u32, Key) {
-        let latest = self
-            .keys
-            .get(site)
-            .and_then(|v| v.iter().next_back())
-            .and_then(|(&v, hex)| Some((v, key_from_hex(hex)?)));
-        match latest {
+        match self.latest(site) {
             Some(found) => found,
             None => self.add_version(site),
         }
+    }
+
+    /// The current version of `site`'s key, if it has one.
+    pub fn latest(&self, site: &str) -> Option<(u32, Key)> {
+        self.keys
+            .get(site)
+            .and_then(|v| v.iter().next_back())
+            .and_then(|(&v, hex)| Some((v, key_from_hex(hex)?)))
     }
 
     /// Adds a new version of `site`'s key and makes it current; returns its version.

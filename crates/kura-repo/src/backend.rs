@@ -147,6 +147,18 @@ pub trait Backend: Send + Sync {
     fn report_job(&self, _report: &kura_core::job::JobReport) -> Result<(), BackendError> {
         Ok(())
     }
+    /// The storage conditions of the objects stored (since `since`), from a provider that
+    /// keeps copies on storage sites; `None` for storage without one.
+    fn conditions(
+        &self,
+        _since: Option<jiff::Timestamp>,
+    ) -> Result<Option<Vec<kura_core::conditions::ObjectConditions>>, BackendError> {
+        Ok(None)
+    }
+    /// The member's message history at the provider; `None` for storage without one.
+    fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
+        Ok(None)
+    }
 }
 
 /// A repository in a local directory.
@@ -159,21 +171,6 @@ impl LocalDir {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalDir {
         LocalDir { root: root.into() }
-    }
-
-    /// Moves a finished file (on the same file system) into place as `t`/`name`, atomically
-    /// and durably, like [`Backend::write`].
-    pub fn install(&self, t: FileType, name: &str, from: &Path) -> Result<(), BackendError> {
-        let p = self.path(t, name);
-        let dir = p.parent().unwrap_or(&self.root);
-        if t == FileType::Pack {
-            fs::create_dir_all(dir).map_err(|e| BackendError::io("create", dir, e))?;
-        }
-        let result = File::open(from)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| fs::rename(from, &p))
-            .and_then(|()| sync_dir(dir));
-        result.map_err(|e| BackendError::io("install", &p, e))
     }
 
     /// The 256 directories packs are spread over, by the first two hex digits of their names.

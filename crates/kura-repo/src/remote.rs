@@ -634,6 +634,28 @@ impl Backend for HttpBackend {
         Ok(())
     }
 
+    fn conditions(
+        &self,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Option<Vec<kura_core::conditions::ObjectConditions>>, BackendError> {
+        let mut url = format!("{}/v1/conditions", self.base());
+        if let Some(t) = since {
+            url.push_str(&format!("?since={t}"));
+        }
+        let answer = self.send("read conditions from", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| net_error("read conditions from", &url, e))
+    }
+
+    fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
+        let url = format!("{}/v1/messages", self.base());
+        let answer = self.send("read messages from", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| net_error("read messages from", &url, e))
+    }
+
     fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {
         let url = format!("{}/v1/uploads?older_than={}", self.base(), age.as_secs());
         let answer = self.send("clean up", &url, |c| c.delete(&url))?;

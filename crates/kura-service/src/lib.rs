@@ -1,9 +1,13 @@
-//! The provider side of Kura (`spec/terminal-backup.md` requirements 1-4): users and their
-//! contracts in SQLite, authentication before anything else, and an HTTPS API that stores each
-//! user's encrypted repository as opaque files. The service never holds a key that decrypts them.
+//! The provider side of Kura (`spec/terminal-backup.md` requirements 1-4, `spec/placement.md`):
+//! users and their contracts in SQLite, authentication before anything else, and an HTTPS API
+//! that stores each user's encrypted repository as opaque objects, two copies of each on storage
+//! sites chosen by the member's level and the sites' disaster risk. The service never holds a
+//! key that decrypts the objects.
 
+pub mod notice;
 pub mod server;
 pub mod sites;
+pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod upload;

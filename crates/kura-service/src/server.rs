@@ -1,7 +1,8 @@
 //! The HTTPS API. Every request under `/v1/repo` is authenticated (a session token from
 //! `/v1/login`) and checked against the user's contract before anything else happens; the
-//! user's storage area is derived from the authenticated user only, and names are validated,
-//! so no request can reach another user's files.
+//! objects a request reaches are the authenticated user's only, and names are validated, so no
+//! request can reach another user's files. Objects are kept by [`Storage`] on the storage
+//! sites.
 //!
 //! ```text
 //! POST   /v1/login                    {"user","password"} or {} with a registered client
@@ -13,6 +14,8 @@
 //! DELETE /v1/repo/{kind}/{name}       remove
 //! PUT    /v1/jobs/{job}               a job's report for the service's backup log
 //! GET    /v1/jobs                     the user's backup log as the service has it
+//! GET    /v1/conditions?since=TIME    storage conditions of the user's objects (stored since)
+//! GET    /v1/messages                 the user's message history
 //! GET    /v1/uploads                  unfinished uploads [{"kind","name","received"}]
 //! DELETE /v1/uploads?older_than=SECS  drop unfinished uploads untouched that long
 //! HEAD   /v1/uploads/{kind}/{name}    bytes received so far in X-Kura-Received
@@ -40,10 +43,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use kura_repo::{Backend, BackendError, FileType, LocalDir};
+use kura_repo::FileType;
 use serde::Deserialize;
 use tower_layer::Layer;
 
+use crate::sites::PlacementConfig;
+use crate::storage::{Storage, StorageError};
 use crate::store::{Store, User};
 use crate::tls::Identity;
 use crate::upload::{self, UploadError, Uploads};
@@ -62,6 +67,11 @@ pub struct ServeOptions {
     /// How long a client may take to send a request's headers (a stalled or slow client is
     /// disconnected after this).
     pub header_timeout: std::time::Duration,
+    /// The storage sites and membership levels.
+    pub placement: PlacementConfig,
+    /// How often placements are brought up to date (sites that returned, new risk feeds,
+    /// changed levels and home regions).
+    pub replace_every: std::time::Duration,
 }
 
 /// Largest request body: a pack is at most ~24 MiB.
@@ -81,7 +91,8 @@ struct Metrics {
 }
 
 struct App {
-    store: Store,
+    store: Arc<Store>,
+    storage: Arc<Storage>,
     data_dir: PathBuf,
     ttl: jiff::SignedDuration,
     metrics: Metrics,
@@ -206,9 +217,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
-    let store = open_store(&opts.data_dir).map_err(std::io::Error::other)?;
+    let store = Arc::new(open_store(&opts.data_dir).map_err(std::io::Error::other)?);
+    let storage = Arc::new(
+        Storage::open(&opts.data_dir, &opts.placement, store.clone())
+            .await
+            .map_err(std::io::Error::other)?,
+    );
     let app = Arc::new(App {
         store,
+        storage: storage.clone(),
         data_dir: opts.data_dir.clone(),
         ttl: opts.session_ttl,
         metrics: Metrics::default(),
@@ -220,6 +237,8 @@ pub async fn serve(
             get(read).head(head).put(write).delete(remove),
         )
         .route("/v1/jobs", get(job_list))
+        .route("/v1/conditions", get(conditions))
+        .route("/v1/messages", get(messages))
         .route(
             "/v1/jobs/{job}",
             axum::routing::put(job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
@@ -270,6 +289,21 @@ pub async fn serve(
             every.tick().await;
             let dir = users.clone();
             let _ = tokio::task::spawn_blocking(move || sweep_stale_uploads(&dir)).await;
+        }
+    });
+    let replace_every = opts.replace_every;
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(replace_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match storage.replace().await {
+                Ok(r) if r.copied + r.deleted + r.pending + r.unreadable > 0 => {
+                    tracing::info!(?r, "placements brought up to date")
+                }
+                Ok(_) | Err(StorageError::Busy) => {}
+                Err(e) => tracing::error!("placement run: {e}"),
+            }
         }
     });
     tokio::spawn(async move {
@@ -402,11 +436,10 @@ fn check_contract(app: &App, user: &User, at_login: bool) -> ApiResult<()> {
     Ok(())
 }
 
-/// An authenticated request's user and storage, set by [`require_session`].
+/// An authenticated request's user, set by [`require_session`].
 #[derive(Clone)]
 struct Authed {
     user: User,
-    dir: LocalDir,
 }
 
 /// Authenticates every request to the protected routes before its body is read.
@@ -416,16 +449,16 @@ async fn require_session(
     next: axum::middleware::Next,
 ) -> Response {
     match authorize(&app, req.headers()).await {
-        Ok((user, dir)) => {
-            req.extensions_mut().insert(Authed { user, dir });
+        Ok(user) => {
+            req.extensions_mut().insert(Authed { user });
             next.run(req).await
         }
         Err(e) => e.into_response(),
     }
 }
 
-/// Authenticates the request and checks the contract; the result names the user's storage.
-async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, LocalDir)> {
+/// Authenticates the request and checks the contract.
+async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<User> {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let token = headers
         .get(header::AUTHORIZATION)
@@ -448,16 +481,7 @@ async fn authorize(app: &Arc<App>, headers: &HeaderMap) -> ApiResult<(User, Loca
         ));
     };
     check_contract(app, &user, false)?;
-    let root = app.user_dir(&user).join("repo");
-    let dir = LocalDir::new(&root);
-    if !root.join("keys").exists() {
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || d.create())
-            .await
-            .map_err(internal)?
-            .map_err(backend_error)?;
-    }
-    Ok((user, dir))
+    Ok(user)
 }
 
 fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
@@ -483,10 +507,14 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
     Ok(t)
 }
 
-fn backend_error(e: BackendError) -> ApiError {
+fn storage_error(e: StorageError) -> ApiError {
     match e {
-        BackendError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not found"),
-        BackendError::NoSpace(_) => ApiError::new(
+        StorageError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not found"),
+        StorageError::NoSite(_) | StorageError::Unreadable { .. } => {
+            tracing::error!("{e}");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "the service is out of space",
         ),
@@ -494,22 +522,26 @@ fn backend_error(e: BackendError) -> ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+/// Runs a catalog query on the blocking pool.
+async fn catalog<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(internal)?
-        .map_err(backend_error)
+        .map_err(internal)
 }
 
 async fn list(
+    State(app): State<Arc<App>>,
     Path(kind): Path<String>,
     Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let Authed { dir, .. } = authed;
     let t = file_type(&kind, None)?;
-    let names = blocking(move || dir.list(t)).await?;
+    let id = authed.user.id;
+    let names = catalog(&app, move |s| s.object_names(id, t.name())).await?;
     Ok(axum::Json(names).into_response())
 }
 
@@ -530,13 +562,11 @@ fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
     Ok(Some((a, b)))
 }
 
-/// The size of a stored file, 0 if there is none (for usage accounting). Blocking.
-fn stored_size(dir: &LocalDir, t: FileType, name: &str) -> ApiResult<u64> {
-    match dir.size(t, name) {
-        Ok(s) => Ok(s),
-        Err(BackendError::NotFound(_)) => Ok(0),
-        Err(e) => Err(backend_error(e)),
-    }
+/// The size of a stored object, 0 if there is none (for usage accounting).
+async fn stored_size(app: &Arc<App>, user: i64, t: FileType, name: &str) -> ApiResult<u64> {
+    let name = name.to_string();
+    let entry = catalog(app, move |s| s.object(user, t.name(), &name)).await?;
+    Ok(entry.map_or(0, |e| e.size))
 }
 
 async fn read(
@@ -545,45 +575,84 @@ async fn read(
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Authed { dir, .. } = authed;
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
-    let (data, status) = match range {
+    let id = authed.user.id;
+    let (body, status) = match range {
         Some((a, b)) => {
+            let whole = app
+                .storage
+                .get_cached(id, t, &name)
+                .await
+                .map_err(storage_error)?;
             // As in HTTP, a range running past the end gives what there is.
-            let data = blocking(move || {
-                let size = dir.size(t, &name)?;
-                if a >= size {
-                    return Ok(None);
-                }
-                dir.read_at(t, &name, a, (b.min(size - 1) - a + 1) as usize)
-                    .map(Some)
-            })
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
+            let size = whole.len() as u64;
+            if a >= size {
+                return Err(ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "range starts past the end",
-                )
-            })?;
-            (data, StatusCode::PARTIAL_CONTENT)
+                ));
+            }
+            let part = whole[a as usize..=(b.min(size - 1) as usize)].to_vec();
+            (part, StatusCode::PARTIAL_CONTENT)
         }
-        None => (blocking(move || dir.read(t, &name)).await?, StatusCode::OK),
+        None => {
+            let whole = app.storage.get(id, t, &name).await.map_err(storage_error)?;
+            (
+                Arc::try_unwrap(whole).unwrap_or_else(|shared| shared.as_ref().clone()),
+                StatusCode::OK,
+            )
+        }
     };
     app.metrics
         .bytes_out
-        .fetch_add(data.len() as u64, Ordering::Relaxed);
-    Ok((status, data).into_response())
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    Ok((status, body).into_response())
 }
 
 async fn head(
+    State(app): State<Arc<App>>,
     Path((kind, name)): Path<(String, String)>,
     Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let Authed { dir, .. } = authed;
     let t = file_type(&kind, Some(&name))?;
-    let size = blocking(move || dir.size(t, &name)).await?;
-    Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response())
+    let id = authed.user.id;
+    let entry = catalog(&app, move |s| s.object(id, t.name(), &name))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_LENGTH, entry.size.to_string())],
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: Option<jiff::Timestamp>,
+}
+
+/// The storage conditions: per object, each copy's site, region, state, algorithm and key
+/// reference.
+async fn conditions(
+    State(app): State<Arc<App>>,
+    Query(q): Query<Since>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let id = authed.user.id;
+    let since = q.since.map(|t| t.to_string());
+    let entries = catalog(&app, move |s| s.objects(id, since.as_deref())).await?;
+    let list: Vec<_> = entries.iter().map(|e| e.conditions()).collect();
+    Ok(axum::Json(list).into_response())
+}
+
+async fn messages(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let id = authed.user.id;
+    let list = catalog(&app, move |s| s.messages(id)).await?;
+    Ok(axum::Json(list).into_response())
 }
 
 async fn job_report(
@@ -620,10 +689,34 @@ async fn job_report(
         ));
     }
     let a = app.clone();
-    tokio::task::spawn_blocking(move || a.store.record_job(user.id, &report))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    tokio::task::spawn_blocking(move || {
+        a.store.record_job(user.id, &report)?;
+        if report.status == kura_core::job::JobStatus::Completed {
+            // The storage conditions of what this backup stored (spec/placement.md req. 6).
+            let entries = a
+                .store
+                .objects(user.id, Some(&report.started.to_string()))?;
+            let intro = format!(
+                "Backup {} finished at {}: {} objects stored since it started.",
+                report.job.short(),
+                report.ended.unwrap_or_else(jiff::Timestamp::now),
+                entries.len()
+            );
+            crate::notice::send(
+                &a.store,
+                &a.data_dir,
+                &user,
+                "conditions",
+                "Storage conditions of your backup",
+                &crate::notice::conditions_text(&intro, &entries),
+            )
+            .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -641,26 +734,21 @@ async fn job_list(
     Ok(axum::Json(reports).into_response())
 }
 
-/// The contract's limits on storing `len` bytes as `t`/`name`; returns the size of the file
-/// it replaces. Blocking (it reads sizes and lists snapshots).
-fn admit(
-    app: &App,
-    user: &User,
-    dir: &LocalDir,
-    t: FileType,
-    name: &str,
-    len: u64,
-) -> ApiResult<u64> {
+/// The contract's limits on storing `len` bytes as `t`/`name`.
+async fn admit(app: &Arc<App>, user: &User, t: FileType, name: &str, len: u64) -> ApiResult<()> {
     let Some(contract) = &user.contract else {
         return Err(internal("authorized user without a contract"));
     };
-    let old = stored_size(dir, t, name)?;
+    let old = stored_size(app, user.id, t, name).await?;
     let new_total = user.bytes.saturating_sub(old).saturating_add(len);
     if contract.max_bytes > 0 && new_total > contract.max_bytes {
         return Err(over_storage(app, contract.max_bytes));
     }
     if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
-        let count = dir.list(FileType::Snapshot).map_err(backend_error)?.len() as u64;
+        let id = user.id;
+        let count = catalog(app, move |s| s.object_names(id, t.name()))
+            .await?
+            .len() as u64;
         if count >= contract.max_archives {
             app.metrics.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
@@ -672,7 +760,7 @@ fn admit(
             ));
         }
     }
-    Ok(old)
+    Ok(())
 }
 
 fn over_storage(app: &App, max_bytes: u64) -> ApiError {
@@ -683,16 +771,26 @@ fn over_storage(app: &App, max_bytes: u64) -> ApiError {
     )
 }
 
-/// Records `len` new bytes stored that replaced `old` ones. Blocking.
-fn count_stored(app: &App, user: &User, len: u64, old: u64) -> ApiResult<()> {
+/// Stores an object on the sites. It runs to its end even if the client goes away meanwhile,
+/// so an object is never stored without being recorded and counted.
+async fn store_object(
+    app: &Arc<App>,
+    user: &User,
+    t: FileType,
+    name: &str,
+    body: Bytes,
+) -> ApiResult<()> {
+    let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
+    let len = body.len() as u64;
+    tokio::spawn(async move { storage.put(&user, t, &name, body).await })
+        .await
+        .map_err(internal)?
+        .map_err(storage_error)?;
     app.metrics.bytes_in.fetch_add(len, Ordering::Relaxed);
-    app.store
-        .add_bytes(user.id, len as i64 - old as i64)
-        .map_err(internal)
+    Ok(())
 }
 
-/// Runs `f` on the blocking pool. It runs to its end even if the client goes away meanwhile,
-/// so an object is never stored without being counted, or taken from its upload and dropped.
+/// Runs `f` on the blocking pool to its end, even if the client goes away meanwhile.
 async fn in_background<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -726,20 +824,15 @@ async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let Authed { user, dir } = authed;
+    let Authed { user } = authed;
     let t = file_type(&kind, Some(&name))?;
     if let Some(sum) = checksum(&headers)?
         && !upload::sha256_hex(&body).eq_ignore_ascii_case(&sum)
     {
         return Err(resend());
     }
-    in_background(move || {
-        let len = body.len() as u64;
-        let old = admit(&app, &user, &dir, t, &name, len)?;
-        dir.write(t, &name, &body).map_err(backend_error)?;
-        count_stored(&app, &user, len, old)
-    })
-    .await?;
+    admit(&app, &user, t, &name, body.len() as u64).await?;
+    store_object(&app, &user, t, &name, body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -858,36 +951,42 @@ async fn upload_commit(
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Authed { user, dir } = authed;
+    let Authed { user } = authed;
     let t = file_type(&kind, Some(&name))?;
     let sum = checksum(&headers)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "a commit needs a checksum"))?;
     let up = uploads_of(&app, &user);
-    in_background(move || {
-        let (path, len) = match up.finish(&kind, &name, &sum) {
-            Ok(found) => found,
-            Err(UploadError::NotFound) => {
-                // A repeated commit whose first answer was lost: the object is in place.
-                return match dir.read(t, &name) {
-                    Ok(stored) if upload::sha256_hex(&stored).eq_ignore_ascii_case(&sum) => Ok(()),
-                    _ => Err(upload_error(UploadError::NotFound)),
-                };
-            }
-            Err(e) => return Err(upload_error(e)),
-        };
-        let installed = admit(&app, &user, &dir, t, &name, len).and_then(|old| {
-            dir.install(t, &name, &path).map_err(backend_error)?;
-            Ok(old)
-        });
-        match installed {
-            Ok(old) => count_stored(&app, &user, len, old),
-            Err(e) => {
-                let _ = up.discard(&path);
-                Err(e)
-            }
+    let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
+    let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s))
+        .await
+        .map_err(internal)?;
+    let data = match finished {
+        Ok(data) => data,
+        Err(UploadError::NotFound) => {
+            // A repeated commit whose first answer was lost: the object is in place.
+            let id = user.id;
+            let stored = catalog(&app, move |s| s.object(id, t.name(), &name)).await?;
+            return match stored {
+                Some(e) if e.sha256.eq_ignore_ascii_case(&sum) => {
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                _ => Err(upload_error(UploadError::NotFound)),
+            };
         }
-    })
-    .await?;
+        Err(e) => return Err(upload_error(e)),
+    };
+    let drop_upload = {
+        let (kind, name) = (kind.clone(), name.clone());
+        move || uploading(move || up.abort(&kind, &name))
+    };
+    if let Err(e) = admit(&app, &user, t, &name, data.len() as u64).await {
+        drop_upload().await?;
+        return Err(e);
+    }
+    // Dropped only once stored: a service killed before that finds it again when the client
+    // repeats the commit.
+    store_object(&app, &user, t, &name, Bytes::from(data)).await?;
+    drop_upload().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -908,15 +1007,11 @@ async fn remove(
     Path((kind, name)): Path<(String, String)>,
     Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
-    let Authed { user, dir } = authed;
     let t = file_type(&kind, Some(&name))?;
-    in_background(move || {
-        let old = stored_size(&dir, t, &name)?;
-        dir.remove(t, &name).map_err(backend_error)?;
-        app.store
-            .add_bytes(user.id, -(old as i64))
-            .map_err(internal)
-    })
-    .await?;
+    let (storage, id) = (app.storage.clone(), authed.user.id);
+    tokio::spawn(async move { storage.delete(id, t, &name).await })
+        .await
+        .map_err(internal)?
+        .map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

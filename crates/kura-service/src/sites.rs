@@ -12,6 +12,7 @@ use kura_placement::{LevelRule, RiskFeed};
 use kura_sites::SiteConfig;
 use serde::Deserialize;
 
+use crate::store::Contract;
 use crate::write_private;
 
 /// A membership level as declared in the service configuration (`[[levels]]`): who has it, and
@@ -100,11 +101,7 @@ impl Placement {
                 )));
             }
         }
-        let feed = match fs::read_to_string(data_dir.join("risk-feed.json")) {
-            Ok(text) => RiskFeed::parse(&text).map_err(|e| invalid(format!("risk feed: {e}")))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => RiskFeed::default(),
-            Err(e) => return Err(e),
-        };
+        let feed = Placement::load_feed(data_dir)?;
         Ok(Placement {
             data_dir: data_dir.to_path_buf(),
             sites,
@@ -141,6 +138,64 @@ impl Placement {
     /// Keeps the keyring (mode 0600).
     pub fn save_keyring(&self, keyring: &Keyring) -> io::Result<()> {
         write_private(&self.keyring_path(), &keyring.encode())
+    }
+
+    /// The keyring with a key for every site, made and kept for any site that had none, so
+    /// that the running service never has to write it (only `kura admin keys rotate` does).
+    pub fn keyring_for_sites(&self) -> io::Result<Keyring> {
+        let mut ring = self.keyring()?;
+        let before = ring.clone();
+        for s in &self.sites {
+            ring.current(&s.id);
+        }
+        if ring != before {
+            self.save_keyring(&ring)?;
+        }
+        Ok(ring)
+    }
+
+    /// When the keyring file last changed (to notice a rotation by the operator).
+    pub fn keyring_changed(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.keyring_path()).ok()?.modified().ok()
+    }
+
+    /// Reads the risk feed again (the operator imports feeds while the service runs).
+    pub fn reload_feed(&mut self) -> io::Result<()> {
+        self.feed = Placement::load_feed(&self.data_dir)?;
+        Ok(())
+    }
+
+    fn load_feed(data_dir: &Path) -> io::Result<RiskFeed> {
+        match fs::read_to_string(data_dir.join("risk-feed.json")) {
+            Ok(text) => RiskFeed::parse(&text).map_err(|e| invalid(format!("risk feed: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RiskFeed::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A member's level under the configured rules.
+    pub fn level_of(&self, contract: &Contract, today: jiff::civil::Date) -> &str {
+        let rules: Vec<LevelRule> = self.levels.iter().map(LevelEntry::rule).collect();
+        let years = contract.member_since.map_or(0, |since| {
+            kura_placement::level::contract_years(since, today)
+        });
+        let level = kura_placement::level::level_of(&rules, &contract.plan, years, DEFAULT_LEVEL);
+        self.levels
+            .iter()
+            .find(|l| l.level == level)
+            .map_or(DEFAULT_LEVEL, |l| l.level.as_str())
+    }
+
+    /// The sites a level may use: its risk table, or every site for a level with none.
+    pub fn sites_of_level(&self, level: &str) -> Vec<&SiteConfig> {
+        match self.levels.iter().find(|l| l.level == level) {
+            Some(l) if !l.sites.is_empty() => self
+                .sites
+                .iter()
+                .filter(|s| l.sites.contains(&s.id))
+                .collect(),
+            _ => self.sites.iter().collect(),
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! Users, contracts and sessions, in one SQLite file.
+//! Users, contracts, sessions, the backup log, and where every stored object's copies are
+//! ([`catalog`]), in one SQLite file.
+
+pub mod catalog;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -131,6 +134,52 @@ CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
     expires TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    stored TEXT NOT NULL,
+    degraded TEXT,
+    PRIMARY KEY (user_id, kind, name)
+);
+CREATE INDEX IF NOT EXISTS objects_stored ON objects (user_id, stored);
+CREATE TABLE IF NOT EXISTS copies (
+    user_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    site TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    region TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_ref TEXT NOT NULL,
+    detail TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (user_id, kind, name, site),
+    FOREIGN KEY (user_id, kind, name) REFERENCES objects (user_id, kind, name) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS copies_site ON copies (site);
+CREATE TABLE IF NOT EXISTS site_failures (
+    site TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orphans (
+    site TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (site, path)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL
 );
 ";
 
@@ -508,15 +557,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    /// Adds `delta` (possibly negative) to a user's stored bytes.
-    pub fn add_bytes(&self, user: i64, delta: i64) -> Result<()> {
-        lock(&self.db).execute(
-            "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
-            params![delta, user],
-        )?;
-        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! whose checksum does not match is refused with a resend request; a piece at the wrong offset
 //! is refused with the offset the service has, so a client that lost its connection (or a
 //! service that restarted) carries on from there. Only a commit whose whole-object checksum
-//! matches moves the object into the repository, so no half object is ever visible.
+//! matches stores the object, so no half object is ever visible.
 //!
 //! Every accepted piece is on disk (fdatasync) before it is acknowledged.
 
@@ -62,8 +62,7 @@ pub struct Partial {
     pub received: u64,
 }
 
-/// A user's unfinished uploads, in one directory beside their repository (the same file
-/// system, so a finished upload moves into place with a rename).
+/// A user's unfinished uploads, in one directory per user.
 #[derive(Debug, Clone)]
 pub struct Uploads {
     dir: PathBuf,
@@ -206,12 +205,11 @@ impl Uploads {
         Ok(self.list()?.iter().map(|p| p.received).sum())
     }
 
-    /// Takes the upload away from further pieces, checks the whole object against `sum`, and
-    /// returns the file to move into the repository (a private name in the uploads directory)
-    /// with its size. A mismatch removes the upload: its pieces were each right, so the client
-    /// sent the wrong pieces and must start over. A file returned and not installed must be
-    /// dropped with [`Uploads::discard`].
-    pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<(PathBuf, u64), UploadError> {
+    /// Checks the whole upload against `sum` and returns its bytes. The upload stays until the
+    /// caller has stored the object and drops it with [`Uploads::abort`], so a service killed in
+    /// between finds it again when the client repeats the commit. A mismatch removes the upload:
+    /// its pieces were each right, so the client sent the wrong pieces and must start over.
+    pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<Vec<u8>, UploadError> {
         check_sum_format(sum)?;
         let path = self.path(kind, name);
         let mut file = match File::open(&path) {
@@ -219,39 +217,18 @@ impl Uploads {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::NotFound),
             Err(e) => return Err(e.into()),
         };
+        // Pieces wait while the object is read: what is checked is what is returned.
         file.lock()?;
         if !same_file(&file, &path)? {
             return Err(UploadError::NotFound);
         }
-        // Pieces that arrive from now on find no upload (or start a new one): what is checked
-        // below is exactly what will be installed.
-        let private = self.dir.join(format!(
-            ".commit-{}",
-            kura_core::id::hex(&kura_core::crypto::random_bytes::<8>())
-        ));
-        fs::rename(&path, &private)?;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            ctx.update(&buf[..n]);
-        }
-        if !kura_core::id::hex(ctx.finish().as_ref()).eq_ignore_ascii_case(sum) {
-            self.discard(&private)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        if !sha256_hex(&data).eq_ignore_ascii_case(sum) {
+            remove_if_exists(&path)?;
             return Err(UploadError::Checksum);
         }
-        Ok((private, size))
-    }
-
-    /// Drops a file [`Uploads::finish`] returned that was not installed.
-    pub fn discard(&self, private: &Path) -> Result<(), UploadError> {
-        remove_if_exists(private)?;
-        Ok(())
+        Ok(data)
     }
 
     /// Drops an unfinished upload; dropping a missing one is not an error.
@@ -329,9 +306,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(u.received("data", "ab").unwrap(), 3000);
-        let (path, size) = u.finish("data", "ab", &sha256_hex(&data)).unwrap();
-        assert_eq!(size, 3000);
-        assert_eq!(fs::read(path).unwrap(), data);
+        assert_eq!(u.finish("data", "ab", &sha256_hex(&data)).unwrap(), data);
     }
 
     #[test]
@@ -375,23 +350,26 @@ mod tests {
     }
 
     #[test]
-    fn a_committed_upload_takes_no_more_pieces() {
+    fn a_finished_upload_stays_until_it_is_dropped() {
         let (_d, u) = uploads();
         u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
             .unwrap();
-        let (private, size) = u.finish("data", "ab", &sha256_hex(b"hello")).unwrap();
-        assert_eq!(size, 5);
-        // A late piece finds no upload; a late first piece starts a new one elsewhere.
+        // A commit repeated after a crash finds the same object.
+        assert_eq!(
+            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(u.pending_bytes().unwrap(), 5);
+        u.abort("data", "ab").unwrap();
         assert!(matches!(
-            u.append("data", "ab", 5, b" world", &sha256_hex(b" world")),
-            Err(UploadError::Offset { received: 0, .. })
+            u.finish("data", "ab", &sha256_hex(b"hello")),
+            Err(UploadError::NotFound)
         ));
-        u.append("data", "ab", 0, b"x", &sha256_hex(b"x")).unwrap();
-        assert_eq!(fs::read(&private).unwrap(), b"hello");
-        assert_eq!(u.list().unwrap().len(), 1, "the private file is not listed");
-        assert_eq!(u.pending_bytes().unwrap(), 1);
-        u.discard(&private).unwrap();
-        assert!(!private.exists());
+        assert!(u.list().unwrap().is_empty());
         assert!(matches!(
             u.append("data", "ab", u64::MAX, b"x", &sha256_hex(b"x")),
             Err(UploadError::TooLarge)

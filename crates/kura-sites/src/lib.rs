@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use kura_core::crypto::Key;
 use kura_placement::envelope::{self, Keyring};
 use kura_placement::marker::{self, MARKER_NAME};
 use object_store::path::Path;
@@ -17,6 +18,23 @@ use serde::{Deserialize, Serialize};
 
 /// How often a copy is written or read again after a checksum mismatch.
 pub const RETRIES: u32 = 3;
+/// How long connecting to an S3 site may take: a site that is down must not hold a backup up.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one request to an S3 site may take (a copy is at most a few tens of MiB).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Transport retries: a few quick ones, then the site counts as down and placement moves on.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(15),
+    }
+}
 
 /// A site as the operator declares it in the service configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,7 +154,15 @@ impl Site {
             )
         } else if let Some(rest) = config.url.strip_prefix("s3://") {
             let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+            // Client options first: setting them replaces any set before (allow_http too).
+            let mut b = object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_retry(retry())
+                .with_client_options(
+                    object_store::ClientOptions::default()
+                        .with_connect_timeout(CONNECT_TIMEOUT)
+                        .with_timeout(REQUEST_TIMEOUT),
+                );
             if let Some(endpoint) = query_param(query, "endpoint") {
                 b = b
                     .with_endpoint(endpoint)
@@ -218,16 +244,15 @@ impl Site {
             .map_err(|e| fail(e.to_string()))
     }
 
-    /// Stores `object` as `name`, sealed under the site's current key, and reads it back to
-    /// check it; returns what the storage conditions say of the copy.
+    /// Stores `object` as `name`, sealed under version `version` of the site's key, and reads
+    /// it back to check it; returns what the storage conditions say of the copy.
     pub async fn put(
         &self,
-        keyring: &mut Keyring,
+        (version, key): (u32, &Key),
         name: &str,
         object: &[u8],
     ) -> Result<Copy, SiteError> {
-        let (version, key) = keyring.current(&self.config.id);
-        let sealed = envelope::seal(&key, version, &self.config.id, name, object);
+        let sealed = envelope::seal(key, version, &self.config.id, name, object);
         let want = sha256(&sealed);
         let path = Path::from(name);
         let mut last = String::new();

@@ -170,6 +170,17 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Storage conditions at the service: for each stored object (of SNAPSHOT, or all), every
+    /// copy's site, region, state, algorithm and key reference. The latest are kept locally.
+    Conditions {
+        /// Only the objects this snapshot needs (id prefix or `latest`).
+        snapshot: Option<String>,
+        /// Show the conditions kept locally, without asking the service.
+        #[arg(long, conflicts_with = "snapshot")]
+        cached: bool,
+    },
+    /// The notices the service sent you (storage conditions, moved data).
+    Messages,
     /// Client certificates for logging in to the service without a password (mutual TLS).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -389,7 +400,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn repo_path(&self) -> PathBuf {
+    pub(crate) fn repo_path(&self) -> PathBuf {
         if let Some(r) = &self.g.repo {
             return r.clone();
         }
@@ -448,7 +459,7 @@ impl Ctx {
         self.g.state_dir.clone().unwrap_or_else(state::default_base)
     }
 
-    fn show_progress(&self) -> bool {
+    pub(crate) fn show_progress(&self) -> bool {
         !self.g.json && !self.g.quiet
     }
 
@@ -589,6 +600,10 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Quickstart { dir } => quickstart(&ctx, dir),
         Command::Jobs { action } => crate::jobs::jobs(&ctx, action),
         Command::Log { last } => crate::jobs::log(&ctx, last),
+        Command::Conditions { snapshot, cached } => {
+            crate::conditions::conditions(&ctx, snapshot, cached)
+        }
+        Command::Messages => crate::conditions::messages(&ctx),
         Command::Schedule(c) => crate::schedule::schedule(&ctx, c),
         Command::Agent { once } => crate::schedule::agent(&ctx, once),
         Command::Cert(CertCommand::Create { out, name, days }) => {
@@ -696,6 +711,7 @@ pub(crate) fn run_backup(
     if let Some(msg) = &out.fell_back {
         eprintln!("note: {msg}");
     }
+    crate::conditions::after_backup(ctx, repo.backend().as_ref(), &job);
     let s = &out.snapshot.summary;
     if ctx.g.json {
         ctx.print_json(&json!({

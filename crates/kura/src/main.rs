@@ -2,6 +2,7 @@
 //! is done in kura-client and kura-repo.
 
 mod cli;
+mod conditions;
 mod config;
 mod jobs;
 mod progress;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kura_service::server::{ServeOptions, open_store};
-use kura_service::sites::{DEFAULT_LEVEL, LevelEntry, Placement, PlacementConfig};
+use kura_service::sites::{LevelEntry, Placement, PlacementConfig};
 use kura_service::store::Contract;
 use kura_sites::SiteConfig;
 use serde::Deserialize;
@@ -15,9 +15,9 @@ use serde::Deserialize;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
-    /// header_timeout_secs).
-    #[arg(long, env = "KURA_SERVER_CONFIG")]
-    config: Option<PathBuf>,
+    /// header_timeout_secs, replace_every_secs, [[sites]], [[levels]]).
+    #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
+    server_config: Option<PathBuf>,
     /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
     #[arg(long, env = "KURA_LISTEN")]
     listen: Option<SocketAddr>,
@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// (default 30).
     #[arg(long, env = "KURA_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: Option<u64>,
+    /// Seconds between placement runs, which complete degraded objects once their sites
+    /// return and move data whose placement changed (default 600).
+    #[arg(long, env = "KURA_REPLACE_EVERY_SECS")]
+    replace_every_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +43,7 @@ struct ServerConfig {
     tls_key: Option<PathBuf>,
     session_minutes: Option<i64>,
     header_timeout_secs: Option<u64>,
+    replace_every_secs: Option<u64>,
     #[serde(default)]
     sites: Vec<SiteConfig>,
     #[serde(default)]
@@ -76,7 +81,8 @@ fn default_data_dir() -> PathBuf {
 
 /// Runs the service in the foreground until interrupted.
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let config = ServerConfig::load(a.config.as_deref())?;
+    let config = ServerConfig::load(a.server_config.as_deref())?;
+    let placement = config.placement();
     let tls = match (config.tls_cert, config.tls_key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
@@ -97,6 +103,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             a.header_timeout_secs
                 .or(config.header_timeout_secs)
                 .unwrap_or(30)
+                .max(1),
+        ),
+        placement,
+        replace_every: std::time::Duration::from_secs(
+            a.replace_every_secs
+                .or(config.replace_every_secs)
+                .unwrap_or(600)
                 .max(1),
         ),
     };
@@ -142,9 +155,14 @@ enum AdminCommand {
     /// Contracts.
     #[command(subcommand)]
     Contract(ContractCommand),
-    /// Storage sites: id, region, current risk, and whether each proves its identity (a new
-    /// site gets its marker).
+    /// Storage sites: id, region, current risk, whether each proves its identity now (a new
+    /// site gets its marker), authentication failures counted, and copies held.
     Sites,
+    /// Bring every object to the placement the rule gives now: complete degraded objects whose
+    /// sites returned, and move data whose placement changed (new risk feed, level or home
+    /// region). Each move copies, checks, and only then deletes the old copy. Members whose
+    /// data moved are notified. `kura serve` does the same every `replace_every_secs`.
+    Replace,
     /// Risk feeds.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -246,6 +264,22 @@ enum ContractCommand {
     },
 }
 
+/// Opens the storage sites for an offline operator command.
+fn open_storage(
+    data_dir: &std::path::Path,
+    config: &ServerConfig,
+    store: kura_service::store::Store,
+) -> Result<(tokio::runtime::Runtime, kura_service::storage::Storage)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let storage = runtime.block_on(kura_service::storage::Storage::open(
+        data_dir,
+        &config.placement(),
+        std::sync::Arc::new(store),
+    ))?;
+    Ok((runtime, storage))
+}
+
 /// Runs an operator command against the database, offline.
 pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
     let config = ServerConfig::load(a.server_config.as_deref())?;
@@ -300,14 +334,9 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
         }
         AdminCommand::User(UserCommand::List) => {
             let users = store.users()?;
-            let rules: Vec<_> = config.levels.iter().map(LevelEntry::rule).collect();
+            let placement = Placement::load(&data_dir, &config.placement())?;
             let today = jiff::Zoned::now().date();
-            let level = |c: &Contract| {
-                let years = c.member_since.map_or(0, |since| {
-                    kura_placement::level::contract_years(since, today)
-                });
-                kura_placement::level::level_of(&rules, &c.plan, years, DEFAULT_LEVEL).to_string()
-            };
+            let level = |c: &Contract| placement.level_of(c, today).to_string();
             if json {
                 let v: Vec<_> = users
                     .iter()
@@ -350,36 +379,42 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
             }
         }
         AdminCommand::Sites => {
-            let placement = Placement::load(&data_dir, &config.placement())?;
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = tokio::runtime::Runtime::new()?;
-            let rows: Vec<serde_json::Value> = placement
-                .sites
-                .iter()
-                .map(|s| {
-                    let status = runtime.block_on(async {
-                        let site = kura_sites::Site::open(s.clone())?;
-                        site.initialize().await
-                    });
-                    serde_json::json!({
-                        "id": s.id, "region": s.region, "risk": placement.risk(s), "url": s.url,
-                        "status": match status { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-                    })
-                })
-                .collect();
+            let (runtime, storage) = open_storage(&data_dir, &config, store)?;
+            let rows = runtime.block_on(storage.sites_report())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<16} {:<16} {:>8}  status", "site", "region", "risk");
+                println!(
+                    "{:<16} {:<16} {:>8} {:>9} {:>8}  status",
+                    "site", "region", "risk", "failures", "copies"
+                );
                 for r in &rows {
                     println!(
-                        "{:<16} {:<16} {:>8.3}  {}",
+                        "{:<16} {:<16} {:>8.3} {:>9} {:>8}  {}",
                         r["id"].as_str().unwrap_or_default(),
                         r["region"].as_str().unwrap_or_default(),
                         r["risk"].as_f64().unwrap_or_default(),
+                        r["auth_failures"].as_u64().unwrap_or_default(),
+                        r["copies"].as_u64().unwrap_or_default(),
                         r["status"].as_str().unwrap_or_default()
                     );
                 }
+            }
+        }
+        AdminCommand::Replace => {
+            let (runtime, storage) = open_storage(&data_dir, &config, store)?;
+            let r = runtime.block_on(storage.replace())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} objects checked: {} copies made, {} old copies deleted, {} waiting for a \
+                     site, {} unreadable; {} members notified",
+                    r.objects, r.copied, r.deleted, r.pending, r.unreadable, r.notified
+                );
+            }
+            if r.unreadable > 0 {
+                bail!("{} objects have no readable copy", r.unreadable);
             }
         }
         AdminCommand::Risk(RiskCommand::Import { file }) => {
@@ -426,13 +461,27 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 store.user(u)?;
             }
             let lines = store.job_log(user.as_deref())?;
-            let stored_at = |id: i64| data_dir.join("users").join(id.to_string()).join("repo");
+            // Where each member's objects are: the sites holding their copies.
+            let mut sites_of = std::collections::HashMap::new();
+            for l in &lines {
+                if let std::collections::hash_map::Entry::Vacant(e) = sites_of.entry(l.user_id) {
+                    let mut sites: Vec<String> = store
+                        .objects(l.user_id, None)?
+                        .iter()
+                        .flat_map(|o| o.good_sites().map(str::to_string).collect::<Vec<_>>())
+                        .collect();
+                    sites.sort();
+                    sites.dedup();
+                    e.insert(sites.join(","));
+                }
+            }
+            let stored_at = |id: i64| sites_of.get(&id).cloned().unwrap_or_default();
             if json {
                 let v: Vec<_> = lines
                     .iter()
                     .map(|l| {
                         let mut v = serde_json::to_value(l).unwrap_or_default();
-                        v["stored_at"] = stored_at(l.user_id).display().to_string().into();
+                        v["stored_at"] = stored_at(l.user_id).into();
                         v
                     })
                     .collect();
@@ -456,7 +505,7 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                         r.snapshot
                             .as_deref()
                             .map_or_else(|| "-".into(), |s| s.chars().take(8).collect::<String>()),
-                        stored_at(l.user_id).display()
+                        stored_at(l.user_id)
                     );
                 }
             }

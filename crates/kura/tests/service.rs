@@ -6,126 +6,11 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::service::*;
 use common::*;
-use kura_repo::remote::{HttpBackend, Remote};
 use kura_repo::{Backend, BackendError, FileType};
-
-/// A running `kura serve`, stopped when dropped.
-struct Service {
-    child: Child,
-    url: String,
-    fingerprint: String,
-    data: PathBuf,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn kura() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kura"));
-    c.env_remove("KURA_REPO")
-        .env_remove("KURA_USER")
-        .env_remove("KURA_USER_PASSWORD");
-    c
-}
-
-impl Service {
-    fn start(data: &Path) -> Service {
-        Service::start_on(data, "127.0.0.1:0")
-    }
-
-    /// Starts `kura serve` on `listen` and waits until it accepts connections.
-    fn start_on(data: &Path, listen: &str) -> Service {
-        Service::start_logging(data, listen, "warn", Stdio::null())
-    }
-
-    /// Starts `kura serve` with the tracing filter `log`, its log going to `stderr`.
-    fn start_logging(data: &Path, listen: &str, log: &str, stderr: Stdio) -> Service {
-        let mut child = kura()
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data)
-            .env("KURA_LOG", log)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
-        // Keep draining the service's stdout so it never writes into a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let fingerprint = fs::read_to_string(data.join("tls/fingerprint"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Service {
-            child,
-            url,
-            fingerprint,
-            data: data.to_path_buf(),
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> String {
-        let mut c = kura();
-        c.arg("admin").arg("--data-dir").arg(&self.data).args(args);
-        run_ok(c)
-    }
-
-    fn add_user(&self, name: &str, password: &str, dir: &Path) {
-        let pw = dir.join(format!("{name}.pw"));
-        fs::write(&pw, format!("{password}\n")).unwrap();
-        self.admin(&["user", "add", name, "--password-file", pw.to_str().unwrap()]);
-        self.admin(&[
-            "contract",
-            "set",
-            name,
-            "--until",
-            "2099-12-31",
-            "--paid",
-            "yes",
-        ]);
-    }
-
-    fn backend(&self, user: &str, password: &str) -> Result<HttpBackend, BackendError> {
-        HttpBackend::connect(Remote {
-            url: self.url.clone(),
-            fingerprint: Some(self.fingerprint.clone()),
-            user: user.into(),
-            password: Some(password.into()),
-            client_cert: None,
-            retry_for: std::time::Duration::from_secs(5),
-            piece_size: None,
-        })
-    }
-}
-
-/// A client command as `user` against the service.
-fn client(env: &Env, svc: &Service, user: &str, password: &str, args: &[&str]) -> Command {
-    let mut c = kura();
-    c.arg("--repo")
-        .arg(&svc.url)
-        .arg("--state-dir")
-        .arg(env.path(&format!("state-{user}")))
-        .args(args)
-        .env("KURA_USER", user)
-        .env("KURA_USER_PASSWORD", password)
-        .env("KURA_SERVER_FINGERPRINT", &svc.fingerprint)
-        .env("KURA_PASSWORD", format!("encryption passphrase of {user}"))
-        .env("KURA_INSECURE_FAST_KDF", "1");
-    c
-}
 
 #[test]
 fn backup_and_restore_through_the_service_with_isolation() {
@@ -206,13 +91,8 @@ fn backup_and_restore_through_the_service_with_isolation() {
     assert_eq!(admin[0]["type"], "full");
     assert_eq!(admin[0]["files"], log[0]["summary"]["files"]);
     assert_eq!(admin[0]["snapshot"], log[0]["snapshot"]);
-    assert!(
-        admin[0]["stored_at"]
-            .as_str()
-            .unwrap()
-            .ends_with("users/1/repo"),
-        "{admin}"
-    );
+    // Two copies of everything: on the two safest demo sites in different regions.
+    assert_eq!(admin[0]["stored_at"], "demo-east,demo-west", "{admin}");
     assert!(svc.admin(&["log"]).contains("completed"));
     let bob_log: serde_json::Value =
         serde_json::from_str(&svc.admin(&["--json", "log", "--user", "bob"])).unwrap();
@@ -316,19 +196,18 @@ fn backup_and_restore_through_the_service_with_isolation() {
     assert_eq!(forged.status().as_u16(), 401);
 }
 
-/// Files (not partial ones) under a user's packs directory.
+/// User 1's packs on the primary demo site (not files being written).
 fn stored_packs(data: &Path) -> usize {
-    fs::read_dir(data.join("users/1/repo/data"))
+    fs::read_dir(data.join("sites/east/users/1/data"))
         .map(|d| {
-            d.flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
-                .filter(|e| {
-                    !e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with('.')
-                })
-                .count()
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains('#')
+            })
+            .count()
         })
         .unwrap_or(0)
 }
@@ -746,7 +625,9 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    wait_for("two packs", || stored_packs(&data) >= 2);
+    // Two packs stored and recorded, as a client sees them.
+    let seen = svc.backend("dave", "dave password").unwrap();
+    wait_for("two packs", || seen.list(FileType::Pack).unwrap().len() >= 2);
     let port = svc.url.rsplit(':').next().unwrap().to_string();
     drop(svc); // SIGKILL
     let out = backup.wait_with_output().unwrap();
@@ -1329,13 +1210,14 @@ fn sites_risk_feeds_and_site_keys_are_managed_offline() {
     assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
 
     // Keys rotate per site; an unknown site is refused.
-    assert_eq!(
-        admin(&["keys", "rotate", "demo-east"])["key_ref"],
-        "demo-east/v1"
-    );
+    // Every site got its first key when the sites were opened.
     assert_eq!(
         admin(&["keys", "rotate", "demo-east"])["key_ref"],
         "demo-east/v2"
+    );
+    assert_eq!(
+        admin(&["keys", "rotate", "demo-east"])["key_ref"],
+        "demo-east/v3"
     );
     let mut c = kura();
     c.arg("admin")

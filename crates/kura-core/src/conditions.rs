@@ -1,0 +1,59 @@
+//! Storage conditions (`spec/placement.md` requirement 6): what the service tells a member of
+//! each object it stores for them: every copy's site and region, whether it is good, the
+//! algorithm that sealed it and a reference to the key (never the key itself).
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a copy can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyStatus {
+    /// Written and checked.
+    Ok,
+    /// Could not be written, or failed its check when read; the other copy serves meanwhile.
+    Failed,
+}
+
+impl CopyStatus {
+    /// The name the conditions use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyStatus::Ok => "ok",
+            CopyStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One copy of an object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyCondition {
+    /// The site.
+    pub site: String,
+    /// The site's region.
+    pub region: String,
+    /// Whether the copy is good.
+    pub status: CopyStatus,
+    /// The site envelope's algorithm.
+    pub algorithm: String,
+    /// Which key sealed it, by reference (`site/vN`); empty for a copy never written.
+    pub key_ref: String,
+    /// Why a copy failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The conditions of one stored object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectConditions {
+    /// The object: `kind/name` (`data/…`, `snapshots/…`), or `config`.
+    pub object: String,
+    /// Its size as the client sent it.
+    pub size: u64,
+    /// When it was stored.
+    pub stored: String,
+    /// How its placement falls short of the rule (`one_copy`, `secondary_in_home_region`),
+    /// if it does.
+    pub degraded: Option<String>,
+    /// Its copies, primary first.
+    pub copies: Vec<CopyCondition>,
+}

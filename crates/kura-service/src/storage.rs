@@ -1,0 +1,764 @@
+//! Where members' objects live (`spec/placement.md` requirements 3-8): every object the
+//! service accepts is stored as two copies on the storage sites the placement rule picks for
+//! the member, each sealed under its site's key, and recorded in the catalog.
+//!
+//! - A site is written only after it has proved its identity (re-checked every
+//!   [`VERIFIED_FOR`]); a site that fails is counted and placed last.
+//! - A site that cannot be written is set aside for [`DOWN_FOR`] and the copy goes to the next
+//!   site by the rule; with fewer than two usable sites the object is stored degraded.
+//! - Reads go to the primary and fall back to the other copy; a copy that fails its check is
+//!   marked failed.
+//! - [`Storage::replace`] brings every object to the placement the rule gives now (after a site
+//!   returns, a risk feed, or a change of level or home region): it copies, checks, and only
+//!   then deletes the old copy, so an interrupted run never leaves fewer good copies.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use axum::body::Bytes;
+use kura_placement::envelope::Keyring;
+use kura_placement::{Candidate, Degraded, place};
+use kura_repo::FileType;
+use kura_sites::{Site, SiteError};
+
+use crate::sites::{Placement, PlacementConfig};
+use crate::store::catalog::ObjectEntry;
+use crate::store::{Store, StoreError, User};
+use kura_core::conditions::{CopyCondition, CopyStatus};
+
+/// How long a site's proof of identity is trusted before it is checked again.
+pub const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a site that failed is left out of placement before it is tried again.
+pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// Added to a site's risk per counted authentication failure: larger than any risk a feed can
+/// give, so a site that has failed is used only when nothing else is.
+pub const FAILURE_PENALTY: f64 = 1e9;
+/// Opened objects kept for range reads (restores read a pack in windows).
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No such object.
+    #[error("not found")]
+    NotFound,
+    /// No site could take the object.
+    #[error("no storage site is available: {0}")]
+    NoSite(String),
+    /// No copy could be read.
+    #[error("no copy of {name} could be read: {reasons}")]
+    Unreadable {
+        /// Which object.
+        name: String,
+        /// What each site said.
+        reasons: String,
+    },
+    /// The catalog failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Files of the service failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Another placement run holds the lock.
+    #[error("another placement run is in progress")]
+    Busy,
+}
+
+/// What storing an object did.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The size of the object it replaced (0 for a new one).
+    pub replaced: u64,
+    /// The copies, primary first, including failed attempts.
+    pub copies: Vec<CopyCondition>,
+    /// How the placement falls short, if it does.
+    pub degraded: Option<Degraded>,
+}
+
+/// What a placement run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Replaced {
+    /// Objects looked at.
+    pub objects: u64,
+    /// Copies written to a new site.
+    pub copied: u64,
+    /// Old copies deleted once their replacements were good.
+    pub deleted: u64,
+    /// Objects still short of their placement (a site is down).
+    pub pending: u64,
+    /// Objects with no readable copy.
+    pub unreadable: u64,
+    /// Members told of new conditions.
+    pub notified: u64,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    verified: Option<Instant>,
+    down_until: Option<Instant>,
+    /// The last check found the site not to be the configured one.
+    impostor: bool,
+}
+
+/// Opened objects, most recently used last.
+#[derive(Default)]
+struct Cache {
+    entries: Vec<(String, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn get(&mut self, key: &str) -> Option<Arc<Vec<u8>>> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let e = self.entries.remove(i);
+        let data = e.1.clone();
+        self.entries.push(e);
+        Some(data)
+    }
+
+    fn insert(&mut self, key: String, data: Arc<Vec<u8>>) {
+        self.remove(&key);
+        self.bytes += data.len();
+        self.entries.push((key, data));
+        while self.bytes > CACHE_BYTES && self.entries.len() > 1 {
+            let (_, old) = self.entries.remove(0);
+            self.bytes -= old.len();
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(i) = self.entries.iter().position(|(k, _)| k == key) {
+            let (_, old) = self.entries.remove(i);
+            self.bytes -= old.len();
+        }
+    }
+}
+
+/// Where an object of a member lives on every site.
+pub fn site_path(user: i64, kind: FileType, name: &str) -> String {
+    format!("users/{user}/{}/{name}", kind.name())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    kura_core::id::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+fn degraded_name(d: Degraded) -> String {
+    serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The service's sites, keyring and catalog, as one place to store and read objects.
+pub struct Storage {
+    data_dir: PathBuf,
+    placement: RwLock<Placement>,
+    sites: Vec<Arc<Site>>,
+    keyring: RwLock<(Option<SystemTime>, Arc<Keyring>)>,
+    health: Mutex<HashMap<String, Health>>,
+    store: Arc<Store>,
+    cache: Mutex<Cache>,
+    replacing: tokio::sync::Mutex<()>,
+}
+
+impl Storage {
+    /// Opens the configured sites, making the marker of a new one and a key for every one.
+    /// A site that cannot be reached now is tried again when it is needed.
+    pub async fn open(
+        data_dir: &Path,
+        config: &PlacementConfig,
+        store: Arc<Store>,
+    ) -> Result<Storage, StorageError> {
+        let placement = Placement::load(data_dir, config)?;
+        let keyring = placement.keyring_for_sites()?;
+        let mut sites = Vec::new();
+        for c in &placement.sites {
+            let site = Site::open(c.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            if let Err(e) = site.initialize().await {
+                tracing::warn!("{e}");
+            }
+            sites.push(Arc::new(site));
+        }
+        Ok(Storage {
+            data_dir: data_dir.to_path_buf(),
+            keyring: RwLock::new((placement.keyring_changed(), Arc::new(keyring))),
+            placement: RwLock::new(placement),
+            sites,
+            health: Mutex::new(HashMap::new()),
+            store,
+            cache: Mutex::new(Cache::default()),
+            replacing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The catalog.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn site(&self, id: &str) -> Option<&Arc<Site>> {
+        self.sites.iter().find(|s| s.id() == id)
+    }
+
+    /// The keyring, read again if the operator rotated a key since.
+    fn keyring(&self) -> Result<Arc<Keyring>, StorageError> {
+        let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
+        let changed = placement.keyring_changed();
+        {
+            let k = self.keyring.read().unwrap_or_else(|e| e.into_inner());
+            if k.0 == changed {
+                return Ok(k.1.clone());
+            }
+        }
+        let ring = Arc::new(placement.keyring()?);
+        *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = (changed, ring.clone());
+        Ok(ring)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(StorageError::from)
+    }
+
+    /// Whether a site may be written now: not set aside, and its identity proved lately.
+    async fn ready(&self, site: &Site) -> bool {
+        {
+            let h = lock(&self.health);
+            if let Some(h) = h.get(site.id()) {
+                if h.down_until.is_some_and(|t| t > Instant::now()) {
+                    return false;
+                }
+                if h.verified.is_some_and(|t| t.elapsed() < VERIFIED_FOR) {
+                    return true;
+                }
+            }
+        }
+        match site.authenticate().await {
+            Ok(()) => {
+                let mut h = lock(&self.health);
+                let e = h.entry(site.id().to_string()).or_default();
+                e.verified = Some(Instant::now());
+                e.down_until = None;
+                e.impostor = false;
+                true
+            }
+            Err(e) => {
+                self.set_aside(site.id(), &e).await;
+                false
+            }
+        }
+    }
+
+    /// Leaves a site out for a while after it failed; counts a failed authentication.
+    async fn set_aside(&self, site: &str, e: &SiteError) {
+        tracing::warn!("{e}");
+        let impostor = matches!(e, SiteError::Authentication { .. });
+        {
+            let mut h = lock(&self.health);
+            let entry = h.entry(site.to_string()).or_default();
+            entry.down_until = Some(Instant::now() + DOWN_FOR);
+            entry.verified = None;
+            entry.impostor |= impostor;
+        }
+        if impostor {
+            let (id, reason) = (site.to_string(), e.to_string());
+            match self
+                .blocking(move |s| s.count_site_failure(&id, &reason))
+                .await
+            {
+                Ok(n) => tracing::warn!(site, failures = n, "site authentication failure counted"),
+                Err(err) => tracing::error!("counting a failure of {site}: {err}"),
+            }
+        }
+    }
+
+    /// The sites a member may use, with their risk now (penalised by counted failures).
+    async fn candidates(&self, user: &User) -> Result<Vec<(String, String, f64)>, StorageError> {
+        let failures: HashMap<String, u64> = {
+            let ids: Vec<String> = self.sites.iter().map(|s| s.id().to_string()).collect();
+            self.blocking(move |s| {
+                ids.into_iter()
+                    .map(|id| Ok((id.clone(), s.site_record(&id)?.auth_failures)))
+                    .collect()
+            })
+            .await?
+        };
+        let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
+        let today = jiff::Zoned::now().date();
+        let level = match &user.contract {
+            Some(c) => placement.level_of(c, today).to_string(),
+            None => crate::sites::DEFAULT_LEVEL.to_string(),
+        };
+        Ok(placement
+            .sites_of_level(&level)
+            .into_iter()
+            .map(|s| {
+                let penalty = failures.get(&s.id).copied().unwrap_or(0) as f64 * FAILURE_PENALTY;
+                (s.id.clone(), s.region.clone(), placement.risk(s) + penalty)
+            })
+            .collect())
+    }
+
+    /// The rule's placement for a member over the sites `usable` admits.
+    fn placement_for(
+        user: &User,
+        candidates: &[(String, String, f64)],
+        usable: impl Fn(&str) -> bool,
+    ) -> kura_placement::Placement {
+        let table: Vec<Candidate> = candidates
+            .iter()
+            .map(|(site, region, risk)| Candidate {
+                site,
+                region,
+                risk: *risk,
+                usable: usable(site),
+            })
+            .collect();
+        let home = user
+            .contract
+            .as_ref()
+            .map_or("", |c| c.home_region.as_str());
+        place(&table, home)
+    }
+
+    /// Stores an object of a member as two copies; returns what was stored where.
+    pub async fn put(
+        &self,
+        user: &User,
+        kind: FileType,
+        name: &str,
+        data: Bytes,
+    ) -> Result<Stored, StorageError> {
+        let path = site_path(user.id, kind, name);
+        let candidates = self.candidates(user).await?;
+        let mut ready = HashSet::new();
+        for (id, _, _) in &candidates {
+            if let Some(site) = self.site(id)
+                && self.ready(site).await
+            {
+                ready.insert(id.clone());
+            }
+        }
+        let keyring = self.keyring()?;
+        let mut done: Vec<kura_sites::Copy> = Vec::new();
+        let mut failed: Vec<CopyCondition> = Vec::new();
+        let degraded = loop {
+            let p = Self::placement_for(user, &candidates, |s| ready.contains(s));
+            let todo: Vec<Arc<Site>> = [&p.primary, &p.secondary]
+                .into_iter()
+                .flatten()
+                .filter(|s| !done.iter().any(|c| &c.site == *s))
+                .filter_map(|s| self.site(s).cloned())
+                .collect();
+            if todo.is_empty() || done.len() >= 2 {
+                break p.degraded;
+            }
+            let mut writes = tokio::task::JoinSet::new();
+            for site in todo {
+                let (keyring, data, path) = (keyring.clone(), data.clone(), path.clone());
+                writes.spawn(async move {
+                    let Some(key) = keyring.latest(site.id()) else {
+                        let e = SiteError::Config {
+                            site: site.id().to_string(),
+                            message: "no key in the keyring".into(),
+                        };
+                        return (site, Err(e));
+                    };
+                    let r = site.put((key.0, &key.1), &path, &data).await;
+                    (site, r)
+                });
+            }
+            while let Some(joined) = writes.join_next().await {
+                let (site, result) = joined.map_err(std::io::Error::other)?;
+                match result {
+                    Ok(copy) => done.push(copy),
+                    Err(e) => {
+                        ready.remove(site.id());
+                        failed.push(CopyCondition {
+                            site: site.id().to_string(),
+                            region: site.region().to_string(),
+                            status: CopyStatus::Failed,
+                            algorithm: kura_placement::envelope::ALGORITHM.into(),
+                            key_ref: String::new(),
+                            detail: Some(e.to_string()),
+                        });
+                        self.set_aside(site.id(), &e).await;
+                    }
+                }
+            }
+        };
+        if done.is_empty() {
+            let why: Vec<String> = failed.iter().filter_map(|c| c.detail.clone()).collect();
+            return Err(StorageError::NoSite(if why.is_empty() {
+                "no site is usable".into()
+            } else {
+                why.join("; ")
+            }));
+        }
+        // Primary first: the order of the rule over the sites that took a copy.
+        let rank = |site: &str| candidates.iter().position(|c| c.0 == site);
+        done.sort_by_key(|c| rank(&c.site));
+        let degraded = match done.len() {
+            1 => Some(Degraded::OneCopy),
+            _ => degraded.filter(|d| *d == Degraded::SecondaryInHomeRegion),
+        };
+        let mut copies: Vec<CopyCondition> = done
+            .into_iter()
+            .map(|c| CopyCondition {
+                site: c.site,
+                region: c.region,
+                status: CopyStatus::Ok,
+                algorithm: c.algorithm,
+                key_ref: c.key_ref,
+                detail: None,
+            })
+            .collect();
+        copies.extend(failed);
+        let (user_id, kind_name, object) = (user.id, kind.name(), name.to_string());
+        let (size, sum, recorded) = (data.len() as u64, sha256_hex(&data), copies.clone());
+        let degraded_text = degraded.map(degraded_name);
+        let old = self
+            .blocking(move |s| {
+                s.record_object(
+                    user_id,
+                    kind_name,
+                    &object,
+                    size,
+                    &sum,
+                    degraded_text.as_deref(),
+                    &recorded,
+                )
+            })
+            .await?;
+        lock(&self.cache).remove(&path);
+        if let Some(old) = &old {
+            // Copies of what this replaced on sites that did not take the new one.
+            for stale in old.copies.iter().filter(|c| {
+                !copies
+                    .iter()
+                    .any(|n| n.site == c.site && n.status == CopyStatus::Ok)
+            }) {
+                self.delete_copy(&stale.site, &path).await;
+            }
+        }
+        Ok(Stored {
+            replaced: old.map_or(0, |o| o.size),
+            copies,
+            degraded,
+        })
+    }
+
+    /// Deletes one copy; one that cannot be deleted now is noted and deleted later.
+    async fn delete_copy(&self, site: &str, path: &str) {
+        let result = match self.site(site) {
+            Some(s) => s.delete(path).await,
+            None => return,
+        };
+        if let Err(e) = result {
+            tracing::warn!("{e}; deleting it later");
+            let (site, path) = (site.to_string(), path.to_string());
+            if let Err(e) = self.blocking(move |s| s.add_orphan(&site, &path)).await {
+                tracing::error!("noting a copy to delete: {e}");
+            }
+        }
+    }
+
+    /// Reads a member's object from its primary, or from the other copy; a copy that fails its
+    /// check is marked failed (the next placement run repairs it).
+    pub async fn get(
+        &self,
+        user: i64,
+        kind: FileType,
+        name: &str,
+    ) -> Result<Arc<Vec<u8>>, StorageError> {
+        let path = site_path(user, kind, name);
+        if let Some(hit) = lock(&self.cache).get(&path) {
+            return Ok(hit);
+        }
+        let object = name.to_string();
+        let entry = self
+            .blocking(move |s| s.object(user, kind.name(), &object))
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        let data = self.read_copies(user, &entry, &path).await?;
+        Ok(Arc::new(data))
+    }
+
+    /// Like [`Storage::get`], keeping the object for the reads of its other parts.
+    pub async fn get_cached(
+        &self,
+        user: i64,
+        kind: FileType,
+        name: &str,
+    ) -> Result<Arc<Vec<u8>>, StorageError> {
+        let data = self.get(user, kind, name).await?;
+        lock(&self.cache).insert(site_path(user, kind, name), data.clone());
+        Ok(data)
+    }
+
+    async fn read_copies(
+        &self,
+        user: i64,
+        entry: &ObjectEntry,
+        path: &str,
+    ) -> Result<Vec<u8>, StorageError> {
+        let keyring = self.keyring()?;
+        let mut reasons = Vec::new();
+        for copy in entry.copies.iter().filter(|c| c.status == CopyStatus::Ok) {
+            let Some(site) = self.site(&copy.site) else {
+                reasons.push(format!("site {} is no longer configured", copy.site));
+                continue;
+            };
+            let damage = match site.get(&keyring, path).await {
+                Ok(data) if sha256_hex(&data) == entry.sha256 => return Ok(data),
+                Ok(_) => format!(
+                    "site {}: {path}: opens but is not the object stored",
+                    copy.site
+                ),
+                Err(e @ (SiteError::NotFound { .. } | SiteError::Damaged { .. })) => e.to_string(),
+                Err(e) => {
+                    reasons.push(e.to_string());
+                    self.set_aside(site.id(), &e).await;
+                    continue;
+                }
+            };
+            tracing::warn!("{damage}; reading the other copy");
+            reasons.push(damage.clone());
+            let failed = CopyCondition {
+                status: CopyStatus::Failed,
+                detail: Some(damage),
+                ..copy.clone()
+            };
+            let (kind, name, sum) = (entry.kind.clone(), entry.name.clone(), entry.sha256.clone());
+            let rank = entry
+                .copies
+                .iter()
+                .position(|c| c.site == copy.site)
+                .unwrap_or(0);
+            self.blocking(move |s| s.set_copy(user, &kind, &name, &sum, rank, &failed))
+                .await?;
+        }
+        Err(StorageError::Unreadable {
+            name: format!("{}/{}", entry.kind, entry.name),
+            reasons: if reasons.is_empty() {
+                "it has no good copy".into()
+            } else {
+                reasons.join("; ")
+            },
+        })
+    }
+
+    /// Removes a member's object and its copies; returns its size.
+    pub async fn delete(&self, user: i64, kind: FileType, name: &str) -> Result<u64, StorageError> {
+        let object = name.to_string();
+        let entry = self
+            .blocking(move |s| s.remove_object(user, kind.name(), &object))
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        let path = site_path(user, kind, name);
+        lock(&self.cache).remove(&path);
+        for c in &entry.copies {
+            self.delete_copy(&c.site, &path).await;
+        }
+        Ok(entry.size)
+    }
+
+    /// Brings every member's objects to the placement the rule gives now, deletes copies left
+    /// from sites that were down, and tells members whose conditions changed.
+    pub async fn replace(&self) -> Result<Replaced, StorageError> {
+        let _one = self.replacing.try_lock().map_err(|_| StorageError::Busy)?;
+        let lock_file = std::fs::File::create(self.data_dir.join("replace.lock"))?;
+        lock_file.try_lock().map_err(|_| StorageError::Busy)?;
+        self.placement
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload_feed()?;
+        for (site, path) in self.blocking(|s| s.orphans()).await? {
+            if let Some(s) = self.site(&site)
+                && s.delete(&path).await.is_ok()
+            {
+                self.blocking(move |st| st.remove_orphan(&site, &path))
+                    .await?;
+            }
+        }
+        let mut report = Replaced::default();
+        for user in self.blocking(|s| s.users()).await? {
+            let deleted_before = report.deleted;
+            self.replace_user(&user, &mut report).await?;
+            // Repairs in place are not news; copies that left a site are.
+            if report.deleted > deleted_before {
+                let entries = {
+                    let id = user.id;
+                    self.blocking(move |s| s.objects(id, None)).await?
+                };
+                crate::notice::send(
+                    &self.store,
+                    &self.data_dir,
+                    &user,
+                    "placement",
+                    "Your data was moved: new storage conditions",
+                    &crate::notice::conditions_text(
+                        "Your data was moved to the sites the placement rule now gives (a site \
+                         returned, risk scores changed, or your level or home region changed).",
+                        &entries,
+                    ),
+                )?;
+                report.notified += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn replace_user(&self, user: &User, report: &mut Replaced) -> Result<(), StorageError> {
+        let candidates = self.candidates(user).await?;
+        let impostors: HashSet<String> = lock(&self.health)
+            .iter()
+            .filter(|(_, h)| h.impostor)
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Sites that are only unreachable stay in the target: their copies wait for them.
+        let target = Self::placement_for(user, &candidates, |s| !impostors.contains(s));
+        let want: Vec<&String> = [&target.primary, &target.secondary]
+            .into_iter()
+            .flatten()
+            .collect();
+        let id = user.id;
+        let entries = self.blocking(move |s| s.objects(id, None)).await?;
+        let keyring = self.keyring()?;
+        for entry in entries {
+            report.objects += 1;
+            let Some(kind) = FileType::from_name(&entry.kind) else {
+                continue;
+            };
+            let path = site_path(user.id, kind, &entry.name);
+            let good: Vec<&str> = entry.good_sites().collect();
+            let settled = want.iter().all(|s| good.contains(&s.as_str()))
+                && entry.copies.iter().all(|c| want.contains(&&c.site));
+            if settled {
+                continue;
+            }
+            let mut complete = true;
+            let mut data: Option<Vec<u8>> = None;
+            for (rank, site_id) in want.iter().enumerate() {
+                if good.contains(&site_id.as_str()) {
+                    continue;
+                }
+                let Some(site) = self.site(site_id) else {
+                    complete = false;
+                    continue;
+                };
+                if !self.ready(site).await {
+                    complete = false;
+                    continue;
+                }
+                if data.is_none() {
+                    match self.read_copies(user.id, &entry, &path).await {
+                        Ok(d) => data = Some(d),
+                        Err(e) => {
+                            tracing::error!(user = user.id, "{e}");
+                            report.unreadable += 1;
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                let Some(bytes) = &data else { break };
+                let Some(key) = keyring.latest(site_id) else {
+                    complete = false;
+                    continue;
+                };
+                match site.put((key.0, &key.1), &path, bytes).await {
+                    Ok(c) => {
+                        let copy = CopyCondition {
+                            site: c.site,
+                            region: c.region,
+                            status: CopyStatus::Ok,
+                            algorithm: c.algorithm,
+                            key_ref: c.key_ref,
+                            detail: None,
+                        };
+                        let (k, n, sum) =
+                            (entry.kind.clone(), entry.name.clone(), entry.sha256.clone());
+                        let current = self
+                            .blocking(move |s| s.set_copy(id, &k, &n, &sum, rank, &copy))
+                            .await?;
+                        if !current {
+                            // Removed or replaced meanwhile: this copy belongs to nothing.
+                            self.delete_copy(site_id, &path).await;
+                            complete = false;
+                            break;
+                        }
+                        report.copied += 1;
+                    }
+                    Err(e) => {
+                        self.set_aside(site_id, &e).await;
+                        complete = false;
+                    }
+                }
+            }
+            if !complete {
+                report.pending += 1;
+                continue;
+            }
+            for old in entry.copies.iter().filter(|c| !want.contains(&&c.site)) {
+                self.delete_copy(&old.site, &path).await;
+                let (k, n, s) = (entry.kind.clone(), entry.name.clone(), old.site.clone());
+                self.blocking(move |st| st.drop_copy(id, &k, &n, &s))
+                    .await?;
+                report.deleted += 1;
+            }
+            let degraded = match want.len() {
+                0 | 1 => Some(Degraded::OneCopy),
+                _ => target.degraded,
+            }
+            .map(degraded_name);
+            let (k, n) = (entry.kind.clone(), entry.name.clone());
+            self.blocking(move |s| s.set_degraded(id, &k, &n, degraded.as_deref()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Each site with its state: id, region, risk now, counted failures, copies held, and
+    /// whether it proves its identity now.
+    pub async fn sites_report(&self) -> Result<Vec<serde_json::Value>, StorageError> {
+        let mut rows = Vec::new();
+        for site in &self.sites {
+            let status = match site.authenticate().await {
+                Ok(()) => "ok".to_string(),
+                Err(e) => {
+                    let failed = e.to_string();
+                    self.set_aside(site.id(), &e).await;
+                    failed
+                }
+            };
+            let id = site.id().to_string();
+            let record = self.blocking(move |s| s.site_record(&id)).await?;
+            let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
+            let Some(config) = placement.sites.iter().find(|c| c.id == site.id()) else {
+                continue;
+            };
+            rows.push(serde_json::json!({
+                "id": config.id, "region": config.region, "risk": placement.risk(config),
+                "url": config.url, "status": status, "auth_failures": record.auth_failures,
+                "last_failure": record.last_failure.map(|(at, why)| serde_json::json!({"at": at, "reason": why})),
+                "copies": record.copies,
+            }));
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,478 @@
+//! The catalog: every object the service stores for a member, with the state of each of its
+//! copies on the storage sites; authentication failures per site; copies left to delete on a
+//! site that was down; and each member's message history.
+//!
+//! An object's size, checksum and copies change in one transaction with the member's usage, so a
+//! crash never leaves the usage count out of step with what is stored.
+
+use kura_core::conditions::{CopyCondition, CopyStatus, ObjectConditions};
+use kura_core::notice::Notice;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Result, Store, lock};
+
+fn parse_status(s: &str) -> CopyStatus {
+    if s == "ok" {
+        CopyStatus::Ok
+    } else {
+        CopyStatus::Failed
+    }
+}
+
+/// A stored object and its copies, primary first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectEntry {
+    /// The repository file kind (`data`, `index`, ...).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Bytes as the client sent them.
+    pub size: u64,
+    /// SHA-256 (hex) of the bytes as the client sent them.
+    pub sha256: String,
+    /// When it was stored.
+    pub stored: String,
+    /// How its placement falls short of the rule, if it does.
+    pub degraded: Option<String>,
+    /// Its copies, primary first.
+    pub copies: Vec<CopyCondition>,
+}
+
+impl ObjectEntry {
+    /// The object's storage conditions, as the member sees them.
+    pub fn conditions(&self) -> ObjectConditions {
+        ObjectConditions {
+            object: if self.kind == "config" {
+                self.kind.clone()
+            } else {
+                format!("{}/{}", self.kind, self.name)
+            },
+            size: self.size,
+            stored: self.stored.clone(),
+            degraded: self.degraded.clone(),
+            copies: self.copies.clone(),
+        }
+    }
+
+    /// The sites holding a good copy.
+    pub fn good_sites(&self) -> impl Iterator<Item = &str> {
+        self.copies
+            .iter()
+            .filter(|c| c.status == CopyStatus::Ok)
+            .map(|c| c.site.as_str())
+    }
+}
+
+/// A site's record: authentication failures and what it holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SiteRecord {
+    /// Authentication failures counted so far.
+    pub auth_failures: u64,
+    /// The last failure's time and reason.
+    pub last_failure: Option<(String, String)>,
+    /// Good copies held.
+    pub copies: u64,
+}
+
+const OBJECT_COLUMNS: &str = "o.kind, o.name, o.size, o.sha256, o.stored, o.degraded,
+    c.site, c.region, c.status, c.algorithm, c.key_ref, c.detail";
+
+/// Folds rows of `OBJECT_COLUMNS` (ordered by object, then rank) into entries.
+fn entries(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Vec<ObjectEntry>> {
+    let mut out: Vec<ObjectEntry> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (kind, name): (String, String) = (r.get(0)?, r.get(1)?);
+        let same = out.last().is_some_and(|e| e.kind == kind && e.name == name);
+        if !same {
+            out.push(ObjectEntry {
+                kind,
+                name,
+                size: r.get::<_, i64>(2)? as u64,
+                sha256: r.get(3)?,
+                stored: r.get(4)?,
+                degraded: r.get(5)?,
+                copies: Vec::new(),
+            });
+        }
+        if let (Some(site), Some(entry)) = (r.get::<_, Option<String>>(6)?, out.last_mut()) {
+            entry.copies.push(CopyCondition {
+                site,
+                region: r.get(7)?,
+                status: parse_status(&r.get::<_, String>(8)?),
+                algorithm: r.get(9)?,
+                key_ref: r.get(10)?,
+                detail: r.get(11)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn insert_copy(
+    db: &rusqlite::Connection,
+    user: i64,
+    kind: &str,
+    name: &str,
+    rank: usize,
+    c: &CopyCondition,
+) -> rusqlite::Result<()> {
+    db.execute(
+        "INSERT INTO copies (user_id, kind, name, site, rank, status, region, algorithm, key_ref, detail, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (user_id, kind, name, site) DO UPDATE SET rank = ?5, status = ?6, region = ?7,
+             algorithm = ?8, key_ref = ?9, detail = ?10, at = ?11",
+        params![
+            user,
+            kind,
+            name,
+            c.site,
+            rank as i64,
+            c.status.as_str(),
+            c.region,
+            c.algorithm,
+            c.key_ref,
+            c.detail,
+            jiff::Timestamp::now().to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// One object of a member, with its copies.
+    pub fn object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects o LEFT JOIN copies c
+                 ON c.user_id = o.user_id AND c.kind = o.kind AND c.name = o.name
+             WHERE o.user_id = ?1 AND o.kind = ?2 AND o.name = ?3 ORDER BY c.rank"
+        ))?;
+        let mut rows = stmt.query(params![user, kind, name])?;
+        Ok(entries(&mut rows)?.pop())
+    }
+
+    /// A member's objects stored since `since` (all of them without), with their copies.
+    pub fn objects(&self, user: i64, since: Option<&str>) -> Result<Vec<ObjectEntry>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects o LEFT JOIN copies c
+                 ON c.user_id = o.user_id AND c.kind = o.kind AND c.name = o.name
+             WHERE o.user_id = ?1 AND (?2 IS NULL OR o.stored >= ?2)
+             ORDER BY o.kind, o.name, c.rank"
+        ))?;
+        let mut rows = stmt.query(params![user, since])?;
+        Ok(entries(&mut rows)?)
+    }
+
+    /// The names of a member's objects of one kind.
+    pub fn object_names(&self, user: i64, kind: &str) -> Result<Vec<String>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT name FROM objects WHERE user_id = ?1 AND kind = ?2 ORDER BY name",
+        )?;
+        let names = stmt.query_map(params![user, kind], |r| r.get(0))?;
+        Ok(names.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
+    /// Records a newly stored object (replacing what was stored under its name) and counts its
+    /// bytes; returns the entry it replaced.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_object(
+        &self,
+        user: i64,
+        kind: &str,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        degraded: Option<&str>,
+        copies: &[CopyCondition],
+    ) -> Result<Option<ObjectEntry>> {
+        let old = self.object(user, kind, name)?;
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name],
+        )?;
+        tx.execute(
+            "INSERT INTO objects (user_id, kind, name, size, sha256, stored, degraded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (user_id, kind, name) DO UPDATE SET size = ?4, sha256 = ?5, stored = ?6,
+                 degraded = ?7",
+            params![
+                user,
+                kind,
+                name,
+                size as i64,
+                sha256,
+                jiff::Timestamp::now().to_string(),
+                degraded
+            ],
+        )?;
+        for (rank, c) in copies.iter().enumerate() {
+            insert_copy(&tx, user, kind, name, rank, c)?;
+        }
+        let delta = size as i64 - old.as_ref().map_or(0, |o| o.size as i64);
+        tx.execute(
+            "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
+            params![delta, user],
+        )?;
+        tx.commit()?;
+        Ok(old)
+    }
+
+    /// Forgets an object and uncounts its bytes; returns what was recorded (its copies are
+    /// for the caller to delete).
+    pub fn remove_object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
+        let Some(old) = self.object(user, kind, name)? else {
+            return Ok(None);
+        };
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name],
+        )?;
+        tx.execute(
+            "DELETE FROM objects WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name],
+        )?;
+        tx.execute(
+            "UPDATE users SET bytes = MAX(0, bytes - ?1) WHERE id = ?2",
+            params![old.size as i64, user],
+        )?;
+        tx.commit()?;
+        Ok(Some(old))
+    }
+
+    /// Records a copy of an object, if the object is still the one with checksum `sha256`;
+    /// returns false if it was removed or replaced meanwhile (the copy is then stale).
+    pub fn set_copy(
+        &self,
+        user: i64,
+        kind: &str,
+        name: &str,
+        sha256: &str,
+        rank: usize,
+        copy: &CopyCondition,
+    ) -> Result<bool> {
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT sha256 FROM objects WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+                params![user, kind, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current.as_deref() != Some(sha256) {
+            return Ok(false);
+        }
+        insert_copy(&tx, user, kind, name, rank, copy)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Forgets one copy of an object.
+    pub fn drop_copy(&self, user: i64, kind: &str, name: &str, site: &str) -> Result<()> {
+        lock(&self.db).execute(
+            "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3 AND site = ?4",
+            params![user, kind, name, site],
+        )?;
+        Ok(())
+    }
+
+    /// Records how an object's placement falls short of the rule (`None`: it does not).
+    pub fn set_degraded(
+        &self,
+        user: i64,
+        kind: &str,
+        name: &str,
+        degraded: Option<&str>,
+    ) -> Result<()> {
+        lock(&self.db).execute(
+            "UPDATE objects SET degraded = ?4 WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name, degraded],
+        )?;
+        Ok(())
+    }
+
+    /// Counts an authentication failure of a site; returns its count so far.
+    pub fn count_site_failure(&self, site: &str, reason: &str) -> Result<u64> {
+        let db = lock(&self.db);
+        db.execute(
+            "INSERT INTO site_failures (site, count, last, reason) VALUES (?1, 1, ?2, ?3)
+             ON CONFLICT (site) DO UPDATE SET count = count + 1, last = ?2, reason = ?3",
+            params![site, jiff::Timestamp::now().to_string(), reason],
+        )?;
+        let n: i64 = db.query_row(
+            "SELECT count FROM site_failures WHERE site = ?1",
+            [site],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// What the catalog says of one site.
+    pub fn site_record(&self, site: &str) -> Result<SiteRecord> {
+        let db = lock(&self.db);
+        let failures: Option<(i64, String, String)> = db
+            .query_row(
+                "SELECT count, last, reason FROM site_failures WHERE site = ?1",
+                [site],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let copies: i64 = db.query_row(
+            "SELECT COUNT(*) FROM copies WHERE site = ?1 AND status = 'ok'",
+            [site],
+            |r| r.get(0),
+        )?;
+        Ok(SiteRecord {
+            auth_failures: failures.as_ref().map_or(0, |f| f.0 as u64),
+            last_failure: failures.map(|(_, at, why)| (at, why)),
+            copies: copies as u64,
+        })
+    }
+
+    /// Notes a copy to delete from a site that could not be reached.
+    pub fn add_orphan(&self, site: &str, path: &str) -> Result<()> {
+        lock(&self.db).execute(
+            "INSERT OR IGNORE INTO orphans (site, path) VALUES (?1, ?2)",
+            params![site, path],
+        )?;
+        Ok(())
+    }
+
+    /// Copies still to delete, as (site, path).
+    pub fn orphans(&self) -> Result<Vec<(String, String)>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare("SELECT site, path FROM orphans ORDER BY site, path")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Forgets a deleted orphan.
+    pub fn remove_orphan(&self, site: &str, path: &str) -> Result<()> {
+        lock(&self.db).execute(
+            "DELETE FROM orphans WHERE site = ?1 AND path = ?2",
+            params![site, path],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a notice in a member's message history; returns its number.
+    pub fn add_message(&self, user: i64, kind: &str, subject: &str, body: &str) -> Result<i64> {
+        let db = lock(&self.db);
+        db.execute(
+            "INSERT INTO messages (user_id, at, kind, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                user,
+                jiff::Timestamp::now().to_string(),
+                kind,
+                subject,
+                body
+            ],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// A member's message history, oldest first.
+    pub fn messages(&self, user: i64) -> Result<Vec<Notice>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT id, at, kind, subject, body FROM messages WHERE user_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok(Notice {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                subject: r.get(3)?,
+                body: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(site: &str, status: CopyStatus) -> CopyCondition {
+        CopyCondition {
+            site: site.into(),
+            region: format!("{site}-region"),
+            status,
+            algorithm: "XChaCha20-Poly1305".into(),
+            key_ref: format!("{site}/v1"),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn objects_copies_and_usage_change_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let u = s.add_user("alice", b"correct horse").unwrap();
+        let both = [copy("a", CopyStatus::Ok), copy("b", CopyStatus::Ok)];
+        assert!(
+            s.record_object(u, "data", "aa", 100, "s1", None, &both)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.user("alice").unwrap().bytes, 100);
+        let e = s.object(u, "data", "aa").unwrap().unwrap();
+        assert_eq!(e.good_sites().collect::<Vec<_>>(), ["a", "b"]);
+        // Replacing counts only the difference, and returns what it replaced.
+        let one = [copy("c", CopyStatus::Ok), copy("a", CopyStatus::Failed)];
+        let old = s
+            .record_object(u, "data", "aa", 40, "s2", Some("one_copy"), &one)
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.size, 100);
+        assert_eq!(s.user("alice").unwrap().bytes, 40);
+        let e = s.object(u, "data", "aa").unwrap().unwrap();
+        assert_eq!(e.copies, one);
+        assert_eq!(e.degraded.as_deref(), Some("one_copy"));
+        // A copy of a replaced object is refused.
+        assert!(
+            !s.set_copy(u, "data", "aa", "s1", 1, &copy("b", CopyStatus::Ok))
+                .unwrap()
+        );
+        assert!(
+            s.set_copy(u, "data", "aa", "s2", 1, &copy("a", CopyStatus::Ok))
+                .unwrap()
+        );
+        assert_eq!(s.site_record("a").unwrap().copies, 1);
+        assert_eq!(s.object_names(u, "data").unwrap(), ["aa"]);
+        assert_eq!(s.objects(u, None).unwrap().len(), 1);
+        assert!(s.objects(u, Some("9999")).unwrap().is_empty());
+        s.remove_object(u, "data", "aa").unwrap().unwrap();
+        assert_eq!(s.user("alice").unwrap().bytes, 0);
+        assert!(s.object(u, "data", "aa").unwrap().is_none());
+        assert_eq!(s.site_record("a").unwrap().copies, 0);
+    }
+
+    #[test]
+    fn site_failures_orphans_and_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(s.count_site_failure("x", "wrong marker").unwrap(), 1);
+        assert_eq!(s.count_site_failure("x", "no marker").unwrap(), 2);
+        let r = s.site_record("x").unwrap();
+        assert_eq!(r.auth_failures, 2);
+        assert_eq!(r.last_failure.unwrap().1, "no marker");
+        s.add_orphan("x", "users/1/data/aa").unwrap();
+        s.add_orphan("x", "users/1/data/aa").unwrap();
+        assert_eq!(s.orphans().unwrap().len(), 1);
+        s.remove_orphan("x", "users/1/data/aa").unwrap();
+        assert!(s.orphans().unwrap().is_empty());
+        let u = s.add_user("bob", b"correct horse").unwrap();
+        s.add_message(u, "conditions", "subject", "body").unwrap();
+        let m = s.messages(u).unwrap();
+        assert_eq!((m.len(), m[0].kind.as_str()), (1, "conditions"));
+    }
+}

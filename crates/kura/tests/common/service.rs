@@ -1,0 +1,143 @@
+//! A real `kura serve` for the tests that use the service.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use kura_repo::BackendError;
+use kura_repo::remote::{HttpBackend, Remote};
+
+use super::{Env, run_ok};
+
+/// A running `kura serve`, stopped when dropped.
+pub struct Service {
+    pub child: Child,
+    pub url: String,
+    pub fingerprint: String,
+    pub data: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `kura` binary, with no repository or user from the environment.
+pub fn kura() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kura"));
+    c.env_remove("KURA_REPO")
+        .env_remove("KURA_USER")
+        .env_remove("KURA_USER_PASSWORD");
+    c
+}
+
+impl Service {
+    /// Starts `kura serve` on a free port.
+    pub fn start(data: &Path) -> Service {
+        Service::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts `kura serve` on `listen` and waits until it accepts connections.
+    pub fn start_on(data: &Path, listen: &str) -> Service {
+        Service::start_logging(data, listen, "warn", Stdio::null())
+    }
+
+    /// Starts `kura serve` with the tracing filter `log`, its log going to `stderr`.
+    pub fn start_logging(data: &Path, listen: &str, log: &str, stderr: Stdio) -> Service {
+        Service::start_with(data, listen, log, stderr, &[])
+    }
+
+    /// Starts `kura serve` with more arguments.
+    pub fn start_with(
+        data: &Path,
+        listen: &str,
+        log: &str,
+        stderr: Stdio,
+        extra: &[&str],
+    ) -> Service {
+        let mut child = kura()
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("KURA_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        // Keep draining the service's stdout so it never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let fingerprint = fs::read_to_string(data.join("tls/fingerprint"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Service {
+            child,
+            url,
+            fingerprint,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// Runs `kura admin` on the service's data directory.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let mut c = kura();
+        c.arg("admin").arg("--data-dir").arg(&self.data).args(args);
+        run_ok(c)
+    }
+
+    /// Adds a user with a paid contract.
+    pub fn add_user(&self, name: &str, password: &str, dir: &Path) {
+        let pw = dir.join(format!("{name}.pw"));
+        fs::write(&pw, format!("{password}\n")).unwrap();
+        self.admin(&["user", "add", name, "--password-file", pw.to_str().unwrap()]);
+        self.admin(&[
+            "contract",
+            "set",
+            name,
+            "--until",
+            "2099-12-31",
+            "--paid",
+            "yes",
+        ]);
+    }
+
+    /// Logs in as a client library would.
+    pub fn backend(&self, user: &str, password: &str) -> Result<HttpBackend, BackendError> {
+        HttpBackend::connect(Remote {
+            url: self.url.clone(),
+            fingerprint: Some(self.fingerprint.clone()),
+            user: user.into(),
+            password: Some(password.into()),
+            client_cert: None,
+            retry_for: std::time::Duration::from_secs(5),
+            piece_size: None,
+        })
+    }
+}
+
+/// A client command as `user` against the service.
+pub fn client(env: &Env, svc: &Service, user: &str, password: &str, args: &[&str]) -> Command {
+    let mut c = kura();
+    c.arg("--repo")
+        .arg(&svc.url)
+        .arg("--state-dir")
+        .arg(env.path(&format!("state-{user}")))
+        .args(args)
+        .env("KURA_USER", user)
+        .env("KURA_USER_PASSWORD", password)
+        .env("KURA_SERVER_FINGERPRINT", &svc.fingerprint)
+        .env("KURA_PASSWORD", format!("encryption passphrase of {user}"))
+        .env("KURA_INSECURE_FAST_KDF", "1");
+    c
+}

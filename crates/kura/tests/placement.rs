@@ -1,0 +1,458 @@
+//! Placement through the real binary (`spec/placement.md` requirements 3-8): every object the
+//! service stores gets two copies on the sites the rule picks, the member sees the conditions,
+//! restores fall back to the other copy, placement runs move data when the rule changes its
+//! answer, an outage is healed, and a site with the wrong identity is never written.
+
+mod common;
+#[path = "../../kura-sites/tests/garage/mod.rs"]
+mod garage;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::service::*;
+use common::*;
+use serde_json::Value;
+
+const PW: &str = "alice password";
+
+fn json(c: std::process::Command) -> Value {
+    let out = run_ok(c);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The sites of each object's good copies, primary first.
+fn good_sites(conditions: &Value) -> Vec<Vec<String>> {
+    conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            o["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["status"] == "ok")
+                .map(|c| c["site"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Files under a directory site holding user 1's objects (not files being written).
+fn files_at(site: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![site.join("users/1")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().contains('#') {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn restore_and_compare(env: &Env, svc: &Service, src: &Path, target: &str) {
+    let t = env.path(target);
+    run_ok(client(
+        env,
+        svc,
+        "alice",
+        PW,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
+    assert_eq!(contents(src), contents(&restored(&t, src)));
+}
+
+#[test]
+fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
+    let env = Env::new();
+    let data = env.path("service");
+    let mut svc = Service::start(&data);
+    svc.add_user("alice", PW, env.dir.path());
+    svc.admin(&[
+        "contract",
+        "set",
+        "alice",
+        "--until",
+        "2099-12-31",
+        "--paid",
+        "yes",
+        "--home-region",
+        "demo-east",
+    ]);
+    let src = env.path("src");
+    make_tree(&src, 30, 7);
+    fs::write(src.join("big"), noise(3_000_000, 9)).unwrap();
+    let out = run_ok(client(&env, &svc, "alice", PW, &["init"]));
+    assert!(out.contains("created repository"), "{out}");
+    let out = run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("stored at the service on demo-east, demo-west"),
+        "{out}"
+    );
+
+    // Primary on the safest site; the secondary on the safest one outside the home region
+    // (demo-east is both the safest and the home region).
+    let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let objects = all.as_array().unwrap();
+    assert!(objects.len() > 5, "{all}");
+    for o in objects {
+        assert_eq!(o["degraded"], Value::Null, "{o}");
+        let copies = o["copies"].as_array().unwrap();
+        assert_eq!(copies.len(), 2, "{o}");
+        for (c, (site, region)) in copies
+            .iter()
+            .zip([("demo-east", "demo-east"), ("demo-west", "demo-west")])
+        {
+            assert_eq!(c["site"], site);
+            assert_eq!(c["region"], region);
+            assert_eq!(c["status"], "ok");
+            assert_eq!(c["algorithm"], "XChaCha20-Poly1305");
+            assert_eq!(c["key_ref"], format!("{site}/v1"));
+        }
+    }
+    // Only references to keys, never a key.
+    let keyring = fs::read_to_string(data.join("keyring.json")).unwrap();
+    let keys: Value = serde_json::from_str(&keyring).unwrap();
+    let east_key = keys["keys"]["demo-east"]["1"].as_str().unwrap();
+    assert!(!all.to_string().contains(east_key));
+    // A snapshot's conditions cover it, its index and its packs; the client keeps the latest.
+    let snap = json(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["--json", "conditions", "latest"],
+    ));
+    let names: Vec<&str> = snap
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["object"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("snapshots/")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("data/")), "{names:?}");
+    assert!(!names.contains(&"config"), "{names:?}");
+    let kept = json(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["--json", "conditions", "--cached"],
+    ));
+    assert_eq!(kept, snap);
+    let text = run_ok(client(&env, &svc, "alice", PW, &["conditions"]));
+    assert!(
+        text.contains("demo-west (region demo-west): ok, XChaCha20-Poly1305, key demo-west/v1"),
+        "{text}"
+    );
+    // The member was told, in the message history and by a message in the outbox.
+    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    assert_eq!(messages[0]["kind"], "conditions", "{messages}");
+    assert!(
+        messages[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("demo-east (region demo-east): ok"),
+        "{messages}"
+    );
+    let outbox: Vec<_> = fs::read_dir(data.join("outbox")).unwrap().collect();
+    assert_eq!(outbox.len(), 1);
+    let mail = fs::read_to_string(outbox[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        mail.contains("Subject: Storage conditions of your backup"),
+        "{mail}"
+    );
+
+    // The primary loses its copies: restores read the secondary, and a placement run repairs
+    // the primary from it.
+    let east = data.join("sites/east");
+    let packs_at_east = files_at(&east);
+    let lost = fs::read_dir(east.join("users/1/data")).unwrap().count();
+    fs::remove_dir_all(east.join("users/1/data")).unwrap();
+    // A new service process, so no copy is served from memory.
+    drop(svc);
+    svc = Service::start(&data);
+    restore_and_compare(&env, &svc, &src, "restore-1");
+    run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
+    let after = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let failed = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["copies"][0]["status"] == "failed")
+        .count();
+    assert_eq!(failed, lost, "reads of lost copies are recorded: {after}");
+    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    assert_eq!(r["copied"].as_u64(), Some(failed as u64), "{r}");
+    assert_eq!(r["pending"], 0, "{r}");
+    assert_eq!(files_at(&east), packs_at_east);
+    let repaired = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    assert!(
+        good_sites(&repaired)
+            .iter()
+            .all(|s| s == &["demo-east", "demo-west"])
+    );
+
+    // A risk feed makes demo-north the safest: everything moves there, with the copy outside
+    // the home region kept on demo-west, and nothing is left on demo-east.
+    let feed = env.path("feed.csv");
+    fs::write(&feed, "region,earthquake,flood\ndemo-north,0.005,0.005\n").unwrap();
+    svc.admin(&["risk", "import", feed.to_str().unwrap()]);
+    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    assert!(r["copied"].as_u64().unwrap() > 5, "{r}");
+    assert_eq!(r["deleted"], r["copied"], "{r}");
+    assert_eq!(r["notified"], 1, "{r}");
+    let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    assert!(
+        good_sites(&moved)
+            .iter()
+            .all(|s| s == &["demo-north", "demo-west"]),
+        "{moved}"
+    );
+    assert_eq!(files_at(&east), 0);
+    // A second run finds nothing to do.
+    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    assert_eq!(
+        (r["copied"].as_u64(), r["deleted"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // The member moves to demo-north: the second copy leaves it for the safest other region.
+    svc.admin(&[
+        "contract",
+        "set",
+        "alice",
+        "--until",
+        "2099-12-31",
+        "--paid",
+        "yes",
+        "--home-region",
+        "demo-north",
+    ]);
+    svc.admin(&["replace"]);
+    let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    assert!(
+        good_sites(&moved)
+            .iter()
+            .all(|s| s == &["demo-north", "demo-east"]),
+        "{moved}"
+    );
+    restore_and_compare(&env, &svc, &src, "restore-2");
+    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    let kinds: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["conditions", "placement", "placement"]);
+    let sites: Value = serde_json::from_str(&svc.admin(&["--json", "sites"])).unwrap();
+    let east = &sites.as_array().unwrap()[0];
+    assert_eq!(
+        (east["id"].as_str(), east["copies"].as_u64()),
+        (
+            Some("demo-east"),
+            Some(moved.as_array().unwrap().len() as u64)
+        )
+    );
+}
+
+/// Waits up to two minutes for `ready`.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
+    let mut g = garage::Garage::start();
+    let env = Env::new();
+    let disk = env.path("disk-site");
+    let a = g.site("s3-a", "region-a", "bucket-a", "secret a");
+    let b = g.site("s3-b", "region-b", "bucket-b", "secret b");
+    // A site that claims to be s3-x but is s3-a's bucket: its marker says s3-a.
+    let x = g.existing("s3-x", "region-x", "bucket-a", "secret x");
+    let site = |s: &kura_sites::SiteConfig, risk: f64| {
+        format!(
+            "[[sites]]\nid = \"{}\"\nregion = \"{}\"\nurl = \"{}\"\naccess_key_id = \"{}\"\n\
+             secret_access_key = \"{}\"\nsecret = \"{}\"\nrisk = {risk}\n\n",
+            s.id,
+            s.region,
+            s.url,
+            s.access_key_id.as_deref().unwrap_or_default(),
+            s.secret_access_key.as_deref().unwrap_or_default(),
+            s.secret
+        )
+    };
+    let config = env.path("service.toml");
+    fs::write(
+        &config,
+        format!(
+            "{}{}{}[[sites]]\nid = \"disk\"\nregion = \"region-c\"\nurl = \"file://{}\"\n\
+             secret = \"secret c\"\nrisk = 0.3\n",
+            site(&a, 0.1),
+            site(&b, 0.2),
+            site(&x, 0.01),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let data = env.path("service");
+    let svc = Service::start_with(
+        &data,
+        "127.0.0.1:0",
+        "warn",
+        Stdio::null(),
+        &[
+            "--server-config",
+            config.to_str().unwrap(),
+            "--replace-every-secs",
+            "1",
+        ],
+    );
+    let admin = |args: &[&str]| -> Value {
+        let mut c = kura();
+        c.arg("admin")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--server-config")
+            .arg(&config)
+            .arg("--json")
+            .args(args);
+        json(c)
+    };
+    svc.add_user("alice", PW, env.dir.path());
+    svc.admin(&[
+        "contract",
+        "set",
+        "alice",
+        "--until",
+        "2099-12-31",
+        "--paid",
+        "yes",
+        "--home-region",
+        "region-c",
+    ]);
+    let src = env.path("src");
+    make_tree(&src, 20, 3);
+    run_ok(client(&env, &svc, "alice", PW, &["init"]));
+    run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    let conditions = || json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    assert!(
+        good_sites(&conditions())
+            .iter()
+            .all(|s| s == &["s3-a", "s3-b"]),
+        "{}",
+        conditions()
+    );
+
+    // Garage stops while the next backup is sending: the backup completes on the disk site,
+    // recorded as degraded.
+    fs::write(src.join("big"), noise(30_000_000, 5)).unwrap();
+    let mut backup = client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["--piece-kib", "256", "backup", src.to_str().unwrap()],
+    );
+    let running = backup
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the backup's first upload", || {
+        fs::read_dir(data.join("users/1/uploads")).is_ok_and(|d| d.count() > 0)
+    });
+    g.stop();
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let degraded = conditions();
+    let short: Vec<&Value> = degraded
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["degraded"] == "one_copy")
+        .collect();
+    assert!(!short.is_empty(), "{degraded}");
+    for o in &short {
+        let copies = o["copies"].as_array().unwrap();
+        assert_eq!(
+            (copies[0]["site"].as_str(), copies[0]["status"].as_str()),
+            (Some("disk"), Some("ok")),
+            "{o}"
+        );
+        assert!(copies[1..].iter().all(|c| c["status"] == "failed"), "{o}");
+    }
+    assert!(files_at(&disk) >= short.len());
+
+    // Garage returns: the service's placement runs complete every object on s3-a and s3-b and
+    // clear the disk site.
+    g.restart();
+    wait_for("the degraded objects to heal", || {
+        good_sites(&conditions())
+            .iter()
+            .all(|s| s == &["s3-a", "s3-b"])
+    });
+    wait_for("the disk site to be cleared", || files_at(&disk) == 0);
+    assert!(
+        conditions()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["degraded"].is_null())
+    );
+    restore_and_compare(&env, &svc, &src, "restore-healed");
+    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    assert!(
+        messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["kind"] == "placement"),
+        "{messages}"
+    );
+
+    // The impostor was refused every time, counted, and holds nothing.
+    let sites = admin(&["sites"]);
+    let x = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "s3-x")
+        .unwrap();
+    assert!(x["auth_failures"].as_u64().unwrap() >= 1, "{x}");
+    assert_eq!(x["copies"], 0, "{x}");
+    assert!(x["status"].as_str().unwrap().contains("s3-a"), "{x}");
+    assert!(
+        !conditions().to_string().contains("s3-x"),
+        "the impostor never took a copy"
+    );
+}
