@@ -188,6 +188,10 @@ impl App {
     }
 }
 
+/// How much earlier than the client says its backup started the objects of its conditions
+/// notice are taken from: the client's clock may differ from the service's.
+const NOTICE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
 /// The SHA-256 (hex) of a piece or object, sent by the client and checked before storing.
 pub const CHECKSUM_HEADER: &str = "x-kura-sha256";
 /// How many bytes of an unfinished upload the service has.
@@ -223,6 +227,10 @@ pub async fn serve(
             .await
             .map_err(std::io::Error::other)?,
     );
+    storage
+        .import_local_repositories()
+        .await
+        .map_err(std::io::Error::other)?;
     let app = Arc::new(App {
         store,
         storage: storage.clone(),
@@ -640,8 +648,7 @@ async fn conditions(
     Extension(authed): Extension<Authed>,
 ) -> ApiResult<Response> {
     let id = authed.user.id;
-    let since = q.since.map(|t| t.to_string());
-    let entries = catalog(&app, move |s| s.objects(id, since.as_deref())).await?;
+    let entries = catalog(&app, move |s| s.objects(id, q.since)).await?;
     let list: Vec<_> = entries.iter().map(|e| e.conditions()).collect();
     Ok(axum::Json(list).into_response())
 }
@@ -695,7 +702,7 @@ async fn job_report(
             // The storage conditions of what this backup stored (spec/placement.md req. 6).
             let entries = a
                 .store
-                .objects(user.id, Some(&report.started.to_string()))?;
+                .objects(user.id, Some(report.started - NOTICE_SLACK))?;
             let intro = format!(
                 "Backup {} finished at {}: {} objects stored since it started.",
                 report.job.short(),

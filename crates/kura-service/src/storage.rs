@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 use axum::body::Bytes;
 use kura_placement::envelope::Keyring;
 use kura_placement::{Candidate, Degraded, place};
-use kura_repo::FileType;
+use kura_repo::{Backend, FileType, LocalDir};
 use kura_sites::{Site, SiteError};
 
 use crate::sites::{Placement, PlacementConfig};
@@ -35,8 +35,10 @@ pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Added to a site's risk per counted authentication failure: larger than any risk a feed can
 /// give, so a site that has failed is used only when nothing else is.
 pub const FAILURE_PENALTY: f64 = 1e9;
-/// Opened objects kept for range reads (restores read a pack in windows).
+/// Opened objects kept for range reads (restores read a pack in windows): at most this many
+/// bytes and this many objects.
 const CACHE_BYTES: usize = 128 * 1024 * 1024;
+const CACHE_OBJECTS: usize = 1024;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +124,9 @@ impl Cache {
         self.remove(&key);
         self.bytes += data.len();
         self.entries.push((key, data));
-        while self.bytes > CACHE_BYTES && self.entries.len() > 1 {
+        while (self.bytes > CACHE_BYTES || self.entries.len() > CACHE_OBJECTS)
+            && self.entries.len() > 1
+        {
             let (_, old) = self.entries.remove(0);
             self.bytes -= old.len();
         }
@@ -288,15 +292,7 @@ impl Storage {
 
     /// The sites a member may use, with their risk now (penalised by counted failures).
     async fn candidates(&self, user: &User) -> Result<Vec<(String, String, f64)>, StorageError> {
-        let failures: HashMap<String, u64> = {
-            let ids: Vec<String> = self.sites.iter().map(|s| s.id().to_string()).collect();
-            self.blocking(move |s| {
-                ids.into_iter()
-                    .map(|id| Ok((id.clone(), s.site_record(&id)?.auth_failures)))
-                    .collect()
-            })
-            .await?
-        };
+        let failures: HashMap<String, u64> = self.blocking(|s| s.site_failures()).await?;
         let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
         let today = jiff::Zoned::now().date();
         let level = match &user.contract {
@@ -731,6 +727,56 @@ impl Storage {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Stores on the sites the repositories an earlier version kept in one directory per user
+    /// (`DATA/users/<id>/repo`), then renames each to `repo.imported` for the operator to
+    /// remove; returns how many objects it stored. An interrupted import starts over and skips
+    /// what the catalog has.
+    pub async fn import_local_repositories(&self) -> Result<u64, StorageError> {
+        let mut imported = 0;
+        for user in self.blocking(|s| s.users()).await? {
+            let root = self
+                .data_dir
+                .join("users")
+                .join(user.id.to_string())
+                .join("repo");
+            if !root.is_dir() {
+                continue;
+            }
+            tracing::info!(user = user.id, "storing {} on the sites", root.display());
+            let dir = LocalDir::new(&root);
+            // Locks belong to processes of the old service's time; none is alive now.
+            for t in FileType::ALL.into_iter().filter(|t| *t != FileType::Lock) {
+                let d = dir.clone();
+                let names = tokio::task::spawn_blocking(move || d.list(t))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?;
+                for name in names {
+                    let (id, n) = (user.id, name.clone());
+                    if self
+                        .blocking(move |s| s.object(id, t.name(), &n))
+                        .await?
+                        .is_some()
+                    {
+                        continue;
+                    }
+                    let (d, n) = (dir.clone(), name.clone());
+                    let data = tokio::task::spawn_blocking(move || d.read(t, &n))
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .map_err(std::io::Error::other)?;
+                    self.put(&user, t, &name, Bytes::from(data)).await?;
+                    imported += 1;
+                }
+            }
+            std::fs::rename(&root, root.with_file_name("repo.imported"))?;
+        }
+        if imported > 0 {
+            tracing::info!(objects = imported, "local repositories stored on the sites");
+        }
+        Ok(imported)
     }
 
     /// Each site with its state: id, region, risk now, counted failures, copies held, and

@@ -456,3 +456,63 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
         "the impostor never took a copy"
     );
 }
+
+#[test]
+fn a_repository_from_before_placement_is_stored_on_the_sites() {
+    let env = Env::new();
+    let data = env.path("service");
+    // A repository as an earlier service kept it: a plain directory for user 1.
+    let src = env.path("src");
+    make_tree(&src, 15, 11);
+    let local = |args: &[&str]| {
+        let mut c = kura();
+        c.arg("--repo")
+            .arg(&env.repo)
+            .arg("--state-dir")
+            .arg(env.path("state-old"))
+            .args(args)
+            .env("KURA_PASSWORD", "encryption passphrase of alice")
+            .env("KURA_INSECURE_FAST_KDF", "1");
+        run_ok(c)
+    };
+    local(&["init"]);
+    local(&["backup", src.to_str().unwrap()]);
+    let admin = |args: &[&str]| {
+        let mut c = kura();
+        c.arg("admin").arg("--data-dir").arg(&data).args(args);
+        run_ok(c)
+    };
+    let pw = env.path("alice.pw");
+    fs::write(&pw, PW).unwrap();
+    admin(&[
+        "user",
+        "add",
+        "alice",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    admin(&[
+        "contract",
+        "set",
+        "alice",
+        "--until",
+        "2099-12-31",
+        "--paid",
+        "yes",
+    ]);
+    fs::create_dir_all(data.join("users/1")).unwrap();
+    fs::rename(&env.repo, data.join("users/1/repo")).unwrap();
+
+    let svc = Service::start(&data);
+    assert!(data.join("users/1/repo.imported").is_dir());
+    assert!(!data.join("users/1/repo").exists());
+    let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    assert!(all.as_array().unwrap().len() > 3, "{all}");
+    assert!(
+        good_sites(&all)
+            .iter()
+            .all(|s| s == &["demo-east", "demo-west"]),
+        "{all}"
+    );
+    restore_and_compare(&env, &svc, &src, "restored");
+}

@@ -627,7 +627,9 @@ fn a_killed_service_loses_nothing_and_the_backup_resumes() {
     .unwrap();
     // Two packs stored and recorded, as a client sees them.
     let seen = svc.backend("dave", "dave password").unwrap();
-    wait_for("two packs", || seen.list(FileType::Pack).unwrap().len() >= 2);
+    wait_for("two packs", || {
+        seen.list(FileType::Pack).unwrap().len() >= 2
+    });
     let port = svc.url.rsplit(':').next().unwrap().to_string();
     drop(svc); // SIGKILL
     let out = backup.wait_with_output().unwrap();

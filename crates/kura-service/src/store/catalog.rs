@@ -12,6 +12,15 @@ use serde::Serialize;
 
 use super::{Result, Store, lock};
 
+/// Times in the catalog: fixed width (nanoseconds, UTC), so text order is time order.
+pub fn time_text(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn now_text() -> String {
+    time_text(jiff::Timestamp::now())
+}
+
 fn parse_status(s: &str) -> CopyStatus {
     if s == "ok" {
         CopyStatus::Ok
@@ -133,7 +142,7 @@ fn insert_copy(
             c.algorithm,
             c.key_ref,
             c.detail,
-            jiff::Timestamp::now().to_string(),
+            now_text(),
         ],
     )?;
     Ok(())
@@ -153,7 +162,8 @@ impl Store {
     }
 
     /// A member's objects stored since `since` (all of them without), with their copies.
-    pub fn objects(&self, user: i64, since: Option<&str>) -> Result<Vec<ObjectEntry>> {
+    pub fn objects(&self, user: i64, since: Option<jiff::Timestamp>) -> Result<Vec<ObjectEntry>> {
+        let since = since.map(time_text);
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects o LEFT JOIN copies c
@@ -200,15 +210,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (user_id, kind, name) DO UPDATE SET size = ?4, sha256 = ?5, stored = ?6,
                  degraded = ?7",
-            params![
-                user,
-                kind,
-                name,
-                size as i64,
-                sha256,
-                jiff::Timestamp::now().to_string(),
-                degraded
-            ],
+            params![user, kind, name, size as i64, sha256, now_text(), degraded],
         )?;
         for (rank, c) in copies.iter().enumerate() {
             insert_copy(&tx, user, kind, name, rank, c)?;
@@ -304,7 +306,7 @@ impl Store {
         db.execute(
             "INSERT INTO site_failures (site, count, last, reason) VALUES (?1, 1, ?2, ?3)
              ON CONFLICT (site) DO UPDATE SET count = count + 1, last = ?2, reason = ?3",
-            params![site, jiff::Timestamp::now().to_string(), reason],
+            params![site, now_text(), reason],
         )?;
         let n: i64 = db.query_row(
             "SELECT count FROM site_failures WHERE site = ?1",
@@ -312,6 +314,14 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    /// Authentication failures counted per site (sites with none are absent).
+    pub fn site_failures(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached("SELECT site, count FROM site_failures")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// What the catalog says of one site.
@@ -367,13 +377,7 @@ impl Store {
         let db = lock(&self.db);
         db.execute(
             "INSERT INTO messages (user_id, at, kind, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                user,
-                jiff::Timestamp::now().to_string(),
-                kind,
-                subject,
-                body
-            ],
+            params![user, now_text(), kind, subject, body],
         )?;
         Ok(db.last_insert_rowid())
     }
@@ -449,7 +453,18 @@ mod tests {
         assert_eq!(s.site_record("a").unwrap().copies, 1);
         assert_eq!(s.object_names(u, "data").unwrap(), ["aa"]);
         assert_eq!(s.objects(u, None).unwrap().len(), 1);
-        assert!(s.objects(u, Some("9999")).unwrap().is_empty());
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+        assert!(s.objects(u, Some(later)).unwrap().is_empty());
+        let earlier = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        assert_eq!(s.objects(u, Some(earlier)).unwrap().len(), 1);
+        // Fixed width, so that text order is time order.
+        let whole = "2026-01-01T00:00:00Z".parse().unwrap();
+        let fraction = "2026-01-01T00:00:00.5Z".parse().unwrap();
+        assert!(
+            time_text(whole) < time_text(fraction),
+            "{}",
+            time_text(whole)
+        );
         s.remove_object(u, "data", "aa").unwrap().unwrap();
         assert_eq!(s.user("alice").unwrap().bytes, 0);
         assert!(s.object(u, "data", "aa").unwrap().is_none());
@@ -464,6 +479,7 @@ mod tests {
         assert_eq!(s.count_site_failure("x", "no marker").unwrap(), 2);
         let r = s.site_record("x").unwrap();
         assert_eq!(r.auth_failures, 2);
+        assert_eq!(s.site_failures().unwrap()["x"], 2);
         assert_eq!(r.last_failure.unwrap().1, "no marker");
         s.add_orphan("x", "users/1/data/aa").unwrap();
         s.add_orphan("x", "users/1/data/aa").unwrap();
