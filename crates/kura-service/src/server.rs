@@ -72,6 +72,8 @@ pub struct ServeOptions {
     /// How often placements are brought up to date (sites that returned, new risk feeds,
     /// changed levels and home regions).
     pub replace_every: std::time::Duration,
+    /// The mail relay notices are delivered through; `None` keeps them in the outbox.
+    pub mail: Option<crate::notice::MailConfig>,
 }
 
 /// Largest request body: a pack is at most ~24 MiB.
@@ -299,6 +301,26 @@ pub async fn serve(
             let _ = tokio::task::spawn_blocking(move || sweep_stale_uploads(&dir)).await;
         }
     });
+    if let Some(mail) = opts.mail.clone() {
+        let data_dir = opts.data_dir.clone();
+        let every = std::time::Duration::from_secs(mail.every_secs.unwrap_or(60).max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (mail, dir) = (mail.clone(), data_dir.clone());
+                match tokio::task::spawn_blocking(move || mail.deliver(&dir)).await {
+                    Ok(Ok(d)) if d.sent > 0 => {
+                        tracing::info!(sent = d.sent, waiting = d.waiting, "notices mailed")
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(e) => tracing::error!("mail delivery: {e}"),
+                }
+            }
+        });
+    }
     let replace_every = opts.replace_every;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(replace_every);

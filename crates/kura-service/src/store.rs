@@ -66,6 +66,8 @@ pub struct User {
     pub accesses: u64,
     /// Bytes stored.
     pub bytes: u64,
+    /// Where notices are mailed.
+    pub email: Option<String>,
     /// The contract, if any.
     pub contract: Option<Contract>,
 }
@@ -99,7 +101,8 @@ CREATE TABLE IF NOT EXISTS users (
     password TEXT NOT NULL,
     created TEXT NOT NULL,
     accesses INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0
+    bytes INTEGER NOT NULL DEFAULT 0,
+    email TEXT
 );
 CREATE TABLE IF NOT EXISTS contracts (
     user_id INTEGER PRIMARY KEY REFERENCES users(id),
@@ -199,6 +202,9 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         }
         Ok(false)
     };
+    if !has("users", "email")? {
+        db.execute_batch("ALTER TABLE users ADD COLUMN email TEXT;")?;
+    }
     if !has("contracts", "home_region")? {
         db.execute_batch(
             "ALTER TABLE contracts ADD COLUMN home_region TEXT NOT NULL DEFAULT '';
@@ -206,6 +212,23 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Refuses what is not a plain e-mail address (it goes into a message header).
+pub fn check_email(e: &str) -> Result<()> {
+    let plausible = e.len() <= 254
+        && e.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+    if plausible {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{e:?} is not an e-mail address (name@domain.example)"
+        )))
+    }
 }
 
 /// Hashes a password with Argon2id (PHC string).
@@ -301,6 +324,19 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (or with `None` clears) the address a user's notices are mailed to.
+    pub fn set_email(&self, name: &str, email: Option<&str>) -> Result<()> {
+        if let Some(e) = email {
+            check_email(e)?;
+        }
+        let id = self.user_id(name)?;
+        lock(&self.db).execute(
+            "UPDATE users SET email = ?1 WHERE id = ?2",
+            params![email, id],
+        )?;
+        Ok(())
+    }
+
     fn user_id(&self, name: &str) -> Result<i64> {
         lock(&self.db)
             .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
@@ -313,7 +349,7 @@ impl Store {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
             "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses,
-                    c.home_region, c.member_since
+                    c.home_region, c.member_since, u.email
              FROM users u LEFT JOIN contracts c ON c.user_id = u.id ORDER BY u.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -340,6 +376,7 @@ impl Store {
                 created: r.get(2)?,
                 accesses: r.get::<_, i64>(3)? as u64,
                 bytes: r.get::<_, i64>(4)? as u64,
+                email: r.get(13)?,
                 contract,
             })
         })?;
@@ -627,6 +664,14 @@ mod tests {
         };
         s.set_contract("alice", &c).unwrap();
         assert!(s.set_contract("nobody", &c).is_err());
+        for bad in ["alice", "a@b", "a b@c.d", "a@b.c\r\nBcc: x@y.z", "<a@b.c>"] {
+            assert!(s.set_email("alice", Some(bad)).is_err(), "{bad:?}");
+        }
+        s.set_email("alice", Some("alice@example.com")).unwrap();
+        assert_eq!(
+            s.user("alice").unwrap().email.as_deref(),
+            Some("alice@example.com")
+        );
         assert_eq!(s.user("alice").unwrap().contract, Some(c));
         let ttl = jiff::SignedDuration::from_secs(60);
         assert!(s.login("alice", b"wrong password", ttl).unwrap().is_none());

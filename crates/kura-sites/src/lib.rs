@@ -37,7 +37,7 @@ fn retry() -> object_store::RetryConfig {
 }
 
 /// A site as the operator declares it in the service configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// The site's id (names its keys and appears in the storage conditions).
@@ -57,6 +57,19 @@ pub struct SiteConfig {
     /// Risk score for placement until a risk feed covers the site's region.
     #[serde(default)]
     pub risk: f64,
+}
+
+/// Without the secrets, so a configuration printed in a log or an error gives none away.
+impl std::fmt::Debug for SiteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteConfig")
+            .field("id", &self.id)
+            .field("region", &self.region)
+            .field("url", &self.url)
+            .field("access_key_id", &self.access_key_id)
+            .field("risk", &self.risk)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A site failure.
@@ -328,4 +341,28 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_config_shows_no_secret() {
+        let c = SiteConfig {
+            id: "tokyo-1".into(),
+            region: "kanto".into(),
+            url: "s3://b?endpoint=http://127.0.0.1:3900".into(),
+            access_key_id: Some("GK123".into()),
+            secret_access_key: Some("very secret key".into()),
+            secret: "marker secret".into(),
+            risk: 0.1,
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("tokyo-1") && shown.contains("GK123"),
+            "{shown}"
+        );
+        assert!(!shown.contains("very secret") && !shown.contains("marker secret"));
+    }
 }

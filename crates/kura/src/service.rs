@@ -15,7 +15,7 @@ use serde::Deserialize;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
-    /// header_timeout_secs, replace_every_secs, [[sites]], [[levels]]).
+    /// header_timeout_secs, replace_every_secs, [mail], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     server_config: Option<PathBuf>,
     /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
@@ -44,6 +44,7 @@ struct ServerConfig {
     session_minutes: Option<i64>,
     header_timeout_secs: Option<u64>,
     replace_every_secs: Option<u64>,
+    mail: Option<kura_service::notice::MailConfig>,
     #[serde(default)]
     sites: Vec<SiteConfig>,
     #[serde(default)]
@@ -106,6 +107,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .max(1),
         ),
         placement,
+        mail: config.mail.clone(),
         replace_every: std::time::Duration::from_secs(
             a.replace_every_secs
                 .or(config.replace_every_secs)
@@ -187,6 +189,16 @@ enum UserCommand {
         /// File holding the password.
         #[arg(long)]
         password_file: PathBuf,
+        /// Where the user's notices are mailed.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Set where a user's notices are mailed (no ADDRESS: mail none; they stay in the outbox).
+    Email {
+        /// The user.
+        name: String,
+        /// The address.
+        address: Option<String>,
     },
     /// List users with their contracts and usage.
     List,
@@ -292,15 +304,31 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
         AdminCommand::User(UserCommand::Add {
             name,
             password_file,
+            email,
         }) => {
             let password = crate::cli::read_secret(&password_file, "password file")?;
+            if let Some(e) = &email {
+                kura_service::store::check_email(e)?;
+            }
             let id = store.add_user(&name, &password)?;
+            store.set_email(&name, email.as_deref())?;
             if json {
                 println!("{}", serde_json::json!({"user": name, "id": id}));
             } else {
                 println!(
                     "added user {name} (id {id}); give them a contract with `kura admin contract set {name} ...`"
                 );
+            }
+        }
+        AdminCommand::User(UserCommand::Email { name, address }) => {
+            store.set_email(&name, address.as_deref())?;
+            if json {
+                println!("{}", serde_json::json!({"user": name, "email": address}));
+            } else {
+                match &address {
+                    Some(a) => println!("notices to {name} are mailed to {a}"),
+                    None => println!("notices to {name} are no longer mailed"),
+                }
             }
         }
         AdminCommand::User(UserCommand::Cert {

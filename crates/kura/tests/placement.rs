@@ -516,3 +516,180 @@ fn a_repository_from_before_placement_is_stored_on_the_sites() {
     );
     restore_and_compare(&env, &svc, &src, "restored");
 }
+
+/// Debian's python, where python3-aiosmtpd installs (not a python of pyenv or a venv).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// A real SMTP server (aiosmtpd, Debian's python3-aiosmtpd; `.ci/run` installs it) delivering
+/// into a Maildir, stopped when dropped.
+struct MailServer {
+    child: std::process::Child,
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MailServer {
+    fn start(maildir: &Path, port: u16) -> MailServer {
+        let child = std::process::Command::new(SYSTEM_PYTHON)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the system python3 is missing: apt-get install python3-aiosmtpd");
+        let server = MailServer { child };
+        wait_for("the SMTP server", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        server
+    }
+}
+
+/// Messages the SMTP server has delivered.
+fn delivered(maildir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(maildir.join("new"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Queued messages in the service's outbox.
+fn queued(data: &Path) -> usize {
+    fs::read_dir(data.join("outbox")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+            .count()
+    })
+}
+
+#[test]
+fn notices_are_mailed_through_a_real_relay_and_wait_while_it_is_down() {
+    let env = Env::new();
+    let python_has_aiosmtpd = std::process::Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        python_has_aiosmtpd,
+        "the SMTP server is missing: apt-get install python3-aiosmtpd (.ci/run does it)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let maildir = env.path("maildir");
+    let relay = MailServer::start(&maildir, port);
+    let config = env.path("service.toml");
+    fs::write(
+        &config,
+        format!(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n\
+             from = \"Kura <kura@example.test>\"\nevery_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let data = env.path("service");
+    let svc = Service::start_with(
+        &data,
+        "127.0.0.1:0",
+        "warn",
+        Stdio::null(),
+        &["--server-config", config.to_str().unwrap()],
+    );
+    let pw = env.path("pw");
+    fs::write(&pw, PW).unwrap();
+    for (user, email) in [("alice", Some("alice@example.test")), ("bob", None)] {
+        let mut args = vec!["user", "add", user, "--password-file", pw.to_str().unwrap()];
+        if let Some(e) = email {
+            args.extend(["--email", e]);
+        }
+        svc.admin(&args);
+        svc.admin(&[
+            "contract",
+            "set",
+            user,
+            "--until",
+            "2099-12-31",
+            "--paid",
+            "yes",
+        ]);
+    }
+    let bad = {
+        let mut c = kura();
+        c.arg("admin").arg("--data-dir").arg(&data).args([
+            "user",
+            "email",
+            "alice",
+            "alice@example.test\r\nBcc: x@y.z",
+        ]);
+        c.output().unwrap()
+    };
+    assert!(!bad.status.success(), "a header cannot be smuggled in");
+    let src = env.path("src");
+    make_tree(&src, 10, 21);
+    let backup = |user: &str| {
+        run_ok(client(&env, &svc, user, PW, &["init"]));
+        run_ok(client(
+            &env,
+            &svc,
+            user,
+            PW,
+            &["backup", src.to_str().unwrap()],
+        ));
+    };
+
+    backup("alice");
+    wait_for("the first notice to be mailed", || {
+        delivered(&maildir).len() == 1
+    });
+    let mail = &delivered(&maildir)[0];
+    assert!(mail.contains("To: alice@example.test"), "{mail}");
+    assert!(
+        mail.contains("Subject: Storage conditions of your backup"),
+        "{mail}"
+    );
+    assert!(mail.contains("demo-east (region demo-east): ok"), "{mail}");
+    assert_eq!(queued(&data), 0);
+    assert_eq!(fs::read_dir(data.join("outbox/sent")).unwrap().count(), 1);
+
+    // The relay goes down: a notice waits in the outbox and goes out when it returns. One to
+    // a member without an address stays there.
+    drop(relay);
+    backup("bob");
+    run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(queued(&data), 2);
+    assert_eq!(delivered(&maildir).len(), 1);
+    let _relay = MailServer::start(&maildir, port);
+    wait_for("the queued notice to be mailed", || {
+        delivered(&maildir).len() == 2
+    });
+    assert!(
+        delivered(&maildir)
+            .iter()
+            .all(|m| m.contains("To: alice@example.test"))
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(queued(&data), 1, "bob's notice stays: he has no address");
+    let messages = json(client(&env, &svc, "bob", PW, &["--json", "messages"]));
+    assert_eq!(messages.as_array().unwrap().len(), 1, "{messages}");
+}
