@@ -4,9 +4,18 @@
 //! come from the service's [`Keyring`]; rotating a site's key adds a version and makes it
 //! current, and the older versions stay to open what they sealed.
 //!
+//! A copy is sealed in segments of [`SEGMENT`] bytes, so a read of part of an object (a restore
+//! reads packs in windows) fetches and opens only the segments it covers:
+//!
 //! ```text
-//! copy = "KSE1" | key version u32 (BE) | sealed(site key, aad = "KSE1" | version | site | 0 | name, object)
+//! copy    = header | segment 0 | segment 1 | ...        (at least one segment, even when empty)
+//! header  = "KSE2" | key version u32 | segment size u32 | object length u64     (all BE)
+//! segment = sealed(site key, aad = header | segment number u64 | site | 0 | name, plain part)
 //! ```
+//!
+//! Every segment's AAD holds the whole header and its own number, so a changed header, a
+//! segment moved, dropped or taken from another copy, and a copy moved to another name or site
+//! all fail to open.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +23,11 @@ use kura_core::FormatError;
 use kura_core::crypto::{self, Key};
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 4] = b"KSE1";
-const HEADER: usize = 8;
+const MAGIC: &[u8; 4] = b"KSE2";
+/// Bytes of a copy's header.
+pub const HEADER: usize = 20;
+/// Bytes of the object in one segment.
+pub const SEGMENT: u32 = 1 << 20;
 
 /// The algorithm, as the storage conditions name it.
 pub const ALGORITHM: &str = "XChaCha20-Poly1305";
@@ -109,10 +121,88 @@ pub fn key_ref(site: &str, version: u32) -> String {
     format!("{site}/v{version}")
 }
 
-fn aad(version: u32, site: &str, name: &str) -> Vec<u8> {
-    let mut a = Vec::with_capacity(HEADER + site.len() + 1 + name.len());
-    a.extend_from_slice(MAGIC);
-    a.extend_from_slice(&version.to_be_bytes());
+/// A copy's header: which key sealed it and how the object is cut into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// The site key's version.
+    pub version: u32,
+    /// Bytes of the object per segment.
+    pub segment: u32,
+    /// Bytes of the object.
+    pub len: u64,
+}
+
+impl Layout {
+    fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..4].copy_from_slice(MAGIC);
+        h[4..8].copy_from_slice(&self.version.to_be_bytes());
+        h[8..12].copy_from_slice(&self.segment.to_be_bytes());
+        h[12..].copy_from_slice(&self.len.to_be_bytes());
+        h
+    }
+
+    /// Reads a copy's header (its first [`HEADER`] bytes).
+    pub fn parse(copy: &[u8]) -> Result<Layout, FormatError> {
+        let h = copy
+            .get(..HEADER)
+            .ok_or(FormatError::Truncated("site copy"))?;
+        if &h[..4] != MAGIC {
+            return Err(FormatError::BadMagic("site copy"));
+        }
+        let word = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&h[12..]);
+        let layout = Layout {
+            version: word(4),
+            segment: word(8),
+            len: u64::from_be_bytes(len),
+        };
+        if layout.segment == 0 {
+            return Err(FormatError::invalid("site copy", "segment size 0"));
+        }
+        Ok(layout)
+    }
+
+    /// How many segments the copy has.
+    pub fn segments(&self) -> u64 {
+        self.len.div_ceil(u64::from(self.segment)).max(1)
+    }
+
+    /// Where segment `i` lies in the copy: its offset and length. Saturating: a header read
+    /// from a site may claim any length.
+    fn sealed_span(&self, i: u64) -> (u64, u64) {
+        let seg = u64::from(self.segment);
+        let overhead = crypto::OVERHEAD as u64;
+        let plain = (self.len - i.saturating_mul(seg).min(self.len)).min(seg);
+        let at = (HEADER as u64).saturating_add(i.saturating_mul(seg + overhead));
+        (at, plain + overhead)
+    }
+
+    /// The bytes of the copy that hold the object's bytes `start..end` (which must lie within
+    /// it): an offset and a length, and the number of the first segment they begin with.
+    pub fn span(&self, start: u64, end: u64) -> (u64, u64, u64) {
+        let seg = u64::from(self.segment);
+        let (first, last) = (start / seg, end.saturating_sub(1).max(start) / seg);
+        let (at, _) = self.sealed_span(first);
+        let (last_at, last_len) = self.sealed_span(last.min(self.segments() - 1));
+        (at, last_at.saturating_add(last_len) - at, first)
+    }
+
+    /// The layout of an object of `len` bytes sealed under key `version`.
+    fn of(version: u32, len: usize) -> Layout {
+        Layout {
+            version,
+            segment: SEGMENT,
+            len: len as u64,
+        }
+    }
+}
+
+fn aad(header: &[u8; HEADER], segment: u64, site: &str, name: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(HEADER + 8 + site.len() + 1 + name.len());
+    a.extend_from_slice(header);
+    a.extend_from_slice(&segment.to_be_bytes());
     a.extend_from_slice(site.as_bytes());
     a.push(0);
     a.extend_from_slice(name.as_bytes());
@@ -121,42 +211,78 @@ fn aad(version: u32, site: &str, name: &str) -> Vec<u8> {
 
 /// Seals `object` (stored as `name`) for `site` under its key `version`.
 pub fn seal(key: &Key, version: u32, site: &str, name: &str, object: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + object.len() + crypto::OVERHEAD);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&version.to_be_bytes());
-    crypto::seal_into(key, &aad(version, site, name), object, &mut out);
+    let layout = Layout::of(version, object.len());
+    let header = layout.encode();
+    let segments = layout.segments() as usize;
+    let mut out = Vec::with_capacity(HEADER + object.len() + segments * crypto::OVERHEAD);
+    out.extend_from_slice(&header);
+    for i in 0..segments {
+        let seg = SEGMENT as usize;
+        let part = &object[(i * seg).min(object.len())..((i + 1) * seg).min(object.len())];
+        crypto::seal_into(key, &aad(&header, i as u64, site, name), part, &mut out);
+    }
     out
 }
 
-/// The key version a sealed copy needs.
-pub fn version_of(copy: &[u8]) -> Result<u32, FormatError> {
-    if copy.len() < HEADER {
-        return Err(FormatError::Truncated("site copy"));
+/// Opens segments read from a copy of `name` at `site`: `sealed` holds whole segments from
+/// number `first` on, as [`Layout::span`] located them.
+pub fn open_segments(
+    keyring: &Keyring,
+    site: &str,
+    name: &str,
+    layout: &Layout,
+    first: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let key = keyring.get(site, layout.version).ok_or_else(|| {
+        FormatError::invalid(
+            "site copy",
+            format!("no key {}", key_ref(site, layout.version)),
+        )
+    })?;
+    let header = layout.encode();
+    let mut plain = Vec::with_capacity(sealed.len());
+    let mut rest = sealed;
+    let mut i = first;
+    while !rest.is_empty() {
+        if i >= layout.segments() {
+            return Err(FormatError::invalid(
+                "site copy",
+                "bytes after the last segment",
+            ));
+        }
+        let (_, len) = layout.sealed_span(i);
+        let len = len as usize;
+        if rest.len() < len {
+            return Err(FormatError::Truncated("site copy"));
+        }
+        let (this, next) = rest.split_at(len);
+        plain.extend(crypto::open(
+            &key,
+            &aad(&header, i, site, name),
+            this,
+            "site copy",
+        )?);
+        rest = next;
+        i += 1;
     }
-    if &copy[..4] != MAGIC {
-        return Err(FormatError::BadMagic("site copy"));
-    }
-    Ok(u32::from_be_bytes([copy[4], copy[5], copy[6], copy[7]]))
+    Ok(plain)
 }
 
-/// Opens a copy read back from `site` as `name`; fails if it was changed, moved from another
-/// name or site, or sealed under a key the keyring does not have.
+/// Opens a whole copy read back from `site` as `name`; fails if it was changed, truncated,
+/// moved from another name or site, or sealed under a key the keyring does not have.
 pub fn open(
     keyring: &Keyring,
     site: &str,
     name: &str,
     copy: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
-    let version = version_of(copy)?;
-    let key = keyring.get(site, version).ok_or_else(|| {
-        FormatError::invalid("site copy", format!("no key {}", key_ref(site, version)))
-    })?;
-    crypto::open(
-        &key,
-        &aad(version, site, name),
-        &copy[HEADER..],
-        "site copy",
-    )
+    let layout = Layout::parse(copy)?;
+    let (at, len, _) = layout.span(0, layout.len);
+    if copy.len() as u64 != at.saturating_add(len) {
+        return Err(FormatError::Truncated("site copy"));
+    }
+    open_segments(keyring, site, name, &layout, 0, &copy[HEADER..])
 }
 
 #[cfg(test)]
@@ -188,7 +314,52 @@ mod tests {
             open(&ring, "site-a", "data/ab", &copy[..5]).is_err(),
             "truncated"
         );
+        assert!(
+            open(&ring, "site-a", "data/ab", &copy[..copy.len() - 1]).is_err(),
+            "truncated"
+        );
         assert!(!format!("{ring:?}").contains(&kura_core::id::hex(key.expose())));
+        let empty = seal(&key, v, "site-a", "data/ab", b"");
+        assert_eq!(open(&ring, "site-a", "data/ab", &empty).unwrap(), b"");
+        assert!(
+            open(&ring, "site-a", "data/ab", &empty[..HEADER]).is_err(),
+            "no segment"
+        );
+    }
+
+    #[test]
+    fn parts_open_alone_and_segments_stay_in_place() {
+        let mut ring = Keyring::default();
+        let (v, key) = ring.current("s");
+        let seg = SEGMENT as usize;
+        let object: Vec<u8> = (0..seg * 3 + 123).map(|i| (i % 251) as u8).collect();
+        let copy = seal(&key, v, "s", "data/ab", &object);
+        assert_eq!(open(&ring, "s", "data/ab", &copy).unwrap(), object);
+        let layout = Layout::parse(&copy).unwrap();
+        assert_eq!(layout.segments(), 4);
+        for (start, end) in [
+            (0, 1),
+            (5, seg as u64 + 9),
+            (seg as u64 * 3, object.len() as u64),
+        ] {
+            let (at, len, first) = layout.span(start, end);
+            let part = &copy[at as usize..(at + len) as usize];
+            let plain = open_segments(&ring, "s", "data/ab", &layout, first, part).unwrap();
+            let skip = (start - first * u64::from(SEGMENT)) as usize;
+            assert_eq!(
+                &plain[skip..skip + (end - start) as usize],
+                &object[start as usize..end as usize]
+            );
+        }
+        // A segment presented as another one, a dropped last segment, a changed length.
+        let (at, len, _) = layout.span(0, 1);
+        let first = &copy[at as usize..(at + len) as usize];
+        assert!(open_segments(&ring, "s", "data/ab", &layout, 1, first).is_err());
+        let (at, _, _) = layout.span(seg as u64 * 3, seg as u64 * 3 + 1);
+        assert!(open(&ring, "s", "data/ab", &copy[..at as usize]).is_err());
+        let mut longer = copy.clone();
+        longer[19] ^= 1;
+        assert!(open(&ring, "s", "data/ab", &longer).is_err());
     }
 
     #[test]
@@ -204,7 +375,7 @@ mod tests {
         let ring = Keyring::decode(&ring.encode()).unwrap();
         assert_eq!(open(&ring, "s", "n", &old).unwrap(), b"old");
         assert_eq!(open(&ring, "s", "n", &new).unwrap(), b"new");
-        assert_eq!(version_of(&new).unwrap(), 2);
+        assert_eq!(Layout::parse(&new).unwrap().version, 2);
         assert_eq!(key_ref("s", 2), "s/v2");
         assert!(Keyring::decode(br#"{"s": {"1": "zz"}}"#).is_err());
     }

@@ -540,6 +540,10 @@ fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
 fn storage_error(e: StorageError) -> ApiError {
     match e {
         StorageError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not found"),
+        StorageError::OutOfRange => ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range starts past the end",
+        ),
         StorageError::NoSite(_) | StorageError::Unreadable { .. } => {
             tracing::error!("{e}");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -609,30 +613,17 @@ async fn read(
     let range = parse_range(&headers)?;
     let id = authed.user.id;
     let (body, status) = match range {
-        Some((a, b)) => {
-            let whole = app
-                .storage
-                .get_cached(id, t, &name)
+        Some((a, b)) => (
+            app.storage
+                .get_range(id, t, &name, a, b + 1)
                 .await
-                .map_err(storage_error)?;
-            // As in HTTP, a range running past the end gives what there is.
-            let size = whole.len() as u64;
-            if a >= size {
-                return Err(ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range starts past the end",
-                ));
-            }
-            let part = whole[a as usize..=(b.min(size - 1) as usize)].to_vec();
-            (part, StatusCode::PARTIAL_CONTENT)
-        }
-        None => {
-            let whole = app.storage.get(id, t, &name).await.map_err(storage_error)?;
-            (
-                Arc::try_unwrap(whole).unwrap_or_else(|shared| shared.as_ref().clone()),
-                StatusCode::OK,
-            )
-        }
+                .map_err(storage_error)?,
+            StatusCode::PARTIAL_CONTENT,
+        ),
+        None => (
+            app.storage.get(id, t, &name).await.map_err(storage_error)?,
+            StatusCode::OK,
+        ),
     };
     app.metrics
         .bytes_out

