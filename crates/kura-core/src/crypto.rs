@@ -3,9 +3,14 @@
 //! The extended nonce makes random nonces safe for any number of messages under one key, which
 //! matters because a device key encrypts every blob that device ever stores.
 //! Sealed bytes are `nonce (24) || ciphertext || tag (16)`.
+//!
+//! XChaCha20-Poly1305 is ChaCha20-Poly1305 under a subkey: HChaCha20 of the key and the first
+//! 16 nonce bytes, with the last 8 as the nonce (draft-irtf-cfrg-xchacha). The subkey comes from
+//! the `chacha20` crate and the AEAD from ring, whose vectorised code is about 3.5 times as fast
+//! here as the portable one; the bytes are the same (a test checks them against the reference
+//! implementation).
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use crate::FormatError;
 
@@ -54,6 +59,22 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// The ChaCha20-Poly1305 key and nonce XChaCha20-Poly1305 under `key` with `nonce` comes to.
+fn chacha_for(key: &Key, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+    use chacha20::cipher::consts::U10;
+    use chacha20::cipher::generic_array::GenericArray;
+    let sub = chacha20::hchacha::<U10>(
+        GenericArray::from_slice(&key.0),
+        GenericArray::from_slice(&nonce[..16]),
+    );
+    let aead = LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &sub).expect("a 32-byte key fits ChaCha20-Poly1305"),
+    );
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(&nonce[16..]);
+    (aead, Nonce::assume_unique_for_key(short))
+}
+
 /// Appends the sealed form of `plaintext` to `out`.
 pub fn seal_into(key: &Key, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let nonce: [u8; NONCE_LEN] = random_bytes();
@@ -61,11 +82,11 @@ pub fn seal_into(key: &Key, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(plaintext);
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
-        .expect("plaintext within XChaCha20 limits");
-    out.extend_from_slice(&tag);
+    let (aead, short) = chacha_for(key, &nonce);
+    let tag = aead
+        .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
+        .expect("plaintext within ChaCha20 limits");
+    out.extend_from_slice(tag.as_ref());
 }
 
 /// Seals `buf` in place: on return it holds `nonce ‖ ciphertext ‖ tag` of what it held.
@@ -74,11 +95,11 @@ pub fn seal_in_place(key: &Key, aad: &[u8], buf: &mut Vec<u8>) {
     let nonce: [u8; NONCE_LEN] = random_bytes();
     buf.reserve(OVERHEAD);
     buf.splice(0..0, nonce);
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
-        .expect("plaintext within XChaCha20 limits");
-    buf.extend_from_slice(&tag);
+    let (aead, short) = chacha_for(key, &nonce);
+    let tag = aead
+        .seal_in_place_separate_tag(short, Aad::from(aad), &mut buf[NONCE_LEN..])
+        .expect("plaintext within ChaCha20 limits");
+    buf.extend_from_slice(tag.as_ref());
 }
 
 /// The sealed form of `plaintext`.
@@ -99,17 +120,15 @@ pub fn open(
         return Err(FormatError::Truncated(what));
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut plain = ciphertext.to_vec();
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            &mut plain,
-            Tag::from_slice(tag),
-        )
-        .map_err(|_| FormatError::Authentication(what))?;
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::Truncated(what))?;
+    // Ciphertext and tag, opened in place; the tag's bytes are cut off after.
+    let mut plain = rest.to_vec();
+    let (aead, short) = chacha_for(key, nonce);
+    let len = aead
+        .open_in_place(short, Aad::from(aad), &mut plain)
+        .map_err(|_| FormatError::Authentication(what))?
+        .len();
+    plain.truncate(len);
     Ok(plain)
 }
 
@@ -137,6 +156,41 @@ mod tests {
             open(&key, b"aad", &sealed[..10], "t"),
             Err(FormatError::Truncated("t"))
         );
+    }
+
+    #[test]
+    fn the_same_bytes_as_the_reference_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let key = Key::random();
+        let reference = chacha20poly1305::XChaCha20Poly1305::new((&key.0).into());
+        for len in [0, 1, 63, 64, 65, 4096, 100_000] {
+            let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sealed = seal(&key, b"aad", &msg);
+            let (nonce, body) = sealed.split_at(NONCE_LEN);
+            let theirs = reference
+                .encrypt(
+                    nonce.into(),
+                    Payload {
+                        msg: &msg,
+                        aad: b"aad",
+                    },
+                )
+                .unwrap();
+            assert_eq!(body, theirs.as_slice(), "{len}");
+            let mut in_place = msg.clone();
+            seal_in_place(&key, b"aad", &mut in_place);
+            let (nonce, body) = in_place.split_at(NONCE_LEN);
+            let plain = reference
+                .decrypt(
+                    nonce.into(),
+                    Payload {
+                        msg: body,
+                        aad: b"aad",
+                    },
+                )
+                .unwrap();
+            assert_eq!(plain, msg);
+        }
     }
 
     #[test]
