@@ -119,17 +119,40 @@ pub fn open(
     if sealed.len() < OVERHEAD {
         return Err(FormatError::Truncated(what));
     }
+    let mut plain = Vec::with_capacity(sealed.len());
+    open_into(key, aad, sealed, &mut plain, what)?;
+    Ok(plain)
+}
+
+/// Opens sealed bytes and appends the plaintext to `out` (copying the bytes once); on failure
+/// `out` is as it was.
+pub fn open_into(
+    key: &Key,
+    aad: &[u8],
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+    what: &'static str,
+) -> Result<(), FormatError> {
+    if sealed.len() < OVERHEAD {
+        return Err(FormatError::Truncated(what));
+    }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::Truncated(what))?;
-    // Ciphertext and tag, opened in place; the tag's bytes are cut off after.
-    let mut plain = rest.to_vec();
     let (aead, short) = chacha_for(key, nonce);
-    let len = aead
-        .open_in_place(short, Aad::from(aad), &mut plain)
-        .map_err(|_| FormatError::Authentication(what))?
-        .len();
-    plain.truncate(len);
-    Ok(plain)
+    // Ciphertext and tag, opened in place; the tag's bytes are cut off after.
+    let start = out.len();
+    out.extend_from_slice(rest);
+    match aead.open_in_place(short, Aad::from(aad), &mut out[start..]) {
+        Ok(plain) => {
+            let len = plain.len();
+            out.truncate(start + len);
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(start);
+            Err(FormatError::Authentication(what))
+        }
+    }
 }
 
 #[cfg(test)]

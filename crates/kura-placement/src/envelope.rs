@@ -257,12 +257,13 @@ pub fn open_segments(
             return Err(FormatError::Truncated("site copy"));
         }
         let (this, next) = rest.split_at(len);
-        plain.extend(crypto::open(
+        crypto::open_into(
             &key,
             &aad(&header, i, site, name),
             this,
+            &mut plain,
             "site copy",
-        )?);
+        )?;
         rest = next;
         i += 1;
     }

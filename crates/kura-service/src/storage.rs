@@ -442,12 +442,7 @@ impl Storage {
 
     /// Reads a member's object from its primary, or from the other copy; a copy that fails its
     /// check is marked failed (the next placement run repairs it).
-    pub async fn get(
-        &self,
-        user: i64,
-        kind: FileType,
-        name: &str,
-    ) -> Result<Vec<u8>, StorageError> {
+    pub async fn get(&self, user: i64, kind: FileType, name: &str) -> Result<Bytes, StorageError> {
         let entry = self.entry(user, kind, name).await?;
         self.read_copies(user, &entry, &site_path(user, kind, name), Part::Whole)
             .await
@@ -462,7 +457,7 @@ impl Storage {
         name: &str,
         start: u64,
         end: u64,
-    ) -> Result<Vec<u8>, StorageError> {
+    ) -> Result<Bytes, StorageError> {
         let entry = self.entry(user, kind, name).await?;
         if start >= entry.size {
             return Err(StorageError::OutOfRange);
@@ -490,7 +485,7 @@ impl Storage {
         entry: &ObjectEntry,
         path: &str,
         part: Part,
-    ) -> Result<Vec<u8>, StorageError> {
+    ) -> Result<Bytes, StorageError> {
         let keyring = self.keyring()?;
         let mut reasons = Vec::new();
         for copy in entry.copies.iter().filter(|c| c.status == CopyStatus::Ok) {
@@ -499,7 +494,7 @@ impl Storage {
                 continue;
             };
             let read = match part {
-                Part::Whole => site.get(&keyring, path).await,
+                Part::Whole => site.get(&keyring, path).await.map(Bytes::from),
                 Part::Range(a, b) => site.get_range(&keyring, path, entry.size, a, b).await,
             };
             let damage = match read {
@@ -636,7 +631,7 @@ impl Storage {
                 continue;
             }
             let mut complete = true;
-            let mut data: Option<Vec<u8>> = None;
+            let mut data: Option<Bytes> = None;
             for (rank, site_id) in want.iter().enumerate() {
                 if good.contains(&site_id.as_str()) {
                     continue;

@@ -336,7 +336,7 @@ impl Site {
         len: u64,
         start: u64,
         end: u64,
-    ) -> Result<Vec<u8>, SiteError> {
+    ) -> Result<bytes::Bytes, SiteError> {
         let path = Path::from(name);
         let damaged = |reason: String| SiteError::Damaged {
             site: self.config.id.clone(),
@@ -377,7 +377,9 @@ impl Site {
                 Err(_) => {
                     let whole = self.get(keyring, name).await?;
                     return match whole.get(start as usize..end as usize) {
-                        Some(part) if whole.len() as u64 == len => Ok(part.to_vec()),
+                        Some(part) if whole.len() as u64 == len => {
+                            Ok(bytes::Bytes::copy_from_slice(part))
+                        }
                         _ => Err(damaged(format!(
                             "it holds {} bytes, not {len}",
                             whole.len()
@@ -394,11 +396,13 @@ impl Site {
                     first,
                     &parts[1],
                 )?;
+                // The part, without copying it out of the opened segments.
                 let skip = (start - first * u64::from(layout.segment)) as usize;
-                plain
-                    .get(skip..skip + (end - start) as usize)
-                    .map(<[u8]>::to_vec)
-                    .ok_or(kura_core::FormatError::Truncated("site copy"))
+                let want = skip..skip + (end - start) as usize;
+                if want.end > plain.len() {
+                    return Err(kura_core::FormatError::Truncated("site copy"));
+                }
+                Ok(bytes::Bytes::from(plain).slice(want))
             });
             match opened {
                 Ok(part) => return Ok(part),
