@@ -799,10 +799,11 @@ async fn store_object(
     t: FileType,
     name: &str,
     body: Bytes,
+    sha256: String,
 ) -> ApiResult<()> {
     let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
     let len = body.len() as u64;
-    tokio::spawn(async move { storage.put(&user, t, &name, body).await })
+    tokio::spawn(async move { storage.put(&user, t, &name, body, sha256).await })
         .await
         .map_err(internal)?
         .map_err(storage_error)?;
@@ -846,13 +847,12 @@ async fn write(
 ) -> ApiResult<Response> {
     let Authed { user } = authed;
     let t = file_type(&kind, Some(&name))?;
-    if let Some(sum) = checksum(&headers)?
-        && !upload::sha256_hex(&body).eq_ignore_ascii_case(&sum)
-    {
+    let sum = upload::sha256_hex(&body);
+    if checksum(&headers)?.is_some_and(|sent| !sum.eq_ignore_ascii_case(&sent)) {
         return Err(resend());
     }
     admit(&app, &user, t, &name, body.len() as u64).await?;
-    store_object(&app, &user, t, &name, body).await?;
+    store_object(&app, &user, t, &name, body, sum).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1005,7 +1005,15 @@ async fn upload_commit(
     }
     // Dropped only once stored: a service killed before that finds it again when the client
     // repeats the commit.
-    store_object(&app, &user, t, &name, Bytes::from(data)).await?;
+    store_object(
+        &app,
+        &user,
+        t,
+        &name,
+        Bytes::from(data),
+        sum.to_ascii_lowercase(),
+    )
+    .await?;
     drop_upload().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

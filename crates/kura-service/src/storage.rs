@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime};
 use axum::body::Bytes;
 use kura_placement::envelope::Keyring;
 use kura_placement::{Candidate, Degraded, place};
+use kura_repo::transfer::sha256_hex;
 use kura_repo::{Backend, FileType, LocalDir};
 use kura_sites::{Site, SiteError};
 
@@ -113,10 +114,6 @@ enum Part {
 /// Where an object of a member lives on every site.
 pub fn site_path(user: i64, kind: FileType, name: &str) -> String {
     format!("users/{user}/{}/{name}", kind.name())
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    kura_core::id::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 fn degraded_name(d: Degraded) -> String {
@@ -299,13 +296,15 @@ impl Storage {
         place(&table, home)
     }
 
-    /// Stores an object of a member as two copies; returns what was stored where.
+    /// Stores an object of a member as two copies; returns what was stored where. `sha256` is
+    /// the object's checksum (hex), already checked against it.
     pub async fn put(
         &self,
         user: &User,
         kind: FileType,
         name: &str,
         data: Bytes,
+        sha256: String,
     ) -> Result<Stored, StorageError> {
         let path = site_path(user.id, kind, name);
         let candidates = self.candidates(user).await?;
@@ -393,7 +392,7 @@ impl Storage {
             .collect();
         copies.extend(failed);
         let (user_id, kind_name, object) = (user.id, kind.name(), name.to_string());
-        let (size, sum, recorded) = (data.len() as u64, sha256_hex(&data), copies.clone());
+        let (size, sum, recorded) = (data.len() as u64, sha256, copies.clone());
         let degraded_text = degraded.map(degraded_name);
         let old = self
             .blocking(move |s| {
@@ -750,7 +749,8 @@ impl Storage {
                         .await
                         .map_err(std::io::Error::other)?
                         .map_err(std::io::Error::other)?;
-                    self.put(&user, t, &name, Bytes::from(data)).await?;
+                    let sum = sha256_hex(&data);
+                    self.put(&user, t, &name, Bytes::from(data), sum).await?;
                     imported += 1;
                 }
             }
