@@ -2,6 +2,8 @@
 //! each object it stores for them: every copy's site and region, whether it is good, the
 //! algorithm that sealed it and a reference to the key (never the key itself).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Whether a copy can be read.
@@ -56,4 +58,62 @@ pub struct ObjectConditions {
     pub degraded: Option<String>,
     /// Its copies, primary first.
     pub copies: Vec<CopyCondition>,
+}
+
+/// The conditions as lines of text, for people: how many objects (and bytes, as `size` writes
+/// them) share each set of copies, then every object that is degraded or has a failed copy.
+pub fn summary(objects: &[ObjectConditions], size: impl Fn(u64) -> String) -> Vec<String> {
+    let mut groups: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
+    for o in objects {
+        let copies = o
+            .copies
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} (region {}): {}, {}, key {}",
+                    c.site,
+                    c.region,
+                    c.status.as_str(),
+                    c.algorithm,
+                    if c.key_ref.is_empty() {
+                        "-"
+                    } else {
+                        &c.key_ref
+                    }
+                )
+            })
+            .collect();
+        let g = groups.entry(copies).or_default();
+        g.0 += 1;
+        g.1 += o.size;
+    }
+    let mut lines = vec![format!("{} objects stored", objects.len())];
+    for (copies, (count, bytes)) in &groups {
+        lines.push(format!(
+            "{count} objects ({}) with {} copies:",
+            size(*bytes),
+            copies.len()
+        ));
+        lines.extend(copies.iter().map(|c| format!("  {c}")));
+    }
+    let short: Vec<&ObjectConditions> = objects
+        .iter()
+        .filter(|o| o.degraded.is_some() || o.copies.iter().any(|c| c.status != CopyStatus::Ok))
+        .collect();
+    if short.is_empty() {
+        lines.push("every object has two good copies as the placement rule requires".into());
+    } else {
+        lines.push(format!(
+            "{} objects are short of their placement (the service completes them when a site returns):",
+            short.len()
+        ));
+        for o in short {
+            lines.push(format!(
+                "  {} {}",
+                o.object,
+                o.degraded.as_deref().unwrap_or("failed copy")
+            ));
+        }
+    }
+    lines
 }

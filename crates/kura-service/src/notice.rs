@@ -4,14 +4,12 @@
 //! SMTP and moves what was accepted to `DATA/outbox/sent`; without one (the embedded default)
 //! the messages stay in the outbox. A relay that is down delays a notice, never loses it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::store::catalog::ObjectEntry;
 use crate::store::{Store, User};
-use kura_core::conditions::CopyStatus;
 
 /// The From header of queued messages; delivery uses the relay's configured sender.
 const FROM: &str = "Kura <kura@localhost>";
@@ -48,55 +46,14 @@ pub fn send(
     Ok(id)
 }
 
-/// The storage conditions of `objects` as text: how many objects sit on each combination of
-/// copies, with each copy's site, region, state, algorithm and key reference.
+/// A notice's text: `intro`, then the storage conditions of `objects`.
 pub fn conditions_text(intro: &str, objects: &[ObjectEntry]) -> String {
-    let mut groups: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
-    let mut degraded = 0;
-    for o in objects {
-        let lines = o
-            .copies
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} (region {}): {}, {}, key {}",
-                    c.site,
-                    c.region,
-                    match c.status {
-                        CopyStatus::Ok => "ok",
-                        CopyStatus::Failed => "FAILED",
-                    },
-                    c.algorithm,
-                    if c.key_ref.is_empty() {
-                        "-"
-                    } else {
-                        &c.key_ref
-                    }
-                )
-            })
-            .collect();
-        let g = groups.entry(lines).or_default();
-        g.0 += 1;
-        g.1 += o.size;
-        degraded += u64::from(o.degraded.is_some());
-    }
-    let mut text = format!("{intro}\n\n");
-    for (copies, (count, bytes)) in &groups {
-        text.push_str(&format!("{count} objects ({bytes} bytes):\n"));
-        for c in copies {
-            text.push_str(&format!("  {c}\n"));
-        }
-    }
-    text.push_str(&if degraded == 0 {
-        "Every object has its two copies as the placement rule requires.\n".to_string()
-    } else {
-        format!(
-            "{degraded} objects are stored degraded (fewer than two good copies, or both in \
-             your home region); the service completes them when a site returns.\n"
-        )
-    });
-    text.push_str("\n`kura conditions` shows the conditions of each object.\n");
-    text
+    let conditions: Vec<_> = objects.iter().map(ObjectEntry::conditions).collect();
+    let lines = kura_core::conditions::summary(&conditions, |b| format!("{b} bytes"));
+    format!(
+        "{intro}\n\n{}\n\n`kura conditions` shows the conditions of each object.\n",
+        lines.join("\n")
+    )
 }
 
 /// How the relay is reached.

@@ -317,7 +317,7 @@ impl Storage {
             }
         }
         let keyring = self.keyring()?;
-        let mut done: Vec<kura_sites::Copy> = Vec::new();
+        let mut done: Vec<CopyCondition> = Vec::new();
         let mut failed: Vec<CopyCondition> = Vec::new();
         let degraded = loop {
             let p = Self::placement_for(user, &candidates, |s| ready.contains(s));
@@ -379,17 +379,7 @@ impl Storage {
             1 => Some(Degraded::OneCopy),
             _ => degraded.filter(|d| *d == Degraded::SecondaryInHomeRegion),
         };
-        let mut copies: Vec<CopyCondition> = done
-            .into_iter()
-            .map(|c| CopyCondition {
-                site: c.site,
-                region: c.region,
-                status: CopyStatus::Ok,
-                algorithm: c.algorithm,
-                key_ref: c.key_ref,
-                detail: None,
-            })
-            .collect();
+        let mut copies = done;
         copies.extend(failed);
         let (user_id, kind_name, object) = (user.id, kind.name(), name.to_string());
         let (size, sum, recorded) = (data.len() as u64, sha256, copies.clone());
@@ -660,15 +650,7 @@ impl Storage {
                     continue;
                 };
                 match site.put((key.0, &key.1), &path, bytes).await {
-                    Ok(c) => {
-                        let copy = CopyCondition {
-                            site: c.site,
-                            region: c.region,
-                            status: CopyStatus::Ok,
-                            algorithm: c.algorithm,
-                            key_ref: c.key_ref,
-                            detail: None,
-                        };
+                    Ok(copy) => {
                         let (k, n, sum) =
                             (entry.kind.clone(), entry.name.clone(), entry.sha256.clone());
                         let current = self

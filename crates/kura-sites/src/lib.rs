@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use kura_core::conditions::{CopyCondition, CopyStatus};
 use kura_core::crypto::Key;
 use kura_placement::envelope::{self, Keyring};
 use kura_placement::marker::{self, MARKER_NAME};
@@ -131,19 +132,6 @@ impl std::fmt::Debug for Site {
     }
 }
 
-/// What a written copy is, for the storage conditions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Copy {
-    /// The site.
-    pub site: String,
-    /// Its region.
-    pub region: String,
-    /// The envelope algorithm.
-    pub algorithm: String,
-    /// The key it was sealed under, by reference.
-    pub key_ref: String,
-}
-
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
@@ -264,7 +252,7 @@ impl Site {
         (version, key): (u32, &Key),
         name: &str,
         object: &[u8],
-    ) -> Result<Copy, SiteError> {
+    ) -> Result<CopyCondition, SiteError> {
         let sealed = envelope::seal(key, version, &self.config.id, name, object);
         let path = Path::from(name);
         let mut last = String::new();
@@ -282,11 +270,13 @@ impl Site {
                 .await
                 .map_err(|e| self.store_error(e))?;
             if back.as_ref() == sealed.as_slice() {
-                return Ok(Copy {
+                return Ok(CopyCondition {
                     site: self.config.id.clone(),
                     region: self.config.region.clone(),
+                    status: CopyStatus::Ok,
                     algorithm: envelope::ALGORITHM.into(),
                     key_ref: envelope::key_ref(&self.config.id, version),
+                    detail: None,
                 });
             }
             last = "the copy read back does not match what was written".into();

@@ -1,11 +1,11 @@
 //! `kura conditions` and `kura messages`: what the service says of the copies it keeps, and
 //! the notices it sent (`spec/placement.md` requirements 6 and 12).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use anyhow::{Result, bail};
 use kura_client::state::SavedConditions;
-use kura_core::conditions::{CopyStatus, ObjectConditions};
+use kura_core::conditions::CopyStatus;
 use kura_core::job::Job;
 use kura_repo::Backend;
 use serde_json::json;
@@ -81,68 +81,10 @@ pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<(
             saved.scope
         );
     }
-    for line in summary(&saved.objects) {
+    for line in kura_core::conditions::summary(&saved.objects, crate::cli::human) {
         println!("{line}");
     }
     Ok(())
-}
-
-/// The conditions as lines of text: how many objects share each set of copies, then every
-/// object that is degraded or has a failed copy.
-pub fn summary(objects: &[ObjectConditions]) -> Vec<String> {
-    let mut groups: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
-    for o in objects {
-        let copies = o
-            .copies
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} (region {}): {}, {}, key {}",
-                    c.site,
-                    c.region,
-                    c.status.as_str(),
-                    c.algorithm,
-                    if c.key_ref.is_empty() {
-                        "-"
-                    } else {
-                        &c.key_ref
-                    }
-                )
-            })
-            .collect();
-        let g = groups.entry(copies).or_default();
-        g.0 += 1;
-        g.1 += o.size;
-    }
-    let mut lines = vec![format!("{} objects stored", objects.len())];
-    for (copies, (count, bytes)) in &groups {
-        lines.push(format!(
-            "{count} objects ({}) with {} copies:",
-            crate::cli::human(*bytes),
-            copies.len()
-        ));
-        lines.extend(copies.iter().map(|c| format!("  {c}")));
-    }
-    let short: Vec<&ObjectConditions> = objects
-        .iter()
-        .filter(|o| o.degraded.is_some() || o.copies.iter().any(|c| c.status != CopyStatus::Ok))
-        .collect();
-    if short.is_empty() {
-        lines.push("every object has two good copies as the placement rule requires".into());
-    } else {
-        lines.push(format!(
-            "{} objects are short of their placement (the service completes them when a site returns):",
-            short.len()
-        ));
-        for o in short {
-            lines.push(format!(
-                "  {} {}",
-                o.object,
-                o.degraded.as_deref().unwrap_or("failed copy")
-            ));
-        }
-    }
-    lines
 }
 
 /// After a backup through the service: fetches and keeps the conditions of what it stored,

@@ -41,6 +41,14 @@ fn good_sites(conditions: &Value) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Asserts that every object has good copies on exactly `sites`, primary first.
+fn assert_placed(conditions: &Value, sites: &[&str]) {
+    assert!(
+        good_sites(conditions).iter().all(|s| s == sites),
+        "not all on {sites:?}: {conditions}"
+    );
+}
+
 /// Files under a directory site holding user 1's objects (not files being written).
 fn files_at(site: &Path) -> usize {
     let mut n = 0;
@@ -60,35 +68,13 @@ fn files_at(site: &Path) -> usize {
     n
 }
 
-fn restore_and_compare(env: &Env, svc: &Service, src: &Path, target: &str) {
-    let t = env.path(target);
-    run_ok(client(
-        env,
-        svc,
-        "alice",
-        PW,
-        &["restore", "latest", "--target", t.to_str().unwrap()],
-    ));
-    assert_eq!(contents(src), contents(&restored(&t, src)));
-}
-
 #[test]
 fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let env = Env::new();
     let data = env.path("service");
     let svc = Service::start(&data);
     svc.add_user("alice", PW, env.dir.path());
-    svc.admin(&[
-        "contract",
-        "set",
-        "alice",
-        "--until",
-        "2099-12-31",
-        "--paid",
-        "yes",
-        "--home-region",
-        "demo-east",
-    ]);
+    svc.contract("alice", &["--home-region", "demo-east"]);
     let src = env.path("src");
     make_tree(&src, 30, 7);
     fs::write(src.join("big"), noise(3_000_000, 9)).unwrap();
@@ -188,7 +174,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let packs_at_east = files_at(&east);
     let lost = fs::read_dir(east.join("users/1/data")).unwrap().count();
     fs::remove_dir_all(east.join("users/1/data")).unwrap();
-    restore_and_compare(&env, &svc, &src, "restore-1");
+    restore_and_compare(&env, &svc, "alice", PW, &src);
     run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
     let after = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
     let failed = after
@@ -203,11 +189,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     assert_eq!(r["pending"], 0, "{r}");
     assert_eq!(files_at(&east), packs_at_east);
     let repaired = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
-    assert!(
-        good_sites(&repaired)
-            .iter()
-            .all(|s| s == &["demo-east", "demo-west"])
-    );
+    assert_placed(&repaired, &["demo-east", "demo-west"]);
 
     // A risk feed makes demo-north the safest: everything moves there, with the copy outside
     // the home region kept on demo-west, and nothing is left on demo-east.
@@ -219,12 +201,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     assert_eq!(r["deleted"], r["copied"], "{r}");
     assert_eq!(r["notified"], 1, "{r}");
     let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
-    assert!(
-        good_sites(&moved)
-            .iter()
-            .all(|s| s == &["demo-north", "demo-west"]),
-        "{moved}"
-    );
+    assert_placed(&moved, &["demo-north", "demo-west"]);
     assert_eq!(files_at(&east), 0);
     // A second run finds nothing to do.
     let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
@@ -233,26 +210,11 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
         (Some(0), Some(0))
     );
     // The member moves to demo-north: the second copy leaves it for the safest other region.
-    svc.admin(&[
-        "contract",
-        "set",
-        "alice",
-        "--until",
-        "2099-12-31",
-        "--paid",
-        "yes",
-        "--home-region",
-        "demo-north",
-    ]);
+    svc.contract("alice", &["--home-region", "demo-north"]);
     svc.admin(&["replace"]);
     let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
-    assert!(
-        good_sites(&moved)
-            .iter()
-            .all(|s| s == &["demo-north", "demo-east"]),
-        "{moved}"
-    );
-    restore_and_compare(&env, &svc, &src, "restore-2");
+    assert_placed(&moved, &["demo-north", "demo-east"]);
+    restore_and_compare(&env, &svc, "alice", PW, &src);
     let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
     let kinds: Vec<&str> = messages
         .as_array()
@@ -340,17 +302,7 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
         json(c)
     };
     svc.add_user("alice", PW, env.dir.path());
-    svc.admin(&[
-        "contract",
-        "set",
-        "alice",
-        "--until",
-        "2099-12-31",
-        "--paid",
-        "yes",
-        "--home-region",
-        "region-c",
-    ]);
+    svc.contract("alice", &["--home-region", "region-c"]);
     let src = env.path("src");
     make_tree(&src, 20, 3);
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
@@ -362,13 +314,7 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
         &["backup", src.to_str().unwrap()],
     ));
     let conditions = || json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
-    assert!(
-        good_sites(&conditions())
-            .iter()
-            .all(|s| s == &["s3-a", "s3-b"]),
-        "{}",
-        conditions()
-    );
+    assert_placed(&conditions(), &["s3-a", "s3-b"]);
 
     // Garage stops while the next backup is sending: the backup completes on the disk site,
     // recorded as degraded.
@@ -426,7 +372,7 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
             .iter()
             .all(|o| o["degraded"].is_null())
     );
-    restore_and_compare(&env, &svc, &src, "restore-healed");
+    restore_and_compare(&env, &svc, "alice", PW, &src);
     let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
     assert!(
         messages
@@ -505,13 +451,8 @@ fn a_repository_from_before_placement_is_stored_on_the_sites() {
     assert!(!data.join("users/1/repo").exists());
     let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
     assert!(all.as_array().unwrap().len() > 3, "{all}");
-    assert!(
-        good_sites(&all)
-            .iter()
-            .all(|s| s == &["demo-east", "demo-west"]),
-        "{all}"
-    );
-    restore_and_compare(&env, &svc, &src, "restored");
+    assert_placed(&all, &["demo-east", "demo-west"]);
+    restore_and_compare(&env, &svc, "alice", PW, &src);
 }
 
 /// Debian's python, where python3-aiosmtpd installs (not a python of pyenv or a venv).

@@ -248,20 +248,6 @@ fn twenty_files(env: &Env) -> PathBuf {
     src
 }
 
-fn restore_and_compare(env: &Env, svc: &Service, user: &str, password: &str, src: &Path) {
-    run_ok(client(env, svc, user, password, &["check", "--read-data"]));
-    let t = env.path("t");
-    let _ = fs::remove_dir_all(&t);
-    run_ok(client(
-        env,
-        svc,
-        user,
-        password,
-        &["restore", "latest", "--target", t.to_str().unwrap()],
-    ));
-    assert_eq!(contents(src), contents(&restored(&t, src)));
-}
-
 #[test]
 fn pieces_are_checked_resumable_and_private() {
     let env = Env::new();

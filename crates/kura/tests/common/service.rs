@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use kura_repo::BackendError;
 use kura_repo::remote::{HttpBackend, Remote};
 
-use super::{Env, run_ok};
+use super::{Env, contents, restored, run_ok};
 
 /// A running `kura serve`, stopped when dropped.
 pub struct Service {
@@ -101,7 +101,12 @@ impl Service {
         let pw = dir.join(format!("{name}.pw"));
         fs::write(&pw, format!("{password}\n")).unwrap();
         self.admin(&["user", "add", name, "--password-file", pw.to_str().unwrap()]);
-        self.admin(&[
+        self.contract(name, &[]);
+    }
+
+    /// Gives a user a paid contract until 2099, with more `contract set` options.
+    pub fn contract(&self, name: &str, more: &[&str]) {
+        let mut args = vec![
             "contract",
             "set",
             name,
@@ -109,7 +114,9 @@ impl Service {
             "2099-12-31",
             "--paid",
             "yes",
-        ]);
+        ];
+        args.extend_from_slice(more);
+        self.admin(&args);
     }
 
     /// Logs in as a client library would.
@@ -140,4 +147,20 @@ pub fn client(env: &Env, svc: &Service, user: &str, password: &str, args: &[&str
         .env("KURA_PASSWORD", format!("encryption passphrase of {user}"))
         .env("KURA_INSECURE_FAST_KDF", "1");
     c
+}
+
+/// Checks every byte of `user`'s repository, restores its latest snapshot and compares it with
+/// `src`.
+pub fn restore_and_compare(env: &Env, svc: &Service, user: &str, password: &str, src: &Path) {
+    run_ok(client(env, svc, user, password, &["check", "--read-data"]));
+    let t = env.path("t");
+    let _ = fs::remove_dir_all(&t);
+    run_ok(client(
+        env,
+        svc,
+        user,
+        password,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ));
+    assert_eq!(contents(src), contents(&restored(&t, src)));
 }
