@@ -330,15 +330,30 @@ impl SavedConditions {
     }
 }
 
-/// The default state directory: `$XDG_STATE_HOME/kura`, else `~/.local/state/kura`.
-pub fn default_base() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("kura");
+/// A per-user directory of Kura's: `$XDG/kura` when the XDG variable `xdg` is set, else
+/// `$HOME/under_home/kura`. A `HOME` that is unset, empty or relative is refused rather than
+/// scattering state under whatever directory kura happens to run in.
+pub fn user_dir(xdg: &str, under_home: &str) -> Result<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(x) = absolute(xdg) {
+        return Ok(x.join("kura"));
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/state/kura")
+    match absolute("HOME") {
+        Some(home) => Ok(home.join(under_home).join("kura")),
+        None => Err(crate::ClientError::Usage(format!(
+            "HOME is not set to an absolute path and neither is {xdg}: set one, or give the \
+             directory explicitly"
+        ))),
+    }
+}
+
+/// The default state directory: `$XDG_STATE_HOME/kura`, else `~/.local/state/kura`.
+pub fn default_base() -> Result<PathBuf> {
+    user_dir("XDG_STATE_HOME", ".local/state")
 }
 
 #[cfg(test)]

@@ -310,7 +310,10 @@ enum CertCommand {
 }
 
 fn cert_create(ctx: &Ctx, out: Option<PathBuf>, name: Option<String>, days: i64) -> Result<()> {
-    let dir = out.unwrap_or_else(|| crate::config::config_dir().join("client"));
+    let dir = match out {
+        Some(d) => d,
+        None => crate::config::config_dir()?.join("client"),
+    };
     let id = kura_service::tls::client_certificate(&dir, &name.unwrap_or_else(hostname), days)?;
     if ctx.g.json {
         ctx.print_json(&json!({"cert": id.cert, "key": id.key, "fingerprint": id.fingerprint}));
@@ -400,19 +403,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn repo_path(&self) -> PathBuf {
+    pub(crate) fn repo_path(&self) -> Result<PathBuf> {
         if let Some(r) = &self.g.repo {
-            return r.clone();
+            return Ok(r.clone());
         }
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .filter(|x| !x.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home().join(".local/share"));
-        data.join("kura/repo")
+        Ok(state::user_dir("XDG_DATA_HOME", ".local/share")?.join("repo"))
     }
 
     pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let p = self.repo_path();
+        let p = self.repo_path()?;
         let s = p.to_string_lossy();
         if s.starts_with("http://") {
             bail!("refusing plain http for {s}: the service speaks https only");
@@ -455,8 +454,11 @@ impl Ctx {
         Ok(Arc::new(LocalDir::new(p)))
     }
 
-    pub(crate) fn state_base(&self) -> PathBuf {
-        self.g.state_dir.clone().unwrap_or_else(state::default_base)
+    pub(crate) fn state_base(&self) -> Result<PathBuf> {
+        match &self.g.state_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(state::default_base()?),
+        }
     }
 
     pub(crate) fn show_progress(&self) -> bool {
@@ -477,7 +479,7 @@ impl Ctx {
     /// config alone (no passphrase needed).
     pub(crate) fn state_unlocked(&self) -> Result<ClientState> {
         let config = Repository::read_config(self.backend()?.as_ref())?;
-        Ok(ClientState::open(&self.state_base(), &config.id)?)
+        Ok(ClientState::open(&self.state_base()?, &config.id)?)
     }
 
     pub(crate) fn say(&self, text: impl AsRef<str>) {
@@ -530,7 +532,7 @@ impl Ctx {
     }
 
     pub(crate) fn state(&self, repo: &Repository) -> Result<ClientState> {
-        Ok(ClientState::open(&self.state_base(), &repo.config().id)?)
+        Ok(ClientState::open(&self.state_base()?, &repo.config().id)?)
     }
 
     pub(crate) fn print_json(&self, value: &serde_json::Value) {
@@ -552,12 +554,6 @@ pub fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
 }
 
 /// The user's home directory.
-pub fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 fn dispatch(cli: Cli) -> Result<()> {
     let config = crate::config::load(cli.global.config.as_deref())?;
     let mut g = cli.global;
@@ -632,12 +628,12 @@ fn init(ctx: &Ctx) -> Result<()> {
     let (repo, device, code) = Repository::init(backend, &pass, kdf(), &host, &host)?;
     ctx.state(&repo)?.set_device(device)?;
     if ctx.g.json {
-        ctx.print_json(&json!({"repository": repo.config().id, "location": ctx.repo_path(), "device": device.to_string(), "recovery_code": code}));
+        ctx.print_json(&json!({"repository": repo.config().id, "location": ctx.repo_path()?, "device": device.to_string(), "recovery_code": code}));
     } else if !ctx.g.quiet {
         println!(
             "created repository {} at {}",
             repo.config().id,
-            ctx.repo_path().display()
+            ctx.repo_path()?.display()
         );
         println!("this machine is device {device}");
         println!();
@@ -1254,7 +1250,10 @@ fn device_list(ctx: &Ctx) -> Result<()> {
 fn quickstart(ctx: &Ctx, dir: PathBuf) -> Result<()> {
     let backend = ctx.backend()?;
     match Repository::read_config(backend.as_ref()) {
-        Ok(_) => ctx.say(format!("using repository at {}", ctx.repo_path().display())),
+        Ok(_) => ctx.say(format!(
+            "using repository at {}",
+            ctx.repo_path()?.display()
+        )),
         Err(RepoError::NotFound(_)) => init(ctx)?,
         Err(e) => return Err(e.into()),
     }

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::cli::Ctx;
 
-fn location(ctx: &Ctx) -> String {
-    ctx.repo_path().to_string_lossy().into_owned()
+fn location(ctx: &Ctx) -> Result<String> {
+    Ok(ctx.repo_path()?.to_string_lossy().into_owned())
 }
 
 fn not_a_service() -> anyhow::Error {
@@ -41,9 +41,10 @@ fn objects_of_snapshot(ctx: &Ctx, spec: &str) -> Result<(String, HashSet<String>
 
 /// `kura conditions [SNAPSHOT] [--cached]`.
 pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<()> {
-    let base = ctx.state_base();
+    let base = ctx.state_base()?;
+    let location = location(ctx)?;
     let saved = if cached {
-        match SavedConditions::load(&base, &location(ctx)) {
+        match SavedConditions::load(&base, &location) {
             Some(s) => s,
             None => bail!("no storage conditions kept for this repository yet"),
         }
@@ -62,7 +63,7 @@ pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<(
             None => ("all".to_string(), all),
         };
         let saved = SavedConditions {
-            location: location(ctx),
+            location,
             fetched: jiff::Timestamp::now(),
             scope,
             objects,
@@ -101,12 +102,12 @@ pub fn after_backup(ctx: &Ctx, backend: &dyn Backend, job: &Job) {
         }
     };
     let saved = SavedConditions {
-        location: location(ctx),
+        location: location(ctx).unwrap_or_default(),
         fetched: jiff::Timestamp::now(),
         scope: format!("backup {}", job.id.short()),
         objects,
     };
-    if let Err(e) = saved.save(&ctx.state_base()) {
+    if let Err(e) = ctx.state_base().and_then(|base| Ok(saved.save(&base)?)) {
         eprintln!("note: the storage conditions could not be kept: {e}");
     }
     if !ctx.show_progress() {

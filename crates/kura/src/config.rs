@@ -24,23 +24,26 @@ pub struct Config {
 }
 
 /// `$XDG_CONFIG_HOME/kura`, else `~/.config/kura`.
-pub fn config_dir() -> PathBuf {
-    std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|x| !x.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::cli::home().join(".config"))
-        .join("kura")
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    Ok(kura_client::state::user_dir("XDG_CONFIG_HOME", ".config")?)
 }
 
 /// `config.toml` in [`config_dir`].
-pub fn default_path() -> PathBuf {
-    config_dir().join("config.toml")
+pub fn default_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("config.toml"))
 }
 
 /// Reads the config file. A missing default file is an empty config; a missing file that was
 /// named explicitly is an error.
 pub fn load(explicit: Option<&Path>) -> Result<Config> {
-    let path = explicit.map(Path::to_path_buf).unwrap_or_else(default_path);
+    // Without a home directory there is no default file to read.
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match default_path() {
+            Ok(p) => p,
+            Err(_) => return Ok(Config::default()),
+        },
+    };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {

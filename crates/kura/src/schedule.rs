@@ -63,7 +63,7 @@ fn entry_json(e: &Entry, tz: &TimeZone) -> serde_json::Value {
 
 /// `kura schedule ...`.
 pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
-    let base = ctx.state_base();
+    let base = ctx.state_base()?;
     let tz = TimeZone::system();
     match c {
         ScheduleCommand::Add {
@@ -161,7 +161,7 @@ const TICK: Duration = Duration::from_secs(30);
 /// `kura agent [--once]`.
 pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
     stop_on_signals();
-    let base = ctx.state_base();
+    let base = ctx.state_base()?;
     let tz = TimeZone::system();
     let mut failed = 0;
     if !once {

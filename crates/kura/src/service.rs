@@ -72,12 +72,8 @@ impl ServerConfig {
     }
 }
 
-fn default_data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .filter(|x| !x.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::cli::home().join(".local/share"))
-        .join("kura/service")
+fn default_data_dir() -> Result<PathBuf> {
+    Ok(kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("service"))
 }
 
 /// Runs the service in the foreground until interrupted.
@@ -93,7 +89,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         data_dir: a
             .data_dir
             .or(config.data_dir)
-            .unwrap_or_else(default_data_dir),
+            .map_or_else(default_data_dir, Ok)?,
         listen: a
             .listen
             .or(config.listen)
@@ -298,7 +294,7 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
     let data_dir = a
         .data_dir
         .or_else(|| config.data_dir.clone())
-        .unwrap_or_else(default_data_dir);
+        .map_or_else(default_data_dir, Ok)?;
     let store = open_store(&data_dir)?;
     match a.command {
         AdminCommand::User(UserCommand::Add {

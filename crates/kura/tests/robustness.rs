@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -377,4 +377,30 @@ fn a_restore_that_does_not_fit_is_refused_before_writing() {
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("inodes"), "{}", stderr(&out));
     assert_eq!(listing, 0, "nothing written");
+}
+
+#[test]
+fn a_missing_or_relative_home_is_refused_not_guessed() {
+    let env = Env::new();
+    for home in ["", "relative/home"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kura"))
+            .arg("snapshots")
+            .current_dir(env.dir.path())
+            .env_clear()
+            .env("HOME", home)
+            .env("KURA_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("HOME is not set to an absolute path"),
+            "{home:?}: {err}"
+        );
+        // Nothing was made under the working directory.
+        assert!(
+            fs::read_dir(env.dir.path()).unwrap().next().is_none(),
+            "{home:?}"
+        );
+    }
 }
