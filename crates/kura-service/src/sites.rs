@@ -65,6 +65,8 @@ pub struct Placement {
     pub levels: Vec<LevelEntry>,
     /// The latest risk feed.
     pub feed: RiskFeed,
+    /// When the feed file read had last changed.
+    feed_read: Option<std::time::SystemTime>,
 }
 
 /// The level of members no rule matches.
@@ -101,13 +103,15 @@ impl Placement {
                 )));
             }
         }
-        let feed = Placement::load_feed(data_dir)?;
-        Ok(Placement {
+        let mut placement = Placement {
             data_dir: data_dir.to_path_buf(),
             sites,
             levels: config.levels.clone(),
-            feed,
-        })
+            feed: RiskFeed::default(),
+            feed_read: None,
+        };
+        placement.reload_feed()?;
+        Ok(placement)
     }
 
     /// A site's risk now: the feed's for its region, else the configured one.
@@ -159,9 +163,16 @@ impl Placement {
         fs::metadata(self.keyring_path()).ok()?.modified().ok()
     }
 
-    /// Reads the risk feed again (the operator imports feeds while the service runs).
+    /// Reads the risk feed again if the operator imported one since it was read (feeds are
+    /// imported while the service runs).
     pub fn reload_feed(&mut self) -> io::Result<()> {
-        self.feed = Placement::load_feed(&self.data_dir)?;
+        let changed = fs::metadata(self.data_dir.join("risk-feed.json"))
+            .and_then(|m| m.modified())
+            .ok();
+        if changed != self.feed_read {
+            self.feed = Placement::load_feed(&self.data_dir)?;
+            self.feed_read = changed;
+        }
         Ok(())
     }
 

@@ -258,6 +258,11 @@ impl Storage {
     /// The sites a member may use, with their risk now (penalised by counted failures).
     async fn candidates(&self, user: &User) -> Result<Vec<(String, String, f64)>, StorageError> {
         let failures: HashMap<String, u64> = self.blocking(|s| s.site_failures()).await?;
+        // A feed the operator imported since counts from the next object on.
+        self.placement
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload_feed()?;
         let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
         let today = jiff::Zoned::now().date();
         let level = match &user.contract {
@@ -372,9 +377,19 @@ impl Storage {
                 why.join("; ")
             }));
         }
-        // Primary first: the order of the rule over the sites that took a copy.
-        let rank = |site: &str| candidates.iter().position(|c| c.0 == site);
-        done.sort_by_key(|c| rank(&c.site));
+        // Primary first: the primary is the safest site that took a copy (ties by site id, as
+        // in the rule).
+        let risk = |site: &str| {
+            candidates
+                .iter()
+                .find(|c| c.0 == site)
+                .map_or(f64::INFINITY, |c| c.2)
+        };
+        done.sort_by(|a, b| {
+            risk(&a.site)
+                .total_cmp(&risk(&b.site))
+                .then_with(|| a.site.cmp(&b.site))
+        });
         let degraded = match done.len() {
             1 => Some(Degraded::OneCopy),
             _ => degraded.filter(|d| *d == Degraded::SecondaryInHomeRegion),

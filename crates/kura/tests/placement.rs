@@ -232,6 +232,113 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
             Some(moved.as_array().unwrap().len() as u64)
         )
     );
+
+    // A key rotated while the service runs: new copies at demo-north are sealed under v2, and
+    // the copies sealed under v1 still open.
+    assert_eq!(
+        serde_json::from_str::<Value>(&svc.admin(&["--json", "keys", "rotate", "demo-north"]))
+            .unwrap()["key_ref"],
+        "demo-north/v2"
+    );
+    let before = moved.as_array().unwrap().len();
+    fs::write(src.join("new"), noise(100_000, 77)).unwrap();
+    run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    let now = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let north_keys: Vec<&str> = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["copies"][0]["key_ref"].as_str().unwrap())
+        .collect();
+    assert!(north_keys.contains(&"demo-north/v1"), "{north_keys:?}");
+    assert!(north_keys.contains(&"demo-north/v2"), "{north_keys:?}");
+    assert!(north_keys.len() > before);
+    restore_and_compare(&env, &svc, "alice", PW, &src);
+}
+
+/// Where an object of the conditions lies in a demo site's directory.
+fn demo_file(data: &Path, site: &str, object: &str) -> std::path::PathBuf {
+    let dir = data.join("sites").join(site.trim_start_matches("demo-"));
+    let object = if object == "config" {
+        "config/config"
+    } else {
+        object
+    };
+    dir.join("users/1").join(object)
+}
+
+#[test]
+fn a_placement_run_killed_at_any_point_leaves_two_good_copies() {
+    let env = Env::new();
+    let data = env.path("service");
+    let svc = Service::start(&data);
+    svc.add_user("alice", PW, env.dir.path());
+    svc.contract("alice", &["--home-region", "demo-east"]);
+    let src = env.path("src");
+    make_tree(&src, 20, 5);
+    for i in 0..4 {
+        fs::write(src.join(format!("big{i}")), noise(12_000_000, 40 + i)).unwrap();
+    }
+    run_ok(client(&env, &svc, "alice", PW, &["init"]));
+    run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    // Everything is to move from demo-east to demo-north.
+    let feed = env.path("feed.csv");
+    fs::write(&feed, "region,flood\ndemo-north,0.01\n").unwrap();
+    svc.admin(&["risk", "import", feed.to_str().unwrap()]);
+
+    let good_copies_exist = || {
+        let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+        for o in all.as_array().unwrap() {
+            let object = o["object"].as_str().unwrap();
+            let on_disk = o["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["status"] == "ok")
+                .filter(|c| demo_file(&data, c["site"].as_str().unwrap(), object).is_file())
+                .count();
+            assert!(on_disk >= 2, "{object} has {on_disk} good copies: {o}");
+        }
+        all
+    };
+    let mut finished = false;
+    for delay_ms in [20, 50, 100, 200, 400, 800, 1600, 3200] {
+        let mut run = kura()
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("replace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = run.kill(); // SIGKILL, wherever it is
+        finished = run.wait().unwrap().success();
+        good_copies_exist();
+        if finished {
+            break;
+        }
+    }
+    if !finished {
+        svc.admin(&["replace"]);
+    }
+    let all = good_copies_exist();
+    assert_placed(&all, &["demo-north", "demo-west"]);
+    assert_eq!(files_at(&data.join("sites/east")), 0);
+    restore_and_compare(&env, &svc, "alice", PW, &src);
 }
 
 /// Waits up to two minutes for `ready`.
