@@ -27,7 +27,7 @@ const MAGIC: &[u8; 4] = b"KSE2";
 /// Bytes of a copy's header.
 pub const HEADER: usize = 20;
 /// Bytes of the object in one segment.
-pub const SEGMENT: u32 = 1 << 20;
+pub const SEGMENT: u32 = 256 << 10;
 
 /// The algorithm, as the storage conditions name it.
 pub const ALGORITHM: &str = "XChaCha20-Poly1305";
@@ -188,15 +188,6 @@ impl Layout {
         let (last_at, last_len) = self.sealed_span(last.min(self.segments() - 1));
         (at, last_at.saturating_add(last_len) - at, first)
     }
-
-    /// The layout of an object of `len` bytes sealed under key `version`.
-    fn of(version: u32, len: usize) -> Layout {
-        Layout {
-            version,
-            segment: SEGMENT,
-            len: len as u64,
-        }
-    }
 }
 
 fn aad(header: &[u8; HEADER], segment: u64, site: &str, name: &str) -> Vec<u8> {
@@ -211,13 +202,29 @@ fn aad(header: &[u8; HEADER], segment: u64, site: &str, name: &str) -> Vec<u8> {
 
 /// Seals `object` (stored as `name`) for `site` under its key `version`.
 pub fn seal(key: &Key, version: u32, site: &str, name: &str, object: &[u8]) -> Vec<u8> {
-    let layout = Layout::of(version, object.len());
+    seal_in_segments(key, version, site, name, object, SEGMENT)
+}
+
+/// [`seal`] with another segment size (copies written by a build with another [`SEGMENT`]).
+pub fn seal_in_segments(
+    key: &Key,
+    version: u32,
+    site: &str,
+    name: &str,
+    object: &[u8],
+    segment: u32,
+) -> Vec<u8> {
+    let layout = Layout {
+        version,
+        segment: segment.max(1),
+        len: object.len() as u64,
+    };
     let header = layout.encode();
     let segments = layout.segments() as usize;
     let mut out = Vec::with_capacity(HEADER + object.len() + segments * crypto::OVERHEAD);
     out.extend_from_slice(&header);
     for i in 0..segments {
-        let seg = SEGMENT as usize;
+        let seg = layout.segment as usize;
         let part = &object[(i * seg).min(object.len())..((i + 1) * seg).min(object.len())];
         crypto::seal_into(key, &aad(&header, i as u64, site, name), part, &mut out);
     }

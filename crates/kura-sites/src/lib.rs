@@ -338,18 +338,22 @@ impl Site {
                 "no bytes {start}..{end} in an object of {len}"
             )));
         }
-        // The layout the copy must have: the catalog knows the length, the format the segment
-        // size; the header read back gives the key version, and every segment's AAD checks all
-        // three.
-        let expected = envelope::Layout {
-            version: 0,
-            segment: envelope::SEGMENT,
-            len,
-        };
-        let (at, span, first) = expected.span(start, end);
+        // Where the part lies: the catalog knows the length, and copies are written with this
+        // build's segment size; a copy written with another is read again where its header
+        // says. The header read back gives the key version, and every segment's AAD checks it
+        // all.
+        let mut segment = envelope::SEGMENT;
         let header = 0..envelope::HEADER as u64;
         let mut last = String::new();
-        for _ in 0..RETRIES {
+        let mut tries = 0;
+        while tries < RETRIES {
+            tries += 1;
+            let expected = envelope::Layout {
+                version: 0,
+                segment,
+                len,
+            };
+            let (at, span, first) = expected.span(start, end);
             let parts = match self
                 .store
                 .get_ranges(&path, &[header.clone(), at..at + span])
@@ -377,6 +381,14 @@ impl Site {
                     };
                 }
             };
+            if let Ok(layout) = envelope::Layout::parse(&parts[0])
+                && layout.segment != segment
+                && segment == envelope::SEGMENT
+            {
+                segment = layout.segment;
+                tries -= 1;
+                continue;
+            }
             let opened = envelope::Layout::parse(&parts[0]).and_then(|layout| {
                 let plain = envelope::open_segments(
                     keyring,

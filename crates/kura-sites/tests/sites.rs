@@ -130,6 +130,29 @@ fn damaged_copies_are_found_and_old_keys_still_open() {
             .await
             .unwrap_err();
         assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
+        // A copy written with another segment size is read where its header says.
+        let other: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+        let sealed = kura_placement::envelope::seal_in_segments(
+            &key,
+            v,
+            "site-a",
+            "data/old",
+            &other,
+            1 << 20,
+        );
+        std::fs::create_dir_all(disk.path().join("data")).unwrap();
+        std::fs::write(disk.path().join("data/old"), sealed).unwrap();
+        let part = site
+            .get_range(
+                &keyring,
+                "data/old",
+                other.len() as u64,
+                1_000_000,
+                2_500_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(part, &other[1_000_000..2_500_000]);
         // A truncated copy is damaged too, whole or in part (not a site that is down).
         let big = vec![7u8; 2_500_000];
         site.put((v, &key), "data/ef", &big).await.unwrap();
