@@ -67,17 +67,6 @@ pub enum StorageError {
     Busy,
 }
 
-/// What storing an object did.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    /// The size of the object it replaced (0 for a new one).
-    pub replaced: u64,
-    /// The copies, primary first, including failed attempts.
-    pub copies: Vec<CopyCondition>,
-    /// How the placement falls short, if it does.
-    pub degraded: Option<Degraded>,
-}
-
 /// What a placement run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Replaced {
@@ -166,11 +155,6 @@ impl Storage {
             store,
             replacing: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// The catalog.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 
     fn site(&self, id: &str) -> Option<&Arc<Site>> {
@@ -301,8 +285,8 @@ impl Storage {
         place(&table, home)
     }
 
-    /// Stores an object of a member as two copies; returns what was stored where. `sha256` is
-    /// the object's checksum (hex), already checked against it.
+    /// Stores an object of a member as two copies and records where. `sha256` is the object's
+    /// checksum (hex), already checked against it.
     pub async fn put(
         &self,
         user: &User,
@@ -310,7 +294,7 @@ impl Storage {
         name: &str,
         data: Bytes,
         sha256: String,
-    ) -> Result<Stored, StorageError> {
+    ) -> Result<(), StorageError> {
         let path = site_path(user.id, kind, name);
         let candidates = self.candidates(user).await?;
         let mut ready = HashSet::new();
@@ -397,7 +381,7 @@ impl Storage {
         let mut copies = done;
         copies.extend(failed);
         let (user_id, kind_name, object) = (user.id, kind.name(), name.to_string());
-        let (size, sum, recorded) = (data.len() as u64, sha256, copies.clone());
+        let (size, recorded) = (data.len() as u64, copies.clone());
         let degraded_text = degraded.map(degraded_name);
         let old = self
             .blocking(move |s| {
@@ -406,7 +390,7 @@ impl Storage {
                     kind_name,
                     &object,
                     size,
-                    &sum,
+                    &sha256,
                     degraded_text.as_deref(),
                     &recorded,
                 )
@@ -422,11 +406,7 @@ impl Storage {
                 self.delete_copy(&stale.site, &path).await;
             }
         }
-        Ok(Stored {
-            replaced: old.map_or(0, |o| o.size),
-            copies,
-            degraded,
-        })
+        Ok(())
     }
 
     /// Deletes one copy; one that cannot be deleted now is noted and deleted later.

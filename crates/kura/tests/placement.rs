@@ -184,7 +184,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
         .filter(|o| o["copies"][0]["status"] == "failed")
         .count();
     assert_eq!(failed, lost, "reads of lost copies are recorded: {after}");
-    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    let r: Value = svc.admin_json(&["replace"]);
     assert_eq!(r["copied"].as_u64(), Some(failed as u64), "{r}");
     assert_eq!(r["pending"], 0, "{r}");
     assert_eq!(files_at(&east), packs_at_east);
@@ -196,7 +196,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let feed = env.path("feed.csv");
     fs::write(&feed, "region,earthquake,flood\ndemo-north,0.005,0.005\n").unwrap();
     svc.admin(&["risk", "import", feed.to_str().unwrap()]);
-    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    let r: Value = svc.admin_json(&["replace"]);
     assert!(r["copied"].as_u64().unwrap() > 5, "{r}");
     assert_eq!(r["deleted"], r["copied"], "{r}");
     assert_eq!(r["notified"], 1, "{r}");
@@ -204,7 +204,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     assert_placed(&moved, &["demo-north", "demo-west"]);
     assert_eq!(files_at(&east), 0);
     // A second run finds nothing to do.
-    let r: Value = serde_json::from_str(&svc.admin(&["--json", "replace"])).unwrap();
+    let r: Value = svc.admin_json(&["replace"]);
     assert_eq!(
         (r["copied"].as_u64(), r["deleted"].as_u64()),
         (Some(0), Some(0))
@@ -223,7 +223,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
         .map(|m| m["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["conditions", "placement", "placement"]);
-    let sites: Value = serde_json::from_str(&svc.admin(&["--json", "sites"])).unwrap();
+    let sites: Value = svc.admin_json(&["sites"]);
     let east = &sites.as_array().unwrap()[0];
     assert_eq!(
         (east["id"].as_str(), east["copies"].as_u64()),
@@ -236,8 +236,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     // A key rotated while the service runs: new copies at demo-north are sealed under v2, and
     // the copies sealed under v1 still open.
     assert_eq!(
-        serde_json::from_str::<Value>(&svc.admin(&["--json", "keys", "rotate", "demo-north"]))
-            .unwrap()["key_ref"],
+        svc.admin_json(&["keys", "rotate", "demo-north"])["key_ref"],
         "demo-north/v2"
     );
     let before = moved.as_array().unwrap().len();

@@ -82,8 +82,7 @@ fn backup_and_restore_through_the_service_with_isolation() {
     assert_eq!(log[0]["status"], "completed");
     assert_eq!(log[0]["paths"][0], s);
     assert_eq!(log[0]["location"], svc.url.as_str());
-    let admin: serde_json::Value =
-        serde_json::from_str(&svc.admin(&["--json", "log", "--user", "alice"])).unwrap();
+    let admin: serde_json::Value = svc.admin_json(&["log", "--user", "alice"]);
     assert_eq!(admin.as_array().unwrap().len(), 1, "{admin}");
     assert_eq!(admin[0]["user"], "alice");
     assert_eq!(admin[0]["job"], log[0]["id"]);
@@ -94,8 +93,7 @@ fn backup_and_restore_through_the_service_with_isolation() {
     // Two copies of everything: on the two safest demo sites in different regions.
     assert_eq!(admin[0]["stored_at"], "demo-east,demo-west", "{admin}");
     assert!(svc.admin(&["log"]).contains("completed"));
-    let bob_log: serde_json::Value =
-        serde_json::from_str(&svc.admin(&["--json", "log", "--user", "bob"])).unwrap();
+    let bob_log: serde_json::Value = svc.admin_json(&["log", "--user", "bob"]);
     assert_eq!(bob_log, serde_json::json!([]));
 
     // Bob sees none of Alice's files, whatever names he sends.
@@ -492,8 +490,7 @@ fn pieces_are_checked_resumable_and_private() {
     assert!(listed.is_empty(), "{listed:?}");
 
     // Unfinished uploads count against the storage limit.
-    let users: serde_json::Value =
-        serde_json::from_str(&svc.admin(&["--json", "user", "list"])).unwrap();
+    let users: serde_json::Value = svc.admin_json(&["user", "list"]);
     let used = users
         .as_array()
         .unwrap()
@@ -891,8 +888,7 @@ fn a_registered_client_certificate_logs_in_without_a_password() {
     assert_eq!(carol.list(FileType::Snapshot).unwrap().len(), 1);
     let mallory = svc.backend("mallory", "mallory password").unwrap();
     assert!(mallory.list(FileType::Snapshot).unwrap().is_empty());
-    let users: serde_json::Value =
-        serde_json::from_str(&svc.admin(&["--json", "user", "list"])).unwrap();
+    let users: serde_json::Value = svc.admin_json(&["user", "list"]);
     let carol_row = users
         .as_array()
         .unwrap()

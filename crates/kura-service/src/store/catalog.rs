@@ -148,6 +148,29 @@ fn insert_copy(
     Ok(())
 }
 
+/// Forgets every copy of an object.
+fn drop_copies(
+    db: &rusqlite::Connection,
+    user: i64,
+    kind: &str,
+    name: &str,
+) -> rusqlite::Result<()> {
+    db.execute(
+        "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+        params![user, kind, name],
+    )?;
+    Ok(())
+}
+
+/// Adds `delta` (possibly negative) to a member's stored bytes.
+fn count_bytes(db: &rusqlite::Connection, user: i64, delta: i64) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
+        params![delta, user],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// One object of a member, with its copies.
     pub fn object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
@@ -201,10 +224,7 @@ impl Store {
         let old = self.object(user, kind, name)?;
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        tx.execute(
-            "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
-            params![user, kind, name],
-        )?;
+        drop_copies(&tx, user, kind, name)?;
         tx.execute(
             "INSERT INTO objects (user_id, kind, name, size, sha256, stored, degraded)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -215,10 +235,10 @@ impl Store {
         for (rank, c) in copies.iter().enumerate() {
             insert_copy(&tx, user, kind, name, rank, c)?;
         }
-        let delta = size as i64 - old.as_ref().map_or(0, |o| o.size as i64);
-        tx.execute(
-            "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
-            params![delta, user],
+        count_bytes(
+            &tx,
+            user,
+            size as i64 - old.as_ref().map_or(0, |o| o.size as i64),
         )?;
         tx.commit()?;
         Ok(old)
@@ -232,18 +252,12 @@ impl Store {
         };
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        tx.execute(
-            "DELETE FROM copies WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
-            params![user, kind, name],
-        )?;
+        drop_copies(&tx, user, kind, name)?;
         tx.execute(
             "DELETE FROM objects WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
             params![user, kind, name],
         )?;
-        tx.execute(
-            "UPDATE users SET bytes = MAX(0, bytes - ?1) WHERE id = ?2",
-            params![old.size as i64, user],
-        )?;
+        count_bytes(&tx, user, -(old.size as i64))?;
         tx.commit()?;
         Ok(Some(old))
     }

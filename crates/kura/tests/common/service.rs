@@ -96,6 +96,14 @@ impl Service {
         run_ok(c)
     }
 
+    /// Runs `kura admin --json` on the service's data directory and parses what it prints.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.admin(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// Adds a user with a paid contract.
     pub fn add_user(&self, name: &str, password: &str, dir: &Path) {
         let pw = dir.join(format!("{name}.pw"));
