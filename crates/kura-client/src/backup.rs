@@ -279,10 +279,13 @@ pub fn backup(
         summary: &mut summary,
         errors: &mut errors,
         scan: &scan,
+        trees: Vec::new(),
     };
     let tree = tree_ctx.save_dir(&scan.root)?;
+    let trees = std::mem::take(&mut tree_ctx.trees);
     lock.check_held()?;
     saver.finish()?;
+    let packs = snapshot_packs(&index, &saver, &results, &trees);
     let externals = externals.into_inner().unwrap_or_else(|p| p.into_inner());
     if !externals.is_empty() {
         repo.write_index_file(
@@ -316,6 +319,13 @@ pub fn backup(
         return Err(ClientError::Stopped);
     }
     let id = repo.save_snapshot(&snapshot)?;
+    if let Err(e) = repo.backend().report_snapshot_packs(&id.to_hex(), &packs) {
+        errors.push(format!(
+            "snapshot {} saved, but the storage provider was not told which packs it needs \
+             (it could not name it if one is lost): {e}",
+            id.short()
+        ));
+    }
 
     // The snapshot is committed: a failure to update the local state only costs re-reading
     // files next time, so it is reported, not fatal.
@@ -332,6 +342,26 @@ pub fn backup(
         errors,
         adopted_packs,
     })
+}
+
+/// The packs a snapshot needs: those holding its trees and its files' contents (blobs stored
+/// only at a baseline need none), found in the index or among the packs this backup wrote.
+fn snapshot_packs(
+    index: &MasterIndex,
+    saver: &Saver<'_>,
+    results: &[OnceLock<Result<FileResult, String>>],
+    trees: &[Id],
+) -> Vec<Id> {
+    let mut packs: std::collections::BTreeSet<Id> = saver.packs_written().into_iter().collect();
+    let files = results
+        .iter()
+        .filter_map(|r| r.get().and_then(|r| r.as_ref().ok()));
+    for id in files.flat_map(|r| r.ids.iter()).chain(trees) {
+        if let Some((pack, _)) = index.locate(id) {
+            packs.insert(pack);
+        }
+    }
+    packs.into_iter().collect()
 }
 
 fn dedup_externals(mut x: Vec<External>) -> Vec<External> {
@@ -401,6 +431,8 @@ struct TreeCtx<'a, 'b> {
     summary: &'b mut Summary,
     errors: &'b mut Vec<String>,
     scan: &'a walk::Scan,
+    /// The trees saved, for the list of packs the snapshot needs.
+    trees: Vec<Id>,
 }
 
 impl TreeCtx<'_, '_> {
@@ -453,6 +485,7 @@ impl TreeCtx<'_, '_> {
         let bytes = tree.encode();
         let id = self.repo.blob_key().id(&bytes);
         self.saver.save(BlobKind::Tree, id, &bytes, self.scratch)?;
+        self.trees.push(id);
         Ok(id)
     }
 }

@@ -14,6 +14,9 @@ pub enum CopyStatus {
     Ok,
     /// Could not be written, or failed its check when read; the other copy serves meanwhile.
     Failed,
+    /// Opens under its site's key but is not the object stored, or its site failed to prove
+    /// its identity: kept untouched as evidence, never read or overwritten.
+    Tampered,
 }
 
 impl CopyStatus {
@@ -22,6 +25,7 @@ impl CopyStatus {
         match self {
             CopyStatus::Ok => "ok",
             CopyStatus::Failed => "failed",
+            CopyStatus::Tampered => "tampered",
         }
     }
 }

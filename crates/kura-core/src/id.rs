@@ -96,6 +96,39 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The most ids [`ids_from_bytes`] takes: a snapshot of 128 TiB in 16 MiB packs.
+pub const MAX_ID_LIST: usize = 1 << 23;
+
+/// Reads a list of ids sent as their 32 bytes each, back to back (a snapshot's packs, as the
+/// client tells the service).
+pub fn ids_from_bytes(data: &[u8]) -> Result<Vec<Id>, crate::FormatError> {
+    if !data.len().is_multiple_of(32) {
+        return Err(crate::FormatError::invalid(
+            "id list",
+            format!("{} bytes is not a whole number of 32-byte ids", data.len()),
+        ));
+    }
+    if data.len() / 32 > MAX_ID_LIST {
+        return Err(crate::FormatError::invalid(
+            "id list",
+            format!("more than {MAX_ID_LIST} ids"),
+        ));
+    }
+    Ok(data
+        .chunks_exact(32)
+        .map(|c| {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(c);
+            Id(id)
+        })
+        .collect())
+}
+
+/// The bytes [`ids_from_bytes`] reads.
+pub fn ids_to_bytes(ids: &[Id]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0).collect()
+}
+
 /// Defines a 16-byte random identifier type (devices, jobs) shown as 32 hex digits, with
 /// `random()`, `Display`, `FromStr` and serde as a hex string.
 macro_rules! random_id {
@@ -148,6 +181,16 @@ pub(crate) use random_id;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_lists_round_trip_and_refuse_partial_ids() {
+        let ids = [Id([1; 32]), Id([2; 32])];
+        let bytes = ids_to_bytes(&ids);
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(ids_from_bytes(&bytes).unwrap(), ids);
+        assert!(ids_from_bytes(&[]).unwrap().is_empty());
+        assert!(ids_from_bytes(&bytes[..63]).is_err());
+    }
 
     #[test]
     fn hex_round_trip() {

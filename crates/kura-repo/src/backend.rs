@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use kura_core::Id;
+
 /// The kinds of stored file, each in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
@@ -145,6 +147,12 @@ pub trait Backend: Send + Sync {
     /// Tells the storage provider how a job stands, in terms it may see (no paths or names),
     /// for its own log. Storage without a provider has nobody to tell.
     fn report_job(&self, _report: &kura_core::job::JobReport) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Tells the storage provider which packs a snapshot needs (their ids only), so that a
+    /// provider that loses a pack can name the snapshots it takes with it. Storage without a
+    /// provider has nobody to tell.
+    fn report_snapshot_packs(&self, _snapshot: &str, _packs: &[Id]) -> Result<(), BackendError> {
         Ok(())
     }
     /// The storage conditions of the objects stored (since `since`), from a provider that

@@ -20,6 +20,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::backend::{Backend, BackendError, FileType};
 use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
+use kura_core::Id;
 use kura_core::job::JobReport;
 
 /// The header that carries a piece's or object's SHA-256.
@@ -631,6 +632,15 @@ impl Backend for HttpBackend {
         let url = format!("{}/v1/jobs/{}", self.base(), report.job);
         let body = serde_json::to_value(report).map_err(|e| net_error("report", &url, e))?;
         self.send("report", &url, |c| c.put(&url).json_body(&body))?;
+        Ok(())
+    }
+
+    fn report_snapshot_packs(&self, snapshot: &str, packs: &[Id]) -> Result<(), BackendError> {
+        let url = format!("{}/v1/snapshots/{snapshot}/packs", self.base());
+        let body = kura_core::id::ids_to_bytes(packs);
+        self.send("report snapshot packs to", &url, |c| {
+            c.put(&url).body(body.clone())
+        })?;
         Ok(())
     }
 

@@ -56,6 +56,7 @@ pub struct Saver<'a> {
     open: [Mutex<PackBuilder>; 2],
     spare: Mutex<Vec<Vec<u8>>>,
     pending: Mutex<Pending>,
+    written: Mutex<Vec<Id>>,
     /// What was added so far.
     pub stats: SaverStats,
 }
@@ -84,6 +85,7 @@ impl<'a> Saver<'a> {
                 packs: Vec::new(),
                 since: Instant::now(),
             }),
+            written: Mutex::new(Vec::new()),
             stats: SaverStats::default(),
         })
     }
@@ -139,6 +141,7 @@ impl<'a> Saver<'a> {
             .stored_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         lock(&self.spare).push(bytes);
+        lock(&self.written).push(id);
         let flush = {
             let mut p = lock(&self.pending);
             p.packs.push(IndexedPack {
@@ -163,6 +166,11 @@ impl<'a> Saver<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// The packs this saver wrote so far.
+    pub fn packs_written(&self) -> Vec<Id> {
+        lock(&self.written).clone()
     }
 
     /// Writes the open packs and the remaining index entries. Everything saved is durable and

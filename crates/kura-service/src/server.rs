@@ -74,6 +74,10 @@ pub struct ServeOptions {
     pub replace_every: std::time::Duration,
     /// The mail relay notices are delivered through; `None` keeps them in the outbox.
     pub mail: Option<crate::notice::MailConfig>,
+    /// How often stored copies are checked (the first check runs this long after the start).
+    pub verify_every: std::time::Duration,
+    /// The share of objects each periodic check reads, least recently checked first (1-100).
+    pub verify_sample: f64,
 }
 
 /// Largest request body: a pack is at most ~24 MiB.
@@ -250,6 +254,10 @@ pub async fn serve(
         .route("/v1/conditions", get(conditions))
         .route("/v1/messages", get(messages))
         .route(
+            "/v1/snapshots/{name}/packs",
+            axum::routing::put(snapshot_packs),
+        )
+        .route(
             "/v1/jobs/{job}",
             axum::routing::put(job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
         )
@@ -321,6 +329,7 @@ pub async fn serve(
             }
         });
     }
+    let checker = storage.clone();
     let replace_every = opts.replace_every;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(replace_every);
@@ -333,6 +342,33 @@ pub async fn serve(
                 }
                 Ok(_) | Err(StorageError::Busy) => {}
                 Err(e) => tracing::error!("placement run: {e}"),
+            }
+        }
+    });
+    let (verify_every, sample) = (opts.verify_every, opts.verify_sample);
+    tokio::spawn(async move {
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + verify_every, verify_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let scope = crate::storage::Scope {
+            member: None,
+            sample: Some(sample),
+        };
+        loop {
+            every.tick().await;
+            match checker.verify(&scope, &|_, _| {}).await {
+                Ok(v) => tracing::info!(
+                    objects = v.objects,
+                    sound = v.sound,
+                    media_faults = v.media_faults,
+                    repaired = v.repaired,
+                    tampered = v.tampered,
+                    lost = v.lost,
+                    unchecked = v.unchecked,
+                    "integrity check done"
+                ),
+                Err(StorageError::Busy) => {}
+                Err(e) => tracing::error!("integrity check: {e}"),
             }
         }
     });
@@ -737,6 +773,45 @@ async fn job_report(
     .await
     .map_err(internal)?
     .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Which packs a member's snapshot needs, as the client reports after a backup: a lost pack
+/// then names the snapshots it takes with it.
+async fn snapshot_packs(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Extension(authed): Extension<Authed>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Authed { user, .. } = authed;
+    let well_formed = name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !well_formed {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad snapshot name"));
+    }
+    let packs = kura_core::id::ids_from_bytes(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed pack list: {e}")))?;
+    let a = app.clone();
+    let known = tokio::task::spawn_blocking(move || {
+        if a.store
+            .object(user.id, FileType::Snapshot.name(), &name)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let ids: Vec<[u8; 32]> = packs.iter().map(|p| p.0).collect();
+        a.store.set_snapshot_packs(user.id, &name, &ids)?;
+        Ok::<_, crate::store::StoreError>(true)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    if !known {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such snapshot"));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -53,6 +53,10 @@ pub struct PlacementConfig {
     /// Level rules, best first; none means one level, `standard`, using every site.
     #[serde(default)]
     pub levels: Vec<LevelEntry>,
+    /// Authentication failures of a site at which every member with data there is told
+    /// (default 1).
+    #[serde(default)]
+    pub fraud_threshold: Option<u64>,
 }
 
 /// The sites, levels, risk feed and keyring the service works with.
@@ -281,7 +285,7 @@ mod tests {
         };
         let twice = PlacementConfig {
             sites: vec![site("a"), site("a")],
-            levels: vec![],
+            ..PlacementConfig::default()
         };
         assert!(Placement::load(d.path(), &twice).is_err());
         let unknown = PlacementConfig {
@@ -292,6 +296,7 @@ mod tests {
                 min_years: 0,
                 sites: vec!["b".into()],
             }],
+            ..PlacementConfig::default()
         };
         let e = Placement::load(d.path(), &unknown).unwrap_err().to_string();
         assert!(e.contains("unknown site b"), "{e}");

@@ -29,6 +29,9 @@ use crate::store::catalog::ObjectEntry;
 use crate::store::{Store, StoreError, User};
 use kura_core::conditions::{CopyCondition, CopyStatus};
 
+mod verify;
+pub use verify::{Scope, Verified};
+
 /// How long a site's proof of identity is trusted before it is checked again.
 pub const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a site that failed is left out of placement before it is tried again.
@@ -92,6 +95,12 @@ struct Health {
     impostor: bool,
 }
 
+/// One maintenance run's hold: the in-process lock and the data directory's lock file.
+struct Maintenance<'a> {
+    _one: tokio::sync::MutexGuard<'a, ()>,
+    _file: std::fs::File,
+}
+
 /// What a read wants of an object.
 #[derive(Debug, Clone, Copy)]
 enum Part {
@@ -124,7 +133,9 @@ pub struct Storage {
     keyring: RwLock<(Option<SystemTime>, Arc<Keyring>)>,
     health: Mutex<HashMap<String, Health>>,
     store: Arc<Store>,
-    replacing: tokio::sync::Mutex<()>,
+    maintaining: tokio::sync::Mutex<()>,
+    /// Authentication failures of a site at which its members are told.
+    fraud_threshold: u64,
 }
 
 impl Storage {
@@ -153,7 +164,8 @@ impl Storage {
             sites,
             health: Mutex::new(HashMap::new()),
             store,
-            replacing: tokio::sync::Mutex::new(()),
+            maintaining: tokio::sync::Mutex::new(()),
+            fraud_threshold: config.fraud_threshold.unwrap_or(1).max(1),
         })
     }
 
@@ -233,10 +245,59 @@ impl Storage {
                 .blocking(move |s| s.count_site_failure(&id, &reason))
                 .await
             {
-                Ok(n) => tracing::warn!(site, failures = n, "site authentication failure counted"),
+                Ok(n) => {
+                    tracing::warn!(site, failures = n, "site authentication failure counted");
+                    if n == self.fraud_threshold
+                        && let Err(err) = self.fraud_alert(site, n, &e.to_string()).await
+                    {
+                        tracing::error!("telling the members of {site}'s failures: {err}");
+                    }
+                }
                 Err(err) => tracing::error!("counting a failure of {site}: {err}"),
             }
         }
+    }
+
+    /// Tells every member with data at a site that it has failed to prove its identity as
+    /// often as the operator's threshold allows, and records it in their incident history.
+    async fn fraud_alert(&self, site: &str, count: u64, reason: &str) -> Result<(), StorageError> {
+        tracing::error!(site, failures = count, "site reached the fraud threshold");
+        let id = site.to_string();
+        let members = self.blocking(move |s| s.members_on_site(&id)).await?;
+        let summary = format!(
+            "site {site} failed to prove its identity ({count} failure(s), the last: {reason}); \
+             no more of your data is written there, and what it holds is being placed elsewhere"
+        );
+        for member in members {
+            let user = self.blocking(move |s| s.user_by_id(member)).await?;
+            let (sites, text) = (vec![site.to_string()], summary.clone());
+            let detail = serde_json::json!({"site": site, "failures": count, "reason": reason});
+            self.blocking(move |s| {
+                s.add_incident(&crate::store::integrity::NewIncident {
+                    user: member,
+                    kind: crate::store::integrity::IncidentKind::FraudulentSite,
+                    object: None,
+                    sites: &sites,
+                    summary: &text,
+                    detail,
+                })
+            })
+            .await?;
+            crate::notice::send(
+                &self.store,
+                &self.data_dir,
+                &user,
+                "fraudulent_site",
+                &format!("Storage site {site} failed authentication"),
+                &format!(
+                    "A storage site holding copies of your data, {site}, could not prove it is \
+                     the site the service configured.\n\n{summary}.\n\nYour data stays \
+                     readable from its other copy. `kura conditions` shows where each object \
+                     is kept.\n"
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     /// The sites a member may use, with their risk now (penalised by counted failures).
@@ -540,12 +601,30 @@ impl Storage {
         Ok(entry.size)
     }
 
+    /// Holds off other maintenance runs (placement, integrity checks), in this process and
+    /// in others on the same data directory, until the guard is dropped.
+    fn maintenance(&self) -> Result<Maintenance<'_>, StorageError> {
+        let one = self
+            .maintaining
+            .try_lock()
+            .map_err(|_| StorageError::Busy)?;
+        let file = std::fs::File::create(self.data_dir.join("maintenance.lock"))?;
+        file.try_lock().map_err(|_| StorageError::Busy)?;
+        Ok(Maintenance {
+            _one: one,
+            _file: file,
+        })
+    }
+
     /// Brings every member's objects to the placement the rule gives now, deletes copies left
     /// from sites that were down, and tells members whose conditions changed.
     pub async fn replace(&self) -> Result<Replaced, StorageError> {
-        let _one = self.replacing.try_lock().map_err(|_| StorageError::Busy)?;
-        let lock_file = std::fs::File::create(self.data_dir.join("replace.lock"))?;
-        lock_file.try_lock().map_err(|_| StorageError::Busy)?;
+        let _one = self.maintenance()?;
+        // Every site proves its identity before anything is moved: one that fails is left out
+        // of the targets (and counted).
+        for site in &self.sites {
+            self.ready(site).await;
+        }
         self.placement
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -595,10 +674,6 @@ impl Storage {
             .collect();
         // Sites that are only unreachable stay in the target: their copies wait for them.
         let target = Self::placement_for(user, &candidates, |s| !impostors.contains(s));
-        let want: Vec<&String> = [&target.primary, &target.secondary]
-            .into_iter()
-            .flatten()
-            .collect();
         let id = user.id;
         let entries = self.blocking(move |s| s.objects(id, None)).await?;
         let keyring = self.keyring()?;
@@ -608,9 +683,33 @@ impl Storage {
                 continue;
             };
             let path = site_path(user.id, kind, &entry.name);
+            // A copy kept as evidence of tampering is never overwritten or deleted: the
+            // object's copies go to the next sites by the rule instead.
+            let evidence: Vec<&str> = entry
+                .copies
+                .iter()
+                .filter(|c| c.status == CopyStatus::Tampered)
+                .map(|c| c.site.as_str())
+                .collect();
+            let object_target;
+            let target = if evidence.is_empty() {
+                &target
+            } else {
+                object_target = Self::placement_for(user, &candidates, |s| {
+                    !impostors.contains(s) && !evidence.contains(&s)
+                });
+                &object_target
+            };
+            let want: Vec<&String> = [&target.primary, &target.secondary]
+                .into_iter()
+                .flatten()
+                .collect();
             let good: Vec<&str> = entry.good_sites().collect();
             let settled = want.iter().all(|s| good.contains(&s.as_str()))
-                && entry.copies.iter().all(|c| want.contains(&&c.site));
+                && entry
+                    .copies
+                    .iter()
+                    .all(|c| want.contains(&&c.site) || c.status == CopyStatus::Tampered);
             if settled {
                 continue;
             }
@@ -669,7 +768,11 @@ impl Storage {
                 report.pending += 1;
                 continue;
             }
-            for old in entry.copies.iter().filter(|c| !want.contains(&&c.site)) {
+            for old in entry
+                .copies
+                .iter()
+                .filter(|c| !want.contains(&&c.site) && c.status != CopyStatus::Tampered)
+            {
                 self.delete_copy(&old.site, &path).await;
                 let (k, n, s) = (entry.kind.clone(), entry.name.clone(), old.site.clone());
                 self.blocking(move |st| st.drop_copy(id, &k, &n, &s))

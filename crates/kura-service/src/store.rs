@@ -1,7 +1,8 @@
 //! Users, contracts, sessions, the backup log, and where every stored object's copies are
-//! ([`catalog`]), in one SQLite file.
+//! ([`catalog`]), and what integrity checks found ([`integrity`]), in one SQLite file.
 
 pub mod catalog;
+pub mod integrity;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -146,6 +147,7 @@ CREATE TABLE IF NOT EXISTS objects (
     sha256 TEXT NOT NULL,
     stored TEXT NOT NULL,
     degraded TEXT,
+    verified TEXT,
     PRIMARY KEY (user_id, kind, name)
 );
 CREATE INDEX IF NOT EXISTS objects_stored ON objects (user_id, stored);
@@ -184,6 +186,23 @@ CREATE TABLE IF NOT EXISTS messages (
     subject TEXT NOT NULL,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    object TEXT,
+    sites TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_user ON incidents (user_id, at);
+CREATE TABLE IF NOT EXISTS snapshot_packs (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    snapshot TEXT NOT NULL,
+    packs BLOB NOT NULL,
+    PRIMARY KEY (user_id, snapshot)
+);
 ";
 
 fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
@@ -204,6 +223,9 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     };
     if !has("users", "email")? {
         db.execute_batch("ALTER TABLE users ADD COLUMN email TEXT;")?;
+    }
+    if !has("objects", "verified")? {
+        db.execute_batch("ALTER TABLE objects ADD COLUMN verified TEXT;")?;
     }
     if !has("contracts", "home_region")? {
         db.execute_batch(

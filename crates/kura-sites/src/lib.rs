@@ -270,6 +270,10 @@ impl Site {
                 .await
                 .map_err(|e| self.store_error(e))?;
             if back.as_ref() == sealed.as_slice() {
+                // A site whose identity changed while the copy was written (its marker is
+                // gone or forged now) must not be trusted with it: the caller places it
+                // elsewhere.
+                self.authenticate().await?;
                 return Ok(CopyCondition {
                     site: self.config.id.clone(),
                     region: self.config.region.clone(),
@@ -289,30 +293,42 @@ impl Site {
     }
 
     /// Reads `name` back and opens it; a copy that does not open (changed, truncated, moved)
-    /// is read again, then reported damaged.
+    /// is read again, then reported damaged. This is also the site's check of its own media
+    /// when an integrity check found a copy wanting.
     pub async fn get(&self, keyring: &Keyring, name: &str) -> Result<Vec<u8>, SiteError> {
-        let path = Path::from(name);
-        let mut last = String::new();
+        let mut last = None;
         for _ in 0..RETRIES {
-            let copy = match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map_err(|e| self.store_error(e))?,
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(SiteError::NotFound {
-                        site: self.config.id.clone(),
-                        name: name.into(),
-                    });
-                }
-                Err(e) => return Err(self.store_error(e)),
-            };
-            match envelope::open(keyring, &self.config.id, name, &copy) {
+            let copy = self.fetch(name).await?;
+            match self.unseal(keyring, name, &copy) {
                 Ok(plain) => return Ok(plain),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = Some(e),
             }
         }
-        Err(SiteError::Damaged {
+        Err(last.unwrap_or_else(|| SiteError::Damaged {
             site: self.config.id.clone(),
             name: name.into(),
-            reason: last,
+            reason: "not read".into(),
+        }))
+    }
+
+    /// The copy `name` as stored, sealed.
+    pub async fn fetch(&self, name: &str) -> Result<bytes::Bytes, SiteError> {
+        match self.store.get(&Path::from(name)).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.store_error(e)),
+            Err(object_store::Error::NotFound { .. }) => Err(SiteError::NotFound {
+                site: self.config.id.clone(),
+                name: name.into(),
+            }),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    /// Opens a copy of `name` fetched from this site.
+    pub fn unseal(&self, keyring: &Keyring, name: &str, copy: &[u8]) -> Result<Vec<u8>, SiteError> {
+        envelope::open(keyring, &self.config.id, name, copy).map_err(|e| SiteError::Damaged {
+            site: self.config.id.clone(),
+            name: name.into(),
+            reason: e.to_string(),
         })
     }
 

@@ -331,7 +331,7 @@ fn cert_create(ctx: &Ctx, out: Option<PathBuf>, name: Option<String>, days: i64)
 
 /// A run that finished but with problems: exit code 3.
 #[derive(Debug)]
-struct Partial(String);
+pub(crate) struct Partial(pub(crate) String);
 
 impl std::fmt::Display for Partial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

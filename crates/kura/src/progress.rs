@@ -14,6 +14,22 @@ pub struct Bar {
     total: AtomicU64,
 }
 
+/// A bar counting things (`label`: "objects") when `show` and stderr is a terminal.
+pub fn counter(verb: &'static str, label: &'static str, show: bool) -> Option<ProgressBar> {
+    (show && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
+        b.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {label} {{per_sec}} ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(verb);
+        b.enable_steady_tick(Duration::from_millis(250));
+        b
+    })
+}
+
 impl Bar {
     /// A bar labelled `verb` ("backup", "restore") when `show` and stderr is a terminal.
     pub fn new(verb: &'static str, show: bool) -> Bar {

@@ -15,7 +15,8 @@ use serde::Deserialize;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
-    /// header_timeout_secs, replace_every_secs, [mail], [[sites]], [[levels]]).
+    /// header_timeout_secs, replace_every_secs, verify_every_secs, verify_sample_percent,
+    /// fraud_threshold, [mail], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     server_config: Option<PathBuf>,
     /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
@@ -32,6 +33,21 @@ pub struct ServeArgs {
     /// return and move data whose placement changed (default 600).
     #[arg(long, env = "KURA_REPLACE_EVERY_SECS")]
     replace_every_secs: Option<u64>,
+    /// Seconds between integrity checks of the stored copies (default 86400; the first runs
+    /// this long after the start).
+    #[arg(long, env = "KURA_VERIFY_EVERY_SECS")]
+    verify_every_secs: Option<u64>,
+    /// Percent of the objects each periodic check reads, least recently checked first
+    /// (default 100).
+    #[arg(long, env = "KURA_VERIFY_SAMPLE", value_parser = percent)]
+    verify_sample: Option<f64>,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage above 0 and at most 100")),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +60,9 @@ struct ServerConfig {
     session_minutes: Option<i64>,
     header_timeout_secs: Option<u64>,
     replace_every_secs: Option<u64>,
+    verify_every_secs: Option<u64>,
+    verify_sample_percent: Option<f64>,
+    fraud_threshold: Option<u64>,
     mail: Option<kura_service::notice::MailConfig>,
     #[serde(default)]
     sites: Vec<SiteConfig>,
@@ -68,6 +87,7 @@ impl ServerConfig {
         PlacementConfig {
             sites: self.sites.clone(),
             levels: self.levels.clone(),
+            fraud_threshold: self.fraud_threshold,
         }
     }
 }
@@ -110,6 +130,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .unwrap_or(600)
                 .max(1),
         ),
+        verify_every: std::time::Duration::from_secs(
+            a.verify_every_secs
+                .or(config.verify_every_secs)
+                .unwrap_or(86_400)
+                .max(1),
+        ),
+        verify_sample: match a.verify_sample.or(config.verify_sample_percent) {
+            Some(p) => percent(&p.to_string()).map_err(anyhow::Error::msg)?,
+            None => 100.0,
+        },
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -161,6 +191,27 @@ enum AdminCommand {
     /// region). Each move copies, checks, and only then deletes the old copy. Members whose
     /// data moved are notified. `kura serve` does the same every `replace_every_secs`.
     Replace,
+    /// Check the stored copies: read every copy of each object, remove its site's envelope
+    /// and compare it with what was stored. A damaged or missing copy beside a good one is
+    /// repaired and read back (media fault); a copy that opens but holds other bytes is kept
+    /// as evidence and its member told (tampering); an object with no good copy is reported
+    /// lost, with the snapshots that need it. Needs no member's keys. `kura serve` does the
+    /// same every `verify_every_secs`. Exits 3 when anything is lost or tampered with.
+    Verify {
+        /// Only this member's objects.
+        #[arg(long)]
+        member: Option<String>,
+        /// Percent of the objects to read, least recently checked first (default 100).
+        #[arg(long, value_parser = percent)]
+        sample: Option<f64>,
+    },
+    /// The incident history the checks recorded: media faults, tampering, lost objects,
+    /// fraudulent sites.
+    Incidents {
+        /// Only this member's incidents.
+        #[arg(long)]
+        member: Option<String>,
+    },
     /// Risk feeds.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -439,6 +490,71 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
             }
             if r.unreadable > 0 {
                 bail!("{} objects have no readable copy", r.unreadable);
+            }
+        }
+        AdminCommand::Verify { member, sample } => {
+            let (runtime, storage) = open_storage(&data_dir, &config, store)?;
+            let storage = std::sync::Arc::new(storage);
+            let bar = crate::progress::counter("verify", "objects", !json);
+            let scope = kura_service::storage::Scope { member, sample };
+            let v = runtime.block_on(storage.verify(&scope, &|done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            }))?;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for i in &v.incidents {
+                    println!("{:<16} user {:<6} {}", i.kind.as_str(), i.user, i.summary);
+                }
+                println!(
+                    "{} objects checked ({} copies, {} bytes) in {:.1} s: {} sound, {} media \
+                     faults ({} repaired), {} copies tampered with, {} lost, {} left for a site \
+                     that could not be reached; {} members notified",
+                    v.objects,
+                    v.copies,
+                    v.bytes,
+                    v.seconds,
+                    v.sound,
+                    v.media_faults,
+                    v.repaired,
+                    v.tampered,
+                    v.lost,
+                    v.unchecked,
+                    v.notified
+                );
+            }
+            if v.lost > 0 || v.tampered > 0 || v.repaired < v.media_faults {
+                return Err(crate::cli::Partial(format!(
+                    "{} lost, {} tampered with, {} media faults not repaired",
+                    v.lost,
+                    v.tampered,
+                    v.media_faults - v.repaired
+                ))
+                .into());
+            }
+        }
+        AdminCommand::Incidents { member } => {
+            let user = member.map(|m| store.user(&m)).transpose()?.map(|u| u.id);
+            let list = store.incidents(user, None, None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for i in &list {
+                    println!(
+                        "{:>5} {} user {:<6} {:<16} {}",
+                        i.id,
+                        i.at,
+                        i.user,
+                        i.kind.as_str(),
+                        i.summary
+                    );
+                }
             }
         }
         AdminCommand::Risk(RiskCommand::Import { file }) => {

@@ -261,17 +261,6 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     restore_and_compare(&env, &svc, "alice", PW, &src);
 }
 
-/// Where an object of the conditions lies in a demo site's directory.
-fn demo_file(data: &Path, site: &str, object: &str) -> std::path::PathBuf {
-    let dir = data.join("sites").join(site.trim_start_matches("demo-"));
-    let object = if object == "config" {
-        "config/config"
-    } else {
-        object
-    };
-    dir.join("users/1").join(object)
-}
-
 #[test]
 fn a_placement_run_killed_at_any_point_leaves_two_good_copies() {
     let env = Env::new();

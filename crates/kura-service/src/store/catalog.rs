@@ -22,10 +22,10 @@ fn now_text() -> String {
 }
 
 fn parse_status(s: &str) -> CopyStatus {
-    if s == "ok" {
-        CopyStatus::Ok
-    } else {
-        CopyStatus::Failed
+    match s {
+        "ok" => CopyStatus::Ok,
+        "tampered" => CopyStatus::Tampered,
+        _ => CopyStatus::Failed,
     }
 }
 
@@ -255,6 +255,10 @@ impl Store {
         drop_copies(&tx, user, kind, name)?;
         tx.execute(
             "DELETE FROM objects WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name],
+        )?;
+        tx.execute(
+            "DELETE FROM snapshot_packs WHERE user_id = ?1 AND ?2 = 'snapshots' AND snapshot = ?3",
             params![user, kind, name],
         )?;
         count_bytes(&tx, user, -(old.size as i64))?;

@@ -96,6 +96,27 @@ impl Service {
         run_ok(c)
     }
 
+    /// Runs `kura admin --json` on the service's data directory; its exit code and what it
+    /// printed, parsed.
+    pub fn admin_json_code(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let out = kura()
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), value)
+    }
+
     /// Runs `kura admin --json` on the service's data directory and parses what it prints.
     pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
@@ -171,4 +192,16 @@ pub fn restore_and_compare(env: &Env, svc: &Service, user: &str, password: &str,
         &["restore", "latest", "--target", t.to_str().unwrap()],
     ));
     assert_eq!(contents(src), contents(&restored(&t, src)));
+}
+
+/// Where user 1's object (as the conditions name it: `data/…`, `config`) lies at a demo site
+/// (`demo-east`, …) of the service with data directory `data`.
+pub fn demo_file(data: &Path, site: &str, object: &str) -> std::path::PathBuf {
+    let dir = data.join("sites").join(site.trim_start_matches("demo-"));
+    let object = if object == "config" {
+        "config/config"
+    } else {
+        object
+    };
+    dir.join("users/1").join(object)
 }

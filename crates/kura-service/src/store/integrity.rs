@@ -1,0 +1,320 @@
+//! What the integrity checks need to remember: when each object was last checked, the incidents
+//! they found (media faults, tampering, lost objects, fraudulent sites) as each member's
+//! incident history, and which packs each snapshot needs, so a lost pack names the snapshots
+//! it takes with it.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{ObjectEntry, time_text};
+use super::{Result, Store, lock};
+
+/// What kind of incident a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// A copy was missing or unreadable; it was repaired from a good copy (or is waiting to be).
+    MediaFault,
+    /// A copy holds other bytes than were stored though its envelope opens; kept as evidence.
+    Tampering,
+    /// No copy of an object is good.
+    Lost,
+    /// A site holding the member's data failed to prove its identity as often as the
+    /// operator's threshold allows.
+    FraudulentSite,
+}
+
+impl IncidentKind {
+    /// The name in the database and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::MediaFault => "media_fault",
+            IncidentKind::Tampering => "tampering",
+            IncidentKind::Lost => "lost",
+            IncidentKind::FraudulentSite => "fraudulent_site",
+        }
+    }
+
+    fn parse(s: &str) -> Option<IncidentKind> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
+/// One incident in a member's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    /// Its number.
+    pub id: i64,
+    /// When it was found.
+    pub at: String,
+    /// Whose data it touched.
+    pub user: i64,
+    /// What it was.
+    pub kind: IncidentKind,
+    /// The object (`kind/name`), if it is about one.
+    pub object: Option<String>,
+    /// The sites involved.
+    pub sites: Vec<String>,
+    /// One line for people.
+    pub summary: String,
+    /// The particulars (ranges, checksums, repairs, snapshots), for scripts.
+    pub detail: serde_json::Value,
+}
+
+/// An incident about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewIncident<'a> {
+    /// Whose data.
+    pub user: i64,
+    /// What it was.
+    pub kind: IncidentKind,
+    /// The object (`kind/name`), if it is about one.
+    pub object: Option<&'a str>,
+    /// The sites involved.
+    pub sites: &'a [String],
+    /// One line for people.
+    pub summary: &'a str,
+    /// The particulars.
+    pub detail: serde_json::Value,
+}
+
+impl Store {
+    /// Records an incident; returns its number.
+    pub fn add_incident(&self, i: &NewIncident<'_>) -> Result<i64> {
+        let db = lock(&self.db);
+        db.execute(
+            "INSERT INTO incidents (user_id, at, kind, object, sites, summary, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                i.user,
+                time_text(jiff::Timestamp::now()),
+                i.kind.as_str(),
+                i.object,
+                i.sites.join(","),
+                i.summary,
+                i.detail.to_string(),
+            ],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// Whether an incident of `kind` about `object` of a member is already on record (a lost
+    /// object is reported once, not on every check).
+    pub fn has_incident(&self, user: i64, kind: IncidentKind, object: &str) -> Result<bool> {
+        let found: Option<i64> = lock(&self.db)
+            .query_row(
+                "SELECT id FROM incidents WHERE user_id = ?1 AND kind = ?2 AND object = ?3",
+                params![user, kind.as_str(), object],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// A member's incidents (every member's without one) found in `from..to` (all without),
+    /// oldest first.
+    pub fn incidents(
+        &self,
+        user: Option<i64>,
+        from: Option<jiff::Timestamp>,
+        to: Option<jiff::Timestamp>,
+    ) -> Result<Vec<Incident>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT id, at, user_id, kind, object, sites, summary, detail FROM incidents
+             WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR at >= ?2)
+                 AND (?3 IS NULL OR at < ?3)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user, from.map(time_text), to.map(time_text)], |r| {
+            let kind: String = r.get(3)?;
+            let sites: String = r.get(5)?;
+            let detail: String = r.get(7)?;
+            Ok(Incident {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                user: r.get(2)?,
+                kind: IncidentKind::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::InvalidColumnType(
+                        3,
+                        "kind".into(),
+                        rusqlite::types::Type::Text,
+                    )
+                })?,
+                object: r.get(4)?,
+                sites: sites
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                summary: r.get(6)?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The objects a check should read next: every member's (or one member's), the least
+    /// recently checked first, `percent` of them (at least one, when there are any).
+    pub fn verify_queue(&self, user: Option<i64>, percent: f64) -> Result<Vec<(i64, ObjectEntry)>> {
+        let keys: Vec<(i64, String, String)> = {
+            let db = lock(&self.db);
+            let total: i64 = db.query_row(
+                "SELECT COUNT(*) FROM objects WHERE ?1 IS NULL OR user_id = ?1",
+                [user],
+                |r| r.get(0),
+            )?;
+            let take = ((total as f64) * percent.clamp(0.0, 100.0) / 100.0).ceil() as i64;
+            let mut stmt = db.prepare_cached(
+                "SELECT user_id, kind, name FROM objects WHERE ?1 IS NULL OR user_id = ?1
+                 ORDER BY verified IS NOT NULL, verified, user_id, kind, name LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![user, take], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (u, kind, name) in keys {
+            if let Some(e) = self.object(u, &kind, &name)? {
+                out.push((u, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Notes that an object was checked now.
+    pub fn mark_verified(&self, user: i64, kind: &str, name: &str) -> Result<()> {
+        lock(&self.db).execute(
+            "UPDATE objects SET verified = ?4 WHERE user_id = ?1 AND kind = ?2 AND name = ?3",
+            params![user, kind, name, time_text(jiff::Timestamp::now())],
+        )?;
+        Ok(())
+    }
+
+    /// The members with a copy of anything at `site`.
+    pub fn members_on_site(&self, site: &str) -> Result<Vec<i64>> {
+        let db = lock(&self.db);
+        let mut stmt =
+            db.prepare_cached("SELECT DISTINCT user_id FROM copies WHERE site = ?1 ORDER BY 1")?;
+        let rows = stmt.query_map([site], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Records which packs (32-byte ids) a member's snapshot needs, as its client reported.
+    pub fn set_snapshot_packs(&self, user: i64, snapshot: &str, packs: &[[u8; 32]]) -> Result<()> {
+        lock(&self.db).execute(
+            "INSERT INTO snapshot_packs (user_id, snapshot, packs) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, snapshot) DO UPDATE SET packs = ?3",
+            params![user, snapshot, packs.concat()],
+        )?;
+        Ok(())
+    }
+
+    /// The member's snapshots that need the pack `pack` (by their clients' reports), by name.
+    pub fn snapshots_needing(&self, user: i64, pack: &[u8; 32]) -> Result<Vec<String>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT snapshot, packs FROM snapshot_packs WHERE user_id = ?1 ORDER BY snapshot",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (snapshot, packs) = row?;
+            if packs.chunks_exact(32).any(|p| p == pack) {
+                out.push(snapshot);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_core::conditions::{CopyCondition, CopyStatus};
+
+    fn store() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("kura.db")).unwrap();
+        let id = s.add_user("ann", b"a long password").unwrap();
+        (dir, s, id)
+    }
+
+    fn copy(site: &str) -> CopyCondition {
+        CopyCondition {
+            site: site.into(),
+            region: "r".into(),
+            status: CopyStatus::Ok,
+            algorithm: "x".into(),
+            key_ref: format!("{site}/v1"),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn incidents_are_kept_and_filtered() {
+        let (_d, s, ann) = store();
+        let bob = s.add_user("bob", b"another password").unwrap();
+        let sites = ["east".to_string()];
+        let before = jiff::Timestamp::now();
+        for (user, kind) in [
+            (ann, IncidentKind::MediaFault),
+            (bob, IncidentKind::Lost),
+            (ann, IncidentKind::Tampering),
+        ] {
+            s.add_incident(&NewIncident {
+                user,
+                kind,
+                object: Some("data/ab"),
+                sites: &sites,
+                summary: "found",
+                detail: serde_json::json!({"range": [1, 2]}),
+            })
+            .unwrap();
+        }
+        let ann_all = s.incidents(Some(ann), None, None).unwrap();
+        assert_eq!(ann_all.len(), 2);
+        assert_eq!(ann_all[1].kind, IncidentKind::Tampering);
+        assert_eq!(ann_all[1].sites, sites);
+        assert_eq!(ann_all[1].detail["range"][1], 2);
+        assert_eq!(s.incidents(None, Some(before), None).unwrap().len(), 3);
+        assert!(s.incidents(None, None, Some(before)).unwrap().is_empty());
+        assert!(s.has_incident(bob, IncidentKind::Lost, "data/ab").unwrap());
+        assert!(!s.has_incident(ann, IncidentKind::Lost, "data/ab").unwrap());
+    }
+
+    #[test]
+    fn the_queue_takes_the_least_recently_checked_share() {
+        let (_d, s, ann) = store();
+        for n in ["a", "b", "c", "d"] {
+            s.record_object(ann, "data", n, 1, "00", None, &[copy("east")])
+                .unwrap();
+        }
+        let names = |q: Vec<(i64, ObjectEntry)>| -> Vec<String> {
+            q.into_iter().map(|(_, e)| e.name).collect()
+        };
+        assert_eq!(names(s.verify_queue(None, 50.0).unwrap()), ["a", "b"]);
+        s.mark_verified(ann, "data", "a").unwrap();
+        s.mark_verified(ann, "data", "b").unwrap();
+        assert_eq!(names(s.verify_queue(Some(ann), 50.0).unwrap()), ["c", "d"]);
+        assert_eq!(names(s.verify_queue(None, 1.0).unwrap()), ["c"]);
+        assert_eq!(s.verify_queue(None, 100.0).unwrap().len(), 4);
+        assert_eq!(s.members_on_site("east").unwrap(), [ann]);
+        assert!(s.members_on_site("west").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pack_names_the_snapshots_that_need_it() {
+        let (_d, s, ann) = store();
+        let (p1, p2, p3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        s.set_snapshot_packs(ann, "s1", &[p1, p2]).unwrap();
+        s.set_snapshot_packs(ann, "s2", &[p2, p3]).unwrap();
+        assert_eq!(s.snapshots_needing(ann, &p2).unwrap(), ["s1", "s2"]);
+        assert_eq!(s.snapshots_needing(ann, &p3).unwrap(), ["s2"]);
+        s.set_snapshot_packs(ann, "s2", &[p1]).unwrap();
+        assert!(s.snapshots_needing(ann, &p3).unwrap().is_empty());
+    }
+}
