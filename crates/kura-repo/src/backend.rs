@@ -163,6 +163,17 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<Vec<kura_core::conditions::ObjectConditions>>, BackendError> {
         Ok(None)
     }
+    /// The objects the provider has no good copy of any more (`kind/name`, or `config`):
+    /// readers treat them as missing, so a backup stores their contents anew. Empty for
+    /// storage without a provider.
+    fn lost(&self) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+    /// The incidents the provider's checks found in the member's data (media faults,
+    /// tampering, lost objects, fraudulent sites); `None` for storage without a provider.
+    fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {
+        Ok(None)
+    }
     /// The member's message history at the provider; `None` for storage without one.
     fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
         Ok(None)

@@ -54,13 +54,37 @@ pub fn check(
     let _lock = crate::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let mut report = CheckReport::default();
     let mut index = MasterIndex::default();
+    let lost = repo.lost()?;
     for name in repo.backend().list(FileType::Index)? {
+        if lost.index.contains(&name) {
+            continue;
+        }
         match repo.read_index_file(&name) {
             Ok(f) => index.add_file(name, f),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    let stored = repo.stored_packs()?;
+    // What a lost pack or index file costs shows below, as the files whose blobs are now
+    // missing (none once a backup has stored them again).
+    for p in &lost.packs {
+        report.warnings.push(format!(
+            "pack {} was lost by the storage provider (`kura incidents` names the files; the next backup stores them again)",
+            p.to_hex()
+        ));
+    }
+    for name in &lost.index {
+        report.warnings.push(format!(
+            "index file {name} was lost by the storage provider (the next backup indexes its packs again)"
+        ));
+    }
+    for object in &lost.other {
+        report
+            .errors
+            .push(format!("{object} was lost by the storage provider"));
+    }
+    index.forget_packs(&lost.packs);
+    let mut stored = repo.stored_packs()?;
+    stored.retain(|name, _| !name.parse().is_ok_and(|id| lost.packs.contains(&id)));
     for p in index.packs() {
         let name = p.id.to_hex();
         report.packs += 1;
@@ -245,4 +269,30 @@ pub fn used_blobs(
         }
     }
     Ok(used)
+}
+
+/// The paths of a snapshot's files whose contents the index lacks (in a pack that was lost,
+/// say), in tree order; a directory whose own tree is missing is named with a trailing `/`
+/// (nothing below it can be known).
+pub fn files_missing(repo: &Repository, index: &MasterIndex, root: Id) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root, String::new())];
+    while let Some((tree_id, dir)) = stack.pop() {
+        if !index.contains(&tree_id) {
+            out.push(format!("{dir}/"));
+            continue;
+        }
+        let tree = repo.load_tree(index, &tree_id)?;
+        for node in tree.nodes.iter().rev() {
+            let path = format!("{dir}/{}", String::from_utf8_lossy(&node.name));
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => stack.push((sub, path)),
+                (NodeKind::File, _) if node.content.iter().any(|id| !index.knows(id)) => {
+                    out.push(path)
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
 }

@@ -66,6 +66,20 @@ impl MasterIndex {
         self.packs.push(pack);
     }
 
+    /// Leaves out packs that are gone: their blobs count as not stored, or as stored in
+    /// another pack that holds them too.
+    pub fn forget_packs(&mut self, gone: &std::collections::HashSet<Id>) {
+        if !self.packs.iter().any(|p| gone.contains(&p.id)) {
+            return;
+        }
+        let packs = std::mem::take(&mut self.packs);
+        self.pack_pos.clear();
+        self.blobs.clear();
+        for p in packs.into_iter().filter(|p| !gone.contains(&p.id)) {
+            self.add_pack(p);
+        }
+    }
+
     /// Records a baseline-only blob.
     pub fn add_external(&mut self, x: External) {
         self.external.insert(x.id, x);

@@ -658,6 +658,21 @@ impl Backend for HttpBackend {
             .map_err(|e| net_error("read conditions from", &url, e))
     }
 
+    fn lost(&self) -> Result<Vec<String>, BackendError> {
+        let url = format!("{}/v1/lost", self.base());
+        let answer = self.send("read lost objects from", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| net_error("read lost objects from", &url, e))
+    }
+
+    fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {
+        let url = format!("{}/v1/incidents", self.base());
+        let answer = self.send("read incidents from", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| net_error("read incidents from", &url, e))
+    }
+
     fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
         let url = format!("{}/v1/messages", self.base());
         let answer = self.send("read messages from", &url, |c| c.get(&url))?;

@@ -72,6 +72,17 @@ pub struct DeviceRecord {
 /// Snapshots that could be read (oldest first), and why the others could not.
 pub type Readable = (Vec<(Id, Snapshot)>, Vec<RepoError>);
 
+/// What the storage provider reports lost (no good copy left).
+#[derive(Debug, Default)]
+pub struct Lost {
+    /// Packs.
+    pub packs: std::collections::HashSet<Id>,
+    /// Index files, by name.
+    pub index: std::collections::HashSet<String>,
+    /// Anything else (`snapshots/…`, `keys/…`, `config`).
+    pub other: Vec<String>,
+}
+
 /// How the user proves they hold the common key.
 #[derive(Clone)]
 pub enum Credential {
@@ -332,14 +343,41 @@ impl Repository {
         Chunker::new(self.config.chunker, self.common.chunker_seed())
     }
 
-    /// Reads every index file into memory. A damaged index file is an error.
+    /// Reads every index file into memory. A damaged index file is an error. What the
+    /// storage provider lost is left out: a lost index file's packs count as unindexed (the
+    /// next backup adopts them), and a lost pack's blobs as not stored (the next backup
+    /// stores them anew).
     pub fn load_index(&self) -> Result<MasterIndex> {
+        let lost = self.lost()?;
         let mut index = MasterIndex::default();
         for name in self.backend.list(FileType::Index)? {
+            if lost.index.contains(&name) {
+                continue;
+            }
             let file = self.read_index_file(&name)?;
             index.add_file(name, file);
         }
+        index.forget_packs(&lost.packs);
         Ok(index)
+    }
+
+    /// What the storage provider has no good copy of any more.
+    pub fn lost(&self) -> Result<Lost> {
+        let mut lost = Lost::default();
+        for object in self.backend.lost()? {
+            match object.split_once('/') {
+                Some(("data", name)) => {
+                    if let Ok(id) = name.parse() {
+                        lost.packs.insert(id);
+                    }
+                }
+                Some(("index", name)) => {
+                    lost.index.insert(name.to_string());
+                }
+                _ => lost.other.push(object),
+            }
+        }
+        Ok(lost)
     }
 
     /// Reads and decodes one index file.

@@ -253,6 +253,8 @@ pub async fn serve(
         .route("/v1/jobs", get(job_list))
         .route("/v1/conditions", get(conditions))
         .route("/v1/messages", get(messages))
+        .route("/v1/incidents", get(incidents))
+        .route("/v1/lost", get(lost))
         .route(
             "/v1/snapshots/{name}/packs",
             axum::routing::put(snapshot_packs),
@@ -580,6 +582,10 @@ fn storage_error(e: StorageError) -> ApiError {
             StatusCode::RANGE_NOT_SATISFIABLE,
             "range starts past the end",
         ),
+        StorageError::Lost(_) => {
+            tracing::error!("{e}");
+            ApiError::new(StatusCode::GONE, e.to_string())
+        }
         StorageError::NoSite(_) | StorageError::Unreadable { .. } => {
             tracing::error!("{e}");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -708,6 +714,24 @@ async fn messages(
 ) -> ApiResult<Response> {
     let id = authed.user.id;
     let list = catalog(&app, move |s| s.messages(id)).await?;
+    Ok(axum::Json(list).into_response())
+}
+
+async fn incidents(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let id = authed.user.id;
+    let list = catalog(&app, move |s| s.incidents(Some(id), None, None)).await?;
+    Ok(axum::Json(list).into_response())
+}
+
+async fn lost(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let id = authed.user.id;
+    let list = catalog(&app, move |s| s.lost_objects(id)).await?;
     Ok(axum::Json(list).into_response())
 }
 

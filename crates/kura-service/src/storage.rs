@@ -51,6 +51,9 @@ pub enum StorageError {
     /// No site could take the object.
     #[error("no storage site is available: {0}")]
     NoSite(String),
+    /// No copy is good any more: the object is lost.
+    #[error("{0} is lost: no copy of it is good")]
+    Lost(String),
     /// No copy could be read.
     #[error("no copy of {name} could be read: {reasons}")]
     Unreadable {
@@ -531,6 +534,9 @@ impl Storage {
         path: &str,
         part: Part,
     ) -> Result<Bytes, StorageError> {
+        if entry.good_sites().next().is_none() {
+            return Err(StorageError::Lost(format!("{}/{}", entry.kind, entry.name)));
+        }
         let keyring = self.keyring()?;
         let mut reasons = Vec::new();
         for copy in entry.copies.iter().filter(|c| c.status == CopyStatus::Ok) {

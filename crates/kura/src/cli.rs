@@ -179,8 +179,12 @@ enum Command {
         #[arg(long, conflicts_with = "snapshot")]
         cached: bool,
     },
-    /// The notices the service sent you (storage conditions, moved data).
+    /// The notices the service sent you (storage conditions, moved data, incidents).
     Messages,
+    /// What the service's integrity checks found in your data (media faults repaired,
+    /// tampering, lost objects, fraudulent sites); for a lost object, the snapshots and the
+    /// files in them that cannot be restored whole.
+    Incidents,
     /// Client certificates for logging in to the service without a password (mutual TLS).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -600,6 +604,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             crate::conditions::conditions(&ctx, snapshot, cached)
         }
         Command::Messages => crate::conditions::messages(&ctx),
+        Command::Incidents => crate::conditions::incidents(&ctx),
         Command::Schedule(c) => crate::schedule::schedule(&ctx, c),
         Command::Agent { once } => crate::schedule::agent(&ctx, once),
         Command::Cert(CertCommand::Create { out, name, days }) => {

@@ -1,5 +1,6 @@
-//! `kura conditions` and `kura messages`: what the service says of the copies it keeps, and
-//! the notices it sent (`spec/placement.md` requirements 6 and 12).
+//! `kura conditions`, `kura incidents` and `kura messages`: what the service says of the copies
+//! it keeps, what its checks found in them, and the notices it sent (`spec/placement.md`
+//! requirements 6, 9 and 12).
 
 use std::collections::HashSet;
 
@@ -7,7 +8,7 @@ use anyhow::{Result, bail};
 use kura_client::state::SavedConditions;
 use kura_core::conditions::CopyStatus;
 use kura_core::job::Job;
-use kura_repo::Backend;
+use kura_repo::{Backend, FileType};
 use serde_json::json;
 
 use crate::cli::Ctx;
@@ -155,6 +156,83 @@ pub fn messages(ctx: &Ctx) -> Result<()> {
             println!("    {line}");
         }
         println!();
+    }
+    Ok(())
+}
+
+/// What a lost object takes with it: a snapshot, and its files that need a lost pack.
+#[derive(serde::Serialize)]
+struct Affected {
+    snapshot: String,
+    time: String,
+    paths: Vec<String>,
+    /// The snapshot object itself is lost.
+    whole: bool,
+    files: Vec<String>,
+}
+
+/// `kura incidents`: what the service's checks found in your data; for lost objects, the
+/// snapshots and files that need them (found here, with the repository's keys).
+pub fn incidents(ctx: &Ctx) -> Result<()> {
+    let backend = ctx.backend()?;
+    let list = backend.incidents()?.ok_or_else(not_a_service)?;
+    let mut affected = Vec::new();
+    let lost = backend.lost()?;
+    if !lost.is_empty() {
+        let repo = ctx.open()?;
+        let index = repo.load_index()?;
+        for name in repo.backend().list(FileType::Snapshot)? {
+            if lost.contains(&format!("snapshots/{name}")) {
+                affected.push(Affected {
+                    snapshot: name,
+                    time: String::new(),
+                    paths: Vec::new(),
+                    whole: true,
+                    files: Vec::new(),
+                });
+                continue;
+            }
+            let (id, snap) = repo.find_snapshot(&name)?;
+            let files = kura_repo::check::files_missing(&repo, &index, snap.tree)?;
+            if !files.is_empty() {
+                affected.push(Affected {
+                    snapshot: id.to_hex(),
+                    time: snap.time.to_string(),
+                    paths: snap.paths.clone(),
+                    whole: false,
+                    files,
+                });
+            }
+        }
+    }
+    if ctx.json() {
+        ctx.print_json(&json!({"incidents": list, "affected": affected}));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no incidents");
+    }
+    for i in &list {
+        println!("#{} {} [{}] {}", i.id, i.at, i.kind.as_str(), i.summary);
+    }
+    for a in &affected {
+        if a.whole {
+            println!("\nsnapshot {} is lost", &a.snapshot[..8]);
+            continue;
+        }
+        println!(
+            "\nsnapshot {} ({}, {}): {} file(s) cannot be restored whole:",
+            &a.snapshot[..8],
+            a.time,
+            a.paths.join(", "),
+            a.files.len()
+        );
+        for f in &a.files {
+            println!("    {f}");
+        }
+    }
+    if !affected.is_empty() {
+        println!("\nBack these files up again; the next backup stores them anew.");
     }
     Ok(())
 }

@@ -274,6 +274,36 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
             "{told:?}"
         );
     }
+    // The member's client names the files that cannot be restored whole, from each snapshot;
+    // a check says so; a backup stores them again, which makes every snapshot whole again.
+    let report = json(client(&env, &svc, "alice", PW, &["--json", "incidents"]));
+    let affected = report["affected"].as_array().unwrap();
+    assert_eq!(affected.len(), 2, "{report}");
+    for a in affected {
+        let files = a["files"].as_array().unwrap();
+        assert!(!files.is_empty(), "{a}");
+        for f in files {
+            let f = f.as_str().unwrap();
+            assert!(Path::new(f).is_file(), "{f} is not a file backed up");
+        }
+    }
+    let out = client(&env, &svc, "alice", PW, &["check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is missing"), "{said}");
+    assert!(said.contains("lost by the storage provider"), "{said}");
+    run_ok(client(
+        &env,
+        &svc,
+        "alice",
+        PW,
+        &["backup", src.to_str().unwrap()],
+    ));
+    run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
+    restore_and_compare(&env, &svc, "alice", PW, &src);
     // Still lost next time, but reported once.
     let (code, v) = svc.admin_json_code(&["verify", "--member", "alice"]);
     assert_eq!((code, &v["lost"]), (3, &Value::from(1)), "{v}");

@@ -579,8 +579,9 @@ impl Storage {
             }
             if lost {
                 body.push_str(
-                    "\nA lost object cannot be read back. Run `kura check` to see which files \
-                     of the named snapshots are affected, and back them up again.\n",
+                    "\nA lost object cannot be read back. `kura incidents` names the files of \
+                     each snapshot that cannot be restored whole; the next backup stores them \
+                     again (and with them, the older snapshots become whole again).\n",
                 );
             } else {
                 body.push_str(

@@ -3,63 +3,11 @@
 //! incident history, and which packs each snapshot needs, so a lost pack names the snapshots
 //! it takes with it.
 
+pub use kura_core::notice::{Incident, IncidentKind};
 use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 use super::catalog::{ObjectEntry, time_text};
 use super::{Result, Store, lock};
-
-/// What kind of incident a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentKind {
-    /// A copy was missing or unreadable; it was repaired from a good copy (or is waiting to be).
-    MediaFault,
-    /// A copy holds other bytes than were stored though its envelope opens; kept as evidence.
-    Tampering,
-    /// No copy of an object is good.
-    Lost,
-    /// A site holding the member's data failed to prove its identity as often as the
-    /// operator's threshold allows.
-    FraudulentSite,
-}
-
-impl IncidentKind {
-    /// The name in the database and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentKind::MediaFault => "media_fault",
-            IncidentKind::Tampering => "tampering",
-            IncidentKind::Lost => "lost",
-            IncidentKind::FraudulentSite => "fraudulent_site",
-        }
-    }
-
-    fn parse(s: &str) -> Option<IncidentKind> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
-}
-
-/// One incident in a member's history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Incident {
-    /// Its number.
-    pub id: i64,
-    /// When it was found.
-    pub at: String,
-    /// Whose data it touched.
-    pub user: i64,
-    /// What it was.
-    pub kind: IncidentKind,
-    /// The object (`kind/name`), if it is about one.
-    pub object: Option<String>,
-    /// The sites involved.
-    pub sites: Vec<String>,
-    /// One line for people.
-    pub summary: String,
-    /// The particulars (ranges, checksums, repairs, snapshots), for scripts.
-    pub detail: serde_json::Value,
-}
 
 /// An incident about to be recorded.
 #[derive(Debug, Clone)]
@@ -134,7 +82,7 @@ impl Store {
                 id: r.get(0)?,
                 at: r.get(1)?,
                 user: r.get(2)?,
-                kind: IncidentKind::parse(&kind).ok_or_else(|| {
+                kind: kind.parse::<IncidentKind>().map_err(|_| {
                     rusqlite::Error::InvalidColumnType(
                         3,
                         "kind".into(),
@@ -181,6 +129,26 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// A member's objects with no good copy left (`kind/name`, or `config`).
+    pub fn lost_objects(&self, user: i64) -> Result<Vec<String>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT o.kind, o.name FROM objects o WHERE o.user_id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM copies c WHERE c.user_id = o.user_id AND c.kind = o.kind
+                     AND c.name = o.name AND c.status = 'ok')
+             ORDER BY o.kind, o.name",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            let (kind, name): (String, String) = (r.get(0)?, r.get(1)?);
+            Ok(if kind == "config" {
+                kind
+            } else {
+                format!("{kind}/{name}")
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Notes that an object was checked now.
