@@ -20,7 +20,7 @@ pub struct Notice {
 }
 
 /// What kind of incident a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// A copy was missing or unreadable; it was repaired from a good copy (or is waiting to be).

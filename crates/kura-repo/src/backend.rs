@@ -169,6 +169,19 @@ pub trait Backend: Send + Sync {
     fn lost(&self) -> Result<Vec<String>, BackendError> {
         Ok(Vec::new())
     }
+    /// The member's statements at the provider, oldest first; `None` for storage without one.
+    fn statements(&self) -> Result<Option<Vec<kura_billing::Statement>>, BackendError> {
+        Ok(None)
+    }
+    /// Objects to a statement before its deadline; the provider holds the charge until its
+    /// operator resolves the objection. Returns the statement as it stands now.
+    fn object_to(
+        &self,
+        statement: &str,
+        _reason: &str,
+    ) -> Result<kura_billing::Statement, BackendError> {
+        Err(BackendError::NotFound(format!("statement {statement}")))
+    }
     /// The incidents the provider's checks found in the member's data (media faults,
     /// tampering, lost objects, fraudulent sites); `None` for storage without a provider.
     fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {

@@ -665,6 +665,25 @@ impl Backend for HttpBackend {
             .map_err(|e| net_error("read lost objects from", &url, e))
     }
 
+    fn statements(&self) -> Result<Option<Vec<kura_billing::Statement>>, BackendError> {
+        let url = format!("{}/v1/statements", self.base());
+        let answer = self.send("read statements from", &url, |c| c.get(&url))?;
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| net_error("read statements from", &url, e))
+    }
+
+    fn object_to(
+        &self,
+        statement: &str,
+        reason: &str,
+    ) -> Result<kura_billing::Statement, BackendError> {
+        let url = format!("{}/v1/statements/{statement}/objection", self.base());
+        let body = serde_json::json!({ "reason": reason });
+        let answer = self.send("object at", &url, |c| c.post(&url).json_body(&body))?;
+        serde_json::from_slice(&answer.body).map_err(|e| net_error("object at", &url, e))
+    }
+
     fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {
         let url = format!("{}/v1/incidents", self.base());
         let answer = self.send("read incidents from", &url, |c| c.get(&url))?;

@@ -4,6 +4,7 @@
 //! sites chosen by the member's level and the sites' disaster risk. The service never holds a
 //! key that decrypts the objects.
 
+pub mod billing;
 pub mod notice;
 pub mod server;
 pub mod sites;

@@ -78,6 +78,10 @@ pub struct ServeOptions {
     pub verify_every: std::time::Duration,
     /// The share of objects each periodic check reads, least recently checked first (1-100).
     pub verify_sample: f64,
+    /// The price table; `None` runs no billing.
+    pub billing: Option<kura_billing::Prices>,
+    /// How often the billing cycle looks for a period to settle and charges to settle.
+    pub billing_every: std::time::Duration,
 }
 
 /// Largest request body: a pack is at most ~24 MiB.
@@ -102,6 +106,7 @@ struct App {
     data_dir: PathBuf,
     ttl: jiff::SignedDuration,
     metrics: Metrics,
+    prices: Option<kura_billing::Prices>,
 }
 
 /// How often unfinished uploads untouched for [`upload::STALE_AFTER`] are removed.
@@ -243,6 +248,7 @@ pub async fn serve(
         data_dir: opts.data_dir.clone(),
         ttl: opts.session_ttl,
         metrics: Metrics::default(),
+        prices: opts.billing.clone(),
     });
     let protected = Router::new()
         .route("/v1/repo/{kind}", get(list))
@@ -255,6 +261,11 @@ pub async fn serve(
         .route("/v1/messages", get(messages))
         .route("/v1/incidents", get(incidents))
         .route("/v1/lost", get(lost))
+        .route("/v1/statements", get(statements))
+        .route(
+            "/v1/statements/{id}/objection",
+            post(objection).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
         .route(
             "/v1/snapshots/{name}/packs",
             axum::routing::put(snapshot_packs),
@@ -332,6 +343,7 @@ pub async fn serve(
         });
     }
     let checker = storage.clone();
+    let biller = storage.clone();
     let replace_every = opts.replace_every;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(replace_every);
@@ -374,6 +386,32 @@ pub async fn serve(
             }
         }
     });
+    if let Some(prices) = opts.billing.clone() {
+        let every = opts.billing_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::billing::sample_usage(biller.store()).await {
+                    tracing::error!("usage sample: {e}");
+                }
+                let today = jiff::Timestamp::now()
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .date();
+                match crate::billing::settle(&biller, &prices, today).await {
+                    Ok(s) if !s.issued.is_empty() || !s.settled.is_empty() => tracing::info!(
+                        period = s.period,
+                        issued = s.issued.len(),
+                        settled = s.settled.len(),
+                        "billing settlement"
+                    ),
+                    Ok(_) | Err(StorageError::Busy) => {}
+                    Err(e) => tracing::error!("billing settlement: {e}"),
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
@@ -733,6 +771,71 @@ async fn lost(
     let id = authed.user.id;
     let list = catalog(&app, move |s| s.lost_objects(id)).await?;
     Ok(axum::Json(list).into_response())
+}
+
+async fn statements(
+    State(app): State<Arc<App>>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let id = authed.user.id;
+    let list = catalog(&app, move |s| s.statements(Some(id))).await?;
+    Ok(axum::Json(list).into_response())
+}
+
+/// A member's objection to a statement.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Objection {
+    reason: String,
+}
+
+/// The most characters an objection's reason may have.
+const MAX_REASON: usize = 4000;
+
+async fn objection(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Extension(authed): Extension<Authed>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Authed { user, .. } = authed;
+    let o: Objection = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed objection: {e}")))?;
+    let reason = o.reason.trim().to_string();
+    let printable = reason
+        .chars()
+        .all(|c| !c.is_control() || c == '\n' || c == '\t');
+    if reason.is_empty() || reason.chars().count() > MAX_REASON || !printable {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("an objection needs a reason of 1 to {MAX_REASON} printable characters"),
+        ));
+    }
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let store = app.store.clone();
+    let held = tokio::task::spawn_blocking(move || store.object_to(user.id, &id, &reason, today))
+        .await
+        .map_err(internal)?;
+    let held = match held {
+        Ok(s) => s,
+        Err(crate::store::StoreError::Invalid(m)) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, m));
+        }
+        Err(crate::store::StoreError::Conflict(m)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, m));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let prices = app.prices.clone().unwrap_or_else(|| kura_billing::Prices {
+        currency: held.currency.clone(),
+        ..kura_billing::Prices::default()
+    });
+    if let Err(e) = crate::billing::tell(&app.storage, &prices).await {
+        tracing::warn!("telling of the objection: {e}");
+    }
+    Ok(axum::Json(held).into_response())
 }
 
 async fn job_report(

@@ -68,8 +68,8 @@ pub enum StorageError {
     /// Files of the service failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// Another placement run holds the lock.
-    #[error("another placement run is in progress")]
+    /// Another maintenance run (placement, integrity check, settlement) holds the lock.
+    #[error("another placement run or integrity check is in progress; try again when it ends")]
     Busy,
 }
 
@@ -170,6 +170,25 @@ impl Storage {
             maintaining: tokio::sync::Mutex::new(()),
             fraud_threshold: config.fraud_threshold.unwrap_or(1).max(1),
         })
+    }
+
+    /// The service's database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The service's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A member's level on `day` by the rule table (the default level without a contract).
+    pub fn level_of(&self, user: &User, day: jiff::civil::Date) -> String {
+        let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
+        match &user.contract {
+            Some(c) => placement.level_of(c, day).to_string(),
+            None => crate::sites::DEFAULT_LEVEL.to_string(),
+        }
     }
 
     fn site(&self, id: &str) -> Option<&Arc<Site>> {
@@ -311,12 +330,8 @@ impl Storage {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .reload_feed()?;
+        let level = self.level_of(user, jiff::Zoned::now().date());
         let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
-        let today = jiff::Zoned::now().date();
-        let level = match &user.contract {
-            Some(c) => placement.level_of(c, today).to_string(),
-            None => crate::sites::DEFAULT_LEVEL.to_string(),
-        };
         Ok(placement
             .sites_of_level(&level)
             .into_iter()

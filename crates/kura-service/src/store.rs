@@ -1,6 +1,8 @@
 //! Users, contracts, sessions, the backup log, and where every stored object's copies are
-//! ([`catalog`]), and what integrity checks found ([`integrity`]), in one SQLite file.
+//! ([`catalog`]), what integrity checks found ([`integrity`]), and statements and the ledger
+//! ([`billing`]), in one SQLite file.
 
+pub mod billing;
 pub mod catalog;
 pub mod integrity;
 
@@ -27,6 +29,9 @@ pub enum StoreError {
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// A request that the current state does not allow (an objection after its deadline).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Shorthand.
@@ -197,6 +202,41 @@ CREATE TABLE IF NOT EXISTS incidents (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_user ON incidents (user_id, at);
+CREATE TABLE IF NOT EXISTS statements (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    period_start TEXT NOT NULL,
+    period_end TEXT NOT NULL,
+    issued TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    objection TEXT,
+    resolution TEXT,
+    told TEXT
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    txn TEXT NOT NULL,
+    at TEXT NOT NULL,
+    statement TEXT NOT NULL REFERENCES statements(id),
+    account TEXT NOT NULL,
+    debit INTEGER NOT NULL CHECK (debit >= 0),
+    credit INTEGER NOT NULL CHECK (credit >= 0),
+    UNIQUE (txn, account)
+);
+CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TABLE IF NOT EXISTS usage_days (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    day TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (user_id, day)
+);
 CREATE TABLE IF NOT EXISTS snapshot_packs (
     user_id INTEGER NOT NULL REFERENCES users(id),
     snapshot TEXT NOT NULL,

@@ -185,6 +185,9 @@ enum Command {
     /// tampering, lost objects, fraudulent sites); for a lost object, the snapshots and the
     /// files in them that cannot be restored whole.
     Incidents,
+    /// Your statements at the service, and objections to them.
+    #[command(subcommand)]
+    Billing(crate::billing::BillingCommand),
     /// Client certificates for logging in to the service without a password (mutual TLS).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -605,6 +608,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Messages => crate::conditions::messages(&ctx),
         Command::Incidents => crate::conditions::incidents(&ctx),
+        Command::Billing(c) => crate::billing::billing(&ctx, c),
         Command::Schedule(c) => crate::schedule::schedule(&ctx, c),
         Command::Agent { once } => crate::schedule::agent(&ctx, once),
         Command::Cert(CertCommand::Create { out, name, days }) => {

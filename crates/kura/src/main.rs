@@ -1,6 +1,7 @@
 //! `kura`: the command line. It parses, configures, calls the libraries and prints; the work
 //! is done in kura-client and kura-repo.
 
+mod billing;
 mod cli;
 mod conditions;
 mod config;

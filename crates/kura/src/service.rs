@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
     /// header_timeout_secs, replace_every_secs, verify_every_secs, verify_sample_percent,
-    /// fraud_threshold, [mail], [[sites]], [[levels]]).
+    /// fraud_threshold, billing_every_secs, [mail], [billing], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     server_config: Option<PathBuf>,
     /// Address and port to listen on (default 127.0.0.1:8443; port 0 picks a free one).
@@ -63,6 +63,8 @@ struct ServerConfig {
     verify_every_secs: Option<u64>,
     verify_sample_percent: Option<f64>,
     fraud_threshold: Option<u64>,
+    billing_every_secs: Option<u64>,
+    billing: Option<kura_billing::Prices>,
     mail: Option<kura_service::notice::MailConfig>,
     #[serde(default)]
     sites: Vec<SiteConfig>,
@@ -140,6 +142,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             Some(p) => percent(&p.to_string()).map_err(anyhow::Error::msg)?,
             None => 100.0,
         },
+        billing: config.billing.clone(),
+        billing_every: std::time::Duration::from_secs(
+            config.billing_every_secs.unwrap_or(3600).max(1),
+        ),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -212,6 +218,9 @@ enum AdminCommand {
         #[arg(long)]
         member: Option<String>,
     },
+    /// The billing cycle: settlements, statements, objections, the ledger.
+    #[command(subcommand)]
+    Billing(AdminBillingCommand),
     /// Risk feeds.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -263,6 +272,46 @@ enum UserCommand {
         #[arg(long)]
         remove: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminBillingCommand {
+    /// Settle the month before DATE: check each member's data (repairing what can be), charge
+    /// it by the [billing] prices (level, GB-months stored, incidents), send the statements,
+    /// and settle charges whose objection deadline has passed. Running it again charges
+    /// nobody twice; `kura serve` runs it every `billing_every_secs` for today.
+    Run {
+        /// The settlement date, YYYY-MM-DD (default today, UTC).
+        #[arg(long)]
+        date: Option<jiff::civil::Date>,
+    },
+    /// Statements, everyone's or one member's.
+    Statements {
+        /// Only this member's.
+        #[arg(long)]
+        member: Option<String>,
+    },
+    /// Resolve a member's objection: the held charge stands (--uphold), is cancelled
+    /// (--cancel), or is lowered (--keep AMOUNT); the member is told, with the note.
+    #[command(group = clap::ArgGroup::new("decision").required(true).multiple(false))]
+    Resolve {
+        /// The statement.
+        statement: String,
+        /// Keep the whole charge.
+        #[arg(long, group = "decision")]
+        uphold: bool,
+        /// Drop the charge.
+        #[arg(long, group = "decision")]
+        cancel: bool,
+        /// Keep this much of it (in the currency's smallest unit).
+        #[arg(long, group = "decision")]
+        keep: Option<i64>,
+        /// What the member is told of the decision.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The ledger: every posting, each account's balance, and whether it balances.
+    Ledger,
 }
 
 #[derive(Subcommand)]
@@ -557,6 +606,7 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 }
             }
         }
+        AdminCommand::Billing(c) => admin_billing(&data_dir, &config, store, c, json)?,
         AdminCommand::Risk(RiskCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -676,6 +726,132 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 println!("{}", serde_json::json!({"user": name, "contract": c}));
             } else {
                 println!("contract of {name} set");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn admin_billing(
+    data_dir: &std::path::Path,
+    config: &ServerConfig,
+    store: kura_service::store::Store,
+    c: AdminBillingCommand,
+    json: bool,
+) -> Result<()> {
+    let prices = config.billing.clone().unwrap_or_default();
+    match c {
+        AdminBillingCommand::Run { date } => {
+            if config.billing.is_none() {
+                bail!("no [billing] prices in the service config (--server-config)");
+            }
+            let date = date.unwrap_or_else(|| {
+                jiff::Timestamp::now()
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .date()
+            });
+            let (runtime, storage) = open_storage(data_dir, config, store)?;
+            let storage = std::sync::Arc::new(storage);
+            let s = runtime.block_on(kura_service::billing::settle(&storage, &prices, date))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "settlement of {} on {}: {} members checked ({} objects lost or tampered \
+                     with), {} statements issued, {} already issued, {} charges settled, {} \
+                     notices sent",
+                    s.period,
+                    s.date,
+                    s.checked,
+                    s.problems,
+                    s.issued.len(),
+                    s.already.len(),
+                    s.settled.len(),
+                    s.notified
+                );
+            }
+        }
+        AdminBillingCommand::Statements { member } => {
+            let user = member.map(|m| store.user(&m)).transpose()?.map(|u| u.id);
+            let list = store.statements(user)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for s in &list {
+                    println!(
+                        "{:<16} user {:<6} {:>16}  {:<9} deadline {}{}",
+                        s.id,
+                        s.user,
+                        prices.money(s.total),
+                        s.status.as_str(),
+                        s.deadline,
+                        s.objection
+                            .as_deref()
+                            .map(|o| format!("  objection: {o}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AdminBillingCommand::Resolve {
+            statement,
+            uphold,
+            cancel,
+            keep,
+            note,
+        } => {
+            let held = store
+                .statements(None)?
+                .into_iter()
+                .find(|s| s.id == statement)
+                .with_context(|| format!("no statement {statement}"))?;
+            let kept = match (uphold, cancel, keep) {
+                (true, _, _) => held.total,
+                (_, true, _) => 0,
+                (_, _, Some(k)) => k,
+                _ => bail!("say --uphold, --cancel or --keep AMOUNT"),
+            };
+            let s = store.resolve(&statement, kept, &note)?;
+            let (runtime, storage) = open_storage(data_dir, config, store)?;
+            runtime.block_on(kura_service::billing::tell(&storage, &prices))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "statement {} {}: {} kept of {}",
+                    s.id,
+                    s.status.as_str(),
+                    prices.money(kept),
+                    prices.money(s.total)
+                );
+            }
+        }
+        AdminBillingCommand::Ledger => {
+            let entries = store.ledger()?;
+            let postings: Vec<_> = entries.iter().map(|e| e.posting.clone()).collect();
+            let balanced = kura_billing::ledger::balanced(&postings);
+            let balances = kura_billing::ledger::balances(&postings);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"entries": entries, "balances": balances, "balanced": balanced})
+                    )?
+                );
+            } else {
+                for e in &entries {
+                    println!(
+                        "{:>6} {} {:<24} {:<20} {:>12} {:>12}",
+                        e.id, e.at, e.txn, e.posting.account, e.posting.debit, e.posting.credit
+                    );
+                }
+                for (account, b) in &balances {
+                    println!("{account:<20} {}", prices.money(*b));
+                }
+                println!("{}", if balanced { "balanced" } else { "NOT BALANCED" });
+            }
+            if !balanced {
+                bail!("the ledger does not balance");
             }
         }
     }
