@@ -92,22 +92,24 @@ fn default_objection_days() -> u32 {
 impl Prices {
     /// Shows an amount in the currency (`1234` with 2 decimals is `12.34 EUR`).
     pub fn money(&self, amount: i64) -> String {
-        let unit = 10i64.pow(self.decimals.min(18));
-        let sign = if amount < 0 { "-" } else { "" };
-        let a = amount.unsigned_abs();
-        if self.decimals == 0 {
-            format!("{sign}{a} {}", self.currency)
-        } else {
-            let unit = unit as u64;
-            format!(
-                "{sign}{}.{:0width$} {}",
-                a / unit,
-                a % unit,
-                self.currency,
-                width = self.decimals as usize
-            )
-        }
+        money(amount, &self.currency, self.decimals)
     }
+}
+
+/// Shows `amount` of the smallest unit of a currency with `decimals` digits after the point.
+pub fn money(amount: i64, currency: &str, decimals: u32) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let a = amount.unsigned_abs();
+    if decimals == 0 {
+        return format!("{sign}{a} {currency}");
+    }
+    let unit = 10u64.pow(decimals.min(18));
+    format!(
+        "{sign}{}.{:0width$} {currency}",
+        a / unit,
+        a % unit,
+        width = decimals as usize
+    )
 }
 
 /// The period one settlement covers: a calendar month, `start..end`.
@@ -296,6 +298,9 @@ pub struct Statement {
     pub deadline: jiff::civil::Date,
     /// The currency.
     pub currency: String,
+    /// Digits after the currency's decimal point (amounts are in its smallest unit).
+    #[serde(default)]
+    pub decimals: u32,
     /// The lines.
     pub lines: Vec<Line>,
     /// What the member owes.
@@ -309,6 +314,11 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// Shows an amount of this statement in its currency.
+    pub fn money(&self, amount: i64) -> String {
+        money(amount, &self.currency, self.decimals)
+    }
+
     /// The id of a member's statement for a period.
     pub fn id_for(user: i64, period: &Period) -> String {
         format!("{user}-{}", period.label())
@@ -327,12 +337,7 @@ impl Statement {
 
 /// The text of a statement notice: the charge with its lines, the storage conditions, the
 /// period's incident history, the objection deadline and how to object.
-pub fn statement_text(
-    prices: &Prices,
-    s: &Statement,
-    conditions: &[String],
-    incidents: &[String],
-) -> String {
+pub fn statement_text(s: &Statement, conditions: &[String], incidents: &[String]) -> String {
     let mut t = format!(
         "Statement {} for {} ({} to {}), issued {}.\n\n",
         s.id,
@@ -351,13 +356,13 @@ pub fn statement_text(
         t.push_str(&format!(
             "  {:<width$}  {:>16}\n",
             l.description,
-            prices.money(l.amount)
+            s.money(l.amount)
         ));
     }
     t.push_str(&format!(
         "  {:<width$}  {:>16}\n\n",
         "Total",
-        prices.money(s.total)
+        s.money(s.total)
     ));
     t.push_str("Storage conditions now:\n");
     for c in conditions {
@@ -473,6 +478,7 @@ mod tests {
             issued: date(2026, 12, 1),
             deadline: Statement::deadline_for(&p, date(2026, 12, 1)).unwrap(),
             currency: p.currency.clone(),
+            decimals: p.decimals,
             total: total(&lines).unwrap(),
             lines,
             status: Status::Open,
@@ -481,7 +487,7 @@ mod tests {
         };
         assert_eq!(s.id, "7-2026-11");
         assert_eq!(s.deadline, date(2026, 12, 15));
-        let text = statement_text(&p, &s, &["2 objects".into()], &["lost x".into()]);
+        let text = statement_text(&s, &["2 objects".into()], &["lost x".into()]);
         for want in [
             "520 JPY",
             "2026-11-30",

@@ -100,7 +100,7 @@ pub async fn settle(
     out.issued = written.issued;
     out.already.extend(written.already);
     out.settled = written.settled;
-    out.notified = tell(storage, prices).await?;
+    out.notified = tell(storage).await?;
     Ok(out)
 }
 
@@ -128,6 +128,7 @@ async fn charge(
         issued: date,
         deadline: Statement::deadline_for(prices, date).map_err(invalid)?,
         currency: prices.currency.clone(),
+        decimals: prices.decimals,
         total: kura_billing::total(&lines).map_err(invalid)?,
         lines,
         status: Status::Open,
@@ -143,14 +144,14 @@ fn invalid(e: kura_billing::BillingError) -> StorageError {
 /// Tells each member of every statement whose state they have not heard of: a new statement,
 /// a settled charge, an objection received, a resolution. A crash between a settlement and
 /// its notices only delays them to the next call. Returns how many were sent.
-pub async fn tell(storage: &Storage, prices: &Prices) -> Result<u64, StorageError> {
+pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
     let store = storage.store().clone();
     let pending = blocking(&store, |s| s.statements_to_tell()).await?;
     let mut sent = 0;
     for st in pending {
         let id = st.user;
         let user = blocking(&store, move |s| s.user_by_id(id)).await?;
-        let total = prices.money(st.total);
+        let total = st.money(st.total);
         let (kind, subject, body) = match st.status {
             Status::Open => {
                 let objects = blocking(&store, move |s| s.objects(id, None)).await?;
@@ -169,7 +170,7 @@ pub async fn tell(storage: &Storage, prices: &Prices) -> Result<u64, StorageErro
                 (
                     "statement",
                     format!("Statement {} for {}: {total}", st.id, st.period.label()),
-                    kura_billing::statement_text(prices, &st, &lines, &incidents),
+                    kura_billing::statement_text(&st, &lines, &incidents),
                 )
             }
             Status::Held => (

@@ -106,7 +106,6 @@ struct App {
     data_dir: PathBuf,
     ttl: jiff::SignedDuration,
     metrics: Metrics,
-    prices: Option<kura_billing::Prices>,
 }
 
 /// How often unfinished uploads untouched for [`upload::STALE_AFTER`] are removed.
@@ -248,7 +247,6 @@ pub async fn serve(
         data_dir: opts.data_dir.clone(),
         ttl: opts.session_ttl,
         metrics: Metrics::default(),
-        prices: opts.billing.clone(),
     });
     let protected = Router::new()
         .route("/v1/repo/{kind}", get(list))
@@ -828,11 +826,7 @@ async fn objection(
         }
         Err(e) => return Err(internal(e)),
     };
-    let prices = app.prices.clone().unwrap_or_else(|| kura_billing::Prices {
-        currency: held.currency.clone(),
-        ..kura_billing::Prices::default()
-    });
-    if let Err(e) = crate::billing::tell(&app.storage, &prices).await {
+    if let Err(e) = crate::billing::tell(&app.storage).await {
         tracing::warn!("telling of the objection: {e}");
     }
     Ok(axum::Json(held).into_response())

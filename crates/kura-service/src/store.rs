@@ -210,6 +210,7 @@ CREATE TABLE IF NOT EXISTS statements (
     issued TEXT NOT NULL,
     deadline TEXT NOT NULL,
     currency TEXT NOT NULL,
+    decimals INTEGER NOT NULL DEFAULT 0,
     lines TEXT NOT NULL,
     total INTEGER NOT NULL,
     status TEXT NOT NULL,

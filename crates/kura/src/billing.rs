@@ -31,16 +31,15 @@ fn not_a_service() -> anyhow::Error {
 
 fn show(s: &Statement) {
     println!(
-        "{}  {}  {} {}  {}  (object by {})",
+        "{}  {}  {}  {}  (object by {})",
         s.id,
         s.period.label(),
-        s.total,
-        s.currency,
+        s.money(s.total),
         s.status.as_str(),
         s.deadline
     );
     for l in &s.lines {
-        println!("    {:<56} {:>12}", l.description, l.amount);
+        println!("    {:<56} {:>16}", l.description, s.money(l.amount));
     }
     if let Some(o) = &s.objection {
         println!("    objection: {o}");

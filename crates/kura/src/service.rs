@@ -782,7 +782,7 @@ fn admin_billing(
                         "{:<16} user {:<6} {:>16}  {:<9} deadline {}{}",
                         s.id,
                         s.user,
-                        prices.money(s.total),
+                        s.money(s.total),
                         s.status.as_str(),
                         s.deadline,
                         s.objection
@@ -813,7 +813,7 @@ fn admin_billing(
             };
             let s = store.resolve(&statement, kept, &note)?;
             let (runtime, storage) = open_storage(data_dir, config, store)?;
-            runtime.block_on(kura_service::billing::tell(&storage, &prices))?;
+            runtime.block_on(kura_service::billing::tell(&storage))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -821,8 +821,8 @@ fn admin_billing(
                     "statement {} {}: {} kept of {}",
                     s.id,
                     s.status.as_str(),
-                    prices.money(kept),
-                    prices.money(s.total)
+                    s.money(kept),
+                    s.money(s.total)
                 );
             }
         }

@@ -50,7 +50,7 @@ fn parse_date(s: &str) -> rusqlite::Result<jiff::civil::Date> {
 }
 
 const STATEMENT_COLUMNS: &str = "id, user_id, period_start, period_end, issued, deadline,
-    currency, lines, total, status, objection, resolution";
+    currency, lines, total, status, objection, resolution, decimals";
 
 fn statement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Statement> {
     let bad = |i: usize| {
@@ -73,6 +73,7 @@ fn statement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Statement> {
         status: status.parse().map_err(|_| bad(9))?,
         objection: r.get(10)?,
         resolution: r.get(11)?,
+        decimals: r.get(12)?,
     })
 }
 
@@ -135,8 +136,8 @@ impl Store {
         for s in statements {
             let added = tx.execute(
                 "INSERT OR IGNORE INTO statements (id, user_id, period_start, period_end, issued,
-                     deadline, currency, lines, total, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     deadline, currency, decimals, lines, total, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10)",
                 params![
                     s.id,
                     s.user,
@@ -149,6 +150,7 @@ impl Store {
                         .map_err(|e| StoreError::Invalid(e.to_string()))?,
                     s.total,
                     Status::Open.as_str(),
+                    s.decimals,
                 ],
             )?;
             if added == 0 {
@@ -339,6 +341,7 @@ mod tests {
             issued: date(2026, 12, 1),
             deadline: date(2026, 12, 15),
             currency: "JPY".into(),
+            decimals: 0,
             lines: vec![Line {
                 description: "fee".into(),
                 amount: total,
