@@ -15,7 +15,8 @@
 # Part 1 backs DATA_DIR up to a local repository, to the service with its default
 # placement (two copies on the demo directory sites) and to a second service configured
 # with one directory site (one copy), then restores each (verified with diff -r), and
-# prints service/local and two-copy/one-copy ratios. Part 2 gives
+# prints service/local and two-copy/one-copy ratios, then times `kura admin verify` over what
+# the default service stored (objects verified per second). Part 2 gives
 # every client its own user and data, starts all their backups at once, then all
 # their restores, and prints aggregate MB/s (total bytes / wall time until the last
 # one finished). restic's rest-server is not packaged for Debian, so there is no
@@ -29,7 +30,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
 source "$SCRIPT_DIR/lib.sh"
 trap 'rc=$?; printf "[bench] error: command failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
-case "${1:-}" in -h|--help) sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 [[ $# -le 1 ]] || die "expected at most one argument (DATA_DIR)"
 if [[ $# -eq 1 ]]; then DATA_DIR=$1; else DATA_DIR=$(rustc --print sysroot); fi
 [[ -d $DATA_DIR ]] || die "data directory '$DATA_DIR' does not exist"
@@ -127,6 +128,21 @@ for who in local bench-same single; do
     log "$who: backup ${T[$who:backup]} s, restore ${T[$who:restore]} s (verified)"
 done
 
+# ------------------------------------------------- part 1b: integrity check of what part 1 stored
+# `kura admin verify` reads both copies of every object on the default service's demo sites
+# (directories on this disk, just written: the page cache is warm) and compares them.
+sync
+for _ in 1 2 3; do
+    if "$KURA_BIN" admin --data-dir "$OUT/service" --json verify >"$OUT/verify.json" 2>"$OUT/logs/verify.err"; then
+        break
+    fi
+    grep -q 'in progress' "$OUT/logs/verify.err" || die "verify failed; see $OUT/logs/verify.err"
+    sleep 2
+done
+read -r V_OBJECTS V_COPIES V_BYTES V_SECS < <(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v["objects"], v["copies"], v["bytes"], v["seconds"])' "$OUT/verify.json")
+[[ $V_OBJECTS -gt 0 ]] || die "verify checked no objects"
+log "verify: $V_OBJECTS objects, $V_COPIES copies, $V_BYTES bytes in $V_SECS s"
+
 # ------------------------------------------------- part 2: concurrent clients
 MAX=0
 for n in "${CLIENTS[@]}"; do (( n > MAX )) && MAX=$n; done
@@ -188,6 +204,12 @@ done
     for step in backup restore; do
         echo "| $step | ${T[single:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[single:$step]}") |"
     done
+    echo
+    echo "Integrity check (\`kura admin verify\`) of everything part 1 stored on the default service, both copies read, opened and compared (warm page cache):"
+    echo
+    echo "| objects | copies | bytes | s | objects/s | MB/s |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    echo "| $V_OBJECTS | $V_COPIES | $V_BYTES | $(printf '%.2f' "$V_SECS") | $(ratio "$V_OBJECTS" "$V_SECS") | $(mbps "$V_BYTES" "$V_SECS") |"
     echo
     echo "Concurrent clients, each with its own user and $CLIENT_MIB MiB of random data (aggregate MB/s = all bytes / time until the last finished):"
     echo

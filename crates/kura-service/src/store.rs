@@ -660,6 +660,15 @@ impl Store {
     }
 }
 
+/// A new database in a scratch directory, with one member, `ann` (for tests).
+#[cfg(test)]
+pub(crate) fn scratch() -> (tempfile::TempDir, Store, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("kura.sqlite")).unwrap();
+    let id = s.add_user("ann", b"a long password").unwrap();
+    (dir, s, id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

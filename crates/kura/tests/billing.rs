@@ -67,28 +67,8 @@ fn ledger_is_balanced(svc: &Service, config: &Path) -> Value {
     l
 }
 
-fn messages_of(env: &Env, svc: &Service, user: &str, pw: &str, kind: &str) -> Vec<Value> {
-    let all = run_ok(client(env, svc, user, pw, &["--json", "messages"]));
-    serde_json::from_str::<Value>(&all)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 fn statements(env: &Env, svc: &Service, user: &str, pw: &str) -> Vec<Value> {
-    let out = run_ok(client(
-        env,
-        svc,
-        user,
-        pw,
-        &["--json", "billing", "statements"],
-    ));
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
+    client_json(env, svc, user, pw, &["billing", "statements"])
         .as_array()
         .unwrap()
         .clone()

@@ -17,11 +17,6 @@ use serde_json::Value;
 
 const PW: &str = "alice password";
 
-fn json(c: std::process::Command) -> Value {
-    let out = run_ok(c);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 /// The objects of the conditions, by name, with their copies.
 fn objects(conditions: &Value) -> Vec<(String, Vec<Value>)> {
     conditions
@@ -34,17 +29,6 @@ fn objects(conditions: &Value) -> Vec<(String, Vec<Value>)> {
                 o["copies"].as_array().unwrap().clone(),
             )
         })
-        .collect()
-}
-
-/// The members' messages of one kind.
-fn messages_of(env: &Env, svc: &Service, kind: &str) -> Vec<Value> {
-    json(client(env, svc, "alice", PW, &["--json", "messages"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["kind"] == kind)
-        .cloned()
         .collect()
 }
 
@@ -77,14 +61,8 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     make_tree(&src, 40, 3);
     fs::write(src.join("big"), noise(6_000_000, 4)).unwrap();
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let first = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let first = client_json(&env, &svc, "alice", PW, &["conditions"]);
     // The largest pack of the first backup holds file data both snapshots need.
     let shared_pack = first
         .as_array()
@@ -97,14 +75,8 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
         .unwrap()
         .to_string();
     fs::write(src.join("later"), noise(200_000, 5)).unwrap();
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let all = client_json(&env, &svc, "alice", PW, &["conditions"]);
     let all = objects(&all);
     let snapshots: BTreeSet<String> = all
         .iter()
@@ -200,7 +172,7 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     );
     let evidence = t["detail"]["evidence"].as_str().unwrap();
     assert_eq!(fs::read(evidence).unwrap(), forged);
-    let told = messages_of(&env, &svc, "integrity");
+    let told = messages_of(&env, &svc, "alice", PW, "integrity");
     assert_eq!(told.len(), 1);
     assert!(
         told[0]["body"]
@@ -212,7 +184,7 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     restore_and_compare(&env, &svc, "alice", PW, &src);
     // A placement run gives the object a second good copy elsewhere and leaves the evidence.
     svc.admin(&["replace"]);
-    let now = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let now = client_json(&env, &svc, "alice", PW, &["conditions"]);
     let (_, copies) = objects(&now)
         .into_iter()
         .find(|(o, _)| *o == victim)
@@ -259,7 +231,7 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
         .map(|s| s.as_str().unwrap().to_string())
         .collect();
     assert_eq!(needing, snapshots, "{lost}");
-    let told = messages_of(&env, &svc, "integrity");
+    let told = messages_of(&env, &svc, "alice", PW, "integrity");
     assert_eq!(told.len(), 2);
     assert!(
         told[1]["subject"]
@@ -276,7 +248,7 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     }
     // The member's client names the files that cannot be restored whole, from each snapshot;
     // a check says so; a backup stores them again, which makes every snapshot whole again.
-    let report = json(client(&env, &svc, "alice", PW, &["--json", "incidents"]));
+    let report = client_json(&env, &svc, "alice", PW, &["incidents"]);
     let affected = report["affected"].as_array().unwrap();
     assert_eq!(affected.len(), 2, "{report}");
     for a in affected {
@@ -295,20 +267,14 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("is missing"), "{said}");
     assert!(said.contains("lost by the storage provider"), "{said}");
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
+    backup(&env, &svc, "alice", PW, &src);
     run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
     restore_and_compare(&env, &svc, "alice", PW, &src);
     // Still lost next time, but reported once.
     let (code, v) = svc.admin_json_code(&["verify", "--member", "alice"]);
     assert_eq!((code, &v["lost"]), (3, &Value::from(1)), "{v}");
     assert_eq!(incidents(&svc, "lost").len(), 1);
-    assert_eq!(messages_of(&env, &svc, "integrity").len(), 2);
+    assert_eq!(messages_of(&env, &svc, "alice", PW, "integrity").len(), 2);
 }
 
 #[test]
@@ -320,14 +286,8 @@ fn a_sample_checks_the_least_recently_checked_objects_first() {
     let src = env.path("src");
     make_tree(&src, 20, 8);
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let total = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]))
+    backup(&env, &svc, "alice", PW, &src);
+    let total = client_json(&env, &svc, "alice", PW, &["conditions"])
         .as_array()
         .unwrap()
         .len() as u64;
@@ -376,20 +336,8 @@ fn a_site_whose_identity_changes_is_counted_passed_over_and_its_members_told() {
     let src = env.path("src");
     make_tree(&src, 10, 1);
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let before = objects(&json(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["--json", "conditions"],
-    )));
+    backup(&env, &svc, "alice", PW, &src);
+    let before = objects(&client_json(&env, &svc, "alice", PW, &["conditions"]));
     assert!(before.iter().all(|(_, c)| c[1]["site"] == "demo-west"));
 
     // demo-west's store now answers with another site's marker, while the service still
@@ -398,20 +346,8 @@ fn a_site_whose_identity_changes_is_counted_passed_over_and_its_members_told() {
     let marker = |site: &str| data.join("sites").join(site).join("kura-site-marker");
     fs::copy(marker("north"), marker("west")).unwrap();
     fs::write(src.join("new"), noise(300_000, 2)).unwrap();
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let after = objects(&json(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["--json", "conditions"],
-    )));
+    backup(&env, &svc, "alice", PW, &src);
+    let after = objects(&client_json(&env, &svc, "alice", PW, &["conditions"]));
     let new: Vec<&(String, Vec<Value>)> = after.iter().filter(|o| !before.contains(o)).collect();
     assert!(!new.is_empty());
     for (object, copies) in &new {
@@ -440,11 +376,14 @@ fn a_site_whose_identity_changes_is_counted_passed_over_and_its_members_told() {
         "{west}"
     );
     // At the threshold (2), once: the member with data there is told, and it is on record.
-    let told = messages_of(&env, &svc, "fraudulent_site");
+    let told = messages_of(&env, &svc, "alice", PW, "fraudulent_site");
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0]["subject"].as_str().unwrap().contains("demo-west"));
     admin(&["sites"]);
-    assert_eq!(messages_of(&env, &svc, "fraudulent_site").len(), 1);
+    assert_eq!(
+        messages_of(&env, &svc, "alice", PW, "fraudulent_site").len(),
+        1
+    );
     let recorded = incidents(&svc, "fraudulent_site");
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["sites"], serde_json::json!(["demo-west"]));
@@ -458,13 +397,7 @@ fn a_site_whose_identity_changes_is_counted_passed_over_and_its_members_told() {
         .count();
     assert_eq!(v["tampered"].as_u64(), Some(at_west as u64), "{v}");
     admin(&["replace"]);
-    let moved = objects(&json(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["--json", "conditions"],
-    )));
+    let moved = objects(&client_json(&env, &svc, "alice", PW, &["conditions"]));
     for (object, copies) in &moved {
         assert!(
             copies.iter().all(|c| c["site"] != "demo-west"),

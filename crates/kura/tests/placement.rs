@@ -80,13 +80,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     fs::write(src.join("big"), noise(3_000_000, 9)).unwrap();
     let out = run_ok(client(&env, &svc, "alice", PW, &["init"]));
     assert!(out.contains("created repository"), "{out}");
-    let out = run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
+    let out = backup(&env, &svc, "alice", PW, &src);
     assert!(
         out.contains("stored at the service on demo-east, demo-west"),
         "{out}"
@@ -94,7 +88,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
 
     // Primary on the safest site; the secondary on the safest one outside the home region
     // (demo-east is both the safest and the home region).
-    let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let all = client_json(&env, &svc, "alice", PW, &["conditions"]);
     let objects = all.as_array().unwrap();
     assert!(objects.len() > 5, "{all}");
     for o in objects {
@@ -118,13 +112,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     let east_key = keys["keys"]["demo-east"]["1"].as_str().unwrap();
     assert!(!all.to_string().contains(east_key));
     // A snapshot's conditions cover it, its index and its packs; the client keeps the latest.
-    let snap = json(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["--json", "conditions", "latest"],
-    ));
+    let snap = client_json(&env, &svc, "alice", PW, &["conditions", "latest"]);
     let names: Vec<&str> = snap
         .as_array()
         .unwrap()
@@ -137,13 +125,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     );
     assert!(names.iter().any(|n| n.starts_with("data/")), "{names:?}");
     assert!(!names.contains(&"config"), "{names:?}");
-    let kept = json(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["--json", "conditions", "--cached"],
-    ));
+    let kept = client_json(&env, &svc, "alice", PW, &["conditions", "--cached"]);
     assert_eq!(kept, snap);
     let text = run_ok(client(&env, &svc, "alice", PW, &["conditions"]));
     assert!(
@@ -151,7 +133,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
         "{text}"
     );
     // The member was told, in the message history and by a message in the outbox.
-    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    let messages = client_json(&env, &svc, "alice", PW, &["messages"]);
     assert_eq!(messages[0]["kind"], "conditions", "{messages}");
     assert!(
         messages[0]["body"]
@@ -176,7 +158,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     fs::remove_dir_all(east.join("users/1/data")).unwrap();
     restore_and_compare(&env, &svc, "alice", PW, &src);
     run_ok(client(&env, &svc, "alice", PW, &["check", "--read-data"]));
-    let after = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let after = client_json(&env, &svc, "alice", PW, &["conditions"]);
     let failed = after
         .as_array()
         .unwrap()
@@ -188,7 +170,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     assert_eq!(r["copied"].as_u64(), Some(failed as u64), "{r}");
     assert_eq!(r["pending"], 0, "{r}");
     assert_eq!(files_at(&east), packs_at_east);
-    let repaired = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let repaired = client_json(&env, &svc, "alice", PW, &["conditions"]);
     assert_placed(&repaired, &["demo-east", "demo-west"]);
 
     // A risk feed makes demo-north the safest: everything moves there, with the copy outside
@@ -200,7 +182,7 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     assert!(r["copied"].as_u64().unwrap() > 5, "{r}");
     assert_eq!(r["deleted"], r["copied"], "{r}");
     assert_eq!(r["notified"], 1, "{r}");
-    let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let moved = client_json(&env, &svc, "alice", PW, &["conditions"]);
     assert_placed(&moved, &["demo-north", "demo-west"]);
     assert_eq!(files_at(&east), 0);
     // A second run finds nothing to do.
@@ -212,10 +194,10 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     // The member moves to demo-north: the second copy leaves it for the safest other region.
     svc.contract("alice", &["--home-region", "demo-north"]);
     svc.admin(&["replace"]);
-    let moved = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let moved = client_json(&env, &svc, "alice", PW, &["conditions"]);
     assert_placed(&moved, &["demo-north", "demo-east"]);
     restore_and_compare(&env, &svc, "alice", PW, &src);
-    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    let messages = client_json(&env, &svc, "alice", PW, &["messages"]);
     let kinds: Vec<&str> = messages
         .as_array()
         .unwrap()
@@ -241,14 +223,8 @@ fn two_copies_conditions_fallback_and_moves_on_the_demo_sites() {
     );
     let before = moved.as_array().unwrap().len();
     fs::write(src.join("new"), noise(100_000, 77)).unwrap();
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let now = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let now = client_json(&env, &svc, "alice", PW, &["conditions"]);
     let north_keys: Vec<&str> = now
         .as_array()
         .unwrap()
@@ -274,20 +250,14 @@ fn a_placement_run_killed_at_any_point_leaves_two_good_copies() {
         fs::write(src.join(format!("big{i}")), noise(12_000_000, 40 + i)).unwrap();
     }
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
+    backup(&env, &svc, "alice", PW, &src);
     // Everything is to move from demo-east to demo-north.
     let feed = env.path("feed.csv");
     fs::write(&feed, "region,flood\ndemo-north,0.01\n").unwrap();
     svc.admin(&["risk", "import", feed.to_str().unwrap()]);
 
     let good_copies_exist = || {
-        let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+        let all = client_json(&env, &svc, "alice", PW, &["conditions"]);
         for o in all.as_array().unwrap() {
             let object = o["object"].as_str().unwrap();
             let on_disk = o["copies"]
@@ -401,14 +371,8 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
     let src = env.path("src");
     make_tree(&src, 20, 3);
     run_ok(client(&env, &svc, "alice", PW, &["init"]));
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
-    let conditions = || json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let conditions = || client_json(&env, &svc, "alice", PW, &["conditions"]);
     assert_placed(&conditions(), &["s3-a", "s3-b"]);
 
     // Garage stops while the next backup is sending: the backup completes on the disk site,
@@ -468,7 +432,7 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
             .all(|o| o["degraded"].is_null())
     );
     restore_and_compare(&env, &svc, "alice", PW, &src);
-    let messages = json(client(&env, &svc, "alice", PW, &["--json", "messages"]));
+    let messages = client_json(&env, &svc, "alice", PW, &["messages"]);
     assert!(
         messages
             .as_array()
@@ -544,7 +508,7 @@ fn a_repository_from_before_placement_is_stored_on_the_sites() {
     let svc = Service::start(&data);
     assert!(data.join("users/1/repo.imported").is_dir());
     assert!(!data.join("users/1/repo").exists());
-    let all = json(client(&env, &svc, "alice", PW, &["--json", "conditions"]));
+    let all = client_json(&env, &svc, "alice", PW, &["conditions"]);
     assert!(all.as_array().unwrap().len() > 3, "{all}");
     assert_placed(&all, &["demo-east", "demo-west"]);
     restore_and_compare(&env, &svc, "alice", PW, &src);
@@ -673,18 +637,12 @@ fn notices_are_mailed_through_a_real_relay_and_wait_while_it_is_down() {
     assert!(!bad.status.success(), "a header cannot be smuggled in");
     let src = env.path("src");
     make_tree(&src, 10, 21);
-    let backup = |user: &str| {
+    let first_backup = |user: &str| {
         run_ok(client(&env, &svc, user, PW, &["init"]));
-        run_ok(client(
-            &env,
-            &svc,
-            user,
-            PW,
-            &["backup", src.to_str().unwrap()],
-        ));
+        backup(&env, &svc, user, PW, &src);
     };
 
-    backup("alice");
+    first_backup("alice");
     wait_for("the first notice to be mailed", || {
         delivered(&maildir).len() == 1
     });
@@ -701,14 +659,8 @@ fn notices_are_mailed_through_a_real_relay_and_wait_while_it_is_down() {
     // The relay goes down: a notice waits in the outbox and goes out when it returns. One to
     // a member without an address stays there.
     drop(relay);
-    backup("bob");
-    run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        PW,
-        &["backup", src.to_str().unwrap()],
-    ));
+    first_backup("bob");
+    backup(&env, &svc, "alice", PW, &src);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(queued(&data), 2);
     assert_eq!(delivered(&maildir).len(), 1);
@@ -723,6 +675,6 @@ fn notices_are_mailed_through_a_real_relay_and_wait_while_it_is_down() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(queued(&data), 1, "bob's notice stays: he has no address");
-    let messages = json(client(&env, &svc, "bob", PW, &["--json", "messages"]));
+    let messages = client_json(&env, &svc, "bob", PW, &["messages"]);
     assert_eq!(messages.as_array().unwrap().len(), 1, "{messages}");
 }

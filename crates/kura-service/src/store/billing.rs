@@ -325,13 +325,6 @@ mod tests {
     use jiff::civil::date;
     use kura_billing::Line;
 
-    fn store() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("kura.db")).unwrap();
-        let id = s.add_user("ann", b"a long password").unwrap();
-        (dir, s, id)
-    }
-
     fn statement_for(user: i64, total: i64) -> Statement {
         let period = Period::settled_on(date(2026, 12, 1)).unwrap();
         Statement {
@@ -360,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_settlement_twice_charges_once_and_settles_after_the_deadline() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         let st = statement_for(ann, 520);
         let first = s
             .settle(std::slice::from_ref(&st), date(2026, 12, 1))
@@ -406,7 +399,7 @@ mod tests {
 
     #[test]
     fn an_objection_holds_until_resolved() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         let st = statement_for(ann, 520);
         s.settle(std::slice::from_ref(&st), date(2026, 12, 1))
             .unwrap();
@@ -444,7 +437,7 @@ mod tests {
 
     #[test]
     fn the_ledger_refuses_changes() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         s.settle(&[statement_for(ann, 520)], date(2026, 12, 1))
             .unwrap();
         let db = lock(&s.db);
@@ -463,7 +456,7 @@ mod tests {
 
     #[test]
     fn usage_is_averaged_over_the_sampled_days() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         let period = Period::settled_on(date(2026, 12, 1)).unwrap();
         assert_eq!(s.average_usage(ann, &period).unwrap(), None);
         s.sample_usage(date(2026, 11, 3)).unwrap();

@@ -436,16 +436,14 @@ mod tests {
 
     #[test]
     fn objects_copies_and_usage_change_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        let u = s.add_user("alice", b"correct horse").unwrap();
+        let (_dir, s, u) = crate::store::scratch();
         let both = [copy("a", CopyStatus::Ok), copy("b", CopyStatus::Ok)];
         assert!(
             s.record_object(u, "data", "aa", 100, "s1", None, &both)
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(s.user("alice").unwrap().bytes, 100);
+        assert_eq!(s.user("ann").unwrap().bytes, 100);
         let e = s.object(u, "data", "aa").unwrap().unwrap();
         assert_eq!(e.good_sites().collect::<Vec<_>>(), ["a", "b"]);
         // Replacing counts only the difference, and returns what it replaced.
@@ -455,7 +453,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(old.size, 100);
-        assert_eq!(s.user("alice").unwrap().bytes, 40);
+        assert_eq!(s.user("ann").unwrap().bytes, 40);
         let e = s.object(u, "data", "aa").unwrap().unwrap();
         assert_eq!(e.copies, one);
         assert_eq!(e.degraded.as_deref(), Some("one_copy"));
@@ -484,7 +482,7 @@ mod tests {
             time_text(whole)
         );
         s.remove_object(u, "data", "aa").unwrap().unwrap();
-        assert_eq!(s.user("alice").unwrap().bytes, 0);
+        assert_eq!(s.user("ann").unwrap().bytes, 0);
         assert!(s.object(u, "data", "aa").unwrap().is_none());
         assert_eq!(s.site_record("a").unwrap().copies, 0);
     }

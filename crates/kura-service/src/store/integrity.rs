@@ -204,13 +204,6 @@ mod tests {
     use super::*;
     use kura_core::conditions::{CopyCondition, CopyStatus};
 
-    fn store() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("kura.db")).unwrap();
-        let id = s.add_user("ann", b"a long password").unwrap();
-        (dir, s, id)
-    }
-
     fn copy(site: &str) -> CopyCondition {
         CopyCondition {
             site: site.into(),
@@ -224,7 +217,7 @@ mod tests {
 
     #[test]
     fn incidents_are_kept_and_filtered() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         let bob = s.add_user("bob", b"another password").unwrap();
         let sites = ["east".to_string()];
         let before = jiff::Timestamp::now();
@@ -256,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_queue_takes_the_least_recently_checked_share() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         for n in ["a", "b", "c", "d"] {
             s.record_object(ann, "data", n, 1, "00", None, &[copy("east")])
                 .unwrap();
@@ -276,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_pack_names_the_snapshots_that_need_it() {
-        let (_d, s, ann) = store();
+        let (_d, s, ann) = crate::store::scratch();
         let (p1, p2, p3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         s.set_snapshot_packs(ann, "s1", &[p1, p2]).unwrap();
         s.set_snapshot_packs(ann, "s2", &[p2, p3]).unwrap();

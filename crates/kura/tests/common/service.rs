@@ -205,3 +205,45 @@ pub fn demo_file(data: &Path, site: &str, object: &str) -> std::path::PathBuf {
     };
     dir.join("users/1").join(object)
 }
+
+/// Runs `kura --json ARGS` as `user` and parses what it prints.
+pub fn client_json(
+    env: &Env,
+    svc: &Service,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = run_ok(client(env, svc, user, password, &all));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Backs `src` up as `user`; returns what kura printed.
+pub fn backup(env: &Env, svc: &Service, user: &str, password: &str, src: &Path) -> String {
+    run_ok(client(
+        env,
+        svc,
+        user,
+        password,
+        &["backup", src.to_str().unwrap()],
+    ))
+}
+
+/// The notices of one kind (`statement`, `integrity`, ...) in `user`'s message history.
+pub fn messages_of(
+    env: &Env,
+    svc: &Service,
+    user: &str,
+    password: &str,
+    kind: &str,
+) -> Vec<serde_json::Value> {
+    let all = client_json(env, svc, user, password, &["messages"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == kind)
+        .cloned()
+        .collect()
+}
