@@ -406,3 +406,73 @@ fn a_site_whose_identity_changes_is_counted_passed_over_and_its_members_told() {
     }
     restore_and_compare(&env, &svc, "alice", PW, &src);
 }
+
+#[test]
+fn malformed_reports_and_objections_are_refused_and_change_nothing() {
+    let env = Env::new();
+    let data = env.path("service");
+    let svc = Service::start(&data);
+    svc.add_user("alice", PW, env.dir.path());
+    let src = env.path("src");
+    make_tree(&src, 5, 4);
+    run_ok(client(&env, &svc, "alice", PW, &["init"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let snapshot = client_json(&env, &svc, "alice", PW, &["conditions"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| {
+            o["object"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("snapshots/")
+                .map(str::to_string)
+        })
+        .unwrap();
+    let http = svc.http();
+    let token = svc.token(&http, "alice", PW);
+    let put = |name: &str, body: Vec<u8>| {
+        http.put(format!("{}/v1/snapshots/{name}/packs", svc.url))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put("not-a-name", vec![0; 32]), 400);
+    assert_eq!(put(&"0".repeat(64), vec![0; 32]), 404, "no such snapshot");
+    assert_eq!(put(&snapshot, vec![0; 31]), 400, "a partial id");
+    assert_eq!(put(&snapshot, vec![7; 64]), 204);
+    let object = |body: &str, id: &str| {
+        http.post(format!("{}/v1/statements/{id}/objection", svc.url))
+            .bearer_auth(&token)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(object("{", "1-2026-11"), 400);
+    assert_eq!(object(r#"{"reason": ""}"#, "1-2026-11"), 400);
+    assert_eq!(object(r#"{"reason": "x", "amount": 0}"#, "1-2026-11"), 400);
+    assert_eq!(object("{\"reason\": \"a\\u0000b\"}", "1-2026-11"), 400);
+    assert_eq!(
+        object(r#"{"reason": "no such statement"}"#, "1-2026-11"),
+        404
+    );
+    for path in ["incidents", "lost", "statements"] {
+        let anon = http.get(format!("{}/v1/{path}", svc.url)).send().unwrap();
+        assert_eq!(anon.status().as_u16(), 401, "{path} without a session");
+        let mine = http
+            .get(format!("{}/v1/{path}", svc.url))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(mine.text().unwrap(), "[]", "{path}");
+    }
+    // Nothing stored was touched.
+    let (code, v) = svc.admin_json_code(&["verify"]);
+    assert_eq!((code, &v["sound"]), (0, &v["objects"]), "{v}");
+    restore_and_compare(&env, &svc, "alice", PW, &src);
+}

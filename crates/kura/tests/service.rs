@@ -162,10 +162,7 @@ fn backup_and_restore_through_the_service_with_isolation() {
     );
 
     // Health and metrics.
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap())
-        .build()
-        .unwrap();
+    let http = svc.http();
     assert_eq!(
         http.get(format!("{}/healthz", svc.url))
             .send()
@@ -252,24 +249,10 @@ fn pieces_are_checked_resumable_and_private() {
     let svc = Service::start(&env.path("service"));
     svc.add_user("alice", "alice password", env.dir.path());
     svc.add_user("bob", "bob password 22", env.dir.path());
-    let http = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap())
-        .build()
-        .unwrap();
-    let login = |user: &str, password: &str| -> String {
-        let v: serde_json::Value = http
-            .post(format!("{}/v1/login", svc.url))
-            .body(serde_json::json!({"user": user, "password": password}).to_string())
-            .send()
-            .unwrap()
-            .bytes()
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap();
-        v["token"].as_str().unwrap().to_string()
-    };
+    let http = svc.http();
     let (alice, bob) = (
-        login("alice", "alice password"),
-        login("bob", "bob password 22"),
+        svc.token(&http, "alice", "alice password"),
+        svc.token(&http, "bob", "bob password 22"),
     );
     let sha = |d: &[u8]| kura_service::upload::sha256_hex(d);
     let object: Vec<u8> = noise(300_000, 9);
@@ -511,7 +494,7 @@ fn pieces_are_checked_resumable_and_private() {
         "--max-bytes",
         &limit,
     ]);
-    let alice = login("alice", "alice password");
+    let alice = svc.token(&http, "alice", "alice password");
     let part = &object[..100_000];
     let start = |name: &str| {
         http.put(format!("{}/v1/uploads/data/{name}?offset=0", svc.url))
@@ -1103,23 +1086,8 @@ fn no_secret_reaches_the_service_log() {
     assert!(!wrong.status.success());
     // A session token, to look for in the log.
     let token = {
-        let http = reqwest::blocking::Client::builder()
-            .use_preconfigured_tls(
-                kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap(),
-            )
-            .build()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(
-            &http
-                .post(format!("{}/v1/login", svc.url))
-                .body(r#"{"user":"erin","password":"erin's secret password"}"#)
-                .send()
-                .unwrap()
-                .bytes()
-                .unwrap(),
-        )
-        .unwrap();
-        let token = v["token"].as_str().unwrap().to_string();
+        let http = svc.http();
+        let token = svc.token(&http, "erin", "erin's secret password");
         http.get(format!("{}/v1/repo/snapshots", svc.url))
             .bearer_auth(&token)
             .send()

@@ -148,6 +148,29 @@ impl Service {
         self.admin(&args);
     }
 
+    /// An HTTPS client that trusts this service's certificate.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .use_preconfigured_tls(
+                kura_repo::remote::tls_config(Some(&self.fingerprint), None).unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    /// A session token for `user`, from `POST /v1/login`.
+    pub fn token(&self, http: &reqwest::blocking::Client, user: &str, password: &str) -> String {
+        let answer = http
+            .post(format!("{}/v1/login", self.url))
+            .body(serde_json::json!({"user": user, "password": password}).to_string())
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
     /// Logs in as a client library would.
     pub fn backend(&self, user: &str, password: &str) -> Result<HttpBackend, BackendError> {
         HttpBackend::connect(Remote {
