@@ -352,3 +352,53 @@ fn a_settlement_killed_at_any_point_leaves_all_of_it_or_none() {
         assert!(!told.is_empty(), "m{i} was not told");
     }
 }
+
+#[test]
+fn the_service_settles_last_month_on_its_own() {
+    let env = Env::new();
+    let data = env.path("service");
+    let config = env.path("service.toml");
+    fs::write(&config, format!("billing_every_secs = 1\n{PRICES}")).unwrap();
+    let svc = Service::start_with(
+        &data,
+        "127.0.0.1:0",
+        "warn",
+        Stdio::null(),
+        &["--server-config", config.to_str().unwrap()],
+    );
+    svc.add_user("alice", "alice password", env.dir.path());
+    svc.contract("alice", &["--member-since", "2020-01-01"]);
+    let src = env.path("src");
+    make_tree(&src, 5, 1);
+    run_ok(client(&env, &svc, "alice", "alice password", &["init"]));
+    backup(&env, &svc, "alice", "alice password", &src);
+    let last_month = {
+        let today = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        today
+            .first_of_month()
+            .yesterday()
+            .unwrap()
+            .strftime("%Y-%m")
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let issued = loop {
+        let list = statements(&env, &svc, "alice", "alice password");
+        if !list.is_empty() {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement was issued"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["id"], format!("1-{last_month}"));
+    // Later runs of the job charge nobody again.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(statements(&env, &svc, "alice", "alice password").len(), 1);
+    ledger_is_balanced(&svc, &config);
+}

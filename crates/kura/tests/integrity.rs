@@ -476,3 +476,84 @@ fn malformed_reports_and_objections_are_refused_and_change_nothing() {
     assert_eq!((code, &v["sound"]), (0, &v["objects"]), "{v}");
     restore_and_compare(&env, &svc, "alice", PW, &src);
 }
+
+#[test]
+fn the_service_checks_on_its_own_and_a_killed_check_loses_nothing() {
+    let env = Env::new();
+    let data = env.path("service");
+    let svc = Service::start_with(
+        &data,
+        "127.0.0.1:0",
+        "warn",
+        std::process::Stdio::null(),
+        &["--verify-every-secs", "1"],
+    );
+    svc.add_user("alice", PW, env.dir.path());
+    let src = env.path("src");
+    make_tree(&src, 20, 6);
+    fs::write(src.join("big"), noise(20_000_000, 6)).unwrap();
+    run_ok(client(&env, &svc, "alice", PW, &["init"]));
+    backup(&env, &svc, "alice", PW, &src);
+    let all = objects(&client_json(&env, &svc, "alice", PW, &["conditions"]));
+    let victim = &all[all.len() / 2].0;
+    let file = demo_file(&data, "demo-west", victim);
+    flip(&file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while incidents(&svc, "media_fault").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic check never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(svc);
+
+    // Every copy at demo-west damaged, then checks killed at growing delays: no good copy is
+    // ever lost, and a last check repairs what is left.
+    for (object, _) in &all {
+        flip(&demo_file(&data, "demo-west", object));
+    }
+    let good_east = |object: &str| demo_file(&data, "demo-east", object);
+    let before: Vec<Vec<u8>> = all
+        .iter()
+        .map(|(o, _)| fs::read(good_east(o)).unwrap())
+        .collect();
+    for delay_ms in [10, 40, 100, 250, 600] {
+        let mut run = kura()
+            .args(["admin", "--data-dir"])
+            .arg(&data)
+            .arg("verify")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = run.kill();
+        let _ = run.wait();
+        for ((object, _), bytes) in all.iter().zip(&before) {
+            assert_eq!(
+                &fs::read(good_east(object)).unwrap(),
+                bytes,
+                "{object} at demo-east changed"
+            );
+        }
+    }
+    let out = kura()
+        .args(["admin", "--data-dir"])
+        .arg(&data)
+        .args(["--json", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, v) = {
+        let svc = Service::start(&data);
+        let r = svc.admin_json_code(&["verify"]);
+        restore_and_compare(&env, &svc, "alice", PW, &src);
+        r
+    };
+    assert_eq!((code, &v["sound"]), (0, &v["objects"]), "{v}");
+}
