@@ -13,7 +13,7 @@ use kura_billing::{Period, Prices, Statement, Status};
 use serde::Serialize;
 
 use crate::storage::{Scope, Storage, StorageError};
-use crate::store::{Store, StoreError, User};
+use crate::store::{StoreError, User};
 
 /// What a settlement did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -42,17 +42,6 @@ fn day_start(d: jiff::civil::Date) -> Result<jiff::Timestamp, StorageError> {
         .map_err(|e| StoreError::Invalid(e.to_string()).into())
 }
 
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StorageError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(StorageError::from)
-}
-
 /// Settles the period before `date`: checks and charges every member with a contract who has
 /// no statement for it yet, then settles the charges whose objection period has ended, then
 /// tells the members.
@@ -62,13 +51,12 @@ pub async fn settle(
     date: jiff::civil::Date,
 ) -> Result<Settlement, StorageError> {
     let period = Period::settled_on(date).map_err(invalid)?;
-    let store = storage.store().clone();
     let mut out = Settlement {
         date: date.to_string(),
         period: period.label(),
         ..Settlement::default()
     };
-    let users = blocking(&store, |s| s.users()).await?;
+    let users = storage.blocking(|s| s.users()).await?;
     let mut statements = Vec::new();
     for user in users {
         let Some(contract) = &user.contract else {
@@ -82,7 +70,7 @@ pub async fn settle(
         }
         let id = Statement::id_for(user.id, &period);
         let known = id.clone();
-        if blocking(&store, move |s| s.has_statement(&known)).await? {
+        if storage.blocking(move |s| s.has_statement(&known)).await? {
             out.already.push(id);
             continue;
         }
@@ -94,9 +82,11 @@ pub async fn settle(
         let v = storage.verify(&scope, &|_, _| {}).await?;
         out.checked += 1;
         out.problems += v.lost + v.tampered;
-        statements.push(charge(storage, &store, prices, &user, &period, date).await?);
+        statements.push(charge(storage, prices, &user, &period, date).await?);
     }
-    let written = blocking(&store, move |s| s.settle(&statements, date)).await?;
+    let written = storage
+        .blocking(move |s| s.settle(&statements, date))
+        .await?;
     out.issued = written.issued;
     out.already.extend(written.already);
     out.settled = written.settled;
@@ -106,7 +96,6 @@ pub async fn settle(
 
 async fn charge(
     storage: &Storage,
-    store: &Arc<Store>,
     prices: &Prices,
     user: &User,
     period: &Period,
@@ -114,11 +103,14 @@ async fn charge(
 ) -> Result<Statement, StorageError> {
     let level = storage.level_of(user, date);
     let (id, p) = (user.id, *period);
-    let average = blocking(store, move |s| s.average_usage(id, &p))
+    let average = storage
+        .blocking(move |s| s.average_usage(id, &p))
         .await?
         .unwrap_or(user.bytes);
     let (from, to) = (day_start(period.start)?, day_start(period.end)?);
-    let incidents = blocking(store, move |s| s.incidents(Some(id), Some(from), Some(to))).await?;
+    let incidents = storage
+        .blocking(move |s| s.incidents(Some(id), Some(from), Some(to)))
+        .await?;
     let kinds: Vec<_> = incidents.iter().map(|i| i.kind).collect();
     let lines = kura_billing::charge(prices, &level, period, average, &kinds).map_err(invalid)?;
     Ok(Statement {
@@ -146,27 +138,27 @@ fn invalid(e: kura_billing::BillingError) -> StorageError {
 /// its notices only delays them to the next call. Returns how many were sent.
 pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
     let store = storage.store().clone();
-    let pending = blocking(&store, |s| s.statements_to_tell()).await?;
+    let pending = storage.blocking(|s| s.statements_to_tell()).await?;
     let mut sent = 0;
     for st in pending {
         let id = st.user;
-        let user = blocking(&store, move |s| s.user_by_id(id)).await?;
+        let user = storage.blocking(move |s| s.user_by_id(id)).await?;
         let total = st.money(st.total);
         let (kind, subject, body) = match st.status {
             Status::Open => {
-                let objects = blocking(&store, move |s| s.objects(id, None)).await?;
+                let objects = storage.blocking(move |s| s.objects(id, None)).await?;
                 let conditions: Vec<_> = objects
                     .iter()
                     .map(crate::store::catalog::ObjectEntry::conditions)
                     .collect();
                 let lines = kura_core::conditions::summary(&conditions, |b| format!("{b} bytes"));
                 let (from, to) = (day_start(st.period.start)?, day_start(st.period.end)?);
-                let incidents: Vec<String> =
-                    blocking(&store, move |s| s.incidents(Some(id), Some(from), Some(to)))
-                        .await?
-                        .into_iter()
-                        .map(|i| format!("{} [{}] {}", i.at, i.kind.as_str(), i.summary))
-                        .collect();
+                let incidents: Vec<String> = storage
+                    .blocking(move |s| s.incidents(Some(id), Some(from), Some(to)))
+                    .await?
+                    .into_iter()
+                    .map(|i| format!("{} [{}] {}", i.at, i.kind.as_str(), i.summary))
+                    .collect();
                 (
                     "statement",
                     format!("Statement {} for {}: {total}", st.id, st.period.label()),
@@ -220,16 +212,16 @@ pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
         };
         crate::notice::send(&store, storage.data_dir(), &user, kind, &subject, &body)?;
         let (sid, status) = (st.id.clone(), st.status);
-        blocking(&store, move |s| s.told(&sid, status)).await?;
+        storage.blocking(move |s| s.told(&sid, status)).await?;
         sent += 1;
     }
     Ok(sent)
 }
 
 /// Records today's usage of every member (the storage line of a charge averages these).
-pub async fn sample_usage(store: &Arc<Store>) -> Result<(), StorageError> {
+pub async fn sample_usage(storage: &Storage) -> Result<(), StorageError> {
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
-    blocking(store, move |s| s.sample_usage(today)).await
+    storage.blocking(move |s| s.sample_usage(today)).await
 }

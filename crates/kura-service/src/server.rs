@@ -391,7 +391,7 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = crate::billing::sample_usage(biller.store()).await {
+                if let Err(e) = crate::billing::sample_usage(&biller).await {
                     tracing::error!("usage sample: {e}");
                 }
                 let today = jiff::Timestamp::now()

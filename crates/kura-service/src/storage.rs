@@ -139,6 +139,8 @@ pub struct Storage {
     maintaining: tokio::sync::Mutex<()>,
     /// Authentication failures of a site at which its members are told.
     fraud_threshold: u64,
+    /// How long a maintenance run waits for another to end.
+    patience: std::time::Duration,
 }
 
 impl Storage {
@@ -169,6 +171,7 @@ impl Storage {
             store,
             maintaining: tokio::sync::Mutex::new(()),
             fraud_threshold: config.fraud_threshold.unwrap_or(1).max(1),
+            patience: std::time::Duration::ZERO,
         })
     }
 
@@ -210,7 +213,8 @@ impl Storage {
         Ok(ring)
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs a database call on the blocking pool.
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StorageError> {
@@ -623,24 +627,43 @@ impl Storage {
     }
 
     /// Holds off other maintenance runs (placement, integrity checks), in this process and
-    /// in others on the same data directory, until the guard is dropped.
-    fn maintenance(&self) -> Result<Maintenance<'_>, StorageError> {
-        let one = self
-            .maintaining
-            .try_lock()
-            .map_err(|_| StorageError::Busy)?;
+    /// in others on the same data directory, until the guard is dropped. Waits for a run in
+    /// progress as long as [`Storage::wait_for_others`] allows (by default not at all).
+    async fn maintenance(&self) -> Result<Maintenance<'_>, StorageError> {
+        let deadline = Instant::now() + self.patience;
+        let pause = std::time::Duration::from_millis(200);
+        let one = loop {
+            match self.maintaining.try_lock() {
+                Ok(g) => break g,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(pause).await,
+                Err(_) => return Err(StorageError::Busy),
+            }
+        };
         let file = std::fs::File::create(self.data_dir.join("maintenance.lock"))?;
-        file.try_lock().map_err(|_| StorageError::Busy)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(pause).await,
+                Err(_) => return Err(StorageError::Busy),
+            }
+        }
         Ok(Maintenance {
             _one: one,
             _file: file,
         })
     }
 
+    /// Makes maintenance runs wait up to `patience` for one in progress (an operator's
+    /// command) instead of giving up at once (the service's periodic runs).
+    pub fn wait_for_others(mut self, patience: std::time::Duration) -> Storage {
+        self.patience = patience;
+        self
+    }
+
     /// Brings every member's objects to the placement the rule gives now, deletes copies left
     /// from sites that were down, and tells members whose conditions changed.
     pub async fn replace(&self) -> Result<Replaced, StorageError> {
-        let _one = self.maintenance()?;
+        let _one = self.maintenance().await?;
         // Every site proves its identity before anything is moved: one that fails is left out
         // of the targets (and counted).
         for site in &self.sites {

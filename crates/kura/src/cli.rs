@@ -193,7 +193,8 @@ enum Command {
     Cert(CertCommand),
     /// Run the Kura service (the provider's backup server).
     Serve(crate::service::ServeArgs),
-    /// Operator commands for the service: users, contracts, client certificates, the backup log.
+    /// Operator commands for the service: users, contracts, certificates, sites and placement,
+    /// integrity checks and incidents, billing, the backup log.
     Admin(crate::service::AdminArgs),
     /// Set up the default repository if needed, back up DIR, then list and verify the snapshot.
     Quickstart {

@@ -385,7 +385,11 @@ fn open_storage(
         &config.placement(),
         std::sync::Arc::new(store),
     ))?;
-    Ok((runtime, storage))
+    // A placement run or check the service has under way ends first.
+    Ok((
+        runtime,
+        storage.wait_for_others(std::time::Duration::from_secs(600)),
+    ))
 }
 
 /// Runs an operator command against the database, offline.

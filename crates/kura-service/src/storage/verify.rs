@@ -102,7 +102,7 @@ impl Storage {
         scope: &Scope,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<Verified, StorageError> {
-        let _one = self.maintenance()?;
+        let _one = self.maintenance().await?;
         let started = Instant::now();
         let member = match &scope.member {
             Some(name) => {
