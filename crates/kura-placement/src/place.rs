@@ -47,7 +47,9 @@ pub struct Placement {
     pub degraded: Option<Degraded>,
 }
 
-fn safer(a: &Candidate, b: &Candidate) -> Ordering {
+/// The rule's order of sites: lower risk first, then the smaller site id (then region), so
+/// every server ranks the same sites the same way.
+pub fn safer(a: &Candidate, b: &Candidate) -> Ordering {
     a.risk
         .total_cmp(&b.risk)
         .then_with(|| a.site.cmp(b.site))

@@ -124,6 +124,25 @@ fn degraded_name(d: Degraded) -> String {
         .unwrap_or_default()
 }
 
+/// A site as the placement rule sees it, from a member's candidates (a site no longer among
+/// them counts as the riskiest).
+fn as_candidate<'a>(candidates: &'a [(String, String, f64)], site: &'a str) -> Candidate<'a> {
+    match candidates.iter().find(|c| c.0 == site) {
+        Some((site, region, risk)) => Candidate {
+            site,
+            region,
+            risk: *risk,
+            usable: true,
+        },
+        None => Candidate {
+            site,
+            region: "",
+            risk: f64::INFINITY,
+            usable: false,
+        },
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -444,18 +463,12 @@ impl Storage {
                 why.join("; ")
             }));
         }
-        // Primary first: the primary is the safest site that took a copy (ties by site id, as
-        // in the rule).
-        let risk = |site: &str| {
-            candidates
-                .iter()
-                .find(|c| c.0 == site)
-                .map_or(f64::INFINITY, |c| c.2)
-        };
+        // Primary first: the safest site that took a copy, in the rule's order.
         done.sort_by(|a, b| {
-            risk(&a.site)
-                .total_cmp(&risk(&b.site))
-                .then_with(|| a.site.cmp(&b.site))
+            kura_placement::place::safer(
+                &as_candidate(&candidates, &a.site),
+                &as_candidate(&candidates, &b.site),
+            )
         });
         let degraded = match done.len() {
             1 => Some(Degraded::OneCopy),
