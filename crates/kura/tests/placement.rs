@@ -1,7 +1,8 @@
 //! Placement through the real binary (`spec/placement.md` requirements 3-8): every object the
 //! service stores gets two copies on the sites the rule picks, the member sees the conditions,
 //! restores fall back to the other copy, placement runs move data when the rule changes its
-//! answer, an outage is healed, and a site with the wrong identity is never written.
+//! answer, an outage is healed, a site with the wrong identity is never written, and checks
+//! repair copies damaged at an S3 site.
 
 mod common;
 #[path = "../../kura-sites/tests/garage/mod.rs"]
@@ -457,6 +458,49 @@ fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
         !conditions().to_string().contains("s3-x"),
         "the impostor never took a copy"
     );
+
+    // Media faults made through the S3 API: three copies at s3-b replaced by copies that do
+    // not open (sealed under a key the service does not have), one copy at s3-a deleted. A
+    // check finds and repairs all four over S3; the next finds everything sound.
+    let names: Vec<String> = conditions()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["object"].as_str().unwrap().to_string())
+        .collect();
+    let path = |object: &str| {
+        let object = if object == "config" {
+            "config/config"
+        } else {
+            object
+        };
+        format!("users/1/{object}")
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (site_a, site_b) = (
+        kura_sites::Site::open(a.clone()).unwrap(),
+        kura_sites::Site::open(b.clone()).unwrap(),
+    );
+    let foreign = kura_core::crypto::Key::from_bytes([7; 32]);
+    runtime.block_on(async {
+        for o in &names[..3] {
+            site_b
+                .put((1, &foreign), &path(o), b"not the object")
+                .await
+                .unwrap();
+        }
+        site_a.delete(&path(&names[3])).await.unwrap();
+    });
+    let v = admin(&["verify"]);
+    assert_eq!(
+        (&v["media_faults"], &v["repaired"]),
+        (&Value::from(4), &Value::from(4)),
+        "{v}"
+    );
+    let v = admin(&["verify"]);
+    assert_eq!(v["sound"], v["objects"], "{v}");
+    restore_and_compare(&env, &svc, "alice", PW, &src);
 }
 
 #[test]
