@@ -221,6 +221,9 @@ enum AdminCommand {
     /// The billing cycle: settlements, statements, objections, the ledger.
     #[command(subcommand)]
     Billing(AdminBillingCommand),
+    /// Copies kept as evidence of tampering.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Risk feeds.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -271,6 +274,26 @@ enum UserCommand {
         /// Withdraw the certificate instead (a lost or stolen device); the user's sessions end.
         #[arg(long)]
         remove: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// The copies kept as evidence: never read, overwritten or deleted by the service (each
+    /// object has its good copies elsewhere).
+    List,
+    /// Let go of the copies kept at SITE once they have been looked into: each is deleted
+    /// from the site (the copy saved under DATA/evidence stays) and forgotten, and the next
+    /// placement run puts a good copy where the rule wants one.
+    Release {
+        /// The site.
+        site: String,
+        /// Only this member's.
+        #[arg(long)]
+        member: Option<String>,
+        /// Only this object (`data/…`, `snapshots/…`, `config`).
+        #[arg(long)]
+        object: Option<String>,
     },
 }
 
@@ -608,6 +631,37 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
                         i.summary
                     );
                 }
+            }
+        }
+        AdminCommand::Evidence(EvidenceCommand::List) => {
+            let list = store.tampered_copies(None, None)?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|(u, k, n, s)| serde_json::json!({"user": u, "kind": k, "name": n, "site": s}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for (u, k, n, s) in &list {
+                    println!("user {u:<6} {s:<16} {k}/{n}");
+                }
+            }
+        }
+        AdminCommand::Evidence(EvidenceCommand::Release {
+            site,
+            member,
+            object,
+        }) => {
+            let (runtime, storage) = open_storage(&data_dir, &config, store)?;
+            let n = runtime.block_on(storage.release_evidence(
+                &site,
+                member.as_deref(),
+                object.as_deref(),
+            ))?;
+            if json {
+                println!("{}", serde_json::json!({ "released": n }));
+            } else {
+                println!("{n} copies at {site} released; `kura admin replace` places them again");
             }
         }
         AdminCommand::Billing(c) => admin_billing(&data_dir, &config, store, c, json)?,

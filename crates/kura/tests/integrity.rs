@@ -211,6 +211,29 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     // Known tampering is not reported again.
     let (code, v) = svc.admin_json_code(&["verify"]);
     assert_eq!((code, &v["tampered"]), (0, &Value::from(0)), "{v}");
+    // Once looked into, the operator lets the evidence go: the next placement run puts the
+    // object back where the rule wants it, with a good copy at demo-east again.
+    let kept = svc.admin_json(&["evidence", "list"]);
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept[0]["site"], "demo-east");
+    let r = svc.admin_json(&["evidence", "release", "demo-east", "--object", &victim]);
+    assert_eq!(r["released"], 1, "{r}");
+    assert!(!file.exists(), "the released copy is deleted from the site");
+    assert!(Path::new(evidence).is_file(), "the saved evidence stays");
+    svc.admin(&["replace"]);
+    let now = client_json(&env, &svc, "alice", PW, &["conditions"]);
+    let (_, copies) = objects(&now)
+        .into_iter()
+        .find(|(o, _)| *o == victim)
+        .unwrap();
+    let sites: Vec<(&str, &str)> = copies
+        .iter()
+        .map(|c| (c["site"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sites, [("demo-east", "ok"), ("demo-west", "ok")]);
+    assert_ne!(fs::read(&file).unwrap(), forged);
+    let (code, v) = svc.admin_json_code(&["verify"]);
+    assert_eq!((code, &v["sound"]), (0, &v["objects"]), "{v}");
 
     // Lost: a pack both snapshots need deleted at both sites.
     for site in ["demo-east", "demo-west"] {

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::{Storage, StorageError, site_path};
 use crate::store::User;
-use crate::store::catalog::ObjectEntry;
+use crate::store::catalog::{ObjectEntry, object_label};
 use crate::store::integrity::{Incident, IncidentKind, NewIncident};
 
 /// Objects checked at once.
@@ -417,6 +417,44 @@ impl Storage {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// Lets go of copies kept as evidence of tampering at `site` (of one member's objects, or
+    /// one object, or all), once the operator has looked into them: each is deleted from the
+    /// site (the copy saved under `DATA/evidence` stays) and forgotten, so the next placement
+    /// run puts a good copy where the rule wants one. Returns how many were released.
+    pub async fn release_evidence(
+        &self,
+        site: &str,
+        member: Option<&str>,
+        object: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        let _one = self.maintenance().await?;
+        let user = match member {
+            Some(name) => {
+                let name = name.to_string();
+                Some(self.blocking(move |s| s.user(&name)).await?.id)
+            }
+            None => None,
+        };
+        let at = site.to_string();
+        let copies = self
+            .blocking(move |s| s.tampered_copies(Some(&at), user))
+            .await?;
+        let mut released = 0;
+        for (user, kind, name, site) in copies {
+            let Some(t) = FileType::from_name(&kind) else {
+                continue;
+            };
+            if object.is_some_and(|o| o != object_label(&kind, &name)) {
+                continue;
+            }
+            self.delete_copy(&site, &site_path(user, t, &name)).await;
+            self.blocking(move |s| s.drop_copy(user, &kind, &name, &site))
+                .await?;
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// Writes a damaged copy again from a good one, then reads it back as a check would.

@@ -48,15 +48,20 @@ pub struct ObjectEntry {
     pub copies: Vec<CopyCondition>,
 }
 
+/// How members and reports name an object: `kind/name`, or `config` (there is one).
+pub fn object_label(kind: &str, name: &str) -> String {
+    if kind == "config" {
+        kind.to_string()
+    } else {
+        format!("{kind}/{name}")
+    }
+}
+
 impl ObjectEntry {
     /// The object's storage conditions, as the member sees them.
     pub fn conditions(&self) -> ObjectConditions {
         ObjectConditions {
-            object: if self.kind == "config" {
-                self.kind.clone()
-            } else {
-                format!("{}/{}", self.kind, self.name)
-            },
+            object: object_label(&self.kind, &self.name),
             size: self.size,
             stored: self.stored.clone(),
             degraded: self.degraded.clone(),

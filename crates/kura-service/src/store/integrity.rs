@@ -141,12 +141,29 @@ impl Store {
              ORDER BY o.kind, o.name",
         )?;
         let rows = stmt.query_map([user], |r| {
-            let (kind, name): (String, String) = (r.get(0)?, r.get(1)?);
-            Ok(if kind == "config" {
-                kind
-            } else {
-                format!("{kind}/{name}")
-            })
+            Ok(super::catalog::object_label(
+                &r.get::<_, String>(0)?,
+                &r.get::<_, String>(1)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Copies kept as evidence of tampering at `site` (every site's without one), of one
+    /// member's objects or everyone's: (member, kind, name, site).
+    pub fn tampered_copies(
+        &self,
+        site: Option<&str>,
+        user: Option<i64>,
+    ) -> Result<Vec<(i64, String, String, String)>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT user_id, kind, name, site FROM copies WHERE status = 'tampered'
+                 AND (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR user_id = ?2)
+             ORDER BY user_id, kind, name, site",
+        )?;
+        let rows = stmt.query_map(params![site, user], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
