@@ -171,6 +171,11 @@ struct Affected {
     files: Vec<String>,
 }
 
+/// A snapshot name's first eight characters, as listings show it (the whole of a shorter one).
+fn short(name: &str) -> &str {
+    name.get(..8).unwrap_or(name)
+}
+
 /// `kura incidents`: what the service's checks found in your data; for lost objects, the
 /// snapshots and files that need them (found here, with the repository's keys).
 pub fn incidents(ctx: &Ctx) -> Result<()> {
@@ -217,12 +222,12 @@ pub fn incidents(ctx: &Ctx) -> Result<()> {
     }
     for a in &affected {
         if a.whole {
-            println!("\nsnapshot {} is lost", &a.snapshot[..8]);
+            println!("\nsnapshot {} is lost", short(&a.snapshot));
             continue;
         }
         println!(
             "\nsnapshot {} ({}, {}): {} file(s) cannot be restored whole:",
-            &a.snapshot[..8],
+            short(&a.snapshot),
             a.time,
             a.paths.join(", "),
             a.files.len()
