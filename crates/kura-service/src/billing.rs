@@ -44,11 +44,12 @@ fn day_start(d: jiff::civil::Date) -> Result<jiff::Timestamp, StorageError> {
 
 /// Settles the period before `date`: checks and charges every member with a contract who has
 /// no statement for it yet, then settles the charges whose objection period has ended, then
-/// tells the members.
+/// tells the members. `progress` is told (done, total) as members are checked.
 pub async fn settle(
     storage: &Arc<Storage>,
     prices: &Prices,
     date: jiff::civil::Date,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Settlement, StorageError> {
     let period = Period::settled_on(date).map_err(invalid)?;
     let mut out = Settlement {
@@ -57,8 +58,10 @@ pub async fn settle(
         ..Settlement::default()
     };
     let users = storage.blocking(|s| s.users()).await?;
+    let total = users.len() as u64;
     let mut statements = Vec::new();
-    for user in users {
+    for (done, user) in users.into_iter().enumerate() {
+        progress(done as u64, total);
         let Some(contract) = &user.contract else {
             continue;
         };

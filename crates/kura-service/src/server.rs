@@ -397,7 +397,7 @@ pub async fn serve(
                 let today = jiff::Timestamp::now()
                     .to_zoned(jiff::tz::TimeZone::UTC)
                     .date();
-                match crate::billing::settle(&biller, &prices, today).await {
+                match crate::billing::settle(&biller, &prices, today, &|_, _| {}).await {
                     Ok(s) if !s.issued.is_empty() || !s.settled.is_empty() => tracing::info!(
                         period = s.period,
                         issued = s.issued.len(),

@@ -14,20 +14,41 @@ pub struct Bar {
     total: AtomicU64,
 }
 
-/// A bar counting things (`label`: "objects") when `show` and stderr is a terminal.
-pub fn counter(verb: &'static str, label: &'static str, show: bool) -> Option<ProgressBar> {
-    (show && std::io::stderr().is_terminal()).then(|| {
-        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
-        b.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {label} {{per_sec}} ETA {{eta}}"
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b.set_prefix(verb);
-        b.enable_steady_tick(Duration::from_millis(250));
-        b
-    })
+/// A bar counting things (objects checked, members settled), or nothing when stderr is not
+/// a terminal or output is JSON.
+pub struct Counter(Option<ProgressBar>);
+
+impl Counter {
+    /// A bar labelled `verb`, counting `label` ("objects"), when `show`.
+    pub fn new(verb: &'static str, label: &'static str, show: bool) -> Counter {
+        Counter((show && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
+            b.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {label} {{per_sec}} ETA {{eta}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_prefix(verb);
+            b.enable_steady_tick(Duration::from_millis(250));
+            b
+        }))
+    }
+
+    /// `done` of `total` so far.
+    pub fn update(&self, done: u64, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    /// Removes the bar from the screen.
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
 }
 
 impl Bar {

@@ -571,17 +571,11 @@ pub fn admin(a: AdminArgs, json: bool) -> Result<()> {
         AdminCommand::Verify { member, sample } => {
             let (runtime, storage) = open_storage(&data_dir, &config, store)?;
             let storage = std::sync::Arc::new(storage);
-            let bar = crate::progress::counter("verify", "objects", !json);
+            let bar = crate::progress::Counter::new("verify", "objects", !json);
             let scope = kura_service::storage::Scope { member, sample };
-            let v = runtime.block_on(storage.verify(&scope, &|done, total| {
-                if let Some(b) = &bar {
-                    b.set_length(total);
-                    b.set_position(done);
-                }
-            }))?;
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            let v =
+                runtime.block_on(storage.verify(&scope, &|done, total| bar.update(done, total)))?;
+            bar.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -810,7 +804,14 @@ fn admin_billing(
             });
             let (runtime, storage) = open_storage(data_dir, config, store)?;
             let storage = std::sync::Arc::new(storage);
-            let s = runtime.block_on(kura_service::billing::settle(&storage, &prices, date))?;
+            let bar = crate::progress::Counter::new("settle", "members", !json);
+            let s = runtime.block_on(kura_service::billing::settle(
+                &storage,
+                &prices,
+                date,
+                &|done, total| bar.update(done, total),
+            ))?;
+            bar.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
