@@ -231,8 +231,8 @@ impl Storage {
         self: Arc<Self>,
         user: i64,
         entry: ObjectEntry,
-        keyring: &Keyring,
-        impostors: &BTreeMap<String, String>,
+        keyring: &Arc<Keyring>,
+        impostors: &Arc<BTreeMap<String, String>>,
     ) -> Result<ObjectCheck, StorageError> {
         let mut out = ObjectCheck::default();
         let Some(kind) = FileType::from_name(&entry.kind) else {
@@ -240,19 +240,38 @@ impl Storage {
         };
         let path = site_path(user, kind, &entry.name);
         let object = entry.conditions().object;
-        let mut reads = Vec::new();
-        for copy in &entry.copies {
+        // The copies are read at once: at S3 sites most of the time is waiting.
+        let mut reading = tokio::task::JoinSet::new();
+        for (i, copy) in entry.copies.iter().enumerate() {
             if copy.status == CopyStatus::Tampered {
                 // Already on record, and kept as evidence: not read again.
                 continue;
             }
-            let r = self
-                .read_copy(copy, &path, &entry.sha256, keyring, impostors)
-                .await;
-            out.copies += 1;
-            out.bytes += r.plain.as_ref().map_or(0, |p| p.len() as u64);
-            reads.push(r);
+            let (this, copy, path, sum) = (
+                self.clone(),
+                copy.clone(),
+                path.clone(),
+                entry.sha256.clone(),
+            );
+            let (keyring, impostors) = (keyring.clone(), impostors.clone());
+            reading.spawn(async move {
+                let r = this
+                    .read_copy(&copy, &path, &sum, &keyring, &impostors)
+                    .await;
+                (i, r)
+            });
         }
+        let mut reads = Vec::new();
+        while let Some(done) = reading.join_next().await {
+            reads.push(done.map_err(std::io::Error::other)?);
+        }
+        reads.sort_by_key(|(i, _)| *i);
+        let reads: Vec<Read> = reads.into_iter().map(|(_, r)| r).collect();
+        out.copies = reads.len() as u64;
+        out.bytes = reads
+            .iter()
+            .map(|r| r.plain.as_ref().map_or(0, |p| p.len() as u64))
+            .sum();
         let findings: Vec<Finding> = reads
             .iter()
             .map(|r| judge(&entry.sha256, &r.reading))
