@@ -6,12 +6,14 @@
 //! - **good**: it opens and is the object stored;
 //! - **damaged**: it is missing, or does not open (its envelope's own checksums fail) even
 //!   after the site re-read it: a media fault, repaired from a good copy;
-//! - **tampered**: it opens under the site's key yet holds other bytes, or its site failed to
-//!   prove its identity: it is kept as evidence and never overwritten;
+//! - **tampered**: it opens under the site's key yet holds other bytes: it is kept as evidence
+//!   and never overwritten;
+//! - **untrusted**: its site failed to prove its identity, so nothing it holds counts;
 //! - **unchecked**: its site could not be reached; the next check tries again.
 //!
-//! With no good copy and none unchecked the object is **lost**. All of this works on
-//! ciphertext: the service never needs a member's keys to check what it stores.
+//! With no good copy and none unchecked or untrusted the object is **lost** (a site that
+//! proves itself again may still hold a good copy). All of this works on ciphertext: the
+//! service never needs a member's keys to check what it stores.
 
 use serde::Serialize;
 
@@ -41,9 +43,10 @@ pub enum Finding {
     Good,
     /// Missing or unreadable: a media fault.
     Damaged,
-    /// Intact by its own checksums but not the object stored, or at a site that failed
-    /// authentication.
+    /// Intact by its own checksums but not the object stored.
     Tampered,
+    /// At a site that failed authentication.
+    Untrusted,
     /// Not checked this time.
     Unchecked,
 }
@@ -52,7 +55,8 @@ pub enum Finding {
 pub fn judge(expected_sha256: &str, reading: &Reading) -> Finding {
     match reading {
         Reading::Opened { sha256 } if sha256.eq_ignore_ascii_case(expected_sha256) => Finding::Good,
-        Reading::Opened { .. } | Reading::Impostor(_) => Finding::Tampered,
+        Reading::Opened { .. } => Finding::Tampered,
+        Reading::Impostor(_) => Finding::Untrusted,
         Reading::Missing | Reading::Damaged(_) => Finding::Damaged,
         Reading::Unreachable(_) => Finding::Unchecked,
     }
@@ -64,11 +68,11 @@ pub fn judge(expected_sha256: &str, reading: &Reading) -> Finding {
 pub enum Verdict {
     /// Every copy checked is good.
     Sound,
-    /// At least one good copy, and at least one damaged or tampered.
+    /// At least one good copy, and at least one damaged, tampered or untrusted.
     Faulty,
-    /// No good copy, and none left unchecked.
+    /// No good copy, and none left unchecked or untrusted.
     Lost,
-    /// No good copy found, but a copy could not be checked.
+    /// No good copy found, but a copy could not be checked or its site is not trusted now.
     Unknown,
 }
 
@@ -76,12 +80,12 @@ pub enum Verdict {
 pub fn verdict(findings: &[Finding]) -> Verdict {
     let any = |f: Finding| findings.contains(&f);
     if any(Finding::Good) {
-        if any(Finding::Damaged) || any(Finding::Tampered) {
+        if any(Finding::Damaged) || any(Finding::Tampered) || any(Finding::Untrusted) {
             Verdict::Faulty
         } else {
             Verdict::Sound
         }
-    } else if any(Finding::Unchecked) {
+    } else if any(Finding::Unchecked) || any(Finding::Untrusted) {
         Verdict::Unknown
     } else {
         Verdict::Lost
@@ -130,7 +134,7 @@ mod tests {
         assert_eq!(judge(SUM, &opened("cd34")), Finding::Tampered);
         assert_eq!(
             judge(SUM, &Reading::Impostor("x".into())),
-            Finding::Tampered
+            Finding::Untrusted
         );
         assert_eq!(judge(SUM, &Reading::Missing), Finding::Damaged);
         assert_eq!(
@@ -154,6 +158,8 @@ mod tests {
         assert_eq!(verdict(&[Tampered, Damaged]), Verdict::Lost);
         assert_eq!(verdict(&[]), Verdict::Lost);
         assert_eq!(verdict(&[Damaged, Unchecked]), Verdict::Unknown);
+        assert_eq!(verdict(&[Good, Untrusted]), Verdict::Faulty);
+        assert_eq!(verdict(&[Damaged, Untrusted]), Verdict::Unknown);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The billing cycle (`spec/placement.md` requirement 11): on a settlement date (`kura admin
-//! billing run --date D`, and daily in `kura serve`) every member's data is checked first (media
-//! faults repaired), then the charge for the month before is computed from the member's level,
-//! the storage used and the month's incidents ([`kura_billing::charge`]), and a statement is
-//! sent with the storage conditions, the incident history, the objection deadline and how to
-//! object. Charges with no objection by their deadline are settled. Every money move is a
-//! balanced transaction in the append-only ledger ([`crate::store::billing`]); a settlement is
-//! one SQLite transaction, and running it again charges nobody twice.
+//! billing run --date D`, and daily in `kura serve`) every member's data is checked first
+//! (media faults repaired in place, other missing copies stored again by a placement run).
+//! Then the charge for the month before is computed from the member's level, the storage used
+//! and the month's incidents ([`kura_billing::charge`]), and a statement is sent with the
+//! storage conditions, the incident history, the objection deadline and how to object.
+//! Charges with no objection by their deadline are settled. Every money move is a balanced
+//! transaction in the append-only ledger ([`crate::store::billing`]); a settlement is one
+//! SQLite transaction, and running it again charges nobody twice.
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct Settlement {
     pub checked: u64,
     /// Objects found lost or tampered with in those checks (they show in the charge).
     pub problems: u64,
+    /// Copies stored again after those checks (where the check could not repair in place).
+    pub restored: u64,
     /// Statements issued now.
     pub issued: Vec<String>,
     /// Statements issued for the period before (not charged again).
@@ -83,8 +86,12 @@ pub async fn settle(
             sample: None,
         };
         let v = storage.verify(&scope, &|_, _| {}).await?;
+        // What the check could not repair in place (a copy at a site that is down or failed
+        // authentication) is stored again where the rule now says.
+        let r = storage.replace_members(Some(user.id)).await?;
         out.checked += 1;
         out.problems += v.lost + v.tampered;
+        out.restored += r.copied;
         statements.push(charge(storage, prices, &user, &period, date).await?);
     }
     let written = storage

@@ -676,6 +676,12 @@ impl Storage {
     /// Brings every member's objects to the placement the rule gives now, deletes copies left
     /// from sites that were down, and tells members whose conditions changed.
     pub async fn replace(&self) -> Result<Replaced, StorageError> {
+        self.replace_members(None).await
+    }
+
+    /// [`Storage::replace`] for one member only (or everyone): what the settlement runs after
+    /// a member's check, so copies the check could not repair in place are stored again.
+    pub async fn replace_members(&self, only: Option<i64>) -> Result<Replaced, StorageError> {
         let _one = self.maintenance().await?;
         // Every site proves its identity before anything is moved: one that fails is left out
         // of the targets (and counted).
@@ -695,9 +701,10 @@ impl Storage {
             }
         }
         let mut report = Replaced::default();
-        for user in self.blocking(|s| s.users()).await? {
+        let users = self.blocking(|s| s.users()).await?;
+        for user in users.iter().filter(|u| only.is_none_or(|id| u.id == id)) {
             let deleted_before = report.deleted;
-            self.replace_user(&user, &mut report).await?;
+            self.replace_user(user, &mut report).await?;
             // Repairs in place are not news; copies that left a site are.
             if report.deleted > deleted_before {
                 let entries = {
@@ -707,7 +714,7 @@ impl Storage {
                 crate::notice::send(
                     &self.store,
                     &self.data_dir,
-                    &user,
+                    user,
                     "placement",
                     "Your data was moved: new storage conditions",
                     &crate::notice::conditions_text(

@@ -27,6 +27,7 @@ per_gb_month = 1000
 
 [billing.incidents]
 media_fault = -50
+tampering = -300
 lost = -1000
 "#;
 
@@ -93,17 +94,20 @@ fn statements_are_issued_once_objected_to_resolved_and_settled() {
             &["backup", src.to_str().unwrap()],
         ));
     }
-    // A media fault in alice's data, found by the check the settlement runs first.
-    let conditions = run_ok(client(
-        &env,
-        &svc,
-        "alice",
-        "alice password",
-        &["--json", "conditions"],
-    ));
-    let conditions: Value = serde_json::from_str(&conditions).unwrap();
+    // A media fault in alice's data, found and repaired by the check the settlement runs
+    // first; and a copy tampered with, which that check keeps as evidence, so the object is
+    // stored again elsewhere before anyone is charged.
+    let conditions = client_json(&env, &svc, "alice", "alice password", &["conditions"]);
     let object = conditions[0]["object"].as_str().unwrap();
     let file = demo_file(&svc.data, "demo-west", object);
+    let tampered = conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["object"].as_str().unwrap())
+        .find(|o| o.starts_with("data/") && *o != object)
+        .unwrap();
+    forge(&svc.data, "demo-east", tampered, 0..4);
     let mut bytes = fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
@@ -112,6 +116,24 @@ fn statements_are_issued_once_objected_to_resolved_and_settled() {
     let date = next_month();
     let run = billing(&svc, &config, &["run", "--date", &date.to_string()]);
     assert_eq!(run["checked"], 2, "{run}");
+    assert_eq!(run["restored"], 1, "{run}");
+    let now = client_json(&env, &svc, "alice", "alice password", &["conditions"]);
+    let copies = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["object"] == tampered)
+        .unwrap()["copies"]
+        .clone();
+    let good: Vec<&str> = copies
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "ok")
+        .map(|c| c["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(good.len(), 2, "{copies}");
+    assert!(!good.contains(&"demo-east"), "{copies}");
     assert_eq!(run["issued"].as_array().unwrap().len(), 2, "{run}");
     assert_eq!(run["notified"], 2, "{run}");
     let ledger = ledger_is_balanced(&svc, &config);
@@ -139,6 +161,7 @@ fn statements_are_issued_once_objected_to_resolved_and_settled() {
     assert_eq!(amounts[0], 500, "{a}");
     assert!(amounts[1] > 0, "storage is charged: {a}");
     assert_eq!(amounts[2], -50, "the media fault's discount: {a}");
+    assert_eq!(amounts[3], -300, "the tampering's discount: {a}");
     assert_eq!(a["total"].as_i64().unwrap(), amounts.iter().sum::<i64>());
     let bob = statements(&env, &svc, "bob", "bob's password");
     assert_eq!(bob[0]["lines"].as_array().unwrap().len(), 2, "{bob:?}");

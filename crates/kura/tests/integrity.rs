@@ -12,7 +12,6 @@ use std::path::Path;
 
 use common::service::*;
 use common::*;
-use kura_placement::envelope::{self, Keyring};
 use serde_json::Value;
 
 const PW: &str = "alice password";
@@ -136,7 +135,6 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
     // Tampering: one pack at demo-east opened with the site's key, changed and sealed again,
     // so it passes its own checks. The check records the range, keeps the copy untouched and
     // tells the member; reads go to the good copy.
-    let keyring = Keyring::decode(&fs::read(data.join("keyring.json")).unwrap()).unwrap();
     let victim = all
         .iter()
         .map(|(o, _)| o)
@@ -144,15 +142,7 @@ fn checks_repair_media_faults_keep_tampering_and_report_lost_objects() {
         .unwrap()
         .clone();
     let file = demo_file(&data, "demo-east", &victim);
-    let name = format!("users/1/{victim}");
-    let mut plain =
-        envelope::open(&keyring, "demo-east", &name, &fs::read(&file).unwrap()).unwrap();
-    for b in &mut plain[100..110] {
-        *b = !*b;
-    }
-    let (version, key) = keyring.latest("demo-east").unwrap();
-    let forged = envelope::seal(&key, version, "demo-east", &name, &plain);
-    fs::write(&file, &forged).unwrap();
+    let forged = forge(&data, "demo-east", &victim, 100..110);
     let (code, v) = svc.admin_json_code(&["verify"]);
     assert_eq!(code, 3, "tampering fails the check: {v}");
     assert_eq!(

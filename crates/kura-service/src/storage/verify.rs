@@ -347,11 +347,12 @@ impl Storage {
                         .await?,
                     );
                 }
+                // A copy at a site that failed authentication: counted against the site,
+                // whose members hear of it at the operator's threshold.
+                Finding::Untrusted => out.tampered += 1,
                 Finding::Tampered => {
                     out.tampered += 1;
                     let Reading::Opened { sha256 } = &r.reading else {
-                        // A copy at a site that failed authentication: counted against the
-                        // site, whose members hear of it at the operator's threshold.
                         continue;
                     };
                     let range = match (&good, &r.plain) {

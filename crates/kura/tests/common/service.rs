@@ -270,3 +270,21 @@ pub fn messages_of(
         .cloned()
         .collect()
 }
+
+/// Changes bytes `range` of user 1's object at a demo site "consistently": the copy is opened
+/// with the site's key from the service's keyring, changed, and sealed again, so it passes
+/// its own checks. Returns the forged copy as written.
+pub fn forge(data: &Path, site: &str, object: &str, range: std::ops::Range<usize>) -> Vec<u8> {
+    use kura_placement::envelope::{self, Keyring};
+    let keyring = Keyring::decode(&fs::read(data.join("keyring.json")).unwrap()).unwrap();
+    let file = demo_file(data, site, object);
+    let name = format!("users/1/{object}");
+    let mut plain = envelope::open(&keyring, site, &name, &fs::read(&file).unwrap()).unwrap();
+    for b in &mut plain[range] {
+        *b = !*b;
+    }
+    let (version, key) = keyring.latest(site).unwrap();
+    let forged = envelope::seal(&key, version, site, &name, &plain);
+    fs::write(&file, &forged).unwrap();
+    forged
+}
