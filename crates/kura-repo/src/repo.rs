@@ -512,7 +512,8 @@ impl Repository {
         Ok((out, damaged))
     }
 
-    fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
+    /// Reads one snapshot by its file name (as `list` gives it).
+    pub fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
         let bytes = self.backend.read(FileType::Snapshot, name)?;
         let plain = self.open_sealed(FileKind::Snapshot, name, &bytes)?;
         let snap = Snapshot::decode(&plain).map_err(corrupt("snapshot", name))?;

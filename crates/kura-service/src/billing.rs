@@ -157,11 +157,7 @@ pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
         let (kind, subject, body) = match st.status {
             Status::Open => {
                 let objects = storage.blocking(move |s| s.objects(id, None)).await?;
-                let conditions: Vec<_> = objects
-                    .iter()
-                    .map(crate::store::catalog::ObjectEntry::conditions)
-                    .collect();
-                let lines = kura_core::conditions::summary(&conditions, |b| format!("{b} bytes"));
+                let lines = crate::notice::conditions_lines(&objects);
                 let (from, to) = (day_start(st.period.start)?, day_start(st.period.end)?);
                 let incidents: Vec<String> = storage
                     .blocking(move |s| s.incidents(Some(id), Some(from), Some(to)))
@@ -228,10 +224,15 @@ pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
     Ok(sent)
 }
 
+/// Today, in UTC: the calendar billing counts in.
+pub fn today() -> jiff::civil::Date {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+}
+
 /// Records today's usage of every member (the storage line of a charge averages these).
 pub async fn sample_usage(storage: &Storage) -> Result<(), StorageError> {
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date();
+    let today = today();
     storage.blocking(move |s| s.sample_usage(today)).await
 }

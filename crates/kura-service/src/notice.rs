@@ -46,10 +46,15 @@ pub fn send(
     Ok(id)
 }
 
+/// The storage conditions of `objects`, summed up in lines for a notice.
+pub fn conditions_lines(objects: &[ObjectEntry]) -> Vec<String> {
+    let conditions: Vec<_> = objects.iter().map(ObjectEntry::conditions).collect();
+    kura_core::conditions::summary(&conditions, |b| format!("{b} bytes"))
+}
+
 /// A notice's text: `intro`, then the storage conditions of `objects`.
 pub fn conditions_text(intro: &str, objects: &[ObjectEntry]) -> String {
-    let conditions: Vec<_> = objects.iter().map(ObjectEntry::conditions).collect();
-    let lines = kura_core::conditions::summary(&conditions, |b| format!("{b} bytes"));
+    let lines = conditions_lines(objects);
     format!(
         "{intro}\n\n{}\n\n`kura conditions` shows the conditions of each object.\n",
         lines.join("\n")

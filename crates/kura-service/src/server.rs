@@ -394,9 +394,7 @@ pub async fn serve(
                 if let Err(e) = crate::billing::sample_usage(&biller).await {
                     tracing::error!("usage sample: {e}");
                 }
-                let today = jiff::Timestamp::now()
-                    .to_zoned(jiff::tz::TimeZone::UTC)
-                    .date();
+                let today = crate::billing::today();
                 match crate::billing::settle(&biller, &prices, today, &|_, _| {}).await {
                     Ok(s) if !s.issued.is_empty() || !s.settled.is_empty() => tracing::info!(
                         period = s.period,
@@ -809,9 +807,7 @@ async fn objection(
             format!("an objection needs a reason of 1 to {MAX_REASON} printable characters"),
         ));
     }
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date();
+    let today = crate::billing::today();
     let store = app.store.clone();
     let held = tokio::task::spawn_blocking(move || store.object_to(user.id, &id, &reason, today))
         .await
@@ -906,30 +902,18 @@ async fn snapshot_packs(
     body: Bytes,
 ) -> ApiResult<Response> {
     let Authed { user, .. } = authed;
-    let well_formed = name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if !well_formed {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad snapshot name"));
-    }
+    let t = file_type(FileType::Snapshot.name(), Some(&name))?;
     let packs = kura_core::id::ids_from_bytes(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed pack list: {e}")))?;
-    let a = app.clone();
-    let known = tokio::task::spawn_blocking(move || {
-        if a.store
-            .object(user.id, FileType::Snapshot.name(), &name)?
-            .is_none()
-        {
+    let known = catalog(&app, move |s| {
+        if s.object(user.id, t.name(), &name)?.is_none() {
             return Ok(false);
         }
         let ids: Vec<[u8; 32]> = packs.iter().map(|p| p.0).collect();
-        a.store.set_snapshot_packs(user.id, &name, &ids)?;
-        Ok::<_, crate::store::StoreError>(true)
+        s.set_snapshot_packs(user.id, &name, &ids)?;
+        Ok(true)
     })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    .await?;
     if !known {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such snapshot"));
     }

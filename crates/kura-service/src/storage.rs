@@ -257,6 +257,12 @@ impl Storage {
                 }
             }
         }
+        self.prove(site).await.is_ok()
+    }
+
+    /// Has a site prove its identity now, and records the outcome: trusted for
+    /// [`VERIFIED_FOR`], or set aside (a failed authentication counted).
+    async fn prove(&self, site: &Site) -> Result<(), SiteError> {
         match site.authenticate().await {
             Ok(()) => {
                 let mut h = lock(&self.health);
@@ -264,11 +270,11 @@ impl Storage {
                 e.verified = Some(Instant::now());
                 e.down_until = None;
                 e.impostor = false;
-                true
+                Ok(())
             }
             Err(e) => {
                 self.set_aside(site.id(), &e).await;
-                false
+                Err(e)
             }
         }
     }
@@ -911,13 +917,9 @@ impl Storage {
     pub async fn sites_report(&self) -> Result<Vec<serde_json::Value>, StorageError> {
         let mut rows = Vec::new();
         for site in &self.sites {
-            let status = match site.authenticate().await {
+            let status = match self.prove(site).await {
                 Ok(()) => "ok".to_string(),
-                Err(e) => {
-                    let failed = e.to_string();
-                    self.set_aside(site.id(), &e).await;
-                    failed
-                }
+                Err(e) => e.to_string(),
             };
             let id = site.id().to_string();
             let record = self.blocking(move |s| s.site_record(&id)).await?;

@@ -197,7 +197,7 @@ pub fn incidents(ctx: &Ctx) -> Result<()> {
                 });
                 continue;
             }
-            let (id, snap) = repo.find_snapshot(&name)?;
+            let (id, snap) = repo.load_snapshot(&name)?;
             let files = kura_repo::check::files_missing(&repo, &index, snap.tree)?;
             if !files.is_empty() {
                 affected.push(Affected {

@@ -797,11 +797,7 @@ fn admin_billing(
             if config.billing.is_none() {
                 bail!("no [billing] prices in the service config (--server-config)");
             }
-            let date = date.unwrap_or_else(|| {
-                jiff::Timestamp::now()
-                    .to_zoned(jiff::tz::TimeZone::UTC)
-                    .date()
-            });
+            let date = date.unwrap_or_else(kura_service::billing::today);
             let (runtime, storage) = open_storage(data_dir, config, store)?;
             let storage = std::sync::Arc::new(storage);
             let bar = crate::progress::Counter::new("settle", "members", !json);

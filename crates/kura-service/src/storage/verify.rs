@@ -124,11 +124,8 @@ impl Storage {
         // cannot be trusted.
         let mut impostors = BTreeMap::new();
         for site in &self.sites {
-            if let Err(e) = site.authenticate().await {
-                if matches!(e, SiteError::Authentication { .. }) {
-                    impostors.insert(site.id().to_string(), e.to_string());
-                }
-                self.set_aside(site.id(), &e).await;
+            if let Err(e @ SiteError::Authentication { .. }) = self.prove(site).await {
+                impostors.insert(site.id().to_string(), e.to_string());
             }
         }
         let impostors = Arc::new(impostors);
@@ -239,7 +236,7 @@ impl Storage {
             return Ok(out);
         };
         let path = site_path(user, kind, &entry.name);
-        let object = entry.conditions().object;
+        let object = object_label(&entry.kind, &entry.name);
         // The copies are read at once: at S3 sites most of the time is waiting.
         let mut reading = tokio::task::JoinSet::new();
         for (i, copy) in entry.copies.iter().enumerate() {
@@ -563,22 +560,12 @@ impl Storage {
     ) -> Result<Incident, StorageError> {
         let object = object.map(str::to_string);
         self.blocking(move |s| {
-            let id = s.add_incident(&NewIncident {
+            s.add_incident(&NewIncident {
                 user,
                 kind,
                 object: object.as_deref(),
                 sites: &sites,
                 summary: &summary,
-                detail: detail.clone(),
-            })?;
-            Ok(Incident {
-                id,
-                at: crate::store::catalog::time_text(jiff::Timestamp::now()),
-                user,
-                kind,
-                object,
-                sites,
-                summary,
                 detail,
             })
         })

@@ -27,15 +27,16 @@ pub struct NewIncident<'a> {
 }
 
 impl Store {
-    /// Records an incident; returns its number.
-    pub fn add_incident(&self, i: &NewIncident<'_>) -> Result<i64> {
+    /// Records an incident; returns it as recorded.
+    pub fn add_incident(&self, i: &NewIncident<'_>) -> Result<Incident> {
         let db = lock(&self.db);
+        let at = time_text(jiff::Timestamp::now());
         db.execute(
             "INSERT INTO incidents (user_id, at, kind, object, sites, summary, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 i.user,
-                time_text(jiff::Timestamp::now()),
+                at,
                 i.kind.as_str(),
                 i.object,
                 i.sites.join(","),
@@ -43,7 +44,16 @@ impl Store {
                 i.detail.to_string(),
             ],
         )?;
-        Ok(db.last_insert_rowid())
+        Ok(Incident {
+            id: db.last_insert_rowid(),
+            at,
+            user: i.user,
+            kind: i.kind,
+            object: i.object.map(str::to_string),
+            sites: i.sites.to_vec(),
+            summary: i.summary.to_string(),
+            detail: i.detail.clone(),
+        })
     }
 
     /// Whether an incident of `kind` about `object` of a member is already on record (a lost
