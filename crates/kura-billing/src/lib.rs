@@ -1,4 +1,4 @@
-//! The billing cycle of the Kura service (`spec/placement.md` requirement 11), as pure logic:
+//! The billing cycle of the Kura service (`docs/requirements/placement.md` requirement 11), as pure logic:
 //!
 //! - [`Prices`]: the price table from the service configuration: per membership level a
 //!   monthly fee and a price per stored GB-month, and a discount (or surcharge) per incident
@@ -7,7 +7,8 @@
 //! - [`charge`]: the lines of a member's charge for a period;
 //! - [`ledger`]: the postings of every money move (issue, settle, hold on objection,
 //!   resolution), each transaction balanced, for an append-only double-entry ledger;
-//! - [`Statement`] and [`statement_text`]: what the member is sent.
+//! - [`statement_text`]: what the member is sent ([`Statement`] and its parts are the
+//!   API's types, `kura_api::statement`, re-exported here).
 //!
 //! Money is an integer number of the currency's smallest unit, never a float.
 
@@ -15,6 +16,7 @@ pub mod ledger;
 
 use std::collections::BTreeMap;
 
+pub use kura_api::statement::{Line, Period, Statement, Status, money};
 use kura_core::notice::IncidentKind;
 use serde::{Deserialize, Serialize};
 
@@ -96,70 +98,6 @@ impl Prices {
     }
 }
 
-/// Shows `amount` of the smallest unit of a currency with `decimals` digits after the point.
-pub fn money(amount: i64, currency: &str, decimals: u32) -> String {
-    let sign = if amount < 0 { "-" } else { "" };
-    let a = amount.unsigned_abs();
-    if decimals == 0 {
-        return format!("{sign}{a} {currency}");
-    }
-    let unit = 10u64.pow(decimals.min(18));
-    format!(
-        "{sign}{}.{:0width$} {currency}",
-        a / unit,
-        a % unit,
-        width = decimals as usize
-    )
-}
-
-/// The period one settlement covers: a calendar month, `start..end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Period {
-    /// The first day.
-    pub start: jiff::civil::Date,
-    /// The day after the last.
-    pub end: jiff::civil::Date,
-}
-
-impl Period {
-    /// The month a settlement on `date` settles: the last whole month before it.
-    pub fn settled_on(date: jiff::civil::Date) -> Result<Period, BillingError> {
-        let last = date
-            .first_of_month()
-            .yesterday()
-            .map_err(|e| BillingError::Invalid(e.to_string()))?;
-        Period::month_of(last)
-    }
-
-    /// The calendar month holding `day`.
-    pub fn month_of(day: jiff::civil::Date) -> Result<Period, BillingError> {
-        let start = day.first_of_month();
-        let end = start
-            .checked_add(jiff::Span::new().months(1))
-            .map_err(|e| BillingError::Invalid(e.to_string()))?;
-        Ok(Period { start, end })
-    }
-
-    /// `YYYY-MM`.
-    pub fn label(&self) -> String {
-        self.start.strftime("%Y-%m").to_string()
-    }
-
-    /// Days in the period.
-    pub fn days(&self) -> i64 {
-        i64::from(self.start.days_in_month())
-    }
-}
-
-/// One line of a charge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Line {
-    /// What it is for.
-    pub description: String,
-    /// How much (negative for a discount).
-    pub amount: i64,
-}
-
 /// The lines of a member's charge for `period`: the level's monthly fee, the storage used
 /// (`average_bytes` over the period, at the level's GB-month price, rounded half up), each kind
 /// of incident found in the period at its price, and, if discounts exceed the charge, a line
@@ -237,102 +175,14 @@ fn gb_text(bytes: u64) -> String {
     format!("{}.{:03}", milli / 1000, milli % 1000)
 }
 
-/// Where a statement stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Issued; the member may object until the deadline.
-    Open,
-    /// The member objected: the charge is held until the operator resolves it.
-    Held,
-    /// No objection by the deadline, or upheld: the charge stands.
-    Settled,
-    /// The operator lowered the charge after an objection.
-    Reduced,
-    /// The operator cancelled the charge after an objection.
-    Cancelled,
-}
-
-impl Status {
-    /// The name in the database and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Open => "open",
-            Status::Held => "held",
-            Status::Settled => "settled",
-            Status::Reduced => "reduced",
-            Status::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl std::str::FromStr for Status {
-    type Err = BillingError;
-
-    fn from_str(s: &str) -> Result<Status, BillingError> {
-        [
-            Status::Open,
-            Status::Held,
-            Status::Settled,
-            Status::Reduced,
-            Status::Cancelled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| BillingError::Invalid(format!("no statement status {s:?}")))
-    }
-}
-
-/// A member's statement for one period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Statement {
-    /// Its id: `<member id>-<YYYY-MM>`, one per member and period.
-    pub id: String,
-    /// Whose.
-    pub user: i64,
-    /// The period charged.
-    pub period: Period,
-    /// When it was issued (the settlement date).
-    pub issued: jiff::civil::Date,
-    /// The last day an objection is taken.
-    pub deadline: jiff::civil::Date,
-    /// The currency.
-    pub currency: String,
-    /// Digits after the currency's decimal point (amounts are in its smallest unit).
-    #[serde(default)]
-    pub decimals: u32,
-    /// The lines.
-    pub lines: Vec<Line>,
-    /// What the member owes.
-    pub total: i64,
-    /// Where it stands.
-    pub status: Status,
-    /// The member's objection, if any.
-    pub objection: Option<String>,
-    /// What the operator decided, if anything.
-    pub resolution: Option<String>,
-}
-
-impl Statement {
-    /// Shows an amount of this statement in its currency.
-    pub fn money(&self, amount: i64) -> String {
-        money(amount, &self.currency, self.decimals)
-    }
-
-    /// The id of a member's statement for a period.
-    pub fn id_for(user: i64, period: &Period) -> String {
-        format!("{user}-{}", period.label())
-    }
-
-    /// The objection deadline for a statement issued on `issued`.
-    pub fn deadline_for(
-        prices: &Prices,
-        issued: jiff::civil::Date,
-    ) -> Result<jiff::civil::Date, BillingError> {
-        issued
-            .checked_add(jiff::Span::new().days(i64::from(prices.objection_days)))
-            .map_err(|e| BillingError::Invalid(e.to_string()))
-    }
+/// The objection deadline of a statement issued on `issued`.
+pub fn deadline(
+    prices: &Prices,
+    issued: jiff::civil::Date,
+) -> Result<jiff::civil::Date, BillingError> {
+    issued
+        .checked_add(jiff::Span::new().days(i64::from(prices.objection_days)))
+        .map_err(|e| BillingError::Invalid(e.to_string()))
 }
 
 /// The text of a statement notice: the charge with its lines, the storage conditions, the
@@ -406,20 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn the_period_is_the_month_before_the_settlement_date() {
-        let p = Period::settled_on(date(2026, 12, 1)).unwrap();
-        assert_eq!((p.start, p.end), (date(2026, 11, 1), date(2026, 12, 1)));
-        assert_eq!(p.label(), "2026-11");
-        assert_eq!(p.days(), 30);
-        let p = Period::settled_on(date(2027, 1, 15)).unwrap();
-        assert_eq!(p.label(), "2026-12");
-        let p = Period::settled_on(date(2027, 1, 31)).unwrap();
-        assert_eq!(p.label(), "2026-12");
-        let p = Period::settled_on(date(2027, 3, 1)).unwrap();
-        assert_eq!((p.label(), p.days()), ("2027-02".into(), 28));
-    }
-
-    #[test]
     fn a_charge_has_the_fee_storage_and_incidents() {
         let p = Period::settled_on(date(2026, 12, 1)).unwrap();
         let lines = charge(
@@ -476,7 +312,7 @@ mod tests {
             user: 7,
             period,
             issued: date(2026, 12, 1),
-            deadline: Statement::deadline_for(&p, date(2026, 12, 1)).unwrap(),
+            deadline: deadline(&p, date(2026, 12, 1)).unwrap(),
             currency: p.currency.clone(),
             decimals: p.decimals,
             total: total(&lines).unwrap(),

@@ -319,7 +319,9 @@ pub fn backup(
         return Err(ClientError::Stopped);
     }
     let id = repo.save_snapshot(&snapshot)?;
-    if let Err(e) = repo.backend().report_snapshot_packs(&id.to_hex(), &packs) {
+    if let Some(p) = repo.backend().provider()
+        && let Err(e) = p.report_snapshot_packs(&id.to_hex(), &packs)
+    {
         errors.push(format!(
             "snapshot {} saved, but the storage provider was not told which packs it needs \
              (it could not name it if one is lost): {e}",

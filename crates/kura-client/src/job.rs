@@ -1,4 +1,4 @@
-//! Backups as jobs (`spec/terminal-backup.md` requirements 4 and 8). A job starts with a
+//! Backups as jobs (`docs/requirements/terminal-backup.md` requirements 4 and 8). A job starts with a
 //! record on this device and an entry in the repository's backup log, and ends completed,
 //! failed, interrupted or cancelled. An unfinished job (failed or interrupted) is resumed by
 //! the next backup of the same paths and type, or by `kura jobs resume`: what it had already

@@ -1,7 +1,7 @@
 //! The client's own state, per repository: which device this machine is, the file cache that
 //! recognises unchanged files from metadata, and the backed-up markers of the backup types.
 //!
-//! Modern filesystems have no archive bit, so the markers of `spec/terminal-backup.md`
+//! Modern filesystems have no archive bit, so the markers of `docs/requirements/terminal-backup.md`
 //! requirement 5 live here: the `full` set records each file's fingerprint at the last full
 //! backup (or baseline), the `incremental` set at the last full or incremental backup.
 
@@ -293,7 +293,7 @@ pub(crate) fn replace_file(
 }
 
 /// The latest storage conditions the service reported for a repository, as the client keeps
-/// them (`spec/placement.md` requirement 6). Kept by the repository's location, so they can be
+/// them (`docs/requirements/placement.md` requirement 6). Kept by the repository's location, so they can be
 /// shown when the service cannot be reached.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedConditions {

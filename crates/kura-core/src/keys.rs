@@ -1,4 +1,4 @@
-//! The key hierarchy of `spec/card.md` part A.
+//! The key hierarchy of `docs/requirements/card.md` part A.
 //!
 //! ```text
 //! passphrase ──Argon2id──▶ key-encryption key ──wraps──▶ common key (one per account)

@@ -5,10 +5,13 @@
 //! kept N. A snapshot kept by any rule is kept. The caller groups snapshots (by device and
 //! paths) and applies the policy to each group.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::Id;
+use crate::snapshot::Snapshot;
 
 /// How many snapshots to keep, per rule. Zero disables a rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +96,53 @@ pub fn apply(policy: &KeepPolicy, snapshots: &[(Id, Timestamp)], tz: &TimeZone) 
             }
         })
         .collect()
+}
+
+/// What `forget` does with a repository's snapshots under a policy.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetPlan {
+    /// Snapshots to remove.
+    pub remove: Vec<(Id, Snapshot)>,
+    /// Snapshots kept, each with the rules that keep it.
+    pub keep: Vec<(Id, Snapshot, Vec<&'static str>)>,
+}
+
+/// Applies `policy` per device and set of paths, then keeps every snapshot a kept
+/// incremental or differential one was built on, so the chains of kept snapshots stay whole.
+pub fn forget_plan(policy: &KeepPolicy, all: Vec<(Id, Snapshot)>, tz: &TimeZone) -> ForgetPlan {
+    type Group = (String, Vec<String>);
+    let mut groups: BTreeMap<Group, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in all {
+        let mut paths = s.paths.clone();
+        paths.sort();
+        groups
+            .entry((s.device.to_string(), paths))
+            .or_default()
+            .push((id, s));
+    }
+    let mut plan = ForgetPlan::default();
+    for (_, group) in groups {
+        let times: Vec<(Id, Timestamp)> = group.iter().map(|(id, s)| (*id, s.time)).collect();
+        for d in apply(policy, &times, tz) {
+            let Some((_, s)) = group.iter().find(|(id, _)| *id == d.id) else {
+                continue;
+            };
+            if d.keep {
+                plan.keep.push((d.id, s.clone(), d.reasons));
+            } else {
+                plan.remove.push((d.id, s.clone()));
+            }
+        }
+    }
+    loop {
+        let bases: Vec<Id> = plan.keep.iter().filter_map(|(_, s, _)| s.base).collect();
+        let Some(pos) = plan.remove.iter().position(|(id, _)| bases.contains(id)) else {
+            break;
+        };
+        let (id, s) = plan.remove.remove(pos);
+        plan.keep.push((id, s, vec!["base of a kept snapshot"]));
+    }
+    plan
 }
 
 #[cfg(test)]

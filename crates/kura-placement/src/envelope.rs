@@ -1,4 +1,4 @@
-//! Envelope encryption per site (`spec/placement.md` requirement 4): the service seals every
+//! Envelope encryption per site (`docs/requirements/placement.md` requirement 4): the service seals every
 //! copy it writes to a site under that site's current key, over the client's own encryption, so
 //! a site's operator holds nothing readable and one site's key opens nothing at another. Keys
 //! come from the service's [`Keyring`]; rotating a site's key adds a version and makes it

@@ -1,4 +1,4 @@
-//! Membership levels (`spec/placement.md` requirement 1): a rule table in the service
+//! Membership levels (`docs/requirements/placement.md` requirement 1): a rule table in the service
 //! configuration maps a member's fee plan and whole contract years to a level. Rules are tried in
 //! order and the first that matches wins, so the best levels are listed first.
 

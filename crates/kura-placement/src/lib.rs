@@ -1,4 +1,4 @@
-//! Where the service keeps each object (`spec/placement.md` requirements 1-4, 9 and 10), as pure
+//! Where the service keeps each object (`docs/requirements/placement.md` requirements 1-4, 9 and 10), as pure
 //! logic over tables:
 //!
 //! - [`level`]: a member's level from the fee plan and contract years, by a rule table;

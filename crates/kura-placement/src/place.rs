@@ -1,4 +1,4 @@
-//! The placement rule (`spec/placement.md` requirement 3). Of the sites a member's level may
+//! The placement rule (`docs/requirements/placement.md` requirement 3). Of the sites a member's level may
 //! use (its risk table), the **primary** is the one with the lowest risk, and the **secondary**
 //! the one with the lowest risk in a region other than the member's home region, or the next
 //! such site if that is the primary. Ties go to the smaller site id, so every server computes

@@ -6,8 +6,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use kura_core::Id;
-
 /// The kinds of stored file, each in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
@@ -144,52 +142,10 @@ pub trait Backend: Send + Sync {
     fn remove_stale_partials(&self, _age: std::time::Duration) -> Result<usize, BackendError> {
         Ok(0)
     }
-    /// Tells the storage provider how a job stands, in terms it may see (no paths or names),
-    /// for its own log. Storage without a provider has nobody to tell.
-    fn report_job(&self, _report: &kura_core::job::JobReport) -> Result<(), BackendError> {
-        Ok(())
-    }
-    /// Tells the storage provider which packs a snapshot needs (their ids only), so that a
-    /// provider that loses a pack can name the snapshots it takes with it. Storage without a
-    /// provider has nobody to tell.
-    fn report_snapshot_packs(&self, _snapshot: &str, _packs: &[Id]) -> Result<(), BackendError> {
-        Ok(())
-    }
-    /// The storage conditions of the objects stored (since `since`), from a provider that
-    /// keeps copies on storage sites; `None` for storage without one.
-    fn conditions(
-        &self,
-        _since: Option<jiff::Timestamp>,
-    ) -> Result<Option<Vec<kura_core::conditions::ObjectConditions>>, BackendError> {
-        Ok(None)
-    }
-    /// The objects the provider has no good copy of any more (`kind/name`, or `config`):
-    /// readers treat them as missing, so a backup stores their contents anew. Empty for
-    /// storage without a provider.
-    fn lost(&self) -> Result<Vec<String>, BackendError> {
-        Ok(Vec::new())
-    }
-    /// The member's statements at the provider, oldest first; `None` for storage without one.
-    fn statements(&self) -> Result<Option<Vec<kura_billing::Statement>>, BackendError> {
-        Ok(None)
-    }
-    /// Objects to a statement before its deadline; the provider holds the charge until its
-    /// operator resolves the objection. Returns the statement as it stands now.
-    fn object_to(
-        &self,
-        statement: &str,
-        _reason: &str,
-    ) -> Result<kura_billing::Statement, BackendError> {
-        Err(BackendError::NotFound(format!("statement {statement}")))
-    }
-    /// The incidents the provider's checks found in the member's data (media faults,
-    /// tampering, lost objects, fraudulent sites); `None` for storage without a provider.
-    fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {
-        Ok(None)
-    }
-    /// The member's message history at the provider; `None` for storage without one.
-    fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
-        Ok(None)
+    /// The storage provider behind this storage (the Kura service), for what a repository
+    /// tells it and asks of it; plain storage has none.
+    fn provider(&self) -> Option<&dyn crate::provider::Provider> {
+        None
     }
 }
 

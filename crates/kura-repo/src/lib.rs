@@ -6,6 +6,7 @@ pub mod backend;
 pub mod check;
 pub mod index;
 pub mod lock;
+pub mod provider;
 pub mod prune;
 pub mod remote;
 pub mod repo;
@@ -14,6 +15,7 @@ pub mod transfer;
 
 pub use backend::{Backend, BackendError, FileType, LocalDir};
 pub use index::MasterIndex;
+pub use provider::Provider;
 pub use repo::{Credential, Repository};
 
 use kura_core::{FormatError, Id};

@@ -19,14 +19,14 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::backend::{Backend, BackendError, FileType};
+use crate::provider::Provider;
 use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
+use kura_api::{
+    CHECKSUM_HEADER, ErrorBody, Incident, JobReport, Notice, ObjectConditions, RECEIVED_HEADER,
+    Received, Removed, Route, Session, Statement, route,
+};
 use kura_core::Id;
-use kura_core::job::JobReport;
-
-/// The header that carries a piece's or object's SHA-256.
-const CHECKSUM_HEADER: &str = "x-kura-sha256";
-/// The header in which the service says how much of an upload it has.
-const RECEIVED_HEADER: &str = "x-kura-received";
+use serde::de::DeserializeOwned;
 
 /// How to reach and log in to the service.
 #[derive(Clone)]
@@ -86,23 +86,24 @@ struct Answer {
 }
 
 impl Answer {
-    /// The `error` message of a JSON error answer, or the start of the body.
-    fn message(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| {
-                String::from_utf8_lossy(&self.body)
-                    .chars()
-                    .take(200)
-                    .collect()
-            })
+    /// The service's refusal, if the body is one.
+    fn refusal(&self) -> Option<ErrorBody> {
+        serde_json::from_slice(&self.body).ok()
     }
 
-    fn json_u64(&self, key: &str) -> Option<u64> {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v[key].as_u64())
+    /// The `error` message of a refusal, or the start of the body.
+    fn message(&self) -> String {
+        self.refusal().map(|r| r.error).unwrap_or_else(|| {
+            String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(200)
+                .collect()
+        })
+    }
+
+    /// The body as the API type `T`.
+    fn json<T: DeserializeOwned>(&self, op: &'static str, url: &str) -> Result<T, BackendError> {
+        serde_json::from_slice(&self.body).map_err(|e| net_error(op, url, e))
     }
 }
 
@@ -237,25 +238,35 @@ impl HttpBackend {
         Ok(b)
     }
 
-    fn base(&self) -> &str {
-        self.remote.url.trim_end_matches('/')
+    /// The URL of `route` filled with `args`.
+    fn at(&self, route: Route, args: &[&str]) -> String {
+        format!(
+            "{}{}",
+            self.remote.url.trim_end_matches('/'),
+            route.path(args)
+        )
     }
 
     fn login(&self) -> Result<(), BackendError> {
-        let url = format!("{}/v1/login", self.base());
-        let body = match &self.remote.password {
-            Some(p) => serde_json::json!({"user": self.remote.user, "password": p}),
-            None => serde_json::json!({}),
+        let url = self.at(route::LOGIN, &[]);
+        let body = kura_api::Login {
+            user: self.remote.user.clone(),
+            password: self.remote.password.clone(),
         };
         let answer = self.exchange("log in to", &url, false, |c| c.post(&url).json_body(&body))?;
-        let answer = check(answer, &url)?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&answer.body).map_err(|e| net_error("log in to", &url, e))?;
-        let token = v["token"]
-            .as_str()
-            .ok_or_else(|| net_error("log in to", &url, "no token in the answer"))?;
-        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = token.to_string();
+        let session: Session = check(answer, &url)?.json("log in to", &url)?;
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = session.token;
         Ok(())
+    }
+
+    /// GETs an API answer of type `T`.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        route: Route,
+    ) -> Result<T, BackendError> {
+        let url = self.at(route, &[]);
+        self.send(op, &url, |c| c.get(&url))?.json(op, &url)
     }
 
     /// Sends a request and reads the whole answer, retrying while the service is unreachable
@@ -379,8 +390,8 @@ impl HttpBackend {
 
     fn url(&self, t: FileType, name: Option<&str>) -> String {
         match name {
-            Some(n) => format!("{}/v1/repo/{}/{}", self.base(), t.name(), n),
-            None => format!("{}/v1/repo/{}", self.base(), t.name()),
+            Some(n) => self.at(route::OBJECT, &[t.name(), n]),
+            None => self.at(route::OBJECTS, &[t.name()]),
         }
     }
 }
@@ -474,15 +485,13 @@ impl PieceLine for Pieces<'_> {
         match answer.status {
             StatusCode::UNPROCESSABLE_ENTITY => Ok(PieceAnswer::Resend),
             StatusCode::CONFLICT => answer
-                .json_u64("received")
+                .refusal()
+                .and_then(|r| r.received)
                 .map(PieceAnswer::Elsewhere)
                 .ok_or_else(|| net_error("upload", &url, answer.message())),
             _ => {
-                let answer = check(answer, &url)?;
-                answer
-                    .json_u64("received")
-                    .map(PieceAnswer::Received)
-                    .ok_or_else(|| net_error("upload", &url, "no received count in the answer"))
+                let r: Received = check(answer, &url)?.json("upload", &url)?;
+                Ok(PieceAnswer::Received(r.received))
             }
         }
     }
@@ -501,11 +510,11 @@ impl PieceLine for Pieces<'_> {
 }
 
 trait JsonBody {
-    fn json_body(self, v: &serde_json::Value) -> Self;
+    fn json_body(self, v: &impl serde::Serialize) -> Self;
 }
 
 impl JsonBody for RequestBuilder {
-    fn json_body(self, v: &serde_json::Value) -> Self {
+    fn json_body(self, v: &impl serde::Serialize) -> Self {
         self.header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(v).unwrap_or_default())
     }
@@ -594,7 +603,7 @@ impl Backend for HttpBackend {
         if data.len() > self.piece_len() {
             let mut line = Pieces {
                 backend: self,
-                url: format!("{}/v1/uploads/{}/{}", self.base(), t.name(), name),
+                url: self.at(route::UPLOAD, &[t.name(), name]),
             };
             return transfer::upload(&mut line, data, || self.piece_len());
         }
@@ -628,15 +637,32 @@ impl Backend for HttpBackend {
         }
     }
 
+    fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {
+        let url = format!(
+            "{}?older_than={}",
+            self.at(route::UPLOADS, &[]),
+            age.as_secs()
+        );
+        let r: Removed = self
+            .send("clean up", &url, |c| c.delete(&url))?
+            .json("clean up", &url)?;
+        Ok(r.removed)
+    }
+
+    fn provider(&self) -> Option<&dyn Provider> {
+        Some(self)
+    }
+}
+
+impl Provider for HttpBackend {
     fn report_job(&self, report: &JobReport) -> Result<(), BackendError> {
-        let url = format!("{}/v1/jobs/{}", self.base(), report.job);
-        let body = serde_json::to_value(report).map_err(|e| net_error("report", &url, e))?;
-        self.send("report", &url, |c| c.put(&url).json_body(&body))?;
+        let url = self.at(route::JOB, &[&report.job.to_string()]);
+        self.send("report", &url, |c| c.put(&url).json_body(report))?;
         Ok(())
     }
 
     fn report_snapshot_packs(&self, snapshot: &str, packs: &[Id]) -> Result<(), BackendError> {
-        let url = format!("{}/v1/snapshots/{snapshot}/packs", self.base());
+        let url = self.at(route::SNAPSHOT_PACKS, &[snapshot]);
         let body = kura_core::id::ids_to_bytes(packs);
         self.send("report snapshot packs to", &url, |c| {
             c.put(&url).body(body.clone())
@@ -647,62 +673,37 @@ impl Backend for HttpBackend {
     fn conditions(
         &self,
         since: Option<jiff::Timestamp>,
-    ) -> Result<Option<Vec<kura_core::conditions::ObjectConditions>>, BackendError> {
-        let mut url = format!("{}/v1/conditions", self.base());
+    ) -> Result<Vec<ObjectConditions>, BackendError> {
+        let mut url = self.at(route::CONDITIONS, &[]);
         if let Some(t) = since {
             url.push_str(&format!("?since={t}"));
         }
-        let answer = self.send("read conditions from", &url, |c| c.get(&url))?;
-        serde_json::from_slice(&answer.body)
-            .map(Some)
-            .map_err(|e| net_error("read conditions from", &url, e))
+        let op = "read conditions from";
+        self.send(op, &url, |c| c.get(&url))?.json(op, &url)
     }
 
     fn lost(&self) -> Result<Vec<String>, BackendError> {
-        let url = format!("{}/v1/lost", self.base());
-        let answer = self.send("read lost objects from", &url, |c| c.get(&url))?;
-        serde_json::from_slice(&answer.body)
-            .map_err(|e| net_error("read lost objects from", &url, e))
+        self.get_json("read lost objects from", route::LOST)
     }
 
-    fn statements(&self) -> Result<Option<Vec<kura_billing::Statement>>, BackendError> {
-        let url = format!("{}/v1/statements", self.base());
-        let answer = self.send("read statements from", &url, |c| c.get(&url))?;
-        serde_json::from_slice(&answer.body)
-            .map(Some)
-            .map_err(|e| net_error("read statements from", &url, e))
+    fn statements(&self) -> Result<Vec<Statement>, BackendError> {
+        self.get_json("read statements from", route::STATEMENTS)
     }
 
-    fn object_to(
-        &self,
-        statement: &str,
-        reason: &str,
-    ) -> Result<kura_billing::Statement, BackendError> {
-        let url = format!("{}/v1/statements/{statement}/objection", self.base());
-        let body = serde_json::json!({ "reason": reason });
+    fn object_to(&self, statement: &str, reason: &str) -> Result<Statement, BackendError> {
+        let url = self.at(route::OBJECTION, &[statement]);
+        let body = kura_api::Objection {
+            reason: reason.to_string(),
+        };
         let answer = self.send("object at", &url, |c| c.post(&url).json_body(&body))?;
-        serde_json::from_slice(&answer.body).map_err(|e| net_error("object at", &url, e))
+        answer.json("object at", &url)
     }
 
-    fn incidents(&self) -> Result<Option<Vec<kura_core::notice::Incident>>, BackendError> {
-        let url = format!("{}/v1/incidents", self.base());
-        let answer = self.send("read incidents from", &url, |c| c.get(&url))?;
-        serde_json::from_slice(&answer.body)
-            .map(Some)
-            .map_err(|e| net_error("read incidents from", &url, e))
+    fn incidents(&self) -> Result<Vec<Incident>, BackendError> {
+        self.get_json("read incidents from", route::INCIDENTS)
     }
 
-    fn notices(&self) -> Result<Option<Vec<kura_core::notice::Notice>>, BackendError> {
-        let url = format!("{}/v1/messages", self.base());
-        let answer = self.send("read messages from", &url, |c| c.get(&url))?;
-        serde_json::from_slice(&answer.body)
-            .map(Some)
-            .map_err(|e| net_error("read messages from", &url, e))
-    }
-
-    fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {
-        let url = format!("{}/v1/uploads?older_than={}", self.base(), age.as_secs());
-        let answer = self.send("clean up", &url, |c| c.delete(&url))?;
-        Ok(answer.json_u64("removed").unwrap_or(0) as usize)
+    fn notices(&self) -> Result<Vec<Notice>, BackendError> {
+        self.get_json("read messages from", route::MESSAGES)
     }
 }

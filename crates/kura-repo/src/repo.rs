@@ -364,7 +364,11 @@ impl Repository {
     /// What the storage provider has no good copy of any more.
     pub fn lost(&self) -> Result<Lost> {
         let mut lost = Lost::default();
-        for object in self.backend.lost()? {
+        let objects = match self.backend.provider() {
+            Some(p) => p.lost()?,
+            None => Vec::new(),
+        };
+        for object in objects {
             match object.split_once('/') {
                 Some(("data", name)) => {
                     if let Ok(id) = name.parse() {
@@ -436,7 +440,9 @@ impl Repository {
         let (bytes, _) = sealed::seal_file(key, job.device, FileKind::Job, &job.encode());
         self.backend
             .write(FileType::Log, &job.id.to_string(), &bytes)?;
-        self.backend.report_job(&JobReport::of(job))?;
+        if let Some(p) = self.backend.provider() {
+            p.report_job(&JobReport::of(job))?;
+        }
         Ok(())
     }
 

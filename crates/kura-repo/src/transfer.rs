@@ -1,4 +1,4 @@
-//! How objects travel to the service (`spec/terminal-backup.md` requirement 8), as logic apart
+//! How objects travel to the service (`docs/requirements/terminal-backup.md` requirement 8), as logic apart
 //! from HTTP: an object larger than one piece goes in pieces, each with its SHA-256; a piece the
 //! service received damaged is sent again (a bounded number of times); a piece the service
 //! already has is skipped, so an upload cut off by a lost connection or a restarted service

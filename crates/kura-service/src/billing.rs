@@ -1,4 +1,4 @@
-//! The billing cycle (`spec/placement.md` requirement 11): on a settlement date (`kura admin
+//! The billing cycle (`docs/requirements/placement.md` requirement 11): on a settlement date (`kura admin
 //! billing run --date D`, and daily in `kura serve`) every member's data is checked first
 //! (media faults repaired in place, other missing copies stored again by a placement run).
 //! Then the charge for the month before is computed from the member's level, the storage used
@@ -82,13 +82,13 @@ pub async fn settle(
         }
         // The member's data is checked (and repaired) before it is charged for.
         let scope = Scope {
-            member: Some(user.name.clone()),
+            user: Some(user.name.clone()),
             sample: None,
         };
         let v = storage.verify(&scope, &|_, _| {}).await?;
         // What the check could not repair in place (a copy at a site that is down or failed
         // authentication) is stored again where the rule now says.
-        let r = storage.replace_members(Some(user.id)).await?;
+        let r = storage.place_members(Some(user.id)).await?;
         out.checked += 1;
         out.problems += v.lost + v.tampered;
         out.restored += r.copied;
@@ -128,7 +128,7 @@ async fn charge(
         user: user.id,
         period: *period,
         issued: date,
-        deadline: Statement::deadline_for(prices, date).map_err(invalid)?,
+        deadline: kura_billing::deadline(prices, date).map_err(invalid)?,
         currency: prices.currency.clone(),
         decimals: prices.decimals,
         total: kura_billing::total(&lines).map_err(invalid)?,
@@ -139,7 +139,7 @@ async fn charge(
     })
 }
 
-fn invalid(e: kura_billing::BillingError) -> StorageError {
+fn invalid(e: impl std::fmt::Display) -> StorageError {
     StoreError::Invalid(e.to_string()).into()
 }
 

@@ -1,4 +1,4 @@
-//! Notices to members (`spec/placement.md` requirements 6, 8 and 12): each is kept in the
+//! Notices to members (`docs/requirements/placement.md` requirements 6, 8 and 12): each is kept in the
 //! member's message history and queued as an e-mail message (RFC 5322) in the outbox
 //! directory, `DATA/outbox`. With a mail relay configured, `kura serve` delivers the queue by
 //! SMTP and moves what was accepted to `DATA/outbox/sent`; without one (the embedded default)

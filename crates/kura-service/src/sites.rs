@@ -1,4 +1,4 @@
-//! The service's storage sites and placement tables (`spec/placement.md`): sites and
+//! The service's storage sites and placement tables (`docs/requirements/placement.md`): sites and
 //! membership levels come from the service configuration; with none configured, three demo
 //! sites in three regions live under the data directory, so placement is visible on one machine
 //! without setup. The risk feed and the site keyring are kept in the data directory.

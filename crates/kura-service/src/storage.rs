@@ -1,4 +1,4 @@
-//! Where members' objects live (`spec/placement.md` requirements 3-8): every object the
+//! Where members' objects live (`docs/requirements/placement.md` requirements 3-8): every object the
 //! service accepts is stored as two copies on the storage sites the placement rule picks for
 //! the member, each sealed under its site's key, and recorded in the catalog.
 //!
@@ -8,7 +8,7 @@
 //!   site by the rule; with fewer than two usable sites the object is stored degraded.
 //! - Reads go to the primary and fall back to the other copy; a copy that fails its check is
 //!   marked failed.
-//! - [`Storage::replace`] brings every object to the placement the rule gives now (after a site
+//! - [`Storage::place_all`] brings every object to the placement the rule gives now (after a site
 //!   returns, a risk feed, or a change of level or home region): it copies, checks, and only
 //!   then deletes the old copy, so an interrupted run never leaves fewer good copies.
 
@@ -75,7 +75,7 @@ pub enum StorageError {
 
 /// What a placement run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Replaced {
+pub struct PlacementRun {
     /// Objects looked at.
     pub objects: u64,
     /// Copies written to a new site.
@@ -681,13 +681,13 @@ impl Storage {
 
     /// Brings every member's objects to the placement the rule gives now, deletes copies left
     /// from sites that were down, and tells members whose conditions changed.
-    pub async fn replace(&self) -> Result<Replaced, StorageError> {
-        self.replace_members(None).await
+    pub async fn place_all(&self) -> Result<PlacementRun, StorageError> {
+        self.place_members(None).await
     }
 
-    /// [`Storage::replace`] for one member only (or everyone): what the settlement runs after
+    /// [`Storage::place_all`] for one member only (or everyone): what the settlement runs after
     /// a member's check, so copies the check could not repair in place are stored again.
-    pub async fn replace_members(&self, only: Option<i64>) -> Result<Replaced, StorageError> {
+    pub async fn place_members(&self, only: Option<i64>) -> Result<PlacementRun, StorageError> {
         let _one = self.maintenance().await?;
         // Every site proves its identity before anything is moved: one that fails is left out
         // of the targets (and counted).
@@ -706,11 +706,11 @@ impl Storage {
                     .await?;
             }
         }
-        let mut report = Replaced::default();
+        let mut report = PlacementRun::default();
         let users = self.blocking(|s| s.users()).await?;
         for user in users.iter().filter(|u| only.is_none_or(|id| u.id == id)) {
             let deleted_before = report.deleted;
-            self.replace_user(user, &mut report).await?;
+            self.place_user(user, &mut report).await?;
             // Repairs in place are not news; copies that left a site are.
             if report.deleted > deleted_before {
                 let entries = {
@@ -735,7 +735,7 @@ impl Storage {
         Ok(report)
     }
 
-    async fn replace_user(&self, user: &User, report: &mut Replaced) -> Result<(), StorageError> {
+    async fn place_user(&self, user: &User, report: &mut PlacementRun) -> Result<(), StorageError> {
         let candidates = self.candidates(user).await?;
         let impostors: HashSet<String> = lock(&self.health)
             .iter()

@@ -1,4 +1,4 @@
-//! Resumable uploads (`spec/terminal-backup.md` requirement 8): a large object arrives in
+//! Resumable uploads (`docs/requirements/terminal-backup.md` requirement 8): a large object arrives in
 //! pieces, each with its own SHA-256, appended to a partial file in the user's area. A piece
 //! whose checksum does not match is refused with a resend request; a piece at the wrong offset
 //! is refused with the offset the service has, so a client that lost its connection (or a
@@ -7,6 +7,7 @@
 //!
 //! Every accepted piece is on disk (fdatasync) before it is acknowledged.
 
+use kura_api::Upload;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Largest object that may be assembled from pieces (the service's body limit for one PUT).
-pub const MAX_OBJECT: u64 = crate::server::MAX_BODY as u64;
+pub const MAX_OBJECT: u64 = kura_api::MAX_BODY as u64;
 /// Most unfinished uploads one user may have at once, so partial files cannot fill the disk.
 pub const MAX_OPEN: usize = 64;
 /// Unfinished uploads untouched for this long are removed.
@@ -49,17 +50,6 @@ pub enum UploadError {
     /// The disk failed.
     #[error(transparent)]
     Io(#[from] io::Error),
-}
-
-/// One unfinished upload.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Partial {
-    /// The kind of object (the API's name: `data`, `index`, ...).
-    pub kind: String,
-    /// The object's name.
-    pub name: String,
-    /// Bytes received so far.
-    pub received: u64,
 }
 
 /// A user's unfinished uploads, in one directory per user.
@@ -99,7 +89,7 @@ impl Uploads {
     }
 
     /// All unfinished uploads.
-    pub fn list(&self) -> Result<Vec<Partial>, UploadError> {
+    pub fn list(&self) -> Result<Vec<Upload>, UploadError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -113,7 +103,7 @@ impl Uploads {
                 continue;
             }
             if let Some((kind, name)) = file.split_once('.') {
-                out.push(Partial {
+                out.push(Upload {
                     kind: kind.to_string(),
                     name: name.to_string(),
                     received: e.metadata()?.len(),

@@ -1,4 +1,4 @@
-//! The service's storage sites (`spec/placement.md`): each is a local directory
+//! The service's storage sites (`docs/requirements/placement.md`): each is a local directory
 //! (`file:///path`, the embedded default) or a bucket of any S3-compatible store
 //! (`s3://bucket?endpoint=http://host:3900&region=garage`), reached through `object_store`.
 //!

@@ -1,14 +1,12 @@
 //! `kura`: the command line. It parses, configures, calls the libraries and prints; the work
-//! is done in kura-client and kura-repo.
+//! is done in kura-client, kura-repo and kura-service.
 
-mod billing;
 mod cli;
-mod conditions;
+mod commands;
 mod config;
-mod jobs;
+mod ctx;
+mod output;
 mod progress;
-mod schedule;
-mod service;
 
 use std::process::ExitCode;
 

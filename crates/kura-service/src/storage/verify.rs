@@ -1,4 +1,4 @@
-//! Integrity checks (`spec/placement.md` requirements 9 and 10): every copy of every object is
+//! Integrity checks (`docs/requirements/placement.md` requirements 9 and 10): every copy of every object is
 //! read, its site's envelope removed, and what is inside compared with the checksum recorded
 //! when the object was stored ([`kura_placement::integrity`] judges). A copy found wanting is
 //! re-read by its site before anything is concluded. Then:
@@ -36,8 +36,8 @@ const PARALLEL: usize = 4;
 /// What an integrity check covers.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    /// One member only.
-    pub member: Option<String>,
+    /// One user only.
+    pub user: Option<String>,
     /// The share of objects to check, least recently checked first (100 without).
     pub sample: Option<f64>,
 }
@@ -104,7 +104,7 @@ impl Storage {
     ) -> Result<Verified, StorageError> {
         let _one = self.maintenance().await?;
         let started = Instant::now();
-        let member = match &scope.member {
+        let member = match &scope.user {
             Some(name) => {
                 let name = name.clone();
                 Some(self.blocking(move |s| s.user(&name)).await?)

@@ -1,7 +1,6 @@
 //! `kura schedule` and `kura agent`: backups that run by themselves.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Subcommand};
@@ -10,9 +9,11 @@ use jiff::tz::TimeZone;
 use kura_client::job::{signalled, stop_on_signals};
 use kura_client::schedule::{load, update};
 use kura_core::schedule::{Cron, Entry, Timing};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::cli::{Ctx, TypeArg, run_backup};
+use super::backup::{TypeArg, run_backup};
+use crate::ctx::Ctx;
+use crate::output::lines;
 
 /// Schedule commands.
 #[derive(Subcommand)]
@@ -90,46 +91,40 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
                 created: Timestamp::now(),
                 last_run: None,
             };
-            if entry.next_run(&tz).is_none() {
+            let Some(next) = entry.next_run(&tz) else {
                 bail!("{} is in the past", entry.timing);
-            }
+            };
             update(&base, |s| {
                 s.entries.push(entry.clone());
                 Ok(())
             })?;
-            if ctx.json() {
-                ctx.print_json(&entry_json(&entry, &tz));
-            } else {
-                let next = entry
-                    .next_run(&tz)
-                    .map(|t| local(t, &tz))
-                    .unwrap_or_default();
-                ctx.say(format!(
-                    "scheduled {} backup {} of {} ({}); next run {next}; `kura agent` runs it",
+            ctx.out.emit(&entry_json(&entry, &tz), || {
+                format!(
+                    "scheduled {} backup {} of {} ({}); next run {}; `kura agent` runs it",
                     entry.kind,
                     entry.id,
                     entry.paths.join(", "),
-                    entry.timing
-                ));
-            }
+                    entry.timing,
+                    local(next, &tz)
+                )
+            });
         }
         ScheduleCommand::List => {
             let s = load(&base)?;
-            if ctx.json() {
-                let v: Vec<_> = s.entries.iter().map(|e| entry_json(e, &tz)).collect();
-                ctx.print_json(&serde_json::Value::Array(v));
-            } else if s.entries.is_empty() {
-                ctx.say("nothing scheduled (`kura schedule add` adds a backup)");
-            } else {
-                println!(
+            let listing: Vec<Value> = s.entries.iter().map(|e| entry_json(e, &tz)).collect();
+            ctx.out.emit(&listing, || {
+                if s.entries.is_empty() {
+                    return "nothing scheduled (`kura schedule add` adds a backup)".into();
+                }
+                let when = |t: Option<Timestamp>, none: &str| {
+                    t.map(|t| local(t, &tz)).unwrap_or_else(|| none.into())
+                };
+                let header = format!(
                     "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  paths",
                     "id", "when", "type", "next run", "last run"
                 );
-                for e in &s.entries {
-                    let when = |t: Option<Timestamp>, none: &str| {
-                        t.map(|t| local(t, &tz)).unwrap_or_else(|| none.into())
-                    };
-                    println!(
+                lines(std::iter::once(header).chain(s.entries.iter().map(|e| {
+                    format!(
                         "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {}",
                         e.id,
                         e.timing.to_string(),
@@ -137,9 +132,9 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
                         when(e.next_run(&tz), "never"),
                         when(e.last_run, "-"),
                         e.paths.join(", ")
-                    );
-                }
-            }
+                    )
+                })))
+            });
         }
         ScheduleCommand::Remove { id } => {
             let removed = update(&base, |s| {
@@ -148,78 +143,41 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
                     .map_err(|e| kura_client::ClientError::Usage(e.to_string()))?;
                 Ok(s.entries.remove(i))
             })?;
-            ctx.say(format!("removed scheduled backup {}", removed.id));
+            ctx.out.emit(&json!({"removed": removed.id}), || {
+                format!("removed scheduled backup {}", removed.id)
+            });
         }
     }
     Ok(())
 }
-
-/// The agent looks at the schedule at least this often, so edits and clock jumps (a machine
-/// waking from sleep) are noticed.
-const TICK: Duration = Duration::from_secs(30);
 
 /// `kura agent [--once]`.
 pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
     stop_on_signals();
     let base = ctx.state_base()?;
     let tz = TimeZone::system();
-    let mut failed = 0;
     if !once {
-        ctx.say(format!(
+        ctx.out.say(format!(
             "kura agent: running the schedule in {}",
             kura_client::schedule::path(&base).display()
         ));
     }
-    loop {
-        let now = Timestamp::now();
-        for id in load(&base)?.entries.into_iter().map(|e| e.id) {
-            if signalled() {
-                break;
-            }
-            // Claimed under the schedule's lock: still there, still due, and recorded as run
-            // before it starts, so a second agent does not run it too and a run that fails or
-            // is killed is not retried in a loop (its job is resumed by the next run).
-            let claimed = update(&base, |s| {
-                Ok(match s.entries.iter_mut().find(|x| x.id == id) {
-                    Some(e) if e.is_due(now, &tz) => {
-                        e.last_run = Some(now);
-                        Some(e.clone())
-                    }
-                    _ => None,
-                })
-            })?;
-            let Some(e) = claimed else {
-                continue;
-            };
-            ctx.say(format!(
-                "{}: scheduled backup {} ({}) of {}",
-                local(now, &tz),
-                e.id,
-                e.timing,
-                e.paths.join(", ")
-            ));
-            let paths = e.paths.iter().map(PathBuf::from).collect();
-            if let Err(err) = run_backup(ctx, paths, e.kind, ctx.config_excludes(), e.tags, None) {
-                failed += 1;
-                eprintln!("kura agent: scheduled backup {} failed: {err:#}", e.id);
-            }
+    let mut failed = 0;
+    kura_client::schedule::run_agent(&base, &tz, once, signalled, |e, now| {
+        ctx.out.say(format!(
+            "{}: scheduled backup {} ({}) of {}",
+            local(now, &tz),
+            e.id,
+            e.timing,
+            e.paths.join(", ")
+        ));
+        let paths = e.paths.iter().map(PathBuf::from).collect();
+        let excludes = ctx.config.exclude.clone();
+        if let Err(err) = run_backup(ctx, paths, e.kind, excludes, e.tags, None) {
+            failed += 1;
+            eprintln!("kura agent: scheduled backup {} failed: {err:#}", e.id);
         }
-        if once || signalled() {
-            break;
-        }
-        let wake = load(&base)?.next_wake(&tz);
-        let until = std::time::Instant::now()
-            + wake
-                .map(|w| Duration::try_from(w.duration_since(Timestamp::now())).unwrap_or_default())
-                .unwrap_or(TICK)
-                .min(TICK);
-        while std::time::Instant::now() < until && !signalled() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if signalled() {
-            break;
-        }
-    }
+    })?;
     if failed > 0 && once {
         bail!("{failed} scheduled backups failed");
     }

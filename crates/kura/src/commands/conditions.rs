@@ -1,26 +1,32 @@
 //! `kura conditions`, `kura incidents` and `kura messages`: what the service says of the copies
-//! it keeps, what its checks found in them, and the notices it sent (`spec/placement.md`
-//! requirements 6, 9 and 12).
+//! it keeps, what its checks found in them, and the notices it sent
+//! (`docs/requirements/placement.md` requirements 6, 9 and 12).
 
 use std::collections::HashSet;
 
 use anyhow::{Result, bail};
+use clap::Args;
 use kura_client::state::SavedConditions;
 use kura_core::conditions::CopyStatus;
 use kura_core::job::Job;
 use kura_repo::{Backend, FileType};
 use serde_json::json;
 
-use crate::cli::Ctx;
+use crate::ctx::Ctx;
+use crate::output::{human, lines};
+
+/// Options of `kura conditions`.
+#[derive(Args)]
+pub struct ConditionsArgs {
+    /// Only the objects this snapshot needs (id prefix or `latest`).
+    snapshot: Option<String>,
+    /// Show the conditions kept locally, without asking the service.
+    #[arg(long, conflicts_with = "snapshot")]
+    cached: bool,
+}
 
 fn location(ctx: &Ctx) -> Result<String> {
     Ok(ctx.repo_path()?.to_string_lossy().into_owned())
-}
-
-fn not_a_service() -> anyhow::Error {
-    anyhow::anyhow!(
-        "storage conditions come from a Kura service; this repository is not on one (--repo https://...)"
-    )
 }
 
 /// The objects a snapshot needs: the snapshot itself, the index files, and every pack holding
@@ -41,7 +47,8 @@ fn objects_of_snapshot(ctx: &Ctx, spec: &str) -> Result<(String, HashSet<String>
 }
 
 /// `kura conditions [SNAPSHOT] [--cached]`.
-pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<()> {
+pub fn conditions(ctx: &Ctx, a: ConditionsArgs) -> Result<()> {
+    let ConditionsArgs { snapshot, cached } = a;
     let base = ctx.state_base()?;
     let location = location(ctx)?;
     let saved = if cached {
@@ -50,8 +57,7 @@ pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<(
             None => bail!("no storage conditions kept for this repository yet"),
         }
     } else {
-        let backend = ctx.backend()?;
-        let all = backend.conditions(None)?.ok_or_else(not_a_service)?;
+        let all = ctx.with_provider("storage conditions", |p| Ok(p.conditions(None)?))?;
         let (scope, objects) = match &snapshot {
             Some(spec) => {
                 let (id, wanted) = objects_of_snapshot(ctx, spec)?;
@@ -72,20 +78,19 @@ pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<(
         saved.save(&base)?;
         saved
     };
-    if ctx.json() {
-        ctx.print_json(&serde_json::to_value(&saved.objects)?);
-        return Ok(());
-    }
-    if cached {
-        println!(
-            "as the service reported them at {} ({})",
-            saved.fetched.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            saved.scope
-        );
-    }
-    for line in kura_core::conditions::summary(&saved.objects, crate::cli::human) {
-        println!("{line}");
-    }
+    ctx.out.emit(&saved.objects, || {
+        let when = cached.then(|| {
+            format!(
+                "as the service reported them at {} ({})",
+                saved.fetched.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                saved.scope
+            )
+        });
+        lines(
+            when.into_iter()
+                .chain(kura_core::conditions::summary(&saved.objects, human)),
+        )
+    });
     Ok(())
 }
 
@@ -94,9 +99,11 @@ pub fn conditions(ctx: &Ctx, snapshot: Option<String>, cached: bool) -> Result<(
 pub fn after_backup(ctx: &Ctx, backend: &dyn Backend, job: &Job) {
     // Objects stored since the job began, with room for a clock that differs from the service's.
     let since = job.started - jiff::SignedDuration::from_mins(5);
-    let objects = match backend.conditions(Some(since)) {
-        Ok(Some(objects)) => objects,
-        Ok(None) => return,
+    let Some(provider) = backend.provider() else {
+        return;
+    };
+    let objects = match provider.conditions(Some(since)) {
+        Ok(objects) => objects,
         Err(e) => {
             eprintln!("note: the storage conditions could not be read: {e}");
             return;
@@ -111,7 +118,7 @@ pub fn after_backup(ctx: &Ctx, backend: &dyn Backend, job: &Job) {
     if let Err(e) = ctx.state_base().and_then(|base| Ok(saved.save(&base)?)) {
         eprintln!("note: the storage conditions could not be kept: {e}");
     }
-    if !ctx.show_progress() {
+    if !ctx.out.show_progress() {
         return;
     }
     let mut sites: Vec<&str> = saved
@@ -128,7 +135,7 @@ pub fn after_backup(ctx: &Ctx, backend: &dyn Backend, job: &Job) {
         .iter()
         .filter(|o| o.degraded.is_some())
         .count();
-    println!(
+    ctx.out.say(format!(
         "stored at the service on {}{}; `kura conditions` shows each copy",
         sites.join(", "),
         if degraded > 0 {
@@ -136,27 +143,21 @@ pub fn after_backup(ctx: &Ctx, backend: &dyn Backend, job: &Job) {
         } else {
             String::new()
         }
-    );
+    ));
 }
 
 /// `kura messages`: the notices the service sent.
 pub fn messages(ctx: &Ctx) -> Result<()> {
-    let backend = ctx.backend()?;
-    let notices = backend.notices()?.ok_or_else(not_a_service)?;
-    if ctx.json() {
-        ctx.print_json(&json!(notices));
-        return Ok(());
-    }
-    if notices.is_empty() {
-        println!("no messages");
-    }
-    for n in &notices {
-        println!("#{} {} [{}] {}", n.id, n.at, n.kind, n.subject);
-        for line in n.body.lines() {
-            println!("    {line}");
+    let notices = ctx.with_provider("messages", |p| Ok(p.notices()?))?;
+    ctx.out.emit(&notices, || {
+        if notices.is_empty() {
+            return "no messages".into();
         }
-        println!();
-    }
+        lines(notices.iter().map(|n| {
+            let body: String = n.body.lines().map(|l| format!("    {l}\n")).collect();
+            format!("#{} {} [{}] {}\n{body}", n.id, n.at, n.kind, n.subject)
+        }))
+    });
     Ok(())
 }
 
@@ -179,10 +180,8 @@ fn short(name: &str) -> &str {
 /// `kura incidents`: what the service's checks found in your data; for lost objects, the
 /// snapshots and files that need them (found here, with the repository's keys).
 pub fn incidents(ctx: &Ctx) -> Result<()> {
-    let backend = ctx.backend()?;
-    let list = backend.incidents()?.ok_or_else(not_a_service)?;
+    let (list, lost) = ctx.with_provider("incidents", |p| Ok((p.incidents()?, p.lost()?)))?;
     let mut affected = Vec::new();
-    let lost = backend.lost()?;
     if !lost.is_empty() {
         let repo = ctx.open()?;
         let index = repo.load_index()?;
@@ -210,34 +209,39 @@ pub fn incidents(ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    if ctx.json() {
-        ctx.print_json(&json!({"incidents": list, "affected": affected}));
-        return Ok(());
-    }
-    if list.is_empty() {
-        println!("no incidents");
-    }
-    for i in &list {
-        println!("#{} {} [{}] {}", i.id, i.at, i.kind.as_str(), i.summary);
-    }
-    for a in &affected {
-        if a.whole {
-            println!("\nsnapshot {} is lost", short(&a.snapshot));
-            continue;
-        }
-        println!(
-            "\nsnapshot {} ({}, {}): {} file(s) cannot be restored whole:",
-            short(&a.snapshot),
-            a.time,
-            a.paths.join(", "),
-            a.files.len()
-        );
-        for f in &a.files {
-            println!("    {f}");
-        }
-    }
-    if !affected.is_empty() {
-        println!("\nBack these files up again; the next backup stores them anew.");
-    }
+    ctx.out
+        .emit(&json!({"incidents": list, "affected": affected}), || {
+            let mut out = Vec::new();
+            if list.is_empty() {
+                out.push("no incidents".to_string());
+            }
+            for i in &list {
+                out.push(format!(
+                    "#{} {} [{}] {}",
+                    i.id,
+                    i.at,
+                    i.kind.as_str(),
+                    i.summary
+                ));
+            }
+            for a in &affected {
+                if a.whole {
+                    out.push(format!("\nsnapshot {} is lost", short(&a.snapshot)));
+                    continue;
+                }
+                out.push(format!(
+                    "\nsnapshot {} ({}, {}): {} file(s) cannot be restored whole:",
+                    short(&a.snapshot),
+                    a.time,
+                    a.paths.join(", "),
+                    a.files.len()
+                ));
+                out.extend(a.files.iter().map(|f| format!("    {f}")));
+            }
+            if !affected.is_empty() {
+                out.push("\nBack these files up again; the next backup stores them anew.".into());
+            }
+            lines(out)
+        });
     Ok(())
 }

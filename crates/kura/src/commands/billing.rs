@@ -1,12 +1,12 @@
 //! `kura billing`: a member's statements at the service, and objections to them
-//! (`spec/placement.md` requirement 11).
+//! (`docs/requirements/placement.md` requirement 11).
 
 use anyhow::Result;
 use clap::Subcommand;
-use kura_billing::Statement;
-use serde_json::json;
+use kura_api::Statement;
 
-use crate::cli::Ctx;
+use crate::ctx::Ctx;
+use crate::output::lines;
 
 /// What `kura billing` does.
 #[derive(Subcommand)]
@@ -25,12 +25,8 @@ pub enum BillingCommand {
     },
 }
 
-fn not_a_service() -> anyhow::Error {
-    anyhow::anyhow!("statements come from a Kura service; this repository is not on one")
-}
-
-fn show(s: &Statement) {
-    println!(
+fn statement_text(s: &Statement) -> String {
+    let head = format!(
         "{}  {}  {}  {}  (object by {})",
         s.id,
         s.period.label(),
@@ -38,42 +34,41 @@ fn show(s: &Statement) {
         s.status.as_str(),
         s.deadline
     );
-    for l in &s.lines {
-        println!("    {:<56} {:>16}", l.description, s.money(l.amount));
-    }
-    if let Some(o) = &s.objection {
-        println!("    objection: {o}");
-    }
-    if let Some(r) = &s.resolution {
-        println!("    resolution: {r}");
-    }
+    let body = s
+        .lines
+        .iter()
+        .map(|l| format!("    {:<56} {:>16}", l.description, s.money(l.amount)));
+    let objection = s.objection.iter().map(|o| format!("    objection: {o}"));
+    let resolution = s.resolution.iter().map(|r| format!("    resolution: {r}"));
+    lines(
+        std::iter::once(head)
+            .chain(body)
+            .chain(objection)
+            .chain(resolution),
+    )
 }
 
-/// Runs `kura billing`.
+/// `kura billing ...`.
 pub fn billing(ctx: &Ctx, c: BillingCommand) -> Result<()> {
-    let backend = ctx.backend()?;
     match c {
         BillingCommand::Statements => {
-            let list = backend.statements()?.ok_or_else(not_a_service)?;
-            if ctx.json() {
-                ctx.print_json(&json!(list));
-            } else if list.is_empty() {
-                println!("no statements");
-            } else {
-                list.iter().for_each(show);
-            }
+            let list = ctx.with_provider("statements", |p| Ok(p.statements()?))?;
+            ctx.out.emit(&list, || {
+                if list.is_empty() {
+                    return "no statements".into();
+                }
+                lines(list.iter().map(statement_text))
+            });
         }
         BillingCommand::Object { statement, reason } => {
-            let s = backend.object_to(&statement, &reason)?;
-            if ctx.json() {
-                ctx.print_json(&json!(s));
-            } else {
-                println!(
+            let s = ctx.with_provider("statements", |p| Ok(p.object_to(&statement, &reason)?))?;
+            ctx.out.emit(&s, || {
+                format!(
                     "statement {} is {}: its charge is held until the operator resolves your objection",
                     s.id,
                     s.status.as_str()
-                );
-            }
+                )
+            });
         }
     }
     Ok(())

@@ -1,0 +1,159 @@
+//! The one error type of the handlers: a status and an [`ErrorBody`] for the client, so
+//! handlers use `?` on every failure below them.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kura_api::ErrorBody;
+
+use crate::storage::StorageError;
+use crate::store::StoreError;
+use crate::upload::UploadError;
+
+/// An error answer: status and a one-line message for the client to show.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What the client is told.
+    pub body: ErrorBody,
+}
+
+/// What a handler returns.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// A refusal with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: message.into(),
+                ..ErrorBody::default()
+            },
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 422 with `resend`: the data does not match its checksum.
+    pub fn resend() -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the data does not match its checksum; send it again",
+        );
+        e.body.resend = true;
+        e
+    }
+
+    /// 500, logged here; the client learns nothing of the cause.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!("internal error: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    fn out_of_space() -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the service is out of space",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::NotFound => ApiError::not_found("not found"),
+            StorageError::OutOfRange => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range starts past the end",
+            ),
+            StorageError::Lost(_) => {
+                tracing::error!("{e}");
+                ApiError::new(StatusCode::GONE, e.to_string())
+            }
+            StorageError::NoSite(_) | StorageError::Unreadable { .. } => {
+                tracing::error!("{e}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                ApiError::out_of_space()
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        match e {
+            UploadError::Offset { received, .. } => {
+                let mut a = ApiError::new(StatusCode::CONFLICT, e.to_string());
+                a.body.received = Some(received);
+                a
+            }
+            UploadError::Checksum => ApiError::resend(),
+            UploadError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            UploadError::TooMany => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            UploadError::NotFound => ApiError::not_found(e.to_string()),
+            UploadError::BadChecksum(_) => ApiError::bad_request(e.to_string()),
+            UploadError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                ApiError::out_of_space()
+            }
+            UploadError::Io(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_conflict_says_where_to_go_on() {
+        let e = ApiError::from(UploadError::Offset {
+            offset: 10,
+            received: 4,
+        });
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.body.received, Some(4));
+    }
+
+    #[test]
+    fn internal_errors_tell_the_client_nothing() {
+        let e = ApiError::from(StoreError::Invalid("secret detail".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.body.error.contains("secret"));
+    }
+
+    #[test]
+    fn a_lost_object_is_gone() {
+        let e = ApiError::from(StorageError::Lost("data/ab".into()));
+        assert_eq!(e.status, StatusCode::GONE);
+    }
+}

@@ -1,0 +1,275 @@
+//! A member's repository objects: list, read (whole or a range), size, store, remove. Names
+//! are validated before anything is looked up, and every store is checked against the
+//! contract's limits.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kura_api::{CHECKSUM_HEADER, MAX_BODY};
+use kura_repo::FileType;
+
+use super::auth::Authed;
+use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
+use crate::store::User;
+
+/// The kind named `kind`, with `name` checked for it: `config` for the config, else 1 to 64
+/// lowercase hex digits. Nothing else reaches storage.
+pub fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
+    let t = FileType::from_name(kind)
+        .ok_or_else(|| ApiError::not_found(format!("no such kind {kind:?}")))?;
+    if let Some(n) = name {
+        let ok = match t {
+            FileType::Config => n == "config",
+            _ => is_hex_name(n, 64),
+        };
+        if !ok {
+            return Err(ApiError::bad_request(format!("invalid name {n:?}")));
+        }
+    }
+    Ok(t)
+}
+
+/// 1 to `max` lowercase hex digits.
+pub fn is_hex_name(n: &str, max: usize) -> bool {
+    !n.is_empty()
+        && n.len() <= max
+        && n.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The `Range: bytes=a-b` of a request (inclusive), if any; at most [`MAX_BODY`] long.
+pub fn parse_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "malformed Range header");
+    let v = v.to_str().map_err(|_| bad())?;
+    let (a, b) = v
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if b < a || b - a >= MAX_BODY as u64 {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+/// The checksum a client sent with a piece or object, if any.
+pub fn checksum(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    headers
+        .get(CHECKSUM_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::bad_request("malformed checksum header"))
+        })
+        .transpose()
+}
+
+/// `GET /v1/repo/{kind}`.
+pub async fn list(
+    State(app): App,
+    Path(kind): Path<String>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let t = file_type(&kind, None)?;
+    let id = authed.user.id;
+    let names = catalog(&app, move |s| s.object_names(id, t.name())).await?;
+    Ok(axum::Json(names).into_response())
+}
+
+/// `GET /v1/repo/{kind}/{name}`, whole or a range.
+pub async fn read(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let t = file_type(&kind, Some(&name))?;
+    let range = parse_range(&headers)?;
+    let id = authed.user.id;
+    let (body, status) = match range {
+        Some((a, b)) => (
+            app.storage.get_range(id, t, &name, a, b + 1).await?,
+            StatusCode::PARTIAL_CONTENT,
+        ),
+        None => (app.storage.get(id, t, &name).await?, StatusCode::OK),
+    };
+    Metrics::add(&app.metrics.bytes_out, body.len() as u64);
+    Ok((status, body).into_response())
+}
+
+/// `HEAD /v1/repo/{kind}/{name}`: the size.
+pub async fn head(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    let t = file_type(&kind, Some(&name))?;
+    let id = authed.user.id;
+    let entry = catalog(&app, move |s| s.object(id, t.name(), &name))
+        .await?
+        .ok_or_else(|| ApiError::not_found("not found"))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_LENGTH, entry.size.to_string())],
+    )
+        .into_response())
+}
+
+/// `PUT /v1/repo/{kind}/{name}`.
+pub async fn write(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let Authed { user } = authed;
+    let t = file_type(&kind, Some(&name))?;
+    let sum = crate::upload::sha256_hex(&body);
+    if checksum(&headers)?.is_some_and(|sent| !sum.eq_ignore_ascii_case(&sent)) {
+        return Err(ApiError::resend());
+    }
+    admit(&app, &user, t, &name, body.len() as u64).await?;
+    store_object(&app, &user, t, &name, body, sum).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/repo/{kind}/{name}`.
+pub async fn remove(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<StatusCode> {
+    let t = file_type(&kind, Some(&name))?;
+    let (storage, id) = (app.storage.clone(), authed.user.id);
+    tokio::spawn(async move { storage.delete(id, t, &name).await }).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The contract's limits on storing `len` bytes as `t`/`name`.
+pub async fn admit(
+    app: &Arc<AppState>,
+    user: &User,
+    t: FileType,
+    name: &str,
+    len: u64,
+) -> ApiResult<()> {
+    let Some(contract) = &user.contract else {
+        return Err(ApiError::internal("authorized user without a contract"));
+    };
+    let (id, n) = (user.id, name.to_string());
+    let old = catalog(app, move |s| s.object(id, t.name(), &n))
+        .await?
+        .map_or(0, |e| e.size);
+    let new_total = user.bytes.saturating_sub(old).saturating_add(len);
+    if contract.max_bytes > 0 && new_total > contract.max_bytes {
+        return Err(over_storage(app, contract.max_bytes));
+    }
+    if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
+        let count = catalog(app, move |s| s.object_names(id, t.name()))
+            .await?
+            .len() as u64;
+        if count >= contract.max_archives {
+            Metrics::add(&app.metrics.refused, 1);
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the contract's limit of {} archives is reached (forget one first)",
+                    contract.max_archives
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a store past the contract's storage limit, counted.
+pub fn over_storage(app: &AppState, max_bytes: u64) -> ApiError {
+    Metrics::add(&app.metrics.refused, 1);
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("the contract's storage limit of {max_bytes} bytes would be exceeded"),
+    )
+}
+
+/// Stores an object on the sites. It runs to its end even if the client goes away meanwhile,
+/// so an object is never stored without being recorded and counted.
+pub async fn store_object(
+    app: &Arc<AppState>,
+    user: &User,
+    t: FileType,
+    name: &str,
+    body: Bytes,
+    sha256: String,
+) -> ApiResult<()> {
+    let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
+    let len = body.len() as u64;
+    tokio::spawn(async move { storage.put(&user, t, &name, body, sha256).await }).await??;
+    Metrics::add(&app.metrics.bytes_in, len);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn range(v: &str) -> ApiResult<Option<(u64, u64)>> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        parse_range(&h)
+    }
+
+    #[test]
+    fn ranges_are_inclusive_bounded_and_well_formed() {
+        assert_eq!(range("bytes=0-9").unwrap(), Some((0, 9)));
+        assert_eq!(range("bytes=5-5").unwrap(), Some((5, 5)));
+        assert_eq!(parse_range(&HeaderMap::new()).unwrap(), None);
+        for bad in [
+            "bytes=9-0",
+            "bytes=-5",
+            "bytes=5-",
+            "items=0-1",
+            "bytes=a-b",
+            "0-1",
+        ] {
+            let e = range(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
+        }
+        let too_long = format!("bytes=0-{}", MAX_BODY);
+        assert!(range(&too_long).is_err());
+        assert!(range(&format!("bytes=0-{}", MAX_BODY - 1)).is_ok());
+    }
+
+    #[test]
+    fn names_are_lowercase_hex_or_the_config() {
+        assert_eq!(file_type("data", Some("ab01")).unwrap(), FileType::Pack);
+        assert_eq!(
+            file_type("config", Some("config")).unwrap(),
+            FileType::Config
+        );
+        for (kind, name) in [
+            ("data", "AB01"),
+            ("data", "../x"),
+            ("data", ""),
+            ("config", "other"),
+            ("snapshots", "g0"),
+        ] {
+            let e = file_type(kind, Some(name)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{kind}/{name}");
+        }
+        assert!(file_type("data", Some(&"a".repeat(64))).is_ok());
+        assert!(file_type("data", Some(&"a".repeat(65))).is_err());
+        assert_eq!(
+            file_type("users", None).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}

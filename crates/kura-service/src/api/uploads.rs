@@ -1,0 +1,152 @@
+//! Large objects in checked pieces (`docs/requirements/terminal-backup.md` requirement 8):
+//! what the service has of an upload, one piece at a time at its offset, the commit that
+//! stores the whole, and abandoning. Unfinished uploads count against the storage limit.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
+
+use super::auth::Authed;
+use super::objects::{admit, checksum, file_type, over_storage, store_object};
+use super::{ApiError, ApiResult, App, AppState, catalog};
+use crate::store::User;
+use crate::upload::{UploadError, Uploads};
+
+/// The user's unfinished uploads, beside their other per-user files.
+fn uploads_of(app: &AppState, user: &User) -> Uploads {
+    Uploads::new(
+        app.data_dir
+            .join("users")
+            .join(user.id.to_string())
+            .join("uploads"),
+    )
+}
+
+/// Runs an upload step on the blocking pool to its end, even if the client goes away.
+async fn uploading<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UploadError> + Send + 'static,
+) -> ApiResult<T> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// `GET /v1/uploads`.
+pub async fn list(State(app): App, Extension(authed): Extension<Authed>) -> ApiResult<Response> {
+    let up = uploads_of(&app, &authed.user);
+    Ok(axum::Json(uploading(move || up.list()).await?).into_response())
+}
+
+/// `DELETE /v1/uploads?older_than=SECS`.
+pub async fn sweep(
+    State(app): App,
+    Query(q): Query<Sweep>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<axum::Json<Removed>> {
+    let up = uploads_of(&app, &authed.user);
+    let age = std::time::Duration::from_secs(q.older_than);
+    let removed = uploading(move || up.sweep(age)).await?;
+    Ok(axum::Json(Removed { removed }))
+}
+
+/// `HEAD /v1/uploads/{kind}/{name}`: bytes received so far.
+pub async fn status(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<Response> {
+    file_type(&kind, Some(&name))?;
+    let up = uploads_of(&app, &authed.user);
+    let received = uploading(move || up.received(&kind, &name)).await?;
+    Ok((StatusCode::OK, [(RECEIVED_HEADER, received.to_string())]).into_response())
+}
+
+/// `PUT /v1/uploads/{kind}/{name}?offset=N`: one piece with its checksum.
+pub async fn piece(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Query(at): Query<PieceAt>,
+    Extension(authed): Extension<Authed>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<Received>> {
+    let Authed { user } = authed;
+    file_type(&kind, Some(&name))?;
+    let sum =
+        checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a piece needs a checksum"))?;
+    let up = uploads_of(&app, &user);
+    let received = tokio::task::spawn_blocking(move || {
+        // Unfinished uploads count against the storage limit too.
+        if let Some(c) = &user.contract
+            && c.max_bytes > 0
+        {
+            let pending = up.pending_bytes()?;
+            let total = user
+                .bytes
+                .saturating_add(pending)
+                .saturating_add(body.len() as u64);
+            if total > c.max_bytes {
+                return Err(over_storage(&app, c.max_bytes));
+            }
+        }
+        Ok(up.append(&kind, &name, at.offset, &body, &sum)?)
+    })
+    .await??;
+    Ok(axum::Json(Received { received }))
+}
+
+/// `POST /v1/uploads/{kind}/{name}`: stores the whole upload if it matches its checksum.
+pub async fn commit(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let Authed { user } = authed;
+    let t = file_type(&kind, Some(&name))?;
+    let sum =
+        checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a commit needs a checksum"))?;
+    let up = uploads_of(&app, &user);
+    let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
+    let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;
+    let data = match finished {
+        Ok(data) => data,
+        Err(UploadError::NotFound) => {
+            // A repeated commit whose first answer was lost: the object is in place.
+            let id = user.id;
+            let stored = catalog(&app, move |s| s.object(id, t.name(), &name)).await?;
+            return match stored {
+                Some(e) if e.sha256.eq_ignore_ascii_case(&sum) => Ok(StatusCode::NO_CONTENT),
+                _ => Err(UploadError::NotFound.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let drop_upload = {
+        let (kind, name) = (kind.clone(), name.clone());
+        move || uploading(move || up.abort(&kind, &name))
+    };
+    if let Err(e) = admit(&app, &user, t, &name, data.len() as u64).await {
+        drop_upload().await?;
+        return Err(e);
+    }
+    // Dropped only once stored: a service killed before that finds it again when the client
+    // repeats the commit.
+    let sum = sum.to_ascii_lowercase();
+    store_object(&app, &user, t, &name, Bytes::from(data), sum).await?;
+    drop_upload().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/uploads/{kind}/{name}`.
+pub async fn abort(
+    State(app): App,
+    Path((kind, name)): Path<(String, String)>,
+    Extension(authed): Extension<Authed>,
+) -> ApiResult<StatusCode> {
+    file_type(&kind, Some(&name))?;
+    let up = uploads_of(&app, &authed.user);
+    uploading(move || up.abort(&kind, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

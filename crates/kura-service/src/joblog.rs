@@ -1,0 +1,143 @@
+//! The service's backup log (`docs/requirements/terminal-backup.md` requirements 4 and 7): each
+//! job as its client reported it, in terms the service may see (when, type, status, counts,
+//! snapshot name, never paths), and what the operator's `kura admin log` shows of it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use kura_api::JobReport;
+use kura_core::job::JobStatus;
+use serde::Serialize;
+
+use crate::storage::StorageError;
+use crate::store::{LogLine, Store, StoreError, User};
+
+/// How much earlier than the client says its backup started the objects of its conditions
+/// notice are taken from: the client's clock may differ from the service's.
+const NOTICE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// Why a job report for job `job` cannot be taken, if it cannot: counts that do not fit the
+/// database, a snapshot name that is not 64 lowercase hex digits, or another job's report.
+pub fn refusal(report: &JobReport, job: &str) -> Option<&'static str> {
+    let numbers_fit = [report.files, report.bytes, report.stored_added]
+        .iter()
+        .all(|&n| i64::try_from(n).is_ok());
+    let snapshot_ok = report.snapshot.as_deref().is_none_or(|n| {
+        n.len() == 64
+            && n.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    });
+    if !numbers_fit || !snapshot_ok {
+        return Some("malformed job report: counts out of range or a bad snapshot name");
+    }
+    if report.job.to_string() != job {
+        return Some("the report is for another job");
+    }
+    None
+}
+
+/// Records a job's report; for a completed job, sends the member the storage conditions of
+/// what it stored (`docs/requirements/placement.md` requirement 6).
+pub fn record(
+    store: &Store,
+    data_dir: &Path,
+    user: &User,
+    report: &JobReport,
+) -> Result<(), StorageError> {
+    store.record_job(user.id, report)?;
+    if report.status != JobStatus::Completed {
+        return Ok(());
+    }
+    let entries = store.objects(user.id, Some(report.started - NOTICE_SLACK))?;
+    let intro = format!(
+        "Backup {} finished at {}: {} objects stored since it started.",
+        report.job.short(),
+        report.ended.unwrap_or_else(jiff::Timestamp::now),
+        entries.len()
+    );
+    crate::notice::send(
+        store,
+        data_dir,
+        user,
+        "conditions",
+        "Storage conditions of your backup",
+        &crate::notice::conditions_text(&intro, &entries),
+    )?;
+    Ok(())
+}
+
+/// One line of the operator's backup log: a reported job and where its member's data is.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorLine {
+    /// The job as reported.
+    #[serde(flatten)]
+    pub line: LogLine,
+    /// The sites holding good copies of the member's objects, comma-separated.
+    pub stored_at: String,
+}
+
+/// The backup log as the operator sees it: every job (of `user`, or everyone's), each with
+/// the sites that hold its member's data.
+pub fn operator_log(store: &Store, user: Option<&str>) -> Result<Vec<OperatorLine>, StoreError> {
+    if let Some(u) = user {
+        store.user(u)?;
+    }
+    let lines = store.job_log(user)?;
+    let mut sites_of: HashMap<i64, String> = HashMap::new();
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        let stored_at = match sites_of.get(&line.user_id) {
+            Some(s) => s.clone(),
+            None => {
+                let mut sites: Vec<String> = store
+                    .objects(line.user_id, None)?
+                    .iter()
+                    .flat_map(|o| o.good_sites().map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                sites.sort();
+                sites.dedup();
+                let joined = sites.join(",");
+                sites_of.insert(line.user_id, joined.clone());
+                joined
+            }
+        };
+        out.push(OperatorLine { line, stored_at });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> JobReport {
+        JobReport {
+            job: kura_core::job::JobId([7; 16]),
+            kind: kura_core::snapshot::BackupType::Full,
+            status: JobStatus::Running,
+            started: jiff::Timestamp::UNIX_EPOCH,
+            ended: None,
+            files: 1,
+            bytes: 2,
+            stored_added: 3,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn reports_must_fit_and_name_their_job() {
+        let r = report();
+        let job = r.job.to_string();
+        assert_eq!(refusal(&r, &job), None);
+        assert!(refusal(&r, "another").is_some());
+        let mut big = r.clone();
+        big.files = u64::MAX;
+        assert!(refusal(&big, &job).is_some());
+        let mut bad_name = r.clone();
+        bad_name.snapshot = Some("A".repeat(64));
+        assert!(refusal(&bad_name, &job).is_some());
+        let mut good_name = r;
+        good_name.snapshot = Some("a".repeat(64));
+        assert_eq!(refusal(&good_name, &job), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! Serving the API ([`crate::api::app`]) over TLS: the certificate, the acceptor that hands
+//! the client's certificate to the handlers, the header timeout, the background tasks, and a
+//! graceful stop on SIGTERM (what systemd sends) or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Extension;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tower_layer::Layer;
+
+use crate::api::auth::ClientCert;
+use crate::api::{AppState, Metrics};
+use crate::sites::PlacementConfig;
+use crate::storage::Storage;
+use crate::store::{Store, StoreError};
+use crate::tasks::{Background, TaskRuns};
+use crate::tls::Identity;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the database, TLS identity and users' storage live.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// A configured certificate and key (PEM); `None` makes a self-signed one.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a session token is valid.
+    pub session_ttl: jiff::SignedDuration,
+    /// How long a client may take to send a request's headers (a stalled or slow client is
+    /// disconnected after this).
+    pub header_timeout: std::time::Duration,
+    /// The storage sites and membership levels.
+    pub placement: PlacementConfig,
+    /// How often placements are brought up to date (sites that returned, new risk feeds,
+    /// changed levels and home regions).
+    pub placement_every: std::time::Duration,
+    /// The mail relay notices are delivered through; `None` keeps them in the outbox.
+    pub mail: Option<crate::notice::MailConfig>,
+    /// How often stored copies are checked (the first check runs this long after the start).
+    pub verify_every: std::time::Duration,
+    /// The share of objects each periodic check reads, least recently checked first (1-100).
+    pub verify_sample: f64,
+    /// The price table; `None` runs no billing.
+    pub billing: Option<kura_billing::Prices>,
+    /// How often the billing cycle looks for a period to settle and charges to settle.
+    pub billing_every: std::time::Duration,
+}
+
+/// How long in-flight requests get to finish once the service is told to stop.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts TLS connections and records the client's certificate for the handlers.
+#[derive(Clone)]
+struct ClientCertAcceptor(RustlsAcceptor);
+
+impl<I, S> Accept<I, S> for ClientCertAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = axum::middleware::AddExtension<S, ClientCert>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let (stream, service) = inner.accept(stream, service).await?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::fingerprint(c));
+            Ok((stream, Extension(ClientCert(cert)).layer(service)))
+        })
+    }
+}
+
+/// Opens the service database under `data_dir` (for the offline admin commands too).
+pub fn open_store(data_dir: &Path) -> Result<Store, StoreError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StoreError::Invalid(format!("{}: {e}", data_dir.display())))?;
+    Store::open(&data_dir.join("kura.sqlite"))
+}
+
+/// Resolves when the process is told to stop: SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then lets in-flight requests finish (for up to
+/// ten seconds) and returns. `ready` is called with the bound address and the TLS identity
+/// once it accepts connections. An upload cut off by the stop is not lost: its pieces are on
+/// disk and a commit keeps them until the object is stored, so the client goes on from there.
+pub async fn serve(
+    opts: ServeOptions,
+    ready: impl FnOnce(SocketAddr, &Identity),
+) -> std::io::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
+    let store = Arc::new(open_store(&opts.data_dir).map_err(std::io::Error::other)?);
+    let storage = Arc::new(
+        Storage::open(&opts.data_dir, &opts.placement, store.clone())
+            .await
+            .map_err(std::io::Error::other)?,
+    );
+    storage
+        .import_local_repositories()
+        .await
+        .map_err(std::io::Error::other)?;
+    let tasks = Arc::new(TaskRuns::default());
+    let state = Arc::new(AppState {
+        store,
+        storage: storage.clone(),
+        data_dir: opts.data_dir.clone(),
+        ttl: opts.session_ttl,
+        metrics: Metrics::default(),
+        tasks: tasks.clone(),
+    });
+    let router = crate::api::app(state);
+    let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);
+    let listener = std::net::TcpListener::bind(opts.listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    crate::tasks::start(
+        Background {
+            storage,
+            data_dir: opts.data_dir.clone(),
+            mail: opts.mail.clone(),
+            placement_every: opts.placement_every,
+            verify_every: opts.verify_every,
+            verify_sample: opts.verify_sample,
+            billing: opts.billing.clone(),
+            billing_every: opts.billing_every,
+        },
+        &tasks,
+    );
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: finishing requests in flight");
+        shutdown.graceful_shutdown(Some(GRACE));
+    });
+    ready(addr, &identity);
+    tracing::info!(%addr, fingerprint = %identity.fingerprint, "kura service listening");
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(ClientCertAcceptor(RustlsAcceptor::new(tls)))
+        .handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    server.serve(router.into_make_service()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

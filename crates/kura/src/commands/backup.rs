@@ -1,0 +1,179 @@
+//! `kura backup` and `kura baseline`: a backup as a job (new, resumed, or the unfinished one
+//! of the same paths and type).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use kura_client::ClientError;
+use kura_client::backup::BackupOptions;
+use kura_core::job::JobId;
+use kura_core::snapshot::BackupType;
+use kura_repo::lock::hostname;
+use serde_json::json;
+
+use crate::ctx::Ctx;
+use crate::output::{Partial, human};
+use crate::progress::Bar;
+
+/// Options of `kura backup`.
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// full: everything, new baseline; copy: everything, markers unchanged; incremental: changes
+    /// since the last full or incremental; differential: changes since the last full.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Full)]
+    kind: TypeArg,
+    /// Leave out matching entries (a pattern with `/` matches the absolute path, else any name).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line (`#` starts a comment).
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Tag the snapshot.
+    #[arg(long)]
+    tag: Vec<String>,
+}
+
+/// Options of `kura baseline`.
+#[derive(Args)]
+pub struct BaselineArgs {
+    /// Paths whose current state is the baseline.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot.
+    #[arg(long)]
+    tag: Vec<String>,
+}
+
+/// The backup types a user asks for (a baseline has its own command).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TypeArg {
+    /// Everything; a new baseline for incremental and differential backups.
+    Full,
+    /// Everything; the markers stay as they are.
+    Copy,
+    /// What changed since the last full or incremental backup.
+    Incremental,
+    /// What changed since the last full backup.
+    Differential,
+}
+
+impl From<TypeArg> for BackupType {
+    fn from(t: TypeArg) -> BackupType {
+        match t {
+            TypeArg::Full => BackupType::Full,
+            TypeArg::Copy => BackupType::Copy,
+            TypeArg::Incremental => BackupType::Incremental,
+            TypeArg::Differential => BackupType::Differential,
+        }
+    }
+}
+
+/// `kura backup`.
+pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
+    let mut excludes = ctx.config.exclude.clone();
+    excludes.extend(a.exclude);
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading exclude file {}", f.display()))?;
+        excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    run_backup(ctx, a.paths, a.kind.into(), excludes, a.tag, None)
+}
+
+/// `kura baseline`.
+pub fn baseline(ctx: &Ctx, a: BaselineArgs) -> Result<()> {
+    run_backup(ctx, a.paths, BackupType::Baseline, vec![], a.tag, None)
+}
+
+/// Runs a backup as a job (a new one, the unfinished one of the same paths and type, or
+/// `resume`).
+pub fn run_backup(
+    ctx: &Ctx,
+    paths: Vec<PathBuf>,
+    kind: BackupType,
+    excludes: Vec<String>,
+    tags: Vec<String>,
+    resume: Option<JobId>,
+) -> Result<()> {
+    let repo = ctx.open()?;
+    let (state, device) = ctx.this_device(&repo)?;
+    let opts = BackupOptions {
+        paths,
+        kind,
+        excludes,
+        tags,
+        hostname: hostname(),
+        threads: ctx.g.threads,
+        stop: Default::default(),
+    };
+    let verb = if kind == BackupType::Baseline {
+        "baseline"
+    } else {
+        "backup"
+    };
+    let bar = Bar::new(verb, ctx.out.show_progress());
+    kura_client::job::stop_on_signals();
+    let (job, out) = kura_client::job::run(&repo, &state, device, &opts, resume, &bar)?;
+    bar.finish();
+    if job.attempts > 1 {
+        ctx.out.say(format!(
+            "resumed job {} (attempt {})",
+            job.id.short(),
+            job.attempts
+        ));
+    }
+    let out = out.map_err(|e| match e {
+        ClientError::Stopped => anyhow::Error::new(e).context(format!(
+            "job {} {}; `kura jobs` lists it",
+            job.id.short(),
+            job.status
+        )),
+        e => e.into(),
+    })?;
+    if let Some(msg) = &out.fell_back {
+        eprintln!("note: {msg}");
+    }
+    super::conditions::after_backup(ctx, repo.backend().as_ref(), &job);
+    let s = &out.snapshot.summary;
+    ctx.out.emit(
+        &json!({
+            "id": out.id, "short_id": out.id.short(), "type": out.snapshot.kind, "requested_type": kind,
+            "fell_back_to_full": out.fell_back.is_some(), "paths": out.snapshot.paths,
+            "summary": s, "errors": out.errors, "adopted_packs": out.adopted_packs,
+            "job": job.id, "attempts": job.attempts,
+        }),
+        || {
+            format!(
+                "snapshot {} ({}) saved: {} files, {} dirs, {} ({} new, {} changed, {} unchanged); added {} of data, {} stored, in {:.1}s",
+                out.id.short(),
+                out.snapshot.kind,
+                s.files,
+                s.dirs,
+                human(s.bytes),
+                s.files_new,
+                s.files_changed,
+                s.files_unchanged,
+                human(s.data_added),
+                human(s.stored_added),
+                s.duration
+            )
+        },
+    );
+    if !out.errors.is_empty() {
+        return Err(Partial(format!(
+            "{} entries could not be read and are not in the snapshot",
+            out.errors.len()
+        ))
+        .into());
+    }
+    Ok(())
+}

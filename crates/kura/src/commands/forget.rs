@@ -1,0 +1,138 @@
+//! `kura forget` and `kura prune`: removing snapshots, and reclaiming what no snapshot needs.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use kura_core::policy::{self, KeepPolicy};
+use kura_repo::lock::RepoLock;
+use serde_json::json;
+
+use crate::ctx::Ctx;
+use crate::output::{human, lines};
+
+/// Options of `kura forget`.
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove.
+    snapshots: Vec<String>,
+    /// Keep the newest N snapshots.
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N weeks.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, default_value_t = 0)]
+    keep_yearly: u32,
+    /// Only show what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+}
+
+/// Options of `kura prune`.
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `kura forget`.
+pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
+    let policy = KeepPolicy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+    };
+    if a.snapshots.is_empty() == policy.is_empty() {
+        bail!(
+            "name snapshots to forget, or give a policy (--keep-last, --keep-daily, ...), not both"
+        );
+    }
+    let repo = ctx.open()?;
+    let lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let plan = if policy.is_empty() {
+        let mut plan = policy::ForgetPlan::default();
+        for spec in &a.snapshots {
+            plan.remove.push(repo.find_snapshot(spec)?);
+        }
+        plan
+    } else {
+        let tz = jiff::tz::TimeZone::system();
+        policy::forget_plan(&policy, repo.load_snapshots()?, &tz)
+    };
+    if !a.dry_run {
+        for (id, _) in &plan.remove {
+            repo.remove_snapshot(id)?;
+        }
+    }
+    drop(lock);
+    ctx.out.emit(
+        &json!({
+            "dry_run": a.dry_run,
+            "removed": plan.remove.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
+            "kept": plan.keep.iter().map(|(id, _, r)| json!({"id": id, "reasons": r})).collect::<Vec<_>>(),
+        }),
+        || {
+            let kept = plan.keep.iter().map(|(id, s, reasons)| {
+                format!(
+                    "keep   {}  {}  {}  ({})",
+                    id.short(),
+                    s.time,
+                    s.paths.join(" "),
+                    reasons.join(", ")
+                )
+            });
+            let removed = plan.remove.iter().map(|(id, s)| {
+                format!(
+                    "{} {}  {}  {}",
+                    if a.dry_run { "would remove" } else { "remove" },
+                    id.short(),
+                    s.time,
+                    s.paths.join(" ")
+                )
+            });
+            lines(kept.chain(removed))
+        },
+    );
+    if a.prune && !a.dry_run {
+        return prune(ctx, PruneArgs { dry_run: false });
+    }
+    Ok(())
+}
+
+/// `kura prune`.
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, device) = ctx.this_device(&repo)?;
+    let r = kura_repo::prune::prune(&repo, device, a.dry_run)?;
+    ctx.out.emit(&r, || {
+        format!(
+            "{}{} packs deleted, {} repacked, {} kept, {} unindexed and {} partial files removed; {} blobs removed; {} freed, {} in use",
+            if a.dry_run { "dry run: " } else { "" },
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_kept,
+            r.orphans_deleted,
+            r.partials_deleted,
+            r.blobs_removed,
+            human(r.bytes_freed),
+            human(r.bytes_after)
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `kura init` and `kura quickstart`: a new repository, and a first backup in one step.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kura_core::snapshot::BackupType;
+use kura_repo::lock::hostname;
+use kura_repo::{RepoError, Repository};
+use serde_json::json;
+
+use super::check::{CheckArgs, check};
+use crate::ctx::{Ctx, kdf};
+
+/// Options of `kura quickstart`.
+#[derive(Args)]
+pub struct QuickstartArgs {
+    /// Directory to back up.
+    dir: PathBuf,
+}
+
+/// `kura init`.
+pub fn init(ctx: &Ctx) -> Result<()> {
+    let backend = ctx.backend()?;
+    if Repository::read_config(backend.as_ref()).is_ok() {
+        return Err(RepoError::AlreadyExists(backend.location()).into());
+    }
+    let pass = ctx.passphrase(true)?;
+    let host = hostname();
+    let (repo, device, code) = Repository::init(backend, &pass, kdf(), &host, &host)?;
+    ctx.state(&repo)?.set_device(device)?;
+    let location = ctx.repo_path()?;
+    ctx.out.emit(
+        &json!({"repository": repo.config().id, "location": location, "device": device.to_string(), "recovery_code": code}),
+        || {
+            format!(
+                "created repository {} at {}\nthis machine is device {device}\n\n\
+                 Recovery code (shown once; keep it offline, it unlocks everything without the passphrase):\n  {code}",
+                repo.config().id,
+                location.display(),
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `kura quickstart`: the default repository (made if needed), a backup of DIR, the
+/// snapshot list, and a check that reads every byte.
+pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<()> {
+    let backend = ctx.backend()?;
+    match Repository::read_config(backend.as_ref()) {
+        Ok(_) => ctx.out.say(format!(
+            "using repository at {}",
+            ctx.repo_path()?.display()
+        )),
+        Err(RepoError::NotFound(_)) => init(ctx)?,
+        Err(e) => return Err(e.into()),
+    }
+    super::backup::run_backup(ctx, vec![a.dir], BackupType::Full, vec![], vec![], None)?;
+    if !ctx.out.json {
+        super::snapshots::snapshots(ctx)?;
+    }
+    check(ctx, CheckArgs { read_data: true })
+}

@@ -1,0 +1,17 @@
+//! One module per command or command group. Each takes the shared [`crate::ctx::Ctx`] and
+//! its own options, calls the libraries, and prints through [`crate::output::Output`].
+
+pub mod admin;
+pub mod backup;
+pub mod billing;
+pub mod cert;
+pub mod check;
+pub mod conditions;
+pub mod device;
+pub mod forget;
+pub mod init;
+pub mod jobs;
+pub mod restore;
+pub mod schedule;
+pub mod serve;
+pub mod snapshots;

@@ -1,0 +1,76 @@
+//! `kura restore`: a snapshot, or part of it, into a directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kura_client::restore::{RestoreOptions, restore as restore_snapshot};
+use serde_json::json;
+
+use crate::ctx::Ctx;
+use crate::output::{Partial, human};
+use crate::progress::Bar;
+
+/// Options of `kura restore`.
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (id prefix or `latest`; PATH absolute, as in the snapshot).
+    snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only entries matching this glob (or under a matching directory).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Directory holding the baseline's files, for files that exist only in a baseline.
+    #[arg(long)]
+    baseline_source: Option<PathBuf>,
+}
+
+/// `kura restore`.
+pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let (spec, subpath) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), Some(PathBuf::from(p))),
+        None => (a.snapshot.clone(), None),
+    };
+    let (id, snap) = repo.find_snapshot(&spec)?;
+    let opts = RestoreOptions {
+        target: a.target,
+        subpath,
+        includes: a.include,
+        baseline_source: a.baseline_source,
+        threads: ctx.g.threads,
+    };
+    let bar = Bar::new("restore", ctx.out.show_progress());
+    let out = restore_snapshot(&repo, &snap, &opts, &bar);
+    bar.finish();
+    let out = out?;
+    if !ctx.out.json {
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    ctx.out.emit(
+        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "errors": out.errors}),
+        || {
+            format!(
+                "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}",
+                id.short(),
+                opts.target.display(),
+                out.files,
+                out.dirs,
+                out.symlinks,
+                human(out.bytes)
+            )
+        },
+    );
+    if !out.errors.is_empty() {
+        return Err(Partial(format!(
+            "{} entries could not be restored",
+            out.errors.len()
+        ))
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Looking at snapshots: `kura snapshots`, `kura ls`, `kura diff`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use kura_client::walk;
+use kura_core::Id;
+use kura_core::keys::DeviceId;
+use kura_core::snapshot::Snapshot;
+use kura_core::tree::{Node, NodeKind, Tree};
+use kura_repo::lock::RepoLock;
+use kura_repo::{MasterIndex, RepoError, Repository};
+use serde_json::{Value, json};
+
+use crate::ctx::Ctx;
+use crate::output::{Partial, human, lines, local_time};
+
+/// Options of `kura ls`.
+#[derive(Args)]
+pub struct LsArgs {
+    /// Snapshot id prefix or `latest`.
+    snapshot: String,
+    /// Only this absolute path and what is under it.
+    path: Option<PathBuf>,
+}
+
+/// Options of `kura diff`.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Older snapshot.
+    from: String,
+    /// Newer snapshot.
+    to: String,
+}
+
+fn device_names(repo: &Repository) -> HashMap<DeviceId, String> {
+    repo.devices().map(|d| (d.device, d.name.clone())).collect()
+}
+
+fn snapshot_json(id: &Id, s: &Snapshot, names: &HashMap<DeviceId, String>) -> Value {
+    json!({
+        "id": id, "short_id": id.short(), "time": s.time, "device": s.device.to_string(),
+        "device_name": names.get(&s.device), "hostname": s.hostname, "paths": s.paths, "type": s.kind,
+        "tags": s.tags, "tree": s.tree, "base": s.base, "summary": s.summary,
+    })
+}
+
+/// `kura snapshots`.
+pub fn snapshots(ctx: &Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let (snaps, damaged) = repo.readable_snapshots()?;
+    for e in &damaged {
+        eprintln!("warning: {e}");
+    }
+    let names = device_names(&repo);
+    let listing: Vec<Value> = snaps
+        .iter()
+        .map(|(id, s)| snapshot_json(id, s, &names))
+        .collect();
+    ctx.out.emit(&listing, || {
+        let header = format!(
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  tags",
+            "id", "time", "device", "type", "size", "paths"
+        );
+        let rows = snaps.iter().map(|(id, s)| {
+            let dev = names
+                .get(&s.device)
+                .cloned()
+                .unwrap_or_else(|| s.device.to_string());
+            format!(
+                "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  {}",
+                id.short(),
+                local_time(s.time),
+                dev,
+                s.kind.to_string(),
+                human(s.summary.bytes),
+                s.paths.join(" "),
+                s.tags.join(",")
+            )
+        });
+        let footer = format!("{} snapshots", snaps.len());
+        lines(std::iter::once(header).chain(rows).chain([footer]))
+    });
+    damaged_is_partial(&damaged)
+}
+
+fn damaged_is_partial(damaged: &[RepoError]) -> Result<()> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    Err(Partial(format!(
+        "{} snapshot files could not be read (see `kura check`)",
+        damaged.len()
+    ))
+    .into())
+}
+
+fn kind_str(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+    }
+}
+
+/// `kura ls`.
+pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index()?;
+    let mut rows = Vec::new();
+    let (start, base) = match a.path {
+        None => (Some(snap.tree), PathBuf::from("/")),
+        Some(p) => {
+            let p = walk::absolute(&p)?;
+            match walk::find_node(&repo, &index, &snap.tree, &p)? {
+                None => (Some(snap.tree), PathBuf::from("/")),
+                Some(node) => {
+                    let sub = node.subtree;
+                    rows.push((p.clone(), node));
+                    (sub, p)
+                }
+            }
+        }
+    };
+    if let Some(t) = start {
+        walk::visit_tree(&repo, &index, &t, &base, &mut |p: &Path, n: &Node| {
+            rows.push((p.to_path_buf(), n.clone()));
+            Ok(true)
+        })?;
+    }
+    let listing: Vec<Value> = rows
+        .iter()
+        .map(|(p, n)| json!({"path": p, "type": kind_str(n.kind), "size": n.size, "mode": n.mode, "mtime_ns": n.mtime_ns, "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned())}))
+        .collect();
+    ctx.out.emit(&listing, || {
+        lines(rows.iter().map(|(p, n)| {
+            let link = n
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                .unwrap_or_default();
+            format!(
+                "{:<7} {:04o} {:>12}  {}{}",
+                kind_str(n.kind),
+                n.mode,
+                n.size,
+                p.display(),
+                link
+            )
+        }))
+    });
+    Ok(())
+}
+
+/// What happened to a path between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Added,
+    Removed,
+    Modified,
+}
+
+impl Change {
+    fn sign(self) -> char {
+        match self {
+            Change::Added => '+',
+            Change::Removed => '-',
+            Change::Modified => 'M',
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Removed => "removed",
+            Change::Modified => "modified",
+        }
+    }
+}
+
+/// `kura diff`.
+pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let (_, from) = repo.find_snapshot(&a.from)?;
+    let (_, to) = repo.find_snapshot(&a.to)?;
+    let index = repo.load_index()?;
+    let mut changes = Vec::new();
+    diff_trees(
+        &repo,
+        &index,
+        Some(from.tree),
+        Some(to.tree),
+        Path::new("/"),
+        &mut changes,
+    )?;
+    let listing: Vec<Value> = changes
+        .iter()
+        .map(|(c, p)| json!({"path": p, "change": c.name()}))
+        .collect();
+    ctx.out.emit(&listing, || {
+        let count = |k: Change| changes.iter().filter(|(c, _)| *c == k).count();
+        let summary = format!(
+            "{} added, {} removed, {} modified",
+            count(Change::Added),
+            count(Change::Removed),
+            count(Change::Modified)
+        );
+        lines(
+            changes
+                .iter()
+                .map(|(c, p)| format!("{} {}", c.sign(), p.display()))
+                .chain([summary]),
+        )
+    });
+    Ok(())
+}
+
+fn diff_trees(
+    repo: &Repository,
+    index: &MasterIndex,
+    a: Option<Id>,
+    b: Option<Id>,
+    at: &Path,
+    out: &mut Vec<(Change, PathBuf)>,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let load = |t: Option<Id>| -> Result<Tree> {
+        Ok(match t {
+            Some(id) => repo.load_tree(index, &id)?,
+            None => Tree::default(),
+        })
+    };
+    let (na, nb) = (load(a)?, load(b)?);
+    let mut names: Vec<&[u8]> = na
+        .nodes
+        .iter()
+        .chain(&nb.nodes)
+        .map(|n| n.name.as_slice())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let path = at.join(OsStr::from_bytes(name));
+        match (na.find(name), nb.find(name)) {
+            (Some(x), None) => {
+                out.push((Change::Removed, path.clone()));
+                if x.kind == NodeKind::Dir {
+                    diff_trees(repo, index, x.subtree, None, &path, out)?;
+                }
+            }
+            (None, Some(y)) => {
+                out.push((Change::Added, path.clone()));
+                if y.kind == NodeKind::Dir {
+                    diff_trees(repo, index, None, y.subtree, &path, out)?;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x.kind == NodeKind::Dir && y.kind == NodeKind::Dir {
+                    diff_trees(repo, index, x.subtree, y.subtree, &path, out)?;
+                } else if x.kind != y.kind
+                    || x.content != y.content
+                    || x.target != y.target
+                    || x.mode != y.mode
+                    || x.mtime_ns != y.mtime_ns
+                {
+                    out.push((Change::Modified, path));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! What every command needs: the global options after the config file filled them in, and
+//! the ways to reach the repository, this machine's state and the passphrase.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kura_client::state::{self, ClientState};
+use kura_core::keys::{DeviceId, KdfParams};
+use kura_repo::{Backend, Credential, LocalDir, Provider, RepoError, Repository};
+
+use crate::config::Config;
+use crate::output::Output;
+
+/// Options every command takes.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Config file (TOML: repo, password_file, state_dir, threads, exclude). Default:
+    /// ~/.config/kura/config.toml if it exists.
+    #[arg(long, env = "KURA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Repository location: a directory, or https://HOST:PORT for the Kura service. Default:
+    /// $XDG_DATA_HOME/kura/repo or ~/.local/share/kura/repo.
+    #[arg(long, short = 'r', env = "KURA_REPO", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Read the passphrase from this file (otherwise KURA_PASSWORD, otherwise a prompt).
+    #[arg(long, env = "KURA_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Unlock with the recovery code in this file instead of a passphrase (or KURA_RECOVERY_CODE).
+    #[arg(long, env = "KURA_RECOVERY_CODE_FILE", global = true)]
+    pub recovery_code_file: Option<PathBuf>,
+    /// Where this machine keeps its client state (device id, file cache, backup markers).
+    #[arg(long, env = "KURA_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Service user name, for an https:// repository.
+    #[arg(long, env = "KURA_USER", global = true)]
+    pub user: Option<String>,
+    /// Read the service user's password from this file (otherwise KURA_USER_PASSWORD).
+    #[arg(long, env = "KURA_USER_PASSWORD_FILE", global = true)]
+    pub user_password_file: Option<PathBuf>,
+    /// Log in to the service with this client certificate (PEM; made by `kura cert create`)
+    /// instead of a password.
+    #[arg(long, env = "KURA_CLIENT_CERT", global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KURA_CLIENT_KEY", global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
+    #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
+    pub server_fingerprint: Option<String>,
+    /// Keep retrying this many seconds while the service is unreachable or unavailable.
+    #[arg(long, env = "KURA_RETRY_SECS", global = true, default_value_t = 120)]
+    pub retry_secs: u64,
+    /// Upload pieces of this many KiB to the service (default: chosen from the measured line
+    /// speed, 256 KiB to 32 MiB).
+    #[arg(long, env = "KURA_PIECE_KIB", global = true)]
+    pub piece_kib: Option<usize>,
+    /// Worker threads (default: by core count).
+    #[arg(long, env = "KURA_THREADS", global = true, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// The global options with the config file's defaults filled in.
+pub struct Ctx {
+    /// The options.
+    pub g: Global,
+    /// The config file.
+    pub config: Config,
+    /// How results are printed.
+    pub out: Output,
+}
+
+impl Ctx {
+    /// Reads the config file and fills in what the flags and environment left open.
+    pub fn new(mut g: Global) -> Result<Ctx> {
+        let config = crate::config::load(g.config.as_deref())?;
+        g.repo = g.repo.or_else(|| config.repo.clone());
+        g.state_dir = g.state_dir.or_else(|| config.state_dir.clone());
+        if g.threads == 0 {
+            g.threads = config.threads.unwrap_or(0);
+        }
+        let out = Output {
+            json: g.json,
+            quiet: g.quiet,
+        };
+        Ok(Ctx { g, config, out })
+    }
+
+    /// The repository location.
+    pub fn repo_path(&self) -> Result<PathBuf> {
+        if let Some(r) = &self.g.repo {
+            return Ok(r.clone());
+        }
+        Ok(state::user_dir("XDG_DATA_HOME", ".local/share")?.join("repo"))
+    }
+
+    /// The storage at the repository location: a directory, or the service (logged in).
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let p = self.repo_path()?;
+        let s = p.to_string_lossy();
+        if s.starts_with("http://") {
+            bail!("refusing plain http for {s}: the service speaks https only");
+        }
+        if !s.starts_with("https://") {
+            return Ok(Arc::new(LocalDir::new(p)));
+        }
+        let client_cert = self.g.client_cert.clone().zip(self.g.client_key.clone());
+        let (user, password) = if client_cert.is_some() {
+            (self.g.user.clone().unwrap_or_default(), None)
+        } else {
+            let user = self.g.user.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the service needs a user name (KURA_USER or --user) or a client certificate (--client-cert)"
+                )
+            })?;
+            (user, Some(self.service_password()?))
+        };
+        let remote = kura_repo::remote::Remote {
+            url: s.into_owned(),
+            fingerprint: self.g.server_fingerprint.clone(),
+            user,
+            password,
+            client_cert,
+            retry_for: std::time::Duration::from_secs(self.g.retry_secs),
+            piece_size: self.g.piece_kib.map(|k| k.clamp(1, 64 * 1024) << 10),
+        };
+        Ok(Arc::new(kura_repo::remote::HttpBackend::connect(remote)?))
+    }
+
+    fn service_password(&self) -> Result<String> {
+        match (
+            &self.g.user_password_file,
+            std::env::var("KURA_USER_PASSWORD"),
+        ) {
+            (Some(f), _) => {
+                Ok(String::from_utf8_lossy(&read_secret(f, "user password file")?).into_owned())
+            }
+            (None, Ok(p)) => Ok(p),
+            (None, Err(_)) => bail!(
+                "the service needs the user's password: set KURA_USER_PASSWORD or pass --user-password-file"
+            ),
+        }
+    }
+
+    /// Runs `f` with the storage provider behind the repository: only the Kura service has
+    /// one; `what` says what only it can give.
+    pub fn with_provider<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&dyn Provider) -> Result<T>,
+    ) -> Result<T> {
+        let backend = self.backend()?;
+        let provider = backend.provider().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} come from a Kura service; this repository is not on one (--repo https://...)"
+            )
+        })?;
+        f(provider)
+    }
+
+    /// Where this machine keeps its client state.
+    pub fn state_base(&self) -> Result<PathBuf> {
+        match &self.g.state_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(state::default_base()?),
+        }
+    }
+
+    /// This machine's state for the repository at the configured location, found from its
+    /// config alone (no passphrase needed).
+    pub fn state_unlocked(&self) -> Result<ClientState> {
+        let config = Repository::read_config(self.backend()?.as_ref())?;
+        Ok(ClientState::open(&self.state_base()?, &config.id)?)
+    }
+
+    /// The passphrase: from a file, KURA_PASSWORD, the config's file, or a prompt (twice
+    /// with `confirm`).
+    pub fn passphrase(&self, confirm: bool) -> Result<Vec<u8>> {
+        if let Some(f) = &self.g.password_file {
+            return read_secret(f, "password file");
+        }
+        if let Ok(p) = std::env::var("KURA_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if let Some(f) = &self.config.password_file {
+            return read_secret(f, "password file");
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no passphrase: set KURA_PASSWORD, pass --password-file, or run on a terminal");
+        }
+        let p = rpassword::prompt_password("passphrase: ")?;
+        if confirm && rpassword::prompt_password("passphrase again: ")? != p {
+            bail!("the passphrases do not match");
+        }
+        if confirm && p.is_empty() {
+            bail!("an empty passphrase is not allowed");
+        }
+        Ok(p.into_bytes())
+    }
+
+    fn credential(&self) -> Result<Credential> {
+        if let Some(f) = &self.g.recovery_code_file {
+            let code = read_secret(f, "recovery code file")?;
+            return Ok(Credential::RecoveryCode(
+                String::from_utf8_lossy(&code).into_owned(),
+            ));
+        }
+        if let Ok(code) = std::env::var("KURA_RECOVERY_CODE") {
+            return Ok(Credential::RecoveryCode(code));
+        }
+        Ok(Credential::Passphrase(self.passphrase(false)?))
+    }
+
+    /// Opens and unlocks the repository.
+    pub fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        // Check the config before asking for a passphrase: a missing repository is not a prompt.
+        Repository::read_config(backend.as_ref())?;
+        Ok(Repository::open(backend, &self.credential()?)?)
+    }
+
+    /// This machine's state for `repo`.
+    pub fn state(&self, repo: &Repository) -> Result<ClientState> {
+        Ok(ClientState::open(&self.state_base()?, &repo.config().id)?)
+    }
+
+    /// This machine's state and its device in `repo`; an error if it is not one.
+    pub fn this_device(&self, repo: &Repository) -> Result<(ClientState, DeviceId)> {
+        let state = self.state(repo)?;
+        let device = state
+            .device()
+            .filter(|d| repo.device_key(*d).is_some())
+            .ok_or(RepoError::NotADevice)?;
+        Ok((state, device))
+    }
+
+    /// Worker threads: the option, else one per core.
+    pub fn threads(&self) -> usize {
+        if self.g.threads > 0 {
+            return self.g.threads;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    }
+}
+
+/// The Argon2id cost for new keys. Tests and benchmarks may lower it; the default is the
+/// secure one.
+pub fn kdf() -> KdfParams {
+    match std::env::var("KURA_INSECURE_FAST_KDF").as_deref() {
+        Ok("1") => KdfParams::insecure_for_tests(),
+        _ => KdfParams::default(),
+    }
+}
+
+/// A secret kept in a file, without its trailing newline.
+pub fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let end = text
+        .iter()
+        .rposition(|&b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    Ok(text[..end].to_vec())
+}

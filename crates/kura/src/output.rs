@@ -1,0 +1,99 @@
+//! One way to print a command's result: JSON on stdout for scripts (`--json`), text for
+//! people otherwise, nothing but errors with `--quiet`. A closed stdout (`kura ls | head`)
+//! ends the output quietly instead of failing.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// How results are printed: the global `--json` and `--quiet`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    /// Print JSON.
+    pub json: bool,
+    /// Print nothing but errors.
+    pub quiet: bool,
+}
+
+impl Output {
+    /// Prints a result: `value` as JSON with `--json`, else `text()` unless `--quiet`.
+    pub fn emit(&self, value: &impl Serialize, text: impl FnOnce() -> String) {
+        if self.json {
+            let json = serde_json::to_string_pretty(value).unwrap_or_default();
+            write_stdout(&json);
+        } else if !self.quiet {
+            write_stdout(text().trim_end_matches('\n'));
+        }
+    }
+
+    /// Prints a line for people (never with `--json` or `--quiet`).
+    pub fn say(&self, text: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            write_stdout(text.as_ref());
+        }
+    }
+
+    /// Whether progress bars may be drawn.
+    pub fn show_progress(&self) -> bool {
+        !self.json && !self.quiet
+    }
+}
+
+/// Writes `text` and a newline to stdout; a reader that went away is not an error.
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// Lines of a table or listing, joined for [`Output::emit`].
+pub fn lines(rows: impl IntoIterator<Item = String>) -> String {
+    rows.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// A run that finished but with problems: exit code 3.
+#[derive(Debug)]
+pub struct Partial(pub String);
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Partial {}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+pub fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// A timestamp in local time, `YYYY-MM-DD HH:MM:SS`.
+pub fn local_time(t: jiff::Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 << 30), "5.0 GiB");
+    }
+}
