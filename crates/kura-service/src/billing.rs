@@ -5,7 +5,7 @@
 //! and the month's incidents ([`kura_billing::charge`]), and a statement is sent with the
 //! storage conditions, the incident history, the objection deadline and how to object.
 //! Charges with no objection by their deadline are settled. Every money move is a balanced
-//! transaction in the append-only ledger ([`crate::store::billing`]); a settlement is one
+//! transaction in the append-only ledger ([`crate::registry::billing`]); a settlement is one
 //! SQLite transaction, and running it again charges nobody twice.
 
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use kura_billing::{Period, Prices, Statement, Status};
 use serde::Serialize;
 
+use crate::registry::{RegistryError, User};
 use crate::storage::{Scope, Storage, StorageError};
-use crate::store::{StoreError, User};
 
 /// What a settlement did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -42,7 +42,7 @@ pub struct Settlement {
 fn day_start(d: jiff::civil::Date) -> Result<jiff::Timestamp, StorageError> {
     d.to_zoned(jiff::tz::TimeZone::UTC)
         .map(|z| z.timestamp())
-        .map_err(|e| StoreError::Invalid(e.to_string()).into())
+        .map_err(|e| RegistryError::Invalid(e.to_string()).into())
 }
 
 /// Settles the period before `date`: checks and charges every member with a contract who has
@@ -140,14 +140,14 @@ async fn charge(
 }
 
 fn invalid(e: impl std::fmt::Display) -> StorageError {
-    StoreError::Invalid(e.to_string()).into()
+    RegistryError::Invalid(e.to_string()).into()
 }
 
 /// Tells each member of every statement whose state they have not heard of: a new statement,
 /// a settled charge, an objection received, a resolution. A crash between a settlement and
 /// its notices only delays them to the next call. Returns how many were sent.
 pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
-    let store = storage.store().clone();
+    let registry = storage.registry().clone();
     let pending = storage.blocking(|s| s.statements_to_tell()).await?;
     let mut sent = 0;
     for st in pending {
@@ -216,7 +216,7 @@ pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
                 )
             }
         };
-        crate::notice::send(&store, storage.data_dir(), &user, kind, &subject, &body)?;
+        crate::notice::send(&registry, storage.data_dir(), &user, kind, &subject, &body)?;
         let (sid, status) = (st.id.clone(), st.status);
         storage.blocking(move |s| s.told(&sid, status)).await?;
         sent += 1;

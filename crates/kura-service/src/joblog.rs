@@ -9,8 +9,8 @@ use kura_api::JobReport;
 use kura_core::job::JobStatus;
 use serde::Serialize;
 
+use crate::registry::{LogLine, Registry, RegistryError, User};
 use crate::storage::StorageError;
-use crate::store::{LogLine, Store, StoreError, User};
 
 /// How much earlier than the client says its backup started the objects of its conditions
 /// notice are taken from: the client's clock may differ from the service's.
@@ -39,16 +39,16 @@ pub fn refusal(report: &JobReport, job: &str) -> Option<&'static str> {
 /// Records a job's report; for a completed job, sends the member the storage conditions of
 /// what it stored (`docs/requirements/placement.md` requirement 6).
 pub fn record(
-    store: &Store,
+    registry: &Registry,
     data_dir: &Path,
     user: &User,
     report: &JobReport,
 ) -> Result<(), StorageError> {
-    store.record_job(user.id, report)?;
+    registry.record_job(user.id, report)?;
     if report.status != JobStatus::Completed {
         return Ok(());
     }
-    let entries = store.objects(user.id, Some(report.started - NOTICE_SLACK))?;
+    let entries = registry.objects(user.id, Some(report.started - NOTICE_SLACK))?;
     let intro = format!(
         "Backup {} finished at {}: {} objects stored since it started.",
         report.job.short(),
@@ -56,7 +56,7 @@ pub fn record(
         entries.len()
     );
     crate::notice::send(
-        store,
+        registry,
         data_dir,
         user,
         "conditions",
@@ -78,18 +78,21 @@ pub struct OperatorLine {
 
 /// The backup log as the operator sees it: every job (of `user`, or everyone's), each with
 /// the sites that hold its member's data.
-pub fn operator_log(store: &Store, user: Option<&str>) -> Result<Vec<OperatorLine>, StoreError> {
+pub fn operator_log(
+    registry: &Registry,
+    user: Option<&str>,
+) -> Result<Vec<OperatorLine>, RegistryError> {
     if let Some(u) = user {
-        store.user(u)?;
+        registry.user(u)?;
     }
-    let lines = store.job_log(user)?;
+    let lines = registry.job_log(user)?;
     let mut sites_of: HashMap<i64, String> = HashMap::new();
     let mut out = Vec::with_capacity(lines.len());
     for line in lines {
         let stored_at = match sites_of.get(&line.user_id) {
             Some(s) => s.clone(),
             None => {
-                let mut sites: Vec<String> = store
+                let mut sites: Vec<String> = registry
                     .objects(line.user_id, None)?
                     .iter()
                     .flat_map(|o| o.good_sites().map(str::to_string).collect::<Vec<_>>())

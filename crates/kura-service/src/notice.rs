@@ -8,22 +8,22 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::store::catalog::ObjectEntry;
-use crate::store::{Store, User};
+use crate::registry::catalog::ObjectEntry;
+use crate::registry::{Registry, User};
 
 /// The From header of queued messages; delivery uses the relay's configured sender.
 const FROM: &str = "Kura <kura@localhost>";
 
 /// Keeps a notice in the member's history and queues it in the outbox; returns its number.
 pub fn send(
-    store: &Store,
+    registry: &Registry,
     data_dir: &Path,
     user: &User,
     kind: &str,
     subject: &str,
     body: &str,
 ) -> Result<i64, crate::storage::StorageError> {
-    let id = store.add_message(user.id, kind, subject, body)?;
+    let id = registry.add_message(user.id, kind, subject, body)?;
     let outbox = data_dir.join("outbox");
     std::fs::create_dir_all(&outbox)?;
     let date = jiff::fmt::rfc2822::to_string(&jiff::Zoned::now()).unwrap_or_default();

@@ -13,9 +13,9 @@ use tower_layer::Layer;
 
 use crate::api::auth::ClientCert;
 use crate::api::{AppState, Metrics};
+use crate::registry::{Registry, RegistryError};
 use crate::sites::PlacementConfig;
 use crate::storage::Storage;
-use crate::store::{Store, StoreError};
 use crate::tasks::{Background, TaskRuns};
 use crate::tls::Identity;
 
@@ -86,10 +86,10 @@ where
 }
 
 /// Opens the service database under `data_dir` (for the offline admin commands too).
-pub fn open_store(data_dir: &Path) -> Result<Store, StoreError> {
+pub fn open_registry(data_dir: &Path) -> Result<Registry, RegistryError> {
     std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Invalid(format!("{}: {e}", data_dir.display())))?;
-    Store::open(&data_dir.join("kura.sqlite"))
+        .map_err(|e| RegistryError::Invalid(format!("{}: {e}", data_dir.display())))?;
+    Registry::open(&data_dir.join("kura.sqlite"))
 }
 
 /// Resolves when the process is told to stop: SIGTERM or Ctrl-C.
@@ -121,9 +121,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
-    let store = Arc::new(open_store(&opts.data_dir).map_err(std::io::Error::other)?);
+    let registry = Arc::new(open_registry(&opts.data_dir).map_err(std::io::Error::other)?);
     let storage = Arc::new(
-        Storage::open(&opts.data_dir, &opts.placement, store.clone())
+        Storage::open(&opts.data_dir, &opts.placement, registry.clone())
             .await
             .map_err(std::io::Error::other)?,
     );
@@ -133,7 +133,7 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     let tasks = Arc::new(TaskRuns::default());
     let state = Arc::new(AppState {
-        store,
+        registry,
         storage: storage.clone(),
         data_dir: opts.data_dir.clone(),
         ttl: opts.session_ttl,

@@ -12,7 +12,7 @@ use kura_placement::{LevelRule, RiskFeed};
 use kura_sites::SiteConfig;
 use serde::Deserialize;
 
-use crate::store::Contract;
+use crate::registry::Contract;
 use crate::write_private;
 
 /// A membership level as declared in the service configuration (`[[levels]]`): who has it, and

@@ -24,9 +24,9 @@ use kura_repo::transfer::sha256_hex;
 use kura_repo::{Backend, FileType, LocalDir};
 use kura_sites::{Site, SiteError};
 
+use crate::registry::catalog::ObjectEntry;
+use crate::registry::{Registry, RegistryError, User};
 use crate::sites::{Placement, PlacementConfig};
-use crate::store::catalog::ObjectEntry;
-use crate::store::{Store, StoreError, User};
 use kura_core::conditions::{CopyCondition, CopyStatus};
 
 mod verify;
@@ -64,7 +64,7 @@ pub enum StorageError {
     },
     /// The catalog failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Registry(#[from] RegistryError),
     /// Files of the service failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -154,7 +154,7 @@ pub struct Storage {
     sites: Vec<Arc<Site>>,
     keyring: RwLock<(Option<SystemTime>, Arc<Keyring>)>,
     health: Mutex<HashMap<String, Health>>,
-    store: Arc<Store>,
+    registry: Arc<Registry>,
     maintaining: tokio::sync::Mutex<()>,
     /// Authentication failures of a site at which its members are told.
     fraud_threshold: u64,
@@ -168,7 +168,7 @@ impl Storage {
     pub async fn open(
         data_dir: &Path,
         config: &PlacementConfig,
-        store: Arc<Store>,
+        registry: Arc<Registry>,
     ) -> Result<Storage, StorageError> {
         let placement = Placement::load(data_dir, config)?;
         let keyring = placement.keyring_for_sites()?;
@@ -187,7 +187,7 @@ impl Storage {
             placement: RwLock::new(placement),
             sites,
             health: Mutex::new(HashMap::new()),
-            store,
+            registry,
             maintaining: tokio::sync::Mutex::new(()),
             fraud_threshold: config.fraud_threshold.unwrap_or(1).max(1),
             patience: std::time::Duration::ZERO,
@@ -195,8 +195,8 @@ impl Storage {
     }
 
     /// The service's database.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The service's data directory.
@@ -235,10 +235,10 @@ impl Storage {
     /// Runs a database call on the blocking pool.
     pub(crate) async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || f(&registry))
             .await
             .map_err(std::io::Error::other)?
             .map_err(StorageError::from)
@@ -324,9 +324,9 @@ impl Storage {
             let (sites, text) = (vec![site.to_string()], summary.clone());
             let detail = serde_json::json!({"site": site, "failures": count, "reason": reason});
             self.blocking(move |s| {
-                s.add_incident(&crate::store::integrity::NewIncident {
+                s.add_incident(&crate::registry::integrity::NewIncident {
                     user: member,
-                    kind: crate::store::integrity::IncidentKind::FraudulentSite,
+                    kind: crate::registry::integrity::IncidentKind::FraudulentSite,
                     object: None,
                     sites: &sites,
                     summary: &text,
@@ -335,7 +335,7 @@ impl Storage {
             })
             .await?;
             crate::notice::send(
-                &self.store,
+                &self.registry,
                 &self.data_dir,
                 &user,
                 "fraudulent_site",
@@ -718,7 +718,7 @@ impl Storage {
                     self.blocking(move |s| s.objects(id, None)).await?
                 };
                 crate::notice::send(
-                    &self.store,
+                    &self.registry,
                     &self.data_dir,
                     user,
                     "placement",

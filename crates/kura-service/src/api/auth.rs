@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use kura_api::{Login, Session};
 
 use super::{ApiError, ApiResult, App, AppState, Metrics};
-use crate::store::User;
+use crate::registry::User;
 
 /// The fingerprint of the certificate the client presented on this connection, if any (set
 /// by the TLS acceptor).
@@ -39,8 +39,8 @@ pub async fn login(
     let fingerprint = cert.and_then(|Extension(c)| c.0);
     let a = app.clone();
     let found = tokio::task::spawn_blocking(move || match (req.password, fingerprint) {
-        (Some(password), _) => a.store.login(&req.user, password.as_bytes(), a.ttl),
-        (None, Some(fingerprint)) => a.store.login_by_cert(&fingerprint, a.ttl),
+        (Some(password), _) => a.registry.login(&req.user, password.as_bytes(), a.ttl),
+        (None, Some(fingerprint)) => a.registry.login_by_cert(&fingerprint, a.ttl),
         (None, None) => Ok(None),
     })
     .await??;
@@ -137,7 +137,7 @@ async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<User> 
         .map(str::to_string);
     let a = app.clone();
     let user = match token {
-        Some(t) => tokio::task::spawn_blocking(move || a.store.session(&t)).await??,
+        Some(t) => tokio::task::spawn_blocking(move || a.registry.session(&t)).await??,
         None => None,
     };
     let Some(user) = user else {
@@ -154,7 +154,7 @@ async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<User> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Contract;
+    use crate::registry::Contract;
     use jiff::civil::date;
 
     fn user(contract: Option<Contract>, accesses: u64) -> User {

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kura_api::ErrorBody;
 
+use crate::registry::RegistryError;
 use crate::storage::StorageError;
-use crate::store::StoreError;
 use crate::upload::UploadError;
 
 /// An error answer: status and a one-line message for the client to show.
@@ -118,8 +118,8 @@ impl From<UploadError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
         ApiError::internal(e)
     }
 }
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn internal_errors_tell_the_client_nothing() {
-        let e = ApiError::from(StoreError::Invalid("secret detail".into()));
+        let e = ApiError::from(RegistryError::Invalid("secret detail".into()));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.body.error.contains("secret"));
     }

@@ -7,9 +7,9 @@
 //! objects a request reaches are the authenticated user's only, and names are validated
 //! ([`objects::file_type`]), so no request can reach another user's files.
 
+pub mod account;
 pub mod auth;
 pub mod error;
-pub mod member;
 pub mod objects;
 pub mod uploads;
 
@@ -25,8 +25,8 @@ use kura_api::{MAX_BODY, SMALL_BODY, route};
 
 pub use error::{ApiError, ApiResult};
 
+use crate::registry::{Registry, RegistryError};
 use crate::storage::Storage;
-use crate::store::{Store, StoreError};
 
 /// No request may take longer, so a stalled client cannot hold a worker or a lock forever.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -56,7 +56,7 @@ impl Metrics {
 /// What every handler shares.
 pub struct AppState {
     /// The SQLite database.
-    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
     /// The copies on the storage sites.
     pub storage: Arc<Storage>,
     /// The service's data directory (unfinished uploads, the outbox).
@@ -83,32 +83,35 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .put(objects::write)
                 .delete(objects::remove),
         )
-        .route(route::JOBS.pattern(), get(member::jobs))
+        .route(route::JOBS.pattern(), get(account::jobs))
         .route(
             route::JOB.pattern(),
-            put(member::job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            put(account::job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
         )
-        .route(route::SNAPSHOT_PACKS.pattern(), put(member::snapshot_packs))
-        .route(route::CONDITIONS.pattern(), get(member::conditions))
+        .route(
+            route::SNAPSHOT_PACKS.pattern(),
+            put(account::snapshot_packs),
+        )
+        .route(route::CONDITIONS.pattern(), get(account::conditions))
         .route(
             route::MESSAGES.pattern(),
-            member::view(|s, user| s.messages(user)),
+            account::view(|s, user| s.messages(user)),
         )
         .route(
             route::INCIDENTS.pattern(),
-            member::view(|s, user| s.incidents(Some(user), None, None)),
+            account::view(|s, user| s.incidents(Some(user), None, None)),
         )
         .route(
             route::LOST.pattern(),
-            member::view(|s, user| s.lost_objects(user)),
+            account::view(|s, user| s.lost_objects(user)),
         )
         .route(
             route::STATEMENTS.pattern(),
-            member::view(|s, user| s.statements(Some(user))),
+            account::view(|s, user| s.statements(Some(user))),
         )
         .route(
             route::OBJECTION.pattern(),
-            post(member::objection).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            post(account::objection).layer(DefaultBodyLimit::max(SMALL_BODY)),
         )
         .route(
             route::UPLOADS.pattern(),
@@ -152,10 +155,10 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Runs a database query on the blocking pool.
 pub async fn catalog<T: Send + 'static>(
     app: &Arc<AppState>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
 ) -> ApiResult<T> {
-    let store = app.store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+    let registry = app.registry.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&registry)).await??)
 }
 
 async fn metrics(State(app): App) -> String {
@@ -192,4 +195,200 @@ async fn metrics(State(app): App) -> String {
     .concat();
     text.push_str(&app.tasks.prometheus());
     text
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API's rules through the router itself (`tower::ServiceExt::oneshot`), with a real
+    //! SQLite database and demo directory sites, and no socket.
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use crate::registry::Contract;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        state: Arc<AppState>,
+    }
+
+    async fn fixture(paid: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(crate::serve::open_registry(dir.path()).unwrap());
+        registry.add_user("alice", b"alice password").unwrap();
+        let contract = Contract {
+            plan: "standard".into(),
+            until: jiff::civil::date(2099, 12, 31),
+            paid,
+            max_bytes: 1000,
+            max_archives: 0,
+            max_accesses: 0,
+            home_region: String::new(),
+            member_since: None,
+        };
+        registry.set_contract("alice", &contract).unwrap();
+        let storage = Storage::open(dir.path(), &Default::default(), registry.clone())
+            .await
+            .unwrap();
+        let state = Arc::new(AppState {
+            registry,
+            storage: Arc::new(storage),
+            data_dir: dir.path().to_path_buf(),
+            ttl: jiff::SignedDuration::from_mins(5),
+            metrics: Metrics::default(),
+            tasks: Default::default(),
+        });
+        Fixture { _dir: dir, state }
+    }
+
+    async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let resp = app(state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body.to_vec())
+    }
+
+    fn login(password: &str) -> Request<Body> {
+        let body = serde_json::json!({"user": "alice", "password": password});
+        Request::post(route::LOGIN.path(&[]))
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    async fn token(state: &Arc<AppState>) -> String {
+        let (status, body) = call(state, login("alice password")).await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice::<kura_api::Session>(&body)
+            .unwrap()
+            .token
+    }
+
+    fn authed(method: &str, path: String, token: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+    }
+
+    fn object(name: &str) -> String {
+        route::OBJECT.path(&["data", name])
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_without_a_session() {
+        let f = fixture(true).await;
+        let req = Request::get(route::OBJECTS.path(&["data"]))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&f.state, req).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _) = call(&f.state, login("wrong password")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(f.state.metrics.auth_failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unpaid_contract_refuses_the_login() {
+        let f = fixture(false).await;
+        let (status, body) = call(&f.state, login("alice password")).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+        let e: kura_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert!(e.error.contains("not paid"), "{}", e.error);
+    }
+
+    #[tokio::test]
+    async fn an_object_is_stored_and_read_whole_or_in_part() {
+        let f = fixture(true).await;
+        let t = token(&f.state).await;
+        let data = b"0123456789".to_vec();
+        let sum = crate::upload::sha256_hex(&data);
+        let put = authed("PUT", object("ab"), &t)
+            .header(kura_api::CHECKSUM_HEADER, &sum)
+            .body(Body::from(data.clone()))
+            .unwrap();
+        assert_eq!(call(&f.state, put).await.0, StatusCode::NO_CONTENT);
+        let get = authed("GET", object("ab"), &t).body(Body::empty()).unwrap();
+        assert_eq!(call(&f.state, get).await, (StatusCode::OK, data));
+        let part = authed("GET", object("ab"), &t)
+            .header(header::RANGE, "bytes=2-4")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            call(&f.state, part).await,
+            (StatusCode::PARTIAL_CONTENT, b"234".to_vec())
+        );
+        let list = authed("GET", route::OBJECTS.path(&["data"]), &t)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(&f.state, list).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_slice::<Vec<String>>(&body).unwrap(),
+            ["ab"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_object_is_asked_for_again_and_not_stored() {
+        let f = fixture(true).await;
+        let t = token(&f.state).await;
+        let put = authed("PUT", object("ab"), &t)
+            .header(
+                kura_api::CHECKSUM_HEADER,
+                crate::upload::sha256_hex(b"other"),
+            )
+            .body(Body::from("data"))
+            .unwrap();
+        let (status, body) = call(&f.state, put).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            serde_json::from_slice::<kura_api::ErrorBody>(&body)
+                .unwrap()
+                .resend
+        );
+        let get = authed("GET", object("ab"), &t).body(Body::empty()).unwrap();
+        assert_eq!(call(&f.state, get).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn bad_names_and_the_storage_limit_are_refused_before_storing() {
+        let f = fixture(true).await;
+        let t = token(&f.state).await;
+        let bad = authed("PUT", object("NOT-HEX"), &t)
+            .body(Body::from("x"))
+            .unwrap();
+        assert_eq!(call(&f.state, bad).await.0, StatusCode::BAD_REQUEST);
+        let too_big = authed("PUT", object("cd"), &t)
+            .body(Body::from(vec![0u8; 1001]))
+            .unwrap();
+        assert_eq!(call(&f.state, too_big).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(f.state.metrics.refused.load(Ordering::Relaxed), 1);
+        let list = authed("GET", route::OBJECTS.path(&["data"]), &t)
+            .body(Body::empty())
+            .unwrap();
+        let (_, body) = call(&f.state, list).await;
+        assert!(
+            serde_json::from_slice::<Vec<String>>(&body)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_objection_to_a_statement_that_does_not_exist_is_not_found() {
+        let f = fixture(true).await;
+        let t = token(&f.state).await;
+        let body = serde_json::json!({"reason": "too much"}).to_string();
+        let req = authed("POST", route::OBJECTION.path(&["1-2026-11"]), &t)
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(call(&f.state, req).await.0, StatusCode::NOT_FOUND);
+        let empty = authed("POST", route::OBJECTION.path(&["1-2026-11"]), &t)
+            .body(Body::from(r#"{"reason": "  "}"#))
+            .unwrap();
+        assert_eq!(call(&f.state, empty).await.0, StatusCode::BAD_REQUEST);
+    }
 }

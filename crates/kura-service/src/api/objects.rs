@@ -14,7 +14,7 @@ use kura_repo::FileType;
 
 use super::auth::Authed;
 use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
-use crate::store::User;
+use crate::registry::User;
 
 /// The kind named `kind`, with `name` checked for it: `config` for the config, else 1 to 64
 /// lowercase hex digits. Nothing else reaches storage.

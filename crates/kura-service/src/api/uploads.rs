@@ -12,7 +12,7 @@ use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
 use super::auth::Authed;
 use super::objects::{admit, checksum, file_type, over_storage, store_object};
 use super::{ApiError, ApiResult, App, AppState, catalog};
-use crate::store::User;
+use crate::registry::User;
 use crate::upload::{UploadError, Uploads};
 
 /// The user's unfinished uploads, beside their other per-user files.

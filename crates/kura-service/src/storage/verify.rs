@@ -26,9 +26,9 @@ use kura_sites::SiteError;
 use serde::Serialize;
 
 use super::{Storage, StorageError, site_path};
-use crate::store::User;
-use crate::store::catalog::{ObjectEntry, object_label};
-use crate::store::integrity::{Incident, IncidentKind, NewIncident};
+use crate::registry::User;
+use crate::registry::catalog::{ObjectEntry, object_label};
+use crate::registry::integrity::{Incident, IncidentKind, NewIncident};
 
 /// Objects checked at once.
 const PARALLEL: usize = 4;
@@ -635,7 +635,7 @@ impl Storage {
                 );
             }
             crate::notice::send(
-                &self.store,
+                &self.registry,
                 &self.data_dir,
                 user,
                 "integrity",

@@ -62,7 +62,7 @@ pub fn billing(a: Admin, c: AdminBillingCommand) -> Result<()> {
             note,
         } => {
             let held = a
-                .store
+                .registry
                 .statements(None)?
                 .into_iter()
                 .find(|s| s.id == statement)
@@ -73,7 +73,7 @@ pub fn billing(a: Admin, c: AdminBillingCommand) -> Result<()> {
                 (_, _, Some(k)) => k,
                 _ => bail!("say --uphold, --cancel or --keep AMOUNT"),
             };
-            let s = a.store.resolve(&statement, kept, &note)?;
+            let s = a.registry.resolve(&statement, kept, &note)?;
             let (runtime, storage, out) = a.storage()?;
             runtime.block_on(kura_service::billing::tell(&storage))?;
             out.emit(&s, || {
@@ -123,8 +123,8 @@ fn run(a: Admin, date: Option<jiff::civil::Date>) -> Result<()> {
 }
 
 fn statements(a: Admin, user: Option<String>) -> Result<()> {
-    let user = user.map(|u| a.store.user(&u)).transpose()?.map(|u| u.id);
-    let list = a.store.statements(user)?;
+    let user = user.map(|u| a.registry.user(&u)).transpose()?.map(|u| u.id);
+    let list = a.registry.statements(user)?;
     a.out.emit(&list, || {
         lines(list.iter().map(|s| {
             format!(
@@ -146,7 +146,7 @@ fn statements(a: Admin, user: Option<String>) -> Result<()> {
 
 fn ledger(a: Admin) -> Result<()> {
     let prices = a.config.billing.clone().unwrap_or_default();
-    let entries = a.store.ledger()?;
+    let entries = a.registry.ledger()?;
     let postings: Vec<_> = entries.iter().map(|e| e.posting.clone()).collect();
     let balanced = kura_billing::ledger::balanced(&postings);
     let balances = kura_billing::ledger::balances(&postings);

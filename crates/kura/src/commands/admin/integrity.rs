@@ -90,8 +90,8 @@ pub fn verify(a: Admin, v: VerifyArgs) -> Result<()> {
 
 /// `kura admin incidents`.
 pub fn incidents(a: Admin, user: Option<String>) -> Result<()> {
-    let user = user.map(|u| a.store.user(&u)).transpose()?.map(|u| u.id);
-    let list = a.store.incidents(user, None, None)?;
+    let user = user.map(|u| a.registry.user(&u)).transpose()?.map(|u| u.id);
+    let list = a.registry.incidents(user, None, None)?;
     a.out.emit(&list, || {
         lines(list.iter().map(|i| {
             format!(
@@ -111,7 +111,7 @@ pub fn incidents(a: Admin, user: Option<String>) -> Result<()> {
 pub fn evidence(a: Admin, c: EvidenceCommand) -> Result<()> {
     match c {
         EvidenceCommand::List => {
-            let list = a.store.tampered_copies(None, None)?;
+            let list = a.registry.tampered_copies(None, None)?;
             let rows: Vec<_> = list
                 .iter()
                 .map(|(u, k, n, s)| json!({"user": u, "kind": k, "name": n, "site": s}))

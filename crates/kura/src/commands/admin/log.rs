@@ -7,7 +7,7 @@ use crate::output::lines;
 
 /// `kura admin log [--user NAME]`.
 pub fn log(a: Admin, user: Option<String>) -> Result<()> {
-    let log = kura_service::joblog::operator_log(&a.store, user.as_deref())?;
+    let log = kura_service::joblog::operator_log(&a.registry, user.as_deref())?;
     a.out.emit(&log, || {
         let header = format!(
             "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  stored at",

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use kura_service::config::ServerConfig;
+use kura_service::registry::Registry;
 use kura_service::storage::Storage;
-use kura_service::store::Store;
 
 use crate::ctx::Ctx;
 use crate::output::Output;
@@ -89,7 +89,7 @@ enum AdminCommand {
 struct Admin {
     data_dir: PathBuf,
     config: ServerConfig,
-    store: Store,
+    registry: Registry,
     out: Output,
 }
 
@@ -97,7 +97,7 @@ impl Admin {
     /// Opens the storage sites, once a placement run or check the service has under way
     /// ends (up to ten minutes).
     fn storage(self) -> Result<(tokio::runtime::Runtime, Arc<Storage>, Output)> {
-        let (runtime, storage) = open_storage(&self.data_dir, &self.config, self.store)?;
+        let (runtime, storage) = open_storage(&self.data_dir, &self.config, self.registry)?;
         Ok((runtime, Arc::new(storage), self.out))
     }
 }
@@ -105,14 +105,14 @@ impl Admin {
 fn open_storage(
     data_dir: &Path,
     config: &ServerConfig,
-    store: Store,
+    registry: Registry,
 ) -> Result<(tokio::runtime::Runtime, Storage)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new()?;
     let storage = runtime.block_on(Storage::open(
         data_dir,
         &config.placement(),
-        Arc::new(store),
+        Arc::new(registry),
     ))?;
     Ok((
         runtime,
@@ -124,11 +124,11 @@ fn open_storage(
 pub fn admin(ctx: &Ctx, a: AdminArgs) -> Result<()> {
     let config = ServerConfig::load(a.server_config.as_deref())?;
     let data_dir = super::serve::data_dir(&config, a.data_dir)?;
-    let store = kura_service::serve::open_store(&data_dir)?;
+    let registry = kura_service::serve::open_registry(&data_dir)?;
     let admin = Admin {
         data_dir,
         config,
-        store,
+        registry,
         out: ctx.out,
     };
     match a.command {

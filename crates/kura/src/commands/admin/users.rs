@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Subcommand, ValueEnum};
+use kura_service::registry::Contract;
 use kura_service::sites::Placement;
-use kura_service::store::Contract;
 use serde_json::{Value, json};
 
 use super::Admin;
@@ -97,7 +97,7 @@ pub enum ContractCommand {
 
 /// `kura admin user ...`.
 pub fn user(a: Admin, c: UserCommand) -> Result<()> {
-    let Admin { store, out, .. } = &a;
+    let Admin { registry, out, .. } = &a;
     match c {
         UserCommand::Add {
             name,
@@ -106,10 +106,10 @@ pub fn user(a: Admin, c: UserCommand) -> Result<()> {
         } => {
             let password = read_secret(&password_file, "password file")?;
             if let Some(e) = &email {
-                kura_service::store::check_email(e)?;
+                kura_service::registry::check_email(e)?;
             }
-            let id = store.add_user(&name, &password)?;
-            store.set_email(&name, email.as_deref())?;
+            let id = registry.add_user(&name, &password)?;
+            registry.set_email(&name, email.as_deref())?;
             out.emit(&json!({"user": name, "id": id}), || {
                 format!(
                     "added user {name} (id {id}); give them a contract with `kura admin contract set {name} ...`"
@@ -117,7 +117,7 @@ pub fn user(a: Admin, c: UserCommand) -> Result<()> {
             });
         }
         UserCommand::Email { name, address } => {
-            store.set_email(&name, address.as_deref())?;
+            registry.set_email(&name, address.as_deref())?;
             out.emit(
                 &json!({"user": name, "email": address}),
                 || match &address {
@@ -139,12 +139,12 @@ pub fn user(a: Admin, c: UserCommand) -> Result<()> {
             };
             let fp = fp.to_ascii_lowercase();
             if remove {
-                store.remove_cert(&name, &fp)?;
+                registry.remove_cert(&name, &fp)?;
                 out.emit(&json!({"user": name, "removed": fp}), || {
                     format!("{name} may no longer log in with the client certificate {fp}")
                 });
             } else {
-                store.add_cert(&name, &fp)?;
+                registry.add_cert(&name, &fp)?;
                 out.emit(&json!({"user": name, "fingerprint": fp}), || {
                     format!("{name} may now log in with the client certificate {fp}")
                 });
@@ -156,7 +156,7 @@ pub fn user(a: Admin, c: UserCommand) -> Result<()> {
 }
 
 fn list(a: &Admin) -> Result<()> {
-    let users = a.store.users()?;
+    let users = a.registry.users()?;
     let placement = Placement::load(&a.data_dir, &a.config.placement())?;
     let today = jiff::Zoned::now().date();
     let level = |c: &Contract| placement.level_of(c, today).to_string();
@@ -224,7 +224,7 @@ pub fn contract(a: Admin, c: ContractCommand) -> Result<()> {
         home_region,
         member_since,
     };
-    a.store.set_contract(&name, &c)?;
+    a.registry.set_contract(&name, &c)?;
     a.out.emit(&json!({"user": name, "contract": c}), || {
         format!("contract of {name} set")
     });

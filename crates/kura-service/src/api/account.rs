@@ -14,11 +14,11 @@ use serde::Serialize;
 use super::auth::Authed;
 use super::objects::file_type;
 use super::{ApiError, ApiResult, App, AppState, catalog};
-use crate::store::{Store, StoreError};
+use crate::registry::{Registry, RegistryError};
 
 /// A `GET` route answering with what `query` finds for the member.
 pub fn view<T: Serialize + Send + 'static>(
-    query: fn(&Store, i64) -> Result<T, StoreError>,
+    query: fn(&Registry, i64) -> Result<T, RegistryError>,
 ) -> MethodRouter<std::sync::Arc<AppState>> {
     get(
         move |State(app): App, Extension(authed): Extension<Authed>| async move {
@@ -65,7 +65,7 @@ pub async fn job_report(
     }
     let a = app.clone();
     tokio::task::spawn_blocking(move || {
-        crate::joblog::record(&a.store, &a.data_dir, &user, &report)
+        crate::joblog::record(&a.registry, &a.data_dir, &user, &report)
     })
     .await?
     .map_err(ApiError::internal)?;
@@ -125,13 +125,14 @@ pub async fn objection(
         ))
     })?;
     let today = crate::billing::today();
-    let store = app.store.clone();
+    let registry = app.registry.clone();
     let held =
-        tokio::task::spawn_blocking(move || store.object_to(user.id, &id, &reason, today)).await?;
+        tokio::task::spawn_blocking(move || registry.object_to(user.id, &id, &reason, today))
+            .await?;
     let held = match held {
         Ok(s) => s,
-        Err(StoreError::Invalid(m)) => return Err(ApiError::not_found(m)),
-        Err(StoreError::Conflict(m)) => return Err(ApiError::new(StatusCode::CONFLICT, m)),
+        Err(RegistryError::Invalid(m)) => return Err(ApiError::not_found(m)),
+        Err(RegistryError::Conflict(m)) => return Err(ApiError::new(StatusCode::CONFLICT, m)),
         Err(e) => return Err(e.into()),
     };
     if let Err(e) = crate::billing::tell(&app.storage).await {

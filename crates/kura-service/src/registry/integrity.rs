@@ -7,7 +7,7 @@ pub use kura_core::notice::{Incident, IncidentKind};
 use rusqlite::{OptionalExtension, params};
 
 use super::catalog::{ObjectEntry, time_text};
-use super::{Result, Store, lock};
+use super::{Registry, Result, lock};
 
 /// An incident about to be recorded.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct NewIncident<'a> {
     pub detail: serde_json::Value,
 }
 
-impl Store {
+impl Registry {
     /// Records an incident; returns it as recorded.
     pub fn add_incident(&self, i: &NewIncident<'_>) -> Result<Incident> {
         let db = lock(&self.db);
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn incidents_are_kept_and_filtered() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         let bob = s.add_user("bob", b"another password").unwrap();
         let sites = ["east".to_string()];
         let before = jiff::Timestamp::now();
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn the_queue_takes_the_least_recently_checked_share() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         for n in ["a", "b", "c", "d"] {
             s.record_object(ann, "data", n, 1, "00", None, &[copy("east")])
                 .unwrap();
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_pack_names_the_snapshots_that_need_it() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         let (p1, p2, p3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         s.set_snapshot_packs(ann, "s1", &[p1, p2]).unwrap();
         s.set_snapshot_packs(ann, "s2", &[p2, p3]).unwrap();

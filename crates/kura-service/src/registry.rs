@@ -16,7 +16,7 @@ use serde::Serialize;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum RegistryError {
     /// SQLite failed.
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -35,7 +35,7 @@ pub enum StoreError {
 }
 
 /// Shorthand.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// A user's contract: what the service lets them do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,7 +96,7 @@ pub struct LogLine {
 pub const MAX_LOGGED_JOBS: i64 = 10_000;
 
 /// The service's database.
-pub struct Store {
+pub struct Registry {
     db: Mutex<Connection>,
 }
 
@@ -288,7 +288,7 @@ pub fn check_email(e: &str) -> Result<()> {
     if plausible {
         Ok(())
     } else {
-        Err(StoreError::Invalid(format!(
+        Err(RegistryError::Invalid(format!(
             "{e:?} is not an e-mail address (name@domain.example)"
         )))
     }
@@ -298,11 +298,11 @@ pub fn check_email(e: &str) -> Result<()> {
 pub fn hash_password(password: &[u8]) -> Result<String> {
     let salt_bytes: [u8; 16] = kura_core::crypto::random_bytes();
     let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        SaltString::encode_b64(&salt_bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
     argon2::Argon2::default()
         .hash_password(password, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| StoreError::Invalid(e.to_string()))
+        .map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 
 fn verify_password(password: &[u8], phc: &str) -> bool {
@@ -318,16 +318,16 @@ fn token_hash(token: &str) -> String {
     kura_core::Id::of_bytes(token.as_bytes()).to_hex()
 }
 
-impl Store {
+impl Registry {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<Registry> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;
-        Ok(Store { db: Mutex::new(db) })
+        Ok(Registry { db: Mutex::new(db) })
     }
 
     /// Adds a user with an Argon2id-hashed password.
@@ -338,12 +338,12 @@ impl Store {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
         {
-            return Err(StoreError::Invalid(format!(
+            return Err(RegistryError::Invalid(format!(
                 "invalid user name {name:?} (letters, digits, - _ . @; at most 64)"
             )));
         }
         if password.len() < 8 {
-            return Err(StoreError::Invalid(
+            return Err(RegistryError::Invalid(
                 "the password must have at least 8 characters".into(),
             ));
         }
@@ -357,7 +357,7 @@ impl Store {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(StoreError::UserExists(name.into()))
+                Err(RegistryError::UserExists(name.into()))
             }
             Err(e) => Err(e.into()),
         }
@@ -404,7 +404,7 @@ impl Store {
         lock(&self.db)
             .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
             .optional()?
-            .ok_or_else(|| StoreError::NoUser(name.into()))
+            .ok_or_else(|| RegistryError::NoUser(name.into()))
     }
 
     /// Every user with their contract.
@@ -451,7 +451,7 @@ impl Store {
         self.users()?
             .into_iter()
             .find(|u| u.name == name)
-            .ok_or_else(|| StoreError::NoUser(name.into()))
+            .ok_or_else(|| RegistryError::NoUser(name.into()))
     }
 
     /// The user with this id.
@@ -459,7 +459,7 @@ impl Store {
         self.users()?
             .into_iter()
             .find(|u| u.id == id)
-            .ok_or_else(|| StoreError::NoUser(id.to_string()))
+            .ok_or_else(|| RegistryError::NoUser(id.to_string()))
     }
 
     /// Checks a password; on success counts an access and opens a session valid for `ttl`.
@@ -515,7 +515,7 @@ impl Store {
     pub fn add_cert(&self, name: &str, fingerprint: &str) -> Result<()> {
         let fp = fingerprint.trim().to_ascii_lowercase();
         if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid(format!(
+            return Err(RegistryError::Invalid(format!(
                 "{fingerprint:?} is not a SHA-256 fingerprint (64 hex digits)"
             )));
         }
@@ -529,7 +529,7 @@ impl Store {
             )
             .optional()?;
         if taken.is_some_and(|other| other != id) {
-            return Err(StoreError::Invalid(
+            return Err(RegistryError::Invalid(
                 "that certificate is registered to another user".into(),
             ));
         }
@@ -549,7 +549,7 @@ impl Store {
             params![fingerprint.trim().to_ascii_lowercase(), id],
         )?;
         if n == 0 {
-            return Err(StoreError::Invalid(format!(
+            return Err(RegistryError::Invalid(format!(
                 "{name} has no client certificate {fingerprint}"
             )));
         }
@@ -662,9 +662,9 @@ impl Store {
 
 /// A new database in a scratch directory, with one member, `ann` (for tests).
 #[cfg(test)]
-pub(crate) fn scratch() -> (tempfile::TempDir, Store, i64) {
+pub(crate) fn scratch() -> (tempfile::TempDir, Registry, i64) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("kura.sqlite")).unwrap();
+    let s = Registry::open(&dir.path().join("kura.sqlite")).unwrap();
     let id = s.add_user("ann", b"a long password").unwrap();
     (dir, s, id)
 }
@@ -691,7 +691,7 @@ mod tests {
                  INSERT INTO contracts VALUES (1, 'basic', '2030-01-01', 1, 0, 0, 0);",
             )
             .unwrap();
-        let s = Store::open(&path).unwrap();
+        let s = Registry::open(&path).unwrap();
         let c = s.user("old").unwrap().contract.unwrap();
         assert_eq!((c.home_region.as_str(), c.member_since), ("", None));
         s.set_contract(
@@ -710,17 +710,17 @@ mod tests {
             "today when not given"
         );
         drop(s);
-        Store::open(&path).unwrap();
+        Registry::open(&path).unwrap();
     }
 
     #[test]
     fn users_contracts_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let s = Registry::open(&dir.path().join("db.sqlite")).unwrap();
         s.add_user("alice", b"correct horse").unwrap();
         assert!(matches!(
             s.add_user("alice", b"another pw"),
-            Err(StoreError::UserExists(_))
+            Err(RegistryError::UserExists(_))
         ));
         assert!(s.add_user("bad name!", b"long enough").is_err());
         assert!(s.add_user("bob", b"short").is_err());

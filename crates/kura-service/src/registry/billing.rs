@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::catalog::time_text;
-use super::{Result, Store, StoreError, lock};
+use super::{Registry, RegistryError, Result, lock};
 
 /// One posting as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,7 +85,7 @@ fn post(
     postings: &[Posting],
 ) -> Result<()> {
     if !ledger::balanced(postings) {
-        return Err(StoreError::Invalid(format!(
+        return Err(RegistryError::Invalid(format!(
             "transaction {txn} does not balance"
         )));
     }
@@ -125,7 +125,7 @@ fn set_status(
     Ok(())
 }
 
-impl Store {
+impl Registry {
     /// One settlement, all or nothing: issues `statements` (a member's statement already
     /// issued for its period is left as it is) and settles every open charge whose objection
     /// deadline is before `date`.
@@ -147,7 +147,7 @@ impl Store {
                     date_text(s.deadline),
                     s.currency,
                     serde_json::to_string(&s.lines)
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                        .map_err(|e| RegistryError::Invalid(e.to_string()))?,
                     s.total,
                     Status::Open.as_str(),
                     s.decimals,
@@ -198,16 +198,16 @@ impl Store {
         let tx = db.transaction()?;
         let s = match get_statement(&tx, id)? {
             Some(s) if s.user == user => s,
-            _ => return Err(StoreError::Invalid(format!("no statement {id}"))),
+            _ => return Err(RegistryError::Invalid(format!("no statement {id}"))),
         };
         if s.status != Status::Open {
-            return Err(StoreError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "statement {id} is {}, not open to objection",
                 s.status.as_str()
             )));
         }
         if today > s.deadline {
-            return Err(StoreError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "the objection period of statement {id} ended on {}",
                 s.deadline
             )));
@@ -224,16 +224,16 @@ impl Store {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         let Some(s) = get_statement(&tx, id)? else {
-            return Err(StoreError::Invalid(format!("no statement {id}")));
+            return Err(RegistryError::Invalid(format!("no statement {id}")));
         };
         if s.status != Status::Held {
-            return Err(StoreError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "statement {id} is {}; only a held charge (one objected to) is resolved",
                 s.status.as_str()
             )));
         }
         let postings = ledger::resolve(s.user, s.total, kept)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         post(&tx, &format!("resolve:{id}"), id, &postings)?;
         let status = match kept {
             0 => Status::Cancelled,
@@ -346,14 +346,14 @@ mod tests {
         }
     }
 
-    fn balanced(s: &Store) -> bool {
+    fn balanced(s: &Registry) -> bool {
         let postings: Vec<Posting> = s.ledger().unwrap().into_iter().map(|e| e.posting).collect();
         ledger::balanced(&postings)
     }
 
     #[test]
     fn a_settlement_twice_charges_once_and_settles_after_the_deadline() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         let st = statement_for(ann, 520);
         let first = s
             .settle(std::slice::from_ref(&st), date(2026, 12, 1))
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn an_objection_holds_until_resolved() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         let st = statement_for(ann, 520);
         s.settle(std::slice::from_ref(&st), date(2026, 12, 1))
             .unwrap();
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn the_ledger_refuses_changes() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         s.settle(&[statement_for(ann, 520)], date(2026, 12, 1))
             .unwrap();
         let db = lock(&s.db);
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn usage_is_averaged_over_the_sampled_days() {
-        let (_d, s, ann) = crate::store::scratch();
+        let (_d, s, ann) = crate::registry::scratch();
         let period = Period::settled_on(date(2026, 12, 1)).unwrap();
         assert_eq!(s.average_usage(ann, &period).unwrap(), None);
         s.sample_usage(date(2026, 11, 3)).unwrap();

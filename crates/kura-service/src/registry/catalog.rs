@@ -10,7 +10,7 @@ use kura_core::notice::Notice;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Result, Store, lock};
+use super::{Registry, Result, lock};
 
 /// Times in the catalog: fixed width (nanoseconds, UTC), so text order is time order.
 pub fn time_text(t: jiff::Timestamp) -> String {
@@ -176,7 +176,7 @@ fn count_bytes(db: &rusqlite::Connection, user: i64, delta: i64) -> rusqlite::Re
     Ok(())
 }
 
-impl Store {
+impl Registry {
     /// One object of a member, with its copies.
     pub fn object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
         let db = lock(&self.db);
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn objects_copies_and_usage_change_together() {
-        let (_dir, s, u) = crate::store::scratch();
+        let (_dir, s, u) = crate::registry::scratch();
         let both = [copy("a", CopyStatus::Ok), copy("b", CopyStatus::Ok)];
         assert!(
             s.record_object(u, "data", "aa", 100, "s1", None, &both)
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn site_failures_orphans_and_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let s = Registry::open(&dir.path().join("db.sqlite")).unwrap();
         assert_eq!(s.count_site_failure("x", "wrong marker").unwrap(), 1);
         assert_eq!(s.count_site_failure("x", "no marker").unwrap(), 2);
         let r = s.site_record("x").unwrap();
