@@ -109,20 +109,24 @@ mod tests {
     use kura_core::schedule::{Entry, Timing};
     use kura_core::snapshot::BackupType;
 
+    fn hourly(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            paths: vec!["/x".into()],
+            kind: BackupType::Full,
+            tags: vec![],
+            timing: Timing::every("1h").unwrap(),
+            created: Timestamp::now(),
+            last_run: None,
+        }
+    }
+
     #[test]
     fn a_due_entry_is_claimed_once() {
         let d = tempfile::tempdir().unwrap();
         let tz = TimeZone::UTC;
         update(d.path(), |s| {
-            s.entries.push(Entry {
-                id: "ab".into(),
-                paths: vec!["/x".into()],
-                kind: BackupType::Full,
-                tags: vec![],
-                timing: Timing::every("1h").unwrap(),
-                created: Timestamp::now(),
-                last_run: None,
-            });
+            s.entries.push(hourly("ab"));
             Ok(())
         })
         .unwrap();
@@ -147,15 +151,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(load(d.path()).unwrap().entries.is_empty());
         update(d.path(), |s| {
-            s.entries.push(Entry {
-                id: "ab".into(),
-                paths: vec!["/x".into()],
-                kind: BackupType::Full,
-                tags: vec![],
-                timing: Timing::every("1h").unwrap(),
-                created: jiff::Timestamp::now(),
-                last_run: None,
-            });
+            s.entries.push(hourly("ab"));
             Ok(())
         })
         .unwrap();

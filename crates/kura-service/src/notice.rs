@@ -14,6 +14,17 @@ use crate::registry::{Registry, User};
 /// The From header of queued messages; delivery uses the relay's configured sender.
 const FROM: &str = "Kura <kura@localhost>";
 
+/// A notice that could not be kept or queued.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    /// The message history could not be written.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The outbox could not be written.
+    #[error("outbox: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Keeps a notice in the member's history and queues it in the outbox; returns its number.
 pub fn send(
     registry: &Registry,
@@ -22,7 +33,7 @@ pub fn send(
     kind: &str,
     subject: &str,
     body: &str,
-) -> Result<i64, crate::storage::StorageError> {
+) -> Result<i64, NoticeError> {
     let id = registry.add_message(user.id, kind, subject, body)?;
     let outbox = data_dir.join("outbox");
     std::fs::create_dir_all(&outbox)?;

@@ -68,6 +68,9 @@ pub enum StorageError {
     /// Files of the service failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A notice could not be kept or queued.
+    #[error(transparent)]
+    Notice(#[from] crate::notice::NoticeError),
     /// Another maintenance run (placement, integrity check, settlement) holds the lock.
     #[error("another placement run or integrity check is in progress; try again when it ends")]
     Busy,

@@ -50,6 +50,11 @@ pub fn lines(rows: impl IntoIterator<Item = String>) -> String {
     rows.into_iter().collect::<Vec<_>>().join("\n")
 }
 
+/// A table for [`Output::emit`]: a header line, then the rows.
+pub fn table(header: String, rows: impl IntoIterator<Item = String>) -> String {
+    lines(std::iter::once(header).chain(rows))
+}
+
 /// A run that finished but with problems: exit code 3.
 #[derive(Debug)]
 pub struct Partial(pub String);

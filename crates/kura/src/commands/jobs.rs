@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::backup::run_backup;
 use crate::ctx::Ctx;
-use crate::output::{human, lines};
+use crate::output::{human, table};
 
 /// What to do with a job.
 #[derive(Subcommand)]
@@ -60,21 +60,24 @@ fn list(ctx: &Ctx) -> Result<()> {
             "{:<8}  {:<11}  {:<12}  {:<20}  {:>8}  paths",
             "job", "status", "type", "started", "attempts"
         );
-        lines(std::iter::once(header).chain(list.iter().map(|j| {
-            format!(
-                "{:<8}  {:<11}  {:<12}  {:<20}  {:>8}  {}{}",
-                j.id.short(),
-                status_here(j).to_string(),
-                j.kind.to_string(),
-                j.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-                j.attempts,
-                j.paths.join(", "),
-                j.error
-                    .as_deref()
-                    .map(|e| format!("  ({e})"))
-                    .unwrap_or_default()
-            )
-        })))
+        table(
+            header,
+            list.iter().map(|j| {
+                format!(
+                    "{:<8}  {:<11}  {:<12}  {:<20}  {:>8}  {}{}",
+                    j.id.short(),
+                    status_here(j).to_string(),
+                    j.kind.to_string(),
+                    j.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                    j.attempts,
+                    j.paths.join(", "),
+                    j.error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
+                )
+            }),
+        )
     });
     Ok(())
 }
@@ -158,7 +161,7 @@ pub fn log(ctx: &Ctx, last: Option<usize>) -> Result<()> {
             )
         });
         let footer = format!("stored at {}", repo.backend().location());
-        lines(std::iter::once(header).chain(rows).chain([footer]))
+        table(header, rows.chain([footer]))
     });
     Ok(())
 }

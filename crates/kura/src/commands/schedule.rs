@@ -1,6 +1,6 @@
 //! `kura schedule` and `kura agent`: backups that run by themselves.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Subcommand};
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::backup::{TypeArg, run_backup};
 use crate::ctx::Ctx;
-use crate::output::lines;
+use crate::output::table;
 
 /// Schedule commands.
 #[derive(Subcommand)]
@@ -81,61 +81,9 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
                 (_, _, Some(c)) => Timing::Cron(Cron::parse(&c)?),
                 _ => bail!("say when: --at, --every or --cron"),
             };
-            let roots = kura_client::backup::roots(&paths)?;
-            let entry = Entry {
-                id: kura_core::id::hex(&kura_core::crypto::random_bytes::<4>()),
-                paths: kura_client::backup::root_names(&roots),
-                kind: kind.into(),
-                tags: tag,
-                timing,
-                created: Timestamp::now(),
-                last_run: None,
-            };
-            let Some(next) = entry.next_run(&tz) else {
-                bail!("{} is in the past", entry.timing);
-            };
-            update(&base, |s| {
-                s.entries.push(entry.clone());
-                Ok(())
-            })?;
-            ctx.out.emit(&entry_json(&entry, &tz), || {
-                format!(
-                    "scheduled {} backup {} of {} ({}); next run {}; `kura agent` runs it",
-                    entry.kind,
-                    entry.id,
-                    entry.paths.join(", "),
-                    entry.timing,
-                    local(next, &tz)
-                )
-            });
+            add(ctx, &base, &tz, paths, timing, kind, tag)
         }
-        ScheduleCommand::List => {
-            let s = load(&base)?;
-            let listing: Vec<Value> = s.entries.iter().map(|e| entry_json(e, &tz)).collect();
-            ctx.out.emit(&listing, || {
-                if s.entries.is_empty() {
-                    return "nothing scheduled (`kura schedule add` adds a backup)".into();
-                }
-                let when = |t: Option<Timestamp>, none: &str| {
-                    t.map(|t| local(t, &tz)).unwrap_or_else(|| none.into())
-                };
-                let header = format!(
-                    "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  paths",
-                    "id", "when", "type", "next run", "last run"
-                );
-                lines(std::iter::once(header).chain(s.entries.iter().map(|e| {
-                    format!(
-                        "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {}",
-                        e.id,
-                        e.timing.to_string(),
-                        e.kind.to_string(),
-                        when(e.next_run(&tz), "never"),
-                        when(e.last_run, "-"),
-                        e.paths.join(", ")
-                    )
-                })))
-            });
-        }
+        ScheduleCommand::List => list(ctx, &base, &tz),
         ScheduleCommand::Remove { id } => {
             let removed = update(&base, |s| {
                 let i = s
@@ -146,8 +94,79 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
             ctx.out.emit(&json!({"removed": removed.id}), || {
                 format!("removed scheduled backup {}", removed.id)
             });
+            Ok(())
         }
     }
+}
+
+fn add(
+    ctx: &Ctx,
+    base: &Path,
+    tz: &TimeZone,
+    paths: Vec<PathBuf>,
+    timing: Timing,
+    kind: TypeArg,
+    tags: Vec<String>,
+) -> Result<()> {
+    let roots = kura_client::backup::roots(&paths)?;
+    let entry = Entry {
+        id: kura_core::id::hex(&kura_core::crypto::random_bytes::<4>()),
+        paths: kura_client::backup::root_names(&roots),
+        kind: kind.into(),
+        tags,
+        timing,
+        created: Timestamp::now(),
+        last_run: None,
+    };
+    let Some(next) = entry.next_run(tz) else {
+        bail!("{} is in the past", entry.timing);
+    };
+    update(base, |s| {
+        s.entries.push(entry.clone());
+        Ok(())
+    })?;
+    ctx.out.emit(&entry_json(&entry, tz), || {
+        format!(
+            "scheduled {} backup {} of {} ({}); next run {}; `kura agent` runs it",
+            entry.kind,
+            entry.id,
+            entry.paths.join(", "),
+            entry.timing,
+            local(next, tz)
+        )
+    });
+    Ok(())
+}
+
+fn list(ctx: &Ctx, base: &Path, tz: &TimeZone) -> Result<()> {
+    let s = load(base)?;
+    let listing: Vec<Value> = s.entries.iter().map(|e| entry_json(e, tz)).collect();
+    ctx.out.emit(&listing, || {
+        if s.entries.is_empty() {
+            return "nothing scheduled (`kura schedule add` adds a backup)".into();
+        }
+        let when = |t: Option<Timestamp>, none: &str| {
+            t.map(|t| local(t, tz)).unwrap_or_else(|| none.into())
+        };
+        let header = format!(
+            "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  paths",
+            "id", "when", "type", "next run", "last run"
+        );
+        table(
+            header,
+            s.entries.iter().map(|e| {
+                format!(
+                    "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {}",
+                    e.id,
+                    e.timing.to_string(),
+                    e.kind.to_string(),
+                    when(e.next_run(tz), "never"),
+                    when(e.last_run, "-"),
+                    e.paths.join(", ")
+                )
+            }),
+        )
+    });
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use kura_repo::{MasterIndex, RepoError, Repository};
 use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
-use crate::output::{Partial, human, lines, local_time};
+use crate::output::{Partial, human, lines, local_time, table};
 
 /// Options of `kura ls`.
 #[derive(Args)]
@@ -83,7 +83,7 @@ pub fn snapshots(ctx: &Ctx) -> Result<()> {
             )
         });
         let footer = format!("{} snapshots", snaps.len());
-        lines(std::iter::once(header).chain(rows).chain([footer]))
+        table(header, rows.chain([footer]))
     });
     damaged_is_partial(&damaged)
 }

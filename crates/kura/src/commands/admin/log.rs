@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::Admin;
-use crate::output::lines;
+use crate::output::table;
 
 /// `kura admin log [--user NAME]`.
 pub fn log(a: Admin, user: Option<String>) -> Result<()> {
@@ -13,23 +13,26 @@ pub fn log(a: Admin, user: Option<String>) -> Result<()> {
             "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  stored at",
             "user", "job", "started", "status", "type", "files", "stored", "snapshot"
         );
-        lines(std::iter::once(header).chain(log.iter().map(|o| {
-            let r = &o.line.report;
-            format!(
-                "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  {}",
-                o.line.user,
-                r.job.short(),
-                r.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-                r.status.to_string(),
-                r.kind.to_string(),
-                r.files,
-                r.stored_added,
-                r.snapshot
-                    .as_deref()
-                    .map_or_else(|| "-".into(), |s| s.chars().take(8).collect::<String>()),
-                o.stored_at
-            )
-        })))
+        table(
+            header,
+            log.iter().map(|o| {
+                let r = &o.line.report;
+                format!(
+                    "{:<12} {:<8} {:<20} {:<11} {:<12} {:>9} {:>12}  {:<8}  {}",
+                    o.line.user,
+                    r.job.short(),
+                    r.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.status.to_string(),
+                    r.kind.to_string(),
+                    r.files,
+                    r.stored_added,
+                    r.snapshot
+                        .as_deref()
+                        .map_or_else(|| "-".into(), |s| s.chars().take(8).collect::<String>()),
+                    o.stored_at
+                )
+            }),
+        )
     });
     Ok(())
 }

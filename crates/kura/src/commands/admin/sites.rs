@@ -9,7 +9,7 @@ use kura_service::sites::Placement;
 use serde_json::json;
 
 use super::Admin;
-use crate::output::lines;
+use crate::output::table;
 
 /// Risk feed commands.
 #[derive(Subcommand)]
@@ -41,17 +41,20 @@ pub fn sites(a: Admin) -> Result<()> {
             "{:<16} {:<16} {:>8} {:>9} {:>8}  status",
             "site", "region", "risk", "failures", "copies"
         );
-        lines(std::iter::once(header).chain(rows.iter().map(|r| {
-            format!(
-                "{:<16} {:<16} {:>8.3} {:>9} {:>8}  {}",
-                r["id"].as_str().unwrap_or_default(),
-                r["region"].as_str().unwrap_or_default(),
-                r["risk"].as_f64().unwrap_or_default(),
-                r["auth_failures"].as_u64().unwrap_or_default(),
-                r["copies"].as_u64().unwrap_or_default(),
-                r["status"].as_str().unwrap_or_default()
-            )
-        })))
+        table(
+            header,
+            rows.iter().map(|r| {
+                format!(
+                    "{:<16} {:<16} {:>8.3} {:>9} {:>8}  {}",
+                    r["id"].as_str().unwrap_or_default(),
+                    r["region"].as_str().unwrap_or_default(),
+                    r["risk"].as_f64().unwrap_or_default(),
+                    r["auth_failures"].as_u64().unwrap_or_default(),
+                    r["copies"].as_u64().unwrap_or_default(),
+                    r["status"].as_str().unwrap_or_default()
+                )
+            }),
+        )
     });
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Admin;
 use crate::ctx::read_secret;
-use crate::output::lines;
+use crate::output::table;
 
 /// User commands.
 #[derive(Subcommand)]
@@ -173,7 +173,7 @@ fn list(a: &Admin) -> Result<()> {
             "{:<16} {:>4} {:>12} {:>8}  contract",
             "user", "id", "bytes", "accesses"
         );
-        lines(std::iter::once(header).chain(users.iter().map(|u| {
+        table(header, users.iter().map(|u| {
             let c = match &u.contract {
                 Some(c) => format!(
                     "{} until {} {} (max bytes {}, archives {}, accesses {}); level {}, home {}",
@@ -196,7 +196,7 @@ fn list(a: &Admin) -> Result<()> {
                 "{:<16} {:>4} {:>12} {:>8}  {c}",
                 u.name, u.id, u.bytes, u.accesses
             )
-        })))
+        }))
     });
     Ok(())
 }
