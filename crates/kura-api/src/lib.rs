@@ -1,7 +1,7 @@
 //! The Kura service's HTTP API as types, shared by the client (`kura_repo::remote`) and the
 //! service (`kura_service::api`), so neither can drift from the other: every route
 //! ([`route`]), the headers and body limits, and every request and response body. The
-//! statement types live here ([`statement`]) because members read them over the API;
+//! statement types live here ([`statement`]) because users read them over the API;
 //! kura-billing computes them.
 //!
 //! ```text
@@ -14,10 +14,10 @@
 //! PUT    /v1/repo/{kind}/{name}       store (atomic; checked against CHECKSUM_HEADER if sent)
 //! DELETE /v1/repo/{kind}/{name}       remove
 //! PUT    /v1/jobs/{job}               a JobReport for the service's backup log
-//! GET    /v1/jobs                     the member's backup log as the service has it
+//! GET    /v1/jobs                     the user's backup log as the service has it
 //! PUT    /v1/snapshots/{name}/packs   the pack ids (32 bytes each) a snapshot needs
 //! GET    /v1/conditions?since=TIME    [ObjectConditions] of objects stored since TIME
-//! GET    /v1/messages                 [Notice]: the member's message history
+//! GET    /v1/messages                 [Notice]: the user's message history
 //! GET    /v1/incidents                [Incident]: what the checks found
 //! GET    /v1/lost                     ["kind/name"]: objects with no good copy
 //! GET    /v1/statements               [Statement]
@@ -103,7 +103,7 @@ pub struct ErrorBody {
     pub resend: bool,
 }
 
-/// A member's objection to a statement.
+/// A user's objection to a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Objection {

@@ -34,7 +34,7 @@ pub const LOGIN: Route = Route("/v1/login");
 pub const OBJECTS: Route = Route("/v1/repo/{kind}");
 /// `GET`, `HEAD`, `PUT`, `DELETE`: one object.
 pub const OBJECT: Route = Route("/v1/repo/{kind}/{name}");
-/// `GET`: the member's backup log.
+/// `GET`: the user's backup log.
 pub const JOBS: Route = Route("/v1/jobs");
 /// `PUT`: a job's report.
 pub const JOB: Route = Route("/v1/jobs/{job}");
@@ -48,7 +48,7 @@ pub const MESSAGES: Route = Route("/v1/messages");
 pub const INCIDENTS: Route = Route("/v1/incidents");
 /// `GET`: objects with no good copy.
 pub const LOST: Route = Route("/v1/lost");
-/// `GET`: the member's statements.
+/// `GET`: the user's statements.
 pub const STATEMENTS: Route = Route("/v1/statements");
 /// `POST`: an objection to a statement.
 pub const OBJECTION: Route = Route("/v1/statements/{id}/objection");

@@ -1,4 +1,4 @@
-//! A member's statement as the API carries it: the charge for one calendar month, its lines,
+//! A user's statement as the API carries it: the charge for one calendar month, its lines,
 //! and where it stands. kura-billing computes statements; the service stores and sends them;
 //! `kura billing statements` shows them.
 
@@ -50,9 +50,9 @@ pub struct Line {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Issued; the member may object until the deadline.
+    /// Issued; the user may object until the deadline.
     Open,
-    /// The member objected: the charge is held until the operator resolves it.
+    /// The user objected: the charge is held until the operator resolves it.
     Held,
     /// No objection by the deadline, or upheld: the charge stands.
     Settled,
@@ -95,10 +95,10 @@ impl std::str::FromStr for Status {
     }
 }
 
-/// A member's statement for one period.
+/// A user's statement for one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statement {
-    /// Its id: `<member id>-<YYYY-MM>`, one per member and period.
+    /// Its id: `<user id>-<YYYY-MM>`, one per user and period.
     pub id: String,
     /// Whose.
     pub user: i64,
@@ -115,11 +115,11 @@ pub struct Statement {
     pub decimals: u32,
     /// The lines.
     pub lines: Vec<Line>,
-    /// What the member owes.
+    /// What the user owes.
     pub total: i64,
     /// Where it stands.
     pub status: Status,
-    /// The member's objection, if any.
+    /// The user's objection, if any.
     pub objection: Option<String>,
     /// What the operator decided, if anything.
     pub resolution: Option<String>,
@@ -131,7 +131,7 @@ impl Statement {
         money(amount, &self.currency, self.decimals)
     }
 
-    /// The id of a member's statement for a period.
+    /// The id of a user's statement for a period.
     pub fn id_for(user: i64, period: &Period) -> String {
         format!("{user}-{}", period.label())
     }

@@ -2,9 +2,9 @@
 //!
 //! Accounts:
 //!
-//! - `receivable:<member>`: what the member owes;
+//! - `receivable:<user>`: what the user owes;
 //! - `unsettled`: charges issued whose objection period is still open;
-//! - `held`: charges the member objected to, until the operator resolves them;
+//! - `held`: charges the user objected to, until the operator resolves them;
 //! - `revenue`: charges that stand.
 //!
 //! Each transaction's debits equal its credits, so the whole ledger always balances, and a
@@ -41,12 +41,12 @@ fn credit(account: impl Into<String>, amount: i64) -> Posting {
     }
 }
 
-/// The member's receivable account.
+/// The user's receivable account.
 pub fn receivable(user: i64) -> String {
     format!("receivable:{user}")
 }
 
-/// Issuing a charge: the member owes it, not yet settled. Nothing moves for a zero charge.
+/// Issuing a charge: the user owes it, not yet settled. Nothing moves for a zero charge.
 pub fn issue(user: i64, amount: i64) -> Vec<Posting> {
     if amount == 0 {
         return Vec::new();
@@ -62,7 +62,7 @@ pub fn settle(amount: i64) -> Vec<Posting> {
     vec![debit("unsettled", amount), credit("revenue", amount)]
 }
 
-/// The member objected: the charge is held.
+/// The user objected: the charge is held.
 pub fn hold(amount: i64) -> Vec<Posting> {
     if amount == 0 {
         return Vec::new();
@@ -71,7 +71,7 @@ pub fn hold(amount: i64) -> Vec<Posting> {
 }
 
 /// The operator resolved a held charge of `amount`: it stands at `kept` (the whole of it when
-/// upheld, nothing when cancelled); the rest is taken off what the member owes.
+/// upheld, nothing when cancelled); the rest is taken off what the user owes.
 pub fn resolve(user: i64, amount: i64, kept: i64) -> Result<Vec<Posting>, BillingError> {
     if !(0..=amount).contains(&kept) {
         return Err(BillingError::Invalid(format!(

@@ -2,12 +2,12 @@
 //!
 //! - [`Prices`]: the price table from the service configuration: per membership level a
 //!   monthly fee and a price per stored GB-month, and a discount (or surcharge) per incident
-//!   the checks found in the member's data;
+//!   the checks found in the user's data;
 //! - [`Period`]: the calendar month a settlement date settles;
-//! - [`charge`]: the lines of a member's charge for a period;
+//! - [`charge`]: the lines of a user's charge for a period;
 //! - [`ledger`]: the postings of every money move (issue, settle, hold on objection,
 //!   resolution), each transaction balanced, for an append-only double-entry ledger;
-//! - [`statement_text`]: what the member is sent ([`Statement`] and its parts are the
+//! - [`statement_text`]: what the user is sent ([`Statement`] and its parts are the
 //!   API's types, `kura_api::statement`, re-exported here).
 //!
 //! Money is an integer number of the currency's smallest unit, never a float.
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 /// A billing failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
-    /// The price table has no price for a member's level.
+    /// The price table has no price for a user's level.
     #[error("no price for level {0:?} in [billing] (add a [[billing.levels]] entry for it)")]
     NoPrice(String),
     /// A number does not fit.
@@ -59,7 +59,7 @@ pub struct Prices {
     /// counted in its smallest unit.
     #[serde(default)]
     pub decimals: u32,
-    /// Days a member has to object to a statement.
+    /// Days a user has to object to a statement.
     #[serde(default = "default_objection_days")]
     pub objection_days: u32,
     /// Prices per level.
@@ -98,7 +98,7 @@ impl Prices {
     }
 }
 
-/// The lines of a member's charge for `period`: the level's monthly fee, the storage used
+/// The lines of a user's charge for `period`: the level's monthly fee, the storage used
 /// (`average_bytes` over the period, at the level's GB-month price, rounded half up), each kind
 /// of incident found in the period at its price, and, if discounts exceed the charge, a line
 /// that brings the total to zero (credits are not paid out).

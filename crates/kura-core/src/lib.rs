@@ -7,7 +7,7 @@
 //! - [`compress`]: zstd with a bound on what a decoder will produce.
 //! - [`pack`], [`index`], [`sealed`]: the binary formats of stored objects.
 //! - [`tree`], [`snapshot`]: the metadata formats.
-//! - [`notice`]: the notices of a member's message history.
+//! - [`notice`]: the notices of a user's message history.
 //! - [`policy`]: which snapshots a retention policy keeps.
 //! - [`conditions`]: the storage conditions the service reports of each stored object.
 //! - [`job`]: backup jobs, which are also the entries of the backup log.

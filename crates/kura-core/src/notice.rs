@@ -1,13 +1,13 @@
-//! Notices the service sends a member (storage conditions, moved data, incidents, statements),
-//! as the member's message history keeps them, and the incidents the service's checks found in
-//! the member's data.
+//! Notices the service sends a user (storage conditions, moved data, incidents, statements),
+//! as the user's message history keeps them, and the incidents the service's checks found in
+//! the user's data.
 
 use serde::{Deserialize, Serialize};
 
 /// One notice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
-    /// Its number in the member's history.
+    /// Its number in the user's history.
     pub id: i64,
     /// When it was sent (RFC 3339).
     pub at: String,
@@ -29,7 +29,7 @@ pub enum IncidentKind {
     Tampering,
     /// No copy of an object is good.
     Lost,
-    /// A site holding the member's data failed to prove its identity as often as the
+    /// A site holding the user's data failed to prove its identity as often as the
     /// operator's threshold allows.
     FraudulentSite,
 }
@@ -62,7 +62,7 @@ impl std::str::FromStr for IncidentKind {
     }
 }
 
-/// One incident in a member's history.
+/// One incident in a user's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Its number.

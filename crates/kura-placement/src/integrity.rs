@@ -13,7 +13,7 @@
 //!
 //! With no good copy and none unchecked or untrusted the object is **lost** (a site that
 //! proves itself again may still hold a good copy). All of this works on ciphertext: the
-//! service never needs a member's keys to check what it stores.
+//! service never needs a user's keys to check what it stores.
 
 use serde::Serialize;
 

@@ -1,5 +1,5 @@
 //! Membership levels (`docs/requirements/placement.md` requirement 1): a rule table in the service
-//! configuration maps a member's fee plan and whole contract years to a level. Rules are tried in
+//! configuration maps a user's fee plan and whole contract years to a level. Rules are tried in
 //! order and the first that matches wins, so the best levels are listed first.
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub fn contract_years(since: jiff::civil::Date, today: jiff::civil::Date) -> u32
     years.max(0) as u32
 }
 
-/// The level of a member on `plan` with `years` contract years: the first matching rule's, or
+/// The level of a user on `plan` with `years` contract years: the first matching rule's, or
 /// `fallback` when none matches.
 pub fn level_of<'a>(rules: &'a [LevelRule], plan: &str, years: u32, fallback: &'a str) -> &'a str {
     rules

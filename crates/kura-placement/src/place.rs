@@ -1,6 +1,6 @@
-//! The placement rule (`docs/requirements/placement.md` requirement 3). Of the sites a member's level may
+//! The placement rule (`docs/requirements/placement.md` requirement 3). Of the sites a user's level may
 //! use (its risk table), the **primary** is the one with the lowest risk, and the **secondary**
-//! the one with the lowest risk in a region other than the member's home region, or the next
+//! the one with the lowest risk in a region other than the user's home region, or the next
 //! such site if that is the primary. Ties go to the smaller site id, so every server computes
 //! the same placement from the same tables.
 //!
@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-/// A site the member's level may use, as placement sees it.
+/// A site the user's level may use, as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate<'a> {
     /// The site's id.
@@ -56,7 +56,7 @@ pub fn safer(a: &Candidate, b: &Candidate) -> Ordering {
         .then_with(|| a.region.cmp(b.region))
 }
 
-/// Places an object of a member whose home region is `home`.
+/// Places an object of a user whose home region is `home`.
 pub fn place(candidates: &[Candidate], home: &str) -> Placement {
     let mut usable: Vec<&Candidate> = candidates
         .iter()
@@ -116,7 +116,7 @@ mod tests {
             c("sapporo-1", "hokkaido", 0.2),
             c("chiba-1", "kanto", 0.1),
         ];
-        // A member at home in kanto: the safest site happens to be in kanto; the second copy
+        // A user at home in kanto: the safest site happens to be in kanto; the second copy
         // must leave it.
         assert_eq!(
             sites(&place(&t, "kanto")),

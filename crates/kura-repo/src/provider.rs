@@ -24,13 +24,13 @@ pub trait Provider: Send + Sync {
     /// The objects the provider has no good copy of any more (`kind/name`, or `config`):
     /// readers treat them as missing, so a backup stores their contents anew.
     fn lost(&self) -> Result<Vec<String>, BackendError>;
-    /// The member's statements, oldest first.
+    /// The user's statements, oldest first.
     fn statements(&self) -> Result<Vec<Statement>, BackendError>;
     /// Objects to a statement before its deadline; the provider holds the charge until its
     /// operator resolves the objection. Returns the statement as it stands now.
     fn object_to(&self, statement: &str, reason: &str) -> Result<Statement, BackendError>;
-    /// The incidents the provider's checks found in the member's data.
+    /// The incidents the provider's checks found in the user's data.
     fn incidents(&self) -> Result<Vec<Incident>, BackendError>;
-    /// The member's message history.
+    /// The user's message history.
     fn notices(&self) -> Result<Vec<Notice>, BackendError>;
 }

@@ -1,7 +1,7 @@
 //! The billing cycle (`docs/requirements/placement.md` requirement 11): on a settlement date (`kura admin
-//! billing run --date D`, and daily in `kura serve`) every member's data is checked first
+//! billing run --date D`, and daily in `kura serve`) every user's data is checked first
 //! (media faults repaired in place, other missing copies stored again by a placement run).
-//! Then the charge for the month before is computed from the member's level, the storage used
+//! Then the charge for the month before is computed from the user's level, the storage used
 //! and the month's incidents ([`kura_billing::charge`]), and a statement is sent with the
 //! storage conditions, the incident history, the objection deadline and how to object.
 //! Charges with no objection by their deadline are settled. Every money move is a balanced
@@ -23,7 +23,7 @@ pub struct Settlement {
     pub date: String,
     /// The period charged (`YYYY-MM`).
     pub period: String,
-    /// Members whose data was checked before their charge.
+    /// Users whose data was checked before their charge.
     pub checked: u64,
     /// Objects found lost or tampered with in those checks (they show in the charge).
     pub problems: u64,
@@ -45,9 +45,9 @@ fn day_start(d: jiff::civil::Date) -> Result<jiff::Timestamp, StorageError> {
         .map_err(|e| RegistryError::Invalid(e.to_string()).into())
 }
 
-/// Settles the period before `date`: checks and charges every member with a contract who has
+/// Settles the period before `date`: checks and charges every user with a contract who has
 /// no statement for it yet, then settles the charges whose objection period has ended, then
-/// tells the members. `progress` is told (done, total) as members are checked.
+/// tells the users. `progress` is told (done, total) as users are checked.
 pub async fn settle(
     storage: &Arc<Storage>,
     prices: &Prices,
@@ -80,7 +80,7 @@ pub async fn settle(
             out.already.push(id);
             continue;
         }
-        // The member's data is checked (and repaired) before it is charged for.
+        // The user's data is checked (and repaired) before it is charged for.
         let scope = Scope {
             user: Some(user.name.clone()),
             sample: None,
@@ -88,7 +88,7 @@ pub async fn settle(
         let v = storage.verify(&scope, &|_, _| {}).await?;
         // What the check could not repair in place (a copy at a site that is down or failed
         // authentication) is stored again where the rule now says.
-        let r = storage.place_members(Some(user.id)).await?;
+        let r = storage.place_users(Some(user.id)).await?;
         out.checked += 1;
         out.problems += v.lost + v.tampered;
         out.restored += r.copied;
@@ -143,7 +143,7 @@ fn invalid(e: impl std::fmt::Display) -> StorageError {
     RegistryError::Invalid(e.to_string()).into()
 }
 
-/// Tells each member of every statement whose state they have not heard of: a new statement,
+/// Tells each user of every statement whose state they have not heard of: a new statement,
 /// a settled charge, an objection received, a resolution. A crash between a settlement and
 /// its notices only delays them to the next call. Returns how many were sent.
 pub async fn tell(storage: &Storage) -> Result<u64, StorageError> {
@@ -231,7 +231,7 @@ pub fn today() -> jiff::civil::Date {
         .date()
 }
 
-/// Records today's usage of every member (the storage line of a charge averages these).
+/// Records today's usage of every user (the storage line of a charge averages these).
 pub async fn sample_usage(storage: &Storage) -> Result<(), StorageError> {
     let today = today();
     storage.blocking(move |s| s.sample_usage(today)).await

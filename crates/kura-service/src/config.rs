@@ -36,7 +36,7 @@ pub struct ServerConfig {
     pub verify_every_secs: Option<u64>,
     /// Percent of objects each periodic check reads (default 100).
     pub verify_sample_percent: Option<f64>,
-    /// Authentication failures after which a site's members are told (default 1).
+    /// Authentication failures after which a site's users are told (default 1).
     pub fraud_threshold: Option<u64>,
     /// Seconds between billing cycles (default an hour).
     pub billing_every_secs: Option<u64>,

@@ -36,7 +36,7 @@ pub fn refusal(report: &JobReport, job: &str) -> Option<&'static str> {
     None
 }
 
-/// Records a job's report; for a completed job, sends the member the storage conditions of
+/// Records a job's report; for a completed job, sends the user the storage conditions of
 /// what it stored (`docs/requirements/placement.md` requirement 6).
 pub fn record(
     registry: &Registry,
@@ -66,18 +66,18 @@ pub fn record(
     Ok(())
 }
 
-/// One line of the operator's backup log: a reported job and where its member's data is.
+/// One line of the operator's backup log: a reported job and where its user's data is.
 #[derive(Debug, Clone, Serialize)]
 pub struct OperatorLine {
     /// The job as reported.
     #[serde(flatten)]
     pub line: LogLine,
-    /// The sites holding good copies of the member's objects, comma-separated.
+    /// The sites holding good copies of the user's objects, comma-separated.
     pub stored_at: String,
 }
 
 /// The backup log as the operator sees it: every job (of `user`, or everyone's), each with
-/// the sites that hold its member's data.
+/// the sites that hold its user's data.
 pub fn operator_log(
     registry: &Registry,
     user: Option<&str>,

@@ -1,7 +1,7 @@
 //! The provider side of Kura (`docs/requirements/terminal-backup.md` requirements 1-4, `docs/requirements/placement.md`):
 //! users and their contracts in SQLite, authentication before anything else, and an HTTPS API
 //! that stores each user's encrypted repository as opaque objects, two copies of each on storage
-//! sites chosen by the member's level and the sites' disaster risk. The service never holds a
+//! sites chosen by the user's level and the sites' disaster risk. The service never holds a
 //! key that decrypts the objects.
 
 pub mod api;

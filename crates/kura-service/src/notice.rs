@@ -1,5 +1,5 @@
-//! Notices to members (`docs/requirements/placement.md` requirements 6, 8 and 12): each is kept in the
-//! member's message history and queued as an e-mail message (RFC 5322) in the outbox
+//! Notices to users (`docs/requirements/placement.md` requirements 6, 8 and 12): each is kept in the
+//! user's message history and queued as an e-mail message (RFC 5322) in the outbox
 //! directory, `DATA/outbox`. With a mail relay configured, `kura serve` delivers the queue by
 //! SMTP and moves what was accepted to `DATA/outbox/sent`; without one (the embedded default)
 //! the messages stay in the outbox. A relay that is down delays a notice, never loses it.
@@ -25,7 +25,7 @@ pub enum NoticeError {
     Io(#[from] std::io::Error),
 }
 
-/// Keeps a notice in the member's history and queues it in the outbox; returns its number.
+/// Keeps a notice in the user's history and queues it in the outbox; returns its number.
 pub fn send(
     registry: &Registry,
     data_dir: &Path,
@@ -200,7 +200,7 @@ impl MailConfig {
             let message = std::fs::read(&path)?;
             let to = recipient(&message).and_then(|t| t.parse::<lettre::Address>().ok());
             let Some(to) = to else {
-                tracing::warn!("{}: the member has no e-mail address; kept", path.display());
+                tracing::warn!("{}: the user has no e-mail address; kept", path.display());
                 done.waiting += 1;
                 continue;
             };

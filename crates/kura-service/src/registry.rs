@@ -52,7 +52,7 @@ pub struct Contract {
     pub max_archives: u64,
     /// Most sessions (logins) over the contract; 0 for no limit.
     pub max_accesses: u64,
-    /// The member's home region (the second copy of their data goes elsewhere).
+    /// The user's home region (the second copy of their data goes elsewhere).
     pub home_region: String,
     /// When the membership began (contract years count from here); `None` keeps the date
     /// already recorded, or today for a new contract.
@@ -660,7 +660,7 @@ impl Registry {
     }
 }
 
-/// A new database in a scratch directory, with one member, `ann` (for tests).
+/// A new database in a scratch directory, with one user, `ann` (for tests).
 #[cfg(test)]
 pub(crate) fn scratch() -> (tempfile::TempDir, Registry, i64) {
     let dir = tempfile::tempdir().unwrap();

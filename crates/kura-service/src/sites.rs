@@ -53,7 +53,7 @@ pub struct PlacementConfig {
     /// Level rules, best first; none means one level, `standard`, using every site.
     #[serde(default)]
     pub levels: Vec<LevelEntry>,
-    /// Authentication failures of a site at which every member with data there is told
+    /// Authentication failures of a site at which every user with data there is told
     /// (default 1).
     #[serde(default)]
     pub fraud_threshold: Option<u64>,
@@ -73,7 +73,7 @@ pub struct Placement {
     feed_read: Option<std::time::SystemTime>,
 }
 
-/// The level of members no rule matches.
+/// The level of users no rule matches.
 pub const DEFAULT_LEVEL: &str = "standard";
 
 fn invalid(msg: String) -> io::Error {
@@ -188,7 +188,7 @@ impl Placement {
         }
     }
 
-    /// A member's level under the configured rules.
+    /// A user's level under the configured rules.
     pub fn level_of(&self, contract: &Contract, today: jiff::civil::Date) -> &str {
         let rules: Vec<LevelRule> = self.levels.iter().map(LevelEntry::rule).collect();
         let years = contract.member_since.map_or(0, |since| {

@@ -1,6 +1,6 @@
-//! Where members' objects live (`docs/requirements/placement.md` requirements 3-8): every object the
+//! Where users' objects live (`docs/requirements/placement.md` requirements 3-8): every object the
 //! service accepts is stored as two copies on the storage sites the placement rule picks for
-//! the member, each sealed under its site's key, and recorded in the catalog.
+//! the user, each sealed under its site's key, and recorded in the catalog.
 //!
 //! - A site is written only after it has proved its identity (re-checked every
 //!   [`VERIFIED_FOR`]); a site that fails is counted and placed last.
@@ -89,7 +89,7 @@ pub struct PlacementRun {
     pub pending: u64,
     /// Objects with no readable copy.
     pub unreadable: u64,
-    /// Members told of new conditions.
+    /// Users told of new conditions.
     pub notified: u64,
 }
 
@@ -115,7 +115,7 @@ enum Part {
     Range(u64, u64),
 }
 
-/// Where an object of a member lives on every site.
+/// Where an object of a user lives on every site.
 pub fn site_path(user: i64, kind: FileType, name: &str) -> String {
     format!("users/{user}/{}/{name}", kind.name())
 }
@@ -127,7 +127,7 @@ fn degraded_name(d: Degraded) -> String {
         .unwrap_or_default()
 }
 
-/// A site as the placement rule sees it, from a member's candidates (a site no longer among
+/// A site as the placement rule sees it, from a user's candidates (a site no longer among
 /// them counts as the riskiest).
 fn as_candidate<'a>(candidates: &'a [(String, String, f64)], site: &'a str) -> Candidate<'a> {
     match candidates.iter().find(|c| c.0 == site) {
@@ -159,7 +159,7 @@ pub struct Storage {
     health: Mutex<HashMap<String, Health>>,
     registry: Arc<Registry>,
     maintaining: tokio::sync::Mutex<()>,
-    /// Authentication failures of a site at which its members are told.
+    /// Authentication failures of a site at which its users are told.
     fraud_threshold: u64,
     /// How long a maintenance run waits for another to end.
     patience: std::time::Duration,
@@ -207,7 +207,7 @@ impl Storage {
         &self.data_dir
     }
 
-    /// A member's level on `day` by the rule table (the default level without a contract).
+    /// A user's level on `day` by the rule table (the default level without a contract).
     pub fn level_of(&self, user: &User, day: jiff::civil::Date) -> String {
         let placement = self.placement.read().unwrap_or_else(|e| e.into_inner());
         match &user.contract {
@@ -304,7 +304,7 @@ impl Storage {
                     if n == self.fraud_threshold
                         && let Err(err) = self.fraud_alert(site, n, &e.to_string()).await
                     {
-                        tracing::error!("telling the members of {site}'s failures: {err}");
+                        tracing::error!("telling the users of {site}'s failures: {err}");
                     }
                 }
                 Err(err) => tracing::error!("counting a failure of {site}: {err}"),
@@ -312,23 +312,23 @@ impl Storage {
         }
     }
 
-    /// Tells every member with data at a site that it has failed to prove its identity as
+    /// Tells every user with data at a site that it has failed to prove its identity as
     /// often as the operator's threshold allows, and records it in their incident history.
     async fn fraud_alert(&self, site: &str, count: u64, reason: &str) -> Result<(), StorageError> {
         tracing::error!(site, failures = count, "site reached the fraud threshold");
         let id = site.to_string();
-        let members = self.blocking(move |s| s.members_on_site(&id)).await?;
+        let users = self.blocking(move |s| s.users_on_site(&id)).await?;
         let summary = format!(
             "site {site} failed to prove its identity ({count} failure(s), the last: {reason}); \
              no more of your data is written there, and what it holds is being placed elsewhere"
         );
-        for member in members {
-            let user = self.blocking(move |s| s.user_by_id(member)).await?;
+        for user_id in users {
+            let user = self.blocking(move |s| s.user_by_id(user_id)).await?;
             let (sites, text) = (vec![site.to_string()], summary.clone());
             let detail = serde_json::json!({"site": site, "failures": count, "reason": reason});
             self.blocking(move |s| {
                 s.add_incident(&crate::registry::integrity::NewIncident {
-                    user: member,
+                    user: user_id,
                     kind: crate::registry::integrity::IncidentKind::FraudulentSite,
                     object: None,
                     sites: &sites,
@@ -354,7 +354,7 @@ impl Storage {
         Ok(())
     }
 
-    /// The sites a member may use, with their risk now (penalised by counted failures).
+    /// The sites a user may use, with their risk now (penalised by counted failures).
     async fn candidates(&self, user: &User) -> Result<Vec<(String, String, f64)>, StorageError> {
         let failures: HashMap<String, u64> = self.blocking(|s| s.site_failures()).await?;
         // A feed the operator imported since counts from the next object on.
@@ -374,7 +374,7 @@ impl Storage {
             .collect())
     }
 
-    /// The rule's placement for a member over the sites `usable` admits.
+    /// The rule's placement for a user over the sites `usable` admits.
     fn placement_for(
         user: &User,
         candidates: &[(String, String, f64)],
@@ -396,7 +396,7 @@ impl Storage {
         place(&table, home)
     }
 
-    /// Stores an object of a member as two copies and records where. `sha256` is the object's
+    /// Stores an object of a user as two copies and records where. `sha256` is the object's
     /// checksum (hex), already checked against it.
     pub async fn put(
         &self,
@@ -529,7 +529,7 @@ impl Storage {
         }
     }
 
-    /// Reads a member's object from its primary, or from the other copy; a copy that fails its
+    /// Reads a user's object from its primary, or from the other copy; a copy that fails its
     /// check is marked failed (the next placement run repairs it).
     pub async fn get(&self, user: i64, kind: FileType, name: &str) -> Result<Bytes, StorageError> {
         let entry = self.entry(user, kind, name).await?;
@@ -537,7 +537,7 @@ impl Storage {
             .await
     }
 
-    /// Reads bytes `start..end` of a member's object (fewer if it ends sooner), from the
+    /// Reads bytes `start..end` of a user's object (fewer if it ends sooner), from the
     /// segments of one copy that hold them.
     pub async fn get_range(
         &self,
@@ -634,7 +634,7 @@ impl Storage {
         })
     }
 
-    /// Removes a member's object and its copies; returns its size.
+    /// Removes a user's object and its copies; returns its size.
     pub async fn delete(&self, user: i64, kind: FileType, name: &str) -> Result<u64, StorageError> {
         let object = name.to_string();
         let entry = self
@@ -682,15 +682,15 @@ impl Storage {
         self
     }
 
-    /// Brings every member's objects to the placement the rule gives now, deletes copies left
-    /// from sites that were down, and tells members whose conditions changed.
+    /// Brings every user's objects to the placement the rule gives now, deletes copies left
+    /// from sites that were down, and tells users whose conditions changed.
     pub async fn place_all(&self) -> Result<PlacementRun, StorageError> {
-        self.place_members(None).await
+        self.place_users(None).await
     }
 
-    /// [`Storage::place_all`] for one member only (or everyone): what the settlement runs after
-    /// a member's check, so copies the check could not repair in place are stored again.
-    pub async fn place_members(&self, only: Option<i64>) -> Result<PlacementRun, StorageError> {
+    /// [`Storage::place_all`] for one user only (or everyone): what the settlement runs after
+    /// a user's check, so copies the check could not repair in place are stored again.
+    pub async fn place_users(&self, only: Option<i64>) -> Result<PlacementRun, StorageError> {
         let _one = self.maintenance().await?;
         // Every site proves its identity before anything is moved: one that fails is left out
         // of the targets (and counted).

@@ -14,7 +14,7 @@ pub struct Bar {
     total: AtomicU64,
 }
 
-/// A bar counting things (objects checked, members settled), or nothing when stderr is not
+/// A bar counting things (objects checked, users settled), or nothing when stderr is not
 /// a terminal or output is JSON.
 pub struct Counter(Option<ProgressBar>);
 

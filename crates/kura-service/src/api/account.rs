@@ -1,4 +1,4 @@
-//! What a member tells the service and asks of it beside storage: job reports and the packs
+//! What a user tells the service and asks of it beside storage: job reports and the packs
 //! each snapshot needs (so a lost pack names its snapshots), the storage conditions, the
 //! message and incident histories, lost objects, statements and objections.
 
@@ -16,7 +16,7 @@ use super::objects::file_type;
 use super::{ApiError, ApiResult, App, AppState, catalog};
 use crate::registry::{Registry, RegistryError};
 
-/// A `GET` route answering with what `query` finds for the member.
+/// A `GET` route answering with what `query` finds for the user.
 pub fn view<T: Serialize + Send + 'static>(
     query: fn(&Registry, i64) -> Result<T, RegistryError>,
 ) -> MethodRouter<std::sync::Arc<AppState>> {
@@ -40,7 +40,7 @@ pub async fn conditions(
     Ok(axum::Json(entries.iter().map(|e| e.conditions()).collect()))
 }
 
-/// `GET /v1/jobs`: the member's backup log as the service has it.
+/// `GET /v1/jobs`: the user's backup log as the service has it.
 pub async fn jobs(
     State(app): App,
     Extension(authed): Extension<Authed>,
@@ -72,7 +72,7 @@ pub async fn job_report(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT /v1/snapshots/{name}/packs`: which packs a member's snapshot needs, as the client
+/// `PUT /v1/snapshots/{name}/packs`: which packs a user's snapshot needs, as the client
 /// reports after a backup, so a lost pack names the snapshots it takes with it.
 pub async fn snapshot_packs(
     State(app): App,

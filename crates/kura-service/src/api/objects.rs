@@ -1,4 +1,4 @@
-//! A member's repository objects: list, read (whole or a range), size, store, remove. Names
+//! A user's repository objects: list, read (whole or a range), size, store, remove. Names
 //! are validated before anything is looked up, and every store is checked against the
 //! contract's limits.
 

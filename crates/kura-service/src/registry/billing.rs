@@ -126,7 +126,7 @@ fn set_status(
 }
 
 impl Registry {
-    /// One settlement, all or nothing: issues `statements` (a member's statement already
+    /// One settlement, all or nothing: issues `statements` (a user's statement already
     /// issued for its period is left as it is) and settles every open charge whose objection
     /// deadline is before `date`.
     pub fn settle(&self, statements: &[Statement], date: jiff::civil::Date) -> Result<Settled> {
@@ -186,7 +186,7 @@ impl Registry {
         Ok(get_statement(&lock(&self.db), id)?.is_some())
     }
 
-    /// A member objects to an open statement by its deadline: the charge is held.
+    /// A user objects to an open statement by its deadline: the charge is held.
     pub fn object_to(
         &self,
         user: i64,
@@ -219,7 +219,7 @@ impl Registry {
     }
 
     /// The operator resolves a held charge: it stands at `kept` (0 cancels it, the whole
-    /// charge upholds it), with a note for the member.
+    /// charge upholds it), with a note for the user.
     pub fn resolve(&self, id: &str, kept: i64, note: &str) -> Result<Statement> {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
@@ -245,7 +245,7 @@ impl Registry {
         Ok(get_statement(&db, id)?.unwrap_or(s))
     }
 
-    /// Statements, a member's or everyone's, oldest period first.
+    /// Statements, a user's or everyone's, oldest period first.
     pub fn statements(&self, user: Option<i64>) -> Result<Vec<Statement>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(&format!(
@@ -256,7 +256,7 @@ impl Registry {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Statements whose member has not been told of where they stand now.
+    /// Statements whose user has not been told of where they stand now.
     pub fn statements_to_tell(&self) -> Result<Vec<Statement>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(&format!(
@@ -267,7 +267,7 @@ impl Registry {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Notes that the member was told the statement stands at `status`.
+    /// Notes that the user was told the statement stands at `status`.
     pub fn told(&self, id: &str, status: Status) -> Result<()> {
         lock(&self.db).execute(
             "UPDATE statements SET told = ?2 WHERE id = ?1",
@@ -298,7 +298,7 @@ impl Registry {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Records every member's stored bytes for `day` (once a day; later samples of the same
+    /// Records every user's stored bytes for `day` (once a day; later samples of the same
     /// day are ignored).
     pub fn sample_usage(&self, day: jiff::civil::Date) -> Result<()> {
         lock(&self.db).execute(
@@ -308,7 +308,7 @@ impl Registry {
         Ok(())
     }
 
-    /// A member's average stored bytes over the days sampled in `period`, if any were.
+    /// A user's average stored bytes over the days sampled in `period`, if any were.
     pub fn average_usage(&self, user: i64, period: &Period) -> Result<Option<u64>> {
         let avg: Option<f64> = lock(&self.db).query_row(
             "SELECT AVG(bytes) FROM usage_days WHERE user_id = ?1 AND day >= ?2 AND day < ?3",

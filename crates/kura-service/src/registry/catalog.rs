@@ -1,8 +1,8 @@
-//! The catalog: every object the service stores for a member, with the state of each of its
+//! The catalog: every object the service stores for a user, with the state of each of its
 //! copies on the storage sites; authentication failures per site; copies left to delete on a
-//! site that was down; and each member's message history.
+//! site that was down; and each user's message history.
 //!
-//! An object's size, checksum and copies change in one transaction with the member's usage, so a
+//! An object's size, checksum and copies change in one transaction with the user's usage, so a
 //! crash never leaves the usage count out of step with what is stored.
 
 use kura_core::conditions::{CopyCondition, CopyStatus, ObjectConditions};
@@ -48,7 +48,7 @@ pub struct ObjectEntry {
     pub copies: Vec<CopyCondition>,
 }
 
-/// How members and reports name an object: `kind/name`, or `config` (there is one).
+/// How users and reports name an object: `kind/name`, or `config` (there is one).
 pub fn object_label(kind: &str, name: &str) -> String {
     if kind == "config" {
         kind.to_string()
@@ -58,7 +58,7 @@ pub fn object_label(kind: &str, name: &str) -> String {
 }
 
 impl ObjectEntry {
-    /// The object's storage conditions, as the member sees them.
+    /// The object's storage conditions, as the user sees them.
     pub fn conditions(&self) -> ObjectConditions {
         ObjectConditions {
             object: object_label(&self.kind, &self.name),
@@ -167,7 +167,7 @@ fn drop_copies(
     Ok(())
 }
 
-/// Adds `delta` (possibly negative) to a member's stored bytes.
+/// Adds `delta` (possibly negative) to a user's stored bytes.
 fn count_bytes(db: &rusqlite::Connection, user: i64, delta: i64) -> rusqlite::Result<()> {
     db.execute(
         "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
@@ -177,7 +177,7 @@ fn count_bytes(db: &rusqlite::Connection, user: i64, delta: i64) -> rusqlite::Re
 }
 
 impl Registry {
-    /// One object of a member, with its copies.
+    /// One object of a user, with its copies.
     pub fn object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(&format!(
@@ -189,7 +189,7 @@ impl Registry {
         Ok(entries(&mut rows)?.pop())
     }
 
-    /// A member's objects stored since `since` (all of them without), with their copies.
+    /// A user's objects stored since `since` (all of them without), with their copies.
     pub fn objects(&self, user: i64, since: Option<jiff::Timestamp>) -> Result<Vec<ObjectEntry>> {
         let since = since.map(time_text);
         let db = lock(&self.db);
@@ -203,7 +203,7 @@ impl Registry {
         Ok(entries(&mut rows)?)
     }
 
-    /// The names of a member's objects of one kind.
+    /// The names of a user's objects of one kind.
     pub fn object_names(&self, user: i64, kind: &str) -> Result<Vec<String>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(
@@ -395,7 +395,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Keeps a notice in a member's message history; returns its number.
+    /// Keeps a notice in a user's message history; returns its number.
     pub fn add_message(&self, user: i64, kind: &str, subject: &str, body: &str) -> Result<i64> {
         let db = lock(&self.db);
         db.execute(
@@ -405,7 +405,7 @@ impl Registry {
         Ok(db.last_insert_rowid())
     }
 
-    /// A member's message history, oldest first.
+    /// A user's message history, oldest first.
     pub fn messages(&self, user: i64) -> Result<Vec<Notice>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare(

@@ -1,5 +1,5 @@
 //! What the integrity checks need to remember: when each object was last checked, the incidents
-//! they found (media faults, tampering, lost objects, fraudulent sites) as each member's
+//! they found (media faults, tampering, lost objects, fraudulent sites) as each user's
 //! incident history, and which packs each snapshot needs, so a lost pack names the snapshots
 //! it takes with it.
 
@@ -56,7 +56,7 @@ impl Registry {
         })
     }
 
-    /// Whether an incident of `kind` about `object` of a member is already on record (a lost
+    /// Whether an incident of `kind` about `object` of a user is already on record (a lost
     /// object is reported once, not on every check).
     pub fn has_incident(&self, user: i64, kind: IncidentKind, object: &str) -> Result<bool> {
         let found: Option<i64> = lock(&self.db)
@@ -69,7 +69,7 @@ impl Registry {
         Ok(found.is_some())
     }
 
-    /// A member's incidents (every member's without one) found in `from..to` (all without),
+    /// A user's incidents (every user's without one) found in `from..to` (all without),
     /// oldest first.
     pub fn incidents(
         &self,
@@ -112,7 +112,7 @@ impl Registry {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// The objects a check should read next: every member's (or one member's), the least
+    /// The objects a check should read next: every user's (or one user's), the least
     /// recently checked first, `percent` of them (at least one, when there are any).
     pub fn verify_queue(&self, user: Option<i64>, percent: f64) -> Result<Vec<(i64, ObjectEntry)>> {
         let keys: Vec<(i64, String, String)> = {
@@ -141,7 +141,7 @@ impl Registry {
         Ok(out)
     }
 
-    /// A member's objects with no good copy left (`kind/name`, or `config`).
+    /// A user's objects with no good copy left (`kind/name`, or `config`).
     pub fn lost_objects(&self, user: i64) -> Result<Vec<String>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(
@@ -160,7 +160,7 @@ impl Registry {
     }
 
     /// Copies kept as evidence of tampering at `site` (every site's without one), of one
-    /// member's objects or everyone's: (member, kind, name, site).
+    /// user's objects or everyone's: (user, kind, name, site).
     pub fn tampered_copies(
         &self,
         site: Option<&str>,
@@ -187,8 +187,8 @@ impl Registry {
         Ok(())
     }
 
-    /// The members with a copy of anything at `site`.
-    pub fn members_on_site(&self, site: &str) -> Result<Vec<i64>> {
+    /// The users with a copy of anything at `site`.
+    pub fn users_on_site(&self, site: &str) -> Result<Vec<i64>> {
         let db = lock(&self.db);
         let mut stmt =
             db.prepare_cached("SELECT DISTINCT user_id FROM copies WHERE site = ?1 ORDER BY 1")?;
@@ -196,7 +196,7 @@ impl Registry {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Records which packs (32-byte ids) a member's snapshot needs, as its client reported.
+    /// Records which packs (32-byte ids) a user's snapshot needs, as its client reported.
     pub fn set_snapshot_packs(&self, user: i64, snapshot: &str, packs: &[[u8; 32]]) -> Result<()> {
         lock(&self.db).execute(
             "INSERT INTO snapshot_packs (user_id, snapshot, packs) VALUES (?1, ?2, ?3)
@@ -206,7 +206,7 @@ impl Registry {
         Ok(())
     }
 
-    /// The member's snapshots that need the pack `pack` (by their clients' reports), by name.
+    /// The user's snapshots that need the pack `pack` (by their clients' reports), by name.
     pub fn snapshots_needing(&self, user: i64, pack: &[u8; 32]) -> Result<Vec<String>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(
@@ -290,8 +290,8 @@ mod tests {
         assert_eq!(names(s.verify_queue(Some(ann), 50.0).unwrap()), ["c", "d"]);
         assert_eq!(names(s.verify_queue(None, 1.0).unwrap()), ["c"]);
         assert_eq!(s.verify_queue(None, 100.0).unwrap().len(), 4);
-        assert_eq!(s.members_on_site("east").unwrap(), [ann]);
-        assert!(s.members_on_site("west").unwrap().is_empty());
+        assert_eq!(s.users_on_site("east").unwrap(), [ann]);
+        assert!(s.users_on_site("west").unwrap().is_empty());
     }
 
     #[test]

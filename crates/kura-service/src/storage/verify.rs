@@ -6,11 +6,11 @@
 //! - a damaged or missing copy beside a good one is a **media fault**: it is written again from
 //!   the good copy and read back;
 //! - a copy that opens but holds other bytes is **tampering**: the differing range is recorded,
-//!   the copy is kept untouched (and saved under `DATA/evidence`) and the member is told;
-//! - with no good copy the object is **lost**: the operator's log and the member hear of it,
+//!   the copy is kept untouched (and saved under `DATA/evidence`) and the user is told;
+//! - with no good copy the object is **lost**: the operator's log and the user hear of it,
 //!   with the snapshots that need it.
 //!
-//! Nothing here needs a member's keys: the service compares ciphertext.
+//! Nothing here needs a user's keys: the service compares ciphertext.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,11 +63,11 @@ pub struct Verified {
     pub lost: u64,
     /// Objects left undecided because a site could not be reached.
     pub unchecked: u64,
-    /// Members told of tampering or loss.
+    /// Users told of tampering or loss.
     pub notified: u64,
     /// Seconds the check took.
     pub seconds: f64,
-    /// What was found, as recorded in the members' incident histories.
+    /// What was found, as recorded in the users' incident histories.
     pub incidents: Vec<Incident>,
 }
 
@@ -95,7 +95,7 @@ struct ObjectCheck {
 
 impl Storage {
     /// Checks the copies of the objects in `scope`, repairs media faults, records tampering
-    /// and loss, and tells the members concerned. One maintenance run (this or a placement
+    /// and loss, and tells the users concerned. One maintenance run (this or a placement
     /// run) at a time. `progress` is told (done, total) as objects finish.
     pub async fn verify(
         self: &Arc<Self>,
@@ -104,7 +104,7 @@ impl Storage {
     ) -> Result<Verified, StorageError> {
         let _one = self.maintenance().await?;
         let started = Instant::now();
-        let member = match &scope.user {
+        let user = match &scope.user {
             Some(name) => {
                 let name = name.clone();
                 Some(self.blocking(move |s| s.user(&name)).await?)
@@ -117,7 +117,7 @@ impl Storage {
             .into_iter()
             .map(|u| (u.id, u))
             .collect();
-        let (only, sample) = (member.map(|u| u.id), scope.sample.unwrap_or(100.0));
+        let (only, sample) = (user.map(|u| u.id), scope.sample.unwrap_or(100.0));
         let queue = self.blocking(move |s| s.verify_queue(only, sample)).await?;
         let keyring = self.keyring()?;
         // Each site proves its identity once per run; a site that fails holds only copies that
@@ -163,7 +163,7 @@ impl Storage {
             progress(report.objects, total);
         }
         report.incidents.sort_by_key(|i| i.id);
-        report.notified = self.tell_members(&users, &report.incidents).await?;
+        report.notified = self.tell_users(&users, &report.incidents).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -275,7 +275,7 @@ impl Storage {
             .collect();
         let v = verdict(&findings);
         out.verdict = Some(v);
-        // A member may have replaced or deleted the object while it was read: what was read
+        // A user may have replaced or deleted the object while it was read: what was read
         // then says nothing of what is stored now.
         let current = {
             let (k, n) = (entry.kind.clone(), entry.name.clone());
@@ -345,7 +345,7 @@ impl Storage {
                     );
                 }
                 // A copy at a site that failed authentication: counted against the site,
-                // whose members hear of it at the operator's threshold.
+                // whose users hear of it at the operator's threshold.
                 Finding::Untrusted => out.tampered += 1,
                 Finding::Tampered => {
                     out.tampered += 1;
@@ -436,18 +436,18 @@ impl Storage {
         Ok(out)
     }
 
-    /// Lets go of copies kept as evidence of tampering at `site` (of one member's objects, or
+    /// Lets go of copies kept as evidence of tampering at `site` (of one user's objects, or
     /// one object, or all), once the operator has looked into them: each is deleted from the
     /// site (the copy saved under `DATA/evidence` stays) and forgotten, so the next placement
     /// run puts a good copy where the rule wants one. Returns how many were released.
     pub async fn release_evidence(
         &self,
         site: &str,
-        member: Option<&str>,
+        user: Option<&str>,
         object: Option<&str>,
     ) -> Result<u64, StorageError> {
         let _one = self.maintenance().await?;
-        let user = match member {
+        let user = match user {
             Some(name) => {
                 let name = name.to_string();
                 Some(self.blocking(move |s| s.user(&name)).await?.id)
@@ -572,7 +572,7 @@ impl Storage {
         .await
     }
 
-    /// The member's snapshots that cannot be restored whole without the object.
+    /// The user's snapshots that cannot be restored whole without the object.
     async fn snapshots_needing(
         &self,
         user: i64,
@@ -595,8 +595,8 @@ impl Storage {
         .await
     }
 
-    /// One notice per member whose data was tampered with or lost in this run.
-    async fn tell_members(
+    /// One notice per user whose data was tampered with or lost in this run.
+    async fn tell_users(
         &self,
         users: &BTreeMap<i64, User>,
         incidents: &[Incident],

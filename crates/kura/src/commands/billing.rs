@@ -1,4 +1,4 @@
-//! `kura billing`: a member's statements at the service, and objections to them
+//! `kura billing`: a user's statements at the service, and objections to them
 //! (`docs/requirements/placement.md` requirement 11).
 
 use anyhow::Result;
