@@ -1,4 +1,5 @@
-//! The billing cycle of the Kura service (`docs/requirements/placement.md` requirement 11), as pure logic:
+//! The billing cycle of the Kura service (`docs/requirements/placement.md` requirement 11), as pure
+//! logic:
 //!
 //! - [`Prices`]: the price table from the service configuration: per membership level a
 //!   monthly fee and a price per stored GB-month, and a discount (or surcharge) per incident

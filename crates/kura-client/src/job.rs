@@ -1,9 +1,9 @@
-//! Backups as jobs (`docs/requirements/terminal-backup.md` requirements 4 and 8). A job starts with a
-//! record on this device and an entry in the repository's backup log, and ends completed,
-//! failed, interrupted or cancelled. An unfinished job (failed or interrupted) is resumed by
-//! the next backup of the same paths and type, or by `kura jobs resume`: what it had already
-//! sent is indexed, so only the rest is sent. A cancelled job ends for good; like every job
-//! that did not complete, it left no snapshot, and `prune` reclaims what it sent.
+//! Backups as jobs (`docs/requirements/terminal-backup.md` requirements 4 and 8). A job starts with
+//! a record on this device and an entry in the repository's backup log, and ends completed, failed,
+//! interrupted or cancelled. An unfinished job (failed or interrupted) is resumed by the next
+//! backup of the same paths and type, or by `kura jobs resume`: what it had already sent is
+//! indexed, so only the rest is sent. A cancelled job ends for good; like every job that did not
+//! complete, it left no snapshot, and `prune` reclaims what it sent.
 //!
 //! Cancelling is a request file beside the job's record that the running backup watches, so
 //! no signal is ever sent to a process id that may have been reused.

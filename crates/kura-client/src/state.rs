@@ -292,9 +292,9 @@ pub(crate) fn replace_file(
     })
 }
 
-/// The latest storage conditions the service reported for a repository, as the client keeps
-/// them (`docs/requirements/placement.md` requirement 6). Kept by the repository's location, so they can be
-/// shown when the service cannot be reached.
+/// The latest storage conditions the service reported for a repository, as the client keeps them
+/// (`docs/requirements/placement.md` requirement 6). Kept by the repository's location, so they can
+/// be shown when the service cannot be reached.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedConditions {
     /// Where the repository is.

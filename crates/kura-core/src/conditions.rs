@@ -1,5 +1,5 @@
-//! Storage conditions (`docs/requirements/placement.md` requirement 6): what the service tells a user of
-//! each object it stores for them: every copy's site and region, whether it is good, the
+//! Storage conditions (`docs/requirements/placement.md` requirement 6): what the service tells a
+//! user of each object it stores for them: every copy's site and region, whether it is good, the
 //! algorithm that sealed it and a reference to the key (never the key itself).
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
-//! Backup jobs and the backup log (`docs/requirements/terminal-backup.md` requirements 4 and 8). A job is
-//! one backup from start to end, across resumptions; its [`Job`] record is the backup log's
-//! entry for it: when it ran, how it ended, what it covered, how much it sent and where the
-//! archive is stored. The log lives in the repository as sealed files (the service cannot read
-//! what was backed up), and the device keeps the records of its unfinished jobs.
+//! Backup jobs and the backup log (`docs/requirements/terminal-backup.md` requirements 4 and 8). A
+//! job is one backup from start to end, across resumptions; its [`Job`] record is the backup log's
+//! entry for it: when it ran, how it ended, what it covered, how much it sent and where the archive
+//! is stored. The log lives in the repository as sealed files (the service cannot read what was
+//! backed up), and the device keeps the records of its unfinished jobs.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
-//! When backups run by themselves (`docs/requirements/terminal-backup.md` requirement 7): at a set time,
-//! every so often, or by a cron expression. Times are wall-clock times in a time zone (the
+//! When backups run by themselves (`docs/requirements/terminal-backup.md` requirement 7): at a set
+//! time, every so often, or by a cron expression. Times are wall-clock times in a time zone (the
 //! machine's), so "at 03:00" stays 03:00 across daylight-saving changes.
 //!
 //! A run that was missed (the machine was asleep or off) is due as soon as the agent looks

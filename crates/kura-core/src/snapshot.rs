@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::keys::DeviceId;
 use crate::{FormatError, Id};
 
-/// The backup types of `docs/requirements/terminal-backup.md` requirement 5, plus the baseline of requirement 6.
+/// The backup types of `docs/requirements/terminal-backup.md` requirement 5, plus the baseline of
+/// requirement 6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupType {

@@ -1,8 +1,8 @@
-//! Envelope encryption per site (`docs/requirements/placement.md` requirement 4): the service seals every
-//! copy it writes to a site under that site's current key, over the client's own encryption, so
-//! a site's operator holds nothing readable and one site's key opens nothing at another. Keys
-//! come from the service's [`Keyring`]; rotating a site's key adds a version and makes it
-//! current, and the older versions stay to open what they sealed.
+//! Envelope encryption per site (`docs/requirements/placement.md` requirement 4): the service seals
+//! every copy it writes to a site under that site's current key, over the client's own encryption,
+//! so a site's operator holds nothing readable and one site's key opens nothing at another. Keys
+//! come from the service's [`Keyring`]; rotating a site's key adds a version and makes it current,
+//! and the older versions stay to open what they sealed.
 //!
 //! A copy is sealed in segments of [`SEGMENT`] bytes, so a read of part of an object (a restore
 //! reads packs in windows) fetches and opens only the segments it covers:

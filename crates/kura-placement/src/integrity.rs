@@ -1,4 +1,5 @@
-//! What an integrity check makes of an object's copies (`docs/requirements/placement.md` requirement 9).
+//! What an integrity check makes of an object's copies (`docs/requirements/placement.md`
+//! requirement 9).
 //!
 //! The check reads every copy, removes its site's envelope and compares what is inside with
 //! the checksum the service recorded when the object was stored. A copy is then:

@@ -1,5 +1,5 @@
-//! Where the service keeps each object (`docs/requirements/placement.md` requirements 1-4, 9 and 10), as pure
-//! logic over tables:
+//! Where the service keeps each object (`docs/requirements/placement.md` requirements 1-4, 9 and
+//! 10), as pure logic over tables:
 //!
 //! - [`level`]: a user's level from the fee plan and contract years, by a rule table;
 //! - [`risk`]: per-region hazard scores from a risk feed (CSV or JSON), and each site's risk;

@@ -1,7 +1,7 @@
-//! Site authentication (`docs/requirements/placement.md` requirement 5): each site holds a marker object
-//! that only someone with the site's secret could have made. Before writing, the service reads
-//! it back and checks it; a site that answers with another site's marker, a forged one or none
-//! at all is not written to, and the failure is counted against it.
+//! Site authentication (`docs/requirements/placement.md` requirement 5): each site holds a marker
+//! object that only someone with the site's secret could have made. Before writing, the service
+//! reads it back and checks it; a site that answers with another site's marker, a forged one or
+//! none at all is not written to, and the failure is counted against it.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
-//! The placement rule (`docs/requirements/placement.md` requirement 3). Of the sites a user's level may
-//! use (its risk table), the **primary** is the one with the lowest risk, and the **secondary**
-//! the one with the lowest risk in a region other than the user's home region, or the next
-//! such site if that is the primary. Ties go to the smaller site id, so every server computes
-//! the same placement from the same tables.
+//! The placement rule (`docs/requirements/placement.md` requirement 3). Of the sites a user's level
+//! may use (its risk table), the **primary** is the one with the lowest risk, and the **secondary**
+//! the one with the lowest risk in a region other than the user's home region, or the next such
+//! site if that is the primary. Ties go to the smaller site id, so every server computes the same
+//! placement from the same tables.
 //!
 //! With fewer usable sites than that, the placement says how it is degraded: a second copy in
 //! the home region (no site elsewhere), one copy, or none.

@@ -1,5 +1,5 @@
-//! Disaster risk by region (`docs/requirements/placement.md`): a risk feed gives each region hazard scores
-//! (earthquake, flood, typhoon, an insurer's premium rate...), and a region's risk is their
+//! Disaster risk by region (`docs/requirements/placement.md`): a risk feed gives each region hazard
+//! scores (earthquake, flood, typhoon, an insurer's premium rate...), and a region's risk is their
 //! sum. `kura admin risk import FILE` reads a feed in CSV or JSON:
 //!
 //! ```text

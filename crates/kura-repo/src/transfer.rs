@@ -1,7 +1,7 @@
-//! How objects travel to the service (`docs/requirements/terminal-backup.md` requirement 8), as logic apart
-//! from HTTP: an object larger than one piece goes in pieces, each with its SHA-256; a piece the
-//! service received damaged is sent again (a bounded number of times); a piece the service
-//! already has is skipped, so an upload cut off by a lost connection or a restarted service
+//! How objects travel to the service (`docs/requirements/terminal-backup.md` requirement 8), as
+//! logic apart from HTTP: an object larger than one piece goes in pieces, each with its SHA-256; a
+//! piece the service received damaged is sent again (a bounded number of times); a piece the
+//! service already has is skipped, so an upload cut off by a lost connection or a restarted service
 //! carries on from where the service stopped. The piece size follows the measured line speed.
 //!
 //! | measured line speed         | piece size |

@@ -1,16 +1,16 @@
-//! The provider side of Kura (`docs/requirements/terminal-backup.md` requirements 1-4, `docs/requirements/placement.md`):
-//! users and their contracts in SQLite, authentication before anything else, and an HTTPS API
-//! that stores each user's encrypted repository as opaque objects, two copies of each on storage
-//! sites chosen by the user's level and the sites' disaster risk. The service never holds a
-//! key that decrypts the objects.
+//! The provider side of Kura (`docs/requirements/terminal-backup.md` requirements 1-4,
+//! `docs/requirements/placement.md`): users and their contracts in SQLite, authentication before
+//! anything else, and an HTTPS API that stores each user's encrypted repository as opaque objects,
+//! two copies of each on storage sites chosen by the user's level and the sites' disaster risk. The
+//! service never holds a key that decrypts the objects.
 
 pub mod api;
-pub mod billing;
 pub mod config;
 pub mod joblog;
 pub mod notice;
 pub mod registry;
 pub mod serve;
+pub mod settlement;
 pub mod sites;
 pub mod storage;
 pub mod tasks;

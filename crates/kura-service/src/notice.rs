@@ -1,8 +1,8 @@
-//! Notices to users (`docs/requirements/placement.md` requirements 6, 8 and 12): each is kept in the
-//! user's message history and queued as an e-mail message (RFC 5322) in the outbox
-//! directory, `DATA/outbox`. With a mail relay configured, `kura serve` delivers the queue by
-//! SMTP and moves what was accepted to `DATA/outbox/sent`; without one (the embedded default)
-//! the messages stay in the outbox. A relay that is down delays a notice, never loses it.
+//! Notices to users (`docs/requirements/placement.md` requirements 6, 8 and 12): each is kept in
+//! the user's message history and queued as an e-mail message (RFC 5322) in the outbox directory,
+//! `DATA/outbox`. With a mail relay configured, `kura serve` delivers the queue by SMTP and moves
+//! what was accepted to `DATA/outbox/sent`; without one (the embedded default) the messages stay in
+//! the outbox. A relay that is down delays a notice, never loses it.
 
 use std::path::{Path, PathBuf};
 

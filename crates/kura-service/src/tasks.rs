@@ -182,11 +182,11 @@ pub fn start(b: Background, runs: &Arc<TaskRuns>) {
             move || {
                 let (storage, prices) = (storage.clone(), prices.clone());
                 async move {
-                    if let Err(e) = crate::billing::sample_usage(&storage).await {
+                    if let Err(e) = crate::settlement::sample_usage(&storage).await {
                         tracing::error!("usage sample: {e}");
                     }
-                    let today = crate::billing::today();
-                    match crate::billing::settle(&storage, &prices, today, &|_, _| {}).await {
+                    let today = crate::settlement::today();
+                    match crate::settlement::settle(&storage, &prices, today, &|_, _| {}).await {
                         Ok(s) if !s.issued.is_empty() || !s.settled.is_empty() => tracing::info!(
                             period = s.period,
                             issued = s.issued.len(),

@@ -1,9 +1,9 @@
-//! Resumable uploads (`docs/requirements/terminal-backup.md` requirement 8): a large object arrives in
-//! pieces, each with its own SHA-256, appended to a partial file in the user's area. A piece
-//! whose checksum does not match is refused with a resend request; a piece at the wrong offset
-//! is refused with the offset the service has, so a client that lost its connection (or a
-//! service that restarted) carries on from there. Only a commit whose whole-object checksum
-//! matches stores the object, so no half object is ever visible.
+//! Resumable uploads (`docs/requirements/terminal-backup.md` requirement 8): a large object arrives
+//! in pieces, each with its own SHA-256, appended to a partial file in the user's area. A piece
+//! whose checksum does not match is refused with a resend request; a piece at the wrong offset is
+//! refused with the offset the service has, so a client that lost its connection (or a service that
+//! restarted) carries on from there. Only a commit whose whole-object checksum matches stores the
+//! object, so no half object is ever visible.
 //!
 //! Every accepted piece is on disk (fdatasync) before it is acknowledged.
 

@@ -124,7 +124,7 @@ pub async fn objection(
             "an objection needs a reason of 1 to {MAX_REASON} printable characters"
         ))
     })?;
-    let today = crate::billing::today();
+    let today = crate::settlement::today();
     let registry = app.registry.clone();
     let held =
         tokio::task::spawn_blocking(move || registry.object_to(user.id, &id, &reason, today))
@@ -135,7 +135,7 @@ pub async fn objection(
         Err(RegistryError::Conflict(m)) => return Err(ApiError::new(StatusCode::CONFLICT, m)),
         Err(e) => return Err(e.into()),
     };
-    if let Err(e) = crate::billing::tell(&app.storage).await {
+    if let Err(e) = crate::settlement::tell(&app.storage).await {
         tracing::warn!("telling of the objection: {e}");
     }
     Ok(axum::Json(held))

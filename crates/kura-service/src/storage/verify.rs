@@ -1,7 +1,7 @@
-//! Integrity checks (`docs/requirements/placement.md` requirements 9 and 10): every copy of every object is
-//! read, its site's envelope removed, and what is inside compared with the checksum recorded
-//! when the object was stored ([`kura_placement::integrity`] judges). A copy found wanting is
-//! re-read by its site before anything is concluded. Then:
+//! Integrity checks (`docs/requirements/placement.md` requirements 9 and 10): every copy of every
+//! object is read, its site's envelope removed, and what is inside compared with the checksum
+//! recorded when the object was stored ([`kura_placement::integrity`] judges). A copy found wanting
+//! is re-read by its site before anything is concluded. Then:
 //!
 //! - a damaged or missing copy beside a good one is a **media fault**: it is written again from
 //!   the good copy and read back;

@@ -75,7 +75,7 @@ pub fn billing(a: Admin, c: AdminBillingCommand) -> Result<()> {
             };
             let s = a.registry.resolve(&statement, kept, &note)?;
             let (runtime, storage, out) = a.storage()?;
-            runtime.block_on(kura_service::billing::tell(&storage))?;
+            runtime.block_on(kura_service::settlement::tell(&storage))?;
             out.emit(&s, || {
                 format!(
                     "statement {} {}: {} kept of {}",
@@ -95,10 +95,10 @@ fn run(a: Admin, date: Option<jiff::civil::Date>) -> Result<()> {
     let Some(prices) = a.config.billing.clone() else {
         bail!("no [billing] prices in the service config (--server-config)");
     };
-    let date = date.unwrap_or_else(kura_service::billing::today);
+    let date = date.unwrap_or_else(kura_service::settlement::today);
     let (runtime, storage, out) = a.storage()?;
     let bar = Counter::new("settle", "users", !out.json);
-    let s = runtime.block_on(kura_service::billing::settle(
+    let s = runtime.block_on(kura_service::settlement::settle(
         &storage,
         &prices,
         date,

@@ -1,12 +1,12 @@
-//! The billing cycle (`docs/requirements/placement.md` requirement 11): on a settlement date (`kura admin
-//! billing run --date D`, and daily in `kura serve`) every user's data is checked first
-//! (media faults repaired in place, other missing copies stored again by a placement run).
-//! Then the charge for the month before is computed from the user's level, the storage used
-//! and the month's incidents ([`kura_billing::charge`]), and a statement is sent with the
-//! storage conditions, the incident history, the objection deadline and how to object.
-//! Charges with no objection by their deadline are settled. Every money move is a balanced
-//! transaction in the append-only ledger ([`crate::registry::billing`]); a settlement is one
-//! SQLite transaction, and running it again charges nobody twice.
+//! The billing cycle (`docs/requirements/placement.md` requirement 11): on a settlement date (`kura
+//! admin billing run --date D`, and daily in `kura serve`) every user's data is checked first
+//! (media faults repaired in place, other missing copies stored again by a placement run). Then the
+//! charge for the month before is computed from the user's level, the storage used and the month's
+//! incidents ([`kura_billing::charge`]), and a statement is sent with the storage conditions, the
+//! incident history, the objection deadline and how to object. Charges with no objection by their
+//! deadline are settled. Every money move is a balanced transaction in the append-only ledger
+//! ([`crate::registry::billing`]); a settlement is one SQLite transaction, and running it again
+//! charges nobody twice.
 
 use std::sync::Arc;
 
