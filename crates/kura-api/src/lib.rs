@@ -59,6 +59,42 @@ pub const SMALL_BODY: usize = 16 * 1024;
 /// The most characters an objection's reason may have.
 pub const MAX_REASON: usize = 4000;
 
+/// A part of an object as the `Range` header carries it: `bytes=FIRST-LAST`, inclusive, at
+/// most [`MAX_BODY`] long. The only form the API takes (no suffix or open ranges, one range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte.
+    pub first: u64,
+    /// The last byte (inclusive).
+    pub last: u64,
+}
+
+impl ByteRange {
+    /// The range of `len` bytes from `offset` (`len` at least 1).
+    pub fn of(offset: u64, len: u64) -> ByteRange {
+        ByteRange {
+            first: offset,
+            last: offset + len.max(1) - 1,
+        }
+    }
+
+    /// The header's value.
+    pub fn header(self) -> String {
+        format!("bytes={}-{}", self.first, self.last)
+    }
+
+    /// Reads a header's value; `None` unless well formed, in order and at most [`MAX_BODY`].
+    pub fn parse(value: &str) -> Option<ByteRange> {
+        let (a, b) = value.strip_prefix("bytes=")?.split_once('-')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+        if !digits(a) || !digits(b) {
+            return None;
+        }
+        let (first, last): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        (first <= last && last - first < MAX_BODY as u64).then_some(ByteRange { first, last })
+    }
+}
+
 /// A login: a user name and password, or nothing but the connection's client certificate.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +196,32 @@ pub struct Sweep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_inclusive_bounded_and_well_formed() {
+        let r = ByteRange::parse("bytes=0-9").unwrap();
+        assert_eq!((r.first, r.last), (0, 9));
+        assert_eq!(ByteRange::of(10, 5).header(), "bytes=10-14");
+        assert_eq!(
+            ByteRange::parse(&ByteRange::of(7, 1).header()),
+            Some(ByteRange::of(7, 1))
+        );
+        for bad in [
+            "bytes=9-0",
+            "bytes=-5",
+            "bytes=5-",
+            "items=0-1",
+            "bytes=a-b",
+            "0-1",
+            "bytes=+1-2",
+            "bytes=0-1,3-4",
+            "bytes= 0-1",
+        ] {
+            assert_eq!(ByteRange::parse(bad), None, "{bad}");
+        }
+        assert!(ByteRange::parse(&format!("bytes=0-{}", MAX_BODY)).is_none());
+        assert!(ByteRange::parse(&format!("bytes=0-{}", MAX_BODY - 1)).is_some());
+    }
 
     #[test]
     fn a_login_never_shows_its_password() {

@@ -22,8 +22,8 @@ use crate::backend::{Backend, BackendError, FileType};
 use crate::provider::Provider;
 use crate::transfer::{self, CommitAnswer, LineSpeed, PieceAnswer, PieceLine};
 use kura_api::{
-    CHECKSUM_HEADER, ErrorBody, Incident, JobReport, Notice, ObjectConditions, RECEIVED_HEADER,
-    Received, Removed, Route, Session, Statement, route,
+    ByteRange, CHECKSUM_HEADER, ErrorBody, Incident, JobReport, Notice, ObjectConditions,
+    RECEIVED_HEADER, Received, Removed, Route, Session, Statement, route,
 };
 use kura_core::Id;
 use serde::de::DeserializeOwned;
@@ -360,7 +360,7 @@ impl HttpBackend {
             }
         }
         let url = self.url(FileType::Pack, Some(name));
-        let range = format!("bytes={}-{}", start, start + WINDOW - 1);
+        let range = ByteRange::of(start, WINDOW).header();
         let data = Arc::new(
             self.send("read", &url, |c| {
                 c.get(&url).header(reqwest::header::RANGE, &range)
@@ -573,7 +573,7 @@ impl Backend for HttpBackend {
                 .ok_or_else(|| net_error("read", name, "short read: the pack ends early"));
         }
         let url = self.url(t, Some(name));
-        let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);
+        let range = ByteRange::of(offset, len as u64).header();
         let data = self
             .send("read", &url, |c| {
                 c.get(&url).header(reqwest::header::RANGE, &range)
