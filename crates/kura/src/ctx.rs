@@ -182,29 +182,29 @@ impl Ctx {
         Ok(ClientState::open(&self.state_base()?, &config.id)?)
     }
 
-    /// The passphrase: from a file, KURA_PASSWORD, the config's file, or a prompt (twice
-    /// with `confirm`).
-    pub fn passphrase(&self, confirm: bool) -> Result<Vec<u8>> {
-        if let Some(f) = &self.g.password_file {
-            return read_secret(f, "password file");
-        }
-        if let Ok(p) = std::env::var("KURA_PASSWORD") {
-            return Ok(p.into_bytes());
-        }
-        if let Some(f) = &self.config.password_file {
-            return read_secret(f, "password file");
-        }
-        if !std::io::stdin().is_terminal() {
+    /// The passphrase: from a file, KURA_PASSWORD, the config's file, or a prompt. A `new`
+    /// passphrase (one that will protect a key) is asked for twice on a terminal and may not
+    /// be empty, wherever it comes from.
+    pub fn passphrase(&self, new: bool) -> Result<Vec<u8>> {
+        let given = if let Some(f) = &self.g.password_file {
+            read_secret(f, "password file")?
+        } else if let Ok(p) = std::env::var("KURA_PASSWORD") {
+            p.into_bytes()
+        } else if let Some(f) = &self.config.password_file {
+            read_secret(f, "password file")?
+        } else if !std::io::stdin().is_terminal() {
             bail!("no passphrase: set KURA_PASSWORD, pass --password-file, or run on a terminal");
-        }
-        let p = rpassword::prompt_password("passphrase: ")?;
-        if confirm && rpassword::prompt_password("passphrase again: ")? != p {
-            bail!("the passphrases do not match");
-        }
-        if confirm && p.is_empty() {
+        } else {
+            let p = rpassword::prompt_password("passphrase: ")?;
+            if new && rpassword::prompt_password("passphrase again: ")? != p {
+                bail!("the passphrases do not match");
+            }
+            p.into_bytes()
+        };
+        if new && given.is_empty() {
             bail!("an empty passphrase is not allowed");
         }
-        Ok(p.into_bytes())
+        Ok(given)
     }
 
     fn credential(&self) -> Result<Credential> {

@@ -30,6 +30,10 @@ pub fn init(ctx: &Ctx) -> Result<()> {
     let (repo, device, code) = Repository::init(backend, &pass, kdf(), &host, &host)?;
     ctx.state(&repo)?.set_device(device)?;
     let location = ctx.repo_path()?;
+    if ctx.out.quiet && !ctx.out.json {
+        // Shown only once, so even --quiet must not swallow it.
+        eprintln!("recovery code (shown once; keep it offline): {code}");
+    }
     ctx.out.emit(
         &json!({"repository": repo.config().id, "location": location, "device": device.to_string(), "recovery_code": code}),
         || {
