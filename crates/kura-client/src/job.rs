@@ -224,6 +224,8 @@ pub fn run(
     match &result {
         Ok(out) => {
             job.status = JobStatus::Completed;
+            // What ran, not what was asked: an incremental with no full to build on runs full.
+            job.kind = out.snapshot.kind;
             job.summary = Some(out.snapshot.summary.clone());
             job.snapshot = Some(out.id);
         }

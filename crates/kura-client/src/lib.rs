@@ -33,7 +33,9 @@ pub enum ClientError {
     Stopped,
     /// Not enough free space (bytes or inodes) at the restore target.
     #[error(
-        "not enough free space at {target}: the restore needs {needed} {unit}, {available} are available"
+        "not enough free space at {target}: the restore needs {}, {} available",
+        amount(*needed, unit),
+        amount(*available, unit)
     )]
     NoSpace {
         /// Where.
@@ -45,6 +47,14 @@ pub enum ClientError {
         /// `bytes` or `inodes`.
         unit: &'static str,
     },
+}
+
+/// `n` of `unit` (`bytes` or `inodes`) for people.
+fn amount(n: u64, unit: &str) -> String {
+    match unit {
+        "bytes" => kura_core::human_bytes(n),
+        _ => format!("{n} {unit}"),
+    }
 }
 
 /// Shorthand for client results.

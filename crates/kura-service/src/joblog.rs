@@ -49,11 +49,15 @@ pub fn record(
         return Ok(());
     }
     let entries = registry.objects(user.id, Some(report.started - NOTICE_SLACK))?;
+    let snapshot = report.snapshot.as_deref().map_or_else(String::new, |s| {
+        format!(", snapshot {}", s.get(..8).unwrap_or(s))
+    });
     let intro = format!(
-        "Backup {} finished at {}: {} objects stored since it started.",
+        "Backup job {}{snapshot} ({}) finished at {}: {} stored since it started.",
         report.job.short(),
+        report.kind,
         report.ended.unwrap_or_else(jiff::Timestamp::now),
-        entries.len()
+        kura_core::count(entries.len() as u64, "object")
     );
     crate::notice::send(
         registry,

@@ -10,6 +10,8 @@ use kura_client::progress::Progress;
 /// A byte-based progress bar with a file count, rate and ETA, or nothing.
 pub struct Bar {
     bar: Option<ProgressBar>,
+    /// What is counted: `files`, `packs`.
+    unit: &'static str,
     done: AtomicU64,
     total: AtomicU64,
 }
@@ -52,8 +54,9 @@ impl Counter {
 }
 
 impl Bar {
-    /// A bar labelled `verb` ("backup", "restore") when `show` and stderr is a terminal.
-    pub fn new(verb: &'static str, show: bool) -> Bar {
+    /// A bar labelled `verb` ("backup", "restore") counting `unit` ("files"), when `show`
+    /// and stderr is a terminal.
+    pub fn new(verb: &'static str, unit: &'static str, show: bool) -> Bar {
         let bar = (show && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
             b.set_style(
@@ -68,6 +71,7 @@ impl Bar {
         });
         Bar {
             bar,
+            unit,
             done: AtomicU64::new(0),
             total: AtomicU64::new(0),
         }
@@ -86,7 +90,7 @@ impl Progress for Bar {
         self.total.store(items, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(bytes);
-            b.set_message(format!("0/{items} files"));
+            b.set_message(format!("0/{items} {}", self.unit));
         }
     }
 
@@ -102,7 +106,7 @@ impl Progress for Bar {
         if let Some(b) = &self.bar
             && (done.is_multiple_of(64) || done == total)
         {
-            b.set_message(format!("{done}/{total} files"));
+            b.set_message(format!("{done}/{total} {}", self.unit));
         }
     }
 

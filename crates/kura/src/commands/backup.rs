@@ -13,7 +13,7 @@ use kura_repo::lock::hostname;
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::output::{Partial, human};
+use crate::output::{Partial, count, human};
 use crate::progress::Bar;
 
 /// Options of `kura backup`.
@@ -120,7 +120,7 @@ pub fn run_backup(
     } else {
         "backup"
     };
-    let bar = Bar::new(verb, ctx.out.show_progress());
+    let bar = Bar::new(verb, "files", ctx.out.show_progress());
     kura_client::job::stop_on_signals();
     let (job, out) = kura_client::job::run(&repo, &state, device, &opts, resume, &bar)?;
     bar.finish();
@@ -153,11 +153,11 @@ pub fn run_backup(
         }),
         || {
             format!(
-                "snapshot {} ({}) saved: {} files, {} dirs, {} ({} new, {} changed, {} unchanged); added {} of data, {} stored, in {:.1}s",
+                "snapshot {} ({}) saved: {}, {}, {} ({} new, {} changed, {} unchanged); added {} of data, {} stored, in {:.1}s",
                 out.id.short(),
                 out.snapshot.kind,
-                s.files,
-                s.dirs,
+                count(s.files, "file"),
+                count(s.dirs, "dir"),
                 human(s.bytes),
                 s.files_new,
                 s.files_changed,

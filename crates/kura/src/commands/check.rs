@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::ctx::Ctx;
-use crate::output::Partial;
+use crate::output::{Partial, count};
 use crate::progress::Bar;
 
 /// Options of `kura check`.
@@ -18,7 +18,7 @@ pub struct CheckArgs {
 /// `kura check`.
 pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let bar = Bar::new("check", ctx.out.show_progress() && a.read_data);
+    let bar = Bar::new("check", "packs", ctx.out.show_progress() && a.read_data);
     let r = kura_repo::check::check(&repo, a.read_data, ctx.threads(), &bar);
     bar.finish();
     let r = r?;
@@ -32,19 +32,19 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     }
     ctx.out.emit(&r, || {
         format!(
-            "checked {} snapshots, {} trees, {} packs{}: {}",
-            r.snapshots,
-            r.trees,
-            r.packs,
+            "checked {}, {}, {}{}: {}",
+            count(r.snapshots as u64, "snapshot"),
+            count(r.trees as u64, "tree"),
+            count(r.packs as u64, "pack"),
             if a.read_data {
-                format!(", {} blobs read", r.blobs_read)
+                format!(", {} read", count(r.blobs_read as u64, "blob"))
             } else {
                 String::new()
             },
             if r.errors.is_empty() {
                 "no errors".to_string()
             } else {
-                format!("{} errors", r.errors.len())
+                count(r.errors.len() as u64, "error")
             }
         )
     });

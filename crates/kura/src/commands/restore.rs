@@ -8,7 +8,7 @@ use kura_client::restore::{RestoreOptions, restore as restore_snapshot};
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::output::{Partial, human};
+use crate::output::{Partial, count, human};
 use crate::progress::Bar;
 
 /// Options of `kura restore`.
@@ -42,7 +42,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         baseline_source: a.baseline_source,
         threads: ctx.g.threads,
     };
-    let bar = Bar::new("restore", ctx.out.show_progress());
+    let bar = Bar::new("restore", "files", ctx.out.show_progress());
     let out = restore_snapshot(&repo, &snap, &opts, &bar);
     bar.finish();
     let out = out?;
@@ -55,12 +55,12 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "errors": out.errors}),
         || {
             format!(
-                "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}",
+                "restored snapshot {} to {}: {}, {}, {}, {}",
                 id.short(),
                 opts.target.display(),
-                out.files,
-                out.dirs,
-                out.symlinks,
+                count(out.files, "file"),
+                count(out.dirs, "dir"),
+                count(out.symlinks, "symlink"),
                 human(out.bytes)
             )
         },

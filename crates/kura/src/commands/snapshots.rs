@@ -17,7 +17,7 @@ use kura_repo::{MasterIndex, RepoError, Repository};
 use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
-use crate::output::{Partial, human, lines, local_time, table};
+use crate::output::{Partial, count, human, lines, local_time, table};
 
 /// Options of `kura ls`.
 #[derive(Args)]
@@ -82,7 +82,7 @@ pub fn snapshots(ctx: &Ctx) -> Result<()> {
                 s.tags.join(",")
             )
         });
-        let footer = format!("{} snapshots", snaps.len());
+        let footer = count(snaps.len() as u64, "snapshot");
         table(header, rows.chain([footer]))
     });
     damaged_is_partial(&damaged)
