@@ -46,6 +46,37 @@ pub struct Remote {
     pub retry_for: Duration,
     /// A fixed piece size for uploads; `None` picks it from the measured line speed.
     pub piece_size: Option<usize>,
+    /// Told at once when the service cannot be reached and requests are being retried, and
+    /// when it answers again, so a person is not left with silence.
+    pub on_outage: Option<Arc<dyn Fn(Outage) + Send + Sync>>,
+}
+
+/// How the line to the service stands, for [`Remote::on_outage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outage {
+    /// The service cannot be reached (or is unavailable); requests are retried for up to
+    /// `retry_for` seconds.
+    Retrying {
+        /// Why the last request failed.
+        reason: String,
+        /// For how long requests are retried.
+        retry_for: Duration,
+    },
+    /// The service answers again.
+    Over,
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outage::Retrying { reason, retry_for } => write!(
+                f,
+                "the service cannot be reached; retrying for up to {} s: {reason}",
+                retry_for.as_secs()
+            ),
+            Outage::Over => f.write_str("the service answers again"),
+        }
+    }
 }
 
 impl Remote {
@@ -61,6 +92,8 @@ pub struct HttpBackend {
     token: Mutex<String>,
     speed: Mutex<LineSpeed>,
     windows: Mutex<VecDeque<Window>>,
+    /// Whether an outage has been reported and not yet ended.
+    in_outage: std::sync::atomic::AtomicBool,
 }
 
 /// A stretch of a pack read whole, so that restoring many small files costs one request per
@@ -233,6 +266,7 @@ impl HttpBackend {
             token: Mutex::new(String::new()),
             speed: Mutex::new(LineSpeed::default()),
             windows: Mutex::new(VecDeque::new()),
+            in_outage: std::sync::atomic::AtomicBool::new(false),
         };
         b.login()?;
         Ok(b)
@@ -306,10 +340,14 @@ impl HttpBackend {
                     continue;
                 }
                 Ok(a) if is_unavailable(a.status) => format!("{} {}", a.status, a.message()),
-                Ok(a) => return Ok(a),
+                Ok(a) => {
+                    self.outage(None);
+                    return Ok(a);
+                }
                 Err(e) if is_certificate_error(&e) => return Err(net_error(op, url, describe(&e))),
                 Err(e) => describe(&e),
             };
+            self.outage(Some(&failure));
             if started.elapsed() + pause > self.remote.retry_for {
                 return Err(net_error(
                     op,
@@ -323,6 +361,26 @@ impl HttpBackend {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(8));
         }
+    }
+
+    /// Tells [`Remote::on_outage`] when an outage begins (`failure`) and ends (`None`),
+    /// once each.
+    fn outage(&self, failure: Option<&str>) {
+        use std::sync::atomic::Ordering;
+        let Some(tell) = &self.remote.on_outage else {
+            return;
+        };
+        let now_out = failure.is_some();
+        if self.in_outage.swap(now_out, Ordering::Relaxed) == now_out {
+            return;
+        }
+        tell(match failure {
+            Some(reason) => Outage::Retrying {
+                reason: reason.to_string(),
+                retry_for: self.remote.retry_for,
+            },
+            None => Outage::Over,
+        });
     }
 
     /// [`HttpBackend::exchange`] with the token, with refusals turned into errors.

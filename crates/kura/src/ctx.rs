@@ -132,6 +132,8 @@ impl Ctx {
             client_cert,
             retry_for: std::time::Duration::from_secs(self.g.retry_secs),
             piece_size: self.g.piece_kib.map(|k| k.clamp(1, 64 * 1024) << 10),
+            on_outage: (!self.out.quiet)
+                .then(|| Arc::new(|o| eprintln!("note: {o}")) as Arc<dyn Fn(_) + Send + Sync>),
         };
         Ok(Arc::new(kura_repo::remote::HttpBackend::connect(remote)?))
     }

@@ -181,6 +181,7 @@ impl Service {
             client_cert: None,
             retry_for: std::time::Duration::from_secs(5),
             piece_size: None,
+            on_outage: None,
         })
     }
 }
