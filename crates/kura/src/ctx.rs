@@ -77,6 +77,8 @@ pub struct Ctx {
     pub config: Config,
     /// How results are printed.
     pub out: Output,
+    /// The passphrase once given, so one command asks for it once.
+    passphrase: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Ctx {
@@ -92,7 +94,12 @@ impl Ctx {
             json: g.json,
             quiet: g.quiet,
         };
-        Ok(Ctx { g, config, out })
+        Ok(Ctx {
+            g,
+            config,
+            out,
+            passphrase: std::sync::OnceLock::new(),
+        })
     }
 
     /// The repository location.
@@ -188,6 +195,9 @@ impl Ctx {
     /// passphrase (one that will protect a key) is asked for twice on a terminal and may not
     /// be empty, wherever it comes from.
     pub fn passphrase(&self, new: bool) -> Result<Vec<u8>> {
+        if let Some(p) = self.passphrase.get() {
+            return Ok(p.clone());
+        }
         let given = if let Some(f) = &self.g.password_file {
             read_secret(f, "password file")?
         } else if let Ok(p) = std::env::var("KURA_PASSWORD") {
@@ -206,7 +216,7 @@ impl Ctx {
         if new && given.is_empty() {
             bail!("an empty passphrase is not allowed");
         }
-        Ok(given)
+        Ok(self.passphrase.get_or_init(|| given).clone())
     }
 
     fn credential(&self) -> Result<Credential> {

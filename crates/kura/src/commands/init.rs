@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use kura_core::snapshot::BackupType;
 use kura_repo::lock::hostname;
@@ -51,6 +51,12 @@ pub fn init(ctx: &Ctx) -> Result<()> {
 /// `kura quickstart`: the default repository (made if needed), a backup of DIR, the
 /// snapshot list, and a check that reads every byte.
 pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<()> {
+    // Everything that can be wrong with the arguments is said before a repository is made.
+    let dir = std::fs::canonicalize(&a.dir)
+        .with_context(|| format!("cannot back up {}", a.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
     let backend = ctx.backend()?;
     match Repository::read_config(backend.as_ref()) {
         Ok(_) => ctx.out.say(format!(
@@ -60,9 +66,21 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<()> {
         Err(RepoError::NotFound(_)) => init(ctx)?,
         Err(e) => return Err(e.into()),
     }
-    super::backup::run_backup(ctx, vec![a.dir], BackupType::Full, vec![], vec![], None)?;
+    super::backup::run_backup(
+        ctx,
+        vec![dir.clone()],
+        BackupType::Full,
+        vec![],
+        vec![],
+        None,
+    )?;
     if !ctx.out.json {
         super::snapshots::snapshots(ctx)?;
     }
-    check(ctx, CheckArgs { read_data: true })
+    check(ctx, CheckArgs { read_data: true })?;
+    ctx.out.say(format!(
+        "\nTo get it back: kura restore latest --target /tmp/restore   (or latest:{} for part of it)",
+        dir.display()
+    ));
+    Ok(())
 }
