@@ -21,6 +21,22 @@ pub struct Config {
     /// Exclude patterns added to every backup.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// File holding the recovery code, to unlock with instead of the passphrase.
+    pub recovery_code_file: Option<PathBuf>,
+    /// Service user name.
+    pub user: Option<String>,
+    /// File holding the service user's password.
+    pub user_password_file: Option<PathBuf>,
+    /// Client certificate (PEM) for logging in without a password.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub client_key: Option<PathBuf>,
+    /// The service certificate's SHA-256 fingerprint to pin.
+    pub server_fingerprint: Option<String>,
+    /// Seconds to keep retrying while the service is unreachable.
+    pub retry_secs: Option<u64>,
+    /// Upload piece size in KiB.
+    pub piece_kib: Option<usize>,
 }
 
 /// `$XDG_CONFIG_HOME/kura`, else `~/.config/kura`.
@@ -62,6 +78,17 @@ mod tests {
     fn parses_and_rejects_unknown_keys() {
         let c: Config =
             toml::from_str("repo = \"/r\"\nthreads = 3\nexclude = [\"*.tmp\"]\n").unwrap();
+        let service: Config = toml::from_str(
+            "user = \"alice\"\nuser_password_file = \"/pw\"\nserver_fingerprint = \"ab\"\n\
+             client_cert = \"/c\"\nclient_key = \"/k\"\nretry_secs = 5\npiece_kib = 256\n\
+             recovery_code_file = \"/rc\"\n",
+        )
+        .unwrap();
+        assert_eq!(service.user.as_deref(), Some("alice"));
+        assert_eq!(
+            (service.retry_secs, service.piece_kib),
+            (Some(5), Some(256))
+        );
         assert_eq!(c.repo, Some(PathBuf::from("/r")));
         assert_eq!(c.threads, Some(3));
         assert_eq!(c.exclude, vec!["*.tmp"]);

@@ -18,7 +18,9 @@ use crate::output::Output;
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Config file (TOML: repo, password_file, state_dir, threads, exclude). Default:
+    /// Config file (TOML: repo, password_file, recovery_code_file, state_dir, threads,
+    /// exclude, user, user_password_file, server_fingerprint, client_cert, client_key,
+    /// retry_secs, piece_kib). Default:
     /// ~/.config/kura/config.toml if it exists.
     #[arg(long, env = "KURA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -57,9 +59,10 @@ pub struct Global {
     /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
     #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
     pub server_fingerprint: Option<String>,
-    /// Keep retrying this many seconds while the service is unreachable or unavailable.
-    #[arg(long, env = "KURA_RETRY_SECS", global = true, default_value_t = 120)]
-    pub retry_secs: u64,
+    /// Keep retrying this many seconds while the service is unreachable or unavailable
+    /// (default 120).
+    #[arg(long, env = "KURA_RETRY_SECS", global = true)]
+    pub retry_secs: Option<u64>,
     /// Upload pieces of this many KiB to the service (default: chosen from the measured line
     /// speed, 256 KiB to 32 MiB).
     #[arg(long, env = "KURA_PIECE_KIB", global = true)]
@@ -87,6 +90,25 @@ impl Ctx {
         let config = crate::config::load(g.config.as_deref())?;
         g.repo = g.repo.or_else(|| config.repo.clone());
         g.state_dir = g.state_dir.or_else(|| config.state_dir.clone());
+        g.recovery_code_file = g
+            .recovery_code_file
+            .or_else(|| config.recovery_code_file.clone());
+        g.user = g.user.or_else(|| config.user.clone());
+        g.user_password_file = g
+            .user_password_file
+            .or_else(|| config.user_password_file.clone());
+        g.server_fingerprint = g
+            .server_fingerprint
+            .or_else(|| config.server_fingerprint.clone());
+        g.retry_secs = g.retry_secs.or(config.retry_secs);
+        g.piece_kib = g.piece_kib.or(config.piece_kib);
+        if g.client_cert.is_none() && g.client_key.is_none() {
+            g.client_cert = config.client_cert.clone();
+            g.client_key = config.client_key.clone();
+        }
+        if g.client_cert.is_some() != g.client_key.is_some() {
+            bail!("client_cert and client_key go together in the config file");
+        }
         if g.threads == 0 {
             g.threads = config.threads.unwrap_or(0);
         }
@@ -120,7 +142,12 @@ impl Ctx {
         if !s.starts_with("https://") {
             return Ok(Arc::new(LocalDir::new(p)));
         }
-        let client_cert = self.g.client_cert.clone().zip(self.g.client_key.clone());
+        let client_cert = self
+            .g
+            .client_cert
+            .clone()
+            .zip(self.g.client_key.clone())
+            .or_else(|| self.made_certificate());
         let (user, password) = if client_cert.is_some() {
             (self.g.user.clone().unwrap_or_default(), None)
         } else {
@@ -137,7 +164,7 @@ impl Ctx {
             user,
             password,
             client_cert,
-            retry_for: std::time::Duration::from_secs(self.g.retry_secs),
+            retry_for: std::time::Duration::from_secs(self.g.retry_secs.unwrap_or(120)),
             piece_size: self.g.piece_kib.map(|k| k.clamp(1, 64 * 1024) << 10),
             on_outage: (!self.out.quiet)
                 .then(|| Arc::new(|o| eprintln!("note: {o}")) as Arc<dyn Fn(_) + Send + Sync>),
@@ -145,19 +172,33 @@ impl Ctx {
         Ok(Arc::new(kura_repo::remote::HttpBackend::connect(remote)?))
     }
 
-    fn service_password(&self) -> Result<String> {
-        match (
-            &self.g.user_password_file,
-            std::env::var("KURA_USER_PASSWORD"),
-        ) {
-            (Some(f), _) => {
-                Ok(String::from_utf8_lossy(&read_secret(f, "user password file")?).into_owned())
-            }
-            (None, Ok(p)) => Ok(p),
-            (None, Err(_)) => bail!(
-                "the service needs the user's password: set KURA_USER_PASSWORD or pass --user-password-file"
-            ),
+    /// The certificate `kura cert create` made, when there is one and no user name was
+    /// given: a device that made one logs in with it by default.
+    fn made_certificate(&self) -> Option<(PathBuf, PathBuf)> {
+        if self.g.user.is_some() {
+            return None;
         }
+        let dir = crate::config::config_dir().ok()?.join("client");
+        let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+        (cert.is_file() && key.is_file()).then_some((cert, key))
+    }
+
+    /// The service password: from a file, KURA_USER_PASSWORD, or a prompt on a terminal.
+    fn service_password(&self) -> Result<String> {
+        if let Some(f) = &self.g.user_password_file {
+            let secret = read_secret(f, "user password file")?;
+            return Ok(String::from_utf8_lossy(&secret).into_owned());
+        }
+        if let Ok(p) = std::env::var("KURA_USER_PASSWORD") {
+            return Ok(p);
+        }
+        if std::io::stdin().is_terminal() {
+            return Ok(rpassword::prompt_password("service password: ")?);
+        }
+        bail!(
+            "the service needs the user's password: set KURA_USER_PASSWORD, pass \
+             --user-password-file, or run on a terminal"
+        )
     }
 
     /// Runs `f` with the storage provider behind the repository: only the Kura service has
