@@ -1,7 +1,6 @@
 //! Helpers for driving the real `kura` binary against real directories.
 
-#![allow(dead_code)]
-
+pub mod garage;
 pub mod service;
 
 use std::fs;

@@ -4,17 +4,13 @@
 //! answer, an outage is healed, a site with the wrong identity is never written, and checks
 //! repair copies damaged at an S3 site.
 
-mod common;
-#[path = "../../kura-sites/tests/garage/mod.rs"]
-mod garage;
-
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::service::*;
-use common::*;
+use crate::common::service::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PW: &str = "alice password";
@@ -311,7 +307,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn an_outage_degrades_then_heals_and_an_impostor_is_never_written() {
-    let mut g = garage::Garage::start();
+    let mut g = crate::common::garage::Garage::start();
     let env = Env::new();
     let disk = env.path("disk-site");
     let a = g.site("s3-a", "region-a", "bucket-a", "secret a");

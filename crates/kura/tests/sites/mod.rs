@@ -1,11 +1,9 @@
-//! Sites against real storage: a local directory and buckets of a real S3-compatible server
+//! Storage sites (`kura-sites`) against real storage: a local directory and buckets of a real S3-compatible server
 //! (Garage, started here on loopback; `.ci/run` installs it).
-
-mod garage;
 
 use std::path::Path;
 
-use garage::Garage;
+use crate::common::garage::Garage;
 use kura_placement::envelope::Keyring;
 use kura_sites::{Site, SiteConfig, SiteError};
 

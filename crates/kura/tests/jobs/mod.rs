@@ -1,14 +1,12 @@
 //! Backups as jobs through the real binary: the backup log, interrupting a backup with a
 //! signal, resuming it, and cancelling one while it runs.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Enough noise that packs are written (each worker fills its own 16 MiB pack).
 const NOISE_FILES: u64 = 24;

@@ -1,11 +1,9 @@
 //! Backup and restore through the real binary: round trips, backup types, baselines, devices.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {

@@ -1,15 +1,13 @@
 //! The service through the real binary: `kura serve` on loopback with TLS, the client using it
 //! as a repository, authentication, contracts and isolation between users.
 
-mod common;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::service::*;
-use common::*;
+use crate::common::service::*;
+use crate::common::*;
 use kura_repo::{Backend, BackendError, FileType};
 
 #[test]

@@ -4,14 +4,12 @@
 //! recorded and kept), an object deleted at both sites (lost, with the snapshots that need it),
 //! and a site whose identity is swapped (counted, passed over, members told at the threshold).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use common::service::*;
-use common::*;
+use crate::common::service::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PW: &str = "alice password";

@@ -1,7 +1,5 @@
 //! A single-node Garage (a real S3-compatible server) on loopback for tests; `.ci/run` installs
-//! it. Shared by the tests of kura-sites and of the `kura` binary.
-
-#![allow(dead_code)]
+//! it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! Damage, crashes, concurrency and bad input, through the real binary.
 
-mod common;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn packs(env: &Env) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();

@@ -1,13 +1,11 @@
 //! Scheduled backups through the real binary: `kura schedule` and `kura agent`, including a
 //! missed run after downtime and stopping the agent with a signal.
 
-mod common;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_agent_runs_due_backups_and_missed_ones_once() {

@@ -4,15 +4,13 @@
 //! charges settle after their deadline; the ledger always balances; and a settlement killed
 //! at any point leaves all of it or none.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::service::*;
-use common::*;
+use crate::common::service::*;
+use crate::common::*;
 use serde_json::Value;
 
 const PRICES: &str = r#"
