@@ -1,12 +1,15 @@
-//! Backup and restore through the real binary: round trips, backup types, baselines, devices.
+//! Backup and restore through the real binary: round trips, backup types, baselines, devices,
+//! and the config file.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 
-use crate::common::*;
+use crate::fixture::*;
 
-#[test]
-fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
+/// A tree of every kind of entry (files of many sizes, an executable, a symlink, a dangling
+/// symlink, a hard link, empty directories) backed up once.
+fn backed_up_tree() -> (Env, PathBuf, serde_json::Value) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -19,13 +22,30 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
     fs::hard_link(src.join("exec.sh"), src.join("hard")).unwrap();
     fs::write(src.join("big"), noise(20_000_000, 9)).unwrap();
     let v = env.backup(&[src.to_str().unwrap()]);
+    (env, src, v)
+}
+
+/// Restores the latest snapshot into `target` of the test's directory; where `src` landed.
+fn restore_latest(env: &Env, src: &std::path::Path, target: &str) -> PathBuf {
+    let t = env.path(target);
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    restored(&t, src)
+}
+
+#[test]
+fn a_round_trip_restores_every_file_link_and_directory() {
+    let (env, src, v) = backed_up_tree();
     assert_eq!(v["type"], "full");
     assert_eq!(v["summary"]["files"], 43);
-
-    let target = env.path("target");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    let out = restored(&target, &src);
+    let out = restore_latest(&env, &src, "target");
     assert_eq!(contents(&src), contents(&out));
+    assert!(out.join("empty/deeper").is_dir());
+}
+
+#[test]
+fn a_restore_keeps_modes_times_hard_links() {
+    let (env, src, _) = backed_up_tree();
+    let out = restore_latest(&env, &src, "target");
     let m = fs::metadata(out.join("exec.sh")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o750);
     assert_eq!(
@@ -41,17 +61,23 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
         fs::metadata(out.join("d3")).unwrap().mtime(),
         fs::metadata(src.join("d3")).unwrap().mtime()
     );
-    assert!(out.join("empty/deeper").is_dir());
+}
 
-    // Restoring over an existing tree replaces what differs, including a directory where the
-    // snapshot has a file.
+#[test]
+fn restoring_over_an_existing_tree_replaces_what_differs() {
+    let (env, src, _) = backed_up_tree();
+    let out = restore_latest(&env, &src, "target");
+    // Including a directory where the snapshot has a file.
     fs::write(out.join("d1/f1.bin"), b"edited after restore").unwrap();
     fs::remove_file(out.join("exec.sh")).unwrap();
     fs::create_dir_all(out.join("exec.sh/inner")).unwrap();
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    restore_latest(&env, &src, "target");
     assert_eq!(contents(&src), contents(&out));
+}
 
-    // A sub-path and an include filter.
+#[test]
+fn a_sub_path_restores_alone() {
+    let (env, src, _) = backed_up_tree();
     let part = env.path("part");
     env.ok(&[
         "restore",
@@ -60,6 +86,11 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
         part.to_str().unwrap(),
     ]);
     assert_eq!(contents(&src.join("d1")), contents(&part));
+}
+
+#[test]
+fn an_include_filter_restores_only_what_it_matches() {
+    let (env, src, _) = backed_up_tree();
     let inc = env.path("inc");
     env.ok(&[
         "restore",
@@ -74,15 +105,20 @@ fn round_trip_keeps_contents_modes_times_links_and_empty_dirs() {
     assert_eq!(got.len(), contents(&src.join("d2")).len() + 1);
 }
 
-#[test]
-fn unchanged_files_are_not_read_again_and_changes_are() {
+/// A tree of 30 files backed up twice, nothing changed in between; the second backup's report.
+fn backed_up_twice() -> (Env, PathBuf, serde_json::Value) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
     make_tree(&src, 30, 2);
-    let s = src.to_str().unwrap();
-    env.backup(&[s]);
-    let v = env.backup(&[s]);
+    env.backup(&[src.to_str().unwrap()]);
+    let v = env.backup(&[src.to_str().unwrap()]);
+    (env, src, v)
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let (_env, src, v) = backed_up_twice();
     assert_eq!(v["summary"]["files_unchanged"], 30);
     assert_eq!(v["summary"]["files_changed"], 0);
     assert_eq!(v["summary"]["data_added"], 0);
@@ -93,8 +129,13 @@ fn unchanged_files_are_not_read_again_and_changes_are() {
         v["summary"]["blobs_added"].as_u64().unwrap() <= ancestors,
         "nothing new but the ancestors' trees: {v}"
     );
+}
+
+#[test]
+fn a_changed_file_is_read_again() {
+    let (env, src, _) = backed_up_twice();
     fs::write(src.join("d1/f1.bin"), b"changed").unwrap();
-    let v = env.backup(&[s]);
+    let v = env.backup(&[src.to_str().unwrap()]);
     assert_eq!(v["summary"]["files_changed"], 1);
     assert_eq!(v["summary"]["files_unchanged"], 29);
 }
@@ -203,41 +244,43 @@ fn backup_types_follow_the_marker_rules() {
     assert!(stderr(&out).contains("was forgotten"), "{}", stderr(&out));
 }
 
-#[test]
-fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
+/// The size of a local repository's packs.
+fn packs_size(repo: &std::path::Path) -> u64 {
+    files_under(&repo.join("data"))
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum()
+}
+
+/// A factory state recorded as a baseline.
+fn recorded_baseline() -> (Env, PathBuf, serde_json::Value) {
     let env = Env::new();
     env.init();
     let src = env.path("factory");
     make_tree(&src, 20, 4);
-    let s = src.to_str().unwrap();
-    let repo_size = |p: &std::path::Path| -> u64 {
-        let mut n = 0;
-        for e in fs::read_dir(p.join("data")).unwrap() {
-            for f in fs::read_dir(e.unwrap().path()).unwrap() {
-                n += f.unwrap().metadata().unwrap().len();
-            }
-        }
-        n
-    };
-    let v = env.json(&["baseline", s]);
-    assert_eq!(v["type"], "baseline");
-    let src_size: u64 = contents(&src).iter().map(|(_, c)| c.len() as u64).sum();
-    assert!(
-        repo_size(&env.repo) < src_size / 10,
-        "baseline uploaded file contents"
-    );
+    let v = env.json(&["baseline", src.to_str().unwrap()]);
+    (env, src, v)
+}
 
-    // The same contents elsewhere are uploaded: only the baseline's own paths rely on the
-    // recovery source.
+/// After [`recorded_baseline`]: the same contents as one of its files backed up elsewhere, the
+/// factory state copied aside as the recovery source (`media`), and a full backup of the
+/// factory state with one file changed.
+struct AfterBaseline {
+    env: Env,
+    src: PathBuf,
+    media: PathBuf,
+    elsewhere: PathBuf,
+    elsewhere_snapshot: String,
+    full: serde_json::Value,
+}
+
+fn after_baseline() -> AfterBaseline {
+    let (env, src, _) = recorded_baseline();
     let elsewhere = env.path("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
     fs::copy(src.join("d3/f3.bin"), elsewhere.join("copy.bin")).unwrap();
-    env.backup(&[elsewhere.to_str().unwrap()]);
-    let t0 = env.path("t0");
-    env.ok(&["restore", "latest", "--target", t0.to_str().unwrap()]);
-    assert_eq!(contents(&elsewhere), contents(&restored(&t0, &elsewhere)));
-
-    // A copy of the factory state kept aside as the recovery source.
+    let v = env.backup(&[elsewhere.to_str().unwrap()]);
+    let elsewhere_snapshot = v["id"].as_str().unwrap().to_string();
     let media = env.path("media");
     fs::create_dir_all(&media).unwrap();
     for (rel, c) in contents(&src) {
@@ -247,41 +290,91 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
         }
     }
     fs::write(src.join("d2/f2.bin"), noise(100_000, 77)).unwrap();
-    let full = env.backup(&[s]);
-    assert_eq!(full["summary"]["files_changed"], 1);
+    let full = env.backup(&[src.to_str().unwrap()]);
+    AfterBaseline {
+        env,
+        src,
+        media,
+        elsewhere,
+        elsewhere_snapshot,
+        full,
+    }
+}
+
+#[test]
+fn a_baseline_uploads_no_file_contents() {
+    let (env, src, v) = recorded_baseline();
+    assert_eq!(v["type"], "baseline");
+    let src_size: u64 = contents(&src).iter().map(|(_, c)| c.len() as u64).sum();
     assert!(
-        full["summary"]["data_added"].as_u64().unwrap() < 110_000,
+        packs_size(&env.repo) < src_size / 10,
+        "baseline uploaded file contents"
+    );
+}
+
+#[test]
+fn the_contents_of_a_baseline_elsewhere_are_uploaded() {
+    // Only the baseline's own paths rely on the recovery source.
+    let b = after_baseline();
+    let t0 = b.env.path("t0");
+    b.env.ok(&[
+        "restore",
+        &b.elsewhere_snapshot,
+        "--target",
+        t0.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        contents(&b.elsewhere),
+        contents(&restored(&t0, &b.elsewhere))
+    );
+}
+
+#[test]
+fn a_full_backup_after_a_baseline_sends_only_the_change() {
+    let b = after_baseline();
+    assert_eq!(b.full["summary"]["files_changed"], 1);
+    assert!(
+        b.full["summary"]["data_added"].as_u64().unwrap() < 110_000,
         "only the change is sent"
     );
+}
 
-    let t = env.path("t");
-    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+#[test]
+fn a_baseline_restores_from_its_recovery_source() {
+    let b = after_baseline();
+    let t = b.env.path("t");
+    let out = b
+        .env
+        .run(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("--baseline-source"),
         "{}",
         stderr(&out)
     );
-    env.ok(&[
+    b.env.ok(&[
         "restore",
         "latest",
         "--target",
         t.to_str().unwrap(),
         "--baseline-source",
-        media.to_str().unwrap(),
+        b.media.to_str().unwrap(),
     ]);
-    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+    assert_eq!(contents(&b.src), contents(&restored(&t, &b.src)));
+}
 
-    // A recovery source that differs is refused for the files it does not match.
-    fs::write(media.join("d6/f6.bin"), b"tampered").unwrap();
-    let t2 = env.path("t2");
-    let out = env.run(&[
+#[test]
+fn a_recovery_source_that_differs_is_refused_for_the_files_it_does_not_match() {
+    let b = after_baseline();
+    fs::write(b.media.join("d6/f6.bin"), b"tampered").unwrap();
+    let t2 = b.env.path("t2");
+    let out = b.env.run(&[
         "restore",
         "latest",
         "--target",
         t2.to_str().unwrap(),
         "--baseline-source",
-        media.to_str().unwrap(),
+        b.media.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -289,16 +382,18 @@ fn baseline_is_recorded_without_upload_and_restored_from_the_source() {
         "{}",
         stderr(&out)
     );
-    assert!(!restored(&t2, &src).join("d6/f6.bin").exists());
+    let landed = restored(&t2, &b.src);
+    assert!(!landed.join("d6/f6.bin").exists());
     assert!(
-        restored(&t2, &src).join("d3/f3.bin").exists(),
+        landed.join("d3/f3.bin").exists(),
         "uploaded by the other backup"
     );
-    assert!(restored(&t2, &src).join("d4/f4.bin").exists());
+    assert!(landed.join("d4/f4.bin").exists());
 }
 
-#[test]
-fn snapshots_are_named_by_prefix_or_latest_and_diffed() {
+/// Two snapshots of a small tree: the first tagged `first`, the second after adding,
+/// removing and changing a file. Returns the first snapshot's id.
+fn two_snapshots() -> (Env, String) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -308,17 +403,32 @@ fn snapshots_are_named_by_prefix_or_latest_and_diffed() {
     fs::write(src.join("new.txt"), b"new").unwrap();
     fs::remove_file(src.join("d1/f1.bin")).unwrap();
     fs::write(src.join("d2/f2.bin"), b"changed").unwrap();
-    let b = env.backup(&[s]);
+    env.backup(&[s]);
+    (env, a["id"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn the_snapshot_list_shows_what_each_snapshot_is() {
+    let (env, _) = two_snapshots();
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2);
     for key in ["id", "time", "device", "paths", "type", "tags"] {
         assert!(snaps[0].get(key).is_some(), "missing {key}");
     }
     assert_eq!(snaps[0]["tags"][0], "first");
-    let short = &a["id"].as_str().unwrap()[..6];
-    let ls = env.ok(&["ls", short]);
+}
+
+#[test]
+fn a_snapshot_is_named_by_an_id_prefix() {
+    let (env, first) = two_snapshots();
+    let ls = env.ok(&["ls", &first[..6]]);
     assert!(ls.contains("d1/f1.bin"));
-    let d = env.json(&["diff", short, "latest"]);
+}
+
+#[test]
+fn diff_names_each_change_between_two_snapshots() {
+    let (env, first) = two_snapshots();
+    let d = env.json(&["diff", &first[..6], "latest"]);
     let changes: Vec<(String, String)> = d
         .as_array()
         .unwrap()
@@ -340,10 +450,14 @@ fn snapshots_are_named_by_prefix_or_latest_and_diffed() {
     assert!(changes.contains(&("removed".into(), "f1.bin".into())));
     assert!(changes.contains(&("modified".into(), "f2.bin".into())));
     assert_eq!(changes.len(), 3, "{changes:?}");
+}
+
+#[test]
+fn an_unknown_snapshot_prefix_is_a_clear_error() {
+    let (env, _) = two_snapshots();
     let out = env.run(&["ls", "ffffffffff"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no snapshot matches"));
-    let _ = b;
 }
 
 #[test]
@@ -421,9 +535,9 @@ fn restore_never_follows_symlinks_out_of_the_target() {
     );
 }
 
-#[test]
-fn config_file_supplies_repository_passphrase_and_excludes() {
-    let env = Env::new();
+/// A config file naming the repository, a passphrase file and an exclude pattern; returns it
+/// and a `kura` whose only settings come from it (and the state directory).
+fn configured(env: &Env) -> (PathBuf, impl Fn(&[&str]) -> std::process::Command + '_) {
     let pass = env.path("pass");
     fs::write(&pass, "from a file\n").unwrap();
     let config = env.path("kura.toml");
@@ -435,25 +549,44 @@ fn config_file_supplies_repository_passphrase_and_excludes() {
         ),
     )
     .unwrap();
+    let file = config.clone();
+    let kura = move |args: &[&str]| {
+        let mut c = env.kura();
+        c.args(args)
+            .env("KURA_CONFIG", &file)
+            .env("KURA_STATE_DIR", &env.state)
+            .env("KURA_INSECURE_FAST_KDF", "1");
+        c
+    };
+    (config, kura)
+}
+
+/// Initializes and backs up `src` (a file to keep, one to exclude) with [`configured`] only.
+fn backed_up_by_config(env: &Env) -> PathBuf {
+    let (_, kura) = configured(env);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("keep"), b"k").unwrap();
     fs::write(src.join("drop.skip"), b"d").unwrap();
-    let kura = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kura"));
-        c.args(args)
-            .env("KURA_CONFIG", &config)
-            .env("KURA_STATE_DIR", &env.state)
-            .env("KURA_INSECURE_FAST_KDF", "1")
-            .env_remove("KURA_PASSWORD")
-            .env_remove("KURA_REPO");
-        c
-    };
     run_ok(kura(&["init", "--quiet"]));
     run_ok(kura(&["backup", src.to_str().unwrap(), "--quiet"]));
+    src
+}
+
+#[test]
+fn a_config_file_supplies_repository_passphrase_excludes() {
+    let env = Env::new();
+    backed_up_by_config(&env);
+    let (_, kura) = configured(&env);
     let ls = run_ok(kura(&["ls", "latest"]));
     assert!(ls.contains("keep") && !ls.contains("drop.skip"), "{ls}");
-    // The flag wins over the file, and the passphrase in the file was the one used.
+}
+
+#[test]
+fn a_repository_flag_wins_over_the_config_file() {
+    let env = Env::new();
+    backed_up_by_config(&env);
+    let (_, kura) = configured(&env);
     let out = kura(&[
         "snapshots",
         "--repo",
@@ -462,12 +595,25 @@ fn config_file_supplies_repository_passphrase_and_excludes() {
     .output()
     .unwrap();
     assert_eq!(out.status.code(), Some(10));
+}
+
+#[test]
+fn the_passphrase_file_of_the_config_is_the_one_used() {
+    let env = Env::new();
+    backed_up_by_config(&env);
     let out = env
         .cmd(&["snapshots"])
         .env("KURA_PASSWORD", "from a file")
         .output()
         .unwrap();
     assert!(out.status.success());
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_refused() {
+    let env = Env::new();
+    backed_up_by_config(&env);
+    let (config, kura) = configured(&env);
     fs::write(&config, "bogus = 1\n").unwrap();
     let out = kura(&["snapshots"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
