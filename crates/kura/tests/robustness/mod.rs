@@ -1,24 +1,20 @@
 //! Damage, crashes, concurrency and bad input, through the real binary.
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::*;
+use crate::fixture::*;
 
-fn packs(env: &Env) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    for d in fs::read_dir(env.repo.join("data")).unwrap() {
-        for f in fs::read_dir(d.unwrap().path()).unwrap() {
-            v.push(f.unwrap().path());
-        }
-    }
-    v.sort();
-    v
+/// The packs of a local repository.
+fn packs(env: &Env) -> Vec<PathBuf> {
+    files_under(&env.repo.join("data"))
 }
 
-#[test]
-fn damage_is_detected_and_restore_saves_the_rest() {
+/// A backup with two large files, checked, and then one byte flipped in the middle of its
+/// largest pack; returns that pack and its length.
+fn damaged_pack() -> (Env, PathBuf, PathBuf, u64) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -27,8 +23,6 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     fs::write(src.join("big-b"), noise(12_000_000, 2)).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     env.ok(&["check", "--read-data"]);
-
-    // Flip one byte in the middle of the largest pack.
     let mut ps = packs(&env);
     ps.sort_by_key(|p| fs::metadata(p).unwrap().len());
     let victim = ps.last().unwrap().clone();
@@ -36,16 +30,23 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     let mid = bytes.len() / 3;
     bytes[mid] ^= 0x20;
     fs::write(&victim, &bytes).unwrap();
+    (env, src, victim, bytes.len() as u64)
+}
 
-    // A damaged snapshot file does not hide the others.
+#[test]
+fn a_damaged_snapshot_file_does_not_hide_the_others() {
+    let (env, _, _, _) = damaged_pack();
     let extra = env.repo.join("snapshots").join("ab".repeat(32));
     fs::write(&extra, b"not a snapshot").unwrap();
     let out = env.run(&["snapshots", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    fs::remove_file(&extra).unwrap();
+}
 
+#[test]
+fn a_flipped_data_byte_is_found_by_reading_the_data() {
+    let (env, _, _, _) = damaged_pack();
     let structural = env.run(&["check"]);
     assert!(
         structural.status.success(),
@@ -54,7 +55,11 @@ fn damage_is_detected_and_restore_saves_the_rest() {
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+}
 
+#[test]
+fn a_restore_skips_the_damaged_file_only() {
+    let (env, src, _, _) = damaged_pack();
     let t = env.path("t");
     let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -74,16 +79,19 @@ fn damage_is_detected_and_restore_saves_the_rest() {
             "temporary file left behind: {p:?}"
         );
     }
+}
 
-    // A truncated pack is found by the structural check too.
+#[test]
+fn a_truncated_pack_is_found_by_the_structural_check() {
+    let (env, _, victim, len) = damaged_pack();
     let f = fs::OpenOptions::new().write(true).open(&victim).unwrap();
-    f.set_len(bytes.len() as u64 / 2).unwrap();
+    f.set_len(len / 2).unwrap();
     let out = env.run(&["check"]);
     assert_eq!(out.status.code(), Some(3));
 }
 
 #[test]
-fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
+fn a_missing_repository_is_a_clear_error() {
     let env = Env::new();
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(10));
@@ -93,13 +101,31 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
         stderr(&out)
     );
     assert_eq!(stderr(&out).lines().count(), 1);
+}
 
+/// A repository with one small backup; the contents of the repository as it is.
+fn small_repository() -> (Env, Vec<(PathBuf, Vec<u8>)>) {
+    let env = Env::new();
     env.init();
     let src = env.path("src");
     make_tree(&src, 3, 11);
     env.backup(&[src.to_str().unwrap()]);
     let before = contents(&env.repo);
+    (env, before)
+}
 
+/// Asserts that failed commands left the repository as it was.
+fn unchanged(env: &Env, before: &[(PathBuf, Vec<u8>)]) {
+    assert_eq!(
+        before,
+        contents(&env.repo),
+        "failed commands changed the repository"
+    );
+}
+
+#[test]
+fn a_wrong_passphrase_is_a_clear_error() {
+    let (env, before) = small_repository();
     let out = env
         .cmd(&["snapshots"])
         .env("KURA_PASSWORD", "wrong")
@@ -107,7 +133,12 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(11));
     assert_eq!(stderr(&out).trim(), "kura: wrong passphrase");
+    unchanged(&env, &before);
+}
 
+#[test]
+fn a_wrong_recovery_code_is_a_clear_error() {
+    let (env, before) = small_repository();
     let code = "ABCDE-FGHJK-MNPQR-STVWX-YZ012-34567-89ABC-DEFGH-JKMNP-QRSTV-WXYZ0";
     let out = env
         .cmd(&["snapshots"])
@@ -116,13 +147,23 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(11));
     assert!(stderr(&out).contains("recovery code"));
+    unchanged(&env, &before);
+}
 
+#[test]
+fn init_refuses_an_existing_repository() {
+    let (env, before) = small_repository();
     let out = env.run(&["init"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already exists"));
+    unchanged(&env, &before);
+}
 
-    let config = fs::read_to_string(env.repo.join("config")).unwrap();
+#[test]
+fn a_config_changed_without_the_key_is_refused_as_damaged() {
     // Someone who can write the storage but holds no key cannot change how data is stored.
+    let (env, before) = small_repository();
+    let config = fs::read_to_string(env.repo.join("config")).unwrap();
     fs::write(
         env.repo.join("config"),
         config.replace("\"compression_level\": 3", "\"compression_level\": 19"),
@@ -132,6 +173,13 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("damaged config"), "{}", stderr(&out));
     fs::write(env.repo.join("config"), &config).unwrap();
+    unchanged(&env, &before);
+}
+
+#[test]
+fn a_newer_repository_asks_for_a_newer_kura() {
+    let (env, before) = small_repository();
+    let config = fs::read_to_string(env.repo.join("config")).unwrap();
     fs::write(
         env.repo.join("config"),
         config.replace("\"version\": 1", "\"version\": 99"),
@@ -141,52 +189,47 @@ fn bad_credentials_missing_and_newer_repositories_are_clear_errors() {
     assert_eq!(out.status.code(), Some(13));
     assert!(stderr(&out).contains("upgrade kura"));
     fs::write(env.repo.join("config"), &config).unwrap();
-    assert_eq!(
-        before,
-        contents(&env.repo),
-        "failed commands changed the repository"
-    );
+    unchanged(&env, &before);
 }
 
-#[test]
-fn a_killed_backup_leaves_the_repository_consistent_and_resumes() {
-    let env = Env::new();
-    env.init();
+/// 24 files of noise, 4 MB each: a backup that writes several packs.
+fn noise_files(env: &Env) -> PathBuf {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..24 {
         fs::write(src.join(format!("f{i}")), noise(4_000_000, 100 + i)).unwrap();
     }
-    let total: u64 = 24 * 4_000_000;
+    src
+}
+
+/// Kills a backup of `src` three times (SIGKILL): as soon as it holds its lock, then after one
+/// and after three more packs; after each kill, no half snapshot is listed and the repository
+/// checks out.
+fn kill_a_backup_three_times(env: &Env, src: &Path) {
     let locks = |env: &Env| {
         fs::read_dir(env.repo.join("locks"))
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    // Kill points: as soon as the backup holds its lock, then after one and after three more packs.
     for more_packs in [0usize, 1, 3] {
-        let before = packs(&env).len();
+        let before = packs(env).len();
         let mut child = env
             .cmd(&["backup", src.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let reached = if more_packs == 0 {
-                locks(&env) > 0
+        wait_until(Duration::from_secs(120), "the kill point", || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the backup finished before the kill point"
+            );
+            if more_packs == 0 {
+                locks(env) > 0
             } else {
-                packs(&env).len() >= before + more_packs
-            };
-            if reached
-                || std::time::Instant::now() > deadline
-                || child.try_wait().unwrap().is_some()
-            {
-                break;
+                packs(env).len() >= before + more_packs
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        });
         assert!(
             child.try_wait().unwrap().is_none(),
             "the backup finished before the kill point"
@@ -198,9 +241,26 @@ fn a_killed_backup_leaves_the_repository_consistent_and_resumes() {
         assert!(out.status.success(), "check after a kill: {}", stderr(&out));
     }
     assert!(
-        packs(&env).len() >= 4,
+        packs(env).len() >= 4,
         "the kills landed while packs were being written"
     );
+}
+
+#[test]
+fn a_killed_backup_leaves_the_repository_consistent() {
+    let env = Env::new();
+    env.init();
+    let src = noise_files(&env);
+    kill_a_backup_three_times(&env, &src);
+}
+
+#[test]
+fn a_backup_killed_three_times_resumes_as_one_job() {
+    let env = Env::new();
+    env.init();
+    let src = noise_files(&env);
+    let total: u64 = 24 * 4_000_000;
+    kill_a_backup_three_times(&env, &src);
     // The three killed runs were one job, interrupted, resumed twice.
     let jobs = env.json(&["jobs"]);
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
@@ -260,8 +320,9 @@ fn two_backups_at_once_do_not_corrupt_the_repository() {
     }
 }
 
-#[test]
-fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
+/// Four generations of a file of 5 MB, each backed up with the one before removed; their
+/// snapshot ids, oldest first.
+fn four_generations() -> (Env, PathBuf, Vec<String>) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -279,6 +340,12 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
                 .to_string(),
         );
     }
+    (env, src, ids)
+}
+
+#[test]
+fn forget_keeps_the_last_snapshots_it_is_told_to() {
+    let (env, _, ids) = four_generations();
     let dry = env.json(&["forget", "--keep-last", "2", "--dry-run"]);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
     assert_eq!(env.snapshots().len(), 4);
@@ -290,7 +357,27 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(left, ids[2..]);
+}
+
+#[test]
+fn prune_reclaims_space_but_keeps_what_is_needed() {
+    let (env, src, ids) = four_generations();
+    env.json(&["forget", "--keep-last", "2"]);
+    let p = env.json(&["prune"]);
+    assert!(p["bytes_freed"].as_u64().unwrap() > 9_000_000, "{p}");
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok(&["restore", &ids[2][..10], "--target", t.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("gen2")).unwrap(),
+        noise(5_000_000, 302)
+    );
+}
+
+#[test]
+fn prune_cleans_up_only_old_partial_packs() {
     // A partial pack of a writer killed long ago is cleaned up; a fresh one is left alone.
+    let (env, _, _) = four_generations();
     let old_partial = env.repo.join("data/00/.tmp-0123456789abcdef");
     let new_partial = env.repo.join("data/01/.tmp-fedcba9876543210");
     fs::write(&old_partial, b"partial").unwrap();
@@ -303,47 +390,57 @@ fn forget_and_prune_reclaim_space_and_keep_what_is_needed() {
         .set_modified(two_hours_ago)
         .unwrap();
     let p = env.json(&["prune"]);
-    assert!(p["bytes_freed"].as_u64().unwrap() > 9_000_000, "{p}");
     assert_eq!(p["partials_deleted"], 1);
     assert!(!old_partial.exists() && new_partial.exists());
     env.ok(&["check", "--read-data"]);
-    let t = env.path("t");
-    env.ok(&["restore", &ids[2][..10], "--target", t.to_str().unwrap()]);
-    assert_eq!(
-        fs::read(restored(&t, &src).join("gen2")).unwrap(),
-        noise(5_000_000, 302)
-    );
+}
+
+#[test]
+fn forget_removes_a_snapshot_named_by_prefix() {
+    let (env, _, ids) = four_generations();
     env.ok(&["forget", &ids[3][..8]]);
-    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(env.snapshots().len(), 3);
+    assert!(env.snapshots().iter().all(|s| s["id"] != ids[3].as_str()));
+}
+
+#[test]
+fn forget_with_neither_ids_nor_policy_is_refused() {
+    let (env, _, _) = four_generations();
     let out = env.run(&["forget"]);
     assert!(
         !out.status.success(),
         "forget with neither ids nor policy is refused"
     );
+    assert_eq!(env.snapshots().len(), 4);
 }
 
-fn mount_tmpfs(at: &std::path::Path, options: &str) {
-    fs::create_dir_all(at).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-        .arg(at)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        mounted,
-        "this test needs to mount a small tmpfs (run as root, as CI does)"
-    );
+/// A small tmpfs mounted at `at` for as long as it lives.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "this test needs to mount a small tmpfs (run as root, as CI does)"
+        );
+        Tmpfs(at.to_path_buf())
+    }
 }
 
-fn unmount(at: &std::path::Path) {
-    std::process::Command::new("umount")
-        .arg(at)
-        .status()
-        .unwrap();
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }
 
 #[test]
-fn a_restore_that_does_not_fit_is_refused_before_writing() {
+fn a_restore_larger_than_the_free_space_is_refused_before_writing() {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -351,16 +448,19 @@ fn a_restore_that_does_not_fit_is_refused_before_writing() {
     fs::write(src.join("big"), noise(3_000_000, 8)).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     let small = env.path("small");
-    mount_tmpfs(&small, "size=1m");
+    let _mounted = Tmpfs::mount(&small, "size=1m");
     let out = env.run(&["restore", "latest", "--target", small.to_str().unwrap()]);
-    let listing = fs::read_dir(&small).unwrap().count();
-    unmount(&small);
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("not enough free space"));
     assert!(stderr(&out).contains("bytes"));
-    assert_eq!(listing, 0, "nothing written");
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "nothing written");
+}
 
+#[test]
+fn a_restore_of_more_files_than_free_inodes_is_refused_before_writing() {
     // Many small files: the bytes fit, the inodes do not.
+    let env = Env::new();
+    env.init();
     let many = env.path("many");
     fs::create_dir_all(&many).unwrap();
     for i in 0..60 {
@@ -368,24 +468,28 @@ fn a_restore_that_does_not_fit_is_refused_before_writing() {
     }
     env.backup(&[many.to_str().unwrap()]);
     let few = env.path("few-inodes");
-    mount_tmpfs(&few, "size=8m,nr_inodes=30");
+    let _mounted = Tmpfs::mount(&few, "size=8m,nr_inodes=30");
     let out = env.run(&["restore", "latest", "--target", few.to_str().unwrap()]);
-    let listing = fs::read_dir(&few).unwrap().count();
-    unmount(&few);
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("inodes"), "{}", stderr(&out));
-    assert_eq!(listing, 0, "nothing written");
+    assert_eq!(fs::read_dir(&few).unwrap().count(), 0, "nothing written");
 }
 
 #[test]
 fn a_missing_or_relative_home_is_refused_not_guessed() {
     let env = Env::new();
+    let cwd = env.path("cwd");
+    fs::create_dir_all(&cwd).unwrap();
     for home in ["", "relative/home"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_kura"))
+        let out = env
+            .kura()
             .arg("snapshots")
-            .current_dir(env.dir.path())
-            .env_clear()
+            .current_dir(&cwd)
             .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CACHE_HOME")
             .env("KURA_PASSWORD", "pw")
             .output()
             .unwrap();
@@ -396,9 +500,6 @@ fn a_missing_or_relative_home_is_refused_not_guessed() {
             "{home:?}: {err}"
         );
         // Nothing was made under the working directory.
-        assert!(
-            fs::read_dir(env.dir.path()).unwrap().next().is_none(),
-            "{home:?}"
-        );
+        assert!(fs::read_dir(&cwd).unwrap().next().is_none(), "{home:?}");
     }
 }
