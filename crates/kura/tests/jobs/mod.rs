@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::*;
+use crate::fixture::*;
 
 /// Enough noise that packs are written (each worker fills its own 16 MiB pack).
 const NOISE_FILES: u64 = 24;
@@ -44,42 +44,29 @@ fn start_backup(env: &Env, src: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits until the backup's job is recorded and it has stored some packs.
+/// Waits until the backup's job is recorded and it has stored some packs; returns the job id.
 fn wait_until_sending(env: &Env, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the backup never got going");
+    wait_until(Duration::from_secs(120), "the backup to get going", || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the backup ended before it could be stopped"
         );
-        let packs = walk_files(&env.repo.join("data")).len();
-        let jobs = local_jobs(env);
-        if packs >= 1
-            && let Some(j) = jobs.first()
-        {
-            return j["id"].as_str().unwrap().to_string();
+        if files_under(&env.repo.join("data")).is_empty() {
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let jobs = local_jobs(env);
+        Some(jobs.first()?["id"].as_str().unwrap().to_string())
+    })
 }
 
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
+/// A running backup of a [`slow_tree`], under way; its job id.
+fn sending() -> (Env, PathBuf, Child, String) {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let mut child = start_backup(&env, &src);
+    let id = wait_until_sending(&env, &mut child);
+    (env, src, child, id)
 }
 
 #[test]
@@ -123,20 +110,16 @@ fn the_backup_log_records_each_job() {
     assert_eq!(last[0]["id"], second["job"]);
 
     // The log is encrypted in the repository: no path appears in its files.
-    for f in walk_files(&env.repo.join("logs")) {
+    for f in files_under(&env.repo.join("logs")) {
         let data = fs::read(&f).unwrap();
         let needle = src.to_str().unwrap().as_bytes();
         assert!(!data.windows(needle.len()).any(|w| w == needle));
     }
 }
 
-#[test]
-fn a_signal_interrupts_a_backup_and_the_job_resumes() {
-    let env = Env::new();
-    env.init();
-    let src = slow_tree(&env);
-    let mut child = start_backup(&env, &src);
-    let id = wait_until_sending(&env, &mut child);
+/// A backup interrupted by SIGINT while sending: it said so and left no snapshot. Its job id.
+fn interrupted() -> (Env, PathBuf, String) {
+    let (env, src, child, id) = sending();
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -146,15 +129,24 @@ fn a_signal_interrupts_a_backup_and_the_job_resumes() {
     assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     assert!(env.snapshots().is_empty(), "no snapshot from a stopped job");
+    (env, src, id)
+}
 
+#[test]
+fn a_signal_interrupts_a_backup() {
+    let (env, _, id) = interrupted();
     let jobs = local_jobs(&env);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["id"], id.as_str());
     assert_eq!(jobs[0]["status"], "interrupted");
     assert_eq!(log(&env)[0]["status"], "interrupted");
     env.ok(&["check"]);
+}
 
-    // The next backup of the same paths is the same job, and sends only what is missing.
+#[test]
+fn an_interrupted_job_resumes_sending_only_what_is_missing() {
+    // The next backup of the same paths is the same job.
+    let (env, src, id) = interrupted();
     fs::remove_file(src.join("zz-sparse")).unwrap();
     let v = env.backup(&[src.to_str().unwrap()]);
     assert_eq!(v["job"], id.as_str());
@@ -172,18 +164,20 @@ fn a_signal_interrupts_a_backup_and_the_job_resumes() {
     assert_eq!(contents(&src), contents(&restored(&t, &src)));
 }
 
-#[test]
-fn a_running_job_is_cancelled_and_leaves_no_snapshot() {
-    let env = Env::new();
-    env.init();
-    let src = slow_tree(&env);
-    let mut child = start_backup(&env, &src);
-    let id = wait_until_sending(&env, &mut child);
+/// A running backup cancelled with `kura jobs cancel`; it said so. Its job id.
+fn cancelled() -> (Env, PathBuf, String) {
+    let (env, src, child, id) = sending();
     let text = env.ok(&["jobs", "cancel", &id[..8]]);
     assert!(text.contains("cancelled"), "{text}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
     assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    (env, src, id)
+}
+
+#[test]
+fn a_cancelled_job_leaves_no_snapshot() {
+    let (env, _, _) = cancelled();
     assert!(env.snapshots().is_empty());
     assert!(
         local_jobs(&env).is_empty(),
@@ -192,19 +186,31 @@ fn a_running_job_is_cancelled_and_leaves_no_snapshot() {
     let entries = log(&env);
     assert_eq!(entries[0]["status"], "cancelled");
     assert!(entries[0]["snapshot"].is_null());
+}
 
-    // What it sent is reclaimed by prune; the repository stays sound.
+#[test]
+fn prune_reclaims_what_a_cancelled_job_sent() {
+    let (env, _, _) = cancelled();
     env.ok(&["prune"]);
     env.ok(&["check", "--read-data"]);
     assert!(
-        walk_files(&env.repo.join("data")).is_empty(),
+        files_under(&env.repo.join("data")).is_empty(),
         "prune left the cancelled job's packs"
     );
+}
 
-    // A new backup is a new job; an unknown id is a clear error.
+#[test]
+fn a_backup_after_a_cancelled_job_is_a_new_job() {
+    let (env, src, id) = cancelled();
     fs::remove_file(src.join("zz-sparse")).unwrap();
     let v = env.backup(&[src.to_str().unwrap()]);
     assert_ne!(v["job"], id.as_str());
+}
+
+#[test]
+fn cancelling_an_unknown_job_is_a_clear_error() {
+    let env = Env::new();
+    env.init();
     let out = env.run(&["jobs", "cancel", "ffffffff"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -214,15 +220,21 @@ fn a_running_job_is_cancelled_and_leaves_no_snapshot() {
     );
 }
 
+/// A backup of `src` killed (SIGKILL) while sending; its job id.
+fn killed_while_sending(env: &Env, src: &Path) -> String {
+    let mut child = start_backup(env, src);
+    let id = wait_until_sending(env, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    id
+}
+
 #[test]
-fn a_killed_job_is_listed_and_resumed_or_cancelled_by_id() {
+fn a_killed_job_is_listed_as_interrupted() {
     let env = Env::new();
     env.init();
     let src = slow_tree(&env);
-    let mut child = start_backup(&env, &src);
-    let id = wait_until_sending(&env, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let id = killed_while_sending(&env, &src);
     let jobs = local_jobs(&env);
     assert_eq!(jobs[0]["status"], "interrupted", "a dead process's job");
     let text = env.ok(&["jobs"]);
@@ -230,31 +242,31 @@ fn a_killed_job_is_listed_and_resumed_or_cancelled_by_id() {
         text.contains(&id[..8]) && text.contains("interrupted"),
         "{text}"
     );
+}
 
+#[test]
+fn a_killed_job_is_resumed_by_id() {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let id = killed_while_sending(&env, &src);
     fs::remove_file(src.join("zz-sparse")).unwrap();
     let out = run_ok(env.cmd(&["jobs", "resume", &id[..6], "--json"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["job"], id.as_str());
     assert_eq!(v["attempts"], 2);
     assert!(local_jobs(&env).is_empty());
+}
 
-    // A second killed job, cancelled while nothing runs it.
-    let src2 = env.path("src2");
-    fs::create_dir_all(&src2).unwrap();
-    fs::File::create(src2.join("sparse"))
-        .unwrap()
-        .set_len(SPARSE)
-        .unwrap();
-    for i in 0..6 {
-        fs::write(src2.join(format!("a{i}")), noise(2_000_000, 90 + i)).unwrap();
-    }
-    let mut child = start_backup(&env, &src2);
-    let id2 = wait_until_sending(&env, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    env.ok(&["jobs", "cancel", &id2]);
+#[test]
+fn a_killed_job_is_cancelled_by_id_while_nothing_runs_it() {
+    let env = Env::new();
+    env.init();
+    let src = slow_tree(&env);
+    let id = killed_while_sending(&env, &src);
+    env.ok(&["jobs", "cancel", &id]);
     assert!(local_jobs(&env).is_empty());
     let entries = log(&env);
-    let cancelled = entries.iter().find(|e| e["id"] == id2.as_str()).unwrap();
+    let cancelled = entries.iter().find(|e| e["id"] == id.as_str()).unwrap();
     assert_eq!(cancelled["status"], "cancelled");
 }
