@@ -3,12 +3,13 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::*;
+use crate::fixture::*;
 
-#[test]
-fn the_agent_runs_due_backups_and_missed_ones_once() {
+/// A repository with an hourly full backup of a small tree scheduled, tagged `nightly`; the
+/// entry's id.
+fn hourly() -> (Env, String) {
     let env = Env::new();
     env.init();
     let src = env.path("src");
@@ -25,19 +26,34 @@ fn the_agent_runs_due_backups_and_missed_ones_once() {
         "nightly",
     ]);
     let id = added["id"].as_str().unwrap().to_string();
+    (env, id)
+}
+
+#[test]
+fn a_scheduled_backup_is_listed() {
+    let (env, id) = hourly();
     let list = env.json(&["schedule", "list"]);
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["timing"], "every 1h");
     assert!(list[0]["last_run"].is_null());
+}
 
+#[test]
+fn the_agent_runs_a_due_backup_once_per_interval() {
     // Due at once; then not again within the hour.
+    let (env, _) = hourly();
     env.ok(&["agent", "--once"]);
     assert_eq!(env.snapshots().len(), 1);
     assert_eq!(env.snapshots()[0]["tags"][0], "nightly");
     env.ok(&["agent", "--once"]);
     assert_eq!(env.snapshots().len(), 1, "ran again before it was due");
+}
 
+#[test]
+fn runs_missed_while_the_machine_was_off_are_made_once() {
     // The machine was off for five hours: five runs were missed, one is made.
+    let (env, _) = hourly();
+    env.ok(&["agent", "--once"]);
     let file = env.state.join("schedule.json");
     let mut s: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
     let five_hours_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(5);
@@ -55,7 +71,11 @@ fn the_agent_runs_due_backups_and_missed_ones_once() {
     let next: jiff::Timestamp = list[0]["next_run"].as_str().unwrap().parse().unwrap();
     assert!(next > jiff::Timestamp::now() + jiff::SignedDuration::from_mins(50));
     assert_eq!(env.json(&["log"]).as_array().unwrap().len(), 2);
+}
 
+#[test]
+fn a_scheduled_backup_is_removed_by_id_prefix() {
+    let (env, id) = hourly();
     env.ok(&["schedule", "remove", &id[..4]]);
     assert_eq!(env.json(&["schedule", "list"]), serde_json::json!([]));
 }
@@ -112,30 +132,23 @@ fn the_foreground_agent_keeps_running_until_stopped() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while env.snapshots().len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not run the schedule"
-        );
-        assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(120),
+        "the agent to run the schedule three times",
+        || {
+            assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+            env.snapshots().len() >= 3
+        },
+    );
     Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = agent.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_until(
+        Duration::from_secs(30),
+        "the agent to stop on SIGTERM",
+        || agent.try_wait().unwrap(),
+    );
     assert_eq!(status.code(), Some(0), "{status:?}");
     env.ok(&["check"]);
     let list = env.json(&["schedule", "list"]);
