@@ -1,11 +1,8 @@
 //! Kura's integration tests: one test binary (ripgrep's habit) that drives the real `kura`
-//! binary, a real `kura serve`, real S3 (Garage) and SMTP (aiosmtpd) servers. Every module but
-//! the helpers is one area.
+//! binary, a real `kura serve`, real S3 (Garage) and SMTP (aiosmtpd) servers. The fixtures are
+//! in `fixture/`; every other module is one area. Tests run in parallel, each in its own
+//! temporary directory with its own service on a free port.
 
-// The old helpers and the new fixtures side by side while the areas move over, one at a time.
-#[allow(dead_code, unused_imports)]
-mod common;
-#[allow(dead_code, unused_imports)]
 mod fixture;
 
 mod backup_restore;

@@ -1,11 +1,13 @@
-//! Storage sites (`kura-sites`) against real storage: a local directory and buckets of a real S3-compatible server
-//! (Garage, started here on loopback; `.ci/run` installs it).
+//! Storage sites (`kura-sites`) against real storage: a local directory and buckets of a real
+//! S3-compatible server (Garage, started here on loopback; `.ci/run` installs it).
 
 use std::path::Path;
 
-use crate::common::garage::Garage;
 use kura_placement::envelope::Keyring;
 use kura_sites::{Site, SiteConfig, SiteError};
+
+use crate::fixture::garage::runtime;
+use crate::fixture::*;
 
 fn file_site(dir: &Path, id: &str, region: &str, secret: &str) -> SiteConfig {
     SiteConfig {
@@ -19,13 +21,9 @@ fn file_site(dir: &Path, id: &str, region: &str, secret: &str) -> SiteConfig {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Runtime::new().unwrap()
-}
-
-#[test]
-fn copies_round_trip_on_two_buckets_and_a_directory() {
+/// Runs `check` on each of three initialized, authenticated sites: a directory and two buckets
+/// of a Garage.
+fn on_each_kind_of_site(check: impl AsyncFn(&Site, &Keyring)) {
     let g = Garage::start();
     let disk = tempfile::tempdir().unwrap();
     let configs = [
@@ -33,52 +31,67 @@ fn copies_round_trip_on_two_buckets_and_a_directory() {
         g.site("site-b", "kansai", "site-b", "secret b"),
         g.site("site-c", "hokkaido", "site-c", "secret c"),
     ];
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let mut keyring = Keyring::default();
         for c in configs {
             let site = Site::open(c).unwrap();
             site.initialize().await.unwrap();
             site.authenticate().await.unwrap();
-            let object: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-            let copy = site
-                .put((1, &keyring.current(site.id()).1), "data/ab/abcd", &object)
-                .await
-                .unwrap();
-            assert_eq!(copy.site, site.id());
-            assert_eq!(copy.region, site.region());
-            assert_eq!(copy.algorithm, "XChaCha20-Poly1305");
-            assert_eq!(copy.key_ref, format!("{}/v1", site.id()));
-            assert_eq!(site.get(&keyring, "data/ab/abcd").await.unwrap(), object);
-            // Parts come from the segments that hold them.
-            let big: Vec<u8> = (0..3_300_000u32).map(|i| (i % 253) as u8).collect();
-            site.put((1, &keyring.current(site.id()).1), "data/cd", &big)
-                .await
-                .unwrap();
-            for (a, b) in [(0, 10), (1_048_000, 1_049_000), (3_000_000, 3_300_000)] {
-                let part = site
-                    .get_range(&keyring, "data/cd", big.len() as u64, a, b)
-                    .await
-                    .unwrap();
-                assert_eq!(part, &big[a as usize..b as usize], "{a}..{b}");
-            }
-            site.delete("data/cd").await.unwrap();
-            // The site holds only the sealed copy.
-            site.delete("data/ab/abcd").await.unwrap();
-            site.delete("data/ab/abcd").await.unwrap();
-            assert!(matches!(
-                site.get(&keyring, "data/ab/abcd").await,
-                Err(SiteError::NotFound { .. })
-            ));
+            keyring.current(site.id());
+            check(&site, &keyring).await;
         }
+    });
+}
+
+#[test]
+fn a_copy_round_trips_at_a_directory_or_a_bucket() {
+    on_each_kind_of_site(async |site, keyring| {
+        let object: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let copy = site
+            .put(
+                (1, &keyring.latest(site.id()).unwrap().1),
+                "data/ab/abcd",
+                &object,
+            )
+            .await
+            .unwrap();
+        assert_eq!(copy.site, site.id());
+        assert_eq!(copy.region, site.region());
+        assert_eq!(copy.algorithm, "XChaCha20-Poly1305");
+        assert_eq!(copy.key_ref, format!("{}/v1", site.id()));
+        assert_eq!(site.get(keyring, "data/ab/abcd").await.unwrap(), object);
+        // The site holds only the sealed copy.
+        site.delete("data/ab/abcd").await.unwrap();
+        site.delete("data/ab/abcd").await.unwrap();
+        assert!(matches!(
+            site.get(keyring, "data/ab/abcd").await,
+            Err(SiteError::NotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn a_part_comes_from_the_segments_that_hold_it() {
+    on_each_kind_of_site(async |site, keyring| {
+        let big: Vec<u8> = (0..3_300_000u32).map(|i| (i % 253) as u8).collect();
+        site.put((1, &keyring.latest(site.id()).unwrap().1), "data/cd", &big)
+            .await
+            .unwrap();
+        for (a, b) in [(0, 10), (1_048_000, 1_049_000), (3_000_000, 3_300_000)] {
+            let part = site
+                .get_range(keyring, "data/cd", big.len() as u64, a, b)
+                .await
+                .unwrap();
+            assert_eq!(part, &big[a as usize..b as usize], "{a}..{b}");
+        }
+        site.delete("data/cd").await.unwrap();
     });
 }
 
 #[test]
 fn a_site_with_the_wrong_identity_is_not_written() {
     let g = Garage::start();
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let b = Site::open(g.site("site-b", "kansai", "site-b", "secret b")).unwrap();
         b.initialize().await.unwrap();
         // Another site configured onto site-b's bucket: it answers with site-b's marker.
@@ -96,12 +109,12 @@ fn a_site_with_the_wrong_identity_is_not_written() {
     });
 }
 
-#[test]
-fn damaged_copies_are_found_and_old_keys_still_open() {
-    let disk = tempfile::tempdir().unwrap();
+/// A directory site with one copy, `index/01`, written under its first key, and `index/02`
+/// under its second.
+fn two_keys(disk: &Path) -> (Site, Keyring) {
     let rt = runtime();
     rt.block_on(async {
-        let site = Site::open(file_site(disk.path(), "site-a", "kanto", "s")).unwrap();
+        let site = Site::open(file_site(disk, "site-a", "kanto", "s")).unwrap();
         site.initialize().await.unwrap();
         let mut keyring = Keyring::default();
         let (v, key) = keyring.current("site-a");
@@ -110,17 +123,33 @@ fn damaged_copies_are_found_and_old_keys_still_open() {
         let (v, key) = keyring.current("site-a");
         let copy = site.put((v, &key), "index/02", b"second").await.unwrap();
         assert_eq!(copy.key_ref, "site-a/v2");
+        (site, keyring)
+    })
+}
+
+#[test]
+fn copies_sealed_under_an_old_key_still_open() {
+    let disk = tempfile::tempdir().unwrap();
+    let (site, keyring) = two_keys(disk.path());
+    runtime().block_on(async {
         assert_eq!(site.get(&keyring, "index/01").await.unwrap(), b"first");
         assert_eq!(site.get(&keyring, "index/02").await.unwrap(), b"second");
+    });
+}
 
-        let stored = disk.path().join("index/02");
-        let mut bytes = std::fs::read(&stored).unwrap();
-        assert!(
-            !bytes.windows(6).any(|w| w == b"second"),
-            "sealed at the site"
-        );
-        bytes[12] ^= 1;
-        std::fs::write(&stored, &bytes).unwrap();
+#[test]
+fn a_damaged_copy_is_found_whole_or_in_part() {
+    let disk = tempfile::tempdir().unwrap();
+    let (site, keyring) = two_keys(disk.path());
+    let stored = disk.path().join("index/02");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"second"),
+        "sealed at the site"
+    );
+    bytes[12] ^= 1;
+    std::fs::write(&stored, &bytes).unwrap();
+    runtime().block_on(async {
         let e = site.get(&keyring, "index/02").await.unwrap_err();
         assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
         let e = site
@@ -128,30 +157,40 @@ fn damaged_copies_are_found_and_old_keys_still_open() {
             .await
             .unwrap_err();
         assert!(matches!(e, SiteError::Damaged { .. }), "{e}");
-        // A copy written with another segment size is read where its header says.
-        let other: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
-        let sealed = kura_placement::envelope::seal_in_segments(
-            &key,
-            v,
-            "site-a",
+    });
+}
+
+#[test]
+fn a_copy_with_another_segment_size_is_read_where_its_header_says() {
+    let disk = tempfile::tempdir().unwrap();
+    let (site, keyring) = two_keys(disk.path());
+    let (v, key) = keyring.latest("site-a").unwrap();
+    let other: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let sealed =
+        kura_placement::envelope::seal_in_segments(&key, v, "site-a", "data/old", &other, 1 << 20);
+    std::fs::create_dir_all(disk.path().join("data")).unwrap();
+    std::fs::write(disk.path().join("data/old"), sealed).unwrap();
+    let part = runtime().block_on(async {
+        site.get_range(
+            &keyring,
             "data/old",
-            &other,
-            1 << 20,
-        );
-        std::fs::create_dir_all(disk.path().join("data")).unwrap();
-        std::fs::write(disk.path().join("data/old"), sealed).unwrap();
-        let part = site
-            .get_range(
-                &keyring,
-                "data/old",
-                other.len() as u64,
-                1_000_000,
-                2_500_000,
-            )
-            .await
-            .unwrap();
-        assert_eq!(part, &other[1_000_000..2_500_000]);
-        // A truncated copy is damaged too, whole or in part (not a site that is down).
+            other.len() as u64,
+            1_000_000,
+            2_500_000,
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(part, &other[1_000_000..2_500_000]);
+}
+
+#[test]
+fn a_truncated_copy_is_damaged_not_a_site_that_is_down() {
+    // Whole or in part.
+    let disk = tempfile::tempdir().unwrap();
+    let (site, keyring) = two_keys(disk.path());
+    let (v, key) = keyring.latest("site-a").unwrap();
+    runtime().block_on(async {
         let big = vec![7u8; 2_500_000];
         site.put((v, &key), "data/ef", &big).await.unwrap();
         let stored = disk.path().join("data/ef");
@@ -166,16 +205,21 @@ fn damaged_copies_are_found_and_old_keys_still_open() {
             site.get(&keyring, "data/ef").await.unwrap_err(),
             SiteError::Damaged { .. }
         ));
-        assert!(Site::open(file_site(disk.path(), "x", "r", "s")).is_ok());
-        let bad = SiteConfig {
-            url: "ftp://nowhere".into(),
-            ..file_site(disk.path(), "y", "r", "s")
-        };
-        assert!(
-            Site::open(bad)
-                .unwrap_err()
-                .to_string()
-                .contains("expected file://")
-        );
     });
+}
+
+#[test]
+fn a_site_is_a_directory_or_a_bucket() {
+    let disk = tempfile::tempdir().unwrap();
+    assert!(Site::open(file_site(disk.path(), "x", "r", "s")).is_ok());
+    let bad = SiteConfig {
+        url: "ftp://nowhere".into(),
+        ..file_site(disk.path(), "y", "r", "s")
+    };
+    assert!(
+        Site::open(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("expected file://")
+    );
 }
