@@ -33,7 +33,7 @@ fn restore_latest(env: &Env, src: &std::path::Path, target: &str) -> PathBuf {
 }
 
 #[test]
-fn a_round_trip_restores_every_file_link_and_directory() {
+fn a_round_trip_restores_every_kind_of_entry() {
     let (env, src, v) = backed_up_tree();
     assert_eq!(v["type"], "full");
     assert_eq!(v["summary"]["files"], 43);

@@ -40,7 +40,7 @@ fn a_check_reports_a_lost_object_with_the_snapshots_that_need_it() {
 }
 
 #[test]
-fn the_member_is_told_of_a_loss_and_which_snapshots_it_hurts() {
+fn the_member_is_told_which_snapshots_a_loss_hurts() {
     let (t, _, _) = lost();
     let told = t.alice.messages_of("integrity");
     assert_eq!(told.len(), 1, "{told:?}");

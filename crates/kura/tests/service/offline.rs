@@ -123,7 +123,7 @@ fn a_site_on_another_sites_storage_fails_authentication() {
 }
 
 #[test]
-fn levels_follow_the_plan_and_the_contract_years() {
+fn levels_come_from_the_plan_with_the_years_of_membership() {
     // By the configured rules.
     let (_env, op) = configured();
     for (name, plan, since) in [
