@@ -452,7 +452,13 @@ fn a_restore_larger_than_the_free_space_is_refused_before_writing() {
     let out = env.run(&["restore", "latest", "--target", small.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     assert!(stderr(&out).contains("not enough free space"));
-    assert!(stderr(&out).contains("bytes"));
+    // It says how much is needed and how much there is.
+    assert!(
+        stderr(&out).contains("the restore needs "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains(" MiB available"), "{}", stderr(&out));
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "nothing written");
 }
 
