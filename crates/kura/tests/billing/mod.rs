@@ -461,8 +461,7 @@ fn the_service_settles_last_month_on_its_own() {
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0]["id"], format!("1-{last_month}"));
     // Later runs of the job charge nobody again.
-    // FIXED-SLEEP: the settlement job's later runs (every second) issue no second statement.
-    std::thread::sleep(Duration::from_millis(2500));
+    alice.svc.await_task_runs("billing", 2);
     assert_eq!(statements(&alice).len(), 1);
     ledger_is_balanced(&alice.svc);
 }

@@ -90,8 +90,8 @@ fn notices_wait_in_the_outbox_while_the_relay_is_down() {
     relay.stop();
     first_backup(&bob, &src);
     alice.backup(&src);
-    // FIXED-SLEEP: the outbox's sending runs (every second) fail while the relay is down.
-    std::thread::sleep(Duration::from_secs(3));
+    // Two sending runs meet the relay down.
+    alice.svc.await_task_runs("mail", 2);
     assert_eq!(alice.svc.queued_mail(), 2);
     assert_eq!(relay.delivered().len(), 1);
     relay.restart();
@@ -106,8 +106,8 @@ fn notices_wait_in_the_outbox_while_the_relay_is_down() {
             .iter()
             .all(|m| m.contains("To: alice@example.test"))
     );
-    // FIXED-SLEEP: later sending runs leave bob's notice alone (he has no address).
-    std::thread::sleep(Duration::from_secs(2));
+    // Later sending runs leave bob's notice alone (he has no address).
+    alice.svc.await_task_runs("mail", 2);
     assert_eq!(
         alice.svc.queued_mail(),
         1,

@@ -51,30 +51,75 @@ fn a_backup_rides_out_a_service_restart_mid_piece() {
     let src = twenty_files(&erin);
     erin.init();
     // Small pieces, so the service is killed in the middle of an object.
-    let backup = erin
+    let mut backup = erin
         .cmd(&["backup", src.to_str().unwrap(), "--json"])
         .env("KURA_PIECE_KIB", "256")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let said = Said::follow(backup.stderr.take().unwrap());
     wait_until(Duration::from_secs(120), "a piece-wise upload", || {
         stored_packs(&data) >= 1 && partial_uploads(&data) >= 1
     });
     erin.svc.kill();
     let cut_at = stored_packs(&data);
-    // FIXED-SLEEP: the service stays down a while, so the client meets a closed port and retries.
-    std::thread::sleep(Duration::from_secs(1));
+    // The client meets the closed port, says so at once, and keeps retrying.
+    wait_until(
+        Duration::from_secs(60),
+        "the client to say it retries",
+        || {
+            said.text()
+                .contains("the service cannot be reached; retrying for up to")
+        },
+    );
     erin.svc.restart();
 
     // The same backup process carries on and finishes.
     let out = backup.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let told = said.text();
+    assert!(out.status.success(), "{told}");
+    assert!(told.contains("the service answers again"), "{told}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["summary"]["files_new"].as_u64().unwrap() == 20, "{v}");
     assert!(stored_packs(&data) > cut_at);
     assert_eq!(partial_uploads(&data), 0, "a partial upload was left");
     erin.restore_and_compare(&src);
+}
+
+#[test]
+fn sigterm_stops_the_service_gracefully_and_the_backup_goes_on_after() {
+    let env = Env::new();
+    let log = env.path("serve.log");
+    let svc = Service::options(&env).log("info", &log).start();
+    let mut frank = Member::on(env, svc, "frank");
+    let data = frank.svc.data.clone();
+    let src = twenty_files(&frank);
+    frank.init();
+    let mut backup = frank
+        .cmd(&["backup", src.to_str().unwrap(), "--json"])
+        .env("KURA_PIECE_KIB", "256")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Said::follow(backup.stderr.take().unwrap());
+    wait_until(Duration::from_secs(120), "a piece-wise upload", || {
+        stored_packs(&data) >= 1 && partial_uploads(&data) >= 1
+    });
+    let status = frank.svc.terminate();
+    assert!(status.success(), "the service ended with {status}");
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("stopping: finishing requests in flight"),
+        "{logged}"
+    );
+    assert!(logged.contains("stopped"), "{logged}");
+    frank.svc.restart();
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", said.text());
+    assert_eq!(partial_uploads(&data), 0, "a partial upload was left");
+    frank.restore_and_compare(&src);
 }
 
 /// Dave's backup with the service killed (SIGKILL) once two packs were stored and recorded,
