@@ -124,6 +124,7 @@ fn a_check_does_not_trust_what_the_site_holds() {
 fn a_placement_run_moves_everything_off_the_site() {
     let s = swapped();
     s.alice.svc.admin_run(&["verify"]);
+    // `replace`, the command's old name, still runs a placement run.
     s.alice.svc.admin(&["replace"]);
     let moved = objects(&s.alice.conditions());
     for (object, copies) in &moved {

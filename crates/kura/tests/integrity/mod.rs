@@ -175,9 +175,12 @@ fn a_sample_checks_the_least_recently_checked_objects_first() {
     assert_eq!(b["objects"].as_u64(), Some(half), "{b}");
     let out = alice.svc.admin_run(&["verify", "--sample", "0"]);
     assert_eq!(out.status.code(), Some(2), "a sample of 0% is refused");
-    let out = alice.svc.admin_run(&["verify", "--member", "nobody"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("nobody"));
+    // `--member`, the option's old name, still names a user.
+    for flag in ["--user", "--member"] {
+        let out = alice.svc.admin_run(&["verify", flag, "nobody"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("nobody"));
+    }
 }
 
 /// Alice with a backup, and the snapshot it made.

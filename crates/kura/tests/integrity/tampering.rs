@@ -95,7 +95,7 @@ fn reads_of_a_tampered_object_go_to_the_good_copy() {
 /// [`tampered`], then a placement run.
 fn placed_again() -> Tampered {
     let x = tampered();
-    x.t.alice.svc.admin(&["replace"]);
+    x.t.alice.svc.admin(&["place"]);
     x
 }
 
@@ -142,7 +142,7 @@ fn released_evidence_makes_way_for_a_good_copy_where_the_rule_wants_it() {
         .as_str()
         .unwrap();
     assert!(Path::new(evidence).is_file(), "the saved evidence stays");
-    svc.admin(&["replace"]);
+    svc.admin(&["place"]);
     let sites = copies_of(&x.t.alice, &x.victim);
     assert_eq!(
         sites,

@@ -211,7 +211,7 @@ fn a_placement_run_repairs_the_primary_from_the_secondary() {
     let (b, held, _) = primary_lost_its_packs();
     b.alice.restore_and_compare(&b.src);
     let failed = failed_primaries(&b.alice.conditions());
-    let r = b.alice.svc.admin_json(&["replace"]);
+    let r = b.alice.svc.admin_json(&["place"]);
     assert_eq!(r["copied"].as_u64(), Some(failed as u64), "{r}");
     assert_eq!(r["pending"], 0, "{r}");
     assert_eq!(files_at(&b.alice.svc.data.join("sites/east")), held);
@@ -227,7 +227,7 @@ fn north_made_safest() -> (FirstBackup, Value) {
     b.alice
         .svc
         .admin(&["risk", "import", feed.to_str().unwrap()]);
-    let r = b.alice.svc.admin_json(&["replace"]);
+    let r = b.alice.svc.admin_json(&["place"]);
     (b, r)
 }
 
@@ -241,7 +241,7 @@ fn a_risk_feed_moves_everything_to_the_safest_site() {
     assert_placed(&b.alice.conditions(), &["demo-north", "demo-west"]);
     assert_eq!(files_at(&b.alice.svc.data.join("sites/east")), 0);
     // A second run finds nothing to do.
-    let r = b.alice.svc.admin_json(&["replace"]);
+    let r = b.alice.svc.admin_json(&["place"]);
     assert_eq!(
         (r["copied"].as_u64(), r["deleted"].as_u64()),
         (Some(0), Some(0))
@@ -256,7 +256,7 @@ fn a_member_who_moves_gets_the_second_copy_outside_the_new_home_region() {
     alice
         .svc
         .contract("alice", &["--home-region", "demo-north"]);
-    alice.svc.admin(&["replace"]);
+    alice.svc.admin(&["place"]);
     let moved = alice.conditions();
     assert_placed(&moved, &["demo-north", "demo-east"]);
     alice.restore_and_compare(&b.src);
@@ -344,7 +344,7 @@ fn a_placement_run_killed_at_any_point_leaves_two_good_copies() {
     for delay_ms in [20, 50, 100, 200, 400, 800, 1600, 3200] {
         let mut run = alice
             .svc
-            .admin_cmd(&["replace"])
+            .admin_cmd(&["place"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -358,7 +358,7 @@ fn a_placement_run_killed_at_any_point_leaves_two_good_copies() {
         }
     }
     if !finished {
-        alice.svc.admin(&["replace"]);
+        alice.svc.admin(&["place"]);
     }
     let all = good_copies_exist();
     assert_placed(&all, &["demo-north", "demo-west"]);

@@ -44,14 +44,14 @@ fn twenty_files(member: &Member) -> PathBuf {
     src
 }
 
-#[test]
-fn a_backup_rides_out_a_service_restart_mid_piece() {
-    let mut erin = Member::start("erin");
-    let data = erin.svc.data.clone();
-    let src = twenty_files(&erin);
-    erin.init();
-    // Small pieces, so the service is killed in the middle of an object.
-    let mut backup = erin
+/// A backup of twenty files by `member` in small pieces, caught in the middle of an object:
+/// once a pack is stored and an upload is in flight. The source, the running backup (`--json`
+/// on its stdout) and what it says on stderr.
+fn uploading_in_pieces(member: &Member) -> (PathBuf, std::process::Child, Said) {
+    let data = &member.svc.data;
+    let src = twenty_files(member);
+    member.init();
+    let mut backup = member
         .cmd(&["backup", src.to_str().unwrap(), "--json"])
         .env("KURA_PIECE_KIB", "256")
         .stdout(Stdio::piped())
@@ -60,8 +60,16 @@ fn a_backup_rides_out_a_service_restart_mid_piece() {
         .unwrap();
     let said = Said::follow(backup.stderr.take().unwrap());
     wait_until(Duration::from_secs(120), "a piece-wise upload", || {
-        stored_packs(&data) >= 1 && partial_uploads(&data) >= 1
+        stored_packs(data) >= 1 && partial_uploads(data) >= 1
     });
+    (src, backup, said)
+}
+
+#[test]
+fn a_backup_rides_out_a_service_restart_mid_piece() {
+    let mut erin = Member::start("erin");
+    let data = erin.svc.data.clone();
+    let (src, backup, said) = uploading_in_pieces(&erin);
     erin.svc.kill();
     let cut_at = stored_packs(&data);
     // The client meets the closed port, says so at once, and keeps retrying.
@@ -94,19 +102,7 @@ fn sigterm_stops_the_service_gracefully_and_the_backup_goes_on_after() {
     let svc = Service::options(&env).log("info", &log).start();
     let mut frank = Member::on(env, svc, "frank");
     let data = frank.svc.data.clone();
-    let src = twenty_files(&frank);
-    frank.init();
-    let mut backup = frank
-        .cmd(&["backup", src.to_str().unwrap(), "--json"])
-        .env("KURA_PIECE_KIB", "256")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let said = Said::follow(backup.stderr.take().unwrap());
-    wait_until(Duration::from_secs(120), "a piece-wise upload", || {
-        stored_packs(&data) >= 1 && partial_uploads(&data) >= 1
-    });
+    let (src, backup, said) = uploading_in_pieces(&frank);
     let status = frank.svc.terminate();
     assert!(status.success(), "the service ended with {status}");
     let logged = fs::read_to_string(&log).unwrap();
