@@ -1,8 +1,8 @@
-//! The billing cycle through the real binary (`spec/placement.md` requirement 11): a
-//! settlement checks and charges each member once, however often it runs; statements reach
-//! the members; an objection holds a charge until the operator resolves it; unobjected
-//! charges settle after their deadline; the ledger always balances; and a settlement killed
-//! at any point leaves all of it or none.
+//! The billing cycle through the real binary (`docs/requirements/placement.md` requirement 11): a
+//! settlement checks and charges each member once, however often it runs; statements reach the
+//! members; an objection holds a charge until the operator resolves it; unobjected charges settle
+//! after their deadline; the ledger always balances; and a settlement killed at any point leaves
+//! all of it or none.
 
 use std::fs;
 use std::process::Stdio;

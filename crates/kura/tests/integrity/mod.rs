@@ -1,8 +1,8 @@
-//! Integrity checks and fraudulent sites through the real binary (`spec/placement.md`
-//! requirements 9 and 10), by fault injection on the demo sites: bytes flipped in copies
-//! (media faults, repaired), a copy changed consistently under its site's key (tampering,
-//! recorded and kept), an object deleted at both sites (lost, with the snapshots that need it),
-//! and a site whose identity is swapped (counted, passed over, members told at the threshold).
+//! Integrity checks and fraudulent sites through the real binary (`docs/requirements/placement.md`
+//! requirements 9 and 10), by fault injection on the demo sites: bytes flipped in copies (media
+//! faults, repaired), a copy changed consistently under its site's key (tampering, recorded and
+//! kept), an object deleted at both sites (lost, with the snapshots that need it), and a site whose
+//! identity is swapped (counted, passed over, members told at the threshold).
 
 mod fraud;
 mod loss;

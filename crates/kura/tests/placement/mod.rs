@@ -1,7 +1,7 @@
-//! Placement through the real binary (`spec/placement.md` requirements 3-8): every object the
-//! service stores gets two copies on the sites the rule picks, the member sees the conditions,
-//! restores fall back to the other copy, placement runs move data when the rule changes its
-//! answer, an outage is healed, a site with the wrong identity is never written, and checks
+//! Placement through the real binary (`docs/requirements/placement.md` requirements 3-8): every
+//! object the service stores gets two copies on the sites the rule picks, the member sees the
+//! conditions, restores fall back to the other copy, placement runs move data when the rule changes
+//! its answer, an outage is healed, a site with the wrong identity is never written, and checks
 //! repair copies damaged at an S3 site.
 
 mod mail;
