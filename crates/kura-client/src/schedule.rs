@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use kura_core::schedule::{Entry, Schedule};
+use kura_core::schedule::{Entry, Outcome, Schedule};
 
 use crate::state::replace_file;
 use crate::{ClientError, Result, io_err};
@@ -57,6 +57,16 @@ pub fn claim(base: &Path, id: &str, now: Timestamp, tz: &TimeZone) -> Result<Opt
             }
             _ => None,
         })
+    })
+}
+
+/// Records how a run of entry `id` ended (nothing, if the entry was removed meanwhile).
+pub fn record_outcome(base: &Path, id: &str, outcome: Outcome) -> Result<()> {
+    update(base, |s| {
+        if let Some(e) = s.entries.iter_mut().find(|x| x.id == id) {
+            e.last_outcome = Some(outcome);
+        }
+        Ok(())
     })
 }
 
@@ -118,6 +128,7 @@ mod tests {
             timing: Timing::every("1h").unwrap(),
             created: Timestamp::now(),
             last_run: None,
+            last_outcome: None,
         }
     }
 

@@ -310,6 +310,20 @@ pub struct Entry {
     /// When it last ran.
     #[serde(default)]
     pub last_run: Option<Timestamp>,
+    /// How its last run ended, once one has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+}
+
+/// How a scheduled run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// When it ended.
+    pub at: Timestamp,
+    /// Whether it made its snapshot.
+    pub ok: bool,
+    /// What it made, or why it failed.
+    pub detail: String,
 }
 
 impl Entry {
@@ -562,6 +576,7 @@ mod tests {
             timing: Timing::every("1h").unwrap(),
             created: ts("2026-11-21T00:00:00Z"),
             last_run: None,
+            last_outcome: None,
         };
         assert!(
             e.is_due(ts("2026-11-21T00:00:00Z"), &tz),

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kura_client::job::{signalled, stop_on_signals};
 use kura_client::schedule::{load, update};
-use kura_core::schedule::{Cron, Entry, Timing};
+use kura_core::schedule::{Cron, Entry, Outcome, Timing};
 use serde_json::{Value, json};
 
 use super::backup::{TypeArg, run_backup};
@@ -59,6 +59,7 @@ fn entry_json(e: &Entry, tz: &TimeZone) -> serde_json::Value {
     json!({
         "id": e.id, "paths": e.paths, "type": e.kind, "tags": e.tags, "timing": e.timing,
         "created": e.created, "last_run": e.last_run, "next_run": e.next_run(tz),
+        "last_outcome": e.last_outcome,
     })
 }
 
@@ -117,6 +118,7 @@ fn add(
         timing,
         created: Timestamp::now(),
         last_run: None,
+        last_outcome: None,
     };
     let Some(next) = entry.next_run(tz) else {
         bail!("{} is in the past", entry.timing);
@@ -149,19 +151,25 @@ fn list(ctx: &Ctx, base: &Path, tz: &TimeZone) -> Result<()> {
             t.map(|t| local(t, tz)).unwrap_or_else(|| none.into())
         };
         let header = format!(
-            "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  paths",
-            "id", "when", "type", "next run", "last run"
+            "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {:<8}  paths",
+            "id", "when", "type", "next run", "last run", "result"
         );
         table(
             header,
             s.entries.iter().map(|e| {
+                let (result, why) = match &e.last_outcome {
+                    None => ("-", String::new()),
+                    Some(o) if o.ok => ("ok", String::new()),
+                    Some(o) => ("FAILED", format!("\n          {}", o.detail)),
+                };
                 format!(
-                    "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {}",
+                    "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {:<8}  {}{why}",
                     e.id,
                     e.timing.to_string(),
                     e.kind.to_string(),
                     when(e.next_run(tz), "never"),
                     when(e.last_run, "-"),
+                    result,
                     e.paths.join(", ")
                 )
             }),
@@ -192,9 +200,27 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
         ));
         let paths = e.paths.iter().map(PathBuf::from).collect();
         let excludes = ctx.config.exclude.clone();
-        if let Err(err) = run_backup(ctx, paths, e.kind, excludes, e.tags, None) {
-            failed += 1;
-            eprintln!("kura agent: scheduled backup {} failed: {err:#}", e.id);
+        let outcome = match run_backup(ctx, paths, e.kind, excludes, e.tags, None) {
+            Ok(()) => Outcome {
+                at: Timestamp::now(),
+                ok: true,
+                detail: "completed".into(),
+            },
+            Err(err) => {
+                failed += 1;
+                eprintln!("kura agent: scheduled backup {} failed: {err:#}", e.id);
+                Outcome {
+                    at: Timestamp::now(),
+                    ok: false,
+                    detail: format!("{err:#}"),
+                }
+            }
+        };
+        if let Err(err) = kura_client::schedule::record_outcome(&base, &e.id, outcome) {
+            eprintln!(
+                "kura agent: the outcome of {} could not be recorded: {err}",
+                e.id
+            );
         }
     })?;
     if failed > 0 && once {

@@ -39,6 +39,42 @@ fn a_scheduled_backup_is_listed() {
 }
 
 #[test]
+fn a_failed_scheduled_run_shows_in_the_schedule_list() {
+    let (env, id) = hourly();
+    // No passphrase for the agent: the run fails before it can start.
+    let out = env
+        .cmd(&["agent", "--once"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let list = env.json(&["schedule", "list"]);
+    let outcome = &list[0]["last_outcome"];
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(outcome["ok"], false, "{list}");
+    assert!(
+        outcome["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no passphrase"),
+        "{list}"
+    );
+    let text = env.ok(&["schedule", "list"]);
+    assert!(text.contains("FAILED"), "{text}");
+    assert!(text.contains("no passphrase"), "{text}");
+    // The next run that works says so.
+    let later = env.state.join("schedule.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&fs::read(&later).unwrap()).unwrap();
+    s["entries"][0]["last_run"] = serde_json::Value::Null;
+    fs::write(&later, serde_json::to_vec(&s).unwrap()).unwrap();
+    env.ok(&["agent", "--once"]);
+    assert_eq!(
+        env.json(&["schedule", "list"])[0]["last_outcome"]["ok"],
+        true
+    );
+}
+
+#[test]
 fn the_agent_runs_a_due_backup_once_per_interval() {
     // Due at once; then not again within the hour.
     let (env, _) = hourly();
