@@ -59,6 +59,15 @@ pub const SMALL_BODY: usize = 16 * 1024;
 /// The most characters an objection's reason may have.
 pub const MAX_REASON: usize = 4000;
 
+/// Whether `n` is a name the API takes for an object or snapshot: 1 to `max` lowercase hex
+/// digits.
+pub fn is_hex_name(n: &str, max: usize) -> bool {
+    !n.is_empty()
+        && n.len() <= max
+        && n.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 /// A part of an object as the `Range` header carries it: `bytes=FIRST-LAST`, inclusive, at
 /// most [`MAX_BODY`] long. The only form the API takes (no suffix or open ranges, one range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

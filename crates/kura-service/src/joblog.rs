@@ -22,11 +22,10 @@ pub fn refusal(report: &JobReport, job: &str) -> Option<&'static str> {
     let numbers_fit = [report.files, report.bytes, report.stored_added]
         .iter()
         .all(|&n| i64::try_from(n).is_ok());
-    let snapshot_ok = report.snapshot.as_deref().is_none_or(|n| {
-        n.len() == 64
-            && n.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    });
+    let snapshot_ok = report
+        .snapshot
+        .as_deref()
+        .is_none_or(|n| n.len() == 64 && kura_api::is_hex_name(n, 64));
     if !numbers_fit || !snapshot_ok {
         return Some("malformed job report: counts out of range or a bad snapshot name");
     }

@@ -21,6 +21,17 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+/// Where the service keeps each user's own files (unfinished uploads, a repository imported
+/// from an older version): `DATA/users`, one directory per user id.
+pub fn users_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("users")
+}
+
+/// The directory of user `id` under [`users_dir`].
+pub fn user_dir(data_dir: &Path, id: i64) -> std::path::PathBuf {
+    users_dir(data_dir).join(id.to_string())
+}
+
 /// Writes a file only the service's user can read (keys, secrets), atomically and durably.
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;

@@ -871,11 +871,7 @@ impl Storage {
     pub async fn import_local_repositories(&self) -> Result<u64, StorageError> {
         let mut imported = 0;
         for user in self.blocking(|s| s.users()).await? {
-            let root = self
-                .data_dir
-                .join("users")
-                .join(user.id.to_string())
-                .join("repo");
+            let root = crate::user_dir(&self.data_dir, user.id).join("repo");
             if !root.is_dir() {
                 continue;
             }

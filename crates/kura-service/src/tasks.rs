@@ -90,22 +90,22 @@ pub struct Background {
     pub data_dir: PathBuf,
     /// The mail relay, if notices are mailed.
     pub mail: Option<crate::notice::MailConfig>,
-    /// Seconds between placement runs.
+    /// Time between placement runs.
     pub placement_every: Duration,
-    /// Seconds between integrity checks, and the share each reads.
+    /// Time between integrity checks (also before the first).
     pub verify_every: Duration,
     /// Percent of objects each check reads.
     pub verify_sample: f64,
     /// The price table, if the service bills.
     pub billing: Option<kura_billing::Prices>,
-    /// Seconds between billing cycles.
+    /// Time between billing cycles.
     pub billing_every: Duration,
 }
 
 /// Starts every background task: the upload sweep, mail delivery, placement runs, integrity
 /// checks and the billing cycle.
 pub fn start(b: Background, runs: &Arc<TaskRuns>) {
-    let users = b.data_dir.join("users");
+    let users = crate::users_dir(&b.data_dir);
     every(runs, "sweep", Duration::ZERO, SWEEP_EVERY, move || {
         let dir = users.clone();
         async move {

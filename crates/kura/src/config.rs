@@ -44,6 +44,11 @@ pub fn config_dir() -> anyhow::Result<PathBuf> {
     Ok(kura_client::state::user_dir("XDG_CONFIG_HOME", ".config")?)
 }
 
+/// Where `kura cert create` puts the client certificate and key by default.
+pub fn client_cert_dir() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("client"))
+}
+
 /// `config.toml` in [`config_dir`].
 pub fn default_path() -> anyhow::Result<PathBuf> {
     Ok(config_dir()?.join("config.toml"))

@@ -178,7 +178,7 @@ impl Ctx {
         if self.g.user.is_some() {
             return None;
         }
-        let dir = crate::config::config_dir().ok()?.join("client");
+        let dir = crate::config::client_cert_dir().ok()?;
         let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
         (cert.is_file() && key.is_file()).then_some((cert, key))
     }

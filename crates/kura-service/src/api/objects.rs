@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kura_api::{ByteRange, CHECKSUM_HEADER};
+use kura_api::{ByteRange, CHECKSUM_HEADER, is_hex_name};
 use kura_repo::FileType;
 
 use super::auth::Authed;
@@ -31,14 +31,6 @@ pub fn file_type(kind: &str, name: Option<&str>) -> ApiResult<FileType> {
         }
     }
     Ok(t)
-}
-
-/// 1 to `max` lowercase hex digits.
-pub fn is_hex_name(n: &str, max: usize) -> bool {
-    !n.is_empty()
-        && n.len() <= max
-        && n.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The `Range` of a request (inclusive), if any; see [`ByteRange`].

@@ -17,12 +17,7 @@ use crate::upload::{UploadError, Uploads};
 
 /// The user's unfinished uploads, beside their other per-user files.
 fn uploads_of(app: &AppState, user: &User) -> Uploads {
-    Uploads::new(
-        app.data_dir
-            .join("users")
-            .join(user.id.to_string())
-            .join("uploads"),
-    )
+    Uploads::new(crate::user_dir(&app.data_dir, user.id).join("uploads"))
 }
 
 /// Runs an upload step on the blocking pool to its end, even if the client goes away.

@@ -32,7 +32,7 @@ pub fn cert(ctx: &Ctx, c: CertCommand) -> Result<()> {
     let CertCommand::Create { out, name, days } = c;
     let dir = match out {
         Some(d) => d,
-        None => crate::config::config_dir()?.join("client"),
+        None => crate::config::client_cert_dir()?,
     };
     let id = kura_service::tls::client_certificate(&dir, &name.unwrap_or_else(hostname), days)?;
     ctx.out.emit(

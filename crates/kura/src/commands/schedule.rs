@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::backup::{TypeArg, run_backup};
 use crate::ctx::Ctx;
-use crate::output::table;
+use crate::output::{local_time, table};
 
 /// Schedule commands.
 #[derive(Subcommand)]
@@ -47,12 +47,6 @@ pub enum ScheduleCommand {
         /// Its id (or a unique prefix).
         id: String,
     },
-}
-
-fn local(t: Timestamp, tz: &TimeZone) -> String {
-    t.to_zoned(tz.clone())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 fn entry_json(e: &Entry, tz: &TimeZone) -> serde_json::Value {
@@ -134,7 +128,7 @@ fn add(
             entry.id,
             entry.paths.join(", "),
             entry.timing,
-            local(next, tz)
+            local_time(next)
         )
     });
     Ok(())
@@ -147,9 +141,8 @@ fn list(ctx: &Ctx, base: &Path, tz: &TimeZone) -> Result<()> {
         if s.entries.is_empty() {
             return "nothing scheduled (`kura schedule add` adds a backup)".into();
         }
-        let when = |t: Option<Timestamp>, none: &str| {
-            t.map(|t| local(t, tz)).unwrap_or_else(|| none.into())
-        };
+        let when =
+            |t: Option<Timestamp>, none: &str| t.map(local_time).unwrap_or_else(|| none.into());
         let header = format!(
             "{:<8}  {:<24}  {:<12}  {:<19}  {:<19}  {:<8}  paths",
             "id", "when", "type", "next run", "last run", "result"
@@ -193,7 +186,7 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
     kura_client::schedule::run_agent(&base, &tz, once, signalled, |e, now| {
         ctx.out.say(format!(
             "{}: scheduled backup {} ({}) of {}",
-            local(now, &tz),
+            local_time(now),
             e.id,
             e.timing,
             e.paths.join(", ")
