@@ -20,7 +20,7 @@ use kura_core::snapshot::{BackupType, Snapshot, Summary};
 use kura_core::tree::{Node, NodeKind, Tree};
 use kura_repo::lock::RepoLock;
 use kura_repo::saver::{Saver, Scratch, adopt_orphans};
-use kura_repo::{FileType, MasterIndex, RepoError, Repository};
+use kura_repo::{MasterIndex, RepoError, Repository};
 
 use crate::progress::Progress;
 use crate::state::{ClientState, Fingerprint, Markers};
@@ -120,31 +120,11 @@ pub fn backup(
     let markers = match compare {
         Some(which) => {
             let (info, files) = state.markers(which);
-            let existing: std::collections::HashSet<String> = repo
-                .backend()
-                .list(FileType::Snapshot)
-                .map_err(RepoError::from)?
-                .into_iter()
-                .collect();
             match info.chains_for(&root_strings) {
-                // The markers are only sound while every snapshot they rest on still exists.
-                Some(chains) => match chains
-                    .iter()
-                    .flat_map(|c| c.iter())
-                    .find(|id| !existing.contains(&id.to_hex()))
-                {
-                    None => {
-                        base = chains.first().and_then(|c| c.last()).copied();
-                        Some(files)
-                    }
-                    Some(gone) => {
-                        fell_back = Some(format!(
-                            "snapshot {} that the {kind} backup would build on was forgotten: running a full backup instead",
-                            gone.short()
-                        ));
-                        None
-                    }
-                },
+                Some(chains) => {
+                    base = chains.first().and_then(|c| c.last()).copied();
+                    Some(files)
+                }
                 None => {
                     fell_back = Some(format!(
                         "no full backup of {} on record for this device: running a full backup instead of {kind}",
@@ -164,7 +144,7 @@ pub fn backup(
         None => true,
     };
     let excludes = Excludes::new(&opts.excludes)?;
-    let scan = walk::scan(&roots, &excludes, &select, markers.is_some())?;
+    let scan = walk::scan(&roots, &excludes, &select)?;
     let mut errors = scan.errors.clone();
     for e in &errors {
         progress.warn(e);
@@ -262,6 +242,7 @@ pub fn backup(
     let mut summary = Summary::default();
     for (job, r) in scan.files.iter().zip(&results) {
         if let Some(Ok(r)) = r.get() {
+            summary.files_carried += u64::from(job.carried);
             match cache.files.get(job.path.as_os_str().as_bytes()) {
                 _ if !r.read => summary.files_unchanged += 1,
                 Some(_) => summary.files_changed += 1,
@@ -281,7 +262,12 @@ pub fn backup(
         scan: &scan,
         trees: Vec::new(),
     };
-    let tree = tree_ctx.save_dir(&scan.root)?;
+    let (tree, changes) = tree_ctx.save_dir(&scan.root, markers.is_some())?;
+    let changes = match changes {
+        Some(id) => Some(id),
+        None if markers.is_some() => Some(tree_ctx.save_tree(Tree::default())?),
+        None => None,
+    };
     let trees = std::mem::take(&mut tree_ctx.trees);
     lock.check_held()?;
     saver.finish()?;
@@ -311,6 +297,7 @@ pub fn backup(
         tags: opts.tags.clone(),
         tree,
         base,
+        changes,
         excludes: opts.excludes.clone(),
         summary,
     };
@@ -382,23 +369,22 @@ fn update_state(
     roots: &[String],
 ) -> Result<()> {
     let root_bytes: Vec<Vec<u8>> = roots.iter().map(|r| r.as_bytes().to_vec()).collect();
-    let whole = !matches!(kind, BackupType::Incremental | BackupType::Differential);
     // Files backed up by this run (not those that failed).
     let done = || {
         scan.files
             .iter()
             .zip(results)
             .filter_map(|(job, r)| match r.get() {
-                Some(Ok(r)) => Some((job.path.as_os_str().as_bytes(), job.fp, &r.ids)),
+                Some(Ok(r)) => Some((job, &r.ids)),
                 _ => None,
             })
     };
+    // Every backup scans the whole of its roots, so the cache forgets files that are gone.
     let mut cache = state.cache();
-    if whole {
-        cache.clear_under(&root_bytes);
-    }
-    for (path, fp, ids) in done() {
-        cache.files.insert(path.to_vec(), (fp, ids.clone()));
+    cache.clear_under(&root_bytes);
+    for (job, ids) in done() {
+        let path = job.path.as_os_str().as_bytes();
+        cache.files.insert(path.to_vec(), (job.fp, ids.clone()));
     }
     state.set_cache(&cache)?;
     drop(cache);
@@ -410,8 +396,9 @@ fn update_state(
         } else {
             info.record_incremental(roots, id);
         }
-        for (path, fp, _) in done() {
-            files.files.insert(path.to_vec(), (fp, Vec::new()));
+        for (job, _) in done().filter(|(job, _)| job.carried) {
+            let path = job.path.as_os_str().as_bytes();
+            files.files.insert(path.to_vec(), (job.fp, Vec::new()));
         }
         state.set_markers(which, &info, &files)
     };
@@ -438,19 +425,33 @@ struct TreeCtx<'a, 'b> {
 }
 
 impl TreeCtx<'_, '_> {
-    fn save_dir(&mut self, dir: &FsDir) -> Result<Id> {
+    /// Saves the tree of `dir` and, with `changes`, the tree of only the files carried below
+    /// it (`None` when it holds none).
+    fn save_dir(&mut self, dir: &FsDir, changes: bool) -> Result<(Id, Option<Id>)> {
         let mut tree = Tree::default();
+        let mut carried = Tree::default();
         for (name, entry) in &dir.children {
             let node = match entry {
                 FsEntry::Dir(d) => {
-                    let sub = self.save_dir(d)?;
+                    let (sub, sub_changes) = self.save_dir(d, changes)?;
+                    if let Some(c) = sub_changes {
+                        carried.nodes.push(node(
+                            name,
+                            NodeKind::Dir,
+                            &d.meta,
+                            0,
+                            vec![],
+                            Some(c),
+                            None,
+                        ));
+                    }
                     node(name, NodeKind::Dir, &d.meta, 0, vec![], Some(sub), None)
                 }
                 FsEntry::File { meta, job, .. } => match self.results[*job].get() {
                     Some(Ok(r)) => {
                         self.summary.files += 1;
                         self.summary.bytes += r.size;
-                        node(
+                        let n = node(
                             name,
                             NodeKind::File,
                             meta,
@@ -458,7 +459,11 @@ impl TreeCtx<'_, '_> {
                             r.ids.clone(),
                             None,
                             None,
-                        )
+                        );
+                        if self.scan.files[*job].carried {
+                            carried.nodes.push(n.clone());
+                        }
+                        n
                     }
                     Some(Err(e)) => {
                         self.errors.push(e.clone());
@@ -484,6 +489,16 @@ impl TreeCtx<'_, '_> {
             };
             tree.nodes.push(node);
         }
+        let id = self.save_tree(tree)?;
+        let changes = if changes && !carried.nodes.is_empty() {
+            Some(self.save_tree(carried)?)
+        } else {
+            None
+        };
+        Ok((id, changes))
+    }
+
+    fn save_tree(&mut self, mut tree: Tree) -> Result<Id> {
         let bytes = tree.encode();
         let id = self.repo.blob_key().id(&bytes);
         self.saver.save(BlobKind::Tree, id, &bytes, self.scratch)?;

@@ -35,6 +35,9 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Where to take the contents of files that exist only in a baseline.
     pub baseline_source: Option<PathBuf>,
+    /// Restore only the files the snapshot carried (for incremental and differential, what
+    /// changed since its base), not the whole state.
+    pub only_changes: bool,
     /// Worker threads (0: two per core).
     pub threads: usize,
 }
@@ -72,7 +75,12 @@ pub fn restore(
     let _lock = kura_repo::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let index = repo.load_index()?;
     let includes = globs(&opts.includes)?;
-    let (dirs, files, links) = plan(repo, &index, snapshot, opts, includes.as_ref())?;
+    let root = if opts.only_changes {
+        snapshot.carried()
+    } else {
+        snapshot.tree
+    };
+    let (dirs, files, links) = plan(repo, &index, root, opts, includes.as_ref())?;
 
     fs::create_dir_all(&opts.target).map_err(io_err(&opts.target))?;
     let target = walk::absolute(&opts.target)?;
@@ -317,18 +325,18 @@ type Plan = (Vec<Item>, Vec<Item>, Vec<Item>);
 fn plan(
     repo: &Repository,
     index: &MasterIndex,
-    snapshot: &Snapshot,
+    root: Id,
     opts: &RestoreOptions,
     includes: Option<&GlobSet>,
 ) -> Result<Plan> {
     let (mut dirs, mut files, mut links) = (Vec::new(), Vec::new(), Vec::new());
     // Where the walk starts, and the prefix stripped from snapshot paths to make target paths.
     let (start, strip): (Id, PathBuf) = match &opts.subpath {
-        None => (snapshot.tree, PathBuf::from("/")),
+        None => (root, PathBuf::from("/")),
         Some(p) => {
             let p = walk::absolute(p)?;
-            match walk::find_node(repo, index, &snapshot.tree, &p)? {
-                None => (snapshot.tree, PathBuf::from("/")),
+            match walk::find_node(repo, index, &root, &p)? {
+                None => (root, PathBuf::from("/")),
                 Some(node) if node.kind == NodeKind::Dir => (node.subtree.unwrap_or_default(), p),
                 Some(node) => {
                     if includes.is_none_or(|g| g.is_match(&p)) {

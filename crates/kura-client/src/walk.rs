@@ -105,6 +105,8 @@ pub struct FileJob {
     pub path: PathBuf,
     /// Metadata at scan time.
     pub fp: Fingerprint,
+    /// Whether the backup type's markers selected it as changed (always, for full and copy).
+    pub carried: bool,
 }
 
 /// The result of scanning the roots.
@@ -112,11 +114,11 @@ pub struct FileJob {
 pub struct Scan {
     /// The synthetic root directory mirroring the absolute roots.
     pub root: FsDir,
-    /// Every selected regular file.
+    /// Every regular file.
     pub files: Vec<FileJob>,
     /// Directories seen.
     pub dirs: u64,
-    /// Total size of selected files.
+    /// Total size of the files.
     pub bytes: u64,
     /// Entries that could not be read, with the reason.
     pub errors: Vec<String>,
@@ -171,18 +173,16 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Scans `roots`; `select(path, fingerprint)` decides which regular files go into the snapshot.
-/// With `prune_empty`, directories with nothing selected below them are left out.
+/// Scans `roots`; `select(path, fingerprint)` decides which regular files the backup carries.
 pub fn scan(
     roots: &[PathBuf],
     excludes: &Excludes,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
-    prune_empty: bool,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
     for root in roots {
         let meta = fs::symlink_metadata(root).map_err(io_err(root))?;
-        let entry = entry_for(root, &meta, excludes, select, prune_empty, &mut scan, true);
+        let entry = entry_for(root, &meta, excludes, select, &mut scan, true);
         let names: Vec<Vec<u8>> = root
             .components()
             .filter_map(|c| match c {
@@ -236,7 +236,6 @@ fn entry_for(
     meta: &fs::Metadata,
     excludes: &Excludes,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
-    prune_empty: bool,
     scan: &mut Scan,
     is_root: bool,
 ) -> Option<FsEntry> {
@@ -249,21 +248,16 @@ fn entry_for(
             meta: Meta::of(meta),
             children: BTreeMap::new(),
         };
-        walk_dir(path, &mut dir, excludes, select, prune_empty, scan);
+        walk_dir(path, &mut dir, excludes, select, scan);
         scan.dirs += 1;
-        if prune_empty && dir.children.is_empty() {
-            return None;
-        }
         Some(FsEntry::Dir(dir))
     } else if ft.is_file() {
         let fp = fingerprint(meta);
-        if !select(path.as_os_str().as_bytes(), &fp) {
-            return None;
-        }
         scan.bytes += fp.size;
         scan.files.push(FileJob {
             path: path.to_path_buf(),
             fp,
+            carried: select(path.as_os_str().as_bytes(), &fp),
         });
         Some(FsEntry::File {
             meta: Meta::of(meta),
@@ -292,7 +286,6 @@ fn walk_dir(
     dir: &mut FsDir,
     excludes: &Excludes,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
-    prune_empty: bool,
     scan: &mut Scan,
 ) {
     let entries = match fs::read_dir(path) {
@@ -313,7 +306,7 @@ fn walk_dir(
     for (name, child) in names {
         match fs::symlink_metadata(&child) {
             Ok(m) => {
-                if let Some(e) = entry_for(&child, &m, excludes, select, prune_empty, scan, false) {
+                if let Some(e) = entry_for(&child, &m, excludes, select, scan, false) {
                     dir.children.insert(name, e);
                 }
             }
@@ -405,7 +398,7 @@ mod tests {
         fs::write(root.join("sub/c"), b"cc").unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
         let ex = Excludes::new(&["*.tmp".into()]).unwrap();
-        let s = scan(&[absolute(&root).unwrap()], &ex, &|_, _| true, false).unwrap();
+        let s = scan(&[absolute(&root).unwrap()], &ex, &|_, _| true).unwrap();
         assert_eq!(s.files.len(), 2);
         assert_eq!(s.bytes, 3);
         let mut d = &s.root;
@@ -417,13 +410,12 @@ mod tests {
         }
         let names: Vec<&[u8]> = d.children.keys().map(|k| k.as_slice()).collect();
         assert_eq!(names, vec![&b"a.txt"[..], b"link", b"sub"]);
-        let s = scan(
-            &[absolute(&root).unwrap()],
-            &ex,
-            &|p, _| p.ends_with(b"/c"),
-            true,
-        )
-        .unwrap();
-        assert_eq!(s.files.len(), 1);
+        let s = scan(&[absolute(&root).unwrap()], &ex, &|p, _| p.ends_with(b"/c")).unwrap();
+        let carried: Vec<bool> = s.files.iter().map(|f| f.carried).collect();
+        assert_eq!(
+            carried,
+            vec![false, true],
+            "every file is scanned, one carried"
+        );
     }
 }

@@ -107,8 +107,8 @@ pub struct ForgetPlan {
     pub keep: Vec<(Id, Snapshot, Vec<&'static str>)>,
 }
 
-/// Applies `policy` per device and set of paths, then keeps every snapshot a kept
-/// incremental or differential one was built on, so the chains of kept snapshots stay whole.
+/// Applies `policy` per device and set of paths. Every snapshot holds the whole state of its
+/// paths, so none needs another kept for it: an incremental outlives its base.
 pub fn forget_plan(policy: &KeepPolicy, all: Vec<(Id, Snapshot)>, tz: &TimeZone) -> ForgetPlan {
     type Group = (String, Vec<String>);
     let mut groups: BTreeMap<Group, Vec<(Id, Snapshot)>> = BTreeMap::new();
@@ -133,14 +133,6 @@ pub fn forget_plan(policy: &KeepPolicy, all: Vec<(Id, Snapshot)>, tz: &TimeZone)
                 plan.remove.push((d.id, s.clone()));
             }
         }
-    }
-    loop {
-        let bases: Vec<Id> = plan.keep.iter().filter_map(|(_, s, _)| s.base).collect();
-        let Some(pos) = plan.remove.iter().position(|(id, _)| bases.contains(id)) else {
-            break;
-        };
-        let (id, s) = plan.remove.remove(pos);
-        plan.keep.push((id, s, vec!["base of a kept snapshot"]));
     }
     plan
 }

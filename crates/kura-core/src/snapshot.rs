@@ -55,6 +55,10 @@ pub struct Summary {
     pub data_added: u64,
     /// Bytes added to the repository (packs, after compression and encryption).
     pub stored_added: u64,
+    /// Files this backup carried: for incremental and differential, those its markers selected
+    /// as changed since the base; for the other types, every file.
+    #[serde(default)]
+    pub files_carried: u64,
     /// Entries that could not be read, and were left out.
     pub errors: u64,
     /// Seconds the backup took.
@@ -78,11 +82,17 @@ pub struct Snapshot {
     /// User tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The root tree.
+    /// The root tree: the whole state of the paths at `time`, whatever the type, so every
+    /// snapshot restores by itself.
     pub tree: Id,
-    /// For incremental and differential: the snapshot whose state this one is relative to.
+    /// For incremental and differential: the snapshot the markers rest on (the previous
+    /// incremental, or the full). Informational: no snapshot needs its base to be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Id>,
+    /// For incremental and differential: a tree of only the files this backup carried (and the
+    /// directories leading to them), which `--only-changes` restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Id>,
     /// Exclude patterns in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
@@ -95,6 +105,17 @@ impl Snapshot {
     /// The JSON encoding.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The tree of what this snapshot carried: its `changes`, or for the types that carry
+    /// everything, the whole tree.
+    pub fn carried(&self) -> Id {
+        self.changes.unwrap_or(self.tree)
+    }
+
+    /// Every tree root the snapshot refers to.
+    pub fn trees(&self) -> impl Iterator<Item = Id> {
+        std::iter::once(self.tree).chain(self.changes)
     }
 
     /// Decodes a snapshot.
@@ -118,6 +139,7 @@ mod tests {
             tags: vec!["t".into()],
             tree: Id([9; 32]),
             base: Some(Id([8; 32])),
+            changes: Some(Id([7; 32])),
             excludes: vec![],
             summary: Summary::default(),
         };

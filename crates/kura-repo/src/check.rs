@@ -126,7 +126,7 @@ pub fn check(
                 continue;
             }
         };
-        let mut stack = vec![snap.tree];
+        let mut stack: Vec<Id> = snap.trees().collect();
         while let Some(tree_id) = stack.pop() {
             if !seen.insert(tree_id) {
                 continue;

@@ -45,7 +45,7 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
     let index = repo.load_index()?;
     let snapshots = repo.load_snapshots()?;
-    let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree))?;
+    let used = used_blobs(repo, &index, snapshots.iter().flat_map(|(_, s)| s.trees()))?;
     let stored = repo.stored_packs()?;
 
     // Never decide on what to delete from an index that names packs which are gone: a

@@ -7,6 +7,7 @@ mod fixture;
 
 mod backup_restore;
 mod billing;
+mod chains;
 mod first_minutes;
 mod integrity;
 mod jobs;

@@ -152,10 +152,17 @@ pub fn run_backup(
             "job": job.id, "attempts": job.attempts,
         }),
         || {
+            let kind = match out.snapshot.base {
+                Some(b) => format!("{} on {}", out.snapshot.kind, b.short()),
+                None => out.snapshot.kind.to_string(),
+            };
+            let carried = match out.snapshot.changes {
+                Some(_) => format!("; {} carried", count(s.files_carried, "changed file")),
+                None => String::new(),
+            };
             format!(
-                "snapshot {} ({}) saved: {}, {}, {} ({} new, {} changed, {} unchanged); added {} of data, {} stored, in {:.1}s",
+                "snapshot {} ({kind}) saved: {}, {}, {} ({} new, {} changed, {} unchanged{carried}); added {} of data, {} stored, in {:.1}s",
                 out.id.short(),
-                out.snapshot.kind,
                 count(s.files, "file"),
                 count(s.dirs, "dir"),
                 human(s.bytes),

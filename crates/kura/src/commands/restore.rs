@@ -25,6 +25,10 @@ pub struct RestoreArgs {
     /// Directory holding the baseline's files, for files that exist only in a baseline.
     #[arg(long)]
     baseline_source: Option<PathBuf>,
+    /// Restore only the files an incremental or differential snapshot carried (what changed
+    /// since its base), not the whole state at that snapshot.
+    #[arg(long)]
+    only_changes: bool,
 }
 
 /// `kura restore`.
@@ -40,6 +44,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         subpath,
         includes: a.include,
         baseline_source: a.baseline_source,
+        only_changes: a.only_changes,
         threads: ctx.g.threads,
     };
     let bar = Bar::new("restore", "files", ctx.out.show_progress());

@@ -26,15 +26,18 @@ pub struct LsArgs {
     snapshot: String,
     /// Only this absolute path and what is under it.
     path: Option<PathBuf>,
+    /// List only the files an incremental or differential snapshot carried.
+    #[arg(long)]
+    only_changes: bool,
 }
 
 /// Options of `kura diff`.
 #[derive(Args)]
 pub struct DiffArgs {
-    /// Older snapshot.
+    /// Older snapshot; alone, the snapshot to compare with its base.
     from: String,
     /// Newer snapshot.
-    to: String,
+    to: Option<String>,
 }
 
 fn device_names(repo: &Repository) -> HashMap<DeviceId, String> {
@@ -45,7 +48,7 @@ fn snapshot_json(id: &Id, s: &Snapshot, names: &HashMap<DeviceId, String>) -> Va
     json!({
         "id": id, "short_id": id.short(), "time": s.time, "device": s.device.to_string(),
         "device_name": names.get(&s.device), "hostname": s.hostname, "paths": s.paths, "type": s.kind,
-        "tags": s.tags, "tree": s.tree, "base": s.base, "summary": s.summary,
+        "tags": s.tags, "tree": s.tree, "base": s.base, "changes": s.changes, "summary": s.summary,
     })
 }
 
@@ -63,8 +66,8 @@ pub fn snapshots(ctx: &Ctx) -> Result<()> {
         .collect();
     ctx.out.emit(&listing, || {
         let header = format!(
-            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  tags",
-            "id", "time", "device", "type", "size", "paths"
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:<8}  {:>10}  {:<20}  tags",
+            "id", "time", "device", "type", "base", "size", "paths"
         );
         let rows = snaps.iter().map(|(id, s)| {
             let dev = names
@@ -72,11 +75,12 @@ pub fn snapshots(ctx: &Ctx) -> Result<()> {
                 .cloned()
                 .unwrap_or_else(|| s.device.to_string());
             format!(
-                "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<20}  {}",
+                "{:<8}  {:<19}  {:<12}  {:<12}  {:<8}  {:>10}  {:<20}  {}",
                 id.short(),
                 local_time(s.time),
                 dev,
                 s.kind.to_string(),
+                s.base.map_or_else(|| "-".to_string(), |b| b.short()),
                 human(s.summary.bytes),
                 s.paths.join(" "),
                 s.tags.join(",")
@@ -112,14 +116,19 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let repo = ctx.open()?;
     let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let root = if a.only_changes {
+        snap.carried()
+    } else {
+        snap.tree
+    };
     let index = repo.load_index()?;
     let mut rows = Vec::new();
     let (start, base) = match a.path {
-        None => (Some(snap.tree), PathBuf::from("/")),
+        None => (Some(root), PathBuf::from("/")),
         Some(p) => {
             let p = walk::absolute(&p)?;
-            match walk::find_node(&repo, &index, &snap.tree, &p)? {
-                None => (Some(snap.tree), PathBuf::from("/")),
+            match walk::find_node(&repo, &index, &root, &p)? {
+                None => (Some(root), PathBuf::from("/")),
                 Some(node) => {
                     let sub = node.subtree;
                     rows.push((p.clone(), node));
@@ -188,8 +197,27 @@ impl Change {
 pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     let repo = ctx.open()?;
     let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
-    let (_, from) = repo.find_snapshot(&a.from)?;
-    let (_, to) = repo.find_snapshot(&a.to)?;
+    let (from, to) = match &a.to {
+        Some(to) => (repo.find_snapshot(&a.from)?.1, repo.find_snapshot(to)?.1),
+        None => {
+            let (id, to) = repo.find_snapshot(&a.from)?;
+            let base = to.base.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "snapshot {} is a {} backup with no base: name two snapshots to compare",
+                    id.short(),
+                    to.kind
+                )
+            })?;
+            let (_, from) = repo.find_snapshot(&base.to_hex()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the base {} of snapshot {} cannot be read ({e}): name two snapshots to compare",
+                    base.short(),
+                    id.short()
+                )
+            })?;
+            (from, to)
+        }
+    };
     let index = repo.load_index()?;
     let mut changes = Vec::new();
     diff_trees(
