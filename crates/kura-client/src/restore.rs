@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,8 +38,36 @@ pub struct RestoreOptions {
     /// Restore only the files the snapshot carried (for incremental and differential, what
     /// changed since its base), not the whole state.
     pub only_changes: bool,
+    /// What to do with entries that already exist at the target.
+    pub overwrite: Overwrite,
     /// Worker threads (0: two per core).
     pub threads: usize,
+}
+
+/// What a restore does with an entry already at the target (restic's vocabulary). Whatever the
+/// choice, a directory where the snapshot has a file, or a file where it has a directory, is
+/// replaced only under [`Overwrite::Always`]; otherwise that entry is refused and reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace whatever is there, including a directory in the way of a file.
+    Always,
+    /// Replace an entry of the same kind only if it differs (size and mtime for a file, the
+    /// target for a symlink); leave an equal one as it is.
+    #[default]
+    IfChanged,
+    /// Leave every existing entry as it is.
+    Never,
+}
+
+/// What to do at one destination, from what is there now.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Nothing there, or something this restore may replace.
+    Write,
+    /// Something equal (or anything, with [`Overwrite::Never`]) that stays.
+    Keep,
+    /// Something of another kind that only [`Overwrite::Always`] may replace.
+    Refuse(String),
 }
 
 /// What a restore did.
@@ -53,6 +81,8 @@ pub struct RestoreOutcome {
     pub symlinks: u64,
     /// Bytes of file contents written.
     pub bytes: u64,
+    /// Entries already at the target that were left as they were (equal, or `--overwrite never`).
+    pub kept: u64,
     /// Entries that could not be restored, with the reason.
     pub errors: Vec<String>,
 }
@@ -80,8 +110,26 @@ pub fn restore(
     } else {
         snapshot.tree
     };
-    let (dirs, files, links) = plan(repo, &index, root, opts, includes.as_ref())?;
+    let (mut dirs, mut files, mut links) = plan(repo, &index, root, opts, includes.as_ref())?;
+    // Without the recovery source, files that exist only in a baseline are left out and
+    // named once; everything else is restored.
+    let mut baseline_only = Vec::new();
+    if opts.baseline_source.is_none() {
+        let only_in_baseline = |f: &Item| {
+            f.node
+                .content
+                .iter()
+                .any(|id| !index.contains(id) && index.external(id).is_some())
+        };
+        (baseline_only, files) = files.into_iter().partition(only_in_baseline);
+    }
 
+    if fs::metadata(&opts.target).is_ok_and(|m| !m.is_dir()) {
+        return Err(ClientError::Usage(format!(
+            "the target {} exists and is not a directory",
+            opts.target.display()
+        )));
+    }
     fs::create_dir_all(&opts.target).map_err(io_err(&opts.target))?;
     let target = walk::absolute(&opts.target)?;
     let free = free_space(&target)?;
@@ -112,39 +160,53 @@ pub fn restore(
             unit: "inodes",
         });
     }
-    if files
-        .iter()
-        .any(|f| f.node.content.iter().any(|id| !index.contains(id)))
-        && opts.baseline_source.is_none()
-    {
-        let missing: Vec<&Item> = files
-            .iter()
-            .filter(|f| {
-                f.node
-                    .content
-                    .iter()
-                    .any(|id| !index.contains(id) && index.external(id).is_some())
-            })
-            .collect();
-        if !missing.is_empty() {
-            return Err(ClientError::Usage(format!(
-                "{} file(s) exist only in a baseline (e.g. {}): give the recovery source with --baseline-source DIR",
-                missing.len(),
-                missing[0].source.display()
-            )));
-        }
-    }
-
     let mut out = RestoreOutcome::default();
-    let mut verified = HashSet::new();
-    for d in &dirs {
-        ensure_dir(&target, &d.rel, &mut verified)?;
-        out.dirs += 1;
+    if let Some(first) = baseline_only.first() {
+        out.errors.push(format!(
+            "{} not restored: they exist only in a baseline (e.g. {}); give the recovery source with --baseline-source DIR",
+            kura_core::count(baseline_only.len() as u64, "file"),
+            first.source.display()
+        ));
     }
-    for f in files.iter().chain(&links) {
-        if let Some(parent) = f.rel.parent() {
-            ensure_dir(&target, parent, &mut verified)?;
+    // Directories first; one that something else is in the way of is refused with all it holds.
+    let mut verified = HashSet::new();
+    let mut blocked: Vec<PathBuf> = Vec::new();
+    let under_blocked =
+        |rel: &Path, blocked: &[PathBuf]| blocked.iter().any(|b| rel.starts_with(b));
+    dirs.retain(|d| {
+        if under_blocked(&d.rel, &blocked) {
+            return false;
         }
+        match ensure_dir(&target, &d.rel, &mut verified, opts.overwrite) {
+            Ok(None) => true,
+            Ok(Some(why)) => {
+                out.errors.push(format!("{}: {why}", d.source.display()));
+                blocked.push(d.rel.clone());
+                false
+            }
+            Err(e) => {
+                out.errors
+                    .push(format!("{}: {e} (not restored)", d.source.display()));
+                blocked.push(d.rel.clone());
+                false
+            }
+        }
+    });
+    out.dirs = dirs.len() as u64;
+    for items in [&mut files, &mut links] {
+        items.retain(|f| {
+            if under_blocked(&f.rel, &blocked) {
+                return false;
+            }
+            let parent = f.rel.parent().unwrap_or(Path::new(""));
+            let why = match ensure_dir(&target, parent, &mut verified, opts.overwrite) {
+                Ok(None) => return true,
+                Ok(Some(why)) => why,
+                Err(e) => e.to_string(),
+            };
+            out.errors.push(format!("{}: {why}", f.source.display()));
+            false
+        });
     }
     progress.start(files.len() as u64, files.iter().map(|f| f.node.size).sum());
 
@@ -187,6 +249,8 @@ pub fn restore(
     };
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
+    let kept = AtomicUsize::new(0);
+    let kept_bytes = std::sync::atomic::AtomicU64::new(0);
     let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let fatal: Mutex<Option<ClientError>> = Mutex::new(None);
     let chunker = repo.chunker();
@@ -201,6 +265,38 @@ pub fn restore(
                         continue;
                     }
                     let dest = target.join(&item.rel);
+                    let equal = |m: &fs::Metadata| {
+                        Ok(m.len() == item.node.size && mtime_of(m) == item.node.mtime_ns)
+                    };
+                    match decide(&dest, NodeKind::File, opts.overwrite, equal) {
+                        Ok(Decision::Write) => {}
+                        Ok(Decision::Keep) => {
+                            kept.fetch_add(1, Ordering::Relaxed);
+                            kept_bytes.fetch_add(item.node.size, Ordering::Relaxed);
+                            progress.bytes(item.node.size);
+                            progress.item();
+                            continue;
+                        }
+                        Ok(Decision::Refuse(why)) => {
+                            let msg = format!("{}: {why}", item.source.display());
+                            progress.warn(&msg);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((i, msg));
+                            progress.item();
+                            continue;
+                        }
+                        Err(e) => {
+                            let msg = format!("{}: {e} (not restored)", item.source.display());
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((i, msg));
+                            progress.item();
+                            continue;
+                        }
+                    }
                     let r = write_file(
                         &dest,
                         &item.node,
@@ -223,6 +319,7 @@ pub fn restore(
                             Ok(())
                         },
                         am_root,
+                        opts.overwrite,
                     );
                     progress.item();
                     match r {
@@ -257,42 +354,67 @@ pub fn restore(
         let item = &files[i];
         let first = first_of[&item.node.hardlink];
         let dest = target.join(&item.rel);
+        let first_dest = target.join(&files[first].rel);
+        let same_file = |m: &fs::Metadata| {
+            let f = fs::symlink_metadata(&first_dest)?;
+            Ok(m.ino() == f.ino() && m.dev() == f.dev())
+        };
         let r = if failed_idx.contains(&first) {
-            Err(io::Error::other(
-                "the file it is a hard link of was not restored",
-            ))
+            Err("the file it is a hard link of was not restored".to_string())
         } else {
-            replace_with(&dest, |tmp| {
-                fs::hard_link(target.join(&files[first].rel), tmp)
-            })
+            match decide(&dest, NodeKind::File, opts.overwrite, same_file) {
+                Ok(Decision::Write) => {
+                    replace_with(&dest, opts.overwrite, |tmp| fs::hard_link(&first_dest, tmp))
+                        .map_err(|e| format!("{e} (not restored)"))
+                }
+                Ok(Decision::Keep) => {
+                    kept.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(Decision::Refuse(why)) => Err(why),
+                Err(e) => Err(format!("{e} (not restored)")),
+            }
         };
         if let Err(e) = r {
-            failed.push((i, format!("{}: {e} (not restored)", item.source.display())));
+            failed.push((i, format!("{}: {e}", item.source.display())));
         }
     }
     failed.sort();
-    out.errors = failed.into_iter().map(|(_, m)| m).collect();
-    out.files = (files.len() - out.errors.len()) as u64;
+    out.kept = kept.load(Ordering::Relaxed) as u64;
+    out.files = (files.len() - failed.len()) as u64 - out.kept;
+    out.errors.extend(failed.into_iter().map(|(_, m)| m));
     out.bytes = files
         .iter()
         .enumerate()
         .filter(|(i, _)| !failed_idx.contains(i))
         .map(|(_, f)| f.node.size)
-        .sum();
+        .sum::<u64>()
+        - kept_bytes.load(Ordering::Relaxed);
 
     for l in &links {
         let dest = target.join(&l.rel);
         let t = std::ffi::OsStr::from_bytes(l.node.target.as_deref().unwrap_or_default());
-        match replace_with(&dest, |tmp| std::os::unix::fs::symlink(t, tmp)) {
+        let same_target = |_: &fs::Metadata| Ok(fs::read_link(&dest)?.as_os_str() == t);
+        let r = match decide(&dest, NodeKind::Symlink, opts.overwrite, same_target) {
+            Ok(Decision::Write) => replace_with(&dest, opts.overwrite, |tmp| {
+                std::os::unix::fs::symlink(t, tmp)
+            })
+            .map_err(|e| format!("{e} (not restored)")),
+            Ok(Decision::Keep) => {
+                out.kept += 1;
+                continue;
+            }
+            Ok(Decision::Refuse(why)) => Err(why),
+            Err(e) => Err(format!("{e} (not restored)")),
+        };
+        match r {
             Ok(()) => {
                 if am_root {
                     let _ = std::os::unix::fs::lchown(&dest, Some(l.node.uid), Some(l.node.gid));
                 }
                 out.symlinks += 1;
             }
-            Err(e) => out
-                .errors
-                .push(format!("{}: {e} (not restored)", l.source.display())),
+            Err(e) => out.errors.push(format!("{}: {e}", l.source.display())),
         }
     }
     out.errors
@@ -500,11 +622,17 @@ impl BaselineSource {
     }
 }
 
-/// Creates `target/rel` as a real directory, replacing anything else of that name (including a
-/// symlink, which is never followed). `verified` remembers directories already checked.
-fn ensure_dir(target: &Path, rel: &Path, verified: &mut HashSet<PathBuf>) -> Result<()> {
+/// Creates `target/rel` as a real directory. Something else in the way is replaced only when
+/// [`decide`] allows it (a symlink is never followed); otherwise the reason is returned.
+/// `verified` remembers directories already checked.
+fn ensure_dir(
+    target: &Path,
+    rel: &Path,
+    verified: &mut HashSet<PathBuf>,
+    overwrite: Overwrite,
+) -> Result<Option<String>> {
     if verified.contains(rel) {
-        return Ok(());
+        return Ok(None);
     }
     let mut at = target.to_path_buf();
     let mut so_far = PathBuf::new();
@@ -520,37 +648,101 @@ fn ensure_dir(target: &Path, rel: &Path, verified: &mut HashSet<PathBuf>) -> Res
         if verified.contains(&so_far) {
             continue;
         }
-        let is_dir = match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => true,
-            Ok(_) => {
-                fs::remove_file(&at).map_err(io_err(&at))?;
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(io_err(&at)(e)),
-        };
-        if !is_dir {
-            // Private until its own mode is applied at the end of the restore.
-            match fs::DirBuilder::new().mode(0o700).create(&at) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err(&at)(e)),
+        match decide(&at, NodeKind::Dir, overwrite, |_| Ok(true)).map_err(io_err(&at))? {
+            Decision::Keep => {}
+            Decision::Refuse(why) => return Ok(Some(why)),
+            Decision::Write => {
+                if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
+                    fs::remove_file(&at).map_err(io_err(&at))?;
+                }
+                // Private until its own mode is applied at the end of the restore.
+                match fs::DirBuilder::new().mode(0o700).create(&at) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(&at)(e)),
+                }
             }
         }
         verified.insert(so_far.clone());
     }
-    Ok(())
+    Ok(None)
 }
 
-/// Renames `tmp` over `dest`; a directory in the way (the snapshot has a file where the target
-/// has a directory) is removed first.
-fn rename_over(tmp: &Path, dest: &Path) -> io::Result<()> {
+/// What to do at `dest`, where the snapshot has an entry of `kind`, given what is there now;
+/// `equal` says whether an entry of the same kind already matches the snapshot's.
+fn decide(
+    dest: &Path,
+    kind: NodeKind,
+    overwrite: Overwrite,
+    equal: impl FnOnce(&fs::Metadata) -> io::Result<bool>,
+) -> io::Result<Decision> {
+    let m = match fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Decision::Write),
+        Err(e) => return Err(e),
+    };
+    let ft = m.file_type();
+    let same_kind = match kind {
+        NodeKind::File => ft.is_file(),
+        NodeKind::Dir => ft.is_dir(),
+        NodeKind::Symlink => ft.is_symlink(),
+    };
+    if same_kind {
+        // An existing directory is always used as it is; only its metadata is restored.
+        return Ok(match overwrite {
+            _ if kind == NodeKind::Dir => Decision::Keep,
+            Overwrite::Always => Decision::Write,
+            Overwrite::Never => Decision::Keep,
+            Overwrite::IfChanged if equal(&m)? => Decision::Keep,
+            Overwrite::IfChanged => Decision::Write,
+        });
+    }
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a file"
+    } else {
+        // A symlink, socket or FIFO holds no data. Under `never` it stays, unless a directory
+        // must go there: restoring beneath it would mean following it.
+        return Ok(match overwrite {
+            Overwrite::Never if kind != NodeKind::Dir => Decision::Keep,
+            Overwrite::Never => Decision::Refuse(
+                "something that is not a directory is in the way of this directory; left as it is, nothing under it restored (--overwrite if-changed or always replaces it)".into(),
+            ),
+            _ => Decision::Write,
+        });
+    };
+    if overwrite == Overwrite::Always {
+        return Ok(Decision::Write);
+    }
+    let of = match kind {
+        NodeKind::Dir => "this directory; left as it is, nothing under it restored",
+        NodeKind::File => "this file; left as it is",
+        NodeKind::Symlink => "this symlink; left as it is",
+    };
+    Ok(Decision::Refuse(format!(
+        "{what} is in the way of {of} (--overwrite always replaces it)"
+    )))
+}
+
+/// Modification time in nanoseconds, as trees record it.
+fn mtime_of(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+/// Renames `tmp` over `dest`; a directory in the way is removed first only under
+/// [`Overwrite::Always`] (with the others, [`decide`] refused it, and one that appeared since
+/// makes the rename fail).
+fn rename_over(tmp: &Path, dest: &Path, overwrite: Overwrite) -> io::Result<()> {
     match fs::rename(tmp, dest) {
         Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty
-            ) || fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) =>
+            if overwrite == Overwrite::Always
+                && (matches!(
+                    e.kind(),
+                    io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty
+                ) || fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir())) =>
         {
             fs::remove_dir_all(dest)?;
             fs::rename(tmp, dest)
@@ -572,9 +764,13 @@ fn temp_name(dest: &Path) -> PathBuf {
 }
 
 /// Makes `dest` by creating a temporary name with `make` and renaming it over `dest`.
-fn replace_with(dest: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+fn replace_with(
+    dest: &Path,
+    overwrite: Overwrite,
+    make: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_name(dest);
-    let r = make(&tmp).and_then(|()| rename_over(&tmp, dest));
+    let r = make(&tmp).and_then(|()| rename_over(&tmp, dest, overwrite));
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -589,6 +785,7 @@ fn write_file(
     node: &Node,
     fill: impl FnOnce(&mut File) -> Result<(), Failure>,
     am_root: bool,
+    overwrite: Overwrite,
 ) -> Result<(), Failure> {
     let fail = |e: io::Error| Failure::Io(io_err(dest)(e));
     let dir = dest.parent().unwrap_or(Path::new("."));
@@ -620,8 +817,8 @@ fn write_file(
         f.set_times(FileTimes::new().set_modified(time_of(node.mtime_ns)))
             .map_err(fail)?;
         match &named {
-            Some(tmp) => rename_over(tmp, dest).map_err(fail),
-            None => link_into_place(&f, dest).map_err(fail),
+            Some(tmp) => rename_over(tmp, dest, overwrite).map_err(fail),
+            None => link_into_place(&f, dest, overwrite).map_err(fail),
         }
     })();
     if r.is_err()
@@ -633,7 +830,7 @@ fn write_file(
 }
 
 /// Gives an unnamed (`O_TMPFILE`) file the name `dest`, replacing what is there.
-fn link_into_place(f: &File, dest: &Path) -> io::Result<()> {
+fn link_into_place(f: &File, dest: &Path, overwrite: Overwrite) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .map_err(io::Error::other)?;
@@ -659,7 +856,7 @@ fn link_into_place(f: &File, dest: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let tmp = temp_name(dest);
             link(&tmp)?;
-            rename_over(&tmp, dest).inspect_err(|_| {
+            rename_over(&tmp, dest, overwrite).inspect_err(|_| {
                 let _ = fs::remove_file(&tmp);
             })
         }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
-use kura_client::restore::{RestoreOptions, restore as restore_snapshot};
+use clap::{Args, ValueEnum};
+use kura_client::restore::{Overwrite, RestoreOptions, restore as restore_snapshot};
 use serde_json::json;
 
 use crate::ctx::Ctx;
@@ -29,6 +29,32 @@ pub struct RestoreArgs {
     /// since its base), not the whole state at that snapshot.
     #[arg(long)]
     only_changes: bool,
+    /// What to do with files already at the target. Whatever the choice, a directory where
+    /// the snapshot has a file (or a file where it has a directory) is only replaced with
+    /// `always`; otherwise it is left as it is and reported, and the restore exits 3.
+    #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
+    overwrite: OverwriteArg,
+}
+
+/// `--overwrite` values (restic's names).
+#[derive(Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    /// Replace whatever is in the way, a directory included.
+    Always,
+    /// Replace a file whose size or mtime differs from the snapshot's; keep an equal one.
+    IfChanged,
+    /// Keep every existing file as it is.
+    Never,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(a: OverwriteArg) -> Overwrite {
+        match a {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        }
+    }
 }
 
 /// `kura restore`.
@@ -45,6 +71,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         includes: a.include,
         baseline_source: a.baseline_source,
         only_changes: a.only_changes,
+        overwrite: a.overwrite.into(),
         threads: ctx.g.threads,
     };
     let bar = Bar::new("restore", "files", ctx.out.show_progress());
@@ -57,10 +84,14 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
     }
     ctx.out.emit(
-        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "errors": out.errors}),
+        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "errors": out.errors}),
         || {
+            let kept = match out.kept {
+                0 => String::new(),
+                n => format!("; {n} already there and left alone"),
+            };
             format!(
-                "restored snapshot {} to {}: {}, {}, {}, {}",
+                "restored snapshot {} to {}: {}, {}, {}, {}{kept}",
                 id.short(),
                 opts.target.display(),
                 count(out.files, "file"),
@@ -72,8 +103,8 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     );
     if !out.errors.is_empty() {
         return Err(Partial(format!(
-            "{} entries could not be restored",
-            out.errors.len()
+            "restore incomplete ({}): see above",
+            count(out.errors.len() as u64, "error")
         ))
         .into());
     }
