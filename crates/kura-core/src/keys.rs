@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! passphrase ──Argon2id──▶ key-encryption key ──wraps──▶ common key (one per account)
-//! recovery code ═══════════ common key, printed once as Crockford base32 with a checksum
+//! recovery code ──BLAKE3──▶ key-encryption key ──wraps──▶ common key (printed once)
 //! common key ──derives──▶ blob-id key, chunker seed, device-wrapping key, check value
 //! device-wrapping key ──wraps──▶ device key (one per device; encrypts that device's objects)
 //! ```
@@ -46,7 +46,9 @@ pub enum KeyError {
     #[error("invalid recovery code: {0}")]
     BadRecoveryCode(&'static str),
     /// The recovery code is well-formed but belongs to another repository.
-    #[error("the recovery code does not belong to this repository")]
+    #[error(
+        "the recovery code does not open this repository (it belongs to another one, or was replaced)"
+    )]
     WrongRecoveryCode,
     /// A key file is malformed.
     #[error(transparent)]
@@ -106,12 +108,23 @@ impl CommonKey {
     fn wrapping_key(&self) -> Key {
         self.0.derive("kura 2026 device key wrapping")
     }
+}
 
-    /// The recovery code: the common key itself in Crockford base32 with a 16-bit checksum,
-    /// grouped by five characters.
-    pub fn recovery_code(&self) -> String {
-        let mut bytes = self.0.expose().to_vec();
-        bytes.extend_from_slice(&recovery_checksum(self.0.expose()));
+/// A recovery code: 32 random bytes that wrap the common key in a key file of their own, shown
+/// once as Crockford base32 with a 16-bit checksum. A new one can replace it, and the old one
+/// then opens nothing.
+pub struct RecoveryCode([u8; 32]);
+
+impl RecoveryCode {
+    /// A fresh random code.
+    pub fn generate() -> RecoveryCode {
+        RecoveryCode(crypto::random_bytes())
+    }
+
+    /// The code as the user writes it down: groups of five characters joined by `-`.
+    pub fn text(&self) -> String {
+        let mut bytes = self.0.to_vec();
+        bytes.extend_from_slice(&recovery_checksum(&self.0));
         let text = base32_encode(&bytes);
         let groups: Vec<&str> = text
             .as_bytes()
@@ -121,20 +134,28 @@ impl CommonKey {
         groups.join("-")
     }
 
-    /// Reads a recovery code; spaces, dashes and case are ignored, `O` reads as 0 and `I`/`L` as 1.
-    pub fn from_recovery_code(code: &str) -> Result<CommonKey, KeyError> {
+    /// Reads a code; spaces, dashes and case are ignored, `O` reads as 0 and `I`/`L` as 1.
+    pub fn parse(code: &str) -> Result<RecoveryCode, KeyError> {
         let bytes = base32_decode(code).ok_or(KeyError::BadRecoveryCode("not base32"))?;
         if bytes.len() != 34 {
             return Err(KeyError::BadRecoveryCode("wrong length"));
         }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&bytes[..32]);
-        if bytes[32..] != recovery_checksum(&key) {
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&bytes[..32]);
+        if bytes[32..] != recovery_checksum(&secret) {
             return Err(KeyError::BadRecoveryCode(
                 "checksum does not match (mistyped?)",
             ));
         }
-        Ok(CommonKey(Key::from_bytes(key)))
+        Ok(RecoveryCode(secret))
+    }
+
+    /// The key-encryption key for one key file's salt. The code is 256 random bits, so no
+    /// stretching is needed.
+    fn kek(&self, salt: &[u8]) -> Key {
+        let mut material = self.0.to_vec();
+        material.extend_from_slice(salt);
+        Key::from_bytes(blake3::derive_key("kura 2026 recovery key", &material))
     }
 }
 
@@ -246,12 +267,13 @@ impl KdfParams {
     }
 }
 
-/// The common key wrapped by a passphrase: the JSON stored under `keys/` in the repository.
+/// The common key wrapped by a passphrase (`kdf` = `argon2id`) or by a recovery code (`kdf` =
+/// `recovery`, cost fields zero): the JSON stored under `keys/` in the repository.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyFile {
     /// Always 1 in this format version.
     pub version: u32,
-    /// Always `argon2id`.
+    /// `argon2id` for a passphrase, `recovery` for a recovery code.
     pub kdf: String,
     /// Argon2id costs.
     #[serde(flatten)]
@@ -291,21 +313,73 @@ impl KeyFile {
         })
     }
 
+    /// Wraps `common` under a recovery code.
+    pub fn create_recovery(
+        common: &CommonKey,
+        code: &RecoveryCode,
+        created: String,
+        host: String,
+    ) -> KeyFile {
+        let salt: [u8; 16] = crypto::random_bytes();
+        let sealed = crypto::seal(&code.kek(&salt), KEY_FILE_AAD, common.0.expose());
+        KeyFile {
+            version: 1,
+            kdf: RECOVERY.into(),
+            params: KdfParams {
+                m_cost_kib: 0,
+                t_cost: 0,
+                p_cost: 0,
+            },
+            salt: hex(&salt),
+            sealed: hex(&sealed),
+            created,
+            host,
+        }
+    }
+
+    /// Whether this key file is opened by a recovery code rather than a passphrase.
+    pub fn is_recovery(&self) -> bool {
+        self.kdf == RECOVERY
+    }
+
+    /// Unwraps the common key with a recovery code; [`KeyError::WrongRecoveryCode`] if it
+    /// does not fit.
+    pub fn unlock_recovery(&self, code: &RecoveryCode) -> Result<CommonKey, KeyError> {
+        if self.version != 1 || !self.is_recovery() {
+            return Err(FormatError::BadMagic("key file").into());
+        }
+        let (salt, sealed) = self.salt_and_sealed()?;
+        let plain = crypto::open(&code.kek(&salt), KEY_FILE_AAD, &sealed, "key file")
+            .map_err(|_| KeyError::WrongRecoveryCode)?;
+        common_from(plain)
+    }
+
+    fn salt_and_sealed(&self) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+        let salt = unhex(&self.salt).ok_or(FormatError::invalid("key file", "salt"))?;
+        let sealed = unhex(&self.sealed).ok_or(FormatError::invalid("key file", "sealed key"))?;
+        Ok((salt, sealed))
+    }
+
     /// Unwraps the common key; [`KeyError::WrongPassphrase`] if the passphrase does not fit.
     pub fn unlock(&self, passphrase: &[u8]) -> Result<CommonKey, KeyError> {
         if self.version != 1 || self.kdf != "argon2id" {
             return Err(FormatError::BadMagic("key file").into());
         }
-        let salt = unhex(&self.salt).ok_or(FormatError::invalid("key file", "salt"))?;
-        let sealed = unhex(&self.sealed).ok_or(FormatError::invalid("key file", "sealed key"))?;
+        let (salt, sealed) = self.salt_and_sealed()?;
         let kek = self.params.derive(passphrase, &salt)?;
         let plain = crypto::open(&kek, KEY_FILE_AAD, &sealed, "key file")
             .map_err(|_| KeyError::WrongPassphrase)?;
-        let arr: [u8; 32] = plain
-            .try_into()
-            .map_err(|_| FormatError::invalid("key file", "key is not 32 bytes"))?;
-        Ok(CommonKey(Key::from_bytes(arr)))
+        common_from(plain)
     }
+}
+
+const RECOVERY: &str = "recovery";
+
+fn common_from(plain: Vec<u8>) -> Result<CommonKey, KeyError> {
+    let arr: [u8; 32] = plain
+        .try_into()
+        .map_err(|_| FormatError::invalid("key file", "key is not 32 bytes"))?;
+    Ok(CommonKey(Key::from_bytes(arr)))
 }
 
 #[cfg(test)]
@@ -347,22 +421,41 @@ mod tests {
 
     #[test]
     fn recovery_code_round_trip_and_typos() {
-        let common = CommonKey::generate();
-        let code = common.recovery_code();
-        assert_eq!(code.len(), 55 + 10);
-        assert_eq!(CommonKey::from_recovery_code(&code).unwrap(), common);
+        let code = RecoveryCode::generate();
+        let text = code.text();
+        assert_eq!(text.len(), 55 + 10);
+        assert_eq!(RecoveryCode::parse(&text).unwrap().0, code.0);
         assert_eq!(
-            CommonKey::from_recovery_code(&code.to_lowercase().replace('-', " ")).unwrap(),
-            common
+            RecoveryCode::parse(&text.to_lowercase().replace('-', " "))
+                .unwrap()
+                .0,
+            code.0
         );
-        let mut typo = code.clone().into_bytes();
+        let mut typo = text.clone().into_bytes();
         typo[3] = if typo[3] == b'7' { b'8' } else { b'7' };
         assert!(matches!(
-            CommonKey::from_recovery_code(std::str::from_utf8(&typo).unwrap()),
+            RecoveryCode::parse(std::str::from_utf8(&typo).unwrap()),
             Err(KeyError::BadRecoveryCode(_))
         ));
-        assert!(CommonKey::from_recovery_code("hello!").is_err());
-        assert!(CommonKey::from_recovery_code("ABCDE").is_err());
+        assert!(RecoveryCode::parse("hello!").is_err());
+        assert!(RecoveryCode::parse("ABCDE").is_err());
+    }
+
+    #[test]
+    fn a_recovery_key_file_opens_only_with_its_code() {
+        let common = CommonKey::generate();
+        let code = RecoveryCode::generate();
+        let kf = KeyFile::create_recovery(&common, &code, "t".into(), "h".into());
+        assert!(kf.is_recovery());
+        assert_eq!(kf.unlock_recovery(&code).unwrap(), common);
+        assert_eq!(
+            kf.unlock_recovery(&RecoveryCode::generate()),
+            Err(KeyError::WrongRecoveryCode)
+        );
+        assert!(
+            kf.unlock(b"any passphrase").is_err(),
+            "not a passphrase file"
+        );
     }
 
     #[test]

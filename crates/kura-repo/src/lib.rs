@@ -72,6 +72,14 @@ pub enum RepoError {
     /// This machine is not a device of the repository.
     #[error("this machine is not yet a device of the repository (run `kura device add`)")]
     NotADevice,
+    /// The device was removed from the repository: it may not add data any more.
+    #[error(
+        "device {0} was removed from the repository on {1} (`kura device add` makes this machine a device again; it needs the passphrase)"
+    )]
+    DeviceRemoved(kura_core::keys::DeviceId, jiff::Timestamp),
+    /// No device, or more than one, fits what the user named.
+    #[error("{0}")]
+    NoSuchDevice(String),
 }
 
 /// Shorthand for repository results.

@@ -7,7 +7,7 @@ use kura_core::chunker::{Chunker, ChunkerParams};
 use kura_core::crypto::Key;
 use kura_core::index::IndexFile;
 use kura_core::job::Job;
-use kura_core::keys::{BlobKey, CommonKey, DeviceId, KdfParams, KeyFile};
+use kura_core::keys::{BlobKey, CommonKey, DeviceId, KdfParams, KeyFile, RecoveryCode};
 use kura_core::pack;
 use kura_core::sealed::{self, FileKind};
 use kura_core::snapshot::Snapshot;
@@ -67,6 +67,10 @@ pub struct DeviceRecord {
     pub created: jiff::Timestamp,
     /// The device key sealed by the common key, hex.
     pub wrapped_key: String,
+    /// When the device was removed. Its key stays, wrapped, so the data it stored can still be
+    /// read; it may not add data any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<jiff::Timestamp>,
 }
 
 /// Snapshots that could be read (oldest first), and why the others could not.
@@ -99,6 +103,23 @@ pub struct Repository {
     common: CommonKey,
     blob_key: BlobKey,
     devices: HashMap<DeviceId, (DeviceRecord, Key)>,
+    /// The key file that unlocked it, and whether by passphrase (`false`: recovery code).
+    unlocked_by: Option<(String, bool)>,
+}
+
+/// One key file, as `kura key list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyEntry {
+    /// File name under `keys/`.
+    pub name: String,
+    /// `passphrase` or `recovery code`.
+    pub kind: &'static str,
+    /// When it was made.
+    pub created: String,
+    /// The host that made it.
+    pub host: String,
+    /// Whether it is the one that unlocked the repository now.
+    pub in_use: bool,
 }
 
 impl Repository {
@@ -139,32 +160,23 @@ impl Repository {
         };
         config.mac = common.config_mac(&config.canonical());
         let mut repo = Repository::unlocked(backend, config, common);
-        repo.add_passphrase(passphrase, kdf, host)?;
+        let name = repo.add_passphrase(passphrase, kdf, host)?;
+        repo.unlocked_by = Some((name, true));
+        let code = repo.add_recovery_code(host)?;
         let device = repo.add_device(device_name, host)?;
         // The config is written last: a repository without it does not exist yet.
         let config_json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
         repo.backend
             .write(FileType::Config, "config", &config_json)?;
-        let code = repo.common.recovery_code();
         Ok((repo, device, code))
     }
 
     /// Opens and unlocks a repository.
     pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
-        let common = match credential {
-            Credential::Passphrase(p) => {
-                Self::unlock_with_passphrase(backend.as_ref(), &config, p)?
-            }
-            Credential::RecoveryCode(code) => {
-                let common = CommonKey::from_recovery_code(code)?;
-                if common.config_mac(&config.canonical()) != config.mac {
-                    return Err(kura_core::keys::KeyError::WrongRecoveryCode.into());
-                }
-                common
-            }
-        };
+        let (common, by) = Self::unlock(backend.as_ref(), &config, credential)?;
         let mut repo = Repository::unlocked(backend, config, common);
+        repo.unlocked_by = Some(by);
         repo.load_devices()?;
         Ok(repo)
     }
@@ -176,6 +188,7 @@ impl Repository {
             config,
             common,
             devices: HashMap::new(),
+            unlocked_by: None,
         }
     }
 
@@ -220,22 +233,39 @@ impl Repository {
         Ok(config)
     }
 
-    /// Tries every key file; only a common key that authenticates the config is accepted.
-    fn unlock_with_passphrase(
+    /// Every key file, by name; one that cannot be parsed is left out (it opens nothing).
+    fn key_files(backend: &dyn Backend) -> Result<Vec<(String, KeyFile)>> {
+        let mut out = Vec::new();
+        for name in backend.list(FileType::Key)? {
+            let bytes = backend.read(FileType::Key, &name)?;
+            if let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) {
+                out.push((name, kf));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tries every key file of the credential's kind; only a common key that authenticates the
+    /// config is accepted. Returns it with the key file's name and whether it is a passphrase.
+    fn unlock(
         backend: &dyn Backend,
         config: &Config,
-        passphrase: &[u8],
-    ) -> Result<CommonKey> {
-        let names = backend.list(FileType::Key)?;
+        credential: &Credential,
+    ) -> Result<(CommonKey, (String, bool))> {
+        let code = match credential {
+            Credential::RecoveryCode(text) => Some(RecoveryCode::parse(text)?),
+            Credential::Passphrase(_) => None,
+        };
         let mut unlocked_other = false;
-        for name in names {
-            let bytes = backend.read(FileType::Key, &name)?;
-            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
-                continue;
+        for (name, kf) in Self::key_files(backend)? {
+            let opened = match (credential, &code) {
+                (Credential::Passphrase(p), _) if !kf.is_recovery() => kf.unlock(p),
+                (_, Some(code)) if kf.is_recovery() => kf.unlock_recovery(code),
+                _ => continue,
             };
-            if let Ok(common) = kf.unlock(passphrase) {
+            if let Ok(common) = opened {
                 if common.config_mac(&config.canonical()) == config.mac {
-                    return Ok(common);
+                    return Ok((common, (name, code.is_none())));
                 }
                 unlocked_other = true;
             }
@@ -247,7 +277,88 @@ impl Repository {
                 ),
             ));
         }
-        Err(kura_core::keys::KeyError::WrongPassphrase.into())
+        Err(match code {
+            Some(_) => kura_core::keys::KeyError::WrongRecoveryCode,
+            None => kura_core::keys::KeyError::WrongPassphrase,
+        }
+        .into())
+    }
+
+    /// The key files: passphrases and the recovery code.
+    pub fn keys(&self) -> Result<Vec<KeyEntry>> {
+        let in_use = self.unlocked_by.as_ref().map(|(n, _)| n.as_str());
+        Ok(Self::key_files(self.backend.as_ref())?
+            .into_iter()
+            .map(|(name, kf)| KeyEntry {
+                kind: if kf.is_recovery() {
+                    "recovery code"
+                } else {
+                    "passphrase"
+                },
+                in_use: Some(name.as_str()) == in_use,
+                created: kf.created,
+                host: kf.host,
+                name,
+            })
+            .collect())
+    }
+
+    /// Replaces the passphrase: the new key file is written first, then the one that unlocked
+    /// the repository is removed (all passphrase key files, when a recovery code unlocked it:
+    /// the user lost the passphrase). A crash in between leaves both passphrases working.
+    pub fn change_passphrase(
+        &mut self,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        host: &str,
+    ) -> Result<()> {
+        let new = self.add_passphrase(passphrase, kdf, host)?;
+        let old: Vec<String> = match &self.unlocked_by {
+            Some((name, true)) => vec![name.clone()],
+            _ => Self::key_files(self.backend.as_ref())?
+                .into_iter()
+                .filter(|(name, kf)| !kf.is_recovery() && *name != new)
+                .map(|(name, _)| name)
+                .collect(),
+        };
+        for name in old.iter().filter(|n| **n != new) {
+            self.backend.remove(FileType::Key, name)?;
+        }
+        self.unlocked_by = Some((new, true));
+        Ok(())
+    }
+
+    /// Issues a new recovery code and retires every other: returns the code, to show once.
+    pub fn replace_recovery_code(&mut self, host: &str) -> Result<String> {
+        let old: Vec<String> = Self::key_files(self.backend.as_ref())?
+            .into_iter()
+            .filter(|(_, kf)| kf.is_recovery())
+            .map(|(name, _)| name)
+            .collect();
+        let code = self.add_recovery_code(host)?;
+        for name in &old {
+            self.backend.remove(FileType::Key, name)?;
+        }
+        if self
+            .unlocked_by
+            .as_ref()
+            .is_some_and(|(n, _)| old.contains(n))
+        {
+            self.unlocked_by = None;
+        }
+        Ok(code)
+    }
+
+    fn add_recovery_code(&self, host: &str) -> Result<String> {
+        let code = RecoveryCode::generate();
+        let kf = KeyFile::create_recovery(
+            &self.common,
+            &code,
+            jiff::Timestamp::now().to_string(),
+            host.into(),
+        );
+        self.write_key_file(&kf)?;
+        Ok(code.text())
     }
 
     fn load_devices(&mut self) -> Result<()> {
@@ -284,16 +395,62 @@ impl Repository {
             host: host.to_string(),
             created: jiff::Timestamp::now(),
             wrapped_key: kura_core::id::hex(&self.common.wrap_device_key(device, &key)),
+            removed: None,
         };
-        let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
-        self.backend
-            .write(FileType::Device, &device.to_string(), &json)?;
+        self.write_device(&rec)?;
         self.devices.insert(device, (rec, key));
         Ok(device)
     }
 
-    /// Adds a key file so that another passphrase also unlocks the repository.
-    pub fn add_passphrase(&self, passphrase: &[u8], kdf: KdfParams, host: &str) -> Result<()> {
+    fn write_device(&self, rec: &DeviceRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(rec).unwrap_or_default();
+        self.backend
+            .write(FileType::Device, &rec.device.to_string(), &json)?;
+        Ok(())
+    }
+
+    /// The device that `spec` names: a unique prefix of its id, or its exact name.
+    pub fn find_device(&self, spec: &str) -> Result<DeviceId> {
+        let by_name: Vec<DeviceId> = self
+            .devices()
+            .filter(|d| d.name == spec)
+            .map(|d| d.device)
+            .collect();
+        let by_id: Vec<DeviceId> = self
+            .devices()
+            .filter(|d| !spec.is_empty() && d.device.to_string().starts_with(spec))
+            .map(|d| d.device)
+            .collect();
+        match (by_id.as_slice(), by_name.as_slice()) {
+            ([one], _) | ([], [one]) => Ok(*one),
+            ([], []) => Err(RepoError::NoSuchDevice(format!(
+                "no device {spec:?} (`kura device list` shows them)"
+            ))),
+            _ => Err(RepoError::NoSuchDevice(format!(
+                "{spec:?} names more than one device: give more of its id"
+            ))),
+        }
+    }
+
+    /// Changes a device's name.
+    pub fn rename_device(&mut self, device: DeviceId, name: &str) -> Result<()> {
+        let (rec, _) = self.devices.get_mut(&device).ok_or(RepoError::NotADevice)?;
+        rec.name = name.to_string();
+        let rec = rec.clone();
+        self.write_device(&rec)
+    }
+
+    /// Removes a device: from now on it may not add data. Its key is kept (wrapped by the
+    /// common key) because the snapshots it made need it to be read.
+    pub fn remove_device(&mut self, device: DeviceId) -> Result<()> {
+        let (rec, _) = self.devices.get_mut(&device).ok_or(RepoError::NotADevice)?;
+        rec.removed.get_or_insert_with(jiff::Timestamp::now);
+        let rec = rec.clone();
+        self.write_device(&rec)
+    }
+
+    /// Adds a key file so that another passphrase also unlocks the repository; returns its name.
+    pub fn add_passphrase(&self, passphrase: &[u8], kdf: KdfParams, host: &str) -> Result<String> {
         let kf = KeyFile::create(
             &self.common,
             passphrase,
@@ -302,10 +459,14 @@ impl Repository {
             host.into(),
         )
         .map_err(corrupt("key file", "new"))?;
-        let json = serde_json::to_vec_pretty(&kf).unwrap_or_default();
-        self.backend
-            .write(FileType::Key, &Id::of_bytes(&json).to_hex(), &json)?;
-        Ok(())
+        self.write_key_file(&kf)
+    }
+
+    fn write_key_file(&self, kf: &KeyFile) -> Result<String> {
+        let json = serde_json::to_vec_pretty(kf).unwrap_or_default();
+        let name = Id::of_bytes(&json).to_hex();
+        self.backend.write(FileType::Key, &name, &json)?;
+        Ok(name)
     }
 
     /// The devices of this repository.
@@ -318,9 +479,16 @@ impl Repository {
         self.devices.get(&device).map(|(_, k)| k)
     }
 
-    /// Fails with [`RepoError::NotADevice`] unless `device` belongs to this repository.
+    /// The key of a device that may add data: [`RepoError::NotADevice`] unless `device`
+    /// belongs to this repository, [`RepoError::DeviceRemoved`] if it was removed.
     pub fn require_device(&self, device: DeviceId) -> Result<&Key> {
-        self.device_key(device).ok_or(RepoError::NotADevice)
+        match self.devices.get(&device) {
+            None => Err(RepoError::NotADevice),
+            Some((rec, key)) => match rec.removed {
+                Some(when) => Err(RepoError::DeviceRemoved(device, when)),
+                None => Ok(key),
+            },
+        }
     }
 
     /// The storage backend.

@@ -10,8 +10,8 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, restore, schedule,
-    serve, snapshots,
+    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, restore,
+    schedule, serve, snapshots,
 };
 use crate::ctx::{Ctx, Global};
 use crate::output::Partial;
@@ -62,9 +62,12 @@ enum Command {
     Prune(forget::PruneArgs),
     /// Verify the repository's structure; with --read-data, every byte.
     Check(check::CheckArgs),
-    /// Devices of the repository.
+    /// Devices of the repository: list, add this machine, rename, remove a lost one.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// The passphrase and recovery code: list, change the passphrase, issue a new recovery code.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Unfinished backup jobs of this device; cancel or resume one.
     Jobs {
         #[command(subcommand)]
@@ -137,6 +140,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Prune(a) => forget::prune(ctx, a),
         Command::Check(a) => check::check(ctx, a),
         Command::Device(c) => device::device(ctx, c),
+        Command::Key(c) => key::key(ctx, c),
         Command::Jobs { action } => jobs::jobs(ctx, action),
         Command::Log { last } => jobs::log(ctx, last),
         Command::Schedule(c) => schedule::schedule(ctx, c),

@@ -248,16 +248,30 @@ impl Ctx {
         } else if !std::io::stdin().is_terminal() {
             bail!("no passphrase: set KURA_PASSWORD, pass --password-file, or run on a terminal");
         } else {
-            let p = rpassword::prompt_password("passphrase: ")?;
-            if new && rpassword::prompt_password("passphrase again: ")? != p {
-                bail!("the passphrases do not match");
-            }
-            p.into_bytes()
+            prompt("passphrase", new)?
         };
-        if new && given.is_empty() {
-            bail!("an empty passphrase is not allowed");
+        if new {
+            refuse_empty(&given)?;
         }
         Ok(self.passphrase.get_or_init(|| given).clone())
+    }
+
+    /// The passphrase that is to replace the current one (`kura key passwd`): from `file`,
+    /// KURA_NEW_PASSWORD, or a prompt (twice); never empty.
+    pub fn replacement_passphrase(&self, file: Option<&Path>) -> Result<Vec<u8>> {
+        let given = if let Some(f) = file {
+            read_secret(f, "new password file")?
+        } else if let Ok(p) = std::env::var("KURA_NEW_PASSWORD") {
+            p.into_bytes()
+        } else if !std::io::stdin().is_terminal() {
+            bail!(
+                "no new passphrase: set KURA_NEW_PASSWORD, pass --new-password-file, or run on a terminal"
+            );
+        } else {
+            prompt("new passphrase", true)?
+        };
+        refuse_empty(&given)?;
+        Ok(given)
     }
 
     fn credential(&self) -> Result<Credential> {
@@ -289,10 +303,8 @@ impl Ctx {
     /// This machine's state and its device in `repo`; an error if it is not one.
     pub fn this_device(&self, repo: &Repository) -> Result<(ClientState, DeviceId)> {
         let state = self.state(repo)?;
-        let device = state
-            .device()
-            .filter(|d| repo.device_key(*d).is_some())
-            .ok_or(RepoError::NotADevice)?;
+        let device = state.device().ok_or(RepoError::NotADevice)?;
+        repo.require_device(device)?;
         Ok((state, device))
     }
 
@@ -305,6 +317,23 @@ impl Ctx {
             .map(|n| n.get())
             .unwrap_or(2)
     }
+}
+
+/// Asks for a passphrase on the terminal; one that will protect a key (`twice`) is asked for
+/// again and must match.
+fn prompt(label: &str, twice: bool) -> Result<Vec<u8>> {
+    let p = rpassword::prompt_password(format!("{label}: "))?;
+    if twice && rpassword::prompt_password(format!("{label} again: "))? != p {
+        bail!("the passphrases do not match");
+    }
+    Ok(p.into_bytes())
+}
+
+fn refuse_empty(passphrase: &[u8]) -> Result<()> {
+    if passphrase.is_empty() {
+        bail!("an empty passphrase is not allowed");
+    }
+    Ok(())
 }
 
 /// The Argon2id cost for new keys. Tests and benchmarks may lower it; the default is the

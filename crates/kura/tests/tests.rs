@@ -11,6 +11,7 @@ mod chains;
 mod first_minutes;
 mod integrity;
 mod jobs;
+mod keys;
 mod placement;
 mod robustness;
 mod schedule;

@@ -11,6 +11,7 @@ pub mod device;
 pub mod forget;
 pub mod init;
 pub mod jobs;
+pub mod key;
 pub mod restore;
 pub mod schedule;
 pub mod serve;
