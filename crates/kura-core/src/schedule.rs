@@ -324,6 +324,10 @@ pub struct Outcome {
     pub ok: bool,
     /// What it made, or why it failed.
     pub detail: String,
+    /// Whether it failed before a backup job began (no passphrase, no repository), so the
+    /// repository's backup log has no entry of it.
+    #[serde(default)]
+    pub before_job: bool,
 }
 
 impl Entry {

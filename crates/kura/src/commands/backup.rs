@@ -9,6 +9,7 @@ use kura_client::ClientError;
 use kura_client::backup::BackupOptions;
 use kura_core::job::JobId;
 use kura_core::snapshot::BackupType;
+use kura_repo::Repository;
 use kura_repo::lock::hostname;
 use serde_json::json;
 
@@ -104,7 +105,19 @@ pub fn run_backup(
     tags: Vec<String>,
     resume: Option<JobId>,
 ) -> Result<()> {
-    let repo = ctx.open()?;
+    run_backup_in(ctx, ctx.open()?, paths, kind, excludes, tags, resume)
+}
+
+/// [`run_backup`] in a repository already opened.
+pub fn run_backup_in(
+    ctx: &Ctx,
+    repo: Repository,
+    paths: Vec<PathBuf>,
+    kind: BackupType,
+    excludes: Vec<String>,
+    tags: Vec<String>,
+    resume: Option<JobId>,
+) -> Result<()> {
     let (state, device) = ctx.this_device(&repo)?;
     let opts = BackupOptions {
         paths,

@@ -137,9 +137,24 @@ pub fn log(ctx: &Ctx, last: Option<usize>) -> Result<()> {
     if let Some(n) = last {
         entries.drain(..entries.len().saturating_sub(n));
     }
-    let listing: Vec<Value> = entries.iter().map(job_json).collect();
+    // This machine's scheduled runs that failed before a job began are not in the repository.
+    let schedule = kura_client::schedule::load(&ctx.state_base()?)?;
+    let not_started: Vec<_> = schedule
+        .entries
+        .iter()
+        .filter_map(|e| e.last_outcome.as_ref().map(|o| (e, o)))
+        .filter(|(_, o)| !o.ok && o.before_job)
+        .collect();
+    let listing: Vec<Value> = entries
+        .iter()
+        .map(job_json)
+        .chain(not_started.iter().map(|(e, o)| {
+            json!({"id": null, "schedule": e.id, "status": "not started", "type": e.kind,
+                   "paths": e.paths, "started": o.at, "error": o.detail})
+        }))
+        .collect();
     ctx.out.emit(&listing, || {
-        if entries.is_empty() {
+        if entries.is_empty() && not_started.is_empty() {
             return "the backup log is empty".into();
         }
         let header = format!(
@@ -160,8 +175,23 @@ pub fn log(ctx: &Ctx, last: Option<usize>) -> Result<()> {
                 j.paths.join(", ")
             )
         });
+        let scheduled = not_started.iter().map(|(e, o)| {
+            format!(
+                "{:<8}  {:<20}  {:<11}  {:<12}  {:>9}  {:>10}  {:<8}  {}\n          scheduled backup {} could not start: {}",
+                "-",
+                o.at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                "not started",
+                e.kind.to_string(),
+                "-",
+                "-",
+                "-",
+                e.paths.join(", "),
+                e.id,
+                o.detail
+            )
+        });
         let footer = format!("stored at {}", repo.backend().location());
-        table(header, rows.chain([footer]))
+        table(header, rows.chain(scheduled).chain([footer]))
     });
     Ok(())
 }

@@ -11,7 +11,7 @@ use kura_client::schedule::{load, update};
 use kura_core::schedule::{Cron, Entry, Outcome, Timing};
 use serde_json::{Value, json};
 
-use super::backup::{TypeArg, run_backup};
+use super::backup::{TypeArg, run_backup_in};
 use crate::ctx::Ctx;
 use crate::output::{local_time, table};
 
@@ -193,11 +193,20 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
         ));
         let paths = e.paths.iter().map(PathBuf::from).collect();
         let excludes = ctx.config.exclude.clone();
-        let outcome = match run_backup(ctx, paths, e.kind, excludes, e.tags, None) {
+        // A run that cannot open the repository, or is not a device of it, leaves no entry in
+        // the repository's log; `kura log` shows it from the outcome recorded here.
+        let opened = ctx
+            .open()
+            .and_then(|repo| ctx.this_device(&repo).map(|_| repo));
+        let before_job = opened.is_err();
+        let result =
+            opened.and_then(|repo| run_backup_in(ctx, repo, paths, e.kind, excludes, e.tags, None));
+        let outcome = match result {
             Ok(()) => Outcome {
                 at: Timestamp::now(),
                 ok: true,
                 detail: "completed".into(),
+                before_job: false,
             },
             Err(err) => {
                 failed += 1;
@@ -206,6 +215,7 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
                     at: Timestamp::now(),
                     ok: false,
                     detail: format!("{err:#}"),
+                    before_job,
                 }
             }
         };

@@ -75,6 +75,36 @@ fn a_failed_scheduled_run_shows_in_the_schedule_list() {
 }
 
 #[test]
+fn a_scheduled_run_that_could_not_start_shows_in_the_log() {
+    let (env, id) = hourly();
+    let out = env
+        .cmd(&["agent", "--once"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = env.json(&["log"]);
+    let row = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["schedule"] == id.as_str())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(row["status"], "not started");
+    assert!(
+        row["error"].as_str().unwrap().contains("no passphrase"),
+        "{row}"
+    );
+    let text = env.ok(&["log"]);
+    assert!(
+        text.contains(&format!(
+            "scheduled backup {id} could not start: no passphrase"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
 fn the_agent_runs_a_due_backup_once_per_interval() {
     // Due at once; then not again within the hour.
     let (env, _) = hourly();
