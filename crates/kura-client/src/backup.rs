@@ -22,9 +22,10 @@ use kura_repo::lock::RepoLock;
 use kura_repo::saver::{Saver, Scratch, adopt_orphans};
 use kura_repo::{MasterIndex, RepoError, Repository};
 
+use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::state::{ClientState, Fingerprint, Markers};
-use crate::walk::{self, Excludes, FsDir, FsEntry};
+use crate::walk::{self, FsDir, FsEntry};
 use crate::{ClientError, Result};
 
 /// What to back up, and how.
@@ -59,6 +60,8 @@ pub struct BackupOutcome {
     pub errors: Vec<String>,
     /// Packs of an interrupted backup that were found and indexed.
     pub adopted_packs: usize,
+    /// Exclude patterns that matched nothing (a typo, most likely).
+    pub unmatched: Vec<String>,
 }
 
 struct FileResult {
@@ -143,8 +146,9 @@ pub fn backup(
         Some(m) => m.files.get(path).is_none_or(|(old, _)| old != fp),
         None => true,
     };
-    let excludes = Excludes::new(&opts.excludes)?;
+    let excludes = Patterns::new(&opts.excludes)?;
     let scan = walk::scan(&roots, &excludes, &select)?;
+    let unmatched = excludes.unmatched();
     let mut errors = scan.errors.clone();
     for e in &errors {
         progress.warn(e);
@@ -330,6 +334,7 @@ pub fn backup(
         fell_back,
         errors,
         adopted_packs,
+        unmatched,
     })
 }
 

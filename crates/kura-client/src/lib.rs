@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod job;
+pub mod pattern;
 pub mod progress;
 pub mod restore;
 pub mod schedule;

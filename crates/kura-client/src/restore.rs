@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use kura_core::Id;
 use kura_core::snapshot::Snapshot;
 use kura_core::tree::{Node, NodeKind};
 use kura_repo::{MasterIndex, RepoError, Repository};
 
+use crate::pattern::Patterns;
 use crate::progress::Progress;
 use crate::walk;
 use crate::{ClientError, Result, io_err};
@@ -85,6 +85,8 @@ pub struct RestoreOutcome {
     pub kept: u64,
     /// Entries that could not be restored, with the reason.
     pub errors: Vec<String>,
+    /// Include patterns that matched nothing.
+    pub unmatched: Vec<String>,
 }
 
 struct Item {
@@ -104,13 +106,21 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let _lock = kura_repo::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let index = repo.load_index()?;
-    let includes = globs(&opts.includes)?;
+    let includes = Patterns::new(&opts.includes)?;
+    let includes = (!includes.is_empty()).then_some(includes);
     let root = if opts.only_changes {
         snapshot.carried()
     } else {
         snapshot.tree
     };
     let (mut dirs, mut files, mut links) = plan(repo, &index, root, opts, includes.as_ref())?;
+    let unmatched = includes.as_ref().map(|i| i.unmatched()).unwrap_or_default();
+    if !unmatched.is_empty() && unmatched.len() == opts.includes.len() {
+        return Err(ClientError::Usage(format!(
+            "nothing in the snapshot matches --include {}",
+            unmatched.join(", ")
+        )));
+    }
     // Without the recovery source, files that exist only in a baseline are left out and
     // named once; everything else is restored.
     let mut baseline_only = Vec::new();
@@ -160,7 +170,10 @@ pub fn restore(
             unit: "inodes",
         });
     }
-    let mut out = RestoreOutcome::default();
+    let mut out = RestoreOutcome {
+        unmatched,
+        ..RestoreOutcome::default()
+    };
     if let Some(first) = baseline_only.first() {
         out.errors.push(format!(
             "{} not restored: they exist only in a baseline (e.g. {}); give the recovery source with --baseline-source DIR",
@@ -449,7 +462,7 @@ fn plan(
     index: &MasterIndex,
     root: Id,
     opts: &RestoreOptions,
-    includes: Option<&GlobSet>,
+    includes: Option<&Patterns>,
 ) -> Result<Plan> {
     let (mut dirs, mut files, mut links) = (Vec::new(), Vec::new(), Vec::new());
     // Where the walk starts, and the prefix stripped from snapshot paths to make target paths.
@@ -461,7 +474,7 @@ fn plan(
                 None => (root, PathBuf::from("/")),
                 Some(node) if node.kind == NodeKind::Dir => (node.subtree.unwrap_or_default(), p),
                 Some(node) => {
-                    if includes.is_none_or(|g| g.is_match(&p)) {
+                    if includes.is_none_or(|g| g.matches(&p)) {
                         let item = Item {
                             rel: PathBuf::from(std::ffi::OsStr::from_bytes(&node.name)),
                             source: p,
@@ -477,23 +490,11 @@ fn plan(
             }
         }
     };
-    // With includes, a directory is kept if it matches or holds something kept.
-    let mut matched_depth: Option<usize> = None;
+    // A pattern that matches a directory takes everything under it; the directories above
+    // what matched are made as it is restored.
     let mut visit = |path: &Path, node: &Node| -> Result<bool> {
         let rel = path.strip_prefix(&strip).unwrap_or(path).to_path_buf();
-        let depth = rel.components().count();
-        if matched_depth.is_some_and(|d| depth <= d) {
-            matched_depth = None;
-        }
-        let selected = match includes {
-            None => true,
-            Some(g) => {
-                if matched_depth.is_none() && g.is_match(path) {
-                    matched_depth = Some(depth);
-                }
-                matched_depth.is_some()
-            }
-        };
+        let selected = includes.is_none_or(|g| g.matches(path));
         let item = Item {
             source: path.to_path_buf(),
             rel,
@@ -509,19 +510,6 @@ fn plan(
     };
     walk::visit_tree(repo, index, &start, &strip, &mut visit)?;
     Ok((dirs, files, links))
-}
-
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).map_err(|e| ClientError::Usage(format!("bad pattern {p:?}: {e}")))?);
-    }
-    Ok(Some(
-        b.build().map_err(|e| ClientError::Usage(e.to_string()))?,
-    ))
 }
 
 enum Failure {

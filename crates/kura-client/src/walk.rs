@@ -7,11 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use kura_core::Id;
 use kura_core::tree::{Node, NodeKind, Tree};
 use kura_repo::{MasterIndex, Repository};
 
+use crate::pattern::Patterns;
 use crate::state::Fingerprint;
 use crate::{ClientError, Result, io_err};
 
@@ -124,39 +124,6 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
-/// Exclude patterns: a pattern with a `/` matches the whole absolute path, one without matches
-/// any single name.
-pub struct Excludes {
-    full: GlobSet,
-    name: GlobSet,
-}
-
-impl Excludes {
-    /// Compiles the patterns.
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let (mut full, mut name) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            let glob =
-                Glob::new(p).map_err(|e| ClientError::Usage(format!("bad pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                full.add(glob);
-            } else {
-                name.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| ClientError::Usage(e.to_string()));
-        Ok(Excludes {
-            full: build(full)?,
-            name: build(name)?,
-        })
-    }
-
-    /// Whether `path` is excluded.
-    pub fn matches(&self, path: &Path) -> bool {
-        self.full.is_match(path) || path.file_name().is_some_and(|n| self.name.is_match(n))
-    }
-}
-
 /// Turns a user-given path into a clean absolute path (symlinks are not resolved).
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(path).map_err(io_err(path))?;
@@ -176,7 +143,7 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 /// Scans `roots`; `select(path, fingerprint)` decides which regular files the backup carries.
 pub fn scan(
     roots: &[PathBuf],
-    excludes: &Excludes,
+    excludes: &Patterns,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
@@ -234,7 +201,7 @@ pub fn scan(
 fn entry_for(
     path: &Path,
     meta: &fs::Metadata,
-    excludes: &Excludes,
+    excludes: &Patterns,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
     scan: &mut Scan,
     is_root: bool,
@@ -284,7 +251,7 @@ fn entry_for(
 fn walk_dir(
     path: &Path,
     dir: &mut FsDir,
-    excludes: &Excludes,
+    excludes: &Patterns,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
     scan: &mut Scan,
 ) {
@@ -371,15 +338,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn excludes_match_names_and_paths() {
-        let ex = Excludes::new(&["*.tmp".into(), "/data/cache/**".into()]).unwrap();
-        assert!(ex.matches(Path::new("/x/y/a.tmp")));
-        assert!(ex.matches(Path::new("/data/cache/z")));
-        assert!(!ex.matches(Path::new("/data/keep")));
-        assert!(Excludes::new(&["[".into()]).is_err());
-    }
-
-    #[test]
     fn absolute_cleans_paths() {
         assert_eq!(
             absolute(Path::new("/a/./b/../c/")).unwrap(),
@@ -397,7 +355,7 @@ mod tests {
         fs::write(root.join("b.tmp"), b"b").unwrap();
         fs::write(root.join("sub/c"), b"cc").unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
-        let ex = Excludes::new(&["*.tmp".into()]).unwrap();
+        let ex = Patterns::new(&["*.tmp".into()]).unwrap();
         let s = scan(&[absolute(&root).unwrap()], &ex, &|_, _| true).unwrap();
         assert_eq!(s.files.len(), 2);
         assert_eq!(s.bytes, 3);

@@ -12,6 +12,7 @@ mod first_minutes;
 mod integrity;
 mod jobs;
 mod keys;
+mod patterns;
 mod placement;
 mod robustness;
 mod schedule;

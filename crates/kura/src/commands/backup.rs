@@ -27,7 +27,10 @@ pub struct BackupArgs {
     /// since the last full or incremental; differential: changes since the last full.
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Full)]
     kind: TypeArg,
-    /// Leave out matching entries (a pattern with `/` matches the absolute path, else any name).
+    /// Leave out what matches this pattern (restic's rules: a name or relative path matches at
+    /// any depth, `/...` from the root, `*` stays within a name, `**` spans directories; a
+    /// matching directory takes everything under it). Repeatable; one that matches nothing is
+    /// warned about.
     #[arg(long)]
     exclude: Vec<String>,
     /// Read exclude patterns from a file, one per line (`#` starts a comment).
@@ -155,6 +158,9 @@ pub fn run_backup_in(
     if let Some(msg) = &out.fell_back {
         eprintln!("note: {msg}");
     }
+    for p in &out.unmatched {
+        eprintln!("warning: exclude pattern {p:?} matched nothing");
+    }
     super::conditions::after_backup(ctx, repo.backend().as_ref(), &job);
     let s = &out.snapshot.summary;
     ctx.out.emit(
@@ -162,6 +168,7 @@ pub fn run_backup_in(
             "id": out.id, "short_id": out.id.short(), "type": out.snapshot.kind, "requested_type": kind,
             "fell_back_to_full": out.fell_back.is_some(), "paths": out.snapshot.paths,
             "summary": s, "errors": out.errors, "adopted_packs": out.adopted_packs,
+            "unmatched_patterns": out.unmatched,
             "job": job.id, "attempts": job.attempts,
         }),
         || {

@@ -19,7 +19,9 @@ pub struct RestoreArgs {
     /// Directory to restore into.
     #[arg(long, short = 't')]
     target: PathBuf,
-    /// Restore only entries matching this glob (or under a matching directory).
+    /// Restore only what matches this pattern (restic's rules: a name or relative path matches
+    /// at any depth, `/...` from the root, `**` spans directories; a matching directory brings
+    /// everything under it). Repeatable.
     #[arg(long)]
     include: Vec<String>,
     /// Directory holding the baseline's files, for files that exist only in a baseline.
@@ -78,13 +80,16 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     let out = restore_snapshot(&repo, &snap, &opts, &bar);
     bar.finish();
     let out = out?;
+    for p in &out.unmatched {
+        eprintln!("warning: include pattern {p:?} matched nothing");
+    }
     if !ctx.out.json {
         for e in &out.errors {
             eprintln!("error: {e}");
         }
     }
     ctx.out.emit(
-        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "errors": out.errors}),
+        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "errors": out.errors, "unmatched_patterns": out.unmatched}),
         || {
             let kept = match out.kept {
                 0 => String::new(),
