@@ -124,9 +124,67 @@ impl Snapshot {
     }
 }
 
+/// Which snapshots a command considers (`--host`, `--path`, `--tag`: restic's names). An empty
+/// list does not narrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Host names or device names: the snapshot's must be one of them.
+    pub hosts: Vec<String>,
+    /// Absolute paths: the snapshot must have backed up every one.
+    pub paths: Vec<String>,
+    /// Tag lists, each `a,b` meaning both: the snapshot must carry every tag of one list.
+    pub tags: Vec<String>,
+}
+
+impl Filter {
+    /// Whether it narrows nothing.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.paths.is_empty() && self.tags.is_empty()
+    }
+
+    /// Whether snapshot `s`, made by the device named `device_name`, is considered.
+    pub fn matches(&self, s: &Snapshot, device_name: Option<&str>) -> bool {
+        let host = self.hosts.is_empty()
+            || self
+                .hosts
+                .iter()
+                .any(|h| *h == s.hostname || Some(h.as_str()) == device_name);
+        let paths = self.paths.iter().all(|p| s.paths.contains(p));
+        let tags = self.tags.is_empty()
+            || self.tags.iter().any(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .all(|t| s.tags.iter().any(|have| have == t))
+            });
+        host && paths && tags
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_narrow_by_host_or_device_name_paths_and_tags() {
+        let mut s = Snapshot::decode(br#"{"time":"2026-11-21T10:00:00Z","device":"03030303030303030303030303030303","hostname":"vm","paths":["/a","/b"],"type":"full","tags":["daily","home"],"tree":"0909090909090909090909090909090909090909090909090909090909090909"}"#).unwrap();
+        let f = |hosts: &[&str], paths: &[&str], tags: &[&str]| Filter {
+            hosts: hosts.iter().map(|x| x.to_string()).collect(),
+            paths: paths.iter().map(|x| x.to_string()).collect(),
+            tags: tags.iter().map(|x| x.to_string()).collect(),
+        };
+        assert!(f(&[], &[], &[]).matches(&s, None));
+        assert!(f(&["vm"], &[], &[]).matches(&s, None));
+        assert!(f(&["laptop"], &[], &[]).matches(&s, Some("laptop")));
+        assert!(!f(&["other"], &[], &[]).matches(&s, Some("laptop")));
+        assert!(f(&[], &["/a"], &[]).matches(&s, None));
+        assert!(!f(&[], &["/a", "/c"], &[]).matches(&s, None));
+        assert!(f(&[], &[], &["daily,home"]).matches(&s, None));
+        assert!(!f(&[], &[], &["daily,work"]).matches(&s, None));
+        assert!(f(&[], &[], &["daily,work", "home"]).matches(&s, None));
+        s.tags.clear();
+        assert!(!f(&[], &[], &["home"]).matches(&s, None));
+    }
 
     #[test]
     fn round_trip() {

@@ -699,11 +699,22 @@ impl Repository {
 
     /// Finds a snapshot by unique id prefix, or `latest` for the newest.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_where(spec, |_| true)
+    }
+
+    /// [`Repository::find_snapshot`] among the snapshots `considered` accepts: `latest` is the
+    /// newest of them, and an id of another is not found.
+    pub fn find_snapshot_where(
+        &self,
+        spec: &str,
+        considered: impl Fn(&Snapshot) -> bool,
+    ) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             return self
                 .readable_snapshots()?
                 .0
-                .pop()
+                .into_iter()
+                .rfind(|(_, s)| considered(s))
                 .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
         }
         let spec_lc = spec.to_ascii_lowercase();
@@ -714,7 +725,12 @@ impl Repository {
             .filter(|n| !spec_lc.is_empty() && n.starts_with(&spec_lc))
             .collect();
         match matches.as_slice() {
-            [one] => self.load_snapshot(one),
+            [one] => self
+                .load_snapshot(one)
+                .and_then(|found| match considered(&found.1) {
+                    true => Ok(found),
+                    false => Err(RepoError::NoSnapshot(spec.into())),
+                }),
             [] => Err(RepoError::NoSnapshot(spec.into())),
             _ => Err(RepoError::AmbiguousSnapshot(spec.into())),
         }

@@ -49,7 +49,7 @@ enum Command {
     /// Record PATHs as backed up without uploading their contents (factory state, recovery media).
     Baseline(backup::BaselineArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(snapshots::SnapshotsArgs),
     /// List the contents of a snapshot (SNAPSHOT: id prefix or `latest`).
     Ls(snapshots::LsArgs),
     /// Show what changed between two snapshots.
@@ -132,7 +132,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Init => init::init(ctx),
         Command::Backup(a) => backup::backup(ctx, a),
         Command::Baseline(a) => backup::baseline(ctx, a),
-        Command::Snapshots => snapshots::snapshots(ctx),
+        Command::Snapshots(a) => snapshots::snapshots(ctx, a),
         Command::Ls(a) => snapshots::ls(ctx, a),
         Command::Diff(a) => snapshots::diff(ctx, a),
         Command::Restore(a) => restore::restore(ctx, a),

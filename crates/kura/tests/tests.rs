@@ -16,5 +16,6 @@ mod patterns;
 mod placement;
 mod robustness;
 mod schedule;
+mod selection;
 mod service;
 mod sites;

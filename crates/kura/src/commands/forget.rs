@@ -38,6 +38,8 @@ pub struct ForgetArgs {
     /// Run prune afterwards.
     #[arg(long)]
     prune: bool,
+    #[command(flatten)]
+    select: super::snapshots::SelectArgs,
 }
 
 /// Options of `kura prune`.
@@ -65,15 +67,19 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     }
     let repo = ctx.open()?;
     let lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let considered = a.select.considered(&repo)?;
     let plan = if policy.is_empty() {
         let mut plan = policy::ForgetPlan::default();
         for spec in &a.snapshots {
-            plan.remove.push(repo.find_snapshot(spec)?);
+            plan.remove
+                .push(repo.find_snapshot_where(spec, &considered)?);
         }
         plan
     } else {
         let tz = jiff::tz::TimeZone::system();
-        policy::forget_plan(&policy, repo.load_snapshots()?, &tz)
+        let mut all = repo.load_snapshots()?;
+        all.retain(|(_, s)| considered(s));
+        policy::forget_plan(&policy, all, &tz)
     };
     if !a.dry_run {
         for (id, _) in &plan.remove {

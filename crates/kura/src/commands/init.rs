@@ -75,7 +75,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<()> {
         None,
     )?;
     if !ctx.out.json {
-        super::snapshots::snapshots(ctx)?;
+        super::snapshots::snapshots(ctx, Default::default())?;
     }
     check(ctx, CheckArgs { read_data: true })?;
     ctx.out.say(format!(

@@ -36,6 +36,8 @@ pub struct RestoreArgs {
     /// `always`; otherwise it is left as it is and reported, and the restore exits 3.
     #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
     overwrite: OverwriteArg,
+    #[command(flatten)]
+    select: super::snapshots::SelectArgs,
 }
 
 /// `--overwrite` values (restic's names).
@@ -66,7 +68,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         Some((s, p)) => (s.to_string(), Some(PathBuf::from(p))),
         None => (a.snapshot.clone(), None),
     };
-    let (id, snap) = repo.find_snapshot(&spec)?;
+    let (id, snap) = a.select.find(&repo, &spec)?;
     let opts = RestoreOptions {
         target: a.target,
         subpath,

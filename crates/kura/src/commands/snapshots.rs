@@ -10,7 +10,7 @@ use clap::Args;
 use kura_client::walk;
 use kura_core::Id;
 use kura_core::keys::DeviceId;
-use kura_core::snapshot::Snapshot;
+use kura_core::snapshot::{Filter, Snapshot};
 use kura_core::tree::{Node, NodeKind, Tree};
 use kura_repo::lock::RepoLock;
 use kura_repo::{MasterIndex, RepoError, Repository};
@@ -18,6 +18,56 @@ use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
 use crate::output::{Partial, count, human, lines, local_time, table};
+
+/// `--host`, `--path`, `--tag`: which snapshots a command considers (restic's names); `latest`
+/// is the newest of those.
+#[derive(Args, Default)]
+#[command(next_help_heading = "Snapshot selection")]
+pub struct SelectArgs {
+    /// Only snapshots of this host name or device name (repeatable: any of them).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Only snapshots that backed up this path (repeatable: all of them).
+    #[arg(long = "path")]
+    paths: Vec<PathBuf>,
+    /// Only snapshots with these tags (`a,b`: both; repeatable: any of the lists).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+}
+
+impl SelectArgs {
+    /// The filter these options describe, with paths made absolute.
+    fn filter(&self) -> Result<Filter> {
+        Ok(Filter {
+            hosts: self.hosts.clone(),
+            paths: self
+                .paths
+                .iter()
+                .map(|p| walk::absolute(p).map(|p| p.display().to_string()))
+                .collect::<Result<_, _>>()?,
+            tags: self.tags.clone(),
+        })
+    }
+
+    /// Whether a snapshot of `repo` is considered.
+    pub fn considered(&self, repo: &Repository) -> Result<impl Fn(&Snapshot) -> bool + use<>> {
+        let filter = self.filter()?;
+        let names = device_names(repo);
+        Ok(move |s: &Snapshot| filter.matches(s, names.get(&s.device).map(String::as_str)))
+    }
+
+    /// The snapshot `spec` names among those considered.
+    pub fn find(&self, repo: &Repository, spec: &str) -> Result<(Id, Snapshot)> {
+        Ok(repo.find_snapshot_where(spec, self.considered(repo)?)?)
+    }
+}
+
+/// Options of `kura snapshots`.
+#[derive(Args, Default)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+}
 
 /// Options of `kura ls`.
 #[derive(Args)]
@@ -29,6 +79,8 @@ pub struct LsArgs {
     /// List only the files an incremental or differential snapshot carried.
     #[arg(long)]
     only_changes: bool,
+    #[command(flatten)]
+    select: SelectArgs,
 }
 
 /// Options of `kura diff`.
@@ -53,9 +105,11 @@ fn snapshot_json(id: &Id, s: &Snapshot, names: &HashMap<DeviceId, String>) -> Va
 }
 
 /// `kura snapshots`.
-pub fn snapshots(ctx: &Ctx) -> Result<()> {
+pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let (snaps, damaged) = repo.readable_snapshots()?;
+    let (mut snaps, damaged) = repo.readable_snapshots()?;
+    let considered = a.select.considered(&repo)?;
+    snaps.retain(|(_, s)| considered(s));
     for e in &damaged {
         eprintln!("warning: {e}");
     }
@@ -115,7 +169,7 @@ fn kind_str(k: NodeKind) -> &'static str {
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let repo = ctx.open()?;
     let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (_, snap) = a.select.find(&repo, &a.snapshot)?;
     let root = if a.only_changes {
         snap.carried()
     } else {
