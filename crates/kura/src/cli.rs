@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kura_client::ClientError;
 use kura_core::keys::KeyError;
 use kura_repo::RepoError;
@@ -13,7 +13,7 @@ use crate::commands::{
     admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, restore,
     schedule, serve, snapshots,
 };
-use crate::ctx::{Ctx, Global};
+use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
 
 const EXIT_CODES: &str = "\
@@ -113,9 +113,131 @@ enum Command {
     Quickstart(init::QuickstartArgs),
 }
 
+/// The commands by what they are for, in the order `kura --help` lists them.
+const GROUPS: &[(&str, &[&str])] = &[
+    (
+        "Back up and restore",
+        &[
+            "quickstart",
+            "backup",
+            "baseline",
+            "snapshots",
+            "ls",
+            "diff",
+            "restore",
+            "schedule",
+            "agent",
+            "jobs",
+            "log",
+        ],
+    ),
+    (
+        "Repository",
+        &["init", "check", "forget", "prune", "device", "key"],
+    ),
+    (
+        "Service member",
+        &["conditions", "messages", "incidents", "billing", "cert"],
+    ),
+    ("Service operator", &["serve", "admin"]),
+];
+
+/// Commands that never open a repository, with the global options they do use.
+const NO_REPOSITORY: &[(&str, &[&str])] = &[
+    ("serve", &[]),
+    ("admin", &[]),
+    ("cert", &[]),
+    ("schedule", &["state_dir"]),
+];
+
+/// The command-line definition with the commands listed by group, and the repository options
+/// left out of the help of commands that never open a repository.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let mut listing = String::new();
+    for (group, names) in GROUPS {
+        listing.push_str(&format!("{group}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let first = about.split(". ").next().unwrap_or_default();
+            listing.push_str(&format!("  {name:<12}{}\n", wrap(first, 14, 100)));
+        }
+        listing.push('\n');
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        let uses = NO_REPOSITORY
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, uses)| *uses);
+        cmd = cmd.mut_subcommand(&name, |sub| {
+            let hidden: Vec<(&str, &str)> = match uses {
+                Some(uses) => REPOSITORY_OPTIONS
+                    .iter()
+                    .copied()
+                    .filter(|(id, _)| !uses.contains(id))
+                    .collect(),
+                None => Vec::new(),
+            };
+            hide_options(sub, &hidden).hide(true)
+        });
+    }
+    cmd.override_usage("kura [OPTIONS] <COMMAND>").help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}{{all-args}}{{after-help}}"
+    ))
+}
+
+/// `cmd` and its subcommands with the global options `ids` left out of their help: each gets a
+/// hidden option of its own with the same name, which stops the global one from being copied
+/// in (what it is given there is ignored, as those commands never read it).
+fn hide_options(mut cmd: clap::Command, ids: &[(&'static str, &'static str)]) -> clap::Command {
+    for (id, long) in ids {
+        if cmd.get_arguments().all(|a| a.get_id() != id) {
+            cmd = cmd.arg(clap::Arg::new(*id).long(*long).num_args(1).hide(true));
+        }
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(&name, |sub| hide_options(sub, ids));
+    }
+    cmd
+}
+
+/// `text` wrapped at `width` columns, lines after the first indented by `indent`.
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut column = indent;
+    for word in text.split_whitespace() {
+        if column > indent && column + 1 + word.len() > width {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if column > indent {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.len();
+    }
+    out
+}
+
 /// Parses the command line, runs it, and maps the outcome to an exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -202,4 +324,26 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_listed_in_one_group() {
+        let listed: Vec<&str> = GROUPS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        let mut commands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        commands.sort();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(commands, sorted, "each command in exactly one group");
+        command().debug_assert();
+    }
 }

@@ -14,6 +14,25 @@ use kura_repo::{Backend, Credential, LocalDir, Provider, RepoError, Repository};
 use crate::config::Config;
 use crate::output::Output;
 
+/// The help heading of the options that matter only for an https:// repository.
+const SERVICE_OPTIONS: &str = "Service options (for an https:// repository)";
+
+/// The global options that reach a repository (the rest shape output), as (id, long name),
+/// for leaving them out of the help of commands that never open one.
+pub const REPOSITORY_OPTIONS: &[(&str, &str)] = &[
+    ("repo", "repo"),
+    ("password_file", "password-file"),
+    ("recovery_code_file", "recovery-code-file"),
+    ("state_dir", "state-dir"),
+    ("user", "user"),
+    ("user_password_file", "user-password-file"),
+    ("client_cert", "client-cert"),
+    ("client_key", "client-key"),
+    ("server_fingerprint", "server-fingerprint"),
+    ("retry_secs", "retry-secs"),
+    ("piece_kib", "piece-kib"),
+];
+
 /// Options every command takes.
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Global options")]
@@ -44,28 +63,40 @@ pub struct Global {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// Service user name, for an https:// repository.
-    #[arg(long, env = "KURA_USER", global = true)]
+    #[arg(long, env = "KURA_USER", global = true, help_heading = SERVICE_OPTIONS)]
     pub user: Option<String>,
     /// Read the service user's password from this file (otherwise KURA_USER_PASSWORD).
-    #[arg(long, env = "KURA_USER_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "KURA_USER_PASSWORD_FILE", global = true, help_heading = SERVICE_OPTIONS)]
     pub user_password_file: Option<PathBuf>,
     /// Log in to the service with this client certificate (PEM; made by `kura cert create`)
     /// instead of a password.
-    #[arg(long, env = "KURA_CLIENT_CERT", global = true, requires = "client_key")]
+    #[arg(
+        long,
+        env = "KURA_CLIENT_CERT",
+        global = true,
+        requires = "client_key",
+        help_heading = SERVICE_OPTIONS
+    )]
     pub client_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "KURA_CLIENT_KEY", global = true, requires = "client_cert")]
+    #[arg(
+        long,
+        env = "KURA_CLIENT_KEY",
+        global = true,
+        requires = "client_cert",
+        help_heading = SERVICE_OPTIONS
+    )]
     pub client_key: Option<PathBuf>,
     /// SHA-256 fingerprint of the service's certificate to pin (printed by `kura serve`).
-    #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true)]
+    #[arg(long, env = "KURA_SERVER_FINGERPRINT", global = true, help_heading = SERVICE_OPTIONS)]
     pub server_fingerprint: Option<String>,
     /// Keep retrying this many seconds while the service is unreachable or unavailable
     /// (default 120).
-    #[arg(long, env = "KURA_RETRY_SECS", global = true)]
+    #[arg(long, env = "KURA_RETRY_SECS", global = true, help_heading = SERVICE_OPTIONS)]
     pub retry_secs: Option<u64>,
     /// Upload pieces of this many KiB to the service (default: chosen from the measured line
     /// speed, 256 KiB to 32 MiB).
-    #[arg(long, env = "KURA_PIECE_KIB", global = true)]
+    #[arg(long, env = "KURA_PIECE_KIB", global = true, help_heading = SERVICE_OPTIONS)]
     pub piece_kib: Option<usize>,
     /// Worker threads (default: by core count).
     #[arg(long, env = "KURA_THREADS", global = true, default_value_t = 0)]

@@ -186,3 +186,40 @@ fn quickstart_checks_its_directory_before_making_anything() {
     let out = env.ok(&["quickstart", src.to_str().unwrap()]);
     assert!(out.contains("kura restore latest --target"), "{out}");
 }
+
+#[test]
+fn help_groups_the_commands_and_keeps_repository_options_where_they_apply() {
+    let env = Env::new();
+    let top = env.ok(&["--help"]);
+    for heading in [
+        "Back up and restore:",
+        "Repository:",
+        "Service member:",
+        "Service operator:",
+    ] {
+        assert!(top.contains(heading), "{top}");
+    }
+    let ls = env.ok(&["ls", "--help"]);
+    assert!(
+        ls.contains("Global options:")
+            && ls.contains("Service options (for an https:// repository):"),
+        "{ls}"
+    );
+    assert!(ls.contains("Snapshot selection:"), "{ls}");
+    for cmd in [
+        &["serve", "--help"][..],
+        &["admin", "user", "add", "--help"],
+        &["cert", "create", "--help"],
+    ] {
+        let help = env.ok(cmd);
+        assert!(
+            !help.contains("--repo") && !help.contains("--server-fingerprint"),
+            "{cmd:?}: {help}"
+        );
+    }
+    let schedule = env.ok(&["schedule", "add", "--help"]);
+    assert!(
+        schedule.contains("--state-dir") && !schedule.contains("--user "),
+        "{schedule}"
+    );
+}
