@@ -29,7 +29,7 @@ use crate::walk::{self, FsDir, FsEntry};
 use crate::{ClientError, Result};
 
 /// What to back up, and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     /// Paths to back up (made absolute).
     pub paths: Vec<PathBuf>,
@@ -37,6 +37,10 @@ pub struct BackupOptions {
     pub kind: BackupType,
     /// Exclude patterns.
     pub excludes: Vec<String>,
+    /// Stay on the filesystem of each path.
+    pub one_file_system: bool,
+    /// Leave out the contents of directories tagged as caches (`CACHEDIR.TAG`).
+    pub exclude_caches: bool,
     /// Tags for the snapshot.
     pub tags: Vec<String>,
     /// Host name recorded in the snapshot.
@@ -146,9 +150,13 @@ pub fn backup(
         Some(m) => m.files.get(path).is_none_or(|(old, _)| old != fp),
         None => true,
     };
-    let excludes = Patterns::new(&opts.excludes)?;
-    let scan = walk::scan(&roots, &excludes, &select)?;
-    let unmatched = excludes.unmatched();
+    let scan_opts = walk::ScanOptions {
+        excludes: Patterns::new(&opts.excludes)?,
+        one_file_system: opts.one_file_system,
+        exclude_caches: opts.exclude_caches,
+    };
+    let scan = walk::scan(&roots, &scan_opts, &select)?;
+    let unmatched = scan_opts.excludes.unmatched();
     let mut errors = scan.errors.clone();
     for e in &errors {
         progress.warn(e);
@@ -491,6 +499,7 @@ impl TreeCtx<'_, '_> {
                     None,
                     Some(target.clone()),
                 ),
+                FsEntry::Special { meta, kind } => node(name, *kind, meta, 0, vec![], None, None),
             };
             tree.nodes.push(node);
         }
@@ -533,6 +542,8 @@ fn node(
         subtree,
         target,
         hardlink: meta.hardlink,
+        rdev: meta.rdev,
+        xattrs: meta.xattrs.clone(),
     }
 }
 

@@ -186,6 +186,8 @@ pub fn run(
             kind: opts.kind,
             paths,
             excludes: opts.excludes.clone(),
+            one_file_system: opts.one_file_system,
+            exclude_caches: opts.exclude_caches,
             tags: opts.tags.clone(),
             started: jiff::Timestamp::now(),
             ended: None,

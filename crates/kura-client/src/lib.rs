@@ -9,6 +9,7 @@ pub mod restore;
 pub mod schedule;
 pub mod state;
 pub mod walk;
+pub mod xattr;
 
 use kura_repo::RepoError;
 

@@ -6,9 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -87,6 +87,12 @@ pub struct RestoreOutcome {
     pub errors: Vec<String>,
     /// Include patterns that matched nothing.
     pub unmatched: Vec<String>,
+    /// FIFOs (and, as root, device nodes) restored.
+    pub specials: u64,
+    /// Device nodes not restored because only root can make them.
+    pub devices_skipped: u64,
+    /// What was restored without all its metadata (extended attributes the target refused).
+    pub warnings: Vec<String>,
 }
 
 struct Item {
@@ -263,6 +269,7 @@ pub fn restore(
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let kept = AtomicUsize::new(0);
+    let warnings: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let kept_bytes = std::sync::atomic::AtomicU64::new(0);
     let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let fatal: Mutex<Option<ClientError>> = Mutex::new(None);
@@ -325,18 +332,32 @@ pub fn restore(
                                     &chunker,
                                     &mut from_source,
                                 )?;
-                                tmp.write_all(&data)
-                                    .map_err(|e| Failure::Io(io_err(&dest)(e)))?;
+                                // A chunk of zeros becomes a hole, so a sparse file stays sparse.
+                                let r = if data.iter().all(|&b| b == 0) {
+                                    tmp.seek(io::SeekFrom::Current(data.len() as i64)).map(drop)
+                                } else {
+                                    tmp.write_all(&data)
+                                };
+                                r.map_err(|e| Failure::Io(io_err(&dest)(e)))?;
                                 progress.bytes(data.len() as u64);
                             }
-                            Ok(())
+                            tmp.set_len(item.node.size)
+                                .map_err(|e| Failure::Io(io_err(&dest)(e)))
                         },
                         am_root,
                         opts.overwrite,
                     );
                     progress.item();
                     match r {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            let lost = crate::xattr::write(&dest, &item.node.xattrs);
+                            if !lost.is_empty() {
+                                warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(
+                                    lost.into_iter()
+                                        .map(|w| format!("{}: {w}", item.source.display())),
+                                );
+                            }
+                        }
                         Err(Failure::Io(e)) if is_no_space(&e) => {
                             abort.store(true, Ordering::Relaxed);
                             fatal
@@ -404,15 +425,25 @@ pub fn restore(
         .sum::<u64>()
         - kept_bytes.load(Ordering::Relaxed);
 
+    out.warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut devices_skipped = 0u64;
     for l in &links {
         let dest = target.join(&l.rel);
+        let kind = l.node.kind;
+        if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) && !am_root {
+            devices_skipped += 1;
+            continue;
+        }
         let t = std::ffi::OsStr::from_bytes(l.node.target.as_deref().unwrap_or_default());
-        let same_target = |_: &fs::Metadata| Ok(fs::read_link(&dest)?.as_os_str() == t);
-        let r = match decide(&dest, NodeKind::Symlink, opts.overwrite, same_target) {
-            Ok(Decision::Write) => replace_with(&dest, opts.overwrite, |tmp| {
-                std::os::unix::fs::symlink(t, tmp)
-            })
-            .map_err(|e| format!("{e} (not restored)")),
+        let equal = |m: &fs::Metadata| match kind {
+            NodeKind::Symlink => Ok(fs::read_link(&dest)?.as_os_str() == t),
+            _ => Ok(m.rdev() == l.node.rdev && m.mode() & 0o7777 == l.node.mode),
+        };
+        let r = match decide(&dest, kind, opts.overwrite, equal) {
+            Ok(Decision::Write) => {
+                replace_with(&dest, opts.overwrite, |tmp| make_special(&l.node, tmp))
+                    .map_err(|e| format!("{e} (not restored)"))
+            }
             Ok(Decision::Keep) => {
                 out.kept += 1;
                 continue;
@@ -425,11 +456,31 @@ pub fn restore(
                 if am_root {
                     let _ = std::os::unix::fs::lchown(&dest, Some(l.node.uid), Some(l.node.gid));
                 }
-                out.symlinks += 1;
+                if kind != NodeKind::Symlink {
+                    let _ = fs::set_permissions(&dest, Permissions::from_mode(l.node.mode));
+                }
+                if let Err(e) = set_mtime_nofollow(&dest, l.node.mtime_ns) {
+                    out.warnings
+                        .push(format!("{}: setting its time: {e}", l.source.display()));
+                }
+                for w in crate::xattr::write(&dest, &l.node.xattrs) {
+                    out.warnings.push(format!("{}: {w}", l.source.display()));
+                }
+                match kind {
+                    NodeKind::Symlink => out.symlinks += 1,
+                    _ => out.specials += 1,
+                }
             }
             Err(e) => out.errors.push(format!("{}: {e}", l.source.display())),
         }
     }
+    if devices_skipped > 0 {
+        out.warnings.push(format!(
+            "{} not restored: making device nodes needs root",
+            kura_core::count(devices_skipped, "device node")
+        ));
+    }
+    out.devices_skipped = devices_skipped;
     out.errors
         .extend(apply_dir_metadata(&dirs, &target, am_root));
     Ok(out)
@@ -450,6 +501,9 @@ fn apply_dir_metadata(dirs: &[Item], target: &Path, am_root: bool) -> Vec<String
         });
         if let Err(e) = r {
             errors.push(format!("{}: setting metadata: {e}", d.source.display()));
+        }
+        for w in crate::xattr::write(&dest, &d.node.xattrs) {
+            errors.push(format!("{}: {w}", d.source.display()));
         }
     }
     errors
@@ -481,8 +535,8 @@ fn plan(
                             node,
                         };
                         match item.node.kind {
-                            NodeKind::Symlink => links.push(item),
-                            _ => files.push(item),
+                            NodeKind::File => files.push(item),
+                            _ => links.push(item),
                         }
                     }
                     return Ok((dirs, files, links));
@@ -501,10 +555,10 @@ fn plan(
             node: node.clone(),
         };
         match node.kind {
-            NodeKind::Dir if selected => dirs.push(item),
-            NodeKind::File if selected => files.push(item),
-            NodeKind::Symlink if selected => links.push(item),
-            _ => {}
+            _ if !selected => {}
+            NodeKind::Dir => dirs.push(item),
+            NodeKind::File => files.push(item),
+            _ => links.push(item),
         }
         Ok(true)
     };
@@ -674,6 +728,9 @@ fn decide(
         NodeKind::File => ft.is_file(),
         NodeKind::Dir => ft.is_dir(),
         NodeKind::Symlink => ft.is_symlink(),
+        NodeKind::Fifo => ft.is_fifo(),
+        NodeKind::CharDevice => ft.is_char_device(),
+        NodeKind::BlockDevice => ft.is_block_device(),
     };
     if same_kind {
         // An existing directory is always used as it is; only its metadata is restored.
@@ -706,11 +763,66 @@ fn decide(
     let of = match kind {
         NodeKind::Dir => "this directory; left as it is, nothing under it restored",
         NodeKind::File => "this file; left as it is",
-        NodeKind::Symlink => "this symlink; left as it is",
+        _ => "this entry; left as it is",
     };
     Ok(Decision::Refuse(format!(
         "{what} is in the way of {of} (--overwrite always replaces it)"
     )))
+}
+
+/// Creates a symlink, FIFO or device node at `at` as `node` describes it.
+fn make_special(node: &Node, at: &Path) -> io::Result<()> {
+    if node.kind == NodeKind::Symlink {
+        let t = std::ffi::OsStr::from_bytes(node.target.as_deref().unwrap_or_default());
+        return std::os::unix::fs::symlink(t, at);
+    }
+    let kind = match node.kind {
+        NodeKind::CharDevice => libc::S_IFCHR,
+        NodeKind::BlockDevice => libc::S_IFBLK,
+        _ => libc::S_IFIFO,
+    };
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `c` is a valid C string; mknod reads nothing else from memory.
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            kind | (node.mode & 0o7777),
+            node.rdev as libc::dev_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the modification time of `path` itself, not of what a symlink points to.
+fn set_mtime_nofollow(path: &Path, ns: i64) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mtime = libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
+    };
+    let atime = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let times = [atime, mtime];
+    // SAFETY: `c` is a valid C string and `times` two initialised timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Modification time in nanoseconds, as trees record it.

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use kura_core::Id;
-use kura_core::tree::{Node, NodeKind, Tree};
+use kura_core::tree::{Node, NodeKind, Tree, Xattr};
 use kura_repo::{MasterIndex, Repository};
 
 use crate::pattern::Patterns;
@@ -16,7 +16,7 @@ use crate::state::Fingerprint;
 use crate::{ClientError, Result, io_err};
 
 /// Metadata kept for every entry.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Meta {
     /// Permission bits.
     pub mode: u32,
@@ -28,6 +28,10 @@ pub struct Meta {
     pub mtime_ns: i64,
     /// Hard-link identity, 0 for a file with one link.
     pub hardlink: u64,
+    /// Device number, for a device node.
+    pub rdev: u64,
+    /// Extended attributes.
+    pub xattrs: Vec<Xattr>,
 }
 
 impl Meta {
@@ -47,6 +51,8 @@ impl Meta {
             gid: m.gid(),
             mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
             hardlink,
+            rdev: 0,
+            xattrs: Vec::new(),
         }
     }
 }
@@ -86,6 +92,13 @@ pub enum FsEntry {
         meta: Meta,
         /// Where it points.
         target: Vec<u8>,
+    },
+    /// A FIFO or a device node.
+    Special {
+        /// Metadata (with the device number).
+        meta: Meta,
+        /// Which.
+        kind: NodeKind,
     },
 }
 
@@ -140,16 +153,39 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// What a scan leaves out, besides what the backup type does not carry.
+#[derive(Debug, Default)]
+pub struct ScanOptions {
+    /// Entries matching these are left out.
+    pub excludes: Patterns,
+    /// Do not descend into directories on another filesystem than their root's (the mount
+    /// point itself is kept, empty).
+    pub one_file_system: bool,
+    /// Leave out the contents of directories marked with a valid `CACHEDIR.TAG` (the tag file
+    /// itself is kept).
+    pub exclude_caches: bool,
+}
+
+/// The signature that starts a valid `CACHEDIR.TAG` (https://bford.info/cachedir/).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
 /// Scans `roots`; `select(path, fingerprint)` decides which regular files the backup carries.
 pub fn scan(
     roots: &[PathBuf],
-    excludes: &Patterns,
+    opts: &ScanOptions,
     select: &dyn Fn(&[u8], &Fingerprint) -> bool,
 ) -> Result<Scan> {
-    let mut scan = Scan::default();
+    let mut scanner = Scanner {
+        opts,
+        select,
+        scan: Scan::default(),
+        root_dev: 0,
+    };
     for root in roots {
         let meta = fs::symlink_metadata(root).map_err(io_err(root))?;
-        let entry = entry_for(root, &meta, excludes, select, &mut scan, true);
+        scanner.root_dev = meta.dev();
+        let entry = scanner.entry(root, &meta, true);
+        let scan = &mut scanner.scan;
         let names: Vec<Vec<u8>> = root
             .components()
             .filter_map(|c| match c {
@@ -195,91 +231,122 @@ pub fn scan(
             dir.children.insert(last.clone(), e);
         }
     }
-    Ok(scan)
+    Ok(scanner.scan)
 }
 
-fn entry_for(
-    path: &Path,
-    meta: &fs::Metadata,
-    excludes: &Patterns,
-    select: &dyn Fn(&[u8], &Fingerprint) -> bool,
-    scan: &mut Scan,
-    is_root: bool,
-) -> Option<FsEntry> {
-    if !is_root && excludes.matches(path) {
-        return None;
-    }
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        let mut dir = FsDir {
-            meta: Meta::of(meta),
-            children: BTreeMap::new(),
-        };
-        walk_dir(path, &mut dir, excludes, select, scan);
-        scan.dirs += 1;
-        Some(FsEntry::Dir(dir))
-    } else if ft.is_file() {
-        let fp = fingerprint(meta);
-        scan.bytes += fp.size;
-        scan.files.push(FileJob {
-            path: path.to_path_buf(),
-            fp,
-            carried: select(path.as_os_str().as_bytes(), &fp),
-        });
-        Some(FsEntry::File {
-            meta: Meta::of(meta),
-            size: fp.size,
-            job: scan.files.len() - 1,
-        })
-    } else if ft.is_symlink() {
-        match fs::read_link(path) {
-            Ok(t) => Some(FsEntry::Symlink {
-                meta: Meta::of(meta),
-                target: t.as_os_str().as_bytes().to_vec(),
-            }),
-            Err(e) => {
-                scan.errors.push(format!("{}: {e}", path.display()));
-                None
+/// One scan in progress.
+struct Scanner<'a> {
+    opts: &'a ScanOptions,
+    select: &'a dyn Fn(&[u8], &Fingerprint) -> bool,
+    scan: Scan,
+    /// The filesystem of the root being scanned.
+    root_dev: u64,
+}
+
+impl Scanner<'_> {
+    fn entry(&mut self, path: &Path, meta: &fs::Metadata, is_root: bool) -> Option<FsEntry> {
+        if !is_root && self.opts.excludes.matches(path) {
+            return None;
+        }
+        let ft = meta.file_type();
+        let mut m = Meta::of(meta);
+        match crate::xattr::read(path) {
+            Ok(x) => m.xattrs = x,
+            Err(e) => self.scan.errors.push(format!(
+                "{}: extended attributes: {e} (backed up without them)",
+                path.display()
+            )),
+        }
+        if ft.is_dir() {
+            let mut dir = FsDir {
+                meta: m,
+                children: BTreeMap::new(),
+            };
+            let other_fs = self.opts.one_file_system && meta.dev() != self.root_dev;
+            if !other_fs {
+                self.walk_dir(path, &mut dir);
             }
-        }
-    } else {
-        // Sockets, FIFOs and device nodes are not backed up.
-        None
-    }
-}
-
-fn walk_dir(
-    path: &Path,
-    dir: &mut FsDir,
-    excludes: &Patterns,
-    select: &dyn Fn(&[u8], &Fingerprint) -> bool,
-    scan: &mut Scan,
-) {
-    let entries = match fs::read_dir(path) {
-        Ok(e) => e,
-        Err(e) => {
-            scan.errors.push(format!("{}: {e}", path.display()));
-            return;
-        }
-    };
-    let mut names: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(e) => names.push((e.file_name().as_bytes().to_vec(), e.path())),
-            Err(e) => scan.errors.push(format!("{}: {e}", path.display())),
-        }
-    }
-    names.sort();
-    for (name, child) in names {
-        match fs::symlink_metadata(&child) {
-            Ok(m) => {
-                if let Some(e) = entry_for(&child, &m, excludes, select, scan, false) {
-                    dir.children.insert(name, e);
+            self.scan.dirs += 1;
+            Some(FsEntry::Dir(dir))
+        } else if ft.is_file() {
+            let fp = fingerprint(meta);
+            self.scan.bytes += fp.size;
+            self.scan.files.push(FileJob {
+                path: path.to_path_buf(),
+                fp,
+                carried: (self.select)(path.as_os_str().as_bytes(), &fp),
+            });
+            Some(FsEntry::File {
+                meta: m,
+                size: fp.size,
+                job: self.scan.files.len() - 1,
+            })
+        } else if ft.is_symlink() {
+            match fs::read_link(path) {
+                Ok(t) => Some(FsEntry::Symlink {
+                    meta: m,
+                    target: t.as_os_str().as_bytes().to_vec(),
+                }),
+                Err(e) => {
+                    self.scan.errors.push(format!("{}: {e}", path.display()));
+                    None
                 }
             }
-            Err(e) => scan.errors.push(format!("{}: {e}", child.display())),
+        } else {
+            let kind = if ft.is_fifo() {
+                NodeKind::Fifo
+            } else if ft.is_char_device() {
+                NodeKind::CharDevice
+            } else if ft.is_block_device() {
+                NodeKind::BlockDevice
+            } else {
+                // A socket belongs to the process that listens on it: restic and tar leave
+                // them out too.
+                return None;
+            };
+            m.rdev = meta.rdev();
+            Some(FsEntry::Special { meta: m, kind })
         }
     }
+
+    fn walk_dir(&mut self, path: &Path, dir: &mut FsDir) {
+        let entries = match fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.scan.errors.push(format!("{}: {e}", path.display()));
+                return;
+            }
+        };
+        let mut names: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => names.push((e.file_name().as_bytes().to_vec(), e.path())),
+                Err(e) => self.scan.errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+        names.sort();
+        if self.opts.exclude_caches && is_cache_dir(path) {
+            names.retain(|(n, _)| n == b"CACHEDIR.TAG");
+        }
+        for (name, child) in names {
+            match fs::symlink_metadata(&child) {
+                Ok(m) => {
+                    if let Some(e) = self.entry(&child, &m, false) {
+                        dir.children.insert(name, e);
+                    }
+                }
+                Err(e) => self.scan.errors.push(format!("{}: {e}", child.display())),
+            }
+        }
+    }
+}
+
+/// Whether `dir` holds a `CACHEDIR.TAG` that starts with the standard signature.
+fn is_cache_dir(dir: &Path) -> bool {
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    fs::File::open(dir.join("CACHEDIR.TAG"))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| head == CACHEDIR_SIGNATURE)
 }
 
 /// Visits every node of a stored tree depth-first, parents before children; `path` is the
@@ -338,6 +405,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn caches_and_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = absolute(&dir.path().join("r")).unwrap();
+        fs::create_dir_all(root.join("cache")).unwrap();
+        fs::write(root.join("cache/big"), b"cached").unwrap();
+        let tag = [CACHEDIR_SIGNATURE, b"\n# made by a test\n"].concat();
+        fs::write(root.join("cache/CACHEDIR.TAG"), tag).unwrap();
+        fs::create_dir_all(root.join("fake")).unwrap();
+        fs::write(root.join("fake/CACHEDIR.TAG"), b"not the signature").unwrap();
+        fs::write(root.join("fake/kept"), b"k").unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let opts = ScanOptions {
+            exclude_caches: true,
+            ..ScanOptions::default()
+        };
+        let s = scan(std::slice::from_ref(&root), &opts, &|_, _| true).unwrap();
+        let mut names: Vec<String> = s
+            .files
+            .iter()
+            .map(|f| f.path.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["cache/CACHEDIR.TAG", "fake/CACHEDIR.TAG", "fake/kept"]
+        );
+        let mut d = &s.root;
+        for c in root.components().skip(1) {
+            d = match &d.children[c.as_os_str().as_bytes()] {
+                FsEntry::Dir(d) => d,
+                other => panic!("{other:?}"),
+            };
+        }
+        assert!(matches!(
+            d.children[&b"pipe"[..]],
+            FsEntry::Special {
+                kind: NodeKind::Fifo,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn absolute_cleans_paths() {
         assert_eq!(
             absolute(Path::new("/a/./b/../c/")).unwrap(),
@@ -356,7 +467,11 @@ mod tests {
         fs::write(root.join("sub/c"), b"cc").unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
         let ex = Patterns::new(&["*.tmp".into()]).unwrap();
-        let s = scan(&[absolute(&root).unwrap()], &ex, &|_, _| true).unwrap();
+        let opts = ScanOptions {
+            excludes: ex,
+            ..ScanOptions::default()
+        };
+        let s = scan(&[absolute(&root).unwrap()], &opts, &|_, _| true).unwrap();
         assert_eq!(s.files.len(), 2);
         assert_eq!(s.bytes, 3);
         let mut d = &s.root;
@@ -368,7 +483,10 @@ mod tests {
         }
         let names: Vec<&[u8]> = d.children.keys().map(|k| k.as_slice()).collect();
         assert_eq!(names, vec![&b"a.txt"[..], b"link", b"sub"]);
-        let s = scan(&[absolute(&root).unwrap()], &ex, &|p, _| p.ends_with(b"/c")).unwrap();
+        let s = scan(&[absolute(&root).unwrap()], &opts, &|p, _| {
+            p.ends_with(b"/c")
+        })
+        .unwrap();
         let carried: Vec<bool> = s.files.iter().map(|f| f.carried).collect();
         assert_eq!(
             carried,

@@ -76,6 +76,12 @@ pub struct Job {
     /// Exclude patterns.
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// `--one-file-system`.
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// `--exclude-caches`.
+    #[serde(default)]
+    pub exclude_caches: bool,
     /// Tags for the snapshot.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -188,6 +194,8 @@ mod tests {
             kind: BackupType::Full,
             paths: vec!["/home".into()],
             excludes: vec![],
+            one_file_system: false,
+            exclude_caches: false,
             tags: vec![],
             started: "2026-11-21T10:00:00Z".parse().unwrap(),
             ended: None,

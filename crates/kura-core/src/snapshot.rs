@@ -7,10 +7,11 @@ use crate::{FormatError, Id};
 
 /// The backup types of `docs/requirements/terminal-backup.md` requirement 5, plus the baseline of
 /// requirement 6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupType {
     /// Everything; becomes the new baseline for incremental and differential.
+    #[default]
     Full,
     /// Everything; markers stay as they were.
     Copy,

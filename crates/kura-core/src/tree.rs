@@ -19,6 +19,39 @@ pub enum NodeKind {
     Dir,
     /// A symbolic link; `target` is what it points to, stored and restored verbatim.
     Symlink,
+    /// A named pipe (FIFO).
+    Fifo,
+    /// A character device; `rdev` is its device number.
+    #[serde(rename = "chardev")]
+    CharDevice,
+    /// A block device; `rdev` is its device number.
+    #[serde(rename = "blockdev")]
+    BlockDevice,
+}
+
+impl NodeKind {
+    /// The word for it in listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::CharDevice => "chardev",
+            NodeKind::BlockDevice => "blockdev",
+        }
+    }
+}
+
+/// One extended attribute: a name (`user.x`, `security.selinux`, ...) and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// The attribute's name.
+    #[serde(with = "name_serde")]
+    pub name: Vec<u8>,
+    /// Its value, hex.
+    #[serde(with = "hex_serde")]
+    pub value: Vec<u8>,
 }
 
 /// One directory entry.
@@ -60,6 +93,12 @@ pub struct Node {
     /// value are one file.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hardlink: u64,
+    /// The device number of a device node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -108,7 +147,17 @@ impl Tree {
                 NodeKind::Symlink => {
                     n.target.is_some() && n.content.is_empty() && n.subtree.is_none()
                 }
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    n.target.is_none() && n.content.is_empty() && n.subtree.is_none()
+                }
             };
+            let names_ok = n
+                .xattrs
+                .iter()
+                .all(|x| !x.name.is_empty() && !x.name.contains(&0));
+            if !names_ok {
+                return Err(FormatError::invalid("tree", "bad extended attribute name"));
+            }
             if !ok {
                 return Err(FormatError::invalid(
                     "tree",
@@ -153,6 +202,19 @@ mod name_serde {
     }
 }
 
+mod hex_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::id::hex(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::id::unhex(&text).ok_or_else(|| serde::de::Error::custom("not hex"))
+    }
+}
+
 mod opt_name_serde {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -191,6 +253,8 @@ mod tests {
             subtree: None,
             target: None,
             hardlink: 0,
+            rdev: 0,
+            xattrs: vec![],
         }
     }
 
@@ -215,6 +279,31 @@ mod tests {
             Tree::decode(&json).is_err(),
             "a dir needs a subtree and no content"
         );
+    }
+
+    #[test]
+    fn special_files_and_xattrs_round_trip() {
+        let mut fifo = file(b"pipe");
+        fifo.kind = NodeKind::Fifo;
+        fifo.content.clear();
+        let mut dev = file(b"tty");
+        dev.kind = NodeKind::CharDevice;
+        dev.content.clear();
+        dev.rdev = 0x0501;
+        let mut f = file(b"x");
+        f.xattrs = vec![Xattr {
+            name: b"user.note".to_vec(),
+            value: vec![0, 1, 255],
+        }];
+        let mut tree = Tree {
+            nodes: vec![fifo, dev, f],
+        };
+        let bytes = tree.encode();
+        assert_eq!(Tree::decode(&bytes).unwrap(), tree);
+        assert!(String::from_utf8_lossy(&bytes).contains("\"chardev\""));
+        let mut bad = tree.clone();
+        bad.nodes[0].content = vec![Id([1; 32])];
+        assert!(Tree::decode(&serde_json::to_vec(&bad).unwrap()).is_err());
     }
 
     proptest! {

@@ -158,7 +158,10 @@ pub fn check(
                             }
                         }
                     }
-                    NodeKind::Symlink => {}
+                    NodeKind::Symlink
+                    | NodeKind::Fifo
+                    | NodeKind::CharDevice
+                    | NodeKind::BlockDevice => {}
                 }
             }
         }

@@ -39,6 +39,12 @@ pub struct BackupArgs {
     /// Tag the snapshot.
     #[arg(long)]
     tag: Vec<String>,
+    /// Do not cross into other filesystems (mount points are kept, empty).
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Leave out the contents of directories tagged as caches with a CACHEDIR.TAG file.
+    #[arg(long)]
+    exclude_caches: bool,
 }
 
 /// Options of `kura baseline`.
@@ -90,47 +96,47 @@ pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
                 .map(String::from),
         );
     }
-    run_backup(ctx, a.paths, a.kind.into(), excludes, a.tag, None)
+    let opts = BackupOptions {
+        paths: a.paths,
+        kind: a.kind.into(),
+        excludes,
+        tags: a.tag,
+        one_file_system: a.one_file_system,
+        exclude_caches: a.exclude_caches,
+        ..BackupOptions::default()
+    };
+    run_backup(ctx, opts, None)
 }
 
 /// `kura baseline`.
 pub fn baseline(ctx: &Ctx, a: BaselineArgs) -> Result<()> {
-    run_backup(ctx, a.paths, BackupType::Baseline, vec![], a.tag, None)
+    let opts = BackupOptions {
+        paths: a.paths,
+        kind: BackupType::Baseline,
+        tags: a.tag,
+        ..BackupOptions::default()
+    };
+    run_backup(ctx, opts, None)
 }
 
 /// Runs a backup as a job (a new one, the unfinished one of the same paths and type, or
 /// `resume`).
-pub fn run_backup(
-    ctx: &Ctx,
-    paths: Vec<PathBuf>,
-    kind: BackupType,
-    excludes: Vec<String>,
-    tags: Vec<String>,
-    resume: Option<JobId>,
-) -> Result<()> {
-    run_backup_in(ctx, ctx.open()?, paths, kind, excludes, tags, resume)
+pub fn run_backup(ctx: &Ctx, opts: BackupOptions, resume: Option<JobId>) -> Result<()> {
+    run_backup_in(ctx, ctx.open()?, opts, resume)
 }
 
-/// [`run_backup`] in a repository already opened.
+/// [`run_backup`] in a repository already opened; the host name and thread count come from
+/// this machine and the options.
 pub fn run_backup_in(
     ctx: &Ctx,
     repo: Repository,
-    paths: Vec<PathBuf>,
-    kind: BackupType,
-    excludes: Vec<String>,
-    tags: Vec<String>,
+    mut opts: BackupOptions,
     resume: Option<JobId>,
 ) -> Result<()> {
     let (state, device) = ctx.this_device(&repo)?;
-    let opts = BackupOptions {
-        paths,
-        kind,
-        excludes,
-        tags,
-        hostname: hostname(),
-        threads: ctx.g.threads,
-        stop: Default::default(),
-    };
+    opts.hostname = hostname();
+    opts.threads = ctx.g.threads;
+    let kind = opts.kind;
     let verb = if kind == BackupType::Baseline {
         "baseline"
     } else {

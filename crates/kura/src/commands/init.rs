@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kura_core::snapshot::BackupType;
 use kura_repo::lock::hostname;
 use kura_repo::{RepoError, Repository};
 use serde_json::json;
@@ -66,14 +65,11 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<()> {
         Err(RepoError::NotFound(_)) => init(ctx)?,
         Err(e) => return Err(e.into()),
     }
-    super::backup::run_backup(
-        ctx,
-        vec![dir.clone()],
-        BackupType::Full,
-        vec![],
-        vec![],
-        None,
-    )?;
+    let opts = kura_client::backup::BackupOptions {
+        paths: vec![dir.clone()],
+        ..Default::default()
+    };
+    super::backup::run_backup(ctx, opts, None)?;
     if !ctx.out.json {
         super::snapshots::snapshots(ctx, Default::default())?;
     }

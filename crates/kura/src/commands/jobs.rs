@@ -88,7 +88,16 @@ fn resume(ctx: &Ctx, id: &str) -> Result<()> {
         bail!("job {} is running (pid {})", j.id.short(), j.pid);
     }
     let paths = j.paths.iter().map(Into::into).collect();
-    run_backup(ctx, paths, j.kind, j.excludes, j.tags, Some(j.id))
+    let opts = kura_client::backup::BackupOptions {
+        paths,
+        kind: j.kind,
+        excludes: j.excludes,
+        tags: j.tags,
+        one_file_system: j.one_file_system,
+        exclude_caches: j.exclude_caches,
+        ..Default::default()
+    };
+    run_backup(ctx, opts, Some(j.id))
 }
 
 fn cancel(ctx: &Ctx, id: &str) -> Result<()> {

@@ -85,20 +85,28 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     for p in &out.unmatched {
         eprintln!("warning: include pattern {p:?} matched nothing");
     }
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
     if !ctx.out.json {
         for e in &out.errors {
             eprintln!("error: {e}");
         }
     }
     ctx.out.emit(
-        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "errors": out.errors, "unmatched_patterns": out.unmatched}),
+        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "specials": out.specials, "devices_skipped": out.devices_skipped,
+               "errors": out.errors, "warnings": out.warnings, "unmatched_patterns": out.unmatched}),
         || {
             let kept = match out.kept {
                 0 => String::new(),
                 n => format!("; {n} already there and left alone"),
             };
+            let specials = match out.specials {
+                0 => String::new(),
+                n => format!(", {}", count(n, "special file")),
+            };
             format!(
-                "restored snapshot {} to {}: {}, {}, {}, {}{kept}",
+                "restored snapshot {} to {}: {}, {}, {}{specials}, {}{kept}",
                 id.short(),
                 opts.target.display(),
                 count(out.files, "file"),

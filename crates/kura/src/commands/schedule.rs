@@ -199,8 +199,16 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
             .open()
             .and_then(|repo| ctx.this_device(&repo).map(|_| repo));
         let before_job = opened.is_err();
-        let result =
-            opened.and_then(|repo| run_backup_in(ctx, repo, paths, e.kind, excludes, e.tags, None));
+        let result = opened.and_then(|repo| {
+            let opts = kura_client::backup::BackupOptions {
+                paths,
+                kind: e.kind,
+                excludes,
+                tags: e.tags,
+                ..Default::default()
+            };
+            run_backup_in(ctx, repo, opts, None)
+        });
         let outcome = match result {
             Ok(()) => Outcome {
                 at: Timestamp::now(),

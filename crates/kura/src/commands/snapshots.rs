@@ -157,14 +157,6 @@ fn damaged_is_partial(damaged: &[RepoError]) -> Result<()> {
     .into())
 }
 
-fn kind_str(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-    }
-}
-
 /// `kura ls`.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let repo = ctx.open()?;
@@ -199,7 +191,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     }
     let listing: Vec<Value> = rows
         .iter()
-        .map(|(p, n)| json!({"path": p, "type": kind_str(n.kind), "size": n.size, "mode": n.mode, "mtime_ns": n.mtime_ns, "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned())}))
+        .map(|(p, n)| json!({"path": p, "type": n.kind.name(), "size": n.size, "mode": n.mode, "mtime_ns": n.mtime_ns, "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned())}))
         .collect();
     ctx.out.emit(&listing, || {
         lines(rows.iter().map(|(p, n)| {
@@ -210,7 +202,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
                 .unwrap_or_default();
             format!(
                 "{:<7} {:04o} {:>12}  {}{}",
-                kind_str(n.kind),
+                n.kind.name(),
                 n.mode,
                 n.size,
                 p.display(),
@@ -353,6 +345,8 @@ fn diff_trees(
                     || x.target != y.target
                     || x.mode != y.mode
                     || x.mtime_ns != y.mtime_ns
+                    || x.rdev != y.rdev
+                    || x.xattrs != y.xattrs
                 {
                     out.push((Change::Modified, path));
                 }
