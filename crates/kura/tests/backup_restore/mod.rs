@@ -329,6 +329,25 @@ fn a_baseline_restores_from_its_recovery_source() {
 }
 
 #[test]
+fn forgetting_the_baseline_snapshot_keeps_what_later_snapshots_need() {
+    let b = after_baseline();
+    let baseline = &b.env.snapshots()[0];
+    assert_eq!(baseline["type"], "baseline");
+    b.env.ok(&["forget", baseline["id"].as_str().unwrap(), "--prune"]);
+    b.env.ok(&["check"]);
+    let t = b.env.path("t");
+    b.env.ok(&[
+        "restore",
+        b.full["id"].as_str().unwrap(),
+        "--target",
+        t.to_str().unwrap(),
+        "--baseline-source",
+        b.media.to_str().unwrap(),
+    ]);
+    assert_eq!(contents(&b.src), contents(&restored(&t, &b.src)));
+}
+
+#[test]
 fn a_recovery_source_that_differs_is_refused_for_the_files_it_does_not_match() {
     let b = after_baseline();
     fs::write(b.media.join("d6/f6.bin"), b"tampered").unwrap();
