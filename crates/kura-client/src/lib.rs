@@ -8,6 +8,7 @@ pub mod progress;
 pub mod restore;
 pub mod schedule;
 pub mod state;
+mod sys;
 pub mod walk;
 pub mod xattr;
 

@@ -21,6 +21,7 @@ use kura_repo::{MasterIndex, RepoError, Repository};
 
 use crate::pattern::Patterns;
 use crate::progress::Progress;
+use crate::sys;
 use crate::walk;
 use crate::{ClientError, Result, io_err};
 
@@ -781,25 +782,20 @@ fn make_special(node: &Node, at: &Path) -> io::Result<()> {
         NodeKind::BlockDevice => libc::S_IFBLK,
         _ => libc::S_IFIFO,
     };
-    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = sys::c_path(at)?;
     // SAFETY: `c` is a valid C string; mknod reads nothing else from memory.
-    let rc = unsafe {
+    sys::check(unsafe {
         libc::mknod(
             c.as_ptr(),
             kind | (node.mode & 0o7777),
             node.rdev as libc::dev_t,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
 /// Sets the modification time of `path` itself, not of what a symlink points to.
 fn set_mtime_nofollow(path: &Path, ns: i64) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = sys::c_path(path)?;
     let mtime = libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000),
         tv_nsec: ns.rem_euclid(1_000_000_000),
@@ -810,19 +806,14 @@ fn set_mtime_nofollow(path: &Path, ns: i64) -> io::Result<()> {
     };
     let times = [atime, mtime];
     // SAFETY: `c` is a valid C string and `times` two initialised timespecs.
-    let rc = unsafe {
+    sys::check(unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
             c.as_ptr(),
             times.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
 /// Modification time in nanoseconds, as trees record it.
@@ -935,9 +926,9 @@ fn link_into_place(f: &File, dest: &Path, overwrite: Overwrite) -> io::Result<()
     let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .map_err(io::Error::other)?;
     let link = |to: &Path| -> io::Result<()> {
-        let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        let to = sys::c_path(to)?;
         // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
+        sys::check(unsafe {
             libc::linkat(
                 libc::AT_FDCWD,
                 proc_path.as_ptr(),
@@ -945,12 +936,7 @@ fn link_into_place(f: &File, dest: &Path, overwrite: Overwrite) -> io::Result<()
                 to.as_ptr(),
                 libc::AT_SYMLINK_FOLLOW,
             )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        })
     };
     match link(dest) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -3,14 +3,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kura_core::tree::Xattr;
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
-}
 
 /// Calls `fill(buf, len)` (a size query when `len` is 0) until the buffer is big enough for
 /// what it returns: the kernel's answer can grow between the query and the read.
@@ -35,7 +30,7 @@ fn sized(fill: impl Fn(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<u8>
 
 /// The extended attributes of `path`, sorted by name; none where the filesystem has none.
 pub fn read(path: &Path) -> io::Result<Vec<Xattr>> {
-    let p = c_path(path)?;
+    let p = crate::sys::c_path(path)?;
     // SAFETY: `p` is a valid C string and `buf` points to `len` writable bytes (or is null with 0).
     let names = match sized(|buf, len| unsafe { libc::llistxattr(p.as_ptr(), buf, len) }) {
         Ok(n) => n,
@@ -63,7 +58,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Xattr>> {
 
 /// Sets each attribute on `path`; the names of those that could not be set, with the reason.
 pub fn write(path: &Path, xattrs: &[Xattr]) -> Vec<String> {
-    let Ok(p) = c_path(path) else {
+    let Ok(p) = crate::sys::c_path(path) else {
         return vec!["path contains NUL".into()];
     };
     let mut failed = Vec::new();

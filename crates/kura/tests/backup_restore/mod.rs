@@ -333,7 +333,8 @@ fn forgetting_the_baseline_snapshot_keeps_what_later_snapshots_need() {
     let b = after_baseline();
     let baseline = &b.env.snapshots()[0];
     assert_eq!(baseline["type"], "baseline");
-    b.env.ok(&["forget", baseline["id"].as_str().unwrap(), "--prune"]);
+    b.env
+        .ok(&["forget", baseline["id"].as_str().unwrap(), "--prune"]);
     b.env.ok(&["check"]);
     let t = b.env.path("t");
     b.env.ok(&[
