@@ -39,6 +39,10 @@ pub struct RestoreOptions {
     /// Restore only the files the snapshot carried (for incremental and differential, what
     /// changed since its base), not the whole state.
     pub only_changes: bool,
+    /// Keep setuid and setgid bits on files. Off by default: a snapshot could have been written
+    /// by any device of the account, and a restore (as root above all) should not create
+    /// privileged programs from it unasked.
+    pub keep_setuid: bool,
     /// What to do with entries that already exist at the target.
     pub overwrite: Overwrite,
     /// Worker threads (0: two per core).
@@ -92,6 +96,8 @@ pub struct RestoreOutcome {
     pub specials: u64,
     /// Device nodes not restored because only root can make them.
     pub devices_skipped: u64,
+    /// Files whose setuid/setgid bits were left off.
+    pub setuid_stripped: u64,
     /// What was restored without all its metadata (extended attributes the target refused).
     pub warnings: Vec<String>,
 }
@@ -213,6 +219,18 @@ pub fn restore(
         }
     });
     out.dirs = dirs.len() as u64;
+    if !opts.keep_setuid {
+        for f in files.iter_mut().filter(|f| f.node.mode & 0o6000 != 0) {
+            f.node.mode &= !0o6000;
+            out.setuid_stripped += 1;
+        }
+        if out.setuid_stripped > 0 {
+            out.warnings.push(format!(
+                "setuid/setgid bits left off {} (--keep-setuid keeps them)",
+                kura_core::count(out.setuid_stripped, "file")
+            ));
+        }
+    }
     for items in [&mut files, &mut links] {
         items.retain(|f| {
             if under_blocked(&f.rel, &blocked) {
@@ -300,7 +318,6 @@ pub fn restore(
                         }
                         Ok(Decision::Refuse(why)) => {
                             let msg = format!("{}: {why}", item.source.display());
-                            progress.warn(&msg);
                             failed
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -426,7 +443,8 @@ pub fn restore(
         .sum::<u64>()
         - kept_bytes.load(Ordering::Relaxed);
 
-    out.warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.warnings
+        .extend(warnings.into_inner().unwrap_or_else(|p| p.into_inner()));
     let mut devices_skipped = 0u64;
     for l in &links {
         let dest = target.join(&l.rel);

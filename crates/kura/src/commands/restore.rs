@@ -36,6 +36,9 @@ pub struct RestoreArgs {
     /// `always`; otherwise it is left as it is and reported, and the restore exits 3.
     #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
     overwrite: OverwriteArg,
+    /// Keep setuid and setgid bits on restored files (left off otherwise, with a warning).
+    #[arg(long)]
+    keep_setuid: bool,
     #[command(flatten)]
     select: super::snapshots::SelectArgs,
 }
@@ -75,6 +78,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         includes: a.include,
         baseline_source: a.baseline_source,
         only_changes: a.only_changes,
+        keep_setuid: a.keep_setuid,
         overwrite: a.overwrite.into(),
         threads: ctx.g.threads,
     };
@@ -94,7 +98,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
     }
     ctx.out.emit(
-        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "specials": out.specials, "devices_skipped": out.devices_skipped,
+        &json!({"snapshot": id, "target": opts.target, "files": out.files, "dirs": out.dirs, "symlinks": out.symlinks, "bytes": out.bytes, "kept": out.kept, "specials": out.specials, "devices_skipped": out.devices_skipped, "setuid_stripped": out.setuid_stripped,
                "errors": out.errors, "warnings": out.warnings, "unmatched_patterns": out.unmatched}),
         || {
             let kept = match out.kept {

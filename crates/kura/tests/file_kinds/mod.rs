@@ -177,3 +177,36 @@ fn exclude_caches_leaves_out_tagged_directories() {
     let v = env.backup(&[src.to_str().unwrap(), "--exclude-caches"]);
     assert_eq!(v["summary"]["files"], 2, "work.txt and the tag itself: {v}");
 }
+
+#[test]
+fn setuid_bits_come_back_only_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let (out, said) = round_trip(&env, &src);
+    assert_eq!(
+        fs::metadata(out.join("tool")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert!(
+        stderr(&said).contains("setuid/setgid bits left off 1 file"),
+        "{}",
+        stderr(&said)
+    );
+    let kept = env.path("kept");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        kept.to_str().unwrap(),
+        "--keep-setuid",
+    ]);
+    let mode = fs::metadata(restored(&kept, &src).join("tool"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+}
