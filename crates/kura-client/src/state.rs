@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use kura_core::Id;
@@ -187,7 +188,9 @@ impl ClientState {
     /// The state for repository `repo_id` under `base` (see [`default_base`]).
     pub fn open(base: &Path, repo_id: &str) -> Result<ClientState> {
         let dir = base.join(repo_id);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // The cache names every path backed up: private to this user.
+        kura_repo::backend::private_dir(base).map_err(io_err(base))?;
+        kura_repo::backend::private_dir(&dir).map_err(io_err(&dir))?;
         Ok(ClientState { dir })
     }
 
@@ -280,7 +283,12 @@ pub(crate) fn replace_file(
         kura_core::id::hex(&kura_core::crypto::random_bytes::<6>())
     ));
     (|| {
-        let mut w = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut w = std::io::BufWriter::new(file);
         fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;

@@ -149,6 +149,23 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Creates `dir` (and its parents) private to its owner (0700). An existing one is tightened,
+/// and so are the files directly in it that others could read (to 0600): databases, caches and
+/// state hold names, paths and hashes that are nobody else's business.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    for entry in fs::read_dir(dir)?.flatten() {
+        let Ok(m) = entry.metadata() else { continue };
+        if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+            let mode = m.permissions().mode() & 0o700;
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
 /// A repository in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDir {

@@ -86,10 +86,21 @@ where
 }
 
 /// Opens the service database under `data_dir` (for the offline admin commands too).
+/// The directory is made private (0700, its files 0600), and so is a new database before
+/// SQLite writes to it (its journal files take the database's mode).
 pub fn open_registry(data_dir: &Path) -> Result<Registry, RegistryError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| RegistryError::Invalid(format!("{}: {e}", data_dir.display())))?;
-    Registry::open(&data_dir.join("kura.sqlite"))
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid =
+        |e: std::io::Error| RegistryError::Invalid(format!("{}: {e}", data_dir.display()));
+    kura_repo::backend::private_dir(data_dir).map_err(invalid)?;
+    let path = data_dir.join("kura.sqlite");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(invalid)?;
+    Registry::open(&path)
 }
 
 /// Resolves when the process is told to stop: SIGTERM or Ctrl-C.

@@ -167,12 +167,19 @@ impl Ctx {
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let p = self.repo_path()?;
         let s = p.to_string_lossy();
-        if s.starts_with("http://") {
-            bail!("refusing plain http for {s}: the service speaks https only");
-        }
-        if !s.starts_with("https://") {
-            return Ok(Arc::new(LocalDir::new(p)));
-        }
+        // A URL scheme is case-insensitive; anything else with `://` is a mistake, not a
+        // directory to create.
+        let scheme = s
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        let url = match scheme.as_deref() {
+            None => return Ok(Arc::new(LocalDir::new(p))),
+            Some("https") => format!("https://{}", &s[8..]),
+            Some("http") => bail!("refusing plain http for {s}: the service speaks https only"),
+            Some(other) => bail!(
+                "{s}: unknown repository location scheme {other:?} (a directory, or https://HOST:PORT)"
+            ),
+        };
         let client_cert = self
             .g
             .client_cert
@@ -190,7 +197,7 @@ impl Ctx {
             (user, Some(self.service_password()?))
         };
         let remote = kura_repo::remote::Remote {
-            url: s.into_owned(),
+            url,
             fingerprint: self.g.server_fingerprint.clone(),
             user,
             password,

@@ -320,6 +320,12 @@ mod tests {
             call(&f.state, part).await,
             (StatusCode::PARTIAL_CONTENT, b"234".to_vec())
         );
+        let part = authed("GET", object("ab"), &t)
+            .header(header::RANGE, "bytes=2-4")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app(f.state.clone()).oneshot(part).await.unwrap();
+        assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 2-4/*");
         let list = authed("GET", route::OBJECTS.path(&["data"]), &t)
             .body(Body::empty())
             .unwrap();

@@ -79,17 +79,25 @@ pub async fn read(
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let id = authed.user.id;
-    let (body, status) = match range {
-        Some(r) => (
-            app.storage
-                .get_range(id, t, &name, r.first, r.last + 1)
-                .await?,
-            StatusCode::PARTIAL_CONTENT,
-        ),
-        None => (app.storage.get(id, t, &name).await?, StatusCode::OK),
+    let Some(r) = range else {
+        let body = app.storage.get(id, t, &name).await?;
+        Metrics::add(&app.metrics.bytes_out, body.len() as u64);
+        return Ok((StatusCode::OK, body).into_response());
     };
+    let body = app
+        .storage
+        .get_range(id, t, &name, r.first, r.last + 1)
+        .await?;
     Metrics::add(&app.metrics.bytes_out, body.len() as u64);
-    Ok((status, body).into_response())
+    // The object's whole length is not looked up for a range: `*` is allowed there.
+    let last = r.first + (body.len() as u64).max(1) - 1;
+    let content_range = format!("bytes {}-{last}/*", r.first);
+    Ok((
+        StatusCode::PARTIAL_CONTENT,
+        [(axum::http::header::CONTENT_RANGE, content_range)],
+        body,
+    )
+        .into_response())
 }
 
 /// `HEAD /v1/repo/{kind}/{name}`: the size.

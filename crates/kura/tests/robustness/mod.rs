@@ -509,3 +509,80 @@ fn a_missing_or_relative_home_is_refused_not_guessed() {
         assert!(fs::read_dir(&cwd).unwrap().next().is_none(), "{home:?}");
     }
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn client_state_is_private_to_its_user() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 3, 1);
+    env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(mode(&env.state), 0o700);
+    let repo_state = fs::read_dir(&env.state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    assert_eq!(mode(&repo_state), 0o700);
+    let cache = repo_state.join("cache.bin");
+    assert_eq!(mode(&cache), 0o600, "the cache names every path backed up");
+}
+
+#[test]
+fn the_service_database_is_private_and_an_open_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let op = Operator::new(&env, "data", None);
+    op.add_user("alice", "alice password");
+    assert_eq!(mode(&op.data), 0o700);
+    assert_eq!(mode(&op.data.join("kura.sqlite")), 0o600);
+    fs::set_permissions(&op.data, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        op.data.join("kura.sqlite"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    op.add_user("bob", "bob password");
+    assert_eq!(mode(&op.data), 0o700);
+    assert_eq!(mode(&op.data.join("kura.sqlite")), 0o600);
+}
+
+#[test]
+fn an_uppercase_https_scheme_is_the_service_and_other_schemes_are_refused() {
+    let env = Env::new();
+    let out = env
+        .kura()
+        .args([
+            "--repo",
+            "HTTPS://127.0.0.1:9/",
+            "--retry-secs",
+            "0",
+            "snapshots",
+        ])
+        .env("KURA_USER", "u")
+        .env("KURA_USER_PASSWORD", "p")
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&out).contains("no Kura repository at HTTPS"),
+        "not taken as a directory: {}",
+        stderr(&out)
+    );
+    let out = env
+        .kura()
+        .args(["--repo", "s3://bucket/x", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown repository location scheme"),
+        "{}",
+        stderr(&out)
+    );
+}
