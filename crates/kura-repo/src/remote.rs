@@ -339,7 +339,17 @@ impl HttpBackend {
                     self.login()?;
                     continue;
                 }
-                Ok(a) if is_unavailable(a.status) => format!("{} {}", a.status, a.message()),
+                Ok(a) if is_unavailable(a.status) => {
+                    // The service may say how long to wait; waiting less only adds load.
+                    let asked = a
+                        .headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(60)));
+                    pause = pause.max(asked.unwrap_or_default());
+                    format!("{} {}", a.status, a.message())
+                }
                 Ok(a) => {
                     self.outage(None);
                     return Ok(a);

@@ -27,8 +27,14 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Minutes a session lasts (default 60).
     pub session_minutes: Option<i64>,
-    /// Seconds a client may take to send its request headers (default 30).
+    /// Seconds a client may take to send its request headers, and a new connection to send
+    /// its first byte (default 30).
     pub header_timeout_secs: Option<u64>,
+    /// Connections open at once; more are closed at once (default 512).
+    pub max_connections: Option<usize>,
+    /// Password checks (Argon2id, ~19 MiB each) at once; more logins are answered 503 with
+    /// Retry-After (default: the number of cores).
+    pub password_checks: Option<usize>,
     /// Seconds between placement runs (default 600).
     #[serde(alias = "replace_every_secs")]
     pub placement_every_secs: Option<u64>,
@@ -147,6 +153,12 @@ impl ServerConfig {
             tls,
             session_ttl: jiff::SignedDuration::from_mins(self.session_minutes.unwrap_or(60)),
             header_timeout: secs(o.header_timeout_secs, self.header_timeout_secs, 30),
+            max_connections: self.max_connections.unwrap_or(512).max(1),
+            password_checks: self.password_checks.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
             placement: self.placement(),
             mail: self.mail.clone(),
             placement_every: secs(o.placement_every_secs, self.placement_every_secs, 600),

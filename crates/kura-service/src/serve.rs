@@ -4,14 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Extension;
 use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 
 use crate::api::auth::ClientCert;
+use crate::api::throttle::LoginGate;
 use crate::api::{AppState, Metrics};
 use crate::registry::{Registry, RegistryError};
 use crate::sites::PlacementConfig;
@@ -30,9 +36,13 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long a session token is valid.
     pub session_ttl: jiff::SignedDuration,
-    /// How long a client may take to send a request's headers (a stalled or slow client is
-    /// disconnected after this).
+    /// How long a client may take to send a request's headers, and a new connection its
+    /// first byte (a stalled, slow or idle client is disconnected after this).
     pub header_timeout: std::time::Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Password checks at once (see [`LoginGate`]).
+    pub password_checks: usize,
     /// The storage sites and membership levels.
     pub placement: PlacementConfig,
     /// How often placements are brought up to date (sites that returned, new risk feeds,
@@ -53,16 +63,23 @@ pub struct ServeOptions {
 /// How long in-flight requests get to finish once the service is told to stop.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Accepts TLS connections and records the client's certificate for the handlers.
+/// Accepts TLS connections, at most so many at once, and records the client's certificate
+/// for the handlers.
 #[derive(Clone)]
-struct ClientCertAcceptor(RustlsAcceptor);
+struct ClientCertAcceptor {
+    tls: RustlsAcceptor,
+    /// One permit per open connection.
+    slots: Arc<Semaphore>,
+    /// How long a new connection may stay silent.
+    first_byte: Duration,
+}
 
 impl<I, S> Accept<I, S> for ClientCertAcceptor
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Send + 'static,
 {
-    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Stream = Connection<tokio_rustls::server::TlsStream<I>>;
     type Service = axum::middleware::AddExtension<S, ClientCert>;
     type Future = std::pin::Pin<
         Box<
@@ -71,8 +88,15 @@ where
     >;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        let inner = self.0.clone();
+        let inner = self.tls.clone();
+        let slot = self.slots.clone().try_acquire_owned();
+        let first_byte = self.first_byte;
         Box::pin(async move {
+            // Dropping the stream closes it: a client over the limit costs one accept.
+            let slot = slot.map_err(|_| {
+                tracing::warn!("connection refused: the limit of open connections is reached");
+                std::io::Error::other("too many connections")
+            })?;
             let (stream, service) = inner.accept(stream, service).await?;
             let cert = stream
                 .get_ref()
@@ -80,8 +104,77 @@ where
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| crate::tls::fingerprint(c));
+            let stream = Connection {
+                stream,
+                _slot: slot,
+                silence: Some(Box::pin(tokio::time::sleep(first_byte))),
+            };
             Ok((stream, Extension(ClientCert(cert)).layer(service)))
         })
+    }
+}
+
+/// An accepted connection: it holds its slot while open, and is closed if it sends nothing
+/// within its first-byte deadline (the header timeout only starts with the first byte).
+struct Connection<S> {
+    stream: S,
+    _slot: OwnedSemaphorePermit,
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Connection<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.silence = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.silence.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client sent nothing",
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Connection<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 
@@ -150,6 +243,7 @@ pub async fn serve(
         ttl: opts.session_ttl,
         metrics: Metrics::default(),
         tasks: tasks.clone(),
+        login_gate: LoginGate::new(opts.password_checks),
     });
     let router = crate::api::app(state);
     let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);
@@ -179,14 +273,20 @@ pub async fn serve(
     ready(addr, &identity);
     tracing::info!(%addr, fingerprint = %identity.fingerprint, "kura service listening");
     let mut server = axum_server::from_tcp(listener)?
-        .acceptor(ClientCertAcceptor(RustlsAcceptor::new(tls)))
+        .acceptor(ClientCertAcceptor {
+            tls: RustlsAcceptor::new(tls).handshake_timeout(opts.header_timeout),
+            slots: Arc::new(Semaphore::new(opts.max_connections)),
+            first_byte: opts.header_timeout,
+        })
         .handle(handle);
     server
         .http_builder()
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(opts.header_timeout);
-    server.serve(router.into_make_service()).await?;
+    server
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

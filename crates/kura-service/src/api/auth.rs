@@ -2,15 +2,18 @@
 //! sessions; every protected request carries a session token and passes the contract check
 //! (`docs/requirements/terminal-backup.md` requirement 2) before its body is read.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kura_api::{Login, Session};
 
+use super::throttle::Refusal;
 use super::{ApiError, ApiResult, App, AppState, Metrics};
 use crate::registry::User;
 
@@ -26,10 +29,12 @@ pub struct Authed {
     pub user: User,
 }
 
-/// `POST /v1/login`.
+/// `POST /v1/login`. Password logins pass the [`LoginGate`](super::throttle::LoginGate)
+/// first; every failure is logged with the source address, never with the password.
 pub async fn login(
     State(app): App,
     cert: Option<Extension<ClientCert>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> ApiResult<axum::Json<Session>> {
     Metrics::add(&app.metrics.requests, 1);
@@ -37,15 +42,32 @@ pub async fn login(
         .map_err(|e| ApiError::bad_request(format!("malformed login: {e}")))?;
     let by_cert = req.password.is_none();
     let fingerprint = cert.and_then(|Extension(c)| c.0);
+    let addr = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    let name = req.user.clone();
     let a = app.clone();
-    let found = tokio::task::spawn_blocking(move || match (req.password, fingerprint) {
-        (Some(password), _) => a.registry.login(&req.user, password.as_bytes(), a.ttl),
-        (None, Some(fingerprint)) => a.registry.login_by_cert(&fingerprint, a.ttl),
-        (None, None) => Ok(None),
-    })
-    .await??;
+    let found = match (req.password, fingerprint) {
+        (Some(password), _) => {
+            let gate = &app.login_gate;
+            gate.admit(&name, addr, Instant::now())
+                .map_err(|r| refused(&app, r))?;
+            let user = req.user;
+            gate.check(move || a.registry.login(&user, password.as_bytes(), a.ttl))
+                .await
+                .map_err(|r| refused(&app, r))??
+        }
+        (None, Some(fingerprint)) => {
+            tokio::task::spawn_blocking(move || a.registry.login_by_cert(&fingerprint, a.ttl))
+                .await??
+        }
+        (None, None) => None,
+    };
     let Some((user, token)) = found else {
         Metrics::add(&app.metrics.auth_failures, 1);
+        if !by_cert {
+            app.login_gate.failed(&name, addr, Instant::now());
+        }
+        let from = addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        tracing::warn!(user = %name, %from, by_cert, "login failed");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             if by_cert {
@@ -55,12 +77,32 @@ pub async fn login(
             },
         ));
     };
+    if !by_cert {
+        app.login_gate.succeeded(&name, addr);
+    }
     check_contract(&app, &user, jiff::Zoned::now().date(), true)?;
     tracing::info!(user = user.id, "session opened");
     Ok(axum::Json(Session {
         token,
         expires: (jiff::Timestamp::now() + app.ttl).to_string(),
     }))
+}
+
+/// The answer to a login the gate did not let through: 429 or 503, with when to try again.
+fn refused(app: &AppState, r: Refusal) -> ApiError {
+    Metrics::add(&app.metrics.refused, 1);
+    match r {
+        Refusal::Backoff(wait) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins for this user or address: wait before trying again",
+        )
+        .retry_after(wait),
+        Refusal::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is checking as many passwords as it can: try again shortly",
+        )
+        .retry_after(std::time::Duration::from_secs(1)),
+    }
 }
 
 /// Why a contract refuses service on `today`, if it does.

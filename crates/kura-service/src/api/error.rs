@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What the client is told.
     pub body: ErrorBody,
+    /// When to try again (the `Retry-After` header), for refusals that pass.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// What a handler returns.
@@ -30,7 +32,14 @@ impl ApiError {
                 error: message.into(),
                 ..ErrorBody::default()
             },
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, telling the client when to try again.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> ApiError {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// 400: the request is malformed.
@@ -69,7 +78,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut r = (self.status, axum::Json(self.body)).into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: zero would invite an immediate retry.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        r
     }
 }
 

@@ -11,6 +11,7 @@ pub mod account;
 pub mod auth;
 pub mod error;
 pub mod objects;
+pub mod throttle;
 pub mod uploads;
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Runs of the background tasks, by name (shown at `/metrics`).
     pub tasks: Arc<crate::tasks::TaskRuns>,
+    /// Password checks at once, and backoff after failed logins.
+    pub login_gate: throttle::LoginGate,
 }
 
 /// The shared state as handlers extract it.
@@ -239,6 +242,7 @@ mod tests {
             ttl: jiff::SignedDuration::from_mins(5),
             metrics: Metrics::default(),
             tasks: Default::default(),
+            login_gate: throttle::LoginGate::new(2),
         });
         Fixture { _dir: dir, state }
     }

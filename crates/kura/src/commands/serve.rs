@@ -11,7 +11,7 @@ use kura_service::config::{Overrides, ServerConfig, percent};
 #[derive(Args)]
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
-    /// header_timeout_secs, placement_every_secs, verify_every_secs, verify_sample_percent,
+    /// header_timeout_secs, max_connections, password_checks, placement_every_secs, verify_every_secs, verify_sample_percent,
     /// fraud_threshold, billing_every_secs, [mail], [billing], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     pub server_config: Option<PathBuf>,

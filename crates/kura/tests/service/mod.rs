@@ -3,6 +3,7 @@
 
 mod certificates;
 mod contracts;
+mod hostile;
 mod offline;
 mod outages;
 mod uploads;

@@ -1,0 +1,159 @@
+//! What an anonymous or hostile client can cost the service: password checks run a few at a
+//! time whatever the number of connections, and guessing a password makes the guesser wait.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::fixture::*;
+
+fn login(svc: &Service, user: &str, password: &str) -> reqwest::blocking::Response {
+    svc.http()
+        .post(format!("{}/v1/login", svc.url))
+        .body(serde_json::json!({"user": user, "password": password}).to_string())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_password_checks_are_capped_and_memory_stays_bounded() {
+    let env = Env::new();
+    let svc = Service::options(&env)
+        .config("password_checks = 2\n")
+        .start();
+    svc.add_user("alice", "alice password");
+    let before = svc.peak_rss_kib();
+    // Forty clients at once, each guessing a different name (so no per-name wait applies):
+    // without a cap each Argon2id check holds about 19 MiB.
+    let statuses: Vec<StatusCode> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let svc = &svc;
+                s.spawn(move || login(svc, &format!("nobody{i}"), "guess").status())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    let peak = svc.peak_rss_kib();
+    // Two checks of about 19.5 MiB each, plus connections; 40 at once took 600 MiB before
+    // the checks had threads of their own and one buffer each.
+    assert!(
+        peak < before + 100 * 1024,
+        "peak memory grew from {before} KiB to {peak} KiB"
+    );
+    assert_eq!(
+        login(&svc, "alice", "alice password").status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn password_guessing_makes_the_guesser_wait_and_is_logged() {
+    let env = Env::new();
+    let log = env.path("service.log");
+    let svc = Service::options(&env).log("info", &log).start();
+    svc.add_user("alice", "alice password");
+    for _ in 0..5 {
+        assert_eq!(
+            login(&svc, "alice", "wrong guess").status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let held = login(&svc, "alice", "alice password");
+    assert_eq!(
+        held.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right one waits"
+    );
+    assert!(held.headers().contains_key("retry-after"));
+    wait_until(Duration::from_secs(10), "the wait to pass", || {
+        login(&svc, "alice", "alice password").status() == StatusCode::OK
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("login failed") && text.contains("alice") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong guess"),
+        "a password never reaches the log"
+    );
+}
+
+/// A TLS connection to `svc` that finished its handshake and sends nothing.
+fn silent_connection(
+    svc: &Service,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kura_repo::remote::tls_config(Some(&svc.fingerprint), None).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let addr = svc.url.trim_start_matches("https://");
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Whether the service closed `tls`: a read ends (EOF or an error) instead of blocking.
+fn closed_within(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    limit: Duration,
+) -> bool {
+    use std::io::Read;
+    tls.sock.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 1];
+    match tls.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed() {
+    let env = Env::new();
+    let svc = Service::options(&env)
+        .args(&["--header-timeout-secs", "1"])
+        .start();
+    let mut idle = silent_connection(&svc);
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(20)),
+        "still open"
+    );
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_a_freed_slot_serves_again() {
+    let env = Env::new();
+    let svc = Service::options(&env)
+        .config("max_connections = 3\n")
+        .start();
+    svc.add_user("alice", "alice password");
+    let held: Vec<_> = (0..3).map(|_| silent_connection(&svc)).collect();
+    let over = svc
+        .http()
+        .post(format!("{}/v1/login", svc.url))
+        .body(r#"{"user":"alice","password":"alice password"}"#)
+        .send();
+    assert!(over.is_err(), "a fourth connection is refused: {over:?}");
+    drop(held);
+    wait_until(Duration::from_secs(10), "a slot to free", || {
+        svc.http()
+            .post(format!("{}/v1/login", svc.url))
+            .body(r#"{"user":"alice","password":"alice password"}"#)
+            .send()
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    });
+}
