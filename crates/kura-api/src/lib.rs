@@ -56,6 +56,8 @@ pub const RECEIVED_HEADER: &str = "x-kura-received";
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Largest body of a login, a job report or an objection.
 pub const SMALL_BODY: usize = 16 * 1024;
+/// Largest list of the packs a snapshot needs: 131,072 ids, a snapshot of about 2 TiB.
+pub const PACKS_BODY: usize = 4 * 1024 * 1024;
 /// The most characters an objection's reason may have.
 pub const MAX_REASON: usize = 4000;
 

@@ -88,7 +88,18 @@ pub async fn snapshot_packs(
         if s.object(user, t.name(), &name)?.is_none() {
             return Ok(false);
         }
-        let ids: Vec<[u8; 32]> = packs.iter().map(|p| p.0).collect();
+        // Only packs this member stores are kept: the list costs the service nothing beyond
+        // what the member already pays for.
+        let mut ids = Vec::with_capacity(packs.len());
+        for p in &packs {
+            if s.object(user, FileType::Pack.name(), &p.to_hex())?
+                .is_some()
+            {
+                ids.push(p.0);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
         s.set_snapshot_packs(user, &name, &ids)?;
         Ok(true)
     })

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use kura_api::{MAX_BODY, SMALL_BODY, route};
+use kura_api::{MAX_BODY, PACKS_BODY, SMALL_BODY, route};
 
 pub use error::{ApiError, ApiResult};
 
@@ -89,11 +89,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(route::JOBS.pattern(), get(account::jobs))
         .route(
             route::JOB.pattern(),
-            put(account::job_report).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            put(account::job_report)
+                .layer(DefaultBodyLimit::max(SMALL_BODY))
+                .layer(axum::middleware::from_fn_with_state(
+                    SMALL_BODY,
+                    refuse_declared_over,
+                )),
         )
         .route(
             route::SNAPSHOT_PACKS.pattern(),
-            put(account::snapshot_packs),
+            put(account::snapshot_packs)
+                .layer(DefaultBodyLimit::max(PACKS_BODY))
+                .layer(axum::middleware::from_fn_with_state(
+                    PACKS_BODY,
+                    refuse_declared_over,
+                )),
         )
         .route(route::CONDITIONS.pattern(), get(account::conditions))
         .route(
@@ -114,7 +124,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route(
             route::OBJECTION.pattern(),
-            post(account::objection).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            post(account::objection)
+                .layer(DefaultBodyLimit::max(SMALL_BODY))
+                .layer(axum::middleware::from_fn_with_state(
+                    SMALL_BODY,
+                    refuse_declared_over,
+                )),
         )
         .route(
             route::UPLOADS.pattern(),
@@ -136,10 +151,19 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(route::METRICS.pattern(), get(metrics))
         .route(
             route::LOGIN.pattern(),
-            post(auth::login).layer(DefaultBodyLimit::max(SMALL_BODY)),
+            post(auth::login)
+                .layer(DefaultBodyLimit::max(SMALL_BODY))
+                .layer(axum::middleware::from_fn_with_state(
+                    SMALL_BODY,
+                    refuse_declared_over,
+                )),
         )
         .merge(protected)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            MAX_BODY,
+            refuse_declared_over,
+        ))
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
                 match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
@@ -153,6 +177,28 @@ pub fn app(state: Arc<AppState>) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Refuses with 413, before a byte of it is read, a body that declares (`Content-Length`)
+/// more than `max` bytes; [`DefaultBodyLimit`] stops one that sends more than it declared.
+async fn refuse_declared_over(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body may be at most {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Runs a database query on the blocking pool.
@@ -301,6 +347,51 @@ mod tests {
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         let e: kura_api::ErrorBody = serde_json::from_slice(&body).unwrap();
         assert!(e.error.contains("not paid"), "{}", e.error);
+    }
+
+    #[tokio::test]
+    async fn a_body_declared_over_the_limit_is_refused_before_it_is_read() {
+        let f = fixture(true).await;
+        // No body follows the header: a server that waited for it would answer 400, not 413.
+        let req = Request::post(route::LOGIN.path(&[]))
+            .header(header::CONTENT_LENGTH, (SMALL_BODY + 1).to_string())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&f.state, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        let t = token(&f.state).await;
+        let req = authed("PUT", object("ab"), &t)
+            .header(header::CONTENT_LENGTH, (MAX_BODY + 1).to_string())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&f.state, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_pack_report_keeps_only_packs_the_member_stores() {
+        let f = fixture(true).await;
+        let t = token(&f.state).await;
+        let stored = "aa".repeat(32);
+        let snapshot = "bb".repeat(32);
+        for (kind, name) in [("data", &stored), ("snapshots", &snapshot)] {
+            let data = b"x".to_vec();
+            let put = authed("PUT", route::OBJECT.path(&[kind, name]), &t)
+                .header(kura_api::CHECKSUM_HEADER, crate::upload::sha256_hex(&data))
+                .body(Body::from(data))
+                .unwrap();
+            assert_eq!(call(&f.state, put).await.0, StatusCode::NO_CONTENT);
+        }
+        let body = [[0xaa; 32], [0xcc; 32], [0xaa; 32]].concat();
+        let report = authed("PUT", route::SNAPSHOT_PACKS.path(&[&snapshot]), &t)
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(call(&f.state, report).await.0, StatusCode::NO_CONTENT);
+        let alice = f.state.registry.user("alice").unwrap().id;
+        let needing = |p: [u8; 32]| f.state.registry.snapshots_needing(alice, &p).unwrap();
+        assert_eq!(needing([0xaa; 32]), std::slice::from_ref(&snapshot));
+        assert!(
+            needing([0xcc; 32]).is_empty(),
+            "a pack it does not store is dropped"
+        );
     }
 
     #[tokio::test]
