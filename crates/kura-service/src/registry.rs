@@ -498,14 +498,10 @@ impl Registry {
             .ok_or_else(|| RegistryError::NoUser(id.to_string()))
     }
 
-    /// Checks a password; on success counts an access and opens a session valid for `ttl`.
-    /// Returns the user and the session token, or `None` for a wrong name or password.
-    pub fn login(
-        &self,
-        name: &str,
-        password: &[u8],
-        ttl: jiff::SignedDuration,
-    ) -> Result<Option<(User, String)>> {
+    /// Checks a password: the user's id, or `None` for a wrong name or password. No session is
+    /// opened and no access counted until the caller has checked the contract
+    /// ([`Registry::open_session`]).
+    pub fn check_password(&self, name: &str, password: &[u8]) -> Result<Option<i64>> {
         let row: Option<(i64, String)> = lock(&self.db)
             .query_row(
                 "SELECT id, password FROM users WHERE name = ?1",
@@ -521,30 +517,19 @@ impl Registry {
             let _ = verify_password(password, dummy);
             return Ok(None);
         };
-        if !verify_password(password, &phc) {
-            return Ok(None);
-        }
-        self.open_session(id, ttl).map(Some)
+        Ok(verify_password(password, &phc).then_some(id))
     }
 
-    /// Opens a session for the user whose registered client certificate has `fingerprint`
-    /// (the TLS handshake proved the client holds its key); `None` if it is not registered.
-    pub fn login_by_cert(
-        &self,
-        fingerprint: &str,
-        ttl: jiff::SignedDuration,
-    ) -> Result<Option<(User, String)>> {
-        let id: Option<i64> = lock(&self.db)
+    /// The id of the user whose registered client certificate has `fingerprint` (the TLS
+    /// handshake proved the client holds its key); `None` if it is not registered.
+    pub fn user_by_cert(&self, fingerprint: &str) -> Result<Option<i64>> {
+        Ok(lock(&self.db)
             .query_row(
                 "SELECT user_id FROM certs WHERE fingerprint = ?1",
                 [fingerprint.to_ascii_lowercase()],
                 |r| r.get(0),
             )
-            .optional()?;
-        match id {
-            Some(id) => self.open_session(id, ttl).map(Some),
-            None => Ok(None),
-        }
+            .optional()?)
     }
 
     /// Registers a client certificate (by its SHA-256 fingerprint) as `name`'s credential.
@@ -594,7 +579,9 @@ impl Registry {
     }
 
     /// Counts an access and makes a session token for user `id`.
-    fn open_session(&self, id: i64, ttl: jiff::SignedDuration) -> Result<(User, String)> {
+    /// Counts an access by user `id` and opens a session valid for `ttl`: the user (as
+    /// counted) and the session token.
+    pub fn open_session(&self, id: i64, ttl: jiff::SignedDuration) -> Result<(User, String)> {
         let token = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());
         let expires = jiff::Timestamp::now() + ttl;
         {
@@ -782,19 +769,26 @@ mod tests {
         );
         assert_eq!(s.user("alice").unwrap().contract, Some(c));
         let ttl = jiff::SignedDuration::from_secs(60);
-        assert!(s.login("alice", b"wrong password", ttl).unwrap().is_none());
-        assert!(s.login("nobody", b"correct horse", ttl).unwrap().is_none());
-        let (u, token) = s.login("alice", b"correct horse", ttl).unwrap().unwrap();
+        assert!(
+            s.check_password("alice", b"wrong password")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.check_password("nobody", b"correct horse")
+                .unwrap()
+                .is_none()
+        );
+        let id = s
+            .check_password("alice", b"correct horse")
+            .unwrap()
+            .unwrap();
+        let (u, token) = s.open_session(id, ttl).unwrap();
         assert_eq!(u.accesses, 1);
         assert_eq!(s.session(&token).unwrap().unwrap().name, "alice");
         assert!(s.session("forged").unwrap().is_none());
         let (_, old) = s
-            .login(
-                "alice",
-                b"correct horse",
-                jiff::SignedDuration::from_secs(-1),
-            )
-            .unwrap()
+            .open_session(id, jiff::SignedDuration::from_secs(-1))
             .unwrap();
         assert!(s.session(&old).unwrap().is_none(), "expired session");
         let raw: String = lock(&s.db)

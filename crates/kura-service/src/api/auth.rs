@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use kura_api::{Login, Session};
 
 use super::throttle::Refusal;
-use super::{ApiError, ApiResult, App, AppState, Metrics};
+use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
 use crate::registry::User;
 
 /// The fingerprint of the certificate the client presented on this connection, if any (set
@@ -51,17 +51,16 @@ pub async fn login(
             gate.admit(&name, addr, Instant::now())
                 .map_err(|r| refused(&app, r))?;
             let user = req.user;
-            gate.check(move || a.registry.login(&user, password.as_bytes(), a.ttl))
+            gate.check(move || a.registry.check_password(&user, password.as_bytes()))
                 .await
                 .map_err(|r| refused(&app, r))??
         }
         (None, Some(fingerprint)) => {
-            tokio::task::spawn_blocking(move || a.registry.login_by_cert(&fingerprint, a.ttl))
-                .await??
+            tokio::task::spawn_blocking(move || a.registry.user_by_cert(&fingerprint)).await??
         }
         (None, None) => None,
     };
-    let Some((user, token)) = found else {
+    let Some(id) = found else {
         Metrics::add(&app.metrics.auth_failures, 1);
         if !by_cert {
             app.login_gate.failed(&name, addr, Instant::now());
@@ -80,7 +79,11 @@ pub async fn login(
     if !by_cert {
         app.login_gate.succeeded(&name, addr);
     }
+    // The contract first: a refused login opens no session and is not counted as an access.
+    let user = catalog(&app, move |s| s.user_by_id(id)).await?;
     check_contract(&app, &user, jiff::Zoned::now().date(), true)?;
+    let ttl = app.ttl;
+    let (user, token) = catalog(&app, move |s| s.open_session(id, ttl)).await?;
     tracing::info!(user = user.id, "session opened");
     Ok(axum::Json(Session {
         token,
@@ -126,7 +129,8 @@ pub fn contract_refusal(
             format!("the contract lapsed after {}", c.until),
         ));
     }
-    if at_login && c.max_accesses > 0 && user.accesses > c.max_accesses {
+    // At login, before the access is counted: this one would be the (accesses + 1)th.
+    if at_login && c.max_accesses > 0 && user.accesses >= c.max_accesses {
         return Some((
             StatusCode::FORBIDDEN,
             format!(
@@ -239,7 +243,10 @@ mod tests {
         assert_eq!(refusal(&used_up, true), Some(StatusCode::FORBIDDEN));
         // The access limit counts sessions: it is checked when one opens, not per request.
         assert_eq!(refusal(&used_up, false), None);
+        // Checked before the access is counted: with two used, the third may open.
+        let one_left = user(Some(contract(true, date(2027, 1, 1), 3)), 2);
+        assert_eq!(refusal(&one_left, true), None);
         let at_limit = user(Some(contract(true, date(2027, 1, 1), 3)), 3);
-        assert_eq!(refusal(&at_limit, true), None);
+        assert_eq!(refusal(&at_limit, true), Some(StatusCode::FORBIDDEN));
     }
 }

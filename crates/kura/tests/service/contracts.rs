@@ -87,5 +87,12 @@ fn the_access_limit_is_enforced() {
     assert!(row["accesses"].as_u64().unwrap() >= 4, "{row}");
     assert!(row["bytes"].as_u64().unwrap() > 0, "{row}");
     carol.svc.contract("carol", &["--max-accesses", "1"]);
+    let before = carol.svc.user("carol")["accesses"].clone();
     refused(&carol, &["snapshots"], "accesses is reached");
+    refused(&carol, &["snapshots"], "accesses is reached");
+    assert_eq!(
+        carol.svc.user("carol")["accesses"],
+        before,
+        "a refused login is not counted"
+    );
 }
