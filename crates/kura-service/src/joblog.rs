@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use kura_api::JobReport;
-use kura_core::job::JobStatus;
 use serde::Serialize;
 
 use crate::registry::{LogLine, Registry, RegistryError, User};
@@ -43,8 +42,8 @@ pub fn record(
     user: &User,
     report: &JobReport,
 ) -> Result<(), StorageError> {
-    registry.record_job(user.id, report)?;
-    if report.status != JobStatus::Completed {
+    // One notice per job, however often the client repeats its report.
+    if !registry.record_job(user.id, report)? {
         return Ok(());
     }
     let entries = registry.objects(user.id, Some(report.started - NOTICE_SLACK))?;
@@ -115,6 +114,7 @@ pub fn operator_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kura_core::job::JobStatus;
 
     fn report() -> JobReport {
         JobReport {
@@ -145,5 +145,28 @@ mod tests {
         let mut good_name = r;
         good_name.snapshot = Some("a".repeat(64));
         assert_eq!(refusal(&good_name, &job), None);
+    }
+
+    #[test]
+    fn a_completed_job_is_told_once_however_often_it_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("kura.sqlite")).unwrap();
+        registry.add_user("alice", b"alice password").unwrap();
+        let alice = registry.user("alice").unwrap();
+        let mut r = report();
+        record(&registry, dir.path(), &alice, &r).unwrap();
+        r.status = JobStatus::Completed;
+        r.ended = Some(jiff::Timestamp::UNIX_EPOCH);
+        for _ in 0..150 {
+            record(&registry, dir.path(), &alice, &r).unwrap();
+        }
+        assert_eq!(registry.messages(alice.id).unwrap().len(), 1);
+        r.job = kura_core::job::JobId([8; 16]);
+        record(&registry, dir.path(), &alice, &r).unwrap();
+        assert_eq!(
+            registry.messages(alice.id).unwrap().len(),
+            2,
+            "another job, another notice"
+        );
     }
 }

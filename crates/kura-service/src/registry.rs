@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
-use kura_core::job::JobReport;
+use kura_core::job::{JobReport, JobStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -623,9 +623,20 @@ impl Registry {
         }
     }
 
-    /// Records a client's report of one of its jobs, replacing the previous report.
-    pub fn record_job(&self, user: i64, r: &JobReport) -> Result<()> {
+    /// Records a client's report of one of its jobs, replacing the previous report; whether
+    /// this report is the one that first told of its completion (so it is told to the user
+    /// once, however often the client repeats it).
+    pub fn record_job(&self, user: i64, r: &JobReport) -> Result<bool> {
         let db = lock(&self.db);
+        let before: Option<String> = db
+            .query_row(
+                "SELECT status FROM jobs WHERE user_id = ?1 AND job = ?2",
+                params![user, r.job.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let completed = JobStatus::Completed.to_string();
+        let newly_completed = r.status.to_string() == completed && before != Some(completed);
         db.execute(
             "INSERT INTO jobs (user_id, job, type, status, started, ended, files, bytes, stored_added, snapshot, updated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -650,7 +661,7 @@ impl Registry {
                 (SELECT job FROM jobs WHERE user_id = ?1 ORDER BY started DESC LIMIT ?2)",
             params![user, MAX_LOGGED_JOBS],
         )?;
-        Ok(())
+        Ok(newly_completed)
     }
 
     /// The backup log, oldest first: everyone's, or one user's.
