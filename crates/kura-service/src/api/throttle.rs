@@ -146,8 +146,11 @@ impl LoginGate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pending = self.pending.clone();
         let job: Job = Box::new(move || {
-            let _ = tx.send(check());
+            let result = check();
+            // Counted down before the answer goes out, so whoever gets it sees the count
+            // without this check.
             pending.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(result);
         });
         let sent = self
             .checks
