@@ -305,10 +305,11 @@ pub fn restore(
                     }
                     let dest = target.join(&item.rel);
                     let equal = |m: &fs::Metadata| {
-                        Ok(m.len() == item.node.size && mtime_of(m) == item.node.mtime_ns)
+                        Ok(m.len() == item.node.size
+                            && crate::walk::mtime_ns(m) == item.node.mtime_ns)
                     };
-                    match decide(&dest, NodeKind::File, opts.overwrite, equal) {
-                        Ok(Decision::Write) => {}
+                    let refused = match decide(&dest, NodeKind::File, opts.overwrite, equal) {
+                        Ok(Decision::Write) => None,
                         Ok(Decision::Keep) => {
                             kept.fetch_add(1, Ordering::Relaxed);
                             kept_bytes.fetch_add(item.node.size, Ordering::Relaxed);
@@ -316,24 +317,17 @@ pub fn restore(
                             progress.item();
                             continue;
                         }
-                        Ok(Decision::Refuse(why)) => {
-                            let msg = format!("{}: {why}", item.source.display());
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((i, msg));
-                            progress.item();
-                            continue;
-                        }
-                        Err(e) => {
-                            let msg = format!("{}: {e} (not restored)", item.source.display());
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((i, msg));
-                            progress.item();
-                            continue;
-                        }
+                        Ok(Decision::Refuse(why)) => Some(why),
+                        Err(e) => Some(format!("{e} (not restored)")),
+                    };
+                    if let Some(why) = refused {
+                        let msg = format!("{}: {why}", item.source.display());
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, msg));
+                        progress.item();
+                        continue;
                     }
                     let r = write_file(
                         &dest,
@@ -835,12 +829,6 @@ fn set_mtime_nofollow(path: &Path, ns: i64) -> io::Result<()> {
 }
 
 /// Modification time in nanoseconds, as trees record it.
-fn mtime_of(m: &fs::Metadata) -> i64 {
-    m.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec())
-}
-
 /// Renames `tmp` over `dest`; a directory in the way is removed first only under
 /// [`Overwrite::Always`] (with the others, [`decide`] refused it, and one that appeared since
 /// makes the rename fail).

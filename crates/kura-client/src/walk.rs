@@ -49,7 +49,7 @@ impl Meta {
             mode: m.mode() & 0o7777,
             uid: m.uid(),
             gid: m.gid(),
-            mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+            mtime_ns: mtime_ns(m),
             hardlink,
             rdev: 0,
             xattrs: Vec::new(),
@@ -62,11 +62,16 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
+/// A file's modification time in nanoseconds since the epoch, as snapshots record it.
+pub(crate) fn mtime_ns(m: &fs::Metadata) -> i64 {
+    nanos(m.mtime(), m.mtime_nsec())
+}
+
 /// The fingerprint of a file's metadata.
 pub fn fingerprint(m: &fs::Metadata) -> Fingerprint {
     Fingerprint {
         size: m.len(),
-        mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+        mtime_ns: mtime_ns(m),
         ctime_ns: nanos(m.ctime(), m.ctime_nsec()),
         inode: m.ino(),
     }

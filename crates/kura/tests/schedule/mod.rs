@@ -29,6 +29,16 @@ fn hourly() -> (Env, String) {
     (env, id)
 }
 
+/// Runs the agent once with no passphrase, so the due run fails before it can start.
+fn run_without_passphrase(env: &Env) {
+    let out = env
+        .cmd(&["agent", "--once"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
 #[test]
 fn a_scheduled_backup_is_listed() {
     let (env, id) = hourly();
@@ -41,13 +51,7 @@ fn a_scheduled_backup_is_listed() {
 #[test]
 fn a_failed_scheduled_run_shows_in_the_schedule_list() {
     let (env, id) = hourly();
-    // No passphrase for the agent: the run fails before it can start.
-    let out = env
-        .cmd(&["agent", "--once"])
-        .env_remove("KURA_PASSWORD")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    run_without_passphrase(&env);
     let list = env.json(&["schedule", "list"]);
     let outcome = &list[0]["last_outcome"];
     assert_eq!(list[0]["id"], id.as_str());
@@ -77,12 +81,7 @@ fn a_failed_scheduled_run_shows_in_the_schedule_list() {
 #[test]
 fn a_scheduled_run_that_could_not_start_shows_in_the_log() {
     let (env, id) = hourly();
-    let out = env
-        .cmd(&["agent", "--once"])
-        .env_remove("KURA_PASSWORD")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    run_without_passphrase(&env);
     let log = env.json(&["log"]);
     let row = log
         .as_array()
