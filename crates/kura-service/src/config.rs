@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// Password checks (Argon2id, ~19 MiB each) at once; more logins are answered 503 with
     /// Retry-After (default: the number of cores).
     pub password_checks: Option<usize>,
+    /// Objects one user may store, of any size; 0 for no limit (default 1,000,000).
+    pub max_objects_per_user: Option<u64>,
     /// Seconds between placement runs (default 600).
     #[serde(alias = "replace_every_secs")]
     pub placement_every_secs: Option<u64>,
@@ -159,6 +161,7 @@ impl ServerConfig {
                     .map(|n| n.get())
                     .unwrap_or(2)
             }),
+            max_objects: self.max_objects_per_user.unwrap_or(1_000_000),
             placement: self.placement(),
             mail: self.mail.clone(),
             placement_every: secs(o.placement_every_secs, self.placement_every_secs, 600),

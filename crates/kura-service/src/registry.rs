@@ -5,6 +5,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod integrity;
+pub mod quota;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -70,8 +71,10 @@ pub struct User {
     pub created: String,
     /// Sessions opened so far.
     pub accesses: u64,
-    /// Bytes stored.
+    /// Bytes stored, as charged: each object counts at least [`quota::MIN_CHARGE`].
     pub bytes: u64,
+    /// Objects stored.
+    pub objects: u64,
     /// Where notices are mailed.
     pub email: Option<String>,
     /// The contract, if any.
@@ -108,7 +111,15 @@ CREATE TABLE IF NOT EXISTS users (
     created TEXT NOT NULL,
     accesses INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
-    email TEXT
+    email TEXT,
+    objects INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    bytes INTEGER NOT NULL,
+    objects INTEGER NOT NULL,
+    archives INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS contracts (
     user_id INTEGER PRIMARY KEY REFERENCES users(id),
@@ -264,6 +275,17 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
     };
     if !has("users", "email")? {
         db.execute_batch("ALTER TABLE users ADD COLUMN email TEXT;")?;
+    }
+    if !has("users", "objects")? {
+        // Usage became charged bytes (each object at least `quota::MIN_CHARGE`) with a count.
+        db.execute_batch(&format!(
+            "ALTER TABLE users ADD COLUMN objects INTEGER NOT NULL DEFAULT 0;
+             UPDATE users SET
+                 objects = (SELECT COUNT(*) FROM objects o WHERE o.user_id = users.id),
+                 bytes = (SELECT COALESCE(SUM(MAX(o.size, {min})), 0) FROM objects o
+                          WHERE o.user_id = users.id);",
+            min = quota::MIN_CHARGE
+        ))?;
     }
     if !has("objects", "verified")? {
         db.execute_batch("ALTER TABLE objects ADD COLUMN verified TEXT;")?;
@@ -448,7 +470,7 @@ impl Registry {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
             "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses,
-                    c.home_region, c.member_since, u.email
+                    c.home_region, c.member_since, u.email, u.objects
              FROM users u LEFT JOIN contracts c ON c.user_id = u.id ORDER BY u.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -475,6 +497,7 @@ impl Registry {
                 created: r.get(2)?,
                 accesses: r.get::<_, i64>(3)? as u64,
                 bytes: r.get::<_, i64>(4)? as u64,
+                objects: r.get::<_, i64>(14)? as u64,
                 email: r.get(13)?,
                 contract,
             })

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Password checks at once (see [`LoginGate`]).
     pub password_checks: usize,
+    /// Objects one user may store; 0 for no limit.
+    pub max_objects: u64,
     /// The storage sites and membership levels.
     pub placement: PlacementConfig,
     /// How often placements are brought up to date (sites that returned, new risk feeds,
@@ -226,6 +228,10 @@ pub async fn serve(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
     let registry = Arc::new(open_registry(&opts.data_dir).map_err(std::io::Error::other)?);
+    // Reservations of a service that was stopped or killed hold nothing any more.
+    registry
+        .clear_reservations()
+        .map_err(std::io::Error::other)?;
     let storage = Arc::new(
         Storage::open(&opts.data_dir, &opts.placement, registry.clone())
             .await
@@ -244,6 +250,7 @@ pub async fn serve(
         metrics: Metrics::default(),
         tasks: tasks.clone(),
         login_gate: LoginGate::new(opts.password_checks),
+        max_objects: opts.max_objects,
     });
     let router = crate::api::app(state);
     let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);

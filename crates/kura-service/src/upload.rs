@@ -190,9 +190,14 @@ impl Uploads {
         Ok(file)
     }
 
-    /// Bytes held in unfinished uploads (they count against the contract's storage limit).
-    pub fn pending_bytes(&self) -> Result<u64, UploadError> {
-        Ok(self.list()?.iter().map(|p| p.received).sum())
+    /// Bytes held in unfinished uploads but `except` (they count against the storage limit).
+    pub fn pending_bytes(&self, except: Option<(&str, &str)>) -> Result<u64, UploadError> {
+        Ok(self
+            .list()?
+            .iter()
+            .filter(|p| except != Some((p.kind.as_str(), p.name.as_str())))
+            .map(|p| p.received)
+            .sum())
     }
 
     /// Checks the whole upload against `sum` and returns its bytes. The upload stays until the
@@ -353,7 +358,7 @@ mod tests {
             u.finish("data", "ab", &sha256_hex(b"hello")).unwrap(),
             b"hello"
         );
-        assert_eq!(u.pending_bytes().unwrap(), 5);
+        assert_eq!(u.pending_bytes(None).unwrap(), 5);
         u.abort("data", "ab").unwrap();
         assert!(matches!(
             u.finish("data", "ab", &sha256_hex(b"hello")),

@@ -211,6 +211,7 @@ mod tests {
             contract,
             accesses,
             bytes: 0,
+            objects: 0,
             email: None,
         }
     }

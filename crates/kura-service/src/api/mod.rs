@@ -70,6 +70,8 @@ pub struct AppState {
     pub tasks: Arc<crate::tasks::TaskRuns>,
     /// Password checks at once, and backoff after failed logins.
     pub login_gate: throttle::LoginGate,
+    /// Objects one user may store; 0 for no limit.
+    pub max_objects: u64,
 }
 
 /// The shared state as handlers extract it.
@@ -271,7 +273,7 @@ mod tests {
             plan: "standard".into(),
             until: jiff::civil::date(2099, 12, 31),
             paid,
-            max_bytes: 1000,
+            max_bytes: 3 * crate::registry::quota::MIN_CHARGE,
             max_archives: 0,
             max_accesses: 0,
             home_region: String::new(),
@@ -289,6 +291,7 @@ mod tests {
             metrics: Metrics::default(),
             tasks: Default::default(),
             login_gate: throttle::LoginGate::new(2),
+            max_objects: 100,
         });
         Fixture { _dir: dir, state }
     }
@@ -463,7 +466,7 @@ mod tests {
             .unwrap();
         assert_eq!(call(&f.state, bad).await.0, StatusCode::BAD_REQUEST);
         let too_big = authed("PUT", object("cd"), &t)
-            .body(Body::from(vec![0u8; 1001]))
+            .body(Body::from(vec![0u8; 3 * 4096 + 1]))
             .unwrap();
         assert_eq!(call(&f.state, too_big).await.0, StatusCode::FORBIDDEN);
         assert_eq!(f.state.metrics.refused.load(Ordering::Relaxed), 1);

@@ -15,6 +15,8 @@ use kura_repo::FileType;
 use super::auth::Authed;
 use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
 use crate::registry::User;
+use crate::registry::quota::{Limits, Reservation, Room};
+use crate::upload::Uploads;
 
 /// The kind named `kind`, with `name` checked for it: `config` for the config, else 1 to 64
 /// lowercase hex digits. Nothing else reaches storage.
@@ -132,8 +134,9 @@ pub async fn write(
     if checksum(&headers)?.is_some_and(|sent| !sum.eq_ignore_ascii_case(&sent)) {
         return Err(ApiError::resend());
     }
-    admit(&app, &user, t, &name, body.len() as u64).await?;
+    let room = reserve(&app, &user, Some((t, &name)), body.len() as u64, None).await?;
     store_object(&app, &user, t, &name, body, sum).await?;
+    drop(room);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,50 +152,47 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The contract's limits on storing `len` bytes as `t`/`name`.
-pub async fn admit(
+/// Reserves room under the user's limits for an object `t`/`name` of `size` bytes, or
+/// with `object` `None` for a piece of that many bytes of an upload. The user's unfinished
+/// uploads count too, except the one being committed (`committing`).
+pub async fn reserve(
     app: &Arc<AppState>,
     user: &User,
-    t: FileType,
-    name: &str,
-    len: u64,
-) -> ApiResult<()> {
+    object: Option<(FileType, &str)>,
+    size: u64,
+    committing: Option<(&str, &str)>,
+) -> ApiResult<Reservation> {
     let Some(contract) = &user.contract else {
         return Err(ApiError::internal("authorized user without a contract"));
     };
-    let (id, n) = (user.id, name.to_string());
-    let old = catalog(app, move |s| s.object(id, t.name(), &n))
-        .await?
-        .map_or(0, |e| e.size);
-    let new_total = user.bytes.saturating_sub(old).saturating_add(len);
-    if contract.max_bytes > 0 && new_total > contract.max_bytes {
-        return Err(over_storage(app, contract.max_bytes));
-    }
-    if t == FileType::Snapshot && contract.max_archives > 0 && old == 0 {
-        let count = catalog(app, move |s| s.object_names(id, t.name()))
-            .await?
-            .len() as u64;
-        if count >= contract.max_archives {
-            Metrics::add(&app.metrics.refused, 1);
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the contract's limit of {} archives is reached (forget one first)",
-                    contract.max_archives
-                ),
-            ));
-        }
-    }
-    Ok(())
+    let limits = Limits {
+        max_bytes: contract.max_bytes,
+        max_archives: contract.max_archives,
+        max_objects: app.max_objects,
+    };
+    let object = object.map(|(t, n)| (t.name(), n.to_string()));
+    let committing = committing.map(|(k, n)| (k.to_string(), n.to_string()));
+    let (registry, uploads, id) = (app.registry.clone(), uploads_of(app, user), user.id);
+    let reserved = tokio::task::spawn_blocking(move || {
+        let room = match &object {
+            Some((kind, name)) => Room::Object { kind, name, size },
+            None => Room::Piece(size),
+        };
+        let except = committing.as_ref().map(|(k, n)| (k.as_str(), n.as_str()));
+        registry.reserve(id, room, limits, || {
+            uploads.pending_bytes(except).map_err(std::io::Error::other)
+        })
+    })
+    .await??;
+    reserved.map_err(|over| {
+        Metrics::add(&app.metrics.refused, 1);
+        ApiError::new(StatusCode::FORBIDDEN, over.to_string())
+    })
 }
 
-/// The refusal of a store past the contract's storage limit, counted.
-pub fn over_storage(app: &AppState, max_bytes: u64) -> ApiError {
-    Metrics::add(&app.metrics.refused, 1);
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!("the contract's storage limit of {max_bytes} bytes would be exceeded"),
-    )
+/// A user's unfinished uploads.
+pub fn uploads_of(app: &AppState, user: &User) -> Uploads {
+    Uploads::new(crate::user_dir(&app.data_dir, user.id).join("uploads"))
 }
 
 /// Stores an object on the sites. It runs to its end even if the client goes away meanwhile,

@@ -10,16 +10,11 @@ use axum::response::{IntoResponse, Response};
 use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
 
 use super::auth::Authed;
-use super::objects::{admit, checksum, file_type, over_storage, store_object};
-use super::{ApiError, ApiResult, App, AppState, catalog};
-use crate::registry::User;
-use crate::upload::{UploadError, Uploads};
+use super::objects::{checksum, file_type, reserve, store_object, uploads_of};
+use super::{ApiError, ApiResult, App, catalog};
+use crate::upload::UploadError;
 
 /// The user's unfinished uploads, beside their other per-user files.
-fn uploads_of(app: &AppState, user: &User) -> Uploads {
-    Uploads::new(crate::user_dir(&app.data_dir, user.id).join("uploads"))
-}
-
 /// Runs an upload step on the blocking pool to its end, even if the client goes away.
 async fn uploading<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, UploadError> + Send + 'static,
@@ -70,24 +65,11 @@ pub async fn piece(
     file_type(&kind, Some(&name))?;
     let sum =
         checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a piece needs a checksum"))?;
+    // Held until the piece is on disk, where the next reservation sees it as pending.
+    let room = reserve(&app, &user, None, body.len() as u64, None).await?;
     let up = uploads_of(&app, &user);
-    let received = tokio::task::spawn_blocking(move || {
-        // Unfinished uploads count against the storage limit too.
-        if let Some(c) = &user.contract
-            && c.max_bytes > 0
-        {
-            let pending = up.pending_bytes()?;
-            let total = user
-                .bytes
-                .saturating_add(pending)
-                .saturating_add(body.len() as u64);
-            if total > c.max_bytes {
-                return Err(over_storage(&app, c.max_bytes));
-            }
-        }
-        Ok(up.append(&kind, &name, at.offset, &body, &sum)?)
-    })
-    .await??;
+    let received = uploading(move || up.append(&kind, &name, at.offset, &body, &sum)).await?;
+    drop(room);
     Ok(axum::Json(Received { received }))
 }
 
@@ -122,14 +104,19 @@ pub async fn commit(
         let (kind, name) = (kind.clone(), name.clone());
         move || uploading(move || up.abort(&kind, &name))
     };
-    if let Err(e) = admit(&app, &user, t, &name, data.len() as u64).await {
-        drop_upload().await?;
-        return Err(e);
-    }
+    let committing = Some((kind.as_str(), name.as_str()));
+    let room = match reserve(&app, &user, Some((t, &name)), data.len() as u64, committing).await {
+        Ok(room) => room,
+        Err(e) => {
+            drop_upload().await?;
+            return Err(e);
+        }
+    };
     // Dropped only once stored: a service killed before that finds it again when the client
     // repeats the commit.
     let sum = sum.to_ascii_lowercase();
     store_object(&app, &user, t, &name, Bytes::from(data), sum).await?;
+    drop(room);
     drop_upload().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use kura_core::notice::Notice;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::quota::charge;
 use super::{Registry, Result, lock};
 
 /// Times in the catalog: fixed width (nanoseconds, UTC), so text order is time order.
@@ -167,11 +168,11 @@ fn drop_copies(
     Ok(())
 }
 
-/// Adds `delta` (possibly negative) to a user's stored bytes.
-fn count_bytes(db: &rusqlite::Connection, user: i64, delta: i64) -> rusqlite::Result<()> {
+/// Counts an object of `size` bytes in (`sign` 1) or out (-1) of a user's usage.
+fn count(db: &rusqlite::Connection, user: i64, size: u64, sign: i64) -> rusqlite::Result<()> {
     db.execute(
-        "UPDATE users SET bytes = MAX(0, bytes + ?1) WHERE id = ?2",
-        params![delta, user],
+        "UPDATE users SET bytes = MAX(0, bytes + ?1), objects = MAX(0, objects + ?2) WHERE id = ?3",
+        params![sign * charge(size) as i64, sign, user],
     )?;
     Ok(())
 }
@@ -240,11 +241,10 @@ impl Registry {
         for (rank, c) in copies.iter().enumerate() {
             insert_copy(&tx, user, kind, name, rank, c)?;
         }
-        count_bytes(
-            &tx,
-            user,
-            size as i64 - old.as_ref().map_or(0, |o| o.size as i64),
-        )?;
+        if let Some(o) = &old {
+            count(&tx, user, o.size, -1)?;
+        }
+        count(&tx, user, size, 1)?;
         tx.commit()?;
         Ok(old)
     }
@@ -266,7 +266,7 @@ impl Registry {
             "DELETE FROM snapshot_packs WHERE user_id = ?1 AND ?2 = 'snapshots' AND snapshot = ?3",
             params![user, kind, name],
         )?;
-        count_bytes(&tx, user, -(old.size as i64))?;
+        count(&tx, user, old.size, -1)?;
         tx.commit()?;
         Ok(Some(old))
     }
@@ -427,6 +427,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::quota::MIN_CHARGE;
 
     fn copy(site: &str, status: CopyStatus) -> CopyCondition {
         CopyCondition {
@@ -448,17 +449,20 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(s.user("ann").unwrap().bytes, 100);
+        // Small objects are charged the minimum.
+        assert_eq!(s.user("ann").unwrap().bytes, MIN_CHARGE);
+        assert_eq!(s.user("ann").unwrap().objects, 1);
         let e = s.object(u, "data", "aa").unwrap().unwrap();
         assert_eq!(e.good_sites().collect::<Vec<_>>(), ["a", "b"]);
         // Replacing counts only the difference, and returns what it replaced.
         let one = [copy("c", CopyStatus::Ok), copy("a", CopyStatus::Failed)];
         let old = s
-            .record_object(u, "data", "aa", 40, "s2", Some("one_copy"), &one)
+            .record_object(u, "data", "aa", 5000, "s2", Some("one_copy"), &one)
             .unwrap()
             .unwrap();
         assert_eq!(old.size, 100);
-        assert_eq!(s.user("ann").unwrap().bytes, 40);
+        assert_eq!(s.user("ann").unwrap().bytes, 5000);
+        assert_eq!(s.user("ann").unwrap().objects, 1);
         let e = s.object(u, "data", "aa").unwrap().unwrap();
         assert_eq!(e.copies, one);
         assert_eq!(e.degraded.as_deref(), Some("one_copy"));

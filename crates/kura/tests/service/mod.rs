@@ -6,6 +6,7 @@ mod contracts;
 mod hostile;
 mod offline;
 mod outages;
+mod quotas;
 mod uploads;
 
 use std::fs;

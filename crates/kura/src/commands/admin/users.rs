@@ -74,7 +74,7 @@ pub enum ContractCommand {
         /// Whether the fee is paid.
         #[arg(long, value_enum)]
         paid: YesNo,
-        /// Most bytes stored (0: no limit).
+        /// Most bytes stored, each object charged at least 4 KiB (0: no limit).
         #[arg(long, default_value_t = 0)]
         max_bytes: u64,
         /// Most snapshots (0: no limit).
@@ -170,8 +170,8 @@ fn list(a: &Admin) -> Result<()> {
         .collect();
     a.out.emit(&listing, || {
         let header = format!(
-            "{:<16} {:>4} {:>12} {:>8}  contract",
-            "user", "id", "bytes", "accesses"
+            "{:<16} {:>4} {:>12} {:>8} {:>8}  contract",
+            "user", "id", "bytes", "objects", "accesses"
         );
         table(header, users.iter().map(|u| {
             let c = match &u.contract {
@@ -193,8 +193,8 @@ fn list(a: &Admin) -> Result<()> {
                 None => "none".into(),
             };
             format!(
-                "{:<16} {:>4} {:>12} {:>8}  {c}",
-                u.name, u.id, u.bytes, u.accesses
+                "{:<16} {:>4} {:>12} {:>8} {:>8}  {c}",
+                u.name, u.id, u.bytes, u.objects, u.accesses
             )
         }))
     });
