@@ -52,6 +52,35 @@ pub enum UploadError {
     Io(#[from] io::Error),
 }
 
+/// A finished upload: its bytes, and which file they came from.
+#[derive(Debug)]
+pub struct Finished {
+    /// The whole object.
+    pub data: Vec<u8>,
+    /// Names the file, so that only it is dropped.
+    pub mark: Mark,
+}
+
+/// One file of an upload as it was when finished: a later first piece makes a new file, a
+/// later piece makes it longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
+
+impl Mark {
+    fn of(m: &fs::Metadata) -> Mark {
+        use std::os::unix::fs::MetadataExt;
+        Mark {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+        }
+    }
+}
+
 /// A user's unfinished uploads, in one directory per user.
 #[derive(Debug, Clone)]
 pub struct Uploads {
@@ -168,24 +197,30 @@ impl Uploads {
         Ok(end)
     }
 
-    /// Opens the upload at `path` for a first piece, creating it (durably) if it is new, within
-    /// the limit on unfinished uploads.
+    /// Takes the lock under which uploads are made and dropped, one at a time per user.
+    fn lock_dir(&self) -> io::Result<File> {
+        let guard = File::create(self.dir.join(".lock"))?;
+        guard.lock()?;
+        Ok(guard)
+    }
+
+    /// Creates the upload at `path` (durably) for a first piece, replacing any earlier one,
+    /// within the limit on unfinished uploads.
     fn create(&self, path: &Path) -> Result<File, UploadError> {
         fs::create_dir_all(&self.dir)?;
         // New uploads are counted and made one at a time per user.
-        let guard = File::create(self.dir.join(".lock"))?;
-        guard.lock()?;
-        if !path.exists() && self.list()?.len() >= MAX_OPEN {
+        let guard = self.lock_dir()?;
+        // A first piece always starts a new file: a commit still storing the old one then
+        // drops only what it stored (see `drop_finished`).
+        let existed = remove_if_exists(path)?;
+        if !existed && self.list()?.len() >= MAX_OPEN {
             self.sweep(STALE_AFTER)?;
             if self.list()?.len() >= MAX_OPEN {
                 return Err(UploadError::TooMany);
             }
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        drop(guard);
         File::open(&self.dir)?.sync_all()?;
         Ok(file)
     }
@@ -201,10 +236,10 @@ impl Uploads {
     }
 
     /// Checks the whole upload against `sum` and returns its bytes. The upload stays until the
-    /// caller has stored the object and drops it with [`Uploads::abort`], so a service killed in
-    /// between finds it again when the client repeats the commit. A mismatch removes the upload:
+    /// caller has stored the object and drops it with [`Uploads::drop_finished`], so a service
+    /// killed in between finds it again when the client repeats the commit. A mismatch removes the upload:
     /// its pieces were each right, so the client sent the wrong pieces and must start over.
-    pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<Vec<u8>, UploadError> {
+    pub fn finish(&self, kind: &str, name: &str, sum: &str) -> Result<Finished, UploadError> {
         check_sum_format(sum)?;
         let path = self.path(kind, name);
         let mut file = match File::open(&path) {
@@ -223,7 +258,26 @@ impl Uploads {
             remove_if_exists(&path)?;
             return Err(UploadError::Checksum);
         }
-        Ok(data)
+        Ok(Finished {
+            data,
+            mark: Mark::of(&file.metadata()?),
+        })
+    }
+
+    /// Drops a finished upload once its object is stored, unless a new upload of the same
+    /// object has begun (or gone on) since: that one is not the caller's to drop.
+    pub fn drop_finished(&self, kind: &str, name: &str, mark: Mark) -> Result<(), UploadError> {
+        let path = self.path(kind, name);
+        let _guard = self.lock_dir()?;
+        match fs::metadata(&path) {
+            Ok(m) if Mark::of(&m) == mark => {
+                remove_if_exists(&path)?;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Drops an unfinished upload; dropping a missing one is not an error.
@@ -301,7 +355,10 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(u.received("data", "ab").unwrap(), 3000);
-        assert_eq!(u.finish("data", "ab", &sha256_hex(&data)).unwrap(), data);
+        assert_eq!(
+            u.finish("data", "ab", &sha256_hex(&data)).unwrap().data,
+            data
+        );
     }
 
     #[test]
@@ -351,11 +408,11 @@ mod tests {
             .unwrap();
         // A commit repeated after a crash finds the same object.
         assert_eq!(
-            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap(),
+            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap().data,
             b"hello"
         );
         assert_eq!(
-            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap(),
+            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap().data,
             b"hello"
         );
         assert_eq!(u.pending_bytes(None).unwrap(), 5);
@@ -369,6 +426,33 @@ mod tests {
             u.append("data", "ab", u64::MAX, b"x", &sha256_hex(b"x")),
             Err(UploadError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn dropping_a_finished_upload_spares_one_begun_since() {
+        let (_d, u) = uploads();
+        let hello = sha256_hex(b"hello");
+        u.append("data", "ab", 0, b"hello", &hello).unwrap();
+        let first = u.finish("data", "ab", &hello).unwrap();
+        // A second upload of the same object starts while the first is being stored.
+        u.append("data", "ab", 0, b"hel", &sha256_hex(b"hel"))
+            .unwrap();
+        u.drop_finished("data", "ab", first.mark).unwrap();
+        assert_eq!(
+            u.received("data", "ab").unwrap(),
+            3,
+            "the second upload stays"
+        );
+        u.append("data", "ab", 3, b"lo", &sha256_hex(b"lo"))
+            .unwrap();
+        let second = u.finish("data", "ab", &hello).unwrap();
+        // A piece added after the finish makes it another file too.
+        u.append("data", "ab", 5, b"!", &sha256_hex(b"!")).unwrap();
+        u.drop_finished("data", "ab", second.mark).unwrap();
+        assert_eq!(u.received("data", "ab").unwrap(), 6);
+        let third = u.finish("data", "ab", &sha256_hex(b"hello!")).unwrap();
+        u.drop_finished("data", "ab", third.mark).unwrap();
+        assert!(u.list().unwrap().is_empty());
     }
 
     #[test]

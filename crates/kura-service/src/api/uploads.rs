@@ -12,7 +12,7 @@ use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
 use super::auth::Authed;
 use super::objects::{checksum, file_type, reserve, store_object, uploads_of};
 use super::{ApiError, ApiResult, App, catalog};
-use crate::upload::UploadError;
+use crate::upload::{Finished, UploadError};
 
 /// The user's unfinished uploads, beside their other per-user files.
 /// Runs an upload step on the blocking pool to its end, even if the client goes away.
@@ -87,8 +87,8 @@ pub async fn commit(
     let up = uploads_of(&app, &user);
     let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
     let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;
-    let data = match finished {
-        Ok(data) => data,
+    let Finished { data, mark } = match finished {
+        Ok(f) => f,
         Err(UploadError::NotFound) => {
             // A repeated commit whose first answer was lost: the object is in place.
             let id = user.id;
@@ -102,7 +102,7 @@ pub async fn commit(
     };
     let drop_upload = {
         let (kind, name) = (kind.clone(), name.clone());
-        move || uploading(move || up.abort(&kind, &name))
+        move || uploading(move || up.drop_finished(&kind, &name, mark))
     };
     let committing = Some((kind.as_str(), name.as_str()));
     let room = match reserve(&app, &user, Some((t, &name)), data.len() as u64, committing).await {
