@@ -34,6 +34,13 @@ pub fn refusal(report: &JobReport, job: &str) -> Option<&'static str> {
     None
 }
 
+/// The kind of the notice a completed job sends.
+const CONDITIONS: &str = "conditions";
+
+/// Most completed-job notices a user is sent in an hour (an hourly schedule sends one); the
+/// jobs past it are recorded without one.
+pub const JOB_NOTICES_PER_HOUR: u64 = 12;
+
 /// Records a job's report; for a completed job, sends the user the storage conditions of
 /// what it stored (`docs/requirements/placement.md` requirement 6).
 pub fn record(
@@ -44,6 +51,12 @@ pub fn record(
 ) -> Result<(), StorageError> {
     // One notice per job, however often the client repeats its report.
     if !registry.record_job(user.id, report)? {
+        return Ok(());
+    }
+    // And a bounded number however many jobs a client makes up.
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    if registry.messages_since(user.id, CONDITIONS, hour_ago)? >= JOB_NOTICES_PER_HOUR {
+        tracing::warn!(user = user.id, job = %report.job, "job notice skipped: too many this hour");
         return Ok(());
     }
     let entries = registry.objects(user.id, Some(report.started - NOTICE_SLACK))?;
@@ -61,7 +74,7 @@ pub fn record(
         registry,
         data_dir,
         user,
-        "conditions",
+        CONDITIONS,
         "Storage conditions of your backup",
         &crate::notice::conditions_text(&intro, &entries),
     )?;
@@ -168,5 +181,15 @@ mod tests {
             2,
             "another job, another notice"
         );
+        for i in 0..100 {
+            r.job = kura_core::job::JobId([i; 16]);
+            record(&registry, dir.path(), &alice, &r).unwrap();
+        }
+        assert_eq!(
+            registry.messages(alice.id).unwrap().len() as u64,
+            JOB_NOTICES_PER_HOUR,
+            "made-up jobs send a bounded number"
+        );
+        assert!(registry.job_log(Some("alice")).unwrap().len() >= 100);
     }
 }

@@ -213,6 +213,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_user ON incidents (user_id, at);
+CREATE INDEX IF NOT EXISTS messages_user ON messages (user_id, at);
 CREATE TABLE IF NOT EXISTS statements (
     id TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),

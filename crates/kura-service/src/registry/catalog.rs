@@ -405,6 +405,16 @@ impl Registry {
         Ok(db.last_insert_rowid())
     }
 
+    /// How many notices of `kind` a user was sent since `since`.
+    pub fn messages_since(&self, user: i64, kind: &str, since: jiff::Timestamp) -> Result<u64> {
+        let n: i64 = lock(&self.db).query_row(
+            "SELECT COUNT(*) FROM messages WHERE user_id = ?1 AND kind = ?2 AND at >= ?3",
+            params![user, kind, time_text(since)],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// A user's message history, oldest first.
     pub fn messages(&self, user: i64) -> Result<Vec<Notice>> {
         let db = lock(&self.db);
