@@ -2,6 +2,7 @@
 //! ([`catalog`]), what integrity checks found ([`integrity`]), and statements and the ledger
 //! ([`billing`]), in one SQLite file.
 
+pub mod access;
 pub mod billing;
 pub mod catalog;
 pub mod integrity;
@@ -75,10 +76,24 @@ pub struct User {
     pub bytes: u64,
     /// Objects stored.
     pub objects: u64,
+    /// Whether the user's devices may only add: deleting or replacing an object needs the
+    /// maintenance password (see [`access`]).
+    pub append_only: bool,
+    /// When the operator removed the user, if so (the name stays taken, the history kept).
+    pub removed: Option<String>,
     /// Where notices are mailed.
     pub email: Option<String>,
     /// The contract, if any.
     pub contract: Option<Contract>,
+}
+
+/// What a credential lets its holder do: whose data, and whether only adding to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The user's id.
+    pub user: i64,
+    /// Whether deleting and replacing objects is refused.
+    pub append_only: bool,
 }
 
 /// One line of the service's backup log: a job as its client reported it.
@@ -112,7 +127,10 @@ CREATE TABLE IF NOT EXISTS users (
     accesses INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
     email TEXT,
-    objects INTEGER NOT NULL DEFAULT 0
+    objects INTEGER NOT NULL DEFAULT 0,
+    append_only INTEGER NOT NULL DEFAULT 0,
+    maintenance TEXT,
+    removed TEXT
 );
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
@@ -153,7 +171,8 @@ CREATE TABLE IF NOT EXISTS certs (
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
-    expires TEXT NOT NULL
+    expires TEXT NOT NULL,
+    append_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS objects (
     user_id INTEGER NOT NULL REFERENCES users(id),
@@ -287,6 +306,18 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
                           WHERE o.user_id = users.id);",
             min = quota::MIN_CHARGE
         ))?;
+    }
+    if !has("users", "append_only")? {
+        db.execute_batch(
+            "ALTER TABLE users ADD COLUMN append_only INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE users ADD COLUMN maintenance TEXT;
+             ALTER TABLE users ADD COLUMN removed TEXT;",
+        )?;
+    }
+    if !has("sessions", "append_only")? {
+        db.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN append_only INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     if !has("objects", "verified")? {
         db.execute_batch("ALTER TABLE objects ADD COLUMN verified TEXT;")?;
@@ -471,7 +502,7 @@ impl Registry {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
             "SELECT u.id, u.name, u.created, u.accesses, u.bytes, c.plan, c.until, c.paid, c.max_bytes, c.max_archives, c.max_accesses,
-                    c.home_region, c.member_since, u.email, u.objects
+                    c.home_region, c.member_since, u.email, u.objects, u.append_only, u.removed
              FROM users u LEFT JOIN contracts c ON c.user_id = u.id ORDER BY u.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -499,6 +530,8 @@ impl Registry {
                 accesses: r.get::<_, i64>(3)? as u64,
                 bytes: r.get::<_, i64>(4)? as u64,
                 objects: r.get::<_, i64>(14)? as u64,
+                append_only: r.get(15)?,
+                removed: r.get(16)?,
                 email: r.get(13)?,
                 contract,
             })
@@ -522,18 +555,19 @@ impl Registry {
             .ok_or_else(|| RegistryError::NoUser(id.to_string()))
     }
 
-    /// Checks a password: the user's id, or `None` for a wrong name or password. No session is
-    /// opened and no access counted until the caller has checked the contract
-    /// ([`Registry::open_session`]).
-    pub fn check_password(&self, name: &str, password: &[u8]) -> Result<Option<i64>> {
-        let row: Option<(i64, String)> = lock(&self.db)
+    /// Checks a password, or the user's maintenance password: what it grants, or `None` for a
+    /// wrong name or password. No session is opened and no access counted until the caller has
+    /// checked the contract ([`Registry::open_session`]).
+    pub fn check_password(&self, name: &str, password: &[u8]) -> Result<Option<Grant>> {
+        let row: Option<(i64, String, Option<String>, bool)> = lock(&self.db)
             .query_row(
-                "SELECT id, password FROM users WHERE name = ?1",
+                "SELECT id, password, maintenance, append_only FROM users
+                 WHERE name = ?1 AND removed IS NULL",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((id, phc)) = row else {
+        let Some((user, phc, maintenance, append_only)) = row else {
             // Spend the same time as a real check, so timing does not reveal which names exist.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let dummy =
@@ -541,17 +575,31 @@ impl Registry {
             let _ = verify_password(password, dummy);
             return Ok(None);
         };
-        Ok(verify_password(password, &phc).then_some(id))
+        if verify_password(password, &phc) {
+            return Ok(Some(Grant { user, append_only }));
+        }
+        let full = maintenance.is_some_and(|m| verify_password(password, &m));
+        Ok(full.then_some(Grant {
+            user,
+            append_only: false,
+        }))
     }
 
-    /// The id of the user whose registered client certificate has `fingerprint` (the TLS
-    /// handshake proved the client holds its key); `None` if it is not registered.
-    pub fn user_by_cert(&self, fingerprint: &str) -> Result<Option<i64>> {
+    /// What the registered client certificate with `fingerprint` grants (the TLS handshake
+    /// proved the client holds its key); `None` if it is not registered. A certificate is a
+    /// device's credential: it follows the user's append-only setting.
+    pub fn user_by_cert(&self, fingerprint: &str) -> Result<Option<Grant>> {
         Ok(lock(&self.db)
             .query_row(
-                "SELECT user_id FROM certs WHERE fingerprint = ?1",
+                "SELECT c.user_id, u.append_only FROM certs c JOIN users u ON u.id = c.user_id
+                 WHERE c.fingerprint = ?1 AND u.removed IS NULL",
                 [fingerprint.to_ascii_lowercase()],
-                |r| r.get(0),
+                |r| {
+                    Ok(Grant {
+                        user: r.get(0)?,
+                        append_only: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
     }
@@ -602,10 +650,10 @@ impl Registry {
         Ok(())
     }
 
-    /// Counts an access and makes a session token for user `id`.
-    /// Counts an access by user `id` and opens a session valid for `ttl`: the user (as
-    /// counted) and the session token.
-    pub fn open_session(&self, id: i64, ttl: jiff::SignedDuration) -> Result<(User, String)> {
+    /// Counts an access by the user of `grant` and opens a session valid for `ttl`: the user
+    /// (as counted) and the session token.
+    pub fn open_session(&self, grant: Grant, ttl: jiff::SignedDuration) -> Result<(User, String)> {
+        let id = grant.user;
         let token = kura_core::id::hex(&kura_core::crypto::random_bytes::<32>());
         let expires = jiff::Timestamp::now() + ttl;
         {
@@ -619,29 +667,39 @@ impl Registry {
                 [jiff::Timestamp::now().to_string()],
             )?;
             db.execute(
-                "INSERT INTO sessions (token_hash, user_id, expires) VALUES (?1, ?2, ?3)",
-                params![token_hash(&token), id, expires.to_string()],
+                "INSERT INTO sessions (token_hash, user_id, expires, append_only)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    token_hash(&token),
+                    id,
+                    expires.to_string(),
+                    grant.append_only
+                ],
             )?;
         }
         Ok((self.user_by_id(id)?, token))
     }
 
-    /// The user a session token belongs to, if the session is valid.
-    pub fn session(&self, token: &str) -> Result<Option<User>> {
-        let row: Option<(i64, String)> = lock(&self.db)
+    /// The user a session token belongs to and what the session may do, if it is valid.
+    pub fn session(&self, token: &str) -> Result<Option<(User, Grant)>> {
+        let row: Option<(i64, String, bool)> = lock(&self.db)
             .query_row(
-                "SELECT user_id, expires FROM sessions WHERE token_hash = ?1",
+                "SELECT user_id, expires, append_only FROM sessions WHERE token_hash = ?1",
                 [token_hash(token)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         match row {
-            Some((id, expires))
+            Some((id, expires, append_only))
                 if expires
                     .parse::<jiff::Timestamp>()
                     .is_ok_and(|e| e > jiff::Timestamp::now()) =>
             {
-                Ok(Some(self.user_by_id(id)?))
+                let grant = Grant {
+                    user: id,
+                    append_only,
+                };
+                Ok(Some((self.user_by_id(id)?, grant)))
             }
             _ => Ok(None),
         }
@@ -820,7 +878,7 @@ mod tests {
             .unwrap();
         let (u, token) = s.open_session(id, ttl).unwrap();
         assert_eq!(u.accesses, 1);
-        assert_eq!(s.session(&token).unwrap().unwrap().name, "alice");
+        assert_eq!(s.session(&token).unwrap().unwrap().0.name, "alice");
         assert!(s.session("forged").unwrap().is_none());
         let (_, old) = s
             .open_session(id, jiff::SignedDuration::from_secs(-1))

@@ -57,7 +57,7 @@ pub async fn job_report(
     Extension(authed): Extension<Authed>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let Authed { user } = authed;
+    let Authed { user, .. } = authed;
     let report = JobReport::decode(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed job report: {e}")))?;
     if let Some(why) = crate::joblog::refusal(&report, &job) {
@@ -127,7 +127,7 @@ pub async fn objection(
     Extension(authed): Extension<Authed>,
     body: Bytes,
 ) -> ApiResult<axum::Json<Statement>> {
-    let Authed { user } = authed;
+    let Authed { user, .. } = authed;
     let o: Objection = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed objection: {e}")))?;
     let reason = objection_reason(&o.reason).ok_or_else(|| {

@@ -27,6 +27,24 @@ pub struct ClientCert(pub Option<String>);
 pub struct Authed {
     /// Who.
     pub user: User,
+    /// Whether this session may only add (see [`crate::registry::access`]).
+    pub append_only: bool,
+}
+
+impl Authed {
+    /// Refuses, in an append-only session, what would delete or replace stored data.
+    pub fn may_destroy(&self, what: &str) -> ApiResult<()> {
+        if self.append_only {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this account is append-only: {what} needs a session opened with the \
+                     maintenance password (`--user-password-file` or KURA_USER_PASSWORD)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `POST /v1/login`. Password logins pass the [`LoginGate`](super::throttle::LoginGate)
@@ -60,7 +78,7 @@ pub async fn login(
         }
         (None, None) => None,
     };
-    let Some(id) = found else {
+    let Some(grant) = found else {
         Metrics::add(&app.metrics.auth_failures, 1);
         if !by_cert {
             app.login_gate.failed(&name, addr, Instant::now());
@@ -80,11 +98,15 @@ pub async fn login(
         app.login_gate.succeeded(&name, addr);
     }
     // The contract first: a refused login opens no session and is not counted as an access.
-    let user = catalog(&app, move |s| s.user_by_id(id)).await?;
+    let user = catalog(&app, move |s| s.user_by_id(grant.user)).await?;
     check_contract(&app, &user, jiff::Zoned::now().date(), true)?;
     let ttl = app.ttl;
-    let (user, token) = catalog(&app, move |s| s.open_session(id, ttl)).await?;
-    tracing::info!(user = user.id, "session opened");
+    let (user, token) = catalog(&app, move |s| s.open_session(grant, ttl)).await?;
+    tracing::info!(
+        user = user.id,
+        append_only = grant.append_only,
+        "session opened"
+    );
     Ok(axum::Json(Session {
         token,
         expires: (jiff::Timestamp::now() + app.ttl).to_string(),
@@ -165,8 +187,8 @@ pub async fn require_session(
     next: axum::middleware::Next,
 ) -> Response {
     match authorize(&app, req.headers()).await {
-        Ok(user) => {
-            req.extensions_mut().insert(Authed { user });
+        Ok(authed) => {
+            req.extensions_mut().insert(authed);
             next.run(req).await
         }
         Err(e) => e.into_response(),
@@ -174,7 +196,7 @@ pub async fn require_session(
 }
 
 /// Authenticates the request and checks the contract.
-async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<User> {
+async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<Authed> {
     Metrics::add(&app.metrics.requests, 1);
     let token = headers
         .get(header::AUTHORIZATION)
@@ -182,11 +204,11 @@ async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<User> 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let a = app.clone();
-    let user = match token {
+    let session = match token {
         Some(t) => tokio::task::spawn_blocking(move || a.registry.session(&t)).await??,
         None => None,
     };
-    let Some(user) = user else {
+    let Some((user, grant)) = session else {
         Metrics::add(&app.metrics.auth_failures, 1);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -194,7 +216,10 @@ async fn authorize(app: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<User> 
         ));
     };
     check_contract(app, &user, jiff::Zoned::now().date(), false)?;
-    Ok(user)
+    Ok(Authed {
+        user,
+        append_only: grant.append_only,
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +237,8 @@ mod tests {
             accesses,
             bytes: 0,
             objects: 0,
+            append_only: false,
+            removed: None,
             email: None,
         }
     }

@@ -128,12 +128,15 @@ pub async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let Authed { user } = authed;
     let t = file_type(&kind, Some(&name))?;
     let sum = crate::upload::sha256_hex(&body);
     if checksum(&headers)?.is_some_and(|sent| !sum.eq_ignore_ascii_case(&sent)) {
         return Err(ApiError::resend());
     }
+    if already_stored(&app, &authed, t, &name, &sum).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let user = authed.user;
     let room = reserve(&app, &user, Some((t, &name)), body.len() as u64, None).await?;
     store_object(&app, &user, t, &name, body, sum).await?;
     drop(room);
@@ -147,9 +150,35 @@ pub async fn remove(
     Extension(authed): Extension<Authed>,
 ) -> ApiResult<StatusCode> {
     let t = file_type(&kind, Some(&name))?;
+    // Locks are the repository's own bookkeeping: removing them destroys nothing.
+    if t != FileType::Lock {
+        authed.may_destroy("deleting")?;
+    }
     let (storage, id) = (app.storage.clone(), authed.user.id);
     tokio::spawn(async move { storage.delete(id, t, &name).await }).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether an append-only session's store is already done: the same bytes stored under the
+/// name (a retry) are; other bytes there are refused, since they would replace them.
+pub async fn already_stored(
+    app: &Arc<AppState>,
+    authed: &Authed,
+    t: FileType,
+    name: &str,
+    sha256: &str,
+) -> ApiResult<bool> {
+    if !authed.append_only || t == FileType::Lock {
+        return Ok(false);
+    }
+    let (id, n) = (authed.user.id, name.to_string());
+    match catalog(app, move |s| s.object(id, t.name(), &n)).await? {
+        None => Ok(false),
+        Some(e) if e.sha256.eq_ignore_ascii_case(sha256) => Ok(true),
+        Some(_) => authed
+            .may_destroy("replacing a stored object")
+            .map(|()| true),
+    }
 }
 
 /// Reserves room under the user's limits for an object `t`/`name` of `size` bytes, or

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
 
 use super::auth::Authed;
-use super::objects::{checksum, file_type, reserve, store_object, uploads_of};
+use super::objects::{already_stored, checksum, file_type, reserve, store_object, uploads_of};
 use super::{ApiError, ApiResult, App, catalog};
 use crate::upload::{Finished, UploadError};
 
@@ -61,7 +61,7 @@ pub async fn piece(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<axum::Json<Received>> {
-    let Authed { user } = authed;
+    let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
     let sum =
         checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a piece needs a checksum"))?;
@@ -80,18 +80,17 @@ pub async fn commit(
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let Authed { user } = authed;
     let t = file_type(&kind, Some(&name))?;
     let sum =
         checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a commit needs a checksum"))?;
-    let up = uploads_of(&app, &user);
+    let up = uploads_of(&app, &authed.user);
     let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
     let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;
     let Finished { data, mark } = match finished {
         Ok(f) => f,
         Err(UploadError::NotFound) => {
             // A repeated commit whose first answer was lost: the object is in place.
-            let id = user.id;
+            let id = authed.user.id;
             let stored = catalog(&app, move |s| s.object(id, t.name(), &name)).await?;
             return match stored {
                 Some(e) if e.sha256.eq_ignore_ascii_case(&sum) => Ok(StatusCode::NO_CONTENT),
@@ -104,6 +103,14 @@ pub async fn commit(
         let (kind, name) = (kind.clone(), name.clone());
         move || uploading(move || up.drop_finished(&kind, &name, mark))
     };
+    match already_stored(&app, &authed, t, &name, &sum).await {
+        Ok(false) => {}
+        done => {
+            drop_upload().await?;
+            return done.map(|_| StatusCode::NO_CONTENT);
+        }
+    }
+    let user = authed.user;
     let committing = Some((kind.as_str(), name.as_str()));
     let room = match reserve(&app, &user, Some((t, &name)), data.len() as u64, committing).await {
         Ok(room) => room,

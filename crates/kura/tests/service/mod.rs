@@ -5,6 +5,7 @@ mod certificates;
 mod contracts;
 mod hostile;
 mod offline;
+mod operator;
 mod outages;
 mod quotas;
 mod uploads;

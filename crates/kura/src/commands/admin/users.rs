@@ -36,6 +36,51 @@ pub enum UserCommand {
     },
     /// List users with their contracts and usage.
     List,
+    /// Replace a user's password (a leaked one stops working at once: their sessions end).
+    Passwd {
+        /// The user.
+        name: String,
+        /// File holding the new password (at least 8 characters).
+        #[arg(long, required_unless_present = "clear")]
+        password_file: Option<PathBuf>,
+        /// Set the maintenance password instead: kept off the user's devices, it is the one
+        /// credential that may delete or replace objects of an append-only user (for `kura
+        /// forget` and `kura prune`).
+        #[arg(long)]
+        maintenance: bool,
+        /// With --maintenance: withdraw the maintenance password.
+        #[arg(long, requires = "maintenance", conflicts_with = "password_file")]
+        clear: bool,
+    },
+    /// Make a user append-only (on) or not (off). Append-only: their devices may add
+    /// snapshots but the service refuses every delete and overwrite, so ransomware on a
+    /// device cannot destroy its backups; only the maintenance password (`user passwd
+    /// --maintenance`) may. The user's sessions end so the change holds at once.
+    AppendOnly {
+        /// The user.
+        name: String,
+        /// On or off.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// End every session of a user (they log in again with a valid credential).
+    Logout {
+        /// The user.
+        name: String,
+    },
+    /// Remove a user: no one can log in as them again and their contract ends. Stored data is
+    /// deleted from every site only with --delete-data; a user with data is refused without it.
+    /// Statements and the ledger keep their name, which is not given to anyone else.
+    Remove {
+        /// The user.
+        name: String,
+        /// Delete every object the user stores, on every site. This cannot be undone.
+        #[arg(long)]
+        delete_data: bool,
+        /// Do not ask for confirmation (needed when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Let a user log in with a client certificate (mutual TLS) instead of a password.
     Cert {
         /// The user.
@@ -50,6 +95,15 @@ pub enum UserCommand {
         #[arg(long)]
         remove: bool,
     },
+}
+
+/// A switch on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// An answer on the command line.
@@ -151,6 +205,128 @@ pub fn user(a: Admin, c: UserCommand) -> Result<()> {
             }
         }
         UserCommand::List => list(&a)?,
+        UserCommand::Passwd {
+            name,
+            password_file,
+            maintenance,
+            clear: _,
+        } => {
+            let password = password_file
+                .map(|f| read_secret(&f, "password file"))
+                .transpose()?;
+            let what = if maintenance {
+                registry.set_maintenance_password(&name, password.as_deref())?;
+                match password {
+                    Some(_) => "maintenance password set",
+                    None => "maintenance password withdrawn",
+                }
+            } else {
+                let Some(p) = password else {
+                    bail!("give the new password with --password-file")
+                };
+                registry.set_password(&name, &p)?;
+                "password changed"
+            };
+            out.emit(&json!({"user": name, "done": what}), || {
+                format!("{name}: {what}; their sessions have ended")
+            });
+        }
+        UserCommand::AppendOnly { name, state } => {
+            let on = matches!(state, OnOff::On);
+            registry.set_append_only(&name, on)?;
+            let has_maintenance = registry.has_maintenance_password(&name)?;
+            out.emit(
+                &json!({"user": name, "append_only": on, "maintenance_password": has_maintenance}),
+                || match (on, has_maintenance) {
+                    (true, true) => format!(
+                        "{name} is append-only: deleting needs their maintenance password"
+                    ),
+                    (true, false) => format!(
+                        "{name} is append-only; nothing can delete their data until a \
+                         maintenance password is set (`kura admin user passwd {name} --maintenance`)"
+                    ),
+                    (false, _) => format!("{name} may delete and replace their data again"),
+                },
+            );
+        }
+        UserCommand::Logout { name } => {
+            let ended = registry.end_sessions(&name)?;
+            out.emit(&json!({"user": name, "sessions_ended": ended}), || {
+                format!("{name}: {ended} sessions ended")
+            });
+        }
+        UserCommand::Remove {
+            name,
+            delete_data,
+            yes,
+        } => return remove(a, &name, delete_data, yes),
+    }
+    Ok(())
+}
+
+/// `kura admin user remove`.
+fn remove(a: Admin, name: &str, delete_data: bool, yes: bool) -> Result<()> {
+    let user = a.registry.user(name)?;
+    if user.objects > 0 && !delete_data {
+        bail!(
+            "{name} stores {} ({} bytes charged); removing them deletes it: \
+             add --delete-data to do so",
+            kura_core::count(user.objects, "object"),
+            user.bytes
+        );
+    }
+    if !yes {
+        confirm(name, user.objects)?;
+    }
+    let out = a.out;
+    let (runtime, storage, _) = a.storage()?;
+    let registry = storage.registry().clone();
+    let deleted = runtime.block_on(async {
+        let mut deleted = 0u64;
+        for o in registry.objects(user.id, None)? {
+            let kind = kura_repo::FileType::from_name(&o.kind)
+                .ok_or_else(|| anyhow::anyhow!("unknown object kind {:?}", o.kind))?;
+            storage.delete(user.id, kind, &o.name).await?;
+            deleted += 1;
+        }
+        anyhow::Ok(deleted)
+    })?;
+    registry.remove_user(name)?;
+    let own_files = kura_service::user_dir(storage.data_dir(), user.id);
+    if own_files.exists() {
+        std::fs::remove_dir_all(&own_files)?;
+    }
+    out.emit(
+        &json!({"user": name, "removed": true, "objects_deleted": deleted}),
+        || {
+            format!(
+                "removed {name}; {} deleted from the sites",
+                kura_core::count(deleted, "object")
+            )
+        },
+    );
+    Ok(())
+}
+
+/// Asks the operator to type the user's name, on a terminal; refuses elsewhere.
+fn confirm(name: &str, objects: u64) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("removing {name} needs confirmation: add --yes");
+    }
+    eprint!(
+        "Remove {name}{}? Type the name to confirm: ",
+        if objects > 0 {
+            format!(" and delete {}", kura_core::count(objects, "object"))
+        } else {
+            String::new()
+        }
+    );
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != name {
+        bail!("not confirmed; nothing removed");
     }
     Ok(())
 }
@@ -191,6 +367,11 @@ fn list(a: &Admin) -> Result<()> {
                     },
                 ),
                 None => "none".into(),
+            };
+            let c = match (&u.removed, u.append_only) {
+                (Some(when), _) => format!("removed {when}"),
+                (None, true) => format!("{c}; append-only"),
+                (None, false) => c,
             };
             format!(
                 "{:<16} {:>4} {:>12} {:>8} {:>8}  {c}",
