@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub password_checks: Option<usize>,
     /// Objects one user may store, of any size; 0 for no limit (default 1,000,000).
     pub max_objects_per_user: Option<u64>,
+    /// A file holding the token `/metrics` asks for; without one it answers anyone.
+    pub metrics_token_file: Option<PathBuf>,
     /// Seconds between placement runs (default 600).
     #[serde(alias = "replace_every_secs")]
     pub placement_every_secs: Option<u64>,
@@ -67,6 +69,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--header-timeout-secs`.
     pub header_timeout_secs: Option<u64>,
+    /// `--metrics-token-file`.
+    pub metrics_token_file: Option<PathBuf>,
     /// `--placement-every-secs`.
     pub placement_every_secs: Option<u64>,
     /// `--verify-every-secs`.
@@ -102,6 +106,20 @@ pub fn percent(s: &str) -> Result<f64, String> {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
         _ => Err(format!("{s:?} is not a percentage above 0 and at most 100")),
     }
+}
+
+/// The token in `file`: its first line, of at least 16 characters.
+fn metrics_token(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("metrics token file {}: {e}", file.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "metrics token file {}: the token must have at least 16 characters",
+            file.display()
+        ));
+    }
+    Ok(token.to_string())
 }
 
 impl ServerConfig {
@@ -162,6 +180,14 @@ impl ServerConfig {
                     .unwrap_or(2)
             }),
             max_objects: self.max_objects_per_user.unwrap_or(1_000_000),
+            metrics_token: match o
+                .metrics_token_file
+                .as_ref()
+                .or(self.metrics_token_file.as_ref())
+            {
+                Some(f) => Some(metrics_token(f)?),
+                None => None,
+            },
             placement: self.placement(),
             mail: self.mail.clone(),
             placement_every: secs(o.placement_every_secs, self.placement_every_secs, 600),

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub password_checks: usize,
     /// Objects one user may store; 0 for no limit.
     pub max_objects: u64,
+    /// The token `/metrics` asks for; `None` answers anyone.
+    pub metrics_token: Option<String>,
     /// The storage sites and membership levels.
     pub placement: PlacementConfig,
     /// How often placements are brought up to date (sites that returned, new risk feeds,
@@ -251,6 +253,7 @@ pub async fn serve(
         tasks: tasks.clone(),
         login_gate: LoginGate::new(opts.password_checks),
         max_objects: opts.max_objects,
+        metrics_token: opts.metrics_token.clone(),
     });
     let router = crate::api::app(state);
     let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);

@@ -72,6 +72,8 @@ pub struct AppState {
     pub login_gate: throttle::LoginGate,
     /// Objects one user may store; 0 for no limit.
     pub max_objects: u64,
+    /// The token `/metrics` asks for; `None` answers anyone.
+    pub metrics_token: Option<String>,
 }
 
 /// The shared state as handlers extract it.
@@ -212,7 +214,22 @@ pub async fn catalog<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(&registry)).await??)
 }
 
-async fn metrics(State(app): App) -> String {
+async fn metrics(State(app): App, headers: axum::http::HeaderMap) -> ApiResult<String> {
+    if let Some(expected) = &app.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared as digests, so the time taken says nothing of the token.
+        if kura_core::Id::of_bytes(given.as_bytes()) != kura_core::Id::of_bytes(expected.as_bytes())
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "/metrics needs the metrics token",
+            ));
+        }
+    }
     let m = &app.metrics;
     let line = |name: &str, help: &str, v: &AtomicU64| {
         format!(
@@ -245,7 +262,7 @@ async fn metrics(State(app): App) -> String {
     ]
     .concat();
     text.push_str(&app.tasks.prometheus());
-    text
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -292,6 +309,7 @@ mod tests {
             tasks: Default::default(),
             login_gate: throttle::LoginGate::new(2),
             max_objects: 100,
+            metrics_token: None,
         });
         Fixture { _dir: dir, state }
     }

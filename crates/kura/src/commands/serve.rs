@@ -11,7 +11,8 @@ use kura_service::config::{Overrides, ServerConfig, percent};
 #[derive(Args)]
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
-    /// header_timeout_secs, max_connections, password_checks, placement_every_secs, verify_every_secs, verify_sample_percent,
+    /// header_timeout_secs, max_connections, password_checks, max_objects_per_user,
+    /// metrics_token_file, placement_every_secs, verify_every_secs, verify_sample_percent,
     /// fraud_threshold, billing_every_secs, [mail], [billing], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     pub server_config: Option<PathBuf>,
@@ -25,6 +26,10 @@ pub struct ServeArgs {
     /// (default 30).
     #[arg(long, env = "KURA_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: Option<u64>,
+    /// A file holding the token `/metrics` then asks for (`Authorization: Bearer TOKEN`);
+    /// without one `/metrics` answers anyone who can reach the service.
+    #[arg(long, env = "KURA_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// Seconds between placement runs, which complete degraded objects once their sites
     /// return and move data whose placement changed (default 600).
     #[arg(long, env = "KURA_PLACEMENT_EVERY_SECS", alias = "replace-every-secs")]
@@ -57,6 +62,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             Overrides {
                 listen: a.listen,
                 header_timeout_secs: a.header_timeout_secs,
+                metrics_token_file: a.metrics_token_file,
                 placement_every_secs: a.placement_every_secs,
                 verify_every_secs: a.verify_every_secs,
                 verify_sample: a.verify_sample,

@@ -166,6 +166,28 @@ fn failed_logins_are_counted_in_the_metrics() {
 }
 
 #[test]
+fn a_configured_metrics_token_guards_the_metrics() {
+    let env = Env::new();
+    let token = env.path("metrics.token");
+    std::fs::write(&token, "a metrics token of some length\n").unwrap();
+    let svc = Service::options(&env)
+        .config(&format!("metrics_token_file = {:?}\n", token))
+        .start();
+    let get = |auth: Option<&str>| {
+        let mut r = svc.http().get(format!("{}/metrics", svc.url));
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    assert_eq!(get(None).status().as_u16(), 401);
+    assert_eq!(get(Some("a guess")).status().as_u16(), 401);
+    let ok = get(Some("a metrics token of some length"));
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(ok.text().unwrap().contains("kura_requests_total"));
+}
+
+#[test]
 fn another_certificate_is_refused_without_retrying() {
     let alice = Member::start("alice");
     alice.init();
