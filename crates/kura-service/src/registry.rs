@@ -135,6 +135,8 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
+    kind TEXT,
+    name TEXT,
     bytes INTEGER NOT NULL,
     objects INTEGER NOT NULL,
     archives INTEGER NOT NULL

@@ -214,8 +214,8 @@ impl Registry {
         Ok(names.collect::<rusqlite::Result<Vec<String>>>()?)
     }
 
-    /// Records a newly stored object (replacing what was stored under its name) and counts its
-    /// bytes; returns the entry it replaced.
+    /// Records a newly stored object (replacing what was stored under its name), counts its
+    /// bytes and settles a reservation made for it; returns the entry it replaced.
     #[allow(clippy::too_many_arguments)]
     pub fn record_object(
         &self,
@@ -245,6 +245,12 @@ impl Registry {
             count(&tx, user, o.size, -1)?;
         }
         count(&tx, user, size, 1)?;
+        // The room reserved for this store is now counted as stored (see `quota`).
+        tx.execute(
+            "DELETE FROM reservations WHERE id = (SELECT id FROM reservations
+                 WHERE user_id = ?1 AND kind = ?2 AND name = ?3 LIMIT 1)",
+            params![user, kind, name],
+        )?;
         tx.commit()?;
         Ok(old)
     }

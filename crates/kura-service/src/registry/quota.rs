@@ -1,7 +1,7 @@
 //! Limits that hold under parallel requests. Before a store, the room it needs is reserved in
-//! the database, in the same transaction that checks it against the limits; the reservation
-//! goes once the object is recorded (or the store failed). Between those two moments the
-//! bytes count twice, which can refuse a store early but never lets one through late.
+//! the database, in the same transaction that checks it against the limits. Recording the
+//! object settles one reservation of its name in the same transaction, so nothing is counted
+//! twice or not at all; a store that failed drops its reservation with its guard.
 //!
 //! Every object is charged at least [`MIN_CHARGE`] bytes, so that millions of empty objects
 //! cannot cost the provider site files, blocks and catalog rows for nothing.
@@ -152,9 +152,21 @@ impl Registry {
                 return Ok(Err(OverLimit::Archives(limits.max_archives)));
             }
         }
+        let (kind, name) = match room {
+            Room::Object { kind, name, .. } => (Some(kind), Some(name)),
+            Room::Piece(_) => (None, None),
+        };
         tx.execute(
-            "INSERT INTO reservations (user_id, bytes, objects, archives) VALUES (?1, ?2, ?3, ?4)",
-            params![user, need as i64, new_objects as i64, new_archives as i64],
+            "INSERT INTO reservations (user_id, kind, name, bytes, objects, archives)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                user,
+                kind,
+                name,
+                need as i64,
+                new_objects as i64,
+                new_archives as i64
+            ],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -214,6 +226,30 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(b);
+    }
+
+    #[test]
+    fn recording_an_object_settles_its_reservation() {
+        let (_d, r, ann) = registry();
+        let limits = Limits {
+            max_objects: 1,
+            ..BYTES
+        };
+        let held = r
+            .reserve(ann, object("a", 1), limits, || Ok(0))
+            .unwrap()
+            .unwrap();
+        r.record_object(ann, "data", "a", 1, &"0".repeat(64), None, &[])
+            .unwrap();
+        // Held still, but counted once: replacing "a" fits, a second object does not.
+        assert!(
+            r.reserve(ann, object("a", 2), limits, || Ok(0))
+                .unwrap()
+                .is_ok()
+        );
+        let other = r.reserve(ann, object("b", 1), limits, || Ok(0)).unwrap();
+        assert_eq!(other.unwrap_err(), OverLimit::Objects(1));
+        drop(held);
     }
 
     #[test]
