@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub max_objects_per_user: Option<u64>,
     /// A file holding the token `/metrics` asks for; without one it answers anyone.
     pub metrics_token_file: Option<PathBuf>,
+    /// MiB of request and response bodies held at once, all users together; a request waits
+    /// for its share (default 256, at least 64).
+    pub request_memory_mib: Option<u64>,
+    /// Requests of one user at once; more wait their turn (default 32).
+    pub requests_per_user: Option<usize>,
     /// Seconds between placement runs (default 600).
     #[serde(alias = "replace_every_secs")]
     pub placement_every_secs: Option<u64>,
@@ -180,6 +185,8 @@ impl ServerConfig {
                     .unwrap_or(2)
             }),
             max_objects: self.max_objects_per_user.unwrap_or(1_000_000),
+            request_memory: self.request_memory_mib.unwrap_or(256).max(64) << 20,
+            requests_per_user: self.requests_per_user.unwrap_or(32).max(1),
             metrics_token: match o
                 .metrics_token_file
                 .as_ref()

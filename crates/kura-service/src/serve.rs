@@ -47,6 +47,10 @@ pub struct ServeOptions {
     pub max_objects: u64,
     /// The token `/metrics` asks for; `None` answers anyone.
     pub metrics_token: Option<String>,
+    /// Bytes of request and response bodies held at once (see [`crate::api::budget`]).
+    pub request_memory: u64,
+    /// Requests of one user at once; more wait.
+    pub requests_per_user: usize,
     /// The storage sites and membership levels.
     pub placement: PlacementConfig,
     /// How often placements are brought up to date (sites that returned, new risk feeds,
@@ -254,6 +258,7 @@ pub async fn serve(
         login_gate: LoginGate::new(opts.password_checks),
         max_objects: opts.max_objects,
         metrics_token: opts.metrics_token.clone(),
+        budget: crate::api::budget::Budget::new(opts.request_memory, opts.requests_per_user),
     });
     let router = crate::api::app(state);
     let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);

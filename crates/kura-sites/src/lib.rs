@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kura_core::conditions::{CopyCondition, CopyStatus};
 use kura_core::crypto::Key;
 use kura_placement::envelope::{self, Keyring};
@@ -253,7 +254,9 @@ impl Site {
         name: &str,
         object: &[u8],
     ) -> Result<CopyCondition, SiteError> {
-        let sealed = envelope::seal(key, version, &self.config.id, name, object);
+        // One sealed buffer, shared with the upload, and compared with the copy as it is read
+        // back: a second and third copy of a large object would triple what a store holds.
+        let sealed = Bytes::from(envelope::seal(key, version, &self.config.id, name, object));
         let path = Path::from(name);
         let mut last = String::new();
         for _ in 0..RETRIES {
@@ -265,11 +268,8 @@ impl Site {
                 .store
                 .get(&path)
                 .await
-                .map_err(|e| self.store_error(e))?
-                .bytes()
-                .await
                 .map_err(|e| self.store_error(e))?;
-            if back.as_ref() == sealed.as_slice() {
+            if self.same(back, &sealed).await? {
                 // A site whose identity changed while the copy was written (its marker is
                 // gone or forged now) must not be trusted with it: the caller places it
                 // elsewhere.
@@ -290,6 +290,26 @@ impl Site {
             name: name.into(),
             reason: last,
         })
+    }
+
+    /// Whether a copy as it is read back holds exactly `expected`.
+    async fn same(
+        &self,
+        back: object_store::GetResult,
+        expected: &[u8],
+    ) -> Result<bool, SiteError> {
+        use futures_util::StreamExt;
+        let mut stream = back.into_stream();
+        let mut at = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.store_error(e))?;
+            let end = at + chunk.len();
+            if expected.get(at..end) != Some(chunk.as_ref()) {
+                return Ok(false);
+            }
+            at = end;
+        }
+        Ok(at == expected.len())
     }
 
     /// Reads `name` back and opens it; a copy that does not open (changed, truncated, moved)

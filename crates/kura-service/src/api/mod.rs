@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod budget;
 pub mod error;
 pub mod objects;
 pub mod throttle;
@@ -20,8 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
+use budget::Cost;
 use kura_api::{MAX_BODY, PACKS_BODY, SMALL_BODY, route};
 
 pub use error::{ApiError, ApiResult};
@@ -74,6 +77,8 @@ pub struct AppState {
     pub max_objects: u64,
     /// The token `/metrics` asks for; `None` answers anyone.
     pub metrics_token: Option<String>,
+    /// Memory and requests at once for signed-in users.
+    pub budget: budget::Budget,
 }
 
 /// The shared state as handlers extract it.
@@ -87,7 +92,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             route::OBJECT.pattern(),
             get(objects::read)
                 .head(objects::head)
-                .put(objects::write)
+                .put(objects::write.layer(axum::middleware::from_fn_with_state(
+                    (state.clone(), Cost::Sealed),
+                    budget::hold_body,
+                )))
                 .delete(objects::remove),
         )
         .route(route::JOBS.pattern(), get(account::jobs))
@@ -142,10 +150,17 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             route::UPLOAD.pattern(),
             axum::routing::head(uploads::status)
-                .put(uploads::piece)
+                .put(uploads::piece.layer(axum::middleware::from_fn_with_state(
+                    (state.clone(), Cost::Kept),
+                    budget::hold_body,
+                )))
                 .post(uploads::commit)
                 .delete(uploads::abort),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            budget::hold_request,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_session,
@@ -310,6 +325,7 @@ mod tests {
             login_gate: throttle::LoginGate::new(2),
             max_objects: 100,
             metrics_token: None,
+            budget: budget::Budget::new(64 << 20, 8),
         });
         Fixture { _dir: dir, state }
     }

@@ -13,6 +13,7 @@ use kura_api::{ByteRange, CHECKSUM_HEADER, is_hex_name};
 use kura_repo::FileType;
 
 use super::auth::Authed;
+use super::budget::{Cost, WholeBody};
 use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
 use crate::registry::User;
 use crate::registry::quota::{Limits, Reservation, Room};
@@ -81,6 +82,19 @@ pub async fn read(
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let id = authed.user.id;
+    let len = match range {
+        Some(r) => (r.last - r.first)
+            .saturating_add(1)
+            .min(kura_api::MAX_BODY as u64),
+        None => {
+            let n = name.clone();
+            catalog(&app, move |s| s.object(id, t.name(), &n))
+                .await?
+                .ok_or_else(|| ApiError::not_found("not found"))?
+                .size
+        }
+    };
+    let _held = app.budget.memory(id, len, Cost::Opened).await?;
     let Some(r) = range else {
         let body = app.storage.get(id, t, &name).await?;
         Metrics::add(&app.metrics.bytes_out, body.len() as u64);
@@ -126,7 +140,7 @@ pub async fn write(
     Path((kind, name)): Path<(String, String)>,
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> ApiResult<StatusCode> {
     let t = file_type(&kind, Some(&name))?;
     let sum = crate::upload::sha256_hex(&body);

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
 
 use super::auth::Authed;
+use super::budget::{Cost, WholeBody};
 use super::objects::{already_stored, checksum, file_type, reserve, store_object, uploads_of};
 use super::{ApiError, ApiResult, App, catalog};
 use crate::upload::{Finished, UploadError};
@@ -59,7 +60,7 @@ pub async fn piece(
     Query(at): Query<PieceAt>,
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> ApiResult<axum::Json<Received>> {
     let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
@@ -84,6 +85,13 @@ pub async fn commit(
     let sum =
         checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a commit needs a checksum"))?;
     let up = uploads_of(&app, &authed.user);
+    let (k, n, u) = (kind.clone(), name.clone(), up.clone());
+    // A missing upload is held at the least; `finish` then says what is missing.
+    let size = uploading(move || u.received(&k, &n)).await.unwrap_or(0);
+    let _held = app
+        .budget
+        .memory(authed.user.id, size, Cost::Sealed)
+        .await?;
     let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
     let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;
     let Finished { data, mark } = match finished {

@@ -12,7 +12,7 @@ use kura_service::config::{Overrides, ServerConfig, percent};
 pub struct ServeArgs {
     /// Service config file (TOML: listen, data_dir, tls_cert, tls_key, session_minutes,
     /// header_timeout_secs, max_connections, password_checks, max_objects_per_user,
-    /// metrics_token_file, placement_every_secs, verify_every_secs, verify_sample_percent,
+    /// metrics_token_file, request_memory_mib, requests_per_user, placement_every_secs, verify_every_secs, verify_sample_percent,
     /// fraud_threshold, billing_every_secs, [mail], [billing], [[sites]], [[levels]]).
     #[arg(long = "server-config", env = "KURA_SERVER_CONFIG")]
     pub server_config: Option<PathBuf>,
