@@ -19,7 +19,8 @@
 # the default service stored (objects verified per second). Part 2 gives
 # every client its own user and data, starts all their backups at once, then all
 # their restores, and prints aggregate MB/s (total bytes / wall time until the last
-# one finished). restic's rest-server is not packaged for Debian, so there is no
+# one finished), and the service's peak resident memory over each run (goal: under 512 MiB
+# whatever the clients send). restic's rest-server is not packaged for Debian, so there is no
 # restic comparison here; bench/run.sh compares the engines on local repositories.
 
 set -euo pipefail
@@ -30,7 +31,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
 source "$SCRIPT_DIR/lib.sh"
 trap 'rc=$?; printf "[bench] error: command failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
-case "${1:-}" in -h|--help) sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 [[ $# -le 1 ]] || die "expected at most one argument (DATA_DIR)"
 if [[ $# -eq 1 ]]; then DATA_DIR=$1; else DATA_DIR=$(rustc --print sysroot); fi
 [[ -d $DATA_DIR ]] || die "data directory '$DATA_DIR' does not exist"
@@ -79,6 +80,10 @@ start_service() {
 }
 start_service service
 URL=${URLS[service]}
+SERVICE_PID=${SERVE_PIDS[0]}
+# The service's peak resident memory (VmHWM) in MiB since the last reset_peak.
+peak_mib() { awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$SERVICE_PID/status"; }
+reset_peak() { echo 5 >"/proc/$SERVICE_PID/clear_refs"; }
 printf '[[sites]]\nid = "only"\nregion = "here"\nurl = "file://%s/one-site"\nsecret = "bench site secret"\n' \
     "$OUT" >"$OUT/one-site.toml"
 start_service single --server-config "$OUT/one-site.toml"
@@ -161,6 +166,7 @@ for n in "${CLIENTS[@]}"; do
         client "c$n-$i" init >"$OUT/logs/c$n-$i-init.log" 2>&1
     done
     sync
+    reset_peak
     t0=$(now)
     pids=()
     for i in $(seq "$n"); do
@@ -178,11 +184,12 @@ for n in "${CLIENTS[@]}"; do
     done
     wait_all "${pids[@]}"
     C[$n:restore]=$(secs "$t0" "$(now)")
+    C[$n:rss]=$(peak_mib)
     for i in $(seq "$n"); do
         diff -r "$OUT/clients/$i" "$OUT/restore/c$n-$i$OUT/clients/$i" >/dev/null || die "client $i of $n: restore differs"
         rm -rf -- "$OUT/restore/c$n-$i"
     done
-    log "$n clients: backup ${C[$n:backup]} s, restore ${C[$n:restore]} s (all verified)"
+    log "$n clients: backup ${C[$n:backup]} s, restore ${C[$n:restore]} s (all verified), service peak ${C[$n:rss]} MiB"
 done
 
 # ---------------------------------------------------------------- results
@@ -213,11 +220,11 @@ done
     echo
     echo "Concurrent clients, each with its own user and $CLIENT_MIB MiB of random data (aggregate MB/s = all bytes / time until the last finished):"
     echo
-    echo "| clients | backup s | backup MB/s | restore s | restore MB/s |"
-    echo "|---:|---:|---:|---:|---:|"
+    echo "| clients | backup s | backup MB/s | restore s | restore MB/s | service peak RSS MiB |"
+    echo "|---:|---:|---:|---:|---:|---:|"
     for n in "${CLIENTS[@]}"; do
         bytes=$(( n * PER_CLIENT ))
-        echo "| $n | ${C[$n:backup]} | $(mbps "$bytes" "${C[$n:backup]}") | ${C[$n:restore]} | $(mbps "$bytes" "${C[$n:restore]}") |"
+        echo "| $n | ${C[$n:backup]} | $(mbps "$bytes" "${C[$n:backup]}") | ${C[$n:restore]} | $(mbps "$bytes" "${C[$n:restore]}") | ${C[$n:rss]} |"
     done
     echo
     echo "restic with rest-server: not measured (rest-server is not packaged for Debian)."

@@ -77,6 +77,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    few_arenas();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kura_service::serve::serve(opts, |addr, id| {
         // Scripts read these two lines; the fingerprint is also in DATA/tls/fingerprint. A closed
@@ -88,4 +89,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let _ = out.flush();
     }))?;
     Ok(())
+}
+
+/// Keeps glibc to two malloc arenas. Requests run on many threads, each of which would get an
+/// arena of its own that keeps what its large bodies freed: with 16 clients backing up and
+/// restoring at once the service peaked at 565-653 MiB, with two arenas at 401-427 MiB and no
+/// slower (`bench/service.sh`, 2 cores). `MALLOC_ARENA_MAX` set by the operator wins.
+fn few_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before the runtime
+        // starts its threads.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
