@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -98,10 +98,25 @@ pub struct HttpBackend {
 
 /// A stretch of a pack read whole, so that restoring many small files costs one request per
 /// window rather than one per blob.
+/// Workers that want a window another worker is reading wait for that read instead of
+/// repeating it: restore workers take neighbouring files, whose blobs share windows.
 struct Window {
     pack: String,
     start: u64,
-    data: Arc<Vec<u8>>,
+    data: Arc<WindowData>,
+}
+
+/// A window's bytes once read; `None` when the read failed.
+type WindowData = OnceLock<Option<Arc<Vec<u8>>>>;
+
+/// Settles a window as failed unless its read settled it, so no waiter is left waiting
+/// on a read that ended early.
+struct Settle<'a>(&'a WindowData);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(None);
+    }
 }
 
 /// Window size and alignment.
@@ -415,34 +430,55 @@ impl HttpBackend {
     }
 
     /// The window of pack `name` at `start` (which may be short at the pack's end), from the
-    /// cache or the service.
+    /// cache, from a read already under way, or from the service.
     fn window(&self, name: &str, start: u64) -> Result<Arc<Vec<u8>>, BackendError> {
-        let lock = || self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        {
-            let mut w = lock();
+        let (data, reader) = {
+            let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             let found = w.iter().position(|x| x.pack == name && x.start == start);
-            if let Some(hit) = found.and_then(|i| w.remove(i)) {
-                let data = hit.data.clone();
-                w.push_front(hit);
-                return Ok(data);
+            match found.and_then(|i| w.remove(i)) {
+                Some(hit) => {
+                    let data = hit.data.clone();
+                    w.push_front(hit);
+                    (data, false)
+                }
+                None => {
+                    let data = Arc::new(WindowData::new());
+                    w.push_front(Window {
+                        pack: name.to_string(),
+                        start,
+                        data: data.clone(),
+                    });
+                    w.truncate(WINDOWS_KEPT);
+                    (data, true)
+                }
             }
+        };
+        if !reader {
+            if let Some(bytes) = data.wait() {
+                return Ok(bytes.clone());
+            }
+            // The read waited on failed: this one reports its own outcome.
+            return self.read_window(name, start);
         }
+        let settle = Settle(&data);
+        let read = self.read_window(name, start);
+        let _ = data.set(read.as_ref().ok().cloned());
+        drop(settle);
+        if read.is_err() {
+            let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            w.retain(|x| !Arc::ptr_eq(&x.data, &data));
+        }
+        read
+    }
+
+    /// Reads the window of pack `name` at `start` from the service.
+    fn read_window(&self, name: &str, start: u64) -> Result<Arc<Vec<u8>>, BackendError> {
         let url = self.url(FileType::Pack, Some(name));
         let range = ByteRange::of(start, WINDOW).header();
-        let data = Arc::new(
-            self.send("read", &url, |c| {
-                c.get(&url).header(reqwest::header::RANGE, &range)
-            })?
-            .body,
-        );
-        let mut w = lock();
-        w.push_front(Window {
-            pack: name.to_string(),
-            start,
-            data: data.clone(),
-        });
-        w.truncate(WINDOWS_KEPT);
-        Ok(data)
+        let answer = self.send("read", &url, |c| {
+            c.get(&url).header(reqwest::header::RANGE, &range)
+        })?;
+        Ok(Arc::new(answer.body))
     }
 
     /// Runs an upload request and counts its speed.

@@ -40,6 +40,28 @@ fn a_backup_restores_through_the_service() {
 }
 
 #[test]
+fn a_restore_of_small_files_reads_each_window_once() {
+    // Restore workers take neighbouring files, whose blobs share windows of the same pack:
+    // one worker reads a window while the others wait for it, so the service sends about
+    // what the user stores, not that once per worker.
+    let alice = Member::start("alice");
+    let src = alice.path("src");
+    make_tree(&src, 600, 11);
+    alice.init();
+    alice.backup(&src);
+    let stored = alice.svc.user("alice")["bytes"].as_u64().unwrap();
+    let before = alice.svc.metric("kura_bytes_sent_total");
+    let t = alice.path("t");
+    alice.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    let sent = alice.svc.metric("kura_bytes_sent_total") - before;
+    assert_eq!(contents(&src), contents(&restored(&t, &src)));
+    assert!(
+        sent <= stored + stored / 5,
+        "sent {sent} bytes to restore {stored} stored"
+    );
+}
+
+#[test]
 fn the_service_stores_only_ciphertext() {
     // No plaintext of the source, and not even the names of what was backed up, appear in its
     // files (the database included).
