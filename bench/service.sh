@@ -11,6 +11,9 @@
 # BENCH_CLIENT_MIB data per client in the concurrency runs (default 64): random,
 #                  different for every client, 16 files each.
 # BENCH_CLIENTS    client counts to run (default "1 4 16").
+# BENCH_RUNS       rounds of part 1 (default 3): each round backs up to a new local
+#                  repository and new service users, the three in turn, so the machine's
+#                  drift falls on all of them; the median round counts.
 #
 # Part 1 backs DATA_DIR up to a local repository, to the service with its default
 # placement (two copies on the demo directory sites) and to a second service configured
@@ -31,12 +34,14 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
 source "$SCRIPT_DIR/lib.sh"
 trap 'rc=$?; printf "[bench] error: command failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
-case "${1:-}" in -h|--help) sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 [[ $# -le 1 ]] || die "expected at most one argument (DATA_DIR)"
 if [[ $# -eq 1 ]]; then DATA_DIR=$1; else DATA_DIR=$(rustc --print sysroot); fi
 [[ -d $DATA_DIR ]] || die "data directory '$DATA_DIR' does not exist"
 DATA_DIR=$(cd "$DATA_DIR" && pwd -P)
 CLIENT_MIB=${BENCH_CLIENT_MIB:-64}
+RUNS=${BENCH_RUNS:-3}
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive number"
 read -r -a CLIENTS <<<"${BENCH_CLIENTS:-1 4 16}"
 OUT=${BENCH_OUT:-$SCRIPT_DIR/out/service}
 mkdir -p "$OUT"
@@ -95,14 +100,14 @@ add_user() {
     "$KURA_BIN" admin --data-dir "$data" contract set "$1" --until 2099-12-31 --paid yes >/dev/null
 }
 
-# Runs kura for client $1 ("local", "single" on the one-site service, or a user on the
-# default service) with the rest as arguments.
+# Runs kura for client $1 ("local-N" on local repository N, "single-N" on the one-site
+# service, or a user on the default service) with the rest as arguments.
 client() {
     local who=$1; shift
     local url=$URL service=service
-    if [[ $who == single ]]; then url=${URLS[single]}; service=single; fi
-    if [[ $who == local ]]; then
-        "$KURA_BIN" --repo "$OUT/local-repo" --state-dir "$OUT/state/local" "$@"
+    if [[ $who == single-* ]]; then url=${URLS[single]}; service=single; fi
+    if [[ $who == local-* ]]; then
+        "$KURA_BIN" --repo "$OUT/$who-repo" --state-dir "$OUT/state/$who" "$@"
     else
         KURA_USER=$who KURA_USER_PASSWORD="bench user password" \
         KURA_SERVER_FINGERPRINT=$(cat "$OUT/$service/tls/fingerprint") \
@@ -115,23 +120,42 @@ log "copying $DATA_DIR"
 mkdir -p "$OUT/data"
 cp -a -- "$DATA_DIR/." "$OUT/data/"
 DATA_MIB=$(du -sb "$OUT/data" | awk '{ printf "%.0f", $1 / 1048576 }')
-add_user bench-same
-add_user single single
 declare -A T=()
-for who in local bench-same single; do
-    client "$who" init >"$OUT/logs/$who-init.log" 2>&1
-    sync
-    t0=$(now)
-    client "$who" backup "$OUT/data" >"$OUT/logs/$who-backup.log" 2>&1
-    T[$who:backup]=$(secs "$t0" "$(now)")
-    sync
-    t0=$(now)
-    client "$who" restore latest --target "$OUT/restore/$who" >"$OUT/logs/$who-restore.log" 2>&1
-    T[$who:restore]=$(secs "$t0" "$(now)")
-    diff -r "$OUT/data" "$OUT/restore/$who$OUT/data" >/dev/null || die "$who: restore differs"
-    rm -rf -- "$OUT/restore/$who"
-    log "$who: backup ${T[$who:backup]} s, restore ${T[$who:restore]} s (verified)"
+# The median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+for run in $(seq "$RUNS"); do
+    add_user "same-$run"
+    add_user "single-$run" single
+    for kind in local same single; do
+        who=$kind-$run
+        client "$who" init >"$OUT/logs/$who-init.log" 2>&1
+        sync
+        t0=$(now)
+        client "$who" backup "$OUT/data" >"$OUT/logs/$who-backup.log" 2>&1
+        T[$kind:backup:$run]=$(secs "$t0" "$(now)")
+        sync
+        t0=$(now)
+        client "$who" restore latest --target "$OUT/restore/$who" >"$OUT/logs/$who-restore.log" 2>&1
+        T[$kind:restore:$run]=$(secs "$t0" "$(now)")
+        diff -r "$OUT/data" "$OUT/restore/$who$OUT/data" >/dev/null || die "$who: restore differs"
+        rm -rf -- "$OUT/restore/$who"
+        log "$who: backup ${T[$kind:backup:$run]} s, restore ${T[$kind:restore:$run]} s (verified)"
+    done
 done
+for kind in local same single; do
+    for step in backup restore; do
+        runs=()
+        for run in $(seq "$RUNS"); do runs+=("${T[$kind:$step:$run]}"); done
+        T[$kind:$step]=$(median "${runs[@]}")
+        T[$kind:$step:all]=${runs[*]}
+    done
+done
+# The median over rounds of the ratio of $1 to $2 at step $3, each round's pair taken together.
+paired() {
+    local run rs=()
+    for run in $(seq "$RUNS"); do rs+=("$(ratio "${T[$1:$3:$run]}" "${T[$2:$3:$run]}")"); done
+    median "${rs[@]}"
+}
 
 # ------------------------------------------------- part 1b: integrity check of what part 1 stored
 # `kura admin verify` reads both copies of every object on the default service's demo sites
@@ -196,20 +220,20 @@ done
 {
     echo "# Kura through the service ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $("$KURA_BIN" --version))"
     echo
-    echo "Same data ($DATA_DIR, $DATA_MIB MiB), local repository vs \`kura serve\` on loopback with TLS:"
+    echo "Same data ($DATA_DIR, $DATA_MIB MiB), local repository vs \`kura serve\` on loopback with TLS; $RUNS rounds, medians (each round's seconds in brackets; the ratio is the median of the rounds' ratios):"
     echo
     echo "| step | local s | service s | service/local |"
     echo "|---|---:|---:|---:|"
     for step in backup restore; do
-        echo "| $step | ${T[local:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[local:$step]}") |"
+        echo "| $step | ${T[local:$step]} [${T[local:$step:all]}] | ${T[same:$step]} [${T[same:$step:all]}] | $(paired same local "$step") |"
     done
     echo
-    echo "Placement: the default service (two copies, each sealed per site and read back) against a service with one site (one copy), same data:"
+    echo "Placement: the default service (two copies, each sealed per site and read back) against a service with one site (one copy), same data, same rounds:"
     echo
     echo "| step | one copy s | two copies s | two/one |"
     echo "|---|---:|---:|---:|"
     for step in backup restore; do
-        echo "| $step | ${T[single:$step]} | ${T[bench-same:$step]} | $(ratio "${T[bench-same:$step]}" "${T[single:$step]}") |"
+        echo "| $step | ${T[single:$step]} [${T[single:$step:all]}] | ${T[same:$step]} [${T[same:$step:all]}] | $(paired same single "$step") |"
     done
     echo
     echo "Integrity check (\`kura admin verify\`) of everything part 1 stored on the default service, both copies read, opened and compared (warm page cache):"
