@@ -121,6 +121,26 @@ pub enum SiteError {
     },
 }
 
+/// Whether `file`, read from its start, holds exactly `expected`.
+fn same_file(mut file: std::fs::File, expected: &[u8]) -> std::io::Result<bool> {
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut buf = vec![0u8; (1 << 20).min(expected.len() + 1)];
+    let mut at = 0;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(at == expected.len()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if expected.get(at..at + n) != Some(&buf[..n]) {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
 /// One storage site.
 pub struct Site {
     config: SiteConfig,
@@ -296,9 +316,24 @@ impl Site {
     async fn same(
         &self,
         back: object_store::GetResult,
-        expected: &[u8],
+        expected: &Bytes,
     ) -> Result<bool, SiteError> {
         use futures_util::StreamExt;
+        // A directory site's copy is compared in one blocking pass: its stream would hand
+        // the file over in 8 KiB chunks, each a trip through the blocking pool.
+        if let object_store::GetResultPayload::File(file, _) = back.payload {
+            let expected = expected.clone();
+            let compared = tokio::task::spawn_blocking(move || same_file(file, &expected))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            return compared.map_err(|e| {
+                self.store_error(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                })
+            });
+        }
         let mut stream = back.into_stream();
         let mut at = 0;
         while let Some(chunk) = stream.next().await {
@@ -480,5 +515,26 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("very secret") && !shown.contains("marker secret"));
+    }
+
+    #[test]
+    fn a_copy_read_back_is_the_same_only_when_every_byte_is() {
+        let path = std::env::temp_dir().join(format!("kura-sites-same-{}", std::process::id()));
+        let file = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::File::open(&path).unwrap()
+        };
+        let expected: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(same_file(file(&expected), &expected).unwrap());
+        let mut changed = expected.clone();
+        changed[2_500_000] ^= 1;
+        assert!(!same_file(file(&changed), &expected).unwrap());
+        assert!(!same_file(file(&expected[..expected.len() - 1]), &expected).unwrap());
+        changed = expected.clone();
+        changed.push(0);
+        assert!(!same_file(file(&changed), &expected).unwrap());
+        assert!(same_file(file(b""), b"").unwrap());
+        assert!(!same_file(file(b"x"), b"").unwrap());
+        std::fs::remove_file(&path).unwrap();
     }
 }
