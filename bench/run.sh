@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Kura vs restic vs BorgBackup on the same data, in the same run.
+# Kura vs restic, BorgBackup 1 and 2 (and rustic when installed) on the same data, in the
+# same run, with a `tar | zstd` pass as the ceiling.
 #
 #   bash bench/run.sh [DATA_DIR]
 #
@@ -8,8 +9,10 @@
 # KURA_BIN      kura binary to use (default: `cargo build --release -p kura`
 #               in the repo root, then target/release/kura).
 # BENCH_OUT     output directory (default: bench/out, gitignored).
-# BENCH_TOOLS   tools to run, in this order within each phase
-#               (default: "kura restic borg").
+# BENCH_TOOLS   tools to run, in this order within each phase (default: "kura restic
+#               borg borg2 tar", plus rustic when it is on PATH; known: kura restic
+#               rustic borg borg2 tar). "tar" is no backup tool: `tar | zstd -3 -T2`
+#               into one file and back, the floor any of them could reach.
 # BENCH_SMALL=1 use a small generated data set (~50 MiB, ~2000 files)
 #               instead of DATA_DIR: a smoke test that runs in well under a minute.
 # BENCH_KEEP_RESTORE=1  keep the restored trees (default: deleted once verified).
@@ -36,12 +39,14 @@ case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 # --------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------
-ALL_TOOLS=(kura restic borg)
-read -r -a TOOLS <<<"${BENCH_TOOLS:-kura restic borg}"
+ALL_TOOLS=(kura restic rustic borg borg2 tar)
+DEFAULT_TOOLS="kura restic borg borg2 tar"
+if command -v rustic >/dev/null; then DEFAULT_TOOLS="kura restic rustic borg borg2 tar"; fi
+read -r -a TOOLS <<<"${BENCH_TOOLS:-$DEFAULT_TOOLS}"
 [[ ${#TOOLS[@]} -gt 0 ]] || die "BENCH_TOOLS is empty"
 declare -A SELECTED=()
 for t in "${TOOLS[@]}"; do
-    case "$t" in kura|restic|borg) ;; *) die "BENCH_TOOLS: unknown tool '$t' (known: ${ALL_TOOLS[*]})" ;; esac
+    case "$t" in kura|restic|rustic|borg|borg2|tar) ;; *) die "BENCH_TOOLS: unknown tool '$t' (known: ${ALL_TOOLS[*]})" ;; esac
     [[ -z ${SELECTED[$t]:-} ]] || die "BENCH_TOOLS: '$t' listed twice"
     SELECTED[$t]=1
 done
@@ -92,6 +97,11 @@ install_deps() {
     [[ -x /usr/bin/time ]] || need+=(time)
     if want restic && ! command -v restic >/dev/null; then need+=(restic); fi
     if want borg && ! command -v borg >/dev/null; then need+=(borgbackup); fi
+    if want borg2 && ! command -v borg2 >/dev/null; then need+=(borgbackup2); fi
+    if want tar && ! command -v zstd >/dev/null; then need+=(zstd); fi
+    if want rustic && ! command -v rustic >/dev/null; then
+        die "rustic is not installed: cargo install rustic-rs --locked (about 12 minutes on 2 cores)"
+    fi
     command -v perl >/dev/null || need+=(perl)
     command -v diff >/dev/null || need+=(diffutils)
     if [[ ${#need[@]} -eq 0 ]]; then return 0; fi
@@ -206,6 +216,17 @@ tool_cmd() {
         borg:init)      CMD=(borg init --encryption=repokey-blake2 "$repo") ;;
         borg:backup*)   CMD=(borg create --compression zstd,3 "$repo::$(borg_archive "$step")" "$SCRATCH") ;;
         borg:restore)   CMD=(borg extract "$repo::$(borg_archive backup3)"); CWD=$target ;;
+        rustic:init)    CMD=(rustic -r "$repo" --cache-dir "$CACHES/rustic" init --set-compression 3) ;;
+        rustic:backup*) CMD=(rustic -r "$repo" --cache-dir "$CACHES/rustic" backup "$SCRATCH") ;;
+        rustic:restore) CMD=(rustic -r "$repo" --cache-dir "$CACHES/rustic" restore latest "$target") ;;
+        borg2:init)     CMD=("${BORG2[@]}" -r "$repo" rcreate --encryption=repokey-blake2-chacha20-poly1305) ;;
+        borg2:backup*)  CMD=("${BORG2[@]}" -r "$repo" create --compression zstd,3 "$(borg_archive "$step")" "$SCRATCH") ;;
+        borg2:restore)  CMD=("${BORG2[@]}" -r "$repo" extract "$(borg_archive backup3)"); CWD=$target ;;
+        # The ceiling: every byte read, compressed at the same level, and written once (no
+        # chunking, no hashing, no encryption); each backup is a whole new archive.
+        tar:init)       CMD=(mkdir -p "$repo") ;;
+        tar:backup*)    CMD=(sh -c 'tar -C / -cf - "$1" | zstd -3 -T2 -q -o "$2"' tar "${SCRATCH#/}" "$repo/$step.tar.zst") ;;
+        tar:restore)    CMD=(sh -c 'zstd -d -T2 -q -c "$1" | tar -xf -' tar "$repo/backup3.tar.zst"); CWD=$target ;;
         *) die "internal: no command for $tool $step" ;;
     esac
 }
@@ -293,6 +314,9 @@ tool_version() {
         kura)   "$KURA_BIN" --version 2>&1 | head -n 1 ;;
         restic) restic version 2>&1 | head -n 1 ;;
         borg)   borg --version 2>&1 | head -n 1 ;;
+        rustic) rustic --version 2>&1 | head -n 1 ;;
+        borg2)  borg2 --version 2>&1 | head -n 1 ;;
+        tar)    printf '%s, %s' "$(tar --version | head -n 1)" "$(zstd --version)" ;;
     esac
 }
 
@@ -308,8 +332,7 @@ render_table() {
     local cols=() t
     for t in "${ALL_TOOLS[@]}"; do if want "$t"; then cols+=("$t"); fi; done
     local ratios=()
-    if want kura && want restic; then ratios+=(restic); fi
-    if want kura && want borg; then ratios+=(borg); fi
+    for t in restic rustic borg borg2 tar; do if want kura && want "$t"; then ratios+=("$t"); fi; done
     {
         local h="step\tmetric"
         for t in "${cols[@]}"; do h+="\t$t"; done
@@ -371,7 +394,8 @@ printf 'tool\tstep\twall_s\tpeak_rss_mib\tcpu_s\n' >"$RESULTS_TSV"
 
 # Passwords and per-tool caches/state, all under BENCH_OUT. Clear variables
 # that could point a tool elsewhere or change its settings.
-unset RESTIC_REPOSITORY RESTIC_REPOSITORY_FILE RESTIC_PASSWORD_FILE RESTIC_PASSWORD_COMMAND \
+unset RUSTIC_REPOSITORY RUSTIC_PASSWORD_FILE RUSTIC_PASSWORD_COMMAND RUSTIC_CACHE_DIR \
+      RESTIC_REPOSITORY RESTIC_REPOSITORY_FILE RESTIC_PASSWORD_FILE RESTIC_PASSWORD_COMMAND \
       RESTIC_COMPRESSION RESTIC_PACK_SIZE RESTIC_CACHE_DIR RESTIC_KEY_HINT RESTIC_READ_CONCURRENCY \
       BORG_REPO BORG_PASSCOMMAND BORG_PASSPHRASE_FD BORG_KEYS_DIR BORG_SECURITY_DIR BORG_CONFIG_DIR \
       BORG_FILES_CACHE_TTL BORG_FILES_CACHE_SUFFIX BORG_KEY_FILE \
@@ -380,6 +404,9 @@ unset RESTIC_REPOSITORY RESTIC_REPOSITORY_FILE RESTIC_PASSWORD_FILE RESTIC_PASSW
 export RESTIC_PASSWORD=$PASSWORD
 export BORG_PASSPHRASE=$PASSWORD BORG_DISPLAY_PASSPHRASE=no
 export BORG_BASE_DIR=$CACHES/borg BORG_CACHE_DIR=$CACHES/borg/cache
+# borg 2 reads the same variables: it gets its own directories.
+BORG2=(env "BORG_BASE_DIR=$CACHES/borg2" "BORG_CACHE_DIR=$CACHES/borg2/cache" borg2)
+export RUSTIC_PASSWORD=$PASSWORD
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export KURA_PASSWORD=$PASSWORD KURA_STATE_DIR=$CACHES/kura
 # An empty config file, so a user's ~/.config/kura/config.toml (excludes, threads) cannot apply.
@@ -442,16 +469,26 @@ for t in "${TOOLS[@]}"; do
                     || die "kura snapshots --json failed, see $LOGS/kura-snapshots.err" ;;
         restic) restic -r "$REPOS/restic" --cache-dir "$CACHES/restic" snapshots >"$LOGS/restic-snapshots.txt" 2>&1 </dev/null \
                     || die "restic snapshots failed, see $LOGS/restic-snapshots.txt" ;;
+        rustic) rustic -r "$REPOS/rustic" --cache-dir "$CACHES/rustic" snapshots >"$LOGS/rustic-snapshots.txt" 2>&1 </dev/null \
+                    || die "rustic snapshots failed, see $LOGS/rustic-snapshots.txt" ;;
+        borg2)  borg2 -r "$REPOS/borg2" rlist >"$LOGS/borg2-snapshots.txt" 2>&1 </dev/null \
+                    || die "borg2 rlist failed, see $LOGS/borg2-snapshots.txt" ;;
+        tar)    ls -l "$REPOS/tar" >"$LOGS/tar-snapshots.txt" ;;
         borg)   borg list "$REPOS/borg" >"$LOGS/borg-snapshots.txt" 2>&1 </dev/null \
                     || die "borg list failed, see $LOGS/borg-snapshots.txt" ;;
     esac
 done
 
+# Restored trees stay until every tool has restored: on ext4 without a journal, creating
+# files just after deleting as many costs far more system time (the allocator skips the
+# recently deleted inodes), which would fall on whichever tool came after a deletion.
 for t in "${TOOLS[@]}"; do
     rm -rf -- "${RESTORES:?}/$t"
     mkdir -p "$RESTORES/$t"
     run_timed "$t" restore
     verify_restore "$t"
+done
+for t in "${TOOLS[@]}"; do
     if [[ ${BENCH_KEEP_RESTORE:-0} != 1 && ${R[$t:verify]} == ok* ]]; then rm -rf -- "${RESTORES:?}/$t"; fi
 done
 
