@@ -133,7 +133,7 @@ CREATE TABLE IF NOT EXISTS users (
     removed TEXT
 );
 CREATE TABLE IF NOT EXISTS reservations (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id INTEGER NOT NULL REFERENCES users(id),
     kind TEXT,
     name TEXT,
@@ -329,6 +329,18 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
             "ALTER TABLE contracts ADD COLUMN home_region TEXT NOT NULL DEFAULT '';
              ALTER TABLE contracts ADD COLUMN member_since TEXT;",
         )?;
+    }
+    // A reservation settled by its store and then dropped by its guard is deleted twice, by
+    // name and then by id: ids must never be reused, or the second delete would take another
+    // store's room. Reservations hold nothing across starts, so the table is simply remade.
+    let reservations: String = db.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'reservations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !reservations.contains("AUTOINCREMENT") {
+        db.execute_batch("DROP TABLE reservations;")?;
+        db.execute_batch(SCHEMA)?;
     }
     Ok(())
 }

@@ -152,8 +152,7 @@ pub async fn write(
     }
     let user = authed.user;
     let room = reserve(&app, &user, Some((t, &name)), body.len() as u64, None).await?;
-    store_object(&app, &user, t, &name, body, sum).await?;
-    drop(room);
+    store_object(&app, &user, t, &name, body, sum, room).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -238,8 +237,9 @@ pub fn uploads_of(app: &AppState, user: &User) -> Uploads {
     Uploads::new(crate::user_dir(&app.data_dir, user.id).join("uploads"))
 }
 
-/// Stores an object on the sites. It runs to its end even if the client goes away meanwhile,
-/// so an object is never stored without being recorded and counted.
+/// Stores an object on the sites under the room reserved for it. It runs to its end even if
+/// the client goes away meanwhile, so an object is never stored without being recorded and
+/// counted; the room is held until then, not only as long as the request.
 pub async fn store_object(
     app: &Arc<AppState>,
     user: &User,
@@ -247,10 +247,16 @@ pub async fn store_object(
     name: &str,
     body: Bytes,
     sha256: String,
+    room: Reservation,
 ) -> ApiResult<()> {
     let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
     let len = body.len() as u64;
-    tokio::spawn(async move { storage.put(&user, t, &name, body, sha256).await }).await??;
+    tokio::spawn(async move {
+        let stored = storage.put(&user, t, &name, body, sha256).await;
+        drop(room);
+        stored
+    })
+    .await??;
     Metrics::add(&app.metrics.bytes_in, len);
     Ok(())
 }

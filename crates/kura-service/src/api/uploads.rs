@@ -130,8 +130,7 @@ pub async fn commit(
     // Dropped only once stored: a service killed before that finds it again when the client
     // repeats the commit.
     let sum = sum.to_ascii_lowercase();
-    store_object(&app, &user, t, &name, Bytes::from(data), sum).await?;
-    drop(room);
+    store_object(&app, &user, t, &name, Bytes::from(data), sum, room).await?;
     drop_upload().await?;
     Ok(StatusCode::NO_CONTENT)
 }

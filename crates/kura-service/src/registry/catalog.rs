@@ -177,17 +177,26 @@ fn count(db: &rusqlite::Connection, user: i64, size: u64, sign: i64) -> rusqlite
     Ok(())
 }
 
+/// One object of a user, with its copies, as `db` (a connection or a transaction) sees it.
+fn object_in(
+    db: &rusqlite::Connection,
+    user: i64,
+    kind: &str,
+    name: &str,
+) -> Result<Option<ObjectEntry>> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects o LEFT JOIN copies c
+             ON c.user_id = o.user_id AND c.kind = o.kind AND c.name = o.name
+         WHERE o.user_id = ?1 AND o.kind = ?2 AND o.name = ?3 ORDER BY c.rank"
+    ))?;
+    let mut rows = stmt.query(params![user, kind, name])?;
+    Ok(entries(&mut rows)?.pop())
+}
+
 impl Registry {
     /// One object of a user, with its copies.
     pub fn object(&self, user: i64, kind: &str, name: &str) -> Result<Option<ObjectEntry>> {
-        let db = lock(&self.db);
-        let mut stmt = db.prepare_cached(&format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects o LEFT JOIN copies c
-                 ON c.user_id = o.user_id AND c.kind = o.kind AND c.name = o.name
-             WHERE o.user_id = ?1 AND o.kind = ?2 AND o.name = ?3 ORDER BY c.rank"
-        ))?;
-        let mut rows = stmt.query(params![user, kind, name])?;
-        Ok(entries(&mut rows)?.pop())
+        object_in(&lock(&self.db), user, kind, name)
     }
 
     /// A user's objects stored since `since` (all of them without), with their copies.
@@ -227,9 +236,11 @@ impl Registry {
         degraded: Option<&str>,
         copies: &[CopyCondition],
     ) -> Result<Option<ObjectEntry>> {
-        let old = self.object(user, kind, name)?;
         let mut db = lock(&self.db);
-        let tx = db.transaction()?;
+        // What this replaces is read in the same transaction that counts the change, so two
+        // stores of one name cannot both count it as new.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old = object_in(&tx, user, kind, name)?;
         drop_copies(&tx, user, kind, name)?;
         tx.execute(
             "INSERT INTO objects (user_id, kind, name, size, sha256, stored, degraded)

@@ -253,6 +253,58 @@ mod tests {
     }
 
     #[test]
+    fn a_settled_reservation_dropped_later_leaves_the_next_one_alone() {
+        let (_d, r, ann) = registry();
+        let limits = Limits {
+            max_bytes: 0,
+            max_archives: 0,
+            max_objects: 2,
+        };
+        let a = r
+            .reserve(ann, object("a", 1), limits, || Ok(0))
+            .unwrap()
+            .unwrap();
+        r.record_object(ann, "data", "a", 1, &"0".repeat(64), None, &[])
+            .unwrap();
+        // "b" is reserved after "a"'s row was settled: a reused id would make dropping a's
+        // guard delete b's room.
+        let b = r
+            .reserve(ann, object("b", 1), limits, || Ok(0))
+            .unwrap()
+            .unwrap();
+        drop(a);
+        let c = r.reserve(ann, object("c", 1), limits, || Ok(0)).unwrap();
+        assert_eq!(c.unwrap_err(), OverLimit::Objects(2));
+        drop(b);
+    }
+
+    #[test]
+    fn an_earlier_reservations_table_is_remade_with_ids_never_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("kura.sqlite");
+        drop(Registry::open(&path).unwrap());
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "DROP TABLE reservations;
+             CREATE TABLE reservations (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL,
+                 kind TEXT, name TEXT, bytes INTEGER NOT NULL, objects INTEGER NOT NULL,
+                 archives INTEGER NOT NULL);",
+        )
+        .unwrap();
+        drop(db);
+        drop(Registry::open(&path).unwrap());
+        let sql: String = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'reservations'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sql.contains("AUTOINCREMENT"), "{sql}");
+    }
+
+    #[test]
     fn pending_uploads_count_against_the_storage_limit() {
         let (_d, r, ann) = registry();
         let piece = r.reserve(ann, Room::Piece(100), BYTES, || Ok(3 * MIN_CHARGE - 100));
