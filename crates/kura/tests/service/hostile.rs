@@ -1,5 +1,7 @@
 //! What an anonymous or hostile client can cost the service: password checks run a few at a
-//! time whatever the number of connections, and guessing a password makes the guesser wait.
+//! time whatever the number of connections, guessing a password makes the guesser wait, and
+//! a mix of every attack at once leaves memory, descriptors and stored bytes within their
+//! bounds while a user is served.
 
 use std::time::Duration;
 
@@ -193,4 +195,165 @@ fn parallel_large_bodies_stay_within_the_memory_budget() {
     eprintln!("peak grew by {} MiB", grown / 1024);
     // One at a time, as the budget allows: about 150 MiB; all at once took over 1 GiB.
     assert!(grown < 300 * 1024, "peak memory grew by {grown} KiB");
+}
+
+/// Clears its flag when dropped.
+struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_mixed_attack_stays_within_every_bound_while_a_user_is_served() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let env = Env::new();
+    let svc = Service::options(&env)
+        .config("max_connections = 40\npassword_checks = 2\nrequest_memory_mib = 64\n")
+        .start();
+    svc.add_user("mallory", "mallory password");
+    svc.contract("mallory", &["--max-bytes", "2000000"]);
+    svc.add_user("bob", "bob password");
+    let bob = Client::new(&env, &svc, "bob", "bob password");
+    let src = env.path("bob-src");
+    make_tree(&src, 150, 9);
+    bob.init();
+    let http = svc.http();
+    let token = svc.token(&http, "mallory", "mallory password");
+    let files_before = svc.open_files();
+    let memory_before = svc.peak_rss_kib();
+    let attacking = AtomicBool::new(true);
+    let most_files = AtomicUsize::new(0);
+    let refused_logins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while attacking.load(Ordering::Relaxed) {
+                most_files.fetch_max(svc.open_files(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // Whatever ends the attack, a failure included, ends the watchers too.
+        let _stop = Stop(&attacking);
+        let mut attacks = Vec::new();
+        // Connections that never send a byte, held through the whole attack.
+        attacks.push(s.spawn(|| {
+            let idle: Vec<_> = (0..8).map(|_| silent_connection(&svc)).collect();
+            while attacking.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(idle);
+        }));
+        // Logins for names that do not exist, each a full password check. (Guesses at bob's
+        // own name would make bob wait too, by design: see the test above.)
+        for t in 0..4 {
+            let (svc, refused) = (&svc, &refused_logins);
+            attacks.push(s.spawn(move || {
+                for i in 0..12 {
+                    let status = login(svc, &format!("nobody{t}-{i}"), "guess").status();
+                    assert!(
+                        [401, 429, 503].contains(&status.as_u16()),
+                        "a guess was answered {status}"
+                    );
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        // Mallory: objects past her storage limit, many tiny ones, and floods of job
+        // reports, all at once.
+        for t in 0..4 {
+            let (http, token, url) = (&http, &token, &svc.url);
+            attacks.push(s.spawn(move || {
+                for i in 0..40 {
+                    let name = format!("{t:02x}{i:02x}").repeat(16);
+                    let body = if i % 2 == 0 {
+                        noise(300_000, i)
+                    } else {
+                        vec![i as u8]
+                    };
+                    let status = http
+                        .put(format!("{url}/v1/repo/data/{name}"))
+                        .bearer_auth(token)
+                        .body(body)
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    assert!(
+                        [204, 403, 503].contains(&status),
+                        "a store was answered {status}"
+                    );
+                    let job = serde_json::json!({"job": "cd".repeat(16), "type": "full",
+                        "status": "completed", "started": "2026-11-21T10:00:00Z",
+                        "ended": "2026-11-21T10:01:00Z", "files": i, "bytes": 2,
+                        "stored_added": 3, "snapshot": null});
+                    let status = http
+                        .put(format!("{url}/v1/jobs/{}", "cd".repeat(16)))
+                        .bearer_auth(token)
+                        .body(job.to_string())
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    assert!(
+                        [204, 429, 503].contains(&status),
+                        "a job report was answered {status}"
+                    );
+                }
+            }));
+        }
+        // Bob backs up and restores meanwhile; his client waits out busy answers itself.
+        bob.backup(&src);
+        bob.restore_and_compare(&src);
+        for a in attacks.drain(1..) {
+            a.join().unwrap();
+        }
+    });
+    assert_eq!(refused_logins.load(Ordering::Relaxed), 48);
+    let mallory = svc.user("mallory");
+    let listed: Vec<String> = serde_json::from_slice(
+        &http
+            .get(format!("{}/v1/repo/data", svc.url))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        mallory["objects"].as_u64().unwrap(),
+        listed.len() as u64,
+        "what is counted is what is stored: {mallory}"
+    );
+    let stored = mallory["bytes"].as_u64().unwrap();
+    assert!(
+        stored <= 2_000_000,
+        "mallory stores {stored} bytes: {mallory}"
+    );
+    let notices = Client::new(&env, &svc, "mallory", "mallory password").messages_of("conditions");
+    assert_eq!(
+        notices.len(),
+        1,
+        "one notice for one job reported 160 times: {notices:?}"
+    );
+    let most = most_files.load(Ordering::Relaxed);
+    eprintln!(
+        "descriptors: {files_before} before, {most} at the peak; mallory stores {stored} bytes"
+    );
+    assert!(
+        most <= files_before + 40 + 16,
+        "{most} descriptors at the peak, {files_before} before"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "descriptors to be given back",
+        || svc.open_files() <= files_before + 4,
+    );
+    let grown = svc.peak_rss_kib() - memory_before;
+    eprintln!("peak memory grew by {} MiB", grown / 1024);
+    // The 64 MiB body budget, two password checks of about 19 MiB, and connections.
+    assert!(grown < 160 * 1024, "peak memory grew by {grown} KiB");
 }
