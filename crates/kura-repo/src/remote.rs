@@ -98,6 +98,7 @@ pub struct HttpBackend {
 
 /// A stretch of a pack read whole, so that restoring many small files costs one request per
 /// window rather than one per blob.
+///
 /// Workers that want a window another worker is reading wait for that read instead of
 /// repeating it: restore workers take neighbouring files, whose blobs share windows.
 struct Window {

@@ -313,16 +313,7 @@ fn a_mixed_attack_stays_within_every_bound_while_a_user_is_served() {
     });
     assert_eq!(refused_logins.load(Ordering::Relaxed), 48);
     let mallory = svc.user("mallory");
-    let listed: Vec<String> = serde_json::from_slice(
-        &http
-            .get(format!("{}/v1/repo/data", svc.url))
-            .bearer_auth(&token)
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap(),
-    )
-    .unwrap();
+    let listed = svc.listed(&http, &token, "data");
     assert_eq!(
         mallory["objects"].as_u64().unwrap(),
         listed.len() as u64,

@@ -99,16 +99,7 @@ fn an_append_only_device_cannot_delete_but_the_maintenance_password_can() {
     assert_eq!(dave.json(&["snapshots"]).as_array().unwrap().len(), 3);
     let http = dave.svc.http();
     let token = dave.svc.token(&http, "dave", &dave.password);
-    let packs: Vec<String> = serde_json::from_slice(
-        &http
-            .get(format!("{}/v1/repo/data", dave.svc.url))
-            .bearer_auth(&token)
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap(),
-    )
-    .unwrap();
+    let packs = dave.svc.listed(&http, &token, "data");
     let pack = format!("{}/v1/repo/data/{}", dave.svc.url, packs[0]);
     let delete = http.delete(&pack).bearer_auth(&token).send().unwrap();
     assert_eq!(delete.status().as_u16(), 403);

@@ -48,13 +48,7 @@ impl Tenant {
     }
 
     fn stored(&self, kind: &str) -> Vec<String> {
-        let r = self
-            .http
-            .get(format!("{}/v1/repo/{kind}", self.svc.url))
-            .bearer_auth(&self.token)
-            .send()
-            .unwrap();
-        serde_json::from_slice(&r.bytes().unwrap()).unwrap()
+        self.svc.listed(&self.http, &self.token, kind)
     }
 }
 
