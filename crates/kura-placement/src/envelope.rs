@@ -214,21 +214,86 @@ pub fn seal_in_segments(
     object: &[u8],
     segment: u32,
 ) -> Vec<u8> {
-    let layout = Layout {
-        version,
-        segment: segment.max(1),
-        len: object.len() as u64,
-    };
-    let header = layout.encode();
-    let segments = layout.segments() as usize;
-    let mut out = Vec::with_capacity(HEADER + object.len() + segments * crypto::OVERHEAD);
-    out.extend_from_slice(&header);
-    for i in 0..segments {
-        let seg = layout.segment as usize;
-        let part = &object[(i * seg).min(object.len())..((i + 1) * seg).min(object.len())];
-        crypto::seal_into(key, &aad(&header, i as u64, site, name), part, &mut out);
-    }
+    let sealer = Sealer::with_segment(key, version, site, name, object.len() as u64, segment);
+    let mut out = Vec::with_capacity(sealer.sealed_len() as usize);
+    out.extend_from_slice(&sealer.header());
+    sealer.seal(0, object, &mut out);
     out
+}
+
+/// Seals one copy a part at a time, so an object read from a file never needs to be held
+/// whole: the header first, then runs of whole segments in order.
+#[derive(Clone)]
+pub struct Sealer {
+    key: Key,
+    layout: Layout,
+    header: [u8; HEADER],
+    site: String,
+    name: String,
+}
+
+impl Sealer {
+    /// A sealer for an object of `len` bytes stored as `name` at `site` under key `version`.
+    pub fn new(key: &Key, version: u32, site: &str, name: &str, len: u64) -> Sealer {
+        Sealer::with_segment(key, version, site, name, len, SEGMENT)
+    }
+
+    fn with_segment(
+        key: &Key,
+        version: u32,
+        site: &str,
+        name: &str,
+        len: u64,
+        segment: u32,
+    ) -> Sealer {
+        let layout = Layout {
+            version,
+            segment: segment.max(1),
+            len,
+        };
+        Sealer {
+            key: key.clone(),
+            header: layout.encode(),
+            layout,
+            site: site.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The copy's header: its first [`HEADER`] bytes.
+    pub fn header(&self) -> [u8; HEADER] {
+        self.header
+    }
+
+    /// The copy's layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Bytes of the whole copy.
+    pub fn sealed_len(&self) -> u64 {
+        let (at, len, _) = self.layout.span(0, self.layout.len);
+        at.saturating_add(len)
+    }
+
+    /// Seals `plain`, the object's bytes from the start of segment `first` on, into `out`: a
+    /// run of whole segments, of which only the object's last may be shorter. The object's
+    /// only segment of an empty object is sealed from an empty `plain`.
+    pub fn seal(&self, first: u64, plain: &[u8], out: &mut Vec<u8>) {
+        let seg = self.layout.segment as usize;
+        let mut i = first;
+        let mut rest = plain;
+        loop {
+            let (part, next) = rest.split_at(rest.len().min(seg));
+            let aad = aad(&self.header, i, &self.site, &self.name);
+            crypto::seal_into(&self.key, &aad, part, out);
+            rest = next;
+            i += 1;
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
 }
 
 /// Opens segments read from a copy of `name` at `site`: `sealed` holds whole segments from
@@ -296,6 +361,27 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_sealed_in_runs_of_segments_opens_whole() {
+        let mut ring = Keyring::default();
+        let (v, key) = ring.current("site-a");
+        let object: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        // Segments of 64 bytes, sealed three at a time as a file would be read.
+        let sealer = Sealer::with_segment(&key, v, "site-a", "data/ab", 1000, 64);
+        let mut copy = sealer.header().to_vec();
+        for (n, run) in object.chunks(192).enumerate() {
+            sealer.seal(n as u64 * 3, run, &mut copy);
+        }
+        assert_eq!(copy.len() as u64, sealer.sealed_len());
+        assert_eq!(open(&ring, "site-a", "data/ab", &copy).unwrap(), object);
+        // Runs out of order do not open.
+        let mut swapped = sealer.header().to_vec();
+        sealer.seal(3, &object[192..384], &mut swapped);
+        sealer.seal(0, &object[..192], &mut swapped);
+        sealer.seal(6, &object[384..], &mut swapped);
+        assert!(open(&ring, "site-a", "data/ab", &swapped).is_err());
+    }
 
     #[test]
     fn copies_open_only_where_they_belong() {

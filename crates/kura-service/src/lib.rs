@@ -12,6 +12,7 @@ pub mod registry;
 pub mod serve;
 pub mod settlement;
 pub mod sites;
+pub mod spool;
 pub mod storage;
 pub mod tasks;
 pub mod tls;

@@ -238,6 +238,8 @@ pub async fn serve(
     registry
         .clear_reservations()
         .map_err(std::io::Error::other)?;
+    // Nor do bodies it was receiving.
+    crate::spool::clear(&opts.data_dir)?;
     let storage = Arc::new(
         Storage::open(&opts.data_dir, &opts.placement, registry.clone())
             .await

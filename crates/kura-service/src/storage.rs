@@ -22,7 +22,7 @@ use kura_placement::envelope::Keyring;
 use kura_placement::{Candidate, Degraded, place};
 use kura_repo::transfer::sha256_hex;
 use kura_repo::{Backend, FileType, LocalDir};
-use kura_sites::{Site, SiteError};
+use kura_sites::{Site, SiteError, Source};
 
 use crate::registry::catalog::ObjectEntry;
 use crate::registry::{Registry, RegistryError, User};
@@ -148,6 +148,56 @@ fn as_candidate<'a>(candidates: &'a [(String, String, f64)], site: &'a str) -> C
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bytes of an object read and sent at a time when it is too long to hold whole.
+pub const READ_WINDOW: u64 = 4 << 20;
+
+/// Where a read a window at a time has got to.
+struct Windows {
+    storage: Arc<Storage>,
+    user: i64,
+    kind: FileType,
+    entry: ObjectEntry,
+    at: u64,
+    end: u64,
+    /// The checksum so far, when the whole object is read.
+    sha: Option<ring::digest::Context>,
+}
+
+impl Windows {
+    async fn next(mut self) -> Result<Option<(Bytes, Windows)>, StorageError> {
+        if self.at >= self.end {
+            return Ok(None);
+        }
+        let end = (self.at + READ_WINDOW).min(self.end);
+        let (user, kind, name) = (self.user, self.kind, self.entry.name.clone());
+        let part = self
+            .storage
+            .get_range(user, kind, &name, self.at, end)
+            .await?;
+        if part.len() as u64 != end - self.at {
+            return Err(self.unreadable("it ended early"));
+        }
+        self.at = end;
+        if let Some(sha) = &mut self.sha {
+            sha.update(&part);
+            if self.at == self.end {
+                let sum = kura_core::id::hex(sha.clone().finish().as_ref());
+                if !sum.eq_ignore_ascii_case(&self.entry.sha256) {
+                    return Err(self.unreadable("its parts are not the object stored"));
+                }
+            }
+        }
+        Ok(Some((part, self)))
+    }
+
+    fn unreadable(&self, why: &str) -> StorageError {
+        StorageError::Unreadable {
+            name: format!("{}/{}", self.entry.kind, self.entry.name),
+            reasons: why.to_string(),
+        }
+    }
 }
 
 /// The service's sites, keyring and catalog, as one place to store and read objects.
@@ -397,13 +447,14 @@ impl Storage {
     }
 
     /// Stores an object of a user as two copies and records where. `sha256` is the object's
-    /// checksum (hex), already checked against it.
+    /// checksum (hex), already checked against it. The object is read from `object` a block
+    /// at a time for each site, so a body received into a file is never held whole.
     pub async fn put(
         &self,
         user: &User,
         kind: FileType,
         name: &str,
-        data: Bytes,
+        object: Arc<dyn Source>,
         sha256: String,
     ) -> Result<(), StorageError> {
         let path = site_path(user.id, kind, name);
@@ -432,7 +483,7 @@ impl Storage {
             }
             let mut writes = tokio::task::JoinSet::new();
             for site in todo {
-                let (keyring, data, path) = (keyring.clone(), data.clone(), path.clone());
+                let (keyring, object, path) = (keyring.clone(), object.clone(), path.clone());
                 writes.spawn(async move {
                     let Some(key) = keyring.latest(site.id()) else {
                         let e = SiteError::Config {
@@ -441,7 +492,7 @@ impl Storage {
                         };
                         return (site, Err(e));
                     };
-                    let r = site.put((key.0, &key.1), &path, &data).await;
+                    let r = site.put((key.0, &key.1), &path, object).await;
                     (site, r)
                 });
             }
@@ -485,8 +536,8 @@ impl Storage {
         };
         let mut copies = done;
         copies.extend(failed);
+        let (size, recorded) = (object.size(), copies.clone());
         let (user_id, kind_name, object) = (user.id, kind.name(), name.to_string());
-        let (size, recorded) = (data.len() as u64, copies.clone());
         let degraded_text = degraded.map(degraded_name);
         let old = self
             .blocking(move |s| {
@@ -554,6 +605,38 @@ impl Storage {
         let part = Part::Range(start, end.min(entry.size));
         self.read_copies(user, &entry, &site_path(user, kind, name), part)
             .await
+    }
+
+    /// Reads bytes `start..end` of a user's object (fewer if it ends sooner) a window of
+    /// [`READ_WINDOW`] bytes at a time, for a part too long to hold at once. Each window comes
+    /// from a copy that opens, as [`Storage::get_range`] reads it. When the whole object is
+    /// read, its checksum is checked before the last window is given: a read that mixed two
+    /// versions of the object (it was replaced meanwhile) fails rather than ends.
+    pub async fn windows(
+        self: &Arc<Self>,
+        user: i64,
+        kind: FileType,
+        name: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<Bytes, StorageError>> + use<>, StorageError>
+    {
+        let entry = self.entry(user, kind, name).await?;
+        if start >= entry.size && entry.size > 0 {
+            return Err(StorageError::OutOfRange);
+        }
+        let end = end.min(entry.size);
+        let whole = start == 0 && end == entry.size;
+        let reading = Windows {
+            storage: self.clone(),
+            user,
+            kind,
+            at: start,
+            end,
+            sha: whole.then(|| ring::digest::Context::new(&ring::digest::SHA256)),
+            entry,
+        };
+        Ok(futures_util::stream::try_unfold(reading, Windows::next))
     }
 
     async fn entry(
@@ -816,7 +899,10 @@ impl Storage {
                     complete = false;
                     continue;
                 };
-                match site.put((key.0, &key.1), &path, bytes).await {
+                match site
+                    .put((key.0, &key.1), &path, Arc::new(bytes.clone()))
+                    .await
+                {
                     Ok(copy) => {
                         let (k, n, sum) =
                             (entry.kind.clone(), entry.name.clone(), entry.sha256.clone());
@@ -899,7 +985,8 @@ impl Storage {
                         .map_err(std::io::Error::other)?
                         .map_err(std::io::Error::other)?;
                     let sum = sha256_hex(&data);
-                    self.put(&user, t, &name, Bytes::from(data), sum).await?;
+                    self.put(&user, t, &name, Arc::new(Bytes::from(data)), sum)
+                        .await?;
                     imported += 1;
                 }
             }

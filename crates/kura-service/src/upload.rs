@@ -8,8 +8,11 @@
 //! Every accepted piece is on disk (fdatasync) before it is acknowledged.
 
 use kura_api::Upload;
+use kura_sites::Source;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+
+use crate::spool::{SPILL, Spool};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,8 +58,8 @@ pub enum UploadError {
 /// A finished upload: its bytes, and which file they came from.
 #[derive(Debug)]
 pub struct Finished {
-    /// The whole object.
-    pub data: Vec<u8>,
+    /// The whole object, read from the upload's file as it is stored.
+    pub object: Spool,
     /// Names the file, so that only it is dropped.
     pub mark: Mark,
 }
@@ -150,15 +153,15 @@ impl Uploads {
         kind: &str,
         name: &str,
         offset: u64,
-        piece: &[u8],
+        piece: &Spool,
         sum: &str,
     ) -> Result<u64, UploadError> {
         check_sum_format(sum)?;
         let end = offset
-            .checked_add(piece.len() as u64)
+            .checked_add(piece.len())
             .filter(|&e| e <= MAX_OBJECT)
             .ok_or(UploadError::TooLarge)?;
-        if !sha256_hex(piece).eq_ignore_ascii_case(sum) {
+        if !piece.sha256().eq_ignore_ascii_case(sum) {
             return Err(UploadError::Checksum);
         }
         let path = self.path(kind, name);
@@ -192,7 +195,14 @@ impl Uploads {
         } else if offset != received {
             return Err(UploadError::Offset { offset, received });
         }
-        file.write_all_at(piece, offset)?;
+        let mut buf = vec![0u8; SPILL.min(piece.len() as usize)];
+        let mut done = 0;
+        while done < piece.len() {
+            let n = buf.len().min((piece.len() - done) as usize);
+            piece.read_at(&mut buf[..n], done)?;
+            file.write_all_at(&buf[..n], offset + done)?;
+            done += n as u64;
+        }
         file.sync_data()?;
         Ok(end)
     }
@@ -235,7 +245,8 @@ impl Uploads {
             .sum())
     }
 
-    /// Checks the whole upload against `sum` and returns its bytes. The upload stays until the
+    /// Checks the whole upload against `sum` and returns it, to be read from its file. The
+    /// bytes returned cannot change: later pieces only add to the file. The upload stays until the
     /// caller has stored the object and drops it with [`Uploads::drop_finished`], so a service
     /// killed in between finds it again when the client repeats the commit. A mismatch removes the upload:
     /// its pieces were each right, so the client sent the wrong pieces and must start over.
@@ -252,15 +263,30 @@ impl Uploads {
         if !same_file(&file, &path)? {
             return Err(UploadError::NotFound);
         }
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        if !sha256_hex(&data).eq_ignore_ascii_case(sum) {
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; SPILL];
+        let mut len = 0u64;
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sha.update(&buf[..n]);
+                    len += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let found = kura_core::id::hex(sha.finish().as_ref());
+        if !found.eq_ignore_ascii_case(sum) {
             remove_if_exists(&path)?;
             return Err(UploadError::Checksum);
         }
+        let mark = Mark::of(&file.metadata()?);
+        file.unlock()?;
         Ok(Finished {
-            data,
-            mark: Mark::of(&file.metadata()?),
+            object: Spool::from_file(file, len, found),
+            mark,
         })
     }
 
@@ -338,6 +364,22 @@ fn remove_if_exists(p: &Path) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    fn piece(bytes: &[u8]) -> Spool {
+        Spool::from(bytes.to_vec())
+    }
+
+    trait ReadAll {
+        fn read_all(&self) -> Vec<u8>;
+    }
+
+    impl ReadAll for Spool {
+        fn read_all(&self) -> Vec<u8> {
+            let mut all = vec![0u8; self.len() as usize];
+            self.read_at(&mut all, 0).unwrap();
+            all
+        }
+    }
+
     fn uploads() -> (tempfile::TempDir, Uploads) {
         let d = tempfile::tempdir().unwrap();
         let u = Uploads::new(d.path().join("uploads"));
@@ -349,14 +391,17 @@ mod tests {
         let (_d, u) = uploads();
         let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         let mut off = 0;
-        for piece in data.chunks(1000) {
+        for part in data.chunks(1000) {
             off = u
-                .append("data", "ab", off, piece, &sha256_hex(piece))
+                .append("data", "ab", off, &piece(part), &sha256_hex(part))
                 .unwrap();
         }
         assert_eq!(u.received("data", "ab").unwrap(), 3000);
         assert_eq!(
-            u.finish("data", "ab", &sha256_hex(&data)).unwrap().data,
+            u.finish("data", "ab", &sha256_hex(&data))
+                .unwrap()
+                .object
+                .read_all(),
             data
         );
     }
@@ -364,15 +409,15 @@ mod tests {
     #[test]
     fn bad_piece_is_refused_and_changes_nothing() {
         let (_d, u) = uploads();
-        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+        u.append("data", "ab", 0, &piece(b"hello"), &sha256_hex(b"hello"))
             .unwrap();
         let err = u
-            .append("data", "ab", 5, b"world", &sha256_hex(b"w0rld"))
+            .append("data", "ab", 5, &piece(b"world"), &sha256_hex(b"w0rld"))
             .unwrap_err();
         assert!(matches!(err, UploadError::Checksum), "{err}");
         assert_eq!(u.received("data", "ab").unwrap(), 5);
         let err = u
-            .append("data", "ab", 3, b"world", &sha256_hex(b"world"))
+            .append("data", "ab", 3, &piece(b"world"), &sha256_hex(b"world"))
             .unwrap_err();
         assert!(
             matches!(
@@ -385,7 +430,8 @@ mod tests {
             "{err}"
         );
         assert!(matches!(
-            u.append("data", "ab", 0, b"x", "nothex").unwrap_err(),
+            u.append("data", "ab", 0, &piece(b"x"), "nothex")
+                .unwrap_err(),
             UploadError::BadChecksum(_)
         ));
         assert_eq!(u.received("data", "ab").unwrap(), 5);
@@ -395,7 +441,7 @@ mod tests {
     fn piece_without_a_start_is_refused() {
         let (_d, u) = uploads();
         let err = u
-            .append("data", "cd", 10, b"x", &sha256_hex(b"x"))
+            .append("data", "cd", 10, &piece(b"x"), &sha256_hex(b"x"))
             .unwrap_err();
         assert!(matches!(err, UploadError::Offset { received: 0, .. }));
         assert!(u.list().unwrap().is_empty());
@@ -404,15 +450,21 @@ mod tests {
     #[test]
     fn a_finished_upload_stays_until_it_is_dropped() {
         let (_d, u) = uploads();
-        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+        u.append("data", "ab", 0, &piece(b"hello"), &sha256_hex(b"hello"))
             .unwrap();
         // A commit repeated after a crash finds the same object.
         assert_eq!(
-            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap().data,
+            u.finish("data", "ab", &sha256_hex(b"hello"))
+                .unwrap()
+                .object
+                .read_all(),
             b"hello"
         );
         assert_eq!(
-            u.finish("data", "ab", &sha256_hex(b"hello")).unwrap().data,
+            u.finish("data", "ab", &sha256_hex(b"hello"))
+                .unwrap()
+                .object
+                .read_all(),
             b"hello"
         );
         assert_eq!(u.pending_bytes(None).unwrap(), 5);
@@ -423,7 +475,7 @@ mod tests {
         ));
         assert!(u.list().unwrap().is_empty());
         assert!(matches!(
-            u.append("data", "ab", u64::MAX, b"x", &sha256_hex(b"x")),
+            u.append("data", "ab", u64::MAX, &piece(b"x"), &sha256_hex(b"x")),
             Err(UploadError::TooLarge)
         ));
     }
@@ -432,10 +484,10 @@ mod tests {
     fn dropping_a_finished_upload_spares_one_begun_since() {
         let (_d, u) = uploads();
         let hello = sha256_hex(b"hello");
-        u.append("data", "ab", 0, b"hello", &hello).unwrap();
+        u.append("data", "ab", 0, &piece(b"hello"), &hello).unwrap();
         let first = u.finish("data", "ab", &hello).unwrap();
         // A second upload of the same object starts while the first is being stored.
-        u.append("data", "ab", 0, b"hel", &sha256_hex(b"hel"))
+        u.append("data", "ab", 0, &piece(b"hel"), &sha256_hex(b"hel"))
             .unwrap();
         u.drop_finished("data", "ab", first.mark).unwrap();
         assert_eq!(
@@ -443,11 +495,12 @@ mod tests {
             3,
             "the second upload stays"
         );
-        u.append("data", "ab", 3, b"lo", &sha256_hex(b"lo"))
+        u.append("data", "ab", 3, &piece(b"lo"), &sha256_hex(b"lo"))
             .unwrap();
         let second = u.finish("data", "ab", &hello).unwrap();
         // A piece added after the finish makes it another file too.
-        u.append("data", "ab", 5, b"!", &sha256_hex(b"!")).unwrap();
+        u.append("data", "ab", 5, &piece(b"!"), &sha256_hex(b"!"))
+            .unwrap();
         u.drop_finished("data", "ab", second.mark).unwrap();
         assert_eq!(u.received("data", "ab").unwrap(), 6);
         let third = u.finish("data", "ab", &sha256_hex(b"hello!")).unwrap();
@@ -458,7 +511,7 @@ mod tests {
     #[test]
     fn wrong_whole_checksum_discards_the_upload() {
         let (_d, u) = uploads();
-        u.append("data", "ab", 0, b"hello", &sha256_hex(b"hello"))
+        u.append("data", "ab", 0, &piece(b"hello"), &sha256_hex(b"hello"))
             .unwrap();
         assert!(matches!(
             u.finish("data", "ab", &sha256_hex(b"other")).unwrap_err(),
@@ -474,16 +527,22 @@ mod tests {
     fn too_large_and_too_many_are_refused() {
         let (_d, u) = uploads();
         assert!(matches!(
-            u.append("data", "ab", MAX_OBJECT, b"x", &sha256_hex(b"x"))
+            u.append("data", "ab", MAX_OBJECT, &piece(b"x"), &sha256_hex(b"x"))
                 .unwrap_err(),
             UploadError::TooLarge
         ));
         for i in 0..MAX_OPEN {
-            u.append("data", &format!("{i:04x}"), 0, b"x", &sha256_hex(b"x"))
-                .unwrap();
+            u.append(
+                "data",
+                &format!("{i:04x}"),
+                0,
+                &piece(b"x"),
+                &sha256_hex(b"x"),
+            )
+            .unwrap();
         }
         assert!(matches!(
-            u.append("data", "ffff", 0, b"x", &sha256_hex(b"x"))
+            u.append("data", "ffff", 0, &piece(b"x"), &sha256_hex(b"x"))
                 .unwrap_err(),
             UploadError::TooMany
         ));

@@ -121,24 +121,60 @@ pub enum SiteError {
     },
 }
 
-/// Whether `file`, read from its start, holds exactly `expected`.
-fn same_file(mut file: std::fs::File, expected: &[u8]) -> std::io::Result<bool> {
-    use std::io::{Read, Seek};
-    file.rewind()?;
-    let mut buf = vec![0u8; (1 << 20).min(expected.len() + 1)];
-    let mut at = 0;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => return Ok(at == expected.len()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if expected.get(at..at + n) != Some(&buf[..n]) {
-            return Ok(false);
-        }
-        at += n;
+/// Bytes of an object sealed at a time, on the blocking pool.
+const BLOCK: usize = 4 * envelope::SEGMENT as usize;
+/// Bytes of a copy sent in one request. A longer copy goes as a multipart upload in parts
+/// this large (S3 wants at least 5 MiB in every part but the last), one part in flight, so
+/// storing an object holds a few parts whatever its size.
+pub const PART: usize = 6 << 20;
+
+/// An object to be stored, read a part at a time: held in memory, or received into a file.
+pub trait Source: Send + Sync {
+    /// Bytes of the object.
+    fn size(&self) -> u64;
+    /// Fills `buf` with the object's bytes from `offset` on.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for Bytes {
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        read_slice(self, buf, offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        read_slice(self, buf, offset)
+    }
+}
+
+fn read_slice(object: &[u8], buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let part = usize::try_from(offset)
+        .ok()
+        .and_then(|at| object.get(at..at.checked_add(buf.len())?))
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+    buf.copy_from_slice(part);
+    Ok(())
+}
+
+/// The BLAKE3 digest of a copy as written or read back.
+type Digest = [u8; 32];
+
+/// The digest of `file`, read from its start.
+fn file_digest(mut file: std::fs::File) -> std::io::Result<Digest> {
+    use std::io::Seek;
+    file.rewind()?;
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// One storage site.
@@ -267,29 +303,32 @@ impl Site {
     }
 
     /// Stores `object` as `name`, sealed under version `version` of the site's key, and reads
-    /// it back to check it; returns what the storage conditions say of the copy.
+    /// it back to check it; returns what the storage conditions say of the copy. The object is
+    /// read, sealed and sent a block at a time, and the copy read back is compared by digest,
+    /// so neither the object nor its copy is ever held whole.
     pub async fn put(
         &self,
         (version, key): (u32, &Key),
         name: &str,
-        object: &[u8],
+        object: Arc<dyn Source>,
     ) -> Result<CopyCondition, SiteError> {
-        // One sealed buffer, shared with the upload, and compared with the copy as it is read
-        // back: a second and third copy of a large object would triple what a store holds.
-        let sealed = Bytes::from(envelope::seal(key, version, &self.config.id, name, object));
+        let sealer = Arc::new(envelope::Sealer::new(
+            key,
+            version,
+            &self.config.id,
+            name,
+            object.size(),
+        ));
         let path = Path::from(name);
         let mut last = String::new();
         for _ in 0..RETRIES {
-            self.store
-                .put(&path, PutPayload::from(sealed.clone()))
-                .await
-                .map_err(|e| self.store_error(e))?;
+            let written = self.write(&sealer, &path, &object).await?;
             let back = self
                 .store
                 .get(&path)
                 .await
                 .map_err(|e| self.store_error(e))?;
-            if self.same(back, &sealed).await? {
+            if self.digest(back).await? == written {
                 // A site whose identity changed while the copy was written (its marker is
                 // gone or forged now) must not be trusted with it: the caller places it
                 // elsewhere.
@@ -312,39 +351,105 @@ impl Site {
         })
     }
 
-    /// Whether a copy as it is read back holds exactly `expected`.
-    async fn same(
+    /// Writes one copy of `object` as `path`; returns the digest of what was written. A copy
+    /// cut short is never visible: a short one is one request, a long one a multipart
+    /// upload that is aborted on failure.
+    async fn write(
         &self,
-        back: object_store::GetResult,
-        expected: &Bytes,
-    ) -> Result<bool, SiteError> {
+        sealer: &Arc<envelope::Sealer>,
+        path: &Path,
+        object: &Arc<dyn Source>,
+    ) -> Result<Digest, SiteError> {
+        let mut out = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            path.clone(),
+            PART,
+        )
+        .with_max_concurrency(1);
+        match self.write_blocks(sealer, object, &mut out).await {
+            Ok(digest) => {
+                // A multipart upload that fails to finish is aborted by the writer itself.
+                let mut out = std::pin::Pin::new(&mut out);
+                std::future::poll_fn(|cx| tokio::io::AsyncWrite::poll_shutdown(out.as_mut(), cx))
+                    .await
+                    .map(|()| digest)
+                    .map_err(|e| self.io_error(e))
+            }
+            Err(e) => {
+                // What is left of a failed upload is the store's to clear if this fails too:
+                // the copy is not visible either way, and the failure that matters is `e`.
+                let _ = out.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_blocks(
+        &self,
+        sealer: &Arc<envelope::Sealer>,
+        object: &Arc<dyn Source>,
+        out: &mut object_store::buffered::BufWriter,
+    ) -> Result<Digest, SiteError> {
+        let len = object.size();
+        let header = sealer.header();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&header);
+        out.put(Bytes::copy_from_slice(&header))
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut at = 0u64;
+        loop {
+            let n = (len - at).min(BLOCK as u64) as usize;
+            let (sealer, object) = (sealer.clone(), object.clone());
+            let sealed = tokio::task::spawn_blocking(move || {
+                let mut plain = vec![0u8; n];
+                object.read_at(&mut plain, at)?;
+                let segments = n.div_ceil(envelope::SEGMENT as usize).max(1);
+                let mut sealed = Vec::with_capacity(n + segments * kura_core::crypto::OVERHEAD);
+                sealer.seal(at / u64::from(envelope::SEGMENT), &plain, &mut sealed);
+                hasher.update(&sealed);
+                Ok::<_, std::io::Error>((sealed, hasher))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| self.io_error(e))?;
+            hasher = sealed.1;
+            out.put(Bytes::from(sealed.0))
+                .await
+                .map_err(|e| self.store_error(e))?;
+            at += n as u64;
+            if at >= len {
+                return Ok(*hasher.finalize().as_bytes());
+            }
+        }
+    }
+
+    fn io_error(&self, e: std::io::Error) -> SiteError {
+        self.store_error(object_store::Error::Generic {
+            store: "site",
+            source: Box::new(e),
+        })
+    }
+
+    /// The digest of a copy as it is read back.
+    async fn digest(&self, back: object_store::GetResult) -> Result<Digest, SiteError> {
         use futures_util::StreamExt;
-        // A directory site's copy is compared in one blocking pass: its stream would hand
-        // the file over in 8 KiB chunks, each a trip through the blocking pool.
+        // A directory site's copy is read in one blocking pass: its stream would hand the
+        // file over in 8 KiB chunks, each a trip through the blocking pool.
         if let object_store::GetResultPayload::File(file, _) = back.payload {
-            let expected = expected.clone();
-            let compared = tokio::task::spawn_blocking(move || same_file(file, &expected))
+            return tokio::task::spawn_blocking(move || file_digest(file))
                 .await
                 .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            return compared.map_err(|e| {
-                self.store_error(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                })
-            });
+                .and_then(|r| r)
+                .map_err(|e| self.io_error(e));
         }
         let mut stream = back.into_stream();
-        let mut at = 0;
+        let mut hasher = blake3::Hasher::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.store_error(e))?;
-            let end = at + chunk.len();
-            if expected.get(at..end) != Some(chunk.as_ref()) {
-                return Ok(false);
-            }
-            at = end;
+            hasher.update(&chunk.map_err(|e| self.store_error(e))?);
         }
-        Ok(at == expected.len())
+        Ok(*hasher.finalize().as_bytes())
     }
 
     /// Reads `name` back and opens it; a copy that does not open (changed, truncated, moved)
@@ -517,24 +622,48 @@ mod tests {
         assert!(!shown.contains("very secret") && !shown.contains("marker secret"));
     }
 
-    #[test]
-    fn a_copy_read_back_is_the_same_only_when_every_byte_is() {
-        let path = std::env::temp_dir().join(format!("kura-sites-same-{}", std::process::id()));
-        let file = |bytes: &[u8]| {
-            std::fs::write(&path, bytes).unwrap();
-            std::fs::File::open(&path).unwrap()
-        };
-        let expected: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        assert!(same_file(file(&expected), &expected).unwrap());
-        let mut changed = expected.clone();
-        changed[2_500_000] ^= 1;
-        assert!(!same_file(file(&changed), &expected).unwrap());
-        assert!(!same_file(file(&expected[..expected.len() - 1]), &expected).unwrap());
-        changed = expected.clone();
-        changed.push(0);
-        assert!(!same_file(file(&changed), &expected).unwrap());
-        assert!(same_file(file(b""), b"").unwrap());
-        assert!(!same_file(file(b"x"), b"").unwrap());
-        std::fs::remove_file(&path).unwrap();
+    #[tokio::test]
+    async fn objects_of_every_size_are_stored_a_block_at_a_time_and_read_back_whole() {
+        let dir = std::env::temp_dir().join(format!("kura-sites-put-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let site = Site::open(SiteConfig {
+            id: "here".into(),
+            region: "kanto".into(),
+            url: format!("file://{}", dir.display()),
+            access_key_id: None,
+            secret_access_key: None,
+            secret: "marker secret".into(),
+            risk: 0.0,
+        })
+        .unwrap();
+        site.initialize().await.unwrap();
+        let mut ring = Keyring::default();
+        let key = ring.current("here");
+        // Empty, one block, a block and a byte, and more than two parts (a multipart upload).
+        for len in [0, BLOCK, BLOCK + 1, 2 * PART + 12_345] {
+            let object = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            let name = format!("data/{len}");
+            let copy = site
+                .put((key.0, &key.1), &name, Arc::new(object.clone()))
+                .await
+                .unwrap();
+            assert_eq!(copy.status, CopyStatus::Ok);
+            assert_eq!(site.get(&ring, &name).await.unwrap(), object, "{len} bytes");
+            // The digest compared is the copy's, byte for byte.
+            let stored = std::fs::File::open(dir.join(&name)).unwrap();
+            let sealed = site.fetch(&name).await.unwrap();
+            assert_eq!(
+                file_digest(stored).unwrap(),
+                *blake3::hash(&sealed).as_bytes()
+            );
+        }
+        // No staging file is left beside the copies.
+        let left: Vec<_> = std::fs::read_dir(dir.join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains('#'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

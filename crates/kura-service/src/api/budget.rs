@@ -1,14 +1,17 @@
-//! What signed-in users can cost the service in memory. Object bodies are held whole (an
-//! object is sealed for each site as one envelope), so memory is rationed instead: a request
-//! waits for its share of a fixed budget before its body is read or its object loaded, and one
-//! user may hold at most half the budget and a fixed number of requests at once. A request
-//! that waits too long is answered 503 with Retry-After, which clients honour.
+//! What signed-in users can cost the service in memory. Bodies are received into a spool (a
+//! file past its first MiB) and objects are sealed and read a block or a window at a time, so
+//! a request holds a bounded amount whatever its body's length; the budget still rations that,
+//! so many requests at once cannot add up: a request waits for its share of a fixed budget
+//! before its body is read or its object loaded, and one user may hold at most half the budget
+//! and a fixed number of requests at once. A request that waits too long is answered 503 with
+//! Retry-After, which clients honour.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use crate::spool::{Receiver, SPILL, Spool, spool_dir};
+use crate::storage::READ_WINDOW;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -24,22 +27,25 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Memory is counted in KiB, so a permit count fits a `u32`.
 const UNIT: u64 = 1024;
 
-/// What is done with a body, which decides how many times its size it costs.
+/// What is done with a body, which decides what of it is held at once.
 #[derive(Debug, Clone, Copy)]
 pub enum Cost {
-    /// Read, then written to disk (an upload piece).
+    /// Spooled, then copied to its upload (an upload piece).
     Kept,
-    /// Held, then sealed for each of two sites (an object stored whole, a committed upload).
+    /// Spooled, then sealed for each of two sites, some parts of each in flight (an object
+    /// stored whole, a committed upload).
     Sealed,
-    /// Read from a site and opened (an object read).
+    /// Read from a site and opened, a window at a time (an object read).
     Opened,
 }
 
 impl Cost {
-    fn factor(self) -> u64 {
+    /// Bytes held at once for a body of `bytes`.
+    fn held(self, bytes: u64) -> u64 {
         match self {
-            Cost::Kept | Cost::Opened => 2,
-            Cost::Sealed => 3,
+            Cost::Kept => bytes.min(SPILL as u64) * 2,
+            Cost::Sealed => bytes.min(2 * kura_sites::PART as u64) * 3,
+            Cost::Opened => bytes.min(READ_WINDOW) * 2,
         }
     }
 }
@@ -116,10 +122,10 @@ impl Budget {
         Ok(Held { _permits: vec![p] })
     }
 
-    /// Waits for the memory `bytes` handled at `cost` take. A request larger than a user's
-    /// share, or than the whole budget, holds all of it: it runs alone.
+    /// Waits for the memory a body of `bytes` handled at `cost` takes. A request larger than a
+    /// user's share, or than the whole budget, holds all of it: it runs alone.
     pub async fn memory(&self, user: i64, bytes: u64, cost: Cost) -> ApiResult<Held> {
-        let units = (bytes.saturating_mul(cost.factor()) / UNIT).max(1);
+        let units = (cost.held(bytes) / UNIT).max(1);
         let part = self.part(user);
         let mine = units.min(self.share as u64) as u32;
         let mine = acquire(&part.memory, mine, "this user's requests hold their memory").await?;
@@ -131,34 +137,25 @@ impl Budget {
     }
 }
 
-/// A request body read whole into one buffer of its declared length. Axum's `Bytes` gathers
-/// the body's frames and then copies them into one buffer: twice the body at its peak, and
-/// the freed frames stay in the allocator's arena of whichever thread read them (measured:
-/// one 48 MiB upload at a time still grew the service by 320 MiB).
-pub struct WholeBody(pub Bytes);
+/// A request body received into a [`Spool`]: its first MiB in memory, the rest in a file, so
+/// a body costs the service about the same memory whatever its length.
+pub struct Received(pub Spool);
 
-impl<S: Send + Sync> FromRequest<S> for WholeBody {
+impl FromRequest<Arc<AppState>> for Received {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, ApiError> {
         use axum::RequestExt;
         use http_body_util::BodyExt;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0)
-            .min(kura_api::MAX_BODY);
         let mut body = req.into_limited_body();
-        let mut buf = Vec::with_capacity(declared);
+        let mut received = Receiver::new(spool_dir(&app.data_dir));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(unreadable)?;
             if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
+                received.push(&data).await.map_err(ApiError::from)?;
             }
         }
-        Ok(WholeBody(Bytes::from(buf)))
+        Ok(Received(received.finish().await.map_err(ApiError::from)?))
     }
 }
 

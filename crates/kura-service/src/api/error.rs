@@ -105,9 +105,7 @@ impl From<StorageError> for ApiError {
                 tracing::error!("{e}");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                ApiError::out_of_space()
-            }
+            StorageError::Io(e) => e.into(),
             other => ApiError::internal(other),
         }
     }
@@ -126,10 +124,18 @@ impl From<UploadError> for ApiError {
             UploadError::TooMany => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
             UploadError::NotFound => ApiError::not_found(e.to_string()),
             UploadError::BadChecksum(_) => ApiError::bad_request(e.to_string()),
-            UploadError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                ApiError::out_of_space()
-            }
-            UploadError::Io(e) => ApiError::internal(e),
+            UploadError::Io(e) => e.into(),
+        }
+    }
+}
+
+/// A full disk is the client's to know of (507); any other failure is logged, not told.
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> ApiError {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            ApiError::out_of_space()
+        } else {
+            ApiError::internal(e)
         }
     }
 }

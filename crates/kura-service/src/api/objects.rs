@@ -5,7 +5,11 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::Body;
+use futures_util::StreamExt;
+
+use crate::spool::Spool;
+use crate::storage::{READ_WINDOW, StorageError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +17,7 @@ use kura_api::{ByteRange, CHECKSUM_HEADER, is_hex_name};
 use kura_repo::FileType;
 
 use super::auth::Authed;
-use super::budget::{Cost, WholeBody};
+use super::budget::{Cost, Received};
 use super::{ApiError, ApiResult, App, AppState, Metrics, catalog};
 use crate::registry::User;
 use crate::registry::quota::{Limits, Reservation, Room};
@@ -72,7 +76,8 @@ pub async fn list(
     Ok(axum::Json(names).into_response())
 }
 
-/// `GET /v1/repo/{kind}/{name}`, whole or a range.
+/// `GET /v1/repo/{kind}/{name}`, whole or a range. A part longer than a window is sent a
+/// window at a time as it is read from the sites, so a read holds about a window of memory.
 pub async fn read(
     State(app): App,
     Path((kind, name)): Path<(String, String)>,
@@ -82,32 +87,37 @@ pub async fn read(
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let id = authed.user.id;
-    let len = match range {
-        Some(r) => (r.last - r.first)
-            .saturating_add(1)
-            .min(kura_api::MAX_BODY as u64),
-        None => {
-            let n = name.clone();
-            catalog(&app, move |s| s.object(id, t.name(), &n))
-                .await?
-                .ok_or_else(|| ApiError::not_found("not found"))?
-                .size
-        }
+    let n = name.clone();
+    let size = catalog(&app, move |s| s.object(id, t.name(), &n))
+        .await?
+        .ok_or_else(|| ApiError::not_found("not found"))?
+        .size;
+    let (start, end) = match range {
+        Some(r) if r.first >= size => return Err(StorageError::OutOfRange.into()),
+        Some(r) => (r.first, r.last.saturating_add(1).min(size)),
+        None => (0, size),
     };
-    let _held = app.budget.memory(id, len, Cost::Opened).await?;
-    let Some(r) = range else {
-        let body = app.storage.get(id, t, &name).await?;
+    let held = app.budget.memory(id, end - start, Cost::Opened).await?;
+    let body = if end - start > READ_WINDOW {
+        let counted = app.clone();
+        let windows = app.storage.windows(id, t, &name, start, end).await?;
+        Body::from_stream(windows.map(move |part| {
+            // The memory stays held as long as the body is being sent.
+            let _ = &held;
+            part.inspect(|p| Metrics::add(&counted.metrics.bytes_out, p.len() as u64))
+        }))
+    } else {
+        let body = match range {
+            None => app.storage.get(id, t, &name).await?,
+            Some(_) => app.storage.get_range(id, t, &name, start, end).await?,
+        };
         Metrics::add(&app.metrics.bytes_out, body.len() as u64);
-        return Ok((StatusCode::OK, body).into_response());
+        Body::from(body)
     };
-    let body = app
-        .storage
-        .get_range(id, t, &name, r.first, r.last + 1)
-        .await?;
-    Metrics::add(&app.metrics.bytes_out, body.len() as u64);
-    // The object's whole length is not looked up for a range: `*` is allowed there.
-    let last = r.first + (body.len() as u64).max(1) - 1;
-    let content_range = format!("bytes {}-{last}/*", r.first);
+    if range.is_none() {
+        return Ok((StatusCode::OK, body).into_response());
+    }
+    let content_range = format!("bytes {start}-{}/{size}", end - 1);
     Ok((
         StatusCode::PARTIAL_CONTENT,
         [(axum::http::header::CONTENT_RANGE, content_range)],
@@ -140,10 +150,10 @@ pub async fn write(
     Path((kind, name)): Path<(String, String)>,
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
-    WholeBody(body): WholeBody,
+    Received(body): Received,
 ) -> ApiResult<StatusCode> {
     let t = file_type(&kind, Some(&name))?;
-    let sum = crate::upload::sha256_hex(&body);
+    let sum = body.sha256().to_string();
     if checksum(&headers)?.is_some_and(|sent| !sum.eq_ignore_ascii_case(&sent)) {
         return Err(ApiError::resend());
     }
@@ -151,8 +161,8 @@ pub async fn write(
         return Ok(StatusCode::NO_CONTENT);
     }
     let user = authed.user;
-    let room = reserve(&app, &user, Some((t, &name)), body.len() as u64, None).await?;
-    store_object(&app, &user, t, &name, body, sum, room).await?;
+    let room = reserve(&app, &user, Some((t, &name)), body.len(), None).await?;
+    store_object(&app, &user, t, &name, body, room).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -245,14 +255,13 @@ pub async fn store_object(
     user: &User,
     t: FileType,
     name: &str,
-    body: Bytes,
-    sha256: String,
+    object: Spool,
     room: Reservation,
 ) -> ApiResult<()> {
     let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
-    let len = body.len() as u64;
+    let (len, sha256) = (object.len(), object.sha256().to_ascii_lowercase());
     tokio::spawn(async move {
-        let stored = storage.put(&user, t, &name, body, sha256).await;
+        let stored = storage.put(&user, t, &name, Arc::new(object), sha256).await;
         drop(room);
         stored
     })

@@ -3,14 +3,13 @@
 //! stores the whole, and abandoning. Unfinished uploads count against the storage limit.
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kura_api::{PieceAt, RECEIVED_HEADER, Received, Removed, Sweep};
+use kura_api::{PieceAt, RECEIVED_HEADER, Removed, Sweep};
 
 use super::auth::Authed;
-use super::budget::{Cost, WholeBody};
+use super::budget::{Cost, Received};
 use super::objects::{already_stored, checksum, file_type, reserve, store_object, uploads_of};
 use super::{ApiError, ApiResult, App, catalog};
 use crate::upload::{Finished, UploadError};
@@ -60,18 +59,18 @@ pub async fn piece(
     Query(at): Query<PieceAt>,
     Extension(authed): Extension<Authed>,
     headers: HeaderMap,
-    WholeBody(body): WholeBody,
-) -> ApiResult<axum::Json<Received>> {
+    Received(body): Received,
+) -> ApiResult<axum::Json<kura_api::Received>> {
     let Authed { user, .. } = authed;
     file_type(&kind, Some(&name))?;
     let sum =
         checksum(&headers)?.ok_or_else(|| ApiError::bad_request("a piece needs a checksum"))?;
     // Held until the piece is on disk, where the next reservation sees it as pending.
-    let room = reserve(&app, &user, None, body.len() as u64, None).await?;
+    let room = reserve(&app, &user, None, body.len(), None).await?;
     let up = uploads_of(&app, &user);
     let received = uploading(move || up.append(&kind, &name, at.offset, &body, &sum)).await?;
     drop(room);
-    Ok(axum::Json(Received { received }))
+    Ok(axum::Json(kura_api::Received { received }))
 }
 
 /// `POST /v1/uploads/{kind}/{name}`: stores the whole upload if it matches its checksum.
@@ -94,7 +93,7 @@ pub async fn commit(
         .await?;
     let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
     let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;
-    let Finished { data, mark } = match finished {
+    let Finished { object, mark } = match finished {
         Ok(f) => f,
         Err(UploadError::NotFound) => {
             // A repeated commit whose first answer was lost: the object is in place.
@@ -120,7 +119,7 @@ pub async fn commit(
     }
     let user = authed.user;
     let committing = Some((kind.as_str(), name.as_str()));
-    let room = match reserve(&app, &user, Some((t, &name)), data.len() as u64, committing).await {
+    let room = match reserve(&app, &user, Some((t, &name)), object.len(), committing).await {
         Ok(room) => room,
         Err(e) => {
             drop_upload().await?;
@@ -129,8 +128,7 @@ pub async fn commit(
     };
     // Dropped only once stored: a service killed before that finds it again when the client
     // repeats the commit.
-    let sum = sum.to_ascii_lowercase();
-    store_object(&app, &user, t, &name, Bytes::from(data), sum, room).await?;
+    store_object(&app, &user, t, &name, object, room).await?;
     drop_upload().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -76,7 +76,7 @@ struct Read {
     copy: CopyCondition,
     reading: Reading,
     /// The opened copy, when it opened.
-    plain: Option<Vec<u8>>,
+    plain: Option<Bytes>,
     /// The copy as stored, when it opened but is not the object stored (evidence).
     sealed: Option<Bytes>,
 }
@@ -197,7 +197,7 @@ impl Storage {
                     read.reading = Reading::Opened {
                         sha256: expected.to_string(),
                     };
-                    read.plain = Some(plain);
+                    read.plain = Some(Bytes::from(plain));
                     return read;
                 }
                 _ => Some(sealed),
@@ -215,7 +215,7 @@ impl Storage {
                     };
                 }
                 read.reading = Reading::Opened { sha256 };
-                read.plain = Some(plain);
+                read.plain = Some(Bytes::from(plain));
             }
             Err(SiteError::NotFound { .. }) => read.reading = Reading::Missing,
             Err(SiteError::Damaged { reason, .. }) => read.reading = Reading::Damaged(reason),
@@ -374,7 +374,7 @@ impl Storage {
                         "site": r.copy.site, "compared_with": good_sites,
                         "range": range.map(|(a, b)| [a, b]),
                         "stored_sha256": entry.sha256, "found_sha256": sha256,
-                        "size": entry.size, "found_size": r.plain.as_ref().map(Vec::len),
+                        "size": entry.size, "found_size": r.plain.as_ref().map(Bytes::len),
                         "evidence": evidence,
                     });
                     tracing::error!(user, "tampering: {summary}");
@@ -481,7 +481,7 @@ impl Storage {
         entry: &ObjectEntry,
         copy: &CopyCondition,
         path: &str,
-        plain: &[u8],
+        plain: &Bytes,
     ) -> Result<(), String> {
         let site = self
             .site(&copy.site)
@@ -494,7 +494,7 @@ impl Storage {
             .latest(site.id())
             .ok_or_else(|| format!("no key for site {}", copy.site))?;
         let written = site
-            .put((key.0, &key.1), path, plain)
+            .put((key.0, &key.1), path, Arc::new(plain.clone()))
             .await
             .map_err(|e| e.to_string())?;
         let back = site.get(&keyring, path).await.map_err(|e| e.to_string())?;

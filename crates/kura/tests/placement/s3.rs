@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kura_sites::SiteConfig;
@@ -200,7 +201,11 @@ fn a_check_repairs_media_faults_made_through_the_s3_api() {
     runtime.block_on(async {
         for o in &names[..3] {
             site_b
-                .put((1, &foreign), &path(o), b"not the object")
+                .put(
+                    (1, &foreign),
+                    &path(o),
+                    Arc::new(b"not the object".to_vec()),
+                )
                 .await
                 .unwrap();
         }
