@@ -126,7 +126,9 @@ pub fn restore(
     } else {
         snapshot.tree
     };
-    let (mut dirs, mut files, mut links) = plan(repo, &index, root, opts, includes.as_ref())?;
+    let mut lost = Vec::new();
+    let (mut dirs, mut files, mut links) =
+        plan(repo, &index, root, opts, includes.as_ref(), &mut lost)?;
     let unmatched = includes.as_ref().map(|i| i.unmatched()).unwrap_or_default();
     if !unmatched.is_empty() && unmatched.len() == opts.includes.len() {
         return Err(ClientError::Usage(format!(
@@ -187,6 +189,8 @@ pub fn restore(
         unmatched,
         ..RestoreOutcome::default()
     };
+    // A damaged directory listing costs what is under it; the rest is restored.
+    out.errors.extend(lost.iter().map(ToString::to_string));
     if let Some(first) = baseline_only.first() {
         out.errors.push(format!(
             "{} not restored: they exist only in a baseline (e.g. {}); give the recovery source with --baseline-source DIR",
@@ -530,6 +534,7 @@ fn plan(
     root: Id,
     opts: &RestoreOptions,
     includes: Option<&Patterns>,
+    lost: &mut Vec<walk::LostTree>,
 ) -> Result<Plan> {
     let (mut dirs, mut files, mut links) = (Vec::new(), Vec::new(), Vec::new());
     // Where the walk starts, and the prefix stripped from snapshot paths to make target paths.
@@ -575,7 +580,7 @@ fn plan(
         }
         Ok(true)
     };
-    walk::visit_tree(repo, index, &start, &strip, &mut visit)?;
+    walk::visit_tree(repo, index, &start, &strip, &mut visit, lost)?;
     Ok((dirs, files, links))
 }
 

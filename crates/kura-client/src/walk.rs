@@ -354,21 +354,69 @@ fn is_cache_dir(dir: &Path) -> bool {
         .is_ok_and(|()| head == CACHEDIR_SIGNATURE)
 }
 
+/// A directory of a snapshot whose tree could not be read (damaged, or missing from the
+/// repository): what was under it is lost to a walk, which goes on with the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostTree {
+    /// The directory's absolute path in the snapshot.
+    pub path: PathBuf,
+    /// What is wrong with its tree.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LostTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: its listing is damaged, nothing under it can be read ({})",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+/// Loads the tree of the directory at `path`, or records it in `lost` and gives `None` when
+/// the tree is damaged or missing. A failure to reach the repository is an error.
+pub fn load_tree(
+    repo: &Repository,
+    index: &MasterIndex,
+    id: &Id,
+    path: &Path,
+    lost: &mut Vec<LostTree>,
+) -> Result<Option<Tree>> {
+    match repo.load_tree(index, id) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_damage() => {
+            lost.push(LostTree {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Visits every node of a stored tree depth-first, parents before children; `path` is the
-/// node's absolute path in the snapshot. A visitor returning `false` skips a directory's contents.
+/// node's absolute path in the snapshot. A visitor returning `false` skips a directory's
+/// contents. A directory whose tree is damaged or missing is recorded in `lost` and the walk
+/// goes on past it.
 pub fn visit_tree(
     repo: &Repository,
     index: &MasterIndex,
     tree: &Id,
     path: &Path,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    lost: &mut Vec<LostTree>,
 ) -> Result<()> {
-    let t = repo.load_tree(index, tree)?;
+    let Some(t) = load_tree(repo, index, tree, path, lost)? else {
+        return Ok(());
+    };
     for node in &t.nodes {
         let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
         let descend = visit(&child, node)?;
         if descend && let (NodeKind::Dir, Some(sub)) = (node.kind, &node.subtree) {
-            visit_tree(repo, index, sub, &child, visit)?;
+            visit_tree(repo, index, sub, &child, visit, lost)?;
         }
     }
     Ok(())

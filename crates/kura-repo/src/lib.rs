@@ -85,6 +85,20 @@ pub enum RepoError {
 /// Shorthand for repository results.
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
+impl RepoError {
+    /// Whether this is damage to what is stored (an object that fails its check, or is not
+    /// there), not a failure to reach it: damage to one part costs only that part, while a
+    /// failure to reach the storage ends what was being done.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            RepoError::Corrupt { .. }
+                | RepoError::MissingBlob(_)
+                | RepoError::Backend(BackendError::NotFound(_))
+        )
+    }
+}
+
 pub(crate) fn corrupt(
     what: &'static str,
     name: impl ToString,

@@ -8,6 +8,7 @@ mod fixture;
 mod backup_restore;
 mod billing;
 mod chains;
+mod damage;
 mod file_kinds;
 mod first_minutes;
 mod integrity;

@@ -183,11 +183,13 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
             }
         }
     };
+    let mut lost = Vec::new();
     if let Some(t) = start {
-        walk::visit_tree(&repo, &index, &t, &base, &mut |p: &Path, n: &Node| {
+        let mut visit = |p: &Path, n: &Node| {
             rows.push((p.to_path_buf(), n.clone()));
             Ok(true)
-        })?;
+        };
+        walk::visit_tree(&repo, &index, &t, &base, &mut visit, &mut lost)?;
     }
     let listing: Vec<Value> = rows
         .iter()
@@ -210,7 +212,23 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
             )
         }))
     });
-    Ok(())
+    lost_trees(&lost)
+}
+
+/// Names the directories a listing could not go into, and makes the command end with
+/// exit code 3.
+fn lost_trees(lost: &[walk::LostTree]) -> Result<()> {
+    if lost.is_empty() {
+        return Ok(());
+    }
+    for l in lost {
+        eprintln!("kura: {l}");
+    }
+    Err(Partial(format!(
+        "{} could not be read (see `kura check --read-data`)",
+        count(lost.len() as u64, "directory listing")
+    ))
+    .into())
 }
 
 /// What happened to a path between two snapshots.
@@ -266,13 +284,15 @@ pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     };
     let index = repo.load_index()?;
     let mut changes = Vec::new();
+    let mut lost = Vec::new();
+    let trees = (Some(from.tree), Some(to.tree));
     diff_trees(
         &repo,
         &index,
-        Some(from.tree),
-        Some(to.tree),
+        trees,
         Path::new("/"),
         &mut changes,
+        &mut lost,
     )?;
     let listing: Vec<Value> = changes
         .iter()
@@ -293,27 +313,31 @@ pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
                 .chain([summary]),
         )
     });
-    Ok(())
+    lost_trees(&lost)
 }
 
+/// Compares the trees `a` and `b` of the directory at `at`; a directory whose tree is damaged
+/// on either side is recorded in `lost` and not compared.
 fn diff_trees(
     repo: &Repository,
     index: &MasterIndex,
-    a: Option<Id>,
-    b: Option<Id>,
+    (a, b): (Option<Id>, Option<Id>),
     at: &Path,
     out: &mut Vec<(Change, PathBuf)>,
+    lost: &mut Vec<walk::LostTree>,
 ) -> Result<()> {
     if a == b {
         return Ok(());
     }
-    let load = |t: Option<Id>| -> Result<Tree> {
-        Ok(match t {
-            Some(id) => repo.load_tree(index, &id)?,
-            None => Tree::default(),
-        })
+    let mut load = |t: Option<Id>| -> Result<Option<Tree>> {
+        match t {
+            Some(id) => Ok(walk::load_tree(repo, index, &id, at, lost)?),
+            None => Ok(Some(Tree::default())),
+        }
     };
-    let (na, nb) = (load(a)?, load(b)?);
+    let (Some(na), Some(nb)) = (load(a)?, load(b)?) else {
+        return Ok(());
+    };
     let mut names: Vec<&[u8]> = na
         .nodes
         .iter()
@@ -328,18 +352,18 @@ fn diff_trees(
             (Some(x), None) => {
                 out.push((Change::Removed, path.clone()));
                 if x.kind == NodeKind::Dir {
-                    diff_trees(repo, index, x.subtree, None, &path, out)?;
+                    diff_trees(repo, index, (x.subtree, None), &path, out, lost)?;
                 }
             }
             (None, Some(y)) => {
                 out.push((Change::Added, path.clone()));
                 if y.kind == NodeKind::Dir {
-                    diff_trees(repo, index, None, y.subtree, &path, out)?;
+                    diff_trees(repo, index, (None, y.subtree), &path, out, lost)?;
                 }
             }
             (Some(x), Some(y)) => {
                 if x.kind == NodeKind::Dir && y.kind == NodeKind::Dir {
-                    diff_trees(repo, index, x.subtree, y.subtree, &path, out)?;
+                    diff_trees(repo, index, (x.subtree, y.subtree), &path, out, lost)?;
                 } else if x.kind != y.kind
                     || x.content != y.content
                     || x.target != y.target

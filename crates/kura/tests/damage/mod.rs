@@ -1,0 +1,156 @@
+//! Damage a user can recover from (issue 14): a damaged or missing directory listing costs only
+//! what is under it, in a local repository and through the service.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::fixture::*;
+
+/// Spoils every blob of a pack (a byte in every 16 before its header), so each one fails
+/// authentication while the pack's header still lists them.
+fn spoil_every_blob(pack: &Path) {
+    let mut b = fs::read(pack).unwrap();
+    let trailer = 4 + 16 + 1 + 4;
+    let at = b.len() - trailer;
+    let header = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    for i in (0..at - header).step_by(16) {
+        b[i] ^= 0x55;
+    }
+    fs::write(pack, b).unwrap();
+}
+
+/// A source with `keep/` and `lose/`, each holding files: `lose/` is backed up first, on
+/// its own in a tree pack of that backup; `keep/` joins it in the second backup, whose
+/// snapshot takes `lose/`'s listing from the first one.
+/// `packs` lists the stored packs as (`data/NAME`, length); returns the first backup's tree
+/// pack, which holds `lose/`'s listing.
+fn two_listings(
+    src: &Path,
+    packs: impl Fn() -> Vec<(String, u64)>,
+    backup: impl Fn(&Path),
+) -> String {
+    fs::create_dir_all(src.join("lose")).unwrap();
+    fs::write(src.join("lose/a"), noise(300_000, 1)).unwrap();
+    fs::write(src.join("lose/b"), noise(200_000, 2)).unwrap();
+    backup(src);
+    // The data pack holds half a megabyte; the tree pack a few listings.
+    let first = packs();
+    let first_trees = first.iter().min_by_key(|(_, len)| *len).unwrap().0.clone();
+    assert!(
+        first.iter().filter(|(_, len)| *len < 100_000).count() == 1,
+        "one small pack, the listings: {first:?}"
+    );
+    fs::create_dir_all(src.join("keep/deep")).unwrap();
+    fs::write(src.join("keep/c"), noise(150_000, 3)).unwrap();
+    fs::write(src.join("keep/deep/d"), noise(50_000, 4)).unwrap();
+    fs::write(src.join("top"), b"at the top").unwrap();
+    backup(src);
+    first_trees
+}
+
+/// The relative paths of the files under `root`.
+fn file_names(root: &Path) -> BTreeSet<PathBuf> {
+    files_under(root)
+        .into_iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+/// Restores the latest snapshot: exit code 3, `lose/` named as lost, everything else there
+/// byte for byte.
+fn restore_goes_past_the_lost_listing(
+    run: impl Fn(&[&str]) -> std::process::Output,
+    t: &Path,
+    src: &Path,
+) {
+    let out = run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lose = src.join("lose");
+    assert!(
+        stderr(&out).contains(&format!("{}: its listing is damaged", lose.display())),
+        "{}",
+        stderr(&out)
+    );
+    let got = restored(t, src);
+    let names = file_names(&got);
+    let want: BTreeSet<PathBuf> = ["keep/c", "keep/deep/d", "top"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(names, want);
+    for f in &want {
+        assert_eq!(
+            fs::read(got.join(f)).unwrap(),
+            fs::read(src.join(f)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_damaged_listing_costs_only_the_directory_under_it() {
+    let env = Env::new();
+    env.init();
+    let pack_files = || files_under(&env.repo.join("data"));
+    let packs = || {
+        pack_files()
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                (format!("data/{name}"), fs::metadata(p).unwrap().len())
+            })
+            .collect()
+    };
+    let src = env.path("src");
+    let trees = two_listings(&src, packs, |src| {
+        env.backup(&[src.to_str().unwrap()]);
+    });
+    let pack = pack_files()
+        .into_iter()
+        .find(|p| trees.ends_with(&*p.file_name().unwrap().to_string_lossy()))
+        .unwrap();
+    spoil_every_blob(&pack);
+    restore_goes_past_the_lost_listing(|a| env.run(a), &env.path("r"), &src);
+    // `ls` lists what it can read and names what it cannot.
+    let out = env.run(&["ls", "latest"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("keep/deep/d") && !listed.contains("lose/a"),
+        "{listed}"
+    );
+    assert!(
+        stderr(&out).contains("its listing is damaged"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_listing_the_service_lost_costs_only_the_directory_under_it() {
+    let alice = Member::start("alice");
+    alice.init();
+    let packs = || {
+        alice
+            .conditions()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["object"].as_str().unwrap().starts_with("data/"))
+            .map(|o| {
+                let name = o["object"].as_str().unwrap().to_string();
+                (name, o["size"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let src = alice.path("src");
+    let trees = two_listings(&src, packs, |src| {
+        alice.backup(src);
+    });
+    for site in ["demo-east", "demo-west"] {
+        fs::remove_file(alice.svc.demo_file(site, &trees)).unwrap();
+    }
+    let (code, _) = alice.svc.admin_json_code(&["verify"]);
+    assert_eq!(code, 3);
+    restore_goes_past_the_lost_listing(|a| alice.run(a), &alice.path("r"), &src);
+}
