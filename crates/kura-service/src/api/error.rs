@@ -106,6 +106,7 @@ impl From<StorageError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             StorageError::Io(e) => e.into(),
+            StorageError::Registry(e) => e.into(),
             other => ApiError::internal(other),
         }
     }
@@ -140,9 +141,22 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+/// A full disk under the database is the client's to know of too (507): nothing it sends can
+/// be stored until the operator makes room.
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
-        ApiError::internal(e)
+        match &e {
+            RegistryError::Db(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                tracing::error!("{e}");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the service's database is full: nothing can be stored until its operator makes room",
+                )
+            }
+            _ => ApiError::internal(e),
+        }
     }
 }
 
@@ -155,6 +169,26 @@ impl From<tokio::task::JoinError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_database_is_told_as_507_not_500() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let e = ApiError::from(StorageError::Registry(RegistryError::Db(full)));
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(
+            e.body.error.contains("database is full"),
+            "{}",
+            e.body.error
+        );
+        let other = rusqlite::Error::InvalidQuery;
+        assert_eq!(
+            ApiError::from(RegistryError::Db(other)).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn an_offset_conflict_says_where_to_go_on() {
