@@ -19,6 +19,7 @@ pub mod chunker;
 pub mod compress;
 pub mod conditions;
 pub mod crypto;
+pub mod damage;
 pub mod id;
 pub mod index;
 pub mod job;

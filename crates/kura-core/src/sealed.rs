@@ -26,6 +26,8 @@ pub enum FileKind {
     Index = 2,
     /// A [`crate::job::Job`] (a backup log entry).
     Job = 3,
+    /// A [`crate::damage::Damage`] record.
+    Damage = 4,
 }
 
 /// Seals `plain` as a file of `kind` under `device`'s key; returns its bytes and id.

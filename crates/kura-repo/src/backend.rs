@@ -25,11 +25,13 @@ pub enum FileType {
     Lock,
     /// The backup log: one sealed [`kura_core::job::Job`] per job, named by the job id.
     Log,
+    /// What checks found damaged: sealed [`kura_core::damage::Damage`] records.
+    Damage,
 }
 
 impl FileType {
     /// Every kind of stored file.
-    pub const ALL: [FileType; 8] = [
+    pub const ALL: [FileType; 9] = [
         FileType::Config,
         FileType::Key,
         FileType::Device,
@@ -38,16 +40,18 @@ impl FileType {
         FileType::Pack,
         FileType::Lock,
         FileType::Log,
+        FileType::Damage,
     ];
 
     /// The kinds kept each in one flat directory named after the kind.
-    const FLAT: [FileType; 6] = [
+    const FLAT: [FileType; 7] = [
         FileType::Key,
         FileType::Device,
         FileType::Snapshot,
         FileType::Index,
         FileType::Lock,
         FileType::Log,
+        FileType::Damage,
     ];
 
     /// The kind's name: its directory in a repository (packs are spread below theirs, the
@@ -62,6 +66,7 @@ impl FileType {
             FileType::Pack => "data",
             FileType::Lock => "locks",
             FileType::Log => "logs",
+            FileType::Damage => "damage",
         }
     }
 
@@ -289,8 +294,8 @@ impl Backend for LocalDir {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError> {
         let p = self.path(t, name);
         let dir = p.parent().unwrap_or(&self.root);
-        // Repositories made before the log existed have no directory for it.
-        if matches!(t, FileType::Pack | FileType::Log) {
+        // Repositories made before the log or damage records existed have no directory for them.
+        if matches!(t, FileType::Pack | FileType::Log | FileType::Damage) {
             fs::create_dir_all(dir).map_err(|e| BackendError::io("create", dir, e))?;
         }
         let tmp = dir.join(format!(

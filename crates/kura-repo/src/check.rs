@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kura_core::Id;
+use kura_core::damage::Damage;
 use kura_core::pack;
 use kura_core::tree::NodeKind;
 use serde::Serialize;
@@ -32,6 +33,9 @@ pub struct CheckReport {
     pub errors: Vec<String>,
     /// Harmless findings (unindexed packs from an interrupted backup).
     pub warnings: Vec<String>,
+    /// The blobs that failed their check and the packs that are missing, to be recorded
+    /// ([`Repository::record_damage`]) so that backups store them again.
+    pub damage: Damage,
 }
 
 /// Receives progress of the data pass: called once per pack with its size.
@@ -92,6 +96,7 @@ pub fn check(
             report
                 .errors
                 .push(format!("pack {name} is indexed but missing"));
+            report.damage.packs.insert(p.id);
             continue;
         }
         match repo.read_pack_header(&name) {
@@ -178,50 +183,71 @@ pub fn check(
             packs.iter().map(|p| stored[&p.id.to_hex()]).sum(),
         );
         let next = AtomicUsize::new(0);
-        let found: Mutex<(usize, Vec<String>)> = Mutex::new((0, Vec::new()));
+        let found: Mutex<(usize, Vec<String>, Damage)> =
+            Mutex::new((0, Vec::new(), Damage::default()));
         std::thread::scope(|s| {
             for _ in 0..threads.max(1) {
                 s.spawn(|| {
                     while let Some(p) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let (blobs, errs) = read_pack(repo, &index, p);
+                        let read = read_pack(repo, &index, p);
                         progress.pack(stored[&p.id.to_hex()]);
                         let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
-                        f.0 += blobs;
-                        f.1.extend(errs);
+                        f.0 += read.ok;
+                        f.1.extend(read.errors);
+                        f.2.merge(read.damage);
                     }
                 });
             }
         });
-        let (blobs, errs) = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        let (blobs, errs, damage) = found.into_inner().unwrap_or_else(|e| e.into_inner());
         report.blobs_read = blobs;
         report.errors.extend(errs);
+        report.damage.merge(damage);
     }
     report.errors.sort();
     Ok(report)
+}
+
+/// What reading one pack found.
+#[derive(Default)]
+struct PackRead {
+    /// Blobs that checked out.
+    ok: usize,
+    errors: Vec<String>,
+    damage: Damage,
+}
+
+impl PackRead {
+    fn failed(error: String) -> PackRead {
+        PackRead {
+            errors: vec![error],
+            ..PackRead::default()
+        }
+    }
 }
 
 fn read_pack(
     repo: &Repository,
     index: &MasterIndex,
     p: &kura_core::index::IndexedPack,
-) -> (usize, Vec<String>) {
+) -> PackRead {
     let name = p.id.to_hex();
     match repo.backend().size(FileType::Pack, &name) {
         Ok(size) if size > pack::MAX_SIZE => {
-            return (
-                0,
-                vec![format!(
-                    "pack {name}: {size} bytes is larger than any pack (not read)"
-                )],
-            );
+            let mut read = PackRead::failed(format!(
+                "pack {name}: {size} bytes is larger than any pack (not read)"
+            ));
+            read.damage.packs.insert(p.id);
+            return read;
         }
         Ok(_) => {}
-        Err(e) => return (0, vec![e.to_string()]),
+        Err(e) => return PackRead::failed(e.to_string()),
     }
     let bytes = match repo.backend().read(FileType::Pack, &name) {
         Ok(b) => b,
-        Err(e) => return (0, vec![e.to_string()]),
+        Err(e) => return PackRead::failed(e.to_string()),
     };
+    let mut damage = Damage::default();
     let mut errors = Vec::new();
     if Id::of_bytes(&bytes) != p.id {
         errors.push(format!(
@@ -236,11 +262,15 @@ fn read_pack(
                 "pack {name}: blob {} lies past the end (truncated)",
                 e.id.short()
             ));
+            damage.blobs.insert((p.id, e.id));
             continue;
         };
         match repo.open_blob(&name, &p.id, e, sealed, index) {
             Ok(_) => ok += 1,
-            Err(err) => errors.push(err.to_string()),
+            Err(err) => {
+                errors.push(err.to_string());
+                damage.blobs.insert((p.id, e.id));
+            }
         }
     }
     if let Err(e) =
@@ -248,7 +278,7 @@ fn read_pack(
     {
         errors.push(e.to_string());
     }
-    (ok, errors)
+    PackRead { ok, errors, damage }
 }
 
 /// Every blob the given snapshots' trees need (trees and data), walking each tree once.

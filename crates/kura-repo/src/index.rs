@@ -80,6 +80,25 @@ impl MasterIndex {
         }
     }
 
+    /// Leaves out blobs a check found damaged, each in the pack it was found in (the same
+    /// blob in another pack still counts), and packs found missing.
+    pub fn forget_damage(&mut self, damage: &kura_core::damage::Damage) {
+        if !damage.packs.is_empty() {
+            self.forget_packs(&damage.packs.iter().copied().collect());
+        }
+        if damage.blobs.is_empty() {
+            return;
+        }
+        self.blobs.clear();
+        for (p, pack) in self.packs.iter().enumerate() {
+            for (i, e) in pack.entries.iter().enumerate() {
+                if !damage.blobs.contains(&(pack.id, e.id)) {
+                    self.blobs.entry(e.id).or_insert((p as u32, i as u32));
+                }
+            }
+        }
+    }
+
     /// Records a baseline-only blob.
     pub fn add_external(&mut self, x: External) {
         self.external.insert(x.id, x);

@@ -9,6 +9,7 @@ pub mod lock;
 pub mod provider;
 pub mod prune;
 pub mod remote;
+pub mod repair;
 pub mod repo;
 pub mod saver;
 pub mod transfer;

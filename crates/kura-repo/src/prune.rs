@@ -41,7 +41,7 @@ pub struct PruneReport {
 
 /// Prunes the repository, sealing the new index with `device`'s key.
 pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
-    let key = repo.require_device(device)?.clone();
+    repo.require_device(device)?;
     let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
     let index = repo.load_index()?;
     let snapshots = repo.load_snapshots()?;
@@ -124,80 +124,25 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         return Ok(report);
     }
 
-    // 1. New packs with the live blobs of partly used packs.
-    let mut builders: HashMap<DeviceId, PackBuilder> = HashMap::new();
-    let mut written: Vec<IndexedPack> = Vec::new();
-    let mut new_bytes = 0u64;
-    let mut flush = |b: PackBuilder, dev: DeviceId, written: &mut Vec<IndexedPack>| -> Result<()> {
-        let dkey = repo.require_device(dev)?;
-        let (bytes, id, entries) = b.finish(dkey);
-        repo.backend().write(FileType::Pack, &id.to_hex(), &bytes)?;
-        new_bytes += bytes.len() as u64;
-        written.push(IndexedPack {
-            id,
-            device: dev,
-            entries,
-        });
-        Ok(())
-    };
-    for (p, live) in &repack {
-        let name = p.id.to_hex();
-        if stored[&name] > pack::MAX_SIZE {
-            return Err(crate::corrupt("pack", &name)(
-                kura_core::FormatError::invalid("pack", "larger than any pack"),
-            ));
-        }
-        let bytes = repo.backend().read(FileType::Pack, &name)?;
-        for &i in live {
-            let e = &p.entries[i];
-            let sealed = bytes
-                .get(e.offset as usize..e.offset as usize + e.length as usize)
-                .ok_or_else(|| {
-                    crate::corrupt("pack", &name)(kura_core::FormatError::Truncated("pack"))
-                })?;
-            // Never carry damage forward: a blob that does not authenticate stops prune.
-            repo.open_blob(&name, &p.id, e, sealed, &index)?;
-            let b = builders
-                .entry(p.device)
-                .or_insert_with(|| PackBuilder::new(p.device));
-            b.push(e.kind, e.id, e.compression, e.raw_length, sealed);
-            if b.len() >= pack::TARGET_SIZE {
-                let full = std::mem::replace(b, PackBuilder::new(p.device));
-                flush(full, p.device, &mut written)?;
-            }
-        }
-    }
-    for (dev, b) in builders {
-        if !b.is_empty() {
-            flush(b, dev, &mut written)?;
-        }
-    }
-    // 2. One new index of everything that stays.
+    let removed: u64 = remove
+        .iter()
+        .chain(repack.iter().map(|(p, _)| &p.id))
+        .map(size_of)
+        .sum::<u64>()
+        + orphans.iter().map(|n| stored[n]).sum::<u64>();
     let external = index
         .externals()
         .filter(|x| used.contains(&x.id))
         .copied()
         .collect();
-    let mut packs = keep;
-    packs.extend(written);
-    let new_index = IndexFile { packs, external };
-    let (sealed, id) = kura_core::sealed::seal_file(
-        &key,
-        device,
-        kura_core::sealed::FileKind::Index,
-        &new_index.encode(),
-    );
-    let new_name = id.to_hex();
-    repo.backend().write(FileType::Index, &new_name, &sealed)?;
-    // 3. Old index files, 4. old packs.
-    for name in index.files() {
-        if *name != new_name {
-            repo.backend().remove(FileType::Index, name)?;
-        }
-    }
-    for id in remove.iter().chain(repack.iter().map(|(p, _)| &p.id)) {
-        repo.backend().remove(FileType::Pack, &id.to_hex())?;
-    }
+    let rewrite = Rewrite {
+        keep,
+        repack,
+        remove,
+        external,
+        salvage: false,
+    };
+    let new_bytes = rewrite.apply(repo, &index, device)?.new_bytes;
     for name in &orphans {
         repo.backend().remove(FileType::Pack, name)?;
     }
@@ -205,13 +150,141 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     report.partials_deleted = repo
         .backend()
         .remove_stale_partials(std::time::Duration::from_secs(3600))?;
-    let removed: u64 = remove
-        .iter()
-        .chain(repack.iter().map(|(p, _)| &p.id))
-        .map(size_of)
-        .sum::<u64>()
-        + orphans.iter().map(|n| stored[n]).sum::<u64>();
     report.bytes_freed = removed.saturating_sub(new_bytes);
     report.bytes_after = before + new_bytes - removed;
     Ok(report)
+}
+
+/// A new index and packs for the repository: packs kept as they are, packs rewritten with
+/// only some of their blobs, packs dropped. Written in the order that keeps the repository
+/// consistent if the process is killed at any point: new packs, the new index, old index
+/// files, old packs.
+pub(crate) struct Rewrite<'a> {
+    /// Packs that stay as they are.
+    pub keep: Vec<IndexedPack>,
+    /// Packs rewritten with the blobs at these positions of their entries.
+    pub repack: Vec<(&'a IndexedPack, Vec<usize>)>,
+    /// Packs deleted whole.
+    pub remove: Vec<Id>,
+    /// Baseline-only blobs the new index keeps.
+    pub external: Vec<kura_core::index::External>,
+    /// Whether a blob that does not authenticate is left out (repair) rather than stopping
+    /// the rewrite (prune: damage is never carried forward, nor dropped unasked).
+    pub salvage: bool,
+}
+
+/// What a [`Rewrite`] did.
+pub(crate) struct Rewritten {
+    /// Bytes of the new packs.
+    pub new_bytes: u64,
+    /// Blobs left out because they did not authenticate: (pack, blob).
+    pub left_out: Vec<(Id, Id)>,
+    /// Blobs copied into new packs.
+    pub copied: usize,
+}
+
+impl Rewrite<'_> {
+    /// Writes it all, sealing the new index with `device`'s key.
+    pub fn apply(
+        self,
+        repo: &Repository,
+        index: &crate::MasterIndex,
+        device: DeviceId,
+    ) -> Result<Rewritten> {
+        let key = repo.require_device(device)?.clone();
+        let stored = repo.stored_packs()?;
+        let mut out = Rewritten {
+            new_bytes: 0,
+            left_out: Vec::new(),
+            copied: 0,
+        };
+        // 1. New packs with the blobs kept of rewritten packs.
+        let mut builders: HashMap<DeviceId, PackBuilder> = HashMap::new();
+        let mut written: Vec<IndexedPack> = Vec::new();
+        let mut flush = |b: PackBuilder, dev: DeviceId, out: &mut Rewritten| -> Result<()> {
+            let dkey = repo.require_device(dev)?;
+            let (bytes, id, entries) = b.finish(dkey);
+            repo.backend().write(FileType::Pack, &id.to_hex(), &bytes)?;
+            out.new_bytes += bytes.len() as u64;
+            written.push(IndexedPack {
+                id,
+                device: dev,
+                entries,
+            });
+            Ok(())
+        };
+        for (p, live) in &self.repack {
+            let name = p.id.to_hex();
+            if stored.get(&name).copied().unwrap_or(0) > pack::MAX_SIZE {
+                return Err(crate::corrupt("pack", &name)(
+                    kura_core::FormatError::invalid("pack", "larger than any pack"),
+                ));
+            }
+            let bytes = repo.backend().read(FileType::Pack, &name)?;
+            for &i in live {
+                let e = &p.entries[i];
+                let sealed = bytes.get(e.offset as usize..e.offset as usize + e.length as usize);
+                let opened = match sealed {
+                    Some(s) => repo.open_blob(&name, &p.id, e, s, index).map(|_| s),
+                    None => Err(crate::corrupt("pack", &name)(
+                        kura_core::FormatError::Truncated("pack"),
+                    )),
+                };
+                let sealed = match opened {
+                    Ok(s) => s,
+                    Err(_) if self.salvage => {
+                        out.left_out.push((p.id, e.id));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                let b = builders
+                    .entry(p.device)
+                    .or_insert_with(|| PackBuilder::new(p.device));
+                b.push(e.kind, e.id, e.compression, e.raw_length, sealed);
+                out.copied += 1;
+                if b.len() >= pack::TARGET_SIZE {
+                    let full = std::mem::replace(b, PackBuilder::new(p.device));
+                    flush(full, p.device, &mut out)?;
+                }
+            }
+        }
+        for (dev, b) in builders {
+            if !b.is_empty() {
+                flush(b, dev, &mut out)?;
+            }
+        }
+        // 2. One new index of everything that stays.
+        let mut packs = self.keep;
+        packs.extend(written);
+        let new_index = IndexFile {
+            packs,
+            external: self.external,
+        };
+        let (sealed, id) = kura_core::sealed::seal_file(
+            &key,
+            device,
+            kura_core::sealed::FileKind::Index,
+            &new_index.encode(),
+        );
+        let new_name = id.to_hex();
+        repo.backend().write(FileType::Index, &new_name, &sealed)?;
+        // 3. Old index files, 4. old packs.
+        for name in index.files() {
+            if *name != new_name {
+                repo.backend().remove(FileType::Index, name)?;
+            }
+        }
+        for id in self
+            .remove
+            .iter()
+            .chain(self.repack.iter().map(|(p, _)| &p.id))
+        {
+            match repo.backend().remove(FileType::Pack, &id.to_hex()) {
+                Ok(()) | Err(crate::BackendError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kura_core::chunker::{Chunker, ChunkerParams};
 use kura_core::crypto::Key;
+use kura_core::damage::Damage;
 use kura_core::index::IndexFile;
 use kura_core::job::Job;
 use kura_core::keys::{BlobKey, CommonKey, DeviceId, KdfParams, KeyFile, RecoveryCode};
@@ -526,7 +527,42 @@ impl Repository {
             index.add_file(name, file);
         }
         index.forget_packs(&lost.packs);
+        index.forget_damage(&self.damage()?.0);
         Ok(index)
+    }
+
+    /// Records what a check found damaged (what earlier records lack), sealed with `device`'s
+    /// key; returns whether there was anything new.
+    pub fn record_damage(&self, device: DeviceId, found: &Damage) -> Result<bool> {
+        let new = found.beyond(&self.damage()?.0);
+        if new.is_empty() {
+            return Ok(false);
+        }
+        self.write_sealed(device, FileKind::Damage, FileType::Damage, &new.encode())?;
+        Ok(true)
+    }
+
+    /// What checks have recorded as damaged, from every record that can be read, and the
+    /// errors of those that cannot (one damaged record hides only what it said).
+    pub fn damage(&self) -> Result<(Damage, Vec<RepoError>)> {
+        let mut all = Damage::default();
+        let mut unreadable = Vec::new();
+        for name in self.backend.list(FileType::Damage)? {
+            let record = self
+                .backend
+                .read(FileType::Damage, &name)
+                .map_err(RepoError::from)
+                .and_then(|bytes| {
+                    let plain = self.open_sealed(FileKind::Damage, &name, &bytes)?;
+                    Damage::decode(&plain).map_err(corrupt("damage record", &name))
+                });
+            match record {
+                Ok(d) => all.merge(d),
+                Err(e) if e.is_damage() => unreadable.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((all, unreadable))
     }
 
     /// What the storage provider has no good copy of any more.
@@ -569,6 +605,7 @@ impl Repository {
             FileKind::Snapshot => "snapshot",
             FileKind::Index => "index file",
             FileKind::Job => "backup log entry",
+            FileKind::Damage => "damage record",
         };
         // Log entries are named by their job and rewritten as it goes; the rest by contents.
         if kind != FileKind::Job && Id::of_bytes(bytes).to_hex() != name {

@@ -10,8 +10,8 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, restore,
-    schedule, serve, snapshots,
+    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, repair,
+    restore, schedule, serve, snapshots,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -62,6 +62,9 @@ enum Command {
     Prune(forget::PruneArgs),
     /// Verify the repository's structure; with --read-data, every byte.
     Check(check::CheckArgs),
+    /// Deal with what `check --read-data` found damaged: salvage damaged packs.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Devices of the repository: list, add this machine, rename, remove a lost one.
     #[command(subcommand)]
     Device(device::DeviceCommand),
@@ -133,7 +136,9 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Repository",
-        &["init", "check", "forget", "prune", "device", "key"],
+        &[
+            "init", "check", "repair", "forget", "prune", "device", "key",
+        ],
     ),
     (
         "Service member",
@@ -261,6 +266,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Prune(a) => forget::prune(ctx, a),
         Command::Check(a) => check::check(ctx, a),
+        Command::Repair(c) => repair::repair(ctx, c),
         Command::Device(c) => device::device(ctx, c),
         Command::Key(c) => key::key(ctx, c),
         Command::Jobs { action } => jobs::jobs(ctx, action),

@@ -590,7 +590,7 @@ impl Storage {
             FileType::Config | FileType::Key | FileType::Device => {
                 s.object_names(user, FileType::Snapshot.name())
             }
-            FileType::Index | FileType::Log | FileType::Lock => Ok(Vec::new()),
+            FileType::Index | FileType::Log | FileType::Lock | FileType::Damage => Ok(Vec::new()),
         })
         .await
     }

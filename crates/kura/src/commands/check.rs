@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use clap::Args;
+use kura_core::damage::Damage;
+use kura_repo::Repository;
 
 use crate::ctx::Ctx;
 use crate::output::{Partial, count};
@@ -15,6 +17,32 @@ pub struct CheckArgs {
     pub read_data: bool,
 }
 
+/// Records what the check found damaged, so backups store those blobs again; says what was
+/// done, if there was anything to record.
+fn record(ctx: &Ctx, repo: &Repository, damage: &Damage) -> Result<Option<String>> {
+    if damage.is_empty() {
+        return Ok(None);
+    }
+    let what = format!(
+        "{} and {}",
+        count(damage.blobs.len() as u64, "damaged blob"),
+        count(damage.packs.len() as u64, "missing pack")
+    );
+    let Ok((_, device)) = ctx.this_device(repo) else {
+        return Ok(Some(format!(
+            "{what} not recorded: this machine is not a device of the repository (run `kura check --read-data` on one, so that its backups store them again)"
+        )));
+    };
+    let said = if repo.record_damage(device, damage)? {
+        "recorded"
+    } else {
+        "already recorded"
+    };
+    Ok(Some(format!(
+        "{what} {said}: no backup builds on them; run `kura repair packs`, then back up to store again what the sources still have"
+    )))
+}
+
 /// `kura check`.
 pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let repo = ctx.open()?;
@@ -22,12 +50,16 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let r = kura_repo::check::check(&repo, a.read_data, ctx.threads(), &bar);
     bar.finish();
     let r = r?;
+    let recorded = record(ctx, &repo, &r.damage)?;
     if !ctx.out.json {
         for w in &r.warnings {
             eprintln!("warning: {w}");
         }
         for e in &r.errors {
             eprintln!("error: {e}");
+        }
+        if let Some(said) = &recorded {
+            eprintln!("{said}");
         }
     }
     ctx.out.emit(&r, || {

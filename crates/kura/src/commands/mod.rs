@@ -12,6 +12,7 @@ pub mod forget;
 pub mod init;
 pub mod jobs;
 pub mod key;
+pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod serve;

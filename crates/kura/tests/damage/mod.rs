@@ -124,6 +124,13 @@ fn a_damaged_listing_costs_only_the_directory_under_it() {
         "{}",
         stderr(&out)
     );
+    // Checked, repaired and backed up again, the latest snapshot has `lose/` back.
+    assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
+    env.ok(&["repair", "packs"]);
+    env.backup(&[src.to_str().unwrap()]);
+    let t = env.path("again");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
 }
 
 #[test]
@@ -153,4 +160,64 @@ fn a_listing_the_service_lost_costs_only_the_directory_under_it() {
     let (code, _) = alice.svc.admin_json_code(&["verify"]);
     assert_eq!(code, 3);
     restore_goes_past_the_lost_listing(|a| alice.run(a), &alice.path("r"), &src);
+}
+
+#[test]
+fn a_backup_after_a_check_stores_damaged_data_again_and_heals_every_snapshot() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 12, 5);
+    fs::write(src.join("big"), noise(3_000_000, 6)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("later"), b"a second snapshot").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let mut packs = files_under(&env.repo.join("data"));
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    spoil_every_blob(packs.last().unwrap());
+    // Before a check, a backup cannot know: its cache says the files are unchanged.
+    let out = env.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("damaged blob"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("recorded"), "{}", stderr(&out));
+    // A second check records nothing new.
+    let again = env.run(&["check", "--read-data"]);
+    assert!(
+        stderr(&again).contains("already recorded"),
+        "{}",
+        stderr(&again)
+    );
+    let healed = env.backup(&[src.to_str().unwrap()]);
+    assert!(
+        healed["summary"]["data_added"].as_u64().unwrap() >= 3_000_000,
+        "the damaged data is stored again: {healed}"
+    );
+    // Every snapshot, the ones made before the damage too, restores whole.
+    for (i, s) in env.snapshots().iter().enumerate() {
+        let t = env.path(&format!("r{i}"));
+        env.ok(&[
+            "restore",
+            s["id"].as_str().unwrap(),
+            "--target",
+            t.to_str().unwrap(),
+        ]);
+        let got = restored(&t, &src);
+        assert_eq!(
+            fs::read(got.join("big")).unwrap(),
+            fs::read(src.join("big")).unwrap()
+        );
+    }
+    // The damaged pack is still there until repaired; then a check finds nothing.
+    assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
+    let dry = env.json(&["repair", "packs", "--dry-run"]);
+    assert_eq!(dry["packs_salvaged"], 1, "{dry}");
+    assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
+    let done = env.json(&["repair", "packs"]);
+    assert_eq!(done["packs_salvaged"], 1, "{done}");
+    assert!(done["blobs_dropped"].as_u64().unwrap() >= 1, "{done}");
+    env.ok(&["check", "--read-data"]);
+    assert!(files_under(&env.repo.join("damage")).is_empty());
+    let t = env.path("after-repair");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
 }
