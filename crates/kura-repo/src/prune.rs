@@ -44,7 +44,20 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     repo.require_device(device)?;
     let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
     let index = repo.load_index()?;
-    let snapshots = repo.load_snapshots()?;
+    let (snapshots, damaged) = repo.readable_snapshots()?;
+    // What a snapshot that cannot be read needs is unknown: deleting anything could lose it.
+    if let Some(e) = damaged.first() {
+        return Err(crate::RepoError::Corrupt {
+            what: "repository",
+            name: repo.backend().location(),
+            source: kura_core::FormatError::invalid(
+                "repository",
+                format!(
+                    "{e}; prune cannot tell what that snapshot needs: remove it with `kura forget ID` (its file name) first"
+                ),
+            ),
+        });
+    }
     let used = used_blobs(repo, &index, snapshots.iter().flat_map(|(_, s)| s.trees()))?;
     let stored = repo.stored_packs()?;
 

@@ -754,6 +754,16 @@ impl Repository {
                 .rfind(|(_, s)| considered(s))
                 .ok_or_else(|| RepoError::NoSnapshot(spec.into()));
         }
+        let found = self.load_snapshot(&self.snapshot_file(spec)?)?;
+        match considered(&found.1) {
+            true => Ok(found),
+            false => Err(RepoError::NoSnapshot(spec.into())),
+        }
+    }
+
+    /// The name of the one snapshot file whose name starts with `spec`, without reading it
+    /// (a damaged one can be named too).
+    pub fn snapshot_file(&self, spec: &str) -> Result<String> {
         let spec_lc = spec.to_ascii_lowercase();
         let matches: Vec<String> = self
             .backend
@@ -761,16 +771,16 @@ impl Repository {
             .into_iter()
             .filter(|n| !spec_lc.is_empty() && n.starts_with(&spec_lc))
             .collect();
-        match matches.as_slice() {
-            [one] => self
-                .load_snapshot(one)
-                .and_then(|found| match considered(&found.1) {
-                    true => Ok(found),
-                    false => Err(RepoError::NoSnapshot(spec.into())),
-                }),
-            [] => Err(RepoError::NoSnapshot(spec.into())),
-            _ => Err(RepoError::AmbiguousSnapshot(spec.into())),
+        match <[String; 1]>::try_from(matches) {
+            Ok([one]) => Ok(one),
+            Err(m) if m.is_empty() => Err(RepoError::NoSnapshot(spec.into())),
+            Err(_) => Err(RepoError::AmbiguousSnapshot(spec.into())),
         }
+    }
+
+    /// Removes a snapshot file by name, readable or not.
+    pub fn remove_snapshot_file(&self, name: &str) -> Result<()> {
+        Ok(self.backend.remove(FileType::Snapshot, name)?)
     }
 
     /// Removes a snapshot.

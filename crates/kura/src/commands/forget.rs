@@ -7,7 +7,7 @@ use kura_repo::lock::RepoLock;
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::output::{human, lines};
+use crate::output::{Partial, count, human, lines};
 
 /// Options of `kura forget`.
 #[derive(Args)]
@@ -68,16 +68,25 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
     let repo = ctx.open()?;
     let lock = RepoLock::acquire(repo.backend().clone(), true)?;
     let considered = a.select.considered(&repo)?;
+    // Snapshot files that cannot be read: named ones are removed by name, the others left.
+    let mut damaged_named = Vec::new();
+    let mut left = Vec::new();
     let plan = if policy.is_empty() {
         let mut plan = policy::ForgetPlan::default();
         for spec in &a.snapshots {
-            plan.remove
-                .push(repo.find_snapshot_where(spec, &considered)?);
+            match repo.find_snapshot_where(spec, &considered) {
+                Ok(found) => plan.remove.push(found),
+                Err(e) if e.is_damage() && spec != "latest" => {
+                    damaged_named.push(repo.snapshot_file(spec)?);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         plan
     } else {
         let tz = jiff::tz::TimeZone::system();
-        let mut all = repo.load_snapshots()?;
+        let (mut all, damaged) = repo.readable_snapshots()?;
+        left = damaged;
         all.retain(|(_, s)| considered(s));
         policy::forget_plan(&policy, all, &tz)
     };
@@ -85,12 +94,19 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         for (id, _) in &plan.remove {
             repo.remove_snapshot(id)?;
         }
+        for name in &damaged_named {
+            repo.remove_snapshot_file(name)?;
+        }
     }
     drop(lock);
+    for e in &left {
+        eprintln!("warning: {e}; left as it is (remove it with `kura forget ID`)");
+    }
     ctx.out.emit(
         &json!({
             "dry_run": a.dry_run,
             "removed": plan.remove.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
+            "removed_damaged": damaged_named,
             "kept": plan.keep.iter().map(|(id, _, r)| json!({"id": id, "reasons": r})).collect::<Vec<_>>(),
         }),
         || {
@@ -112,9 +128,23 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
                     s.paths.join(" ")
                 )
             });
-            lines(kept.chain(removed))
+            let damaged = damaged_named.iter().map(|name| {
+                format!(
+                    "{} {}  (a damaged snapshot file)",
+                    if a.dry_run { "would remove" } else { "remove" },
+                    &name[..name.len().min(8)]
+                )
+            });
+            lines(kept.chain(removed).chain(damaged))
         },
     );
+    if !left.is_empty() {
+        return Err(Partial(format!(
+            "{} could not be read and were left",
+            count(left.len() as u64, "snapshot file")
+        ))
+        .into());
+    }
     if a.prune && !a.dry_run {
         return prune(ctx, PruneArgs { dry_run: false });
     }

@@ -221,3 +221,37 @@ fn a_backup_after_a_check_stores_damaged_data_again_and_heals_every_snapshot() {
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(contents(&restored(&t, &src)), contents(&src));
 }
+
+#[test]
+fn a_damaged_snapshot_file_is_forgotten_by_id_and_blocks_nothing_else() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 6, 7);
+    for i in 0..3 {
+        fs::write(src.join("changing"), format!("generation {i}")).unwrap();
+        env.backup(&[src.to_str().unwrap()]);
+    }
+    let ids: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let file = |id: &str| env.repo.join("snapshots").join(id);
+    fs::copy(file(&ids[0]), file(&ids[1])).unwrap();
+    // The policy goes on over the snapshots it can read and leaves the damaged one.
+    let out = env.run(&["forget", "--keep-last", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("left as it is"), "{}", stderr(&out));
+    assert!(!file(&ids[0]).exists() && file(&ids[1]).exists() && file(&ids[2]).exists());
+    // Prune cannot know what the damaged one needs, and says what to do.
+    let out = env.run(&["prune"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("kura forget"), "{}", stderr(&out));
+    // Forgotten by its id, it is gone; prune and check are clean.
+    let out = env.json(&["forget", &ids[1]]);
+    assert_eq!(out["removed_damaged"][0], ids[1].as_str(), "{out}");
+    assert!(!file(&ids[1]).exists());
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+}
