@@ -74,6 +74,9 @@ pub struct DeviceRecord {
     pub removed: Option<jiff::Timestamp>,
 }
 
+/// The key files that parse, by name, and the names of those that do not.
+type KeyFiles = (Vec<(String, KeyFile)>, Vec<String>);
+
 /// Snapshots that could be read (oldest first), and why the others could not.
 pub type Readable = (Vec<(Id, Snapshot)>, Vec<RepoError>);
 
@@ -176,6 +179,14 @@ impl Repository {
     pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
         let (common, by) = Self::unlock(backend.as_ref(), &config, credential)?;
+        // Only an authenticated version counts: anyone could write a larger number.
+        if config.version > FORMAT_VERSION {
+            return Err(RepoError::NewerFormat {
+                location: backend.location(),
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
         let mut repo = Repository::unlocked(backend, config, common);
         repo.unlocked_by = Some(by);
         repo.load_devices()?;
@@ -193,8 +204,9 @@ impl Repository {
         }
     }
 
-    /// Reads and checks the config without unlocking anything. (Its MAC is checked once the
-    /// common key is known.)
+    /// Reads and checks the config without unlocking anything. Its MAC is checked once the
+    /// common key is known, and so is a version newer than this build's (only a config that
+    /// does not parse at all is called newer unchecked: there is nothing else to go on).
     pub fn read_config(backend: &dyn Backend) -> Result<Config> {
         let bytes = match backend.read(FileType::Config, "config") {
             Ok(b) => b,
@@ -208,16 +220,21 @@ impl Repository {
         let v: VersionOnly = serde_json::from_slice(&bytes).map_err(|e| {
             corrupt("config", "config")(kura_core::FormatError::invalid("json", e.to_string()))
         })?;
-        if v.version > FORMAT_VERSION {
-            return Err(RepoError::NewerFormat {
-                location: backend.location(),
-                found: v.version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let config: Config = serde_json::from_slice(&bytes).map_err(|e| {
-            corrupt("config", "config")(kura_core::FormatError::invalid("json", e.to_string()))
-        })?;
+        let config: Config = match serde_json::from_slice(&bytes) {
+            Ok(c) => c,
+            Err(_) if v.version > FORMAT_VERSION => {
+                return Err(RepoError::NewerFormat {
+                    location: backend.location(),
+                    found: v.version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Err(e) => {
+                return Err(corrupt("config", "config")(
+                    kura_core::FormatError::invalid("json", e.to_string()),
+                ));
+            }
+        };
         let id_ok = config.id.len() == 32
             && config
                 .id
@@ -234,16 +251,19 @@ impl Repository {
         Ok(config)
     }
 
-    /// Every key file, by name; one that cannot be parsed is left out (it opens nothing).
-    fn key_files(backend: &dyn Backend) -> Result<Vec<(String, KeyFile)>> {
+    /// Every key file that parses, by name; the names of those that do not (they open
+    /// nothing, but a user whose passphrase was theirs must be told).
+    fn key_files(backend: &dyn Backend) -> Result<KeyFiles> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for name in backend.list(FileType::Key)? {
             let bytes = backend.read(FileType::Key, &name)?;
-            if let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) {
-                out.push((name, kf));
+            match serde_json::from_slice::<KeyFile>(&bytes) {
+                Ok(kf) => out.push((name, kf)),
+                Err(_) => damaged.push(name),
             }
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Tries every key file of the credential's kind; only a common key that authenticates the
@@ -258,7 +278,8 @@ impl Repository {
             Credential::Passphrase(_) => None,
         };
         let mut unlocked_other = false;
-        for (name, kf) in Self::key_files(backend)? {
+        let (files, damaged) = Self::key_files(backend)?;
+        for (name, kf) in files {
             let opened = match (credential, &code) {
                 (Credential::Passphrase(p), _) if !kf.is_recovery() => kf.unlock(p),
                 (_, Some(code)) if kf.is_recovery() => kf.unlock_recovery(code),
@@ -271,12 +292,35 @@ impl Repository {
                 unlocked_other = true;
             }
         }
+        if unlocked_other && config.version > FORMAT_VERSION {
+            return Err(corrupt("config", "config")(
+                kura_core::FormatError::invalid(
+                    "repository config",
+                    format!(
+                        "it says format {}, newer than this kura's {FORMAT_VERSION}, but its tag does not check: upgrade kura if a newer one made it; otherwise it was changed by someone without the key",
+                        config.version
+                    ),
+                ),
+            ));
+        }
         if unlocked_other {
             return Err(corrupt("config", "config")(
                 kura_core::FormatError::Authentication(
                     "repository config (changed by someone without the key, or left from another repository)",
                 ),
             ));
+        }
+        if let Some(name) = damaged.first() {
+            let other = match code {
+                Some(_) => "a passphrase",
+                None => "the recovery code (--recovery-code-file or KURA_RECOVERY_CODE)",
+            };
+            return Err(corrupt("key file", name)(kura_core::FormatError::invalid(
+                "key file",
+                format!(
+                    "it does not parse, and no other key file opens with this credential: if it was this one's, open the repository with {other} and add a new one"
+                ),
+            )));
         }
         Err(match code {
             Some(_) => kura_core::keys::KeyError::WrongRecoveryCode,
@@ -289,6 +333,7 @@ impl Repository {
     pub fn keys(&self) -> Result<Vec<KeyEntry>> {
         let in_use = self.unlocked_by.as_ref().map(|(n, _)| n.as_str());
         Ok(Self::key_files(self.backend.as_ref())?
+            .0
             .into_iter()
             .map(|(name, kf)| KeyEntry {
                 kind: if kf.is_recovery() {
@@ -317,6 +362,7 @@ impl Repository {
         let old: Vec<String> = match &self.unlocked_by {
             Some((name, true)) => vec![name.clone()],
             _ => Self::key_files(self.backend.as_ref())?
+                .0
                 .into_iter()
                 .filter(|(name, kf)| !kf.is_recovery() && *name != new)
                 .map(|(name, _)| name)
@@ -332,6 +378,7 @@ impl Repository {
     /// Issues a new recovery code and retires every other: returns the code, to show once.
     pub fn replace_recovery_code(&mut self, host: &str) -> Result<String> {
         let old: Vec<String> = Self::key_files(self.backend.as_ref())?
+            .0
             .into_iter()
             .filter(|(_, kf)| kf.is_recovery())
             .map(|(name, _)| name)
@@ -882,5 +929,36 @@ impl Repository {
         let entries = pack::decode_header(key, &trailer, &sealed, header_start)
             .map_err(corrupt("pack", name))?;
         Ok((trailer.device, entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalDir;
+
+    #[test]
+    fn a_newer_format_is_told_only_when_its_tag_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(dir.path().join("repo")));
+        let kdf = KdfParams::insecure_for_tests();
+        let (repo, _, _) = Repository::init(backend.clone(), b"pass", kdf, "d", "h").unwrap();
+        // A newer kura's config, authenticated with the repository's key.
+        let mut newer = repo.config().clone();
+        newer.version = FORMAT_VERSION + 1;
+        newer.mac = repo.common.config_mac(&newer.canonical());
+        let json = serde_json::to_vec(&newer).unwrap();
+        backend.write(FileType::Config, "config", &json).unwrap();
+        let credential = Credential::Passphrase(b"pass".to_vec());
+        let e = Repository::open(backend.clone(), &credential)
+            .err()
+            .unwrap();
+        assert!(matches!(e, RepoError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1));
+        // The same number without the key's tag is not believed.
+        newer.mac = repo.config().mac.clone();
+        let json = serde_json::to_vec(&newer).unwrap();
+        backend.write(FileType::Config, "config", &json).unwrap();
+        let e = Repository::open(backend, &credential).err().unwrap();
+        assert!(matches!(e, RepoError::Corrupt { .. }), "{e}");
     }
 }

@@ -177,7 +177,7 @@ fn a_config_changed_without_the_key_is_refused_as_damaged() {
 }
 
 #[test]
-fn a_newer_repository_asks_for_a_newer_kura() {
+fn a_version_raised_without_the_key_is_not_trusted() {
     let (env, before) = small_repository();
     let config = fs::read_to_string(env.repo.join("config")).unwrap();
     fs::write(
@@ -185,11 +185,53 @@ fn a_newer_repository_asks_for_a_newer_kura() {
         config.replace("\"version\": 1", "\"version\": 99"),
     )
     .unwrap();
+    // Not "newer" (exit 13) on the file's word: its tag does not check.
     let out = env.run(&["snapshots"]);
-    assert_eq!(out.status.code(), Some(13));
-    assert!(stderr(&out).contains("upgrade kura"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tag does not check") && stderr(&out).contains("upgrade kura"),
+        "{}",
+        stderr(&out)
+    );
     fs::write(env.repo.join("config"), &config).unwrap();
     unchanged(&env, &before);
+}
+
+#[test]
+fn a_key_file_that_does_not_parse_is_named_not_taken_for_a_wrong_passphrase() {
+    let env = Env::new();
+    let code = env.init();
+    let keys = env.json(&["key", "list"]);
+    let passphrase = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "passphrase")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(env.repo.join("keys").join(&passphrase), noise(100, 3)).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not parse") && stderr(&out).contains(&passphrase),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    // The recovery code still opens it.
+    let out = env
+        .cmd(&["snapshots"])
+        .env_remove("KURA_PASSWORD")
+        .env("KURA_RECOVERY_CODE", &code)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// 24 files of noise, 4 MB each: a backup that writes several packs.
