@@ -57,6 +57,11 @@ pub fn check(
 ) -> Result<CheckReport> {
     let _lock = crate::lock::RepoLock::acquire(repo.backend().clone(), false)?;
     let mut report = CheckReport::default();
+    for (_, e) in repo.damaged_devices() {
+        report
+            .errors
+            .push(format!("{e} (what that device stored cannot be opened)"));
+    }
     let mut index = MasterIndex::default();
     let lost = repo.lost()?;
     for name in repo.backend().list(FileType::Index)? {

@@ -43,7 +43,20 @@ pub struct PruneReport {
 pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
     repo.require_device(device)?;
     let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
-    let index = repo.load_index()?;
+    let (index, unreadable) = repo.load_index_reporting()?;
+    // The packs an unreadable index file lists look unindexed: prune would delete them.
+    if let Some(e) = unreadable.first() {
+        return Err(crate::RepoError::Corrupt {
+            what: "repository",
+            name: repo.backend().location(),
+            source: kura_core::FormatError::invalid(
+                "repository",
+                format!(
+                    "{e}; prune refuses to run while an index file cannot be read (its packs would look unused)"
+                ),
+            ),
+        });
+    }
     let (snapshots, damaged) = repo.readable_snapshots()?;
     // What a snapshot that cannot be read needs is unknown: deleting anything could lose it.
     if let Some(e) = damaged.first() {

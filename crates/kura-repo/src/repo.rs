@@ -107,6 +107,9 @@ pub struct Repository {
     common: CommonKey,
     blob_key: BlobKey,
     devices: HashMap<DeviceId, (DeviceRecord, Key)>,
+    /// Device records that could not be read, by file name: what their devices sealed cannot
+    /// be opened, the rest of the repository can.
+    damaged_devices: Vec<(String, RepoError)>,
     /// The key file that unlocked it, and whether by passphrase (`false`: recovery code).
     unlocked_by: Option<(String, bool)>,
 }
@@ -200,6 +203,7 @@ impl Repository {
             config,
             common,
             devices: HashMap::new(),
+            damaged_devices: Vec::new(),
             unlocked_by: None,
         }
     }
@@ -409,28 +413,50 @@ impl Repository {
         Ok(code.text())
     }
 
+    /// Reads every device record; one that cannot be read is set aside (see
+    /// [`Repository::damaged_devices`]), so it costs only what its device sealed.
     fn load_devices(&mut self) -> Result<()> {
         for name in self.backend.list(FileType::Device)? {
-            let bytes = self.backend.read(FileType::Device, &name)?;
-            let rec: DeviceRecord = serde_json::from_slice(&bytes).map_err(|e| {
-                corrupt("device record", &name)(kura_core::FormatError::invalid(
-                    "json",
-                    e.to_string(),
-                ))
-            })?;
-            let wrapped = kura_core::id::unhex(&rec.wrapped_key).ok_or_else(|| {
-                corrupt("device record", &name)(kura_core::FormatError::invalid(
-                    "device record",
-                    "bad hex",
-                ))
-            })?;
-            let key = self
-                .common
-                .unwrap_device_key(rec.device, &wrapped)
-                .map_err(corrupt("device record", &name))?;
-            self.devices.insert(rec.device, (rec, key));
+            match self.read_device(&name) {
+                Ok((rec, key)) => {
+                    self.devices.insert(rec.device, (rec, key));
+                }
+                Err(e) if e.is_damage() => self.damaged_devices.push((name, e)),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    fn read_device(&self, name: &str) -> Result<(DeviceRecord, Key)> {
+        let bytes = self.backend.read(FileType::Device, name)?;
+        let rec: DeviceRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            corrupt("device record", name)(kura_core::FormatError::invalid("json", e.to_string()))
+        })?;
+        if rec.device.to_string() != name {
+            return Err(corrupt("device record", name)(
+                kura_core::FormatError::invalid(
+                    "device record",
+                    "stored under another device's name",
+                ),
+            ));
+        }
+        let wrapped = kura_core::id::unhex(&rec.wrapped_key).ok_or_else(|| {
+            corrupt("device record", name)(kura_core::FormatError::invalid(
+                "device record",
+                "bad hex",
+            ))
+        })?;
+        let key = self
+            .common
+            .unwrap_device_key(rec.device, &wrapped)
+            .map_err(corrupt("device record", name))?;
+        Ok((rec, key))
+    }
+
+    /// The device records that could not be read, and why.
+    pub fn damaged_devices(&self) -> &[(String, RepoError)] {
+        &self.damaged_devices
     }
 
     /// Makes a new device key, wraps it with the common key, and stores it.
@@ -531,7 +557,21 @@ impl Repository {
     /// belongs to this repository, [`RepoError::DeviceRemoved`] if it was removed.
     pub fn require_device(&self, device: DeviceId) -> Result<&Key> {
         match self.devices.get(&device) {
-            None => Err(RepoError::NotADevice),
+            None => match self
+                .damaged_devices
+                .iter()
+                .find(|(name, _)| *name == device.to_string())
+            {
+                Some((name, e)) => Err(corrupt("device record", name)(
+                    kura_core::FormatError::invalid(
+                        "device record",
+                        format!(
+                            "{e}: this machine's device key cannot be read; add it again as a new device (`kura device add`)"
+                        ),
+                    ),
+                )),
+                None => Err(RepoError::NotADevice),
+            },
             Some((rec, key)) => match rec.removed {
                 Some(when) => Err(RepoError::DeviceRemoved(device, when)),
                 None => Ok(key),
@@ -559,23 +599,33 @@ impl Repository {
         Chunker::new(self.config.chunker, self.common.chunker_seed())
     }
 
-    /// Reads every index file into memory. A damaged index file is an error. What the
-    /// storage provider lost is left out: a lost index file's packs count as unindexed (the
-    /// next backup adopts them), and a lost pack's blobs as not stored (the next backup
-    /// stores them anew).
+    /// Reads every index file into memory. What the storage provider lost, what checks
+    /// recorded as damaged and index files that cannot be read are left out: a lost or
+    /// unreadable index file's packs count as unindexed (the next backup adopts the ones it
+    /// can read), and a lost or damaged blob as not stored (the next backup stores it anew).
     pub fn load_index(&self) -> Result<MasterIndex> {
+        Ok(self.load_index_reporting()?.0)
+    }
+
+    /// [`Repository::load_index`], with the errors of the index files it left out as
+    /// unreadable: what would delete unindexed packs must not run past them.
+    pub fn load_index_reporting(&self) -> Result<(MasterIndex, Vec<RepoError>)> {
         let lost = self.lost()?;
         let mut index = MasterIndex::default();
+        let mut unreadable = Vec::new();
         for name in self.backend.list(FileType::Index)? {
             if lost.index.contains(&name) {
                 continue;
             }
-            let file = self.read_index_file(&name)?;
-            index.add_file(name, file);
+            match self.read_index_file(&name) {
+                Ok(file) => index.add_file(name, file),
+                Err(e) if e.is_damage() => unreadable.push(e),
+                Err(e) => return Err(e),
+            }
         }
         index.forget_packs(&lost.packs);
         index.forget_damage(&self.damage()?.0);
-        Ok(index)
+        Ok((index, unreadable))
     }
 
     /// Records what a check found damaged (what earlier records lack), sealed with `device`'s

@@ -255,3 +255,52 @@ fn a_damaged_snapshot_file_is_forgotten_by_id_and_blocks_nothing_else() {
     env.ok(&["prune"]);
     env.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn a_damaged_device_record_costs_only_what_that_device_stored() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 5, 8);
+    env.backup(&[src.to_str().unwrap()]);
+    let devices =
+        || -> BTreeSet<PathBuf> { files_under(&env.repo.join("devices")).into_iter().collect() };
+    let before = devices();
+    let laptop = env.path("laptop-state");
+    run_ok(env.cmd_as(&laptop, &["device", "add", "--name", "laptop"]));
+    let record = devices().difference(&before).next().unwrap().clone();
+    let other = env.path("other");
+    make_tree(&other, 3, 9);
+    run_ok(env.cmd_as(&laptop, &["backup", other.to_str().unwrap()]));
+    fs::write(&record, noise(100, 1)).unwrap();
+    // This machine backs up and restores as before.
+    fs::write(src.join("new"), b"after the damage").unwrap();
+    let made = env.backup(&[src.to_str().unwrap()]);
+    let t = env.path("t");
+    env.ok(&[
+        "restore",
+        made["id"].as_str().unwrap(),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    // The laptop's snapshot cannot be opened: listed as unreadable, the others shown.
+    let out = env.run(&["snapshots", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("device record"), "{}", stderr(&out));
+    // Another machine can still join, and the laptop is told to join again.
+    run_ok(env.cmd_as(
+        &env.path("third-state"),
+        &["device", "add", "--name", "third"],
+    ));
+    let out = env
+        .cmd_as(&laptop, &["backup", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("kura device add"), "{}", stderr(&out));
+}
