@@ -18,7 +18,6 @@ use kura_core::keys::DeviceId;
 use kura_core::pack::BlobKind;
 use kura_core::snapshot::{BackupType, Snapshot, Summary};
 use kura_core::tree::{Node, NodeKind, Tree};
-use kura_repo::lock::RepoLock;
 use kura_repo::saver::{Saver, Scratch, adopt_orphans};
 use kura_repo::{MasterIndex, RepoError, Repository};
 
@@ -108,7 +107,7 @@ pub fn backup(
             "nothing to back up: name at least one path".into(),
         ));
     }
-    let lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let lock = repo.lock(false)?;
     let mut index = repo.load_index()?;
     let adopted_packs = adopt_orphans(repo, &mut index, device)?;
 

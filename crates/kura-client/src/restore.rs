@@ -117,7 +117,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    let _lock = kura_repo::lock::RepoLock::acquire(repo.backend().clone(), false)?;
+    let _lock = repo.lock(false)?;
     let index = repo.load_index()?;
     let includes = Patterns::new(&opts.includes)?;
     let includes = (!includes.is_empty()).then_some(includes);

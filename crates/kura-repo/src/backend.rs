@@ -141,11 +141,12 @@ pub trait Backend: Send + Sync {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError>;
-    /// Removes partial files that writers killed mid-write left behind, if older than `age`;
-    /// returns how many. Only called under an exclusive lock. Storage that never leaves such
-    /// files (the service cleans its own) has nothing to do.
-    fn remove_stale_partials(&self, _age: std::time::Duration) -> Result<usize, BackendError> {
-        Ok(0)
+    /// Removes the partial files that writers killed mid-write left behind; returns how many
+    /// and their bytes. Called only under an exclusive lock, which no writer (every one holds
+    /// a lock while it writes) can be alive beside. Storage that never leaves such files (the
+    /// service cleans its own) has nothing to do.
+    fn remove_partials(&self) -> Result<(usize, u64), BackendError> {
+        Ok((0, 0))
     }
     /// The storage provider behind this storage (the Kura service), for what a repository
     /// tells it and asks of it; plain storage has none.
@@ -316,31 +317,37 @@ impl Backend for LocalDir {
         Ok(())
     }
 
-    fn remove_stale_partials(&self, age: std::time::Duration) -> Result<usize, BackendError> {
+    fn remove_partials(&self) -> Result<(usize, u64), BackendError> {
+        // A lock file being written is another process asking for a lock, not a writer's
+        // leftover: it fails to get one and goes.
         let mut dirs: Vec<PathBuf> = FileType::FLAT
             .iter()
+            .filter(|t| **t != FileType::Lock)
             .map(|t| self.root.join(t.name()))
             .collect();
         dirs.push(self.root.clone());
         dirs.extend(self.pack_dirs());
-        let mut removed = 0;
+        let (mut removed, mut bytes) = (0, 0);
         for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
             for e in entries.flatten() {
-                let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
-                    && e.metadata()
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|el| el > age));
-                if stale {
-                    fs::remove_file(e.path())
-                        .map_err(|err| BackendError::io("remove", &e.path(), err))?;
-                    removed += 1;
+                if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let len = e.metadata().map_or(0, |m| m.len());
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        removed += 1;
+                        bytes += len;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(BackendError::io("remove", &e.path(), err)),
                 }
             }
         }
-        Ok(removed)
+        Ok((removed, bytes))
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<(), BackendError> {

@@ -55,7 +55,7 @@ pub fn check(
     threads: usize,
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
-    let _lock = crate::lock::RepoLock::acquire(repo.backend().clone(), false)?;
+    let _lock = repo.lock(false)?;
     let mut report = CheckReport::default();
     for (_, e) in repo.damaged_devices() {
         report

@@ -1,4 +1,7 @@
 //! Repository locks: many shared holders (backups) or one exclusive holder (prune, forget).
+//! Every process that writes to the repository holds one (shared for backups, device and key
+//! changes and recording damage; exclusive for prune, forget and repair), so under an
+//! exclusive lock a partial file has no live writer.
 //!
 //! A lock is a small JSON file under `locks/`, refreshed every five minutes while held. A lock
 //! is stale when its process is gone (same host) or it was not refreshed for 30 minutes.
@@ -130,6 +133,33 @@ impl RepoLock {
 }
 
 impl RepoLock {
+    /// [`RepoLock::acquire`], trying again for up to `patience` while another process holds a
+    /// conflicting lock (restic's `--retry-lock`); `waiting` is told of the holder once.
+    pub fn acquire_waiting(
+        backend: Arc<dyn Backend>,
+        exclusive: bool,
+        patience: Duration,
+        waiting: &dyn Fn(&RepoError),
+    ) -> Result<RepoLock> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(250);
+        let mut told = false;
+        loop {
+            match RepoLock::acquire(backend.clone(), exclusive) {
+                Err(e @ RepoError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    if !told {
+                        waiting(&e);
+                        told = true;
+                    }
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Fails unless this lock is still in place (a process on another host may have judged it
     /// stale and removed it); checked before a backup commits.
     pub fn check_held(&self) -> Result<()> {

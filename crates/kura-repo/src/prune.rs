@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::check::used_blobs;
-use crate::lock::RepoLock;
 use crate::{Repository, Result};
 
 /// What prune did (or, with `dry_run`, would do).
@@ -42,7 +41,7 @@ pub struct PruneReport {
 /// Prunes the repository, sealing the new index with `device`'s key.
 pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
     repo.require_device(device)?;
-    let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let _lock = repo.lock(true)?;
     let (index, unreadable) = repo.load_index_reporting()?;
     // The packs an unreadable index file lists look unindexed: prune would delete them.
     if let Some(e) = unreadable.first() {
@@ -143,9 +142,9 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         return Ok(report);
     }
     if repack.is_empty() && remove.is_empty() && orphans.is_empty() && index.files().len() <= 1 {
-        report.partials_deleted = repo
-            .backend()
-            .remove_stale_partials(std::time::Duration::from_secs(3600))?;
+        let (partials, bytes) = repo.backend().remove_partials()?;
+        report.partials_deleted = partials;
+        report.bytes_freed = bytes;
         report.bytes_after = before;
         return Ok(report);
     }
@@ -172,11 +171,10 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     for name in &orphans {
         repo.backend().remove(FileType::Pack, name)?;
     }
-    // Partial files of writers killed mid-write; an hour leaves any live writer alone.
-    report.partials_deleted = repo
-        .backend()
-        .remove_stale_partials(std::time::Duration::from_secs(3600))?;
-    report.bytes_freed = removed.saturating_sub(new_bytes);
+    // Partial files of writers killed mid-write: under this lock no writer is alive.
+    let (partials, partial_bytes) = repo.backend().remove_partials()?;
+    report.partials_deleted = partials;
+    report.bytes_freed = removed.saturating_sub(new_bytes) + partial_bytes;
     report.bytes_after = before + new_bytes - removed;
     Ok(report)
 }

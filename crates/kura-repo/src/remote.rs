@@ -742,16 +742,16 @@ impl Backend for HttpBackend {
         }
     }
 
-    fn remove_stale_partials(&self, age: Duration) -> Result<usize, BackendError> {
-        let url = format!(
-            "{}?older_than={}",
-            self.at(route::UPLOADS, &[]),
-            age.as_secs()
-        );
+    fn remove_partials(&self) -> Result<(usize, u64), BackendError> {
+        let list = self.at(route::UPLOADS, &[]);
+        let pending: Vec<kura_api::Upload> = self
+            .send("list uploads", &list, |c| c.get(&list))?
+            .json("list uploads", &list)?;
+        let url = format!("{list}?older_than=0");
         let r: Removed = self
             .send("clean up", &url, |c| c.delete(&url))?
             .json("clean up", &url)?;
-        Ok(r.removed)
+        Ok((r.removed, pending.iter().map(|u| u.received).sum()))
     }
 
     fn provider(&self) -> Option<&dyn Provider> {

@@ -12,7 +12,6 @@ use kura_core::Id;
 use kura_core::keys::DeviceId;
 
 use crate::backend::FileType;
-use crate::lock::RepoLock;
 use crate::prune::Rewrite;
 use crate::{Repository, Result};
 
@@ -35,7 +34,7 @@ pub struct PackRepair {
 /// `device`'s key.
 pub fn repair_packs(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PackRepair> {
     repo.require_device(device)?;
-    let _lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let _lock = repo.lock(true)?;
     let index = repo.load_index()?;
     let (damage, _) = repo.damage()?;
     let records = repo.backend().list(FileType::Damage)?;

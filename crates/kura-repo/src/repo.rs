@@ -74,6 +74,9 @@ pub struct DeviceRecord {
     pub removed: Option<jiff::Timestamp>,
 }
 
+/// What is told that a lock has to be waited for.
+pub type LockWaiting = Arc<dyn Fn(&RepoError) + Send + Sync>;
+
 /// The key files that parse, by name, and the names of those that do not.
 type KeyFiles = (Vec<(String, KeyFile)>, Vec<String>);
 
@@ -110,6 +113,10 @@ pub struct Repository {
     /// Device records that could not be read, by file name: what their devices sealed cannot
     /// be opened, the rest of the repository can.
     damaged_devices: Vec<(String, RepoError)>,
+    /// How long [`Repository::lock`] waits for a conflicting lock to go.
+    lock_patience: std::time::Duration,
+    /// Told once when a lock has to be waited for.
+    lock_waiting: Option<LockWaiting>,
     /// The key file that unlocked it, and whether by passphrase (`false`: recovery code).
     unlocked_by: Option<(String, bool)>,
 }
@@ -204,6 +211,8 @@ impl Repository {
             common,
             devices: HashMap::new(),
             damaged_devices: Vec::new(),
+            lock_patience: std::time::Duration::ZERO,
+            lock_waiting: None,
             unlocked_by: None,
         }
     }
@@ -452,6 +461,29 @@ impl Repository {
             .unwrap_device_key(rec.device, &wrapped)
             .map_err(corrupt("device record", name))?;
         Ok((rec, key))
+    }
+
+    /// Makes [`Repository::lock`] wait up to `patience` for a conflicting lock to go,
+    /// telling `waiting` once.
+    pub fn set_lock_patience(&mut self, patience: std::time::Duration, waiting: LockWaiting) {
+        self.lock_patience = patience;
+        self.lock_waiting = Some(waiting);
+    }
+
+    /// Takes a shared or exclusive lock on the repository, waiting as
+    /// [`Repository::set_lock_patience`] said.
+    pub fn lock(&self, exclusive: bool) -> Result<crate::lock::RepoLock> {
+        let quiet = |_: &RepoError| {};
+        let waiting: &dyn Fn(&RepoError) = match &self.lock_waiting {
+            Some(w) => w.as_ref(),
+            None => &quiet,
+        };
+        crate::lock::RepoLock::acquire_waiting(
+            self.backend.clone(),
+            exclusive,
+            self.lock_patience,
+            waiting,
+        )
     }
 
     /// The device records that could not be read, and why.

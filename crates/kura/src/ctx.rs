@@ -24,6 +24,7 @@ pub const REPOSITORY_OPTIONS: &[(&str, &str)] = &[
     ("password_file", "password-file"),
     ("recovery_code_file", "recovery-code-file"),
     ("state_dir", "state-dir"),
+    ("retry_lock", "retry-lock"),
     ("user", "user"),
     ("user_password_file", "user-password-file"),
     ("client_cert", "client-cert"),
@@ -56,6 +57,10 @@ pub struct Global {
     /// Where this machine keeps its client state (device id, file cache, backup markers).
     #[arg(long, env = "KURA_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+    /// When another process holds a conflicting lock on the repository, wait up to this long
+    /// for it to go (e.g. `30s`, `5m`, `1h`) instead of failing at once with exit code 12.
+    #[arg(long, env = "KURA_RETRY_LOCK", global = true, value_parser = parse_wait)]
+    pub retry_lock: Option<std::time::Duration>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -330,7 +335,15 @@ impl Ctx {
         let backend = self.backend()?;
         // Check the config before asking for a passphrase: a missing repository is not a prompt.
         Repository::read_config(backend.as_ref())?;
-        Ok(Repository::open(backend, &self.credential()?)?)
+        let mut repo = Repository::open(backend, &self.credential()?)?;
+        if let Some(wait) = self.g.retry_lock {
+            let said = format!("waiting up to {} for it (--retry-lock)", human_wait(wait));
+            repo.set_lock_patience(
+                wait,
+                std::sync::Arc::new(move |e| eprintln!("kura: {e}; {said}")),
+            );
+        }
+        Ok(repo)
     }
 
     /// This machine's state for `repo`.
@@ -383,6 +396,24 @@ pub fn kdf() -> KdfParams {
     }
 }
 
+/// A wait such as `30s`, `5m` or `1h30m` (or ISO 8601, `PT5M`).
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration such as 30s, 5m or 1h: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{text:?} is negative"))
+}
+
+fn human_wait(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
 /// A secret kept in a file, without its trailing newline.
 pub fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
     let text = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
@@ -391,4 +422,22 @@ pub fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>> {
         .rposition(|&b| b != b'\n' && b != b'\r')
         .map_or(0, |i| i + 1);
     Ok(text[..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_wait_is_written_as_people_write_it() {
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_wait("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_wait("PT2M"), Ok(Duration::from_secs(120)));
+        assert!(parse_wait("soon").is_err());
+        assert!(parse_wait("-5m").is_err());
+        assert_eq!(human_wait(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_wait(Duration::from_secs(3600)), "1h00m");
+    }
 }

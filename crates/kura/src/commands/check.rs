@@ -33,6 +33,7 @@ fn record(ctx: &Ctx, repo: &Repository, damage: &Damage) -> Result<Option<String
             "{what} not recorded: this machine is not a device of the repository (run `kura check --read-data` on one, so that its backups store them again)"
         )));
     };
+    let _lock = repo.lock(false)?;
     let said = if repo.record_damage(device, damage)? {
         "recorded"
     } else {

@@ -51,6 +51,7 @@ fn rename(ctx: &Ctx, spec: &str, name: &str) -> Result<()> {
         bail!("a device name may not be empty");
     }
     let mut repo = ctx.open()?;
+    let _lock = repo.lock(false)?;
     let device = repo.find_device(spec)?;
     repo.rename_device(device, name)?;
     ctx.out
@@ -62,6 +63,7 @@ fn rename(ctx: &Ctx, spec: &str, name: &str) -> Result<()> {
 
 fn remove(ctx: &Ctx, spec: &str) -> Result<()> {
     let mut repo = ctx.open()?;
+    let _lock = repo.lock(false)?;
     let device = repo.find_device(spec)?;
     let mine = ctx.state(&repo)?.device() == Some(device);
     repo.remove_device(device)?;
@@ -81,6 +83,7 @@ fn remove(ctx: &Ctx, spec: &str) -> Result<()> {
 
 fn add(ctx: &Ctx, name: Option<String>) -> Result<()> {
     let mut repo = ctx.open()?;
+    let _lock = repo.lock(false)?;
     let state = ctx.state(&repo)?;
     if let Some(d) = state.device().filter(|d| repo.require_device(*d).is_ok()) {
         bail!("this machine is already device {d} of the repository");

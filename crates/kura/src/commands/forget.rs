@@ -3,7 +3,6 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use kura_core::policy::{self, KeepPolicy};
-use kura_repo::lock::RepoLock;
 use serde_json::json;
 
 use crate::ctx::Ctx;
@@ -66,7 +65,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         );
     }
     let repo = ctx.open()?;
-    let lock = RepoLock::acquire(repo.backend().clone(), true)?;
+    let lock = repo.lock(true)?;
     let considered = a.select.considered(&repo)?;
     // Snapshot files that cannot be read: named ones are removed by name, the others left.
     let mut damaged_named = Vec::new();

@@ -59,6 +59,7 @@ fn list(ctx: &Ctx) -> Result<()> {
 
 fn passwd(ctx: &Ctx, new_password_file: Option<PathBuf>) -> Result<()> {
     let mut repo = ctx.open()?;
+    let _lock = repo.lock(false)?;
     let new = ctx.replacement_passphrase(new_password_file.as_deref())?;
     repo.change_passphrase(&new, kdf(), &hostname())?;
     ctx.out.emit(&json!({"changed": true}), || {
@@ -71,6 +72,7 @@ fn passwd(ctx: &Ctx, new_password_file: Option<PathBuf>) -> Result<()> {
 
 fn recovery_code(ctx: &Ctx) -> Result<()> {
     let mut repo = ctx.open()?;
+    let _lock = repo.lock(false)?;
     let code = repo.replace_recovery_code(&hostname())?;
     if ctx.out.quiet && !ctx.out.json {
         // Shown only once, so even --quiet must not swallow it.

@@ -12,7 +12,6 @@ use kura_core::Id;
 use kura_core::keys::DeviceId;
 use kura_core::snapshot::{Filter, Snapshot};
 use kura_core::tree::{Node, NodeKind, Tree};
-use kura_repo::lock::RepoLock;
 use kura_repo::{MasterIndex, RepoError, Repository};
 use serde_json::{Value, json};
 
@@ -160,7 +159,7 @@ fn damaged_is_partial(damaged: &[RepoError]) -> Result<()> {
 /// `kura ls`.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let _lock = repo.lock(false)?;
     let (_, snap) = a.select.find(&repo, &a.snapshot)?;
     let root = if a.only_changes {
         snap.carried()
@@ -260,7 +259,7 @@ impl Change {
 /// `kura diff`.
 pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let _lock = RepoLock::acquire(repo.backend().clone(), false)?;
+    let _lock = repo.lock(false)?;
     let (from, to) = match &a.to {
         Some(to) => (repo.find_snapshot(&a.from)?.1, repo.find_snapshot(to)?.1),
         None => {

@@ -417,23 +417,21 @@ fn prune_reclaims_space_but_keeps_what_is_needed() {
 }
 
 #[test]
-fn prune_cleans_up_only_old_partial_packs() {
-    // A partial pack of a writer killed long ago is cleaned up; a fresh one is left alone.
+fn prune_removes_what_killed_writers_left_and_counts_it() {
+    // Every writer holds a lock, so under prune's exclusive one no partial file has a live
+    // owner, however fresh it is.
     let (env, _, _) = four_generations();
-    let old_partial = env.repo.join("data/00/.tmp-0123456789abcdef");
-    let new_partial = env.repo.join("data/01/.tmp-fedcba9876543210");
-    fs::write(&old_partial, b"partial").unwrap();
-    fs::write(&new_partial, b"partial").unwrap();
-    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    fs::File::options()
-        .write(true)
-        .open(&old_partial)
-        .unwrap()
-        .set_modified(two_hours_ago)
-        .unwrap();
+    let partials = [
+        env.repo.join("data/00/.tmp-0123456789abcdef"),
+        env.repo.join("snapshots/.tmp-fedcba9876543210"),
+    ];
+    for p in &partials {
+        fs::write(p, vec![7u8; 10_000]).unwrap();
+    }
     let p = env.json(&["prune"]);
-    assert_eq!(p["partials_deleted"], 1);
-    assert!(!old_partial.exists() && new_partial.exists());
+    assert_eq!(p["partials_deleted"], 2, "{p}");
+    assert!(p["bytes_freed"].as_u64().unwrap() >= 20_000, "{p}");
+    assert!(partials.iter().all(|p| !p.exists()));
     env.ok(&["check", "--read-data"]);
 }
 
@@ -627,4 +625,36 @@ fn an_uppercase_https_scheme_is_the_service_and_other_schemes_are_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_backup_waits_for_a_lock_with_retry_lock_and_fails_at_once_without() {
+    use std::io::BufRead;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 4, 11);
+    // Another host's prune, refreshed just now.
+    let lock = env.repo.join("locks").join("ab".repeat(16));
+    let info = serde_json::json!({
+        "host": "another-host", "pid": 1, "exclusive": true,
+        "time": jiff::Timestamp::now().to_string(),
+    });
+    fs::write(&lock, info.to_string()).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    let mut child = env
+        .cmd(&["--retry-lock", "2m", "backup", src.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut said).unwrap();
+    assert!(said.contains("waiting up to 2m"), "{said}");
+    fs::remove_file(&lock).unwrap();
+    // Read to the end, so the backup never writes into a closed pipe.
+    std::io::Read::read_to_string(&mut err, &mut said).unwrap();
+    assert!(child.wait().unwrap().success(), "{said}");
+    assert_eq!(env.snapshots().len(), 1);
 }
