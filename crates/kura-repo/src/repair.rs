@@ -1,15 +1,20 @@
-//! `repair packs`: what a check found damaged, dealt with. Every pack with a recorded damaged
-//! blob is rewritten with the blobs of it that still authenticate (salvaged), packs that are
-//! indexed but missing leave the index, and the damage records are then removed: the
-//! repository is consistent again (`check --read-data` finds nothing) and no longer names the
-//! damaged blobs, so the next backup stores again whatever of them its source still has. A
-//! snapshot that needs a blob no source has any more stays incomplete (restore names those
-//! files); rewriting such snapshots is `repair snapshots`' part.
+//! What a check found damaged, dealt with.
+//!
+//! `repair packs` rewrites every pack with a recorded damaged blob with the blobs of it that
+//! still authenticate, takes packs that are indexed but missing out of the index, and removes
+//! the damage records: no index names the damaged blobs any more, so the next backup stores
+//! again whatever of them its sources still have. `repair snapshots` then rewrites the
+//! snapshots that still need what no source had: a lost directory listing becomes an empty
+//! directory, a file with a lost part is left out, and the snapshot is tagged `repaired`.
+//! After both (and a backup between them) `check --read-data` finds nothing.
 
 use serde::Serialize;
 
 use kura_core::Id;
 use kura_core::keys::DeviceId;
+use kura_core::pack::BlobKind;
+use kura_core::snapshot::Snapshot;
+use kura_core::tree::{NodeKind, Tree};
 
 use crate::backend::FileType;
 use crate::prune::Rewrite;
@@ -96,4 +101,152 @@ fn remove_records(repo: &Repository, records: &[String]) -> Result<()> {
         repo.backend().remove(FileType::Damage, name)?;
     }
     Ok(())
+}
+
+/// What `repair snapshots` did (or would do) to one snapshot.
+#[derive(Debug, Serialize)]
+pub struct SnapshotRepair {
+    /// The snapshot as it was.
+    pub old: Id,
+    /// The repaired snapshot that replaced it (none in a dry run).
+    pub new: Option<Id>,
+    /// Directories whose listing was lost: empty in the repaired snapshot.
+    pub dirs_emptied: Vec<String>,
+    /// Files whose contents are lost, whole or in part: left out of the repaired snapshot.
+    pub files_dropped: Vec<String>,
+}
+
+impl SnapshotRepair {
+    fn of(old: Id) -> SnapshotRepair {
+        SnapshotRepair {
+            old,
+            new: None,
+            dirs_emptied: Vec::new(),
+            files_dropped: Vec::new(),
+        }
+    }
+}
+
+/// Rewrites every snapshot that needs what the repository no longer has: a directory whose
+/// listing is lost becomes empty, a file with a lost part is left out, and the rest is kept
+/// as it was. The repaired snapshot has the old one's time, paths and device (or `device`,
+/// if that one cannot seal any more) and the tag `repaired`; it replaces the old one. Run it
+/// after `repair packs` and a backup, so that what the sources still have is stored again
+/// first and only what is gone for good is left out.
+pub fn repair_snapshots(
+    repo: &Repository,
+    device: DeviceId,
+    dry_run: bool,
+) -> Result<Vec<SnapshotRepair>> {
+    repo.require_device(device)?;
+    let _lock = repo.lock(true)?;
+    let index = repo.load_index()?;
+    let saver = crate::saver::Saver::new(repo, &index, device)?;
+    let mut fix = Fixer {
+        repo,
+        index: &index,
+        saver: &saver,
+        scratch: saver.scratch(),
+        write: !dry_run,
+    };
+    let mut repaired = Vec::new();
+    for (id, snap) in repo.readable_snapshots()?.0 {
+        let mut r = SnapshotRepair::of(id);
+        let tree = fix.tree(snap.tree, "", &mut r)?;
+        // What `changes` loses is lost under the whole tree too: reported once, from there.
+        let changes = snap
+            .changes
+            .map(|c| fix.tree(c, "", &mut SnapshotRepair::of(id)))
+            .transpose()?;
+        if r.dirs_emptied.is_empty() && r.files_dropped.is_empty() {
+            continue;
+        }
+        let mut new = Snapshot {
+            tree,
+            changes,
+            ..snap.clone()
+        };
+        if !new.tags.iter().any(|t| t == "repaired") {
+            new.tags.push("repaired".into());
+        }
+        if repo.require_device(new.device).is_err() {
+            new.device = device;
+        }
+        repaired.push((r, new));
+    }
+    if dry_run {
+        return Ok(repaired.into_iter().map(|(r, _)| r).collect());
+    }
+    // The new trees first, then the new snapshots, then the old ones go.
+    saver.finish()?;
+    let mut out = Vec::new();
+    for (mut r, new) in repaired {
+        r.new = Some(repo.save_snapshot(&new)?);
+        repo.remove_snapshot(&r.old)?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Rewrites trees without what is lost.
+struct Fixer<'a> {
+    repo: &'a Repository,
+    index: &'a crate::MasterIndex,
+    saver: &'a crate::saver::Saver<'a>,
+    scratch: crate::saver::Scratch,
+    write: bool,
+}
+
+impl Fixer<'_> {
+    /// The tree `id` of the directory at `path` without what is lost: `id` itself when
+    /// nothing is.
+    fn tree(&mut self, id: Id, path: &str, r: &mut SnapshotRepair) -> Result<Id> {
+        let tree = match self.repo.load_tree(self.index, &id) {
+            Ok(t) => t,
+            Err(e) if e.is_damage() => {
+                r.dirs_emptied.push(if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.into()
+                });
+                return self.save(Tree::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut changed = false;
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        for mut node in tree.nodes {
+            let at = format!("{path}/{}", String::from_utf8_lossy(&node.name));
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => {
+                    let fixed = self.tree(sub, &at, r)?;
+                    if fixed != sub {
+                        node.subtree = Some(fixed);
+                        changed = true;
+                    }
+                }
+                (NodeKind::File, _) if node.content.iter().any(|b| !self.index.knows(b)) => {
+                    r.files_dropped.push(at);
+                    changed = true;
+                    continue;
+                }
+                _ => {}
+            }
+            nodes.push(node);
+        }
+        if !changed {
+            return Ok(id);
+        }
+        self.save(Tree { nodes })
+    }
+
+    fn save(&mut self, mut tree: Tree) -> Result<Id> {
+        let bytes = tree.encode();
+        let id = self.repo.blob_key().id(&bytes);
+        if self.write {
+            self.saver
+                .save(BlobKind::Tree, id, &bytes, &mut self.scratch)?;
+        }
+        Ok(id)
+    }
 }

@@ -62,7 +62,8 @@ enum Command {
     Prune(forget::PruneArgs),
     /// Verify the repository's structure; with --read-data, every byte.
     Check(check::CheckArgs),
-    /// Deal with what `check --read-data` found damaged: salvage damaged packs.
+    /// Deal with what `check --read-data` found damaged: salvage damaged packs, rewrite
+    /// snapshots that need what is lost.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
     /// Devices of the repository: list, add this machine, rename, remove a lost one.

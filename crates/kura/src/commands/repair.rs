@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use crate::ctx::Ctx;
-use crate::output::count;
+use crate::output::{count, lines};
 
 /// What to repair.
 #[derive(Subcommand)]
@@ -18,11 +18,62 @@ pub enum RepairCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rewrite the snapshots that need data the repository no longer has: a directory whose
+    /// listing is lost becomes empty, a file with a lost part is left out, the rest is kept,
+    /// and the snapshot is tagged `repaired`. Run it after `repair packs` and a backup, so that
+    /// only what no source has any more is left out.
+    Snapshots {
+        /// Only report what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `kura repair`.
 pub fn repair(ctx: &Ctx, c: RepairCommand) -> Result<()> {
-    let RepairCommand::Packs { dry_run } = c;
+    match c {
+        RepairCommand::Packs { dry_run } => packs(ctx, dry_run),
+        RepairCommand::Snapshots { dry_run } => snapshots(ctx, dry_run),
+    }
+}
+
+fn snapshots(ctx: &Ctx, dry_run: bool) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, device) = ctx.this_device(&repo)?;
+    let r = kura_repo::repair::repair_snapshots(&repo, device, dry_run)?;
+    ctx.out.emit(&r, || {
+        let each = r.iter().map(|s| {
+            let to = s
+                .new
+                .map(|n| format!(" -> {}", n.short()))
+                .unwrap_or_default();
+            let mut line = format!(
+                "{} {}{to}: {} emptied, {} left out",
+                if dry_run { "would repair" } else { "repaired" },
+                s.old.short(),
+                count(s.dirs_emptied.len() as u64, "dir"),
+                count(s.files_dropped.len() as u64, "file"),
+            );
+            for p in s.dirs_emptied.iter().chain(&s.files_dropped) {
+                line.push_str(&format!("\n  {p}"));
+            }
+            line
+        });
+        let total = format!(
+            "{} {}",
+            count(r.len() as u64, "snapshot"),
+            if dry_run {
+                "would be repaired"
+            } else {
+                "repaired"
+            }
+        );
+        lines(each.chain([total]))
+    });
+    Ok(())
+}
+
+fn packs(ctx: &Ctx, dry_run: bool) -> Result<()> {
     let repo = ctx.open()?;
     let (_, device) = ctx.this_device(&repo)?;
     let r = kura_repo::repair::repair_packs(&repo, device, dry_run)?;

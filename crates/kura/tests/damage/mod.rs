@@ -131,6 +131,30 @@ fn a_damaged_listing_costs_only_the_directory_under_it() {
     let t = env.path("again");
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    // The first snapshot's own listings are gone for good: its repair empties its root,
+    // the others need nothing. Then a check finds nothing at all.
+    assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
+    let dry = env.json(&["repair", "snapshots", "--dry-run"]);
+    assert_eq!(dry.as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry[0]["dirs_emptied"][0], "/", "{dry}");
+    let done = env.json(&["repair", "snapshots"]);
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+    env.ok(&["check", "--read-data"]);
+    let tagged: Vec<_> = env
+        .snapshots()
+        .into_iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "repaired")
+        })
+        .collect();
+    assert_eq!(tagged.len(), 1);
+    let t = env.path("latest-again");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
 }
 
 #[test]
@@ -160,6 +184,14 @@ fn a_listing_the_service_lost_costs_only_the_directory_under_it() {
     let (code, _) = alice.svc.admin_json_code(&["verify"]);
     assert_eq!(code, 3);
     restore_goes_past_the_lost_listing(|a| alice.run(a), &alice.path("r"), &src);
+    // A backup stores `lose/` again; the first snapshot, whose own listings were lost, is
+    // repaired; then the client's check is clean and the latest snapshot whole.
+    alice.backup(&src);
+    assert_eq!(alice.run(&["check"]).status.code(), Some(3));
+    let done = alice.json(&["repair", "snapshots"]);
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+    alice.ok(&["check"]);
+    alice.restore_and_compare(&src);
 }
 
 #[test]
@@ -217,6 +249,8 @@ fn a_backup_after_a_check_stores_damaged_data_again_and_heals_every_snapshot() {
     assert!(done["blobs_dropped"].as_u64().unwrap() >= 1, "{done}");
     env.ok(&["check", "--read-data"]);
     assert!(files_under(&env.repo.join("damage")).is_empty());
+    // Every snapshot is whole again: nothing to rewrite.
+    assert_eq!(env.json(&["repair", "snapshots"]), serde_json::json!([]));
     let t = env.path("after-repair");
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(contents(&restored(&t, &src)), contents(&src));
