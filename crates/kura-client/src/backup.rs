@@ -317,6 +317,9 @@ pub fn backup(
         return Err(ClientError::Stopped);
     }
     let id = repo.save_snapshot(&snapshot)?;
+    // A repository made before the reserve existed gets one, so that a disk this backup
+    // filled can still be cleaned; with no room for it, the next backup tries again.
+    let _ = repo.backend().keep_reserve();
     if let Some(p) = repo.backend().provider()
         && let Err(e) = p.report_snapshot_packs(&id.to_hex(), &packs)
     {

@@ -157,7 +157,7 @@ pub fn restore(
     }
     fs::create_dir_all(&opts.target).map_err(io_err(&opts.target))?;
     let target = walk::absolute(&opts.target)?;
-    let free = free_space(&target)?;
+    let free = kura_repo::backend::free_space(&target).map_err(io_err(&target))?;
     // Every file takes whole blocks; a hard-linked file is stored once.
     let blocks = |size: u64| size.div_ceil(free.block.max(1)) * free.block.max(1);
     let linked: HashMap<u64, u64> = files
@@ -967,32 +967,4 @@ fn time_of(ns: i64) -> SystemTime {
     } else {
         SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
     }
-}
-
-/// Free space on a filesystem, as this user may use it.
-#[derive(Debug, Clone, Copy)]
-pub struct FreeSpace {
-    /// Bytes available.
-    pub bytes: u64,
-    /// Allocation unit: every file takes a whole number of these.
-    pub block: u64,
-    /// Inodes available, when the filesystem limits them.
-    pub inodes: Option<u64>,
-}
-
-/// Free space on the filesystem holding `path`.
-pub fn free_space(path: &Path) -> Result<FreeSpace> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| ClientError::Usage(format!("path {} contains NUL", path.display())))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
-    Ok(FreeSpace {
-        bytes: st.f_bavail as u64 * st.f_frsize as u64,
-        block: st.f_frsize as u64,
-        // Filesystems without an inode limit (btrfs, for one) report zero inodes in total.
-        inodes: (st.f_files > 0).then_some(st.f_favail as u64),
-    })
 }

@@ -148,12 +148,61 @@ pub trait Backend: Send + Sync {
     fn remove_partials(&self) -> Result<(usize, u64), BackendError> {
         Ok((0, 0))
     }
+    /// Whether the storage is (nearly) full: less than twice [`RESERVE`] left. Storage that
+    /// cannot tell (the service answers for its own space) never is.
+    fn is_full(&self) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+    /// Frees the space kept in reserve so that a full repository can still be cleaned (its
+    /// lock, its new index); returns whether there was any. Storage without a reserve has
+    /// none.
+    fn release_reserve(&self) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+    /// Sets [`RESERVE`] bytes aside again, unless they are already or the storage is full
+    /// (a [`BackendError::NoSpace`] then).
+    fn keep_reserve(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// The storage provider behind this storage (the Kura service), for what a repository
     /// tells it and asks of it; plain storage has none.
     fn provider(&self) -> Option<&dyn crate::provider::Provider> {
         None
     }
 }
+
+/// Free space on a filesystem, as this user may use it.
+#[derive(Debug, Clone, Copy)]
+pub struct FreeSpace {
+    /// Bytes available.
+    pub bytes: u64,
+    /// Allocation unit: every file takes a whole number of these.
+    pub block: u64,
+    /// Inodes available, when the filesystem limits them.
+    pub inodes: Option<u64>,
+}
+
+/// Free space on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<FreeSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FreeSpace {
+        bytes: st.f_bavail as u64 * st.f_frsize as u64,
+        block: st.f_frsize as u64,
+        // Filesystems without an inode limit (btrfs, for one) report zero inodes in total.
+        inodes: (st.f_files > 0).then_some(st.f_favail as u64),
+    })
+}
+
+/// Bytes a local repository keeps in its `reserve` file, given back when its disk is full so
+/// that `forget` and `prune` can still take their lock and write a new index.
+pub const RESERVE: u64 = 4 << 20;
 
 /// Creates `dir` (and its parents) private to its owner (0700). An existing one is tightened,
 /// and so are the files directly in it that others could read (to 0600): databases, caches and
@@ -357,6 +406,48 @@ impl Backend for LocalDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(BackendError::io("remove", &p, e)),
         }
+    }
+
+    fn release_reserve(&self) -> Result<bool, BackendError> {
+        let p = self.root.join("reserve");
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(BackendError::io("remove", &p, e)),
+        }
+    }
+
+    fn is_full(&self) -> Result<bool, BackendError> {
+        let free =
+            free_space(&self.root).map_err(|e| BackendError::io("statvfs", &self.root, e))?;
+        Ok(free.bytes < 2 * RESERVE)
+    }
+
+    fn keep_reserve(&self) -> Result<(), BackendError> {
+        use std::io::Write;
+        let p = self.root.join("reserve");
+        if fs::metadata(&p).is_ok_and(|m| m.len() == RESERVE) {
+            return Ok(());
+        }
+        // Taking the last of the space back would leave the next write nowhere to go.
+        if self.is_full()? {
+            return Err(BackendError::NoSpace(p.display().to_string()));
+        }
+        let tmp = self.root.join(".tmp-reserve");
+        // Written, not just sized: a sparse file would set nothing aside.
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..RESERVE / zeros.len() as u64 {
+                f.write_all(&zeros)?;
+            }
+            f.sync_all()?;
+            fs::rename(&tmp, &p)
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            BackendError::io("write", &p, e)
+        })
     }
 }
 

@@ -36,12 +36,19 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Bytes of storage in use afterwards.
     pub bytes_after: u64,
+    /// The disk was full: the space kept in reserve was used, and packs with some unused
+    /// blobs were left for a later prune (repacking writes before it frees).
+    pub disk_was_full: bool,
+    /// Packs left as they were because the disk was full.
+    pub repack_skipped: usize,
+    /// Whether the reserve is in place again afterwards (on storage that keeps one).
+    pub reserve_kept: bool,
 }
 
 /// Prunes the repository, sealing the new index with `device`'s key.
 pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
     repo.require_device(device)?;
-    let _lock = repo.lock(true)?;
+    let (_lock, full) = repo.lock_to_clean()?;
     let (index, unreadable) = repo.load_index_reporting()?;
     // The packs an unreadable index file lists look unindexed: prune would delete them.
     if let Some(e) = unreadable.first() {
@@ -92,7 +99,10 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
             ),
         });
     }
-    let mut report = PruneReport::default();
+    let mut report = PruneReport {
+        disk_was_full: full,
+        ..PruneReport::default()
+    };
     let mut keep: Vec<IndexedPack> = Vec::new();
     let mut repack: Vec<(&IndexedPack, Vec<usize>)> = Vec::new();
     let mut remove: Vec<Id> = Vec::new();
@@ -107,14 +117,19 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
                         .is_some_and(|(pid, le)| pid == p.id && le.offset == e.offset)
             })
             .collect();
-        report.blobs_removed += p.entries.len() - live.len();
         if live.is_empty() {
             remove.push(p.id);
         } else if live.len() == p.entries.len() {
             keep.push(p.clone());
+            continue;
+        } else if full {
+            report.repack_skipped += 1;
+            keep.push(p.clone());
+            continue;
         } else {
-            repack.push((p, live));
+            repack.push((p, live.clone()));
         }
+        report.blobs_removed += p.entries.len() - live.len();
     }
     let orphans: Vec<String> = stored
         .keys()
@@ -139,6 +154,8 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
                 .sum::<u64>();
         report.bytes_freed = freed;
         report.bytes_after = before - freed;
+        // A dry run writes nothing but what it took from the reserve to get its lock.
+        report.reserve_kept = !full || repo.backend().keep_reserve().is_ok();
         return Ok(report);
     }
     if repack.is_empty() && remove.is_empty() && orphans.is_empty() && index.files().len() <= 1 {
@@ -146,6 +163,7 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         report.partials_deleted = partials;
         report.bytes_freed = bytes;
         report.bytes_after = before;
+        report.reserve_kept = repo.backend().keep_reserve().is_ok();
         return Ok(report);
     }
 
@@ -176,6 +194,7 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     report.partials_deleted = partials;
     report.bytes_freed = removed.saturating_sub(new_bytes) + partial_bytes;
     report.bytes_after = before + new_bytes - removed;
+    report.reserve_kept = repo.backend().keep_reserve().is_ok();
     Ok(report)
 }
 

@@ -178,6 +178,11 @@ impl Repository {
         repo.unlocked_by = Some((name, true));
         let code = repo.add_recovery_code(host)?;
         let device = repo.add_device(device_name, host)?;
+        // On a disk too full for it, the first backup with room sets it aside.
+        match repo.backend.keep_reserve() {
+            Ok(()) | Err(BackendError::NoSpace(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         // The config is written last: a repository without it does not exist yet.
         let config_json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
         repo.backend
@@ -484,6 +489,25 @@ impl Repository {
             self.lock_patience,
             waiting,
         )
+    }
+
+    /// Takes the exclusive lock of a command that frees space (`forget`, `prune`): on a full
+    /// disk, the space kept in reserve is given back first, so that the lock and a new index
+    /// can be written. Returns the lock and whether the disk was full (the caller then writes
+    /// as little as it can, and calls [`Backend::keep_reserve`] at the end).
+    pub fn lock_to_clean(&self) -> Result<(crate::lock::RepoLock, bool)> {
+        let full = self.backend.is_full()?;
+        if full {
+            self.backend.release_reserve()?;
+        }
+        match self.lock(true) {
+            Err(RepoError::Backend(BackendError::NoSpace(_)))
+                if self.backend.release_reserve()? =>
+            {
+                Ok((self.lock(true)?, true))
+            }
+            other => Ok((other?, full)),
+        }
     }
 
     /// The device records that could not be read, and why.

@@ -65,7 +65,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         );
     }
     let repo = ctx.open()?;
-    let lock = repo.lock(true)?;
+    let (lock, _) = repo.lock_to_clean()?;
     let considered = a.select.considered(&repo)?;
     // Snapshot files that cannot be read: named ones are removed by name, the others left.
     let mut damaged_named = Vec::new();
@@ -97,6 +97,8 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
             repo.remove_snapshot_file(name)?;
         }
     }
+    // Set aside again what a full disk took (or, on a disk still full, next time).
+    let _ = repo.backend().keep_reserve();
     drop(lock);
     for e in &left {
         eprintln!("warning: {e}; left as it is (remove it with `kura forget ID`)");
@@ -167,7 +169,15 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
             r.blobs_removed,
             human(r.bytes_freed),
             human(r.bytes_after)
-        )
+        ) + &if r.disk_was_full {
+            format!(
+                "\nthe disk was full: the reserve was used{}, and {} with some unused data were left to repack when there is room (run prune again)",
+                if r.reserve_kept { " and set aside again" } else { "" },
+                count(r.repack_skipped as u64, "pack")
+            )
+        } else {
+            String::new()
+        }
     });
     Ok(())
 }

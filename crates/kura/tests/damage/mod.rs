@@ -338,3 +338,80 @@ fn a_damaged_device_record_costs_only_what_that_device_stored() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("kura device add"), "{}", stderr(&out));
 }
+
+/// A filesystem of its own at `at` (tmpfs, so the test runs as root, as CI does), unmounted
+/// when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, mib: u32) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let size = format!("size={mib}m");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Fills what is left with one file; returns it.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = fs::File::create(&filler).unwrap();
+        // To the last byte: not even a lock file fits afterwards.
+        for size in [64 << 10, 4 << 10, 1] {
+            let chunk = vec![1u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn forget_and_prune_free_a_full_disk() {
+    let env = Env::new();
+    let disk = SmallDisk::mount(&env.repo, 24);
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old"), noise(4_000_000, 21)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    fs::remove_file(src.join("old")).unwrap();
+    fs::write(src.join("new"), noise(4_000_000, 22)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let filler = disk.fill();
+    // Nothing more fits: a backup fails, but forget and prune still run.
+    fs::write(src.join("more"), noise(1_000_000, 23)).unwrap();
+    assert!(!env.run(&["backup", src.to_str().unwrap()]).status.success());
+    fs::remove_file(src.join("more")).unwrap();
+    env.ok(&["forget", "--keep-last", "1"]);
+    let pruned = env.json(&["prune"]);
+    assert_eq!(pruned["disk_was_full"], true, "{pruned}");
+    assert!(
+        pruned["bytes_freed"].as_u64().unwrap() >= 4_000_000,
+        "{pruned}"
+    );
+    // With room again, the reserve is back and the repository whole.
+    fs::remove_file(filler).unwrap();
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(
+        fs::metadata(env.repo.join("reserve")).unwrap().len(),
+        4 << 20
+    );
+}
