@@ -28,6 +28,8 @@ pub struct PruneReport {
     pub packs_kept: usize,
     /// Unindexed packs (from interrupted backups) deleted.
     pub orphans_deleted: usize,
+    /// Unindexed packs kept because their header cannot be read (see `kura check`).
+    pub orphans_kept: usize,
     /// Partial files of killed writers deleted.
     pub partials_deleted: usize,
     /// Blobs removed.
@@ -131,11 +133,19 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         }
         report.blobs_removed += p.entries.len() - live.len();
     }
-    let orphans: Vec<String> = stored
+    // Unindexed packs are an interrupted backup's, and go; one whose header cannot be read
+    // may be another device's that cannot be opened now (its record damaged): kept.
+    let mut orphans: Vec<String> = Vec::new();
+    for name in stored
         .keys()
         .filter(|n| !n.parse::<Id>().is_ok_and(|id| index.has_pack(&id)))
-        .cloned()
-        .collect();
+    {
+        match repo.read_pack_header(name) {
+            Ok(_) => orphans.push(name.clone()),
+            Err(e) if e.is_damage() => report.orphans_kept += 1,
+            Err(e) => return Err(e),
+        }
+    }
     report.packs_kept = keep.len();
     report.packs_deleted = remove.len();
     report.packs_repacked = repack.len();

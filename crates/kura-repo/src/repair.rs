@@ -250,3 +250,63 @@ impl Fixer<'_> {
         Ok(id)
     }
 }
+
+/// What `repair index` did (or would do).
+#[derive(Debug, Default, Serialize)]
+pub struct IndexRepair {
+    /// Packs whose header was read into the new index.
+    pub packs_indexed: usize,
+    /// Packs whose header cannot be read: left out of the index (and kept, see `prune`).
+    pub packs_unreadable: Vec<String>,
+    /// Index files the new one replaced (the ones that could not be read among them).
+    pub index_files_replaced: usize,
+    /// Of those, the ones that could not be read.
+    pub index_files_unreadable: usize,
+}
+
+/// Builds the index anew from the packs' own headers, and replaces every index file with it:
+/// for index files that were lost or cannot be read (their packs would otherwise look unused,
+/// and prune refuses to run). Baseline-only entries of readable index files are kept.
+pub fn repair_index(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<IndexRepair> {
+    repo.require_device(device)?;
+    let _lock = repo.lock(true)?;
+    let (old, unreadable) = repo.load_index_reporting()?;
+    let lost = repo.lost()?;
+    let mut report = IndexRepair {
+        index_files_unreadable: unreadable.len(),
+        ..IndexRepair::default()
+    };
+    let mut packs = Vec::new();
+    for name in repo.backend().list(FileType::Pack)? {
+        let Ok(id) = name.parse::<Id>() else { continue };
+        if lost.packs.contains(&id) {
+            continue;
+        }
+        match repo.read_pack_header(&name) {
+            Ok((sealed_by, entries)) => packs.push(kura_core::index::IndexedPack {
+                id,
+                device: sealed_by,
+                entries,
+            }),
+            Err(e) if e.is_damage() => report.packs_unreadable.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    report.packs_indexed = packs.len();
+    let files = repo.backend().list(FileType::Index)?;
+    report.index_files_replaced = files.len();
+    if dry_run {
+        return Ok(report);
+    }
+    let new = repo.write_index_file(
+        device,
+        &kura_core::index::IndexFile {
+            packs,
+            external: old.externals().copied().collect(),
+        },
+    )?;
+    for name in files.iter().filter(|n| **n != new) {
+        repo.backend().remove(FileType::Index, name)?;
+    }
+    Ok(report)
+}

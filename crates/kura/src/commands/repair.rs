@@ -9,6 +9,14 @@ use crate::output::{count, lines};
 /// What to repair.
 #[derive(Subcommand)]
 pub enum RepairCommand {
+    /// Build the index anew from the packs' own headers and replace every index file with it:
+    /// for index files that are lost or cannot be read (prune refuses to run while one
+    /// cannot).
+    Index {
+        /// Only report what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Rewrite the packs a check found damaged with the blobs of them that still
     /// authenticate, take packs that are missing out of the index, and clear the damage
     /// records. Run `kura check --read-data` first; back up afterwards, so that what the
@@ -32,9 +40,32 @@ pub enum RepairCommand {
 /// `kura repair`.
 pub fn repair(ctx: &Ctx, c: RepairCommand) -> Result<()> {
     match c {
+        RepairCommand::Index { dry_run } => index(ctx, dry_run),
         RepairCommand::Packs { dry_run } => packs(ctx, dry_run),
         RepairCommand::Snapshots { dry_run } => snapshots(ctx, dry_run),
     }
+}
+
+fn index(ctx: &Ctx, dry_run: bool) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, device) = ctx.this_device(&repo)?;
+    let r = kura_repo::repair::repair_index(&repo, device, dry_run)?;
+    ctx.out.emit(&r, || {
+        let mut text = format!(
+            "{}{} indexed from their headers, replacing {} ({} unreadable)",
+            if dry_run { "dry run: " } else { "" },
+            count(r.packs_indexed as u64, "pack"),
+            count(r.index_files_replaced as u64, "index file"),
+            r.index_files_unreadable
+        );
+        for p in &r.packs_unreadable {
+            text.push_str(&format!(
+                "\npack {p}: its header cannot be read; left out and kept"
+            ));
+        }
+        text
+    });
+    Ok(())
 }
 
 fn snapshots(ctx: &Ctx, dry_run: bool) -> Result<()> {
