@@ -339,46 +339,6 @@ fn a_damaged_device_record_costs_only_what_that_device_stored() {
     assert!(stderr(&out).contains("kura device add"), "{}", stderr(&out));
 }
 
-/// A filesystem of its own at `at` (tmpfs, so the test runs as root, as CI does), unmounted
-/// when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, mib: u32) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let size = format!("size={mib}m");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mounting a tmpfs needs root");
-        SmallDisk(at.to_path_buf())
-    }
-
-    /// Fills what is left with one file; returns it.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let filler = self.0.join("filler");
-        let mut f = fs::File::create(&filler).unwrap();
-        // To the last byte: not even a lock file fits afterwards.
-        for size in [64 << 10, 4 << 10, 1] {
-            let chunk = vec![1u8; size];
-            while f.write_all(&chunk).is_ok() {}
-        }
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn forget_and_prune_free_a_full_disk() {
     let env = Env::new();
@@ -444,4 +404,28 @@ fn index_files_lost_or_damaged_are_rebuilt_from_the_packs() {
     let t = env.path("t");
     env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
     assert_eq!(contents(&restored(&t, &src)), contents(&src));
+}
+
+#[test]
+fn a_full_service_database_is_told_to_the_client_as_507() {
+    let env = Env::new();
+    let disk = SmallDisk::mount(&env.path("service"), 16);
+    let svc = Service::start(&env);
+    svc.add_user("alice", "alice password");
+    let login = |svc: &Service| {
+        svc.http()
+            .post(format!("{}/v1/login", svc.url))
+            .body(r#"{"user":"alice","password":"alice password"}"#)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(login(&svc).status(), reqwest::StatusCode::OK);
+    let filler = disk.fill();
+    // A login writes its session: with the disk full, the client is told why.
+    let refused = login(&svc);
+    assert_eq!(refused.status(), reqwest::StatusCode::INSUFFICIENT_STORAGE);
+    let said = refused.text().unwrap();
+    assert!(said.contains("database is full"), "{said}");
+    fs::remove_file(filler).unwrap();
+    assert_eq!(login(&svc).status(), reqwest::StatusCode::OK);
 }
