@@ -54,32 +54,33 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     let (index, unreadable) = repo.load_index_reporting()?;
     // The packs an unreadable index file lists look unindexed: prune would delete them.
     if let Some(e) = unreadable.first() {
-        return Err(crate::RepoError::Corrupt {
-            what: "repository",
-            name: repo.backend().location(),
-            source: kura_core::FormatError::invalid(
-                "repository",
-                format!(
-                    "{e}; prune refuses to run while an index file cannot be read (its packs would look unused)"
-                ),
+        return Err(refusal(
+            repo,
+            format!(
+                "{e}; prune refuses to run while an index file cannot be read (its packs would look unused): rebuild the index with `kura repair index` first"
             ),
-        });
+        ));
     }
     let (snapshots, damaged) = repo.readable_snapshots()?;
     // What a snapshot that cannot be read needs is unknown: deleting anything could lose it.
     if let Some(e) = damaged.first() {
-        return Err(crate::RepoError::Corrupt {
-            what: "repository",
-            name: repo.backend().location(),
-            source: kura_core::FormatError::invalid(
-                "repository",
+        return Err(refusal(
+            repo,
+            format!(
+                "{e}; prune cannot tell what that snapshot needs: remove it with `kura forget ID` (its file name) first"
+            ),
+        ));
+    }
+    let used = used_blobs(repo, &index, snapshots.iter().flat_map(|(_, s)| s.trees()))
+        .map_err(|e| match e.is_damage() {
+            true => refusal(
+                repo,
                 format!(
-                    "{e}; prune cannot tell what that snapshot needs: remove it with `kura forget ID` (its file name) first"
+                    "{e}; prune cannot tell what the snapshots need while one of their listings is lost: run `kura check --read-data`, `kura repair packs` and `kura repair snapshots` first"
                 ),
             ),
-        });
-    }
-    let used = used_blobs(repo, &index, snapshots.iter().flat_map(|(_, s)| s.trees()))?;
+            false => e,
+        })?;
     let stored = repo.stored_packs()?;
 
     // Never decide on what to delete from an index that names packs which are gone: a
@@ -89,17 +90,13 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         .iter()
         .find(|p| !stored.contains_key(&p.id.to_hex()))
     {
-        return Err(crate::RepoError::Corrupt {
-            what: "repository",
-            name: repo.backend().location(),
-            source: kura_core::FormatError::invalid(
-                "repository",
-                format!(
-                    "pack {} is indexed but missing; prune refuses to run (see `kura check`)",
-                    missing.id.short()
-                ),
+        return Err(refusal(
+            repo,
+            format!(
+                "pack {} is indexed but missing; prune refuses to run (see `kura check`)",
+                missing.id.short()
             ),
-        });
+        ));
     }
     let mut report = PruneReport {
         disk_was_full: full,
@@ -206,6 +203,15 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
     report.bytes_after = before + new_bytes - removed;
     report.reserve_kept = repo.backend().keep_reserve().is_ok();
     Ok(report)
+}
+
+/// Why prune will not run: deciding what to delete now could delete what is needed.
+fn refusal(repo: &Repository, why: String) -> crate::RepoError {
+    crate::RepoError::Corrupt {
+        what: "repository",
+        name: repo.backend().location(),
+        source: kura_core::FormatError::invalid("repository", why),
+    }
 }
 
 /// A new index and packs for the repository: packs kept as they are, packs rewritten with
