@@ -1,7 +1,8 @@
 //! What signed-in users can cost the service in memory. Bodies are received into a spool (a
 //! file past its first MiB) and objects are sealed and read a block or a window at a time, so
-//! a request holds a bounded amount whatever its body's length; the budget still rations that,
-//! so many requests at once cannot add up: a request waits for its share of a fixed budget
+//! a request holds a bounded amount of memory whatever its body's length; the budget still
+//! rations that, and the disk the spooled bodies take (four times the memory), so many
+//! requests at once cannot add up: a request waits for its share of a fixed budget
 //! before its body is read or its object loaded, and one user may hold at most half the budget
 //! and a fixed number of requests at once. A request that waits too long is answered 503 with
 //! Retry-After, which clients honour.
@@ -33,30 +34,75 @@ pub enum Cost {
     /// Spooled, then copied to its upload (an upload piece).
     Kept,
     /// Spooled, then sealed for each of two sites, some parts of each in flight (an object
-    /// stored whole, a committed upload).
+    /// stored whole).
     Sealed,
+    /// Sealed for each of two sites from the file it was assembled in (a committed upload).
+    Committed,
     /// Read from a site and opened, a window at a time (an object read).
     Opened,
 }
 
 impl Cost {
+    /// Whether the body arrives with the request (and is spooled).
+    fn received(self) -> bool {
+        matches!(self, Cost::Kept | Cost::Sealed)
+    }
+
     /// Bytes held at once for a body of `bytes`.
     fn held(self, bytes: u64) -> u64 {
         match self {
             Cost::Kept => bytes.min(SPILL as u64) * 2,
-            Cost::Sealed => bytes.min(2 * kura_sites::PART as u64) * 3,
+            Cost::Sealed | Cost::Committed => bytes.min(2 * kura_sites::PART as u64) * 3,
             Cost::Opened => bytes.min(READ_WINDOW) * 2,
         }
     }
 }
 
+/// One thing rationed, in units of [`UNIT`] bytes: all of it, and the most one user may
+/// hold (half).
+struct Pool {
+    all: Arc<Semaphore>,
+    total: u32,
+    share: u32,
+}
+
+impl Pool {
+    fn new(bytes: u64) -> Pool {
+        let units = (bytes / UNIT).min(u32::MAX as u64) as u32;
+        Pool {
+            all: Arc::new(Semaphore::new(units as usize)),
+            total: units,
+            share: units / 2,
+        }
+    }
+
+    /// Takes `bytes` of it for one request of a user whose share is `mine`; more than a
+    /// share (or the whole) takes all of it: such a request runs alone.
+    async fn take(
+        &self,
+        mine: &Arc<Semaphore>,
+        bytes: u64,
+        what: &str,
+    ) -> ApiResult<[OwnedSemaphorePermit; 2]> {
+        let units = (bytes / UNIT).max(1);
+        let own = units.min(self.share as u64) as u32;
+        let own = acquire(
+            mine,
+            own,
+            &format!("this user's requests hold their {what}"),
+        )
+        .await?;
+        let all = units.min(self.total as u64) as u32;
+        let all = acquire(&self.all, all, &format!("{what} for requests")).await?;
+        Ok([own, all])
+    }
+}
+
 /// The budget, and each user's part of it.
 pub struct Budget {
-    memory: Arc<Semaphore>,
-    /// The whole budget, in units.
-    total: u32,
-    /// Half the budget: the most one user may hold.
-    share: u32,
+    memory: Pool,
+    /// Room on disk for the parts of bodies beyond their first MiB ([`Spool`]).
+    spool: Pool,
     requests_per_user: usize,
     users: Mutex<HashMap<i64, Arc<UserPart>>>,
 }
@@ -64,6 +110,7 @@ pub struct Budget {
 struct UserPart {
     requests: Arc<Semaphore>,
     memory: Arc<Semaphore>,
+    spool: Arc<Semaphore>,
 }
 
 /// Memory or a request slot held until dropped.
@@ -89,14 +136,13 @@ async fn acquire(sem: &Arc<Semaphore>, n: u32, what: &str) -> ApiResult<OwnedSem
 }
 
 impl Budget {
-    /// A budget of `memory` bytes for bodies at once (at least 64 MiB), and
-    /// `requests_per_user` requests of one user at once.
+    /// A budget of `memory` bytes for bodies at once (at least 64 MiB) and four times as much
+    /// disk for spooled bodies, and `requests_per_user` requests of one user at once.
     pub fn new(memory: u64, requests_per_user: usize) -> Budget {
-        let units = (memory.max(64 << 20) / UNIT).min(u32::MAX as u64) as u32;
+        let memory = memory.max(64 << 20);
         Budget {
-            memory: Arc::new(Semaphore::new(units as usize)),
-            total: units,
-            share: units / 2,
+            memory: Pool::new(memory),
+            spool: Pool::new(memory.saturating_mul(4)),
             requests_per_user: requests_per_user.max(1),
             users: Mutex::new(HashMap::new()),
         }
@@ -109,7 +155,8 @@ impl Budget {
             .or_insert_with(|| {
                 Arc::new(UserPart {
                     requests: Arc::new(Semaphore::new(self.requests_per_user)),
-                    memory: Arc::new(Semaphore::new(self.share as usize)),
+                    memory: Arc::new(Semaphore::new(self.memory.share as usize)),
+                    spool: Arc::new(Semaphore::new(self.spool.share as usize)),
                 })
             })
             .clone()
@@ -122,18 +169,23 @@ impl Budget {
         Ok(Held { _permits: vec![p] })
     }
 
-    /// Waits for the memory a body of `bytes` handled at `cost` takes. A request larger than a
-    /// user's share, or than the whole budget, holds all of it: it runs alone.
-    pub async fn memory(&self, user: i64, bytes: u64, cost: Cost) -> ApiResult<Held> {
-        let units = (cost.held(bytes) / UNIT).max(1);
+    /// Waits for what a body of `bytes` handled at `cost` takes: memory, and for a body that
+    /// is received, disk for the part of it beyond the first MiB.
+    pub async fn hold(&self, user: i64, bytes: u64, cost: Cost) -> ApiResult<Held> {
         let part = self.part(user);
-        let mine = units.min(self.share as u64) as u32;
-        let mine = acquire(&part.memory, mine, "this user's requests hold their memory").await?;
-        let all = units.min(self.total as u64) as u32;
-        let all = acquire(&self.memory, all, "memory for requests").await?;
-        Ok(Held {
-            _permits: vec![mine, all],
-        })
+        let mut permits = Vec::with_capacity(4);
+        permits.extend(
+            self.memory
+                .take(&part.memory, cost.held(bytes), "memory")
+                .await?,
+        );
+        if cost.received() {
+            let beyond = bytes.saturating_sub(SPILL as u64);
+            if beyond > 0 {
+                permits.extend(self.spool.take(&part.spool, beyond, "disk").await?);
+            }
+        }
+        Ok(Held { _permits: permits })
     }
 }
 
@@ -201,7 +253,7 @@ pub async fn hold_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(kura_api::MAX_BODY as u64);
-    match app.budget.memory(user, declared, cost).await {
+    match app.budget.hold(user, declared, cost).await {
         Ok(_held) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -214,18 +266,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn memory_is_handed_out_up_to_the_budget_and_one_user_gets_half() {
         let b = Budget::new(64 << 20, 4);
-        let first = b.memory(1, 10 << 20, Cost::Sealed).await.unwrap();
+        let first = b.hold(1, 10 << 20, Cost::Sealed).await.unwrap();
         // 30 MiB held of a 32 MiB share: a second large body of the same user waits, then
         // is told to come back.
-        let e = b.memory(1, 10 << 20, Cost::Sealed).await.unwrap_err();
+        let e = b.hold(1, 10 << 20, Cost::Sealed).await.unwrap_err();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         // Another user still gets theirs.
-        let other = b.memory(2, 10 << 20, Cost::Sealed).await.unwrap();
+        let other = b.hold(2, 10 << 20, Cost::Sealed).await.unwrap();
         drop(first);
-        b.memory(1, 10 << 20, Cost::Sealed).await.unwrap();
+        b.hold(1, 10 << 20, Cost::Sealed).await.unwrap();
         drop(other);
         // Larger than a share: held as the whole share.
-        b.memory(3, 1 << 30, Cost::Sealed).await.unwrap();
+        b.hold(3, 1 << 30, Cost::Sealed).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spooled_bodies_are_rationed_on_disk_too() {
+        let b = Budget::new(256 << 20, 32);
+        // Pieces cost little memory (2 MiB each), but their spool files add up: a user's
+        // share of the 1 GiB of disk is 512 MiB, eight 64 MiB pieces.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(b.hold(1, 64 << 20, Cost::Kept).await.unwrap());
+        }
+        let e = b.hold(1, 64 << 20, Cost::Kept).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.body.error.contains("disk"), "{}", e.body.error);
+        // Another user still gets theirs; reads and commits spool nothing.
+        b.hold(2, 64 << 20, Cost::Kept).await.unwrap();
+        b.hold(1, 64 << 20, Cost::Opened).await.unwrap();
+        b.hold(1, 64 << 20, Cost::Committed).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

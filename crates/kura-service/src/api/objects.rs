@@ -97,7 +97,7 @@ pub async fn read(
         Some(r) => (r.first, r.last.saturating_add(1).min(size)),
         None => (0, size),
     };
-    let held = app.budget.memory(id, end - start, Cost::Opened).await?;
+    let held = app.budget.hold(id, end - start, Cost::Opened).await?;
     let body = if end - start > READ_WINDOW {
         let counted = app.clone();
         let windows = app.storage.windows(id, t, &name, start, end).await?;

@@ -89,7 +89,7 @@ pub async fn commit(
     let size = uploading(move || u.received(&k, &n)).await.unwrap_or(0);
     let _held = app
         .budget
-        .memory(authed.user.id, size, Cost::Sealed)
+        .hold(authed.user.id, size, Cost::Committed)
         .await?;
     let (k, n, s, u) = (kind.clone(), name.clone(), sum.clone(), up.clone());
     let finished = tokio::task::spawn_blocking(move || u.finish(&k, &n, &s)).await?;

@@ -429,3 +429,80 @@ fn a_full_service_database_is_told_to_the_client_as_507() {
     fs::remove_file(filler).unwrap();
     assert_eq!(login(&svc).status(), reqwest::StatusCode::OK);
 }
+
+#[test]
+fn at_the_service_a_damaged_snapshot_device_record_or_key_file_costs_only_itself() {
+    use kura_repo::{Backend, FileType};
+    let alice = Member::start("alice");
+    let code = alice.json(&["init"])["recovery_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let src = alice.path("src");
+    make_tree(&src, 6, 15);
+    for i in 0..3 {
+        fs::write(src.join("changing"), format!("generation {i}")).unwrap();
+        alice.backup(&src);
+    }
+    let b = alice.backend();
+    let before = b.list(FileType::Device).unwrap();
+    let laptop = alice.device(&alice.path("laptop-state"));
+    laptop.ok(&["device", "add", "--name", "laptop"]);
+    let laptop_id = b
+        .list(FileType::Device)
+        .unwrap()
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .unwrap();
+    let mut snaps = b.list(FileType::Snapshot).unwrap();
+    snaps.sort();
+    // A snapshot file copied over another, a device record and a key file overwritten, all
+    // through the service's own API, as a client with the account's password could.
+    let first = b.read(FileType::Snapshot, &snaps[0]).unwrap();
+    b.write(FileType::Snapshot, &snaps[1], &first).unwrap();
+    b.write(FileType::Device, &laptop_id, &noise(100, 16))
+        .unwrap();
+    let keys = alice.json(&["key", "list"]);
+    let passphrase = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "passphrase")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good_key = b.read(FileType::Key, &passphrase).unwrap();
+    b.write(FileType::Key, &passphrase, &noise(100, 17))
+        .unwrap();
+    // The key file is named, and the recovery code still opens the repository.
+    let out = alice.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not parse"), "{}", stderr(&out));
+    let out = alice
+        .cmd(&["snapshots"])
+        .env_remove("KURA_PASSWORD")
+        .env("KURA_RECOVERY_CODE", &code)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "one snapshot file is damaged: {}",
+        stderr(&out)
+    );
+    b.write(FileType::Key, &passphrase, &good_key).unwrap();
+    // The damaged snapshot is forgotten by its id; the device record costs only the laptop.
+    let forgot = alice.json(&["forget", &snaps[1]]);
+    assert_eq!(forgot["removed_damaged"][0], snaps[1].as_str(), "{forgot}");
+    let out = alice.run(&["check"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("device record"), "{}", stderr(&out));
+    alice.backup(&src);
+    let t = alice.path("t");
+    alice.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    let out = laptop.run(&["backup", src.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("kura device add"), "{}", stderr(&out));
+}
