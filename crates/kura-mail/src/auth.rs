@@ -77,8 +77,8 @@ pub enum AuthError {
     /// It does not cover a field it must.
     #[error("{FIELD} does not cover {0}")]
     Uncovered(&'static str),
-    /// A covered field is not in the message.
-    #[error("the covered field {0} is not in the message")]
+    /// A field that must be covered is not in the message.
+    #[error("the field {0} is not in the message")]
     Absent(String),
     /// The algorithm is not the one this side accepts.
     #[error("algorithm {found} where {wanted} is required")]
@@ -308,11 +308,17 @@ pub fn field<'a>(fields: &Fields<'a>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| *v)
 }
 
-/// What the value covers: each covered field relaxed, then this field with an empty `b=`.
+/// What the value covers: each covered field relaxed, then this field with an empty `b=`. A
+/// covered field that is absent counts as empty (as in DKIM), so adding it later breaks the
+/// value; one of [`REQUIRED`] must be there.
 fn signed_data(fields: &Fields, info: &AuthInfo) -> Result<Vec<u8>, AuthError> {
     let mut data = Vec::new();
     for h in &info.headers {
-        let v = field(fields, h).ok_or_else(|| AuthError::Absent(h.clone()))?;
+        let v = match field(fields, h) {
+            Some(v) => v,
+            None if REQUIRED.contains(&h.as_str()) => return Err(AuthError::Absent(h.clone())),
+            None => "",
+        };
         data.extend_from_slice(format!("{h}:{}\r\n", relaxed(v)).as_bytes());
     }
     let unsigned = AuthInfo {
@@ -540,11 +546,30 @@ mod tests {
         }
         let mut m: Vec<(&str, &str)> = message();
         let value = sign(&m, b"", &COVER, &key).unwrap();
-        m.retain(|(n, _)| *n != "To");
         m.push((FIELD, value.as_str()));
+        // A covered field taken away counts as empty, and no longer checks.
+        let mut no_to = m.clone();
+        no_to.retain(|(n, _)| *n != "To");
+        assert_eq!(verify(&no_to, b"", &key).unwrap_err(), AuthError::Value);
+        let mut no_id = m.clone();
+        no_id.retain(|(n, _)| *n != "Message-Id");
         assert_eq!(
-            verify(&m, b"", &key).unwrap_err(),
-            AuthError::Absent("to".into())
+            verify(&no_id, b"", &key).unwrap_err(),
+            AuthError::Absent("message-id".into())
         );
+        // Covering an absent field signs its absence: adding it later breaks the value.
+        let cover = [
+            "from",
+            "date",
+            "message-id",
+            "mb-direction-code",
+            "in-reply-to",
+        ];
+        let value = sign(&message(), b"", &cover, &key).unwrap();
+        let mut added = message();
+        added.push((FIELD, value.as_str()));
+        assert!(verify(&added, b"", &key).is_ok());
+        added.insert(0, ("In-Reply-To", "<9@phone>"));
+        assert_eq!(verify(&added, b"", &key).unwrap_err(), AuthError::Value);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod fresh;
+pub mod message;
 
 pub use auth::{AuthError, AuthInfo, Key};
 
