@@ -171,10 +171,13 @@ impl Windows {
             return Ok(None);
         }
         let end = (self.at + READ_WINDOW).min(self.end);
-        let (user, kind, name) = (self.user, self.kind, self.entry.name.clone());
+        // Looked up again for each window: a copy found damaged by the last one is marked
+        // failed, and this one goes to the other copy first.
+        let (user, kind) = (self.user, self.kind);
+        let entry = self.storage.entry(user, kind, &self.entry.name).await?;
         let part = self
             .storage
-            .get_range(user, kind, &name, self.at, end)
+            .get_range(user, kind, &entry, self.at, end)
             .await?;
         if part.len() as u64 != end - self.at {
             return Err(self.unreadable("it ended early"));
@@ -582,10 +585,14 @@ impl Storage {
 
     /// Reads a user's object from its primary, or from the other copy; a copy that fails its
     /// check is marked failed (the next placement run repairs it).
-    pub async fn get(&self, user: i64, kind: FileType, name: &str) -> Result<Bytes, StorageError> {
-        let entry = self.entry(user, kind, name).await?;
-        self.read_copies(user, &entry, &site_path(user, kind, name), Part::Whole)
-            .await
+    pub async fn get(
+        &self,
+        user: i64,
+        kind: FileType,
+        entry: &ObjectEntry,
+    ) -> Result<Bytes, StorageError> {
+        let path = site_path(user, kind, &entry.name);
+        self.read_copies(user, entry, &path, Part::Whole).await
     }
 
     /// Reads bytes `start..end` of a user's object (fewer if it ends sooner), from the
@@ -594,17 +601,16 @@ impl Storage {
         &self,
         user: i64,
         kind: FileType,
-        name: &str,
+        entry: &ObjectEntry,
         start: u64,
         end: u64,
     ) -> Result<Bytes, StorageError> {
-        let entry = self.entry(user, kind, name).await?;
         if start >= entry.size {
             return Err(StorageError::OutOfRange);
         }
         let part = Part::Range(start, end.min(entry.size));
-        self.read_copies(user, &entry, &site_path(user, kind, name), part)
-            .await
+        let path = site_path(user, kind, &entry.name);
+        self.read_copies(user, entry, &path, part).await
     }
 
     /// Reads bytes `start..end` of a user's object (fewer if it ends sooner) a window of
@@ -612,16 +618,15 @@ impl Storage {
     /// from a copy that opens, as [`Storage::get_range`] reads it. When the whole object is
     /// read, its checksum is checked before the last window is given: a read that mixed two
     /// versions of the object (it was replaced meanwhile) fails rather than ends.
-    pub async fn windows(
+    pub fn windows(
         self: &Arc<Self>,
         user: i64,
         kind: FileType,
-        name: &str,
+        entry: ObjectEntry,
         start: u64,
         end: u64,
     ) -> Result<impl futures_util::Stream<Item = Result<Bytes, StorageError>> + use<>, StorageError>
     {
-        let entry = self.entry(user, kind, name).await?;
         if start >= entry.size && entry.size > 0 {
             return Err(StorageError::OutOfRange);
         }
@@ -639,7 +644,8 @@ impl Storage {
         Ok(futures_util::stream::try_unfold(reading, Windows::next))
     }
 
-    async fn entry(
+    /// The catalog's entry of a user's object.
+    pub async fn entry(
         &self,
         user: i64,
         kind: FileType,

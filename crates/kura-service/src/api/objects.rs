@@ -87,11 +87,8 @@ pub async fn read(
     let t = file_type(&kind, Some(&name))?;
     let range = parse_range(&headers)?;
     let id = authed.user.id;
-    let n = name.clone();
-    let size = catalog(&app, move |s| s.object(id, t.name(), &n))
-        .await?
-        .ok_or_else(|| ApiError::not_found("not found"))?
-        .size;
+    let entry = app.storage.entry(id, t, &name).await?;
+    let size = entry.size;
     let (start, end) = match range {
         Some(r) if r.first >= size => return Err(StorageError::OutOfRange.into()),
         Some(r) => (r.first, r.last.saturating_add(1).min(size)),
@@ -100,7 +97,7 @@ pub async fn read(
     let held = app.budget.hold(id, end - start, Cost::Opened).await?;
     let body = if end - start > READ_WINDOW {
         let counted = app.clone();
-        let windows = app.storage.windows(id, t, &name, start, end).await?;
+        let windows = app.storage.windows(id, t, entry, start, end)?;
         Body::from_stream(windows.map(move |part| {
             // The memory stays held as long as the body is being sent.
             let _ = &held;
@@ -108,8 +105,8 @@ pub async fn read(
         }))
     } else {
         let body = match range {
-            None => app.storage.get(id, t, &name).await?,
-            Some(_) => app.storage.get_range(id, t, &name, start, end).await?,
+            None => app.storage.get(id, t, &entry).await?,
+            Some(_) => app.storage.get_range(id, t, &entry, start, end).await?,
         };
         Metrics::add(&app.metrics.bytes_out, body.len() as u64);
         Body::from(body)
@@ -259,7 +256,7 @@ pub async fn store_object(
     room: Reservation,
 ) -> ApiResult<()> {
     let (storage, user, name) = (app.storage.clone(), user.clone(), name.to_string());
-    let (len, sha256) = (object.len(), object.sha256().to_ascii_lowercase());
+    let (len, sha256) = (object.len(), object.sha256().to_string());
     tokio::spawn(async move {
         let stored = storage.put(&user, t, &name, Arc::new(object), sha256).await;
         drop(room);
