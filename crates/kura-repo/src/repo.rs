@@ -74,6 +74,27 @@ pub struct DeviceRecord {
     pub removed: Option<jiff::Timestamp>,
 }
 
+/// Files read, by name, and the errors of those that are damaged, by name.
+type ReadEach<T> = (Vec<(String, T)>, Vec<(String, RepoError)>);
+
+/// Reads each named file with `read`, setting aside the ones that are damaged
+/// ([`RepoError::is_damage`]): one damaged file costs only itself. A failure to reach the
+/// storage ends it.
+fn read_each<T>(
+    names: Vec<String>,
+    mut read: impl FnMut(&str) -> Result<T>,
+) -> Result<ReadEach<T>> {
+    let (mut good, mut damaged) = (Vec::new(), Vec::new());
+    for name in names {
+        match read(&name) {
+            Ok(v) => good.push((name, v)),
+            Err(e) if e.is_damage() => damaged.push((name, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((good, damaged))
+}
+
 /// What is told that a lock has to be waited for.
 pub type LockWaiting = Arc<dyn Fn(&RepoError) + Send + Sync>;
 
@@ -430,15 +451,12 @@ impl Repository {
     /// Reads every device record; one that cannot be read is set aside (see
     /// [`Repository::damaged_devices`]), so it costs only what its device sealed.
     fn load_devices(&mut self) -> Result<()> {
-        for name in self.backend.list(FileType::Device)? {
-            match self.read_device(&name) {
-                Ok((rec, key)) => {
-                    self.devices.insert(rec.device, (rec, key));
-                }
-                Err(e) if e.is_damage() => self.damaged_devices.push((name, e)),
-                Err(e) => return Err(e),
-            }
+        let names = self.backend.list(FileType::Device)?;
+        let (read, damaged) = read_each(names, |name| self.read_device(name))?;
+        for (_, (rec, key)) in read {
+            self.devices.insert(rec.device, (rec, key));
         }
+        self.damaged_devices = damaged;
         Ok(())
     }
 
@@ -667,21 +685,16 @@ impl Repository {
     /// unreadable: what would delete unindexed packs must not run past them.
     pub fn load_index_reporting(&self) -> Result<(MasterIndex, Vec<RepoError>)> {
         let lost = self.lost()?;
+        let mut names = self.backend.list(FileType::Index)?;
+        names.retain(|n| !lost.index.contains(n));
+        let (read, unreadable) = read_each(names, |name| self.read_index_file(name))?;
         let mut index = MasterIndex::default();
-        let mut unreadable = Vec::new();
-        for name in self.backend.list(FileType::Index)? {
-            if lost.index.contains(&name) {
-                continue;
-            }
-            match self.read_index_file(&name) {
-                Ok(file) => index.add_file(name, file),
-                Err(e) if e.is_damage() => unreadable.push(e),
-                Err(e) => return Err(e),
-            }
+        for (name, file) in read {
+            index.add_file(name, file);
         }
         index.forget_packs(&lost.packs);
         index.forget_damage(&self.damage()?.0);
-        Ok((index, unreadable))
+        Ok((index, unreadable.into_iter().map(|(_, e)| e).collect()))
     }
 
     /// Records what a check found damaged (what earlier records lack), sealed with `device`'s
@@ -698,24 +711,16 @@ impl Repository {
     /// What checks have recorded as damaged, from every record that can be read, and the
     /// errors of those that cannot (one damaged record hides only what it said).
     pub fn damage(&self) -> Result<(Damage, Vec<RepoError>)> {
+        let names = self.backend.list(FileType::Damage)?;
+        let (read, unreadable) = read_each(names, |name| {
+            let plain = self.read_sealed(FileType::Damage, FileKind::Damage, name)?;
+            Damage::decode(&plain).map_err(corrupt("damage record", name))
+        })?;
         let mut all = Damage::default();
-        let mut unreadable = Vec::new();
-        for name in self.backend.list(FileType::Damage)? {
-            let record = self
-                .backend
-                .read(FileType::Damage, &name)
-                .map_err(RepoError::from)
-                .and_then(|bytes| {
-                    let plain = self.open_sealed(FileKind::Damage, &name, &bytes)?;
-                    Damage::decode(&plain).map_err(corrupt("damage record", &name))
-                });
-            match record {
-                Ok(d) => all.merge(d),
-                Err(e) if e.is_damage() => unreadable.push(e),
-                Err(e) => return Err(e),
-            }
+        for (_, d) in read {
+            all.merge(d);
         }
-        Ok((all, unreadable))
+        Ok((all, unreadable.into_iter().map(|(_, e)| e).collect()))
     }
 
     /// What the storage provider has no good copy of any more.
@@ -743,14 +748,19 @@ impl Repository {
 
     /// Reads and decodes one index file.
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
-        let bytes = self.backend.read(FileType::Index, name)?;
-        let plain = self.open_sealed(FileKind::Index, name, &bytes)?;
+        let plain = self.read_sealed(FileType::Index, FileKind::Index, name)?;
         IndexFile::decode(&plain).map_err(corrupt("index file", name))
     }
 
     /// Stores an index file sealed with `device`'s key; returns its name.
     pub fn write_index_file(&self, device: DeviceId, file: &IndexFile) -> Result<String> {
         self.write_sealed(device, FileKind::Index, FileType::Index, &file.encode())
+    }
+
+    /// Reads the sealed file `name` of type `t` and opens it.
+    fn read_sealed(&self, t: FileType, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(t, name)?;
+        self.open_sealed(kind, name, &bytes)
     }
 
     fn open_sealed(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
@@ -806,36 +816,23 @@ impl Repository {
 
     /// The backup log, oldest first, and the errors of entries that cannot be read.
     pub fn jobs(&self) -> Result<(Vec<Job>, Vec<RepoError>)> {
-        let mut out = Vec::new();
-        let mut damaged = Vec::new();
-        for name in self.backend.list(FileType::Log)? {
-            let job = self
-                .backend
-                .read(FileType::Log, &name)
-                .map_err(RepoError::from)
-                .and_then(|bytes| {
-                    let plain = self.open_sealed(FileKind::Job, &name, &bytes)?;
-                    let job = Job::decode(&plain).map_err(corrupt("backup log entry", &name))?;
-                    if job.id.to_string() != name {
-                        return Err(corrupt("backup log entry", &name)(
-                            kura_core::FormatError::invalid(
-                                "backup log entry",
-                                "stored under another job's name",
-                            ),
-                        ));
-                    }
-                    Ok(job)
-                });
-            match job {
-                Ok(j) => out.push(j),
-                Err(
-                    e @ (RepoError::Corrupt { .. } | RepoError::Backend(BackendError::NotFound(_))),
-                ) => damaged.push(e),
-                Err(e) => return Err(e),
+        let names = self.backend.list(FileType::Log)?;
+        let (read, damaged) = read_each(names, |name| {
+            let plain = self.read_sealed(FileType::Log, FileKind::Job, name)?;
+            let job = Job::decode(&plain).map_err(corrupt("backup log entry", name))?;
+            if job.id.to_string() != name {
+                return Err(corrupt("backup log entry", name)(
+                    kura_core::FormatError::invalid(
+                        "backup log entry",
+                        "stored under another job's name",
+                    ),
+                ));
             }
-        }
+            Ok(job)
+        })?;
+        let mut out: Vec<Job> = read.into_iter().map(|(_, j)| j).collect();
         out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
-        Ok((out, damaged))
+        Ok((out, damaged.into_iter().map(|(_, e)| e).collect()))
     }
 
     /// Stores a snapshot; this is the commit point of a backup.
@@ -861,25 +858,16 @@ impl Repository {
     /// Every snapshot that can be read, oldest first, and the errors of those that cannot:
     /// for commands that only read, one damaged snapshot must not hide the others.
     pub fn readable_snapshots(&self) -> Result<Readable> {
-        let mut out = Vec::new();
-        let mut damaged = Vec::new();
-        for name in self.backend.list(FileType::Snapshot)? {
-            match self.load_snapshot(&name) {
-                Ok(s) => out.push(s),
-                Err(
-                    e @ (RepoError::Corrupt { .. } | RepoError::Backend(BackendError::NotFound(_))),
-                ) => damaged.push(e),
-                Err(e) => return Err(e),
-            }
-        }
+        let names = self.backend.list(FileType::Snapshot)?;
+        let (read, damaged) = read_each(names, |name| self.load_snapshot(name))?;
+        let mut out: Vec<(Id, Snapshot)> = read.into_iter().map(|(_, s)| s).collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok((out, damaged))
+        Ok((out, damaged.into_iter().map(|(_, e)| e).collect()))
     }
 
     /// Reads one snapshot by its file name (as `list` gives it).
     pub fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
-        let bytes = self.backend.read(FileType::Snapshot, name)?;
-        let plain = self.open_sealed(FileKind::Snapshot, name, &bytes)?;
+        let plain = self.read_sealed(FileType::Snapshot, FileKind::Snapshot, name)?;
         let snap = Snapshot::decode(&plain).map_err(corrupt("snapshot", name))?;
         let id = name.parse().map_err(|_| {
             corrupt("snapshot", name)(kura_core::FormatError::invalid("snapshot", "bad name"))
