@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::snapshot::BackupType;
 
+/// An interval as people write it: `30s`, `30m`, `6h`, `1d`, `1w`, `1h30m` (days of 24 hours),
+/// or ISO 8601 (`PT5M`).
+pub fn interval(s: &str) -> Option<SignedDuration> {
+    s.trim()
+        .parse::<Span>()
+        .ok()
+        .and_then(|span| span.to_duration(SpanRelativeTo::days_are_24_hours()).ok())
+}
+
 /// Shortest interval for `every`: a backup every second would never finish before the next.
 pub const MIN_EVERY: SignedDuration = SignedDuration::from_secs(1);
 
@@ -52,16 +61,11 @@ impl Timing {
 
     /// `--every`: an interval such as `30m`, `6h`, `1d`, `1w` or `1h30m`.
     pub fn every(s: &str) -> Result<Timing, TimingError> {
-        let d = s
-            .trim()
-            .parse::<Span>()
-            .ok()
-            .and_then(|span| span.to_duration(SpanRelativeTo::days_are_24_hours()).ok())
-            .ok_or_else(|| {
-                bad(format!(
-                    "--every {s:?}: expected an interval like 30m, 6h, 1d or 1w"
-                ))
-            })?;
+        let d = interval(s).ok_or_else(|| {
+            bad(format!(
+                "--every {s:?}: expected an interval like 30m, 6h, 1d or 1w"
+            ))
+        })?;
         if d < MIN_EVERY {
             return Err(bad(format!(
                 "--every {s:?}: the interval must be at least 1s"

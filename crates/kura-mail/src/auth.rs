@@ -112,6 +112,17 @@ pub enum Key<'a> {
 }
 
 impl Key<'_> {
+    /// The Ed25519 public key, of a public key or a key pair (empty for a shared secret,
+    /// which no signature checks under).
+    fn ed25519_public(&self) -> &[u8] {
+        use signature::KeyPair;
+        match self {
+            Key::Ed25519Public(public) => public,
+            Key::Ed25519Signer(pair) => pair.public_key().as_ref(),
+            Key::Shared { .. } => &[],
+        }
+    }
+
     fn algorithm(&self) -> Algorithm {
         match self {
             Key::Shared { legacy: false, .. } => Algorithm::HmacSha256,
@@ -269,14 +280,8 @@ pub fn verify(fields: &Fields, body: &[u8], key: &Key) -> Result<AuthInfo, AuthE
             secret,
             legacy: true,
         } => info.value == legacy_sum(secret, &data).to_be_bytes(),
-        Key::Ed25519Public(public) => {
-            signature::UnparsedPublicKey::new(&signature::ED25519, public)
-                .verify(digest::digest(&digest::SHA256, &data).as_ref(), &info.value)
-                .is_ok()
-        }
-        Key::Ed25519Signer(pair) => {
-            use signature::KeyPair;
-            signature::UnparsedPublicKey::new(&signature::ED25519, pair.public_key().as_ref())
+        Key::Ed25519Public(_) | Key::Ed25519Signer(_) => {
+            signature::UnparsedPublicKey::new(&signature::ED25519, key.ed25519_public())
                 .verify(digest::digest(&digest::SHA256, &data).as_ref(), &info.value)
                 .is_ok()
         }

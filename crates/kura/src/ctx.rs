@@ -337,7 +337,8 @@ impl Ctx {
         Repository::read_config(backend.as_ref())?;
         let mut repo = Repository::open(backend, &self.credential()?)?;
         if let Some(wait) = self.g.retry_lock {
-            let said = format!("waiting up to {} for it (--retry-lock)", human_wait(wait));
+            let shown = jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::MAX);
+            let said = format!("waiting up to {shown:#} for it (--retry-lock)");
             repo.set_lock_patience(
                 wait,
                 std::sync::Arc::new(move |e| eprintln!("kura: {e}; {said}")),
@@ -396,22 +397,12 @@ pub fn kdf() -> KdfParams {
     }
 }
 
-/// A wait such as `30s`, `5m` or `1h30m` (or ISO 8601, `PT5M`).
+/// A wait such as `30s`, `5m` or `1h30m` (or ISO 8601, `PT5M`): an interval as `--every`
+/// takes one.
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
-    let d: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration such as 30s, 5m or 1h: {e}"))?;
+    let d = kura_core::schedule::interval(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
     std::time::Duration::try_from(d).map_err(|_| format!("{text:?} is negative"))
-}
-
-fn human_wait(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, _) => format!("{h}h{m:02}m"),
-    }
 }
 
 /// A secret kept in a file, without its trailing newline.
@@ -437,7 +428,5 @@ mod tests {
         assert_eq!(parse_wait("PT2M"), Ok(Duration::from_secs(120)));
         assert!(parse_wait("soon").is_err());
         assert!(parse_wait("-5m").is_err());
-        assert_eq!(human_wait(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human_wait(Duration::from_secs(3600)), "1h00m");
     }
 }

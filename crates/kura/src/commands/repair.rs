@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use kura_core::keys::DeviceId;
+use kura_repo::Repository;
 
 use crate::ctx::Ctx;
 use crate::output::{count, lines};
@@ -39,17 +41,17 @@ pub enum RepairCommand {
 
 /// `kura repair`.
 pub fn repair(ctx: &Ctx, c: RepairCommand) -> Result<()> {
+    let repo = ctx.open()?;
+    let (_, device) = ctx.this_device(&repo)?;
     match c {
-        RepairCommand::Index { dry_run } => index(ctx, dry_run),
-        RepairCommand::Packs { dry_run } => packs(ctx, dry_run),
-        RepairCommand::Snapshots { dry_run } => snapshots(ctx, dry_run),
+        RepairCommand::Index { dry_run } => index(ctx, &repo, device, dry_run),
+        RepairCommand::Packs { dry_run } => packs(ctx, &repo, device, dry_run),
+        RepairCommand::Snapshots { dry_run } => snapshots(ctx, &repo, device, dry_run),
     }
 }
 
-fn index(ctx: &Ctx, dry_run: bool) -> Result<()> {
-    let repo = ctx.open()?;
-    let (_, device) = ctx.this_device(&repo)?;
-    let r = kura_repo::repair::repair_index(&repo, device, dry_run)?;
+fn index(ctx: &Ctx, repo: &Repository, device: DeviceId, dry_run: bool) -> Result<()> {
+    let r = kura_repo::repair::repair_index(repo, device, dry_run)?;
     ctx.out.emit(&r, || {
         let mut text = format!(
             "{}{} indexed from their headers, replacing {} ({} unreadable)",
@@ -68,10 +70,8 @@ fn index(ctx: &Ctx, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-fn snapshots(ctx: &Ctx, dry_run: bool) -> Result<()> {
-    let repo = ctx.open()?;
-    let (_, device) = ctx.this_device(&repo)?;
-    let r = kura_repo::repair::repair_snapshots(&repo, device, dry_run)?;
+fn snapshots(ctx: &Ctx, repo: &Repository, device: DeviceId, dry_run: bool) -> Result<()> {
+    let r = kura_repo::repair::repair_snapshots(repo, device, dry_run)?;
     ctx.out.emit(&r, || {
         let each = r.iter().map(|s| {
             let to = s
@@ -104,10 +104,8 @@ fn snapshots(ctx: &Ctx, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-fn packs(ctx: &Ctx, dry_run: bool) -> Result<()> {
-    let repo = ctx.open()?;
-    let (_, device) = ctx.this_device(&repo)?;
-    let r = kura_repo::repair::repair_packs(&repo, device, dry_run)?;
+fn packs(ctx: &Ctx, repo: &Repository, device: DeviceId, dry_run: bool) -> Result<()> {
+    let r = kura_repo::repair::repair_packs(repo, device, dry_run)?;
     ctx.out.emit(&r, || {
         format!(
             "{}{} salvaged ({} kept, {} dropped), {} taken out of the index, {} cleared",
