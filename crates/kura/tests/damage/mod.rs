@@ -49,6 +49,13 @@ fn two_listings(
     first_trees
 }
 
+/// Restores the latest snapshot into `t` with `ok` (a command that must succeed) and asserts
+/// it is `src`, entry for entry.
+fn latest_restores_whole(ok: impl Fn(&[&str]) -> String, t: &Path, src: &Path) {
+    ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(t, src)), contents(src));
+}
+
 /// The relative paths of the files under `root`.
 fn file_names(root: &Path) -> BTreeSet<PathBuf> {
     files_under(root)
@@ -128,9 +135,7 @@ fn a_damaged_listing_costs_only_the_directory_under_it() {
     assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
     env.ok(&["repair", "packs"]);
     env.backup(&[src.to_str().unwrap()]);
-    let t = env.path("again");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| env.ok(a), &env.path("again"), &src);
     // The first snapshot's own listings are gone for good: its repair empties its root,
     // the others need nothing. Then a check finds nothing at all.
     assert_eq!(env.run(&["check", "--read-data"]).status.code(), Some(3));
@@ -152,9 +157,7 @@ fn a_damaged_listing_costs_only_the_directory_under_it() {
         })
         .collect();
     assert_eq!(tagged.len(), 1);
-    let t = env.path("latest-again");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| env.ok(a), &env.path("latest-again"), &src);
 }
 
 #[test]
@@ -251,9 +254,7 @@ fn a_backup_after_a_check_stores_damaged_data_again_and_heals_every_snapshot() {
     assert!(files_under(&env.repo.join("damage")).is_empty());
     // Every snapshot is whole again: nothing to rewrite.
     assert_eq!(env.json(&["repair", "snapshots"]), serde_json::json!([]));
-    let t = env.path("after-repair");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| env.ok(a), &env.path("after-repair"), &src);
 }
 
 #[test]
@@ -366,9 +367,7 @@ fn forget_and_prune_free_a_full_disk() {
     // With room again, the reserve is back and the repository whole.
     fs::remove_file(filler).unwrap();
     env.ok(&["check", "--read-data"]);
-    let t = env.path("t");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| env.ok(a), &env.path("t"), &src);
     env.backup(&[src.to_str().unwrap()]);
     assert_eq!(
         fs::metadata(env.repo.join("reserve")).unwrap().len(),
@@ -401,9 +400,7 @@ fn index_files_lost_or_damaged_are_rebuilt_from_the_packs() {
     assert_eq!(files_under(&env.repo.join("index")).len(), 1);
     env.ok(&["check", "--read-data"]);
     env.ok(&["prune"]);
-    let t = env.path("t");
-    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| env.ok(a), &env.path("t"), &src);
 }
 
 #[test]
@@ -462,16 +459,7 @@ fn at_the_service_a_damaged_snapshot_device_record_or_key_file_costs_only_itself
     b.write(FileType::Snapshot, &snaps[1], &first).unwrap();
     b.write(FileType::Device, &laptop_id, &noise(100, 16))
         .unwrap();
-    let keys = alice.json(&["key", "list"]);
-    let passphrase = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "passphrase")
-        .unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let passphrase = passphrase_key_file(&alice.json(&["key", "list"]));
     let good_key = b.read(FileType::Key, &passphrase).unwrap();
     b.write(FileType::Key, &passphrase, &noise(100, 17))
         .unwrap();
@@ -499,9 +487,7 @@ fn at_the_service_a_damaged_snapshot_device_record_or_key_file_costs_only_itself
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("device record"), "{}", stderr(&out));
     alice.backup(&src);
-    let t = alice.path("t");
-    alice.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    latest_restores_whole(|a| alice.ok(a), &alice.path("t"), &src);
     let out = laptop.run(&["backup", src.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("kura device add"), "{}", stderr(&out));

@@ -201,16 +201,7 @@ fn a_version_raised_without_the_key_is_not_trusted() {
 fn a_key_file_that_does_not_parse_is_named_not_taken_for_a_wrong_passphrase() {
     let env = Env::new();
     let code = env.init();
-    let keys = env.json(&["key", "list"]);
-    let passphrase = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "passphrase")
-        .unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let passphrase = passphrase_key_file(&env.json(&["key", "list"]));
     fs::write(env.repo.join("keys").join(&passphrase), noise(100, 3)).unwrap();
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
