@@ -30,6 +30,11 @@ use ring::{digest, hmac, signature};
 /// The field's name.
 pub const FIELD: &str = "MB-Authentication-Info";
 
+/// What is said whenever the legacy checksum is configured.
+pub const LEGACY_WARNING: &str = "legacy_checksum is on: instructions are checked with the \
+    source's checksum, which anyone who sees one instruction can forge; use it only with a \
+    phone that cannot do HMAC-SHA-256";
+
 /// Fields every instruction and answer must cover.
 pub const REQUIRED: [&str; 4] = ["from", "date", "message-id", "mb-direction-code"];
 

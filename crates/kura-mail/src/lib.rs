@@ -1,13 +1,56 @@
-//! Phones backed up and restored by e-mail instructions (`docs/requirements/mail-instructions.md`):
-//! the pure part, apart from mail servers and stores. [`auth`] is the `MB-Authentication-Info`
-//! field; [`fresh`] the rules that keep an instruction from being replayed; [`Direction`] what
-//! an instruction asks. The phone and terminal agents build on these (in progress: issue 15).
+//! Phones backed up and restored by e-mail instructions (`docs/requirements/mail-instructions.md`).
+//!
+//! The pure part: [`Direction`] (what an instruction asks), [`auth`] (the
+//! `MB-Authentication-Info` field), [`fresh`] (the rules that keep an instruction from being
+//! replayed), [`message`] (instruction and answer mails as bytes) and [`payload`] (the memory
+//! items a body carries, sealed under the registered key). The I/O at the edges: [`inbox`]
+//! (IMAP), [`relay`] (SMTP), [`store`] (a phone's memory on disk). On these, the two agents:
+//! [`phone`] and [`terminal`].
 
 pub mod auth;
 pub mod fresh;
+pub mod inbox;
 pub mod message;
+pub mod payload;
+pub mod phone;
+pub mod relay;
+pub mod store;
+pub mod terminal;
 
 pub use auth::{AuthError, AuthInfo, Key};
+
+/// Why an agent could not do its work (not a refused instruction: that is an outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// A configuration or key file cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// The local disk.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The agent's state database.
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Sending.
+    #[error(transparent)]
+    Relay(#[from] relay::RelayError),
+    /// Receiving.
+    #[error(transparent)]
+    Inbox(#[from] inbox::InboxError),
+    /// Writing a message.
+    #[error(transparent)]
+    Message(#[from] message::MessageError),
+}
+
+/// A new, unique `Message-Id` for a message from `address`: `<random@domain>`.
+pub fn new_message_id(address: &str) -> String {
+    let domain = relay::address_of(address)
+        .rsplit_once('@')
+        .map_or("kura.invalid", |(_, d)| d);
+    let r: [u8; 16] = kura_core::crypto::random_bytes();
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@{domain}>")
+}
 
 /// What an instruction asks the phone to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

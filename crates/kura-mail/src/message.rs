@@ -16,9 +16,15 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 /// The field naming the items a restore writes (comma-separated).
 pub const ITEMS_FIELD: &str = "MB-Items";
 
-/// The fields every message covers: [`auth::REQUIRED`], the recipient, what it answers and
-/// the items it names.
-pub const COVERED: [&str; 7] = [
+/// The field carrying the BLAKE3 of the bundle a restore wrote (in its completion).
+pub const DIGEST_FIELD: &str = "MB-Digest";
+
+/// The field telling a lost phone what to do after its backup (`wipe`).
+pub const AFTER_FIELD: &str = "MB-After";
+
+/// The fields every message covers: [`auth::REQUIRED`], the recipient, what it answers, the
+/// items it names, the digest of what a restore wrote, and what follows a backup.
+pub const COVERED: [&str; 9] = [
     "from",
     "to",
     "date",
@@ -26,6 +32,8 @@ pub const COVERED: [&str; 7] = [
     "mb-direction-code",
     "in-reply-to",
     "mb-items",
+    "mb-digest",
+    "mb-after",
 ];
 
 /// Why a message was not read.
@@ -63,6 +71,10 @@ pub struct Outgoing<'a> {
     pub in_reply_to: Option<&'a str>,
     /// The items a restore writes, or an answer carries.
     pub items: &'a [String],
+    /// The digest of what a restore wrote, in its completion.
+    pub digest: Option<&'a str>,
+    /// What the phone does after a backup (`wipe`), in an instruction.
+    pub after: Option<&'a str>,
     /// The data, already encrypted.
     pub data: &'a [u8],
 }
@@ -76,6 +88,8 @@ pub struct Incoming {
     pub raw_body: Vec<u8>,
     /// The body decoded: the encrypted data.
     pub data: Vec<u8>,
+    /// The sender's address (of the last `From`), if it parses.
+    pub from: Option<String>,
 }
 
 impl Incoming {
@@ -133,6 +147,12 @@ pub fn write(
     if let Some(r) = m.in_reply_to {
         b = b.in_reply_to(r.trim_matches(['<', '>']));
     }
+    if let Some(d) = m.digest {
+        b = b.header(DIGEST_FIELD, Raw::new(d));
+    }
+    if let Some(a) = m.after {
+        b = b.header(AFTER_FIELD, Raw::new(a));
+    }
     let unsigned = b
         .body(MimePart::new("application/octet-stream", m.data))
         .write_to_vec()
@@ -169,10 +189,18 @@ pub fn read(bytes: &[u8]) -> Result<Incoming, MessageError> {
         .get(start.min(raw.len())..end.min(raw.len()))
         .unwrap_or_default()
         .to_vec();
+    let from = msg
+        .header_values(mail_parser::HeaderName::From)
+        .last()
+        .and_then(|v| v.as_address())
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_ascii_lowercase);
     Ok(Incoming {
         fields,
         raw_body,
         data: root.contents().to_vec(),
+        from,
     })
 }
 
@@ -195,6 +223,8 @@ mod tests {
             direction: Direction::Restore,
             in_reply_to: None,
             items,
+            digest: None,
+            after: None,
             data,
         }
     }

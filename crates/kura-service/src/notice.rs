@@ -72,18 +72,8 @@ pub fn conditions_text(intro: &str, objects: &[ObjectEntry]) -> String {
     )
 }
 
-/// How the relay is reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain connection upgraded with STARTTLS (submission, port 587).
-    #[default]
-    Starttls,
-    /// TLS from the start (port 465).
-    Tls,
-    /// No encryption (a relay on the same host or network only).
-    None,
-}
+use kura_mail::relay::Relay;
+pub use kura_mail::relay::Security;
 
 /// The mail relay, from the service configuration's `[mail]` table.
 #[derive(Clone, Deserialize)]
@@ -148,30 +138,19 @@ fn recipient(message: &[u8]) -> Option<&str> {
 }
 
 impl MailConfig {
-    fn transport(&self) -> Result<lettre::SmtpTransport, MailError> {
-        use lettre::transport::smtp::authentication::Credentials;
-        let bad = |e: lettre::transport::smtp::Error| MailError::Config(e.to_string());
-        let builder = match self.security {
-            Security::Starttls => {
-                lettre::SmtpTransport::starttls_relay(&self.relay).map_err(bad)?
-            }
-            Security::Tls => lettre::SmtpTransport::relay(&self.relay).map_err(bad)?,
-            Security::None => lettre::SmtpTransport::builder_dangerous(&self.relay),
-        };
-        let mut builder = builder.timeout(Some(std::time::Duration::from_secs(30)));
-        if let Some(port) = self.port {
-            builder = builder.port(port);
+    fn relay(&self) -> Relay {
+        Relay {
+            relay: self.relay.clone(),
+            port: self.port,
+            security: self.security,
+            username: self.username.clone(),
+            password: self.password.clone(),
         }
-        if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
-        }
-        Ok(builder.build())
     }
 
     /// Delivers every queued message of the outbox under `data_dir` through the relay, oldest
     /// first, moving each accepted one to `outbox/sent`. Blocking.
     pub fn deliver(&self, data_dir: &Path) -> Result<Delivered, MailError> {
-        use lettre::Transport;
         let outbox = data_dir.join("outbox");
         let mut queued: Vec<PathBuf> = match std::fs::read_dir(&outbox) {
             Ok(entries) => entries
@@ -186,28 +165,26 @@ impl MailConfig {
             return Ok(Delivered::default());
         }
         queued.sort();
-        let from: lettre::Address = self
-            .from
-            .rsplit_once('<')
-            .map_or(self.from.as_str(), |(_, a)| a.trim_end_matches('>'))
-            .parse()
+        kura_mail::relay::address_of(&self.from)
+            .parse::<lettre::Address>()
             .map_err(|e| MailError::Config(format!("from {:?}: {e}", self.from)))?;
-        let transport = self.transport()?;
+        let transport = self
+            .relay()
+            .transport()
+            .map_err(|e| MailError::Config(e.to_string()))?;
         let sent_dir = outbox.join("sent");
         std::fs::create_dir_all(&sent_dir)?;
         let mut done = Delivered::default();
         for path in queued {
             let message = std::fs::read(&path)?;
-            let to = recipient(&message).and_then(|t| t.parse::<lettre::Address>().ok());
-            let Some(to) = to else {
+            let Some(to) = recipient(&message).filter(|t| t.parse::<lettre::Address>().is_ok())
+            else {
                 tracing::warn!("{}: the user has no e-mail address; kept", path.display());
                 done.waiting += 1;
                 continue;
             };
-            let envelope = lettre::address::Envelope::new(Some(from.clone()), vec![to])
-                .map_err(|e| MailError::Config(e.to_string()))?;
-            match transport.send_raw(&envelope, &message) {
-                Ok(_) => {
+            match Relay::send(&transport, &self.from, to, &message) {
+                Ok(()) => {
                     if let Some(name) = path.file_name() {
                         std::fs::rename(&path, sent_dir.join(name))?;
                     }
