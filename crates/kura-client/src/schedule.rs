@@ -123,6 +123,7 @@ mod tests {
         Entry {
             id: id.into(),
             paths: vec!["/x".into()],
+            phone: None,
             kind: BackupType::Full,
             tags: vec![],
             timing: Timing::every("1h").unwrap(),

@@ -301,6 +301,9 @@ pub struct Entry {
     pub id: String,
     /// What to back up.
     pub paths: Vec<String>,
+    /// A phone to back up by mail instruction (`kura mail schedule`) instead of paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// The backup type.
     #[serde(rename = "type")]
     pub kind: BackupType,
@@ -579,6 +582,7 @@ mod tests {
         let mut e = Entry {
             id: "ab12".into(),
             paths: vec!["/home".into()],
+            phone: None,
             kind: BackupType::Incremental,
             tags: vec![],
             timing: Timing::every("1h").unwrap(),

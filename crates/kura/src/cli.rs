@@ -10,8 +10,8 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, repair,
-    restore, schedule, serve, snapshots,
+    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, mail, phone,
+    repair, restore, schedule, serve, snapshots,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -28,7 +28,8 @@ Exit codes:
   12  repository locked by another process
   13  repository format newer than this kura
   14  not enough free space for a restore
-  15  stopped (a signal, or `kura jobs cancel`) before the snapshot was committed";
+  15  stopped (a signal, or `kura jobs cancel`) before the snapshot was committed
+  16  no answer from the phone in time (`kura mail`): the instruction stays outstanding";
 
 /// Kura: encrypted, deduplicating backups.
 #[derive(Parser)]
@@ -108,6 +109,12 @@ enum Command {
     /// Client certificates for logging in to the service without a password (mutual TLS).
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Back up and restore phones by e-mail instructions: pair a phone, back it up, restore
+    /// it, schedule its backups, see the log.
+    Mail(mail::MailArgs),
+    /// A simulated phone run by e-mail instructions: set it up, fill its memory, run it.
+    #[command(subcommand)]
+    Phone(phone::PhoneCommand),
     /// Run the Kura service (the provider's backup server).
     Serve(serve::ServeArgs),
     /// Operator commands for the service: users, contracts, certificates, sites and placement,
@@ -145,6 +152,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         "Service member",
         &["conditions", "messages", "incidents", "billing", "cert"],
     ),
+    ("Phones by e-mail", &["mail", "phone"]),
     ("Service operator", &["serve", "admin"]),
 ];
 
@@ -153,6 +161,7 @@ const NO_REPOSITORY: &[(&str, &[&str])] = &[
     ("serve", &[]),
     ("admin", &[]),
     ("cert", &[]),
+    ("phone", &[]),
     ("schedule", &["state_dir"]),
 ];
 
@@ -279,6 +288,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Incidents => conditions::incidents(ctx),
         Command::Billing(c) => billing::billing(ctx, c),
         Command::Cert(c) => cert::cert(ctx, c),
+        Command::Mail(a) => mail::mail(ctx, a),
+        Command::Phone(c) => phone::phone(ctx, c),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
         Command::Quickstart(a) => init::quickstart(ctx, a),
@@ -304,6 +315,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<Partial>().is_some() {
             return 3;
+        }
+        if cause.downcast_ref::<mail::Unanswered>().is_some() {
+            return 16;
         }
         let repo = cause.downcast_ref::<RepoError>().or_else(|| {
             match cause.downcast_ref::<ClientError>() {

@@ -399,7 +399,7 @@ pub fn kdf() -> KdfParams {
 
 /// A wait such as `30s`, `5m` or `1h30m` (or ISO 8601, `PT5M`): an interval as `--every`
 /// takes one.
-fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     let d = kura_core::schedule::interval(text)
         .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
     std::time::Duration::try_from(d).map_err(|_| format!("{text:?} is negative"))

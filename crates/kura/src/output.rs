@@ -75,3 +75,16 @@ pub fn local_time(t: jiff::Timestamp) -> String {
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()
 }
+
+/// Sends log lines (`tracing`) to stderr, at `level` unless `KURA_LOG` says otherwise: for
+/// the long-running commands (the service, the phone) and the mail terminal's refusals.
+pub fn init_logs(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -15,6 +15,7 @@ mod integrity;
 mod jobs;
 mod keys;
 mod patterns;
+mod phones;
 mod placement;
 mod robustness;
 mod schedule;

@@ -130,37 +130,11 @@ pub fn run_backup(ctx: &Ctx, opts: BackupOptions, resume: Option<JobId>) -> Resu
 pub fn run_backup_in(
     ctx: &Ctx,
     repo: Repository,
-    mut opts: BackupOptions,
+    opts: BackupOptions,
     resume: Option<JobId>,
 ) -> Result<()> {
-    let (state, device) = ctx.this_device(&repo)?;
-    opts.hostname = hostname();
-    opts.threads = ctx.g.threads;
     let kind = opts.kind;
-    let verb = if kind == BackupType::Baseline {
-        "baseline"
-    } else {
-        "backup"
-    };
-    let bar = Bar::new(verb, "files", ctx.out.show_progress());
-    kura_client::job::stop_on_signals();
-    let (job, out) = kura_client::job::run(&repo, &state, device, &opts, resume, &bar)?;
-    bar.finish();
-    if job.attempts > 1 {
-        ctx.out.say(format!(
-            "resumed job {} (attempt {})",
-            job.id.short(),
-            job.attempts
-        ));
-    }
-    let out = out.map_err(|e| match e {
-        ClientError::Stopped => anyhow::Error::new(e).context(format!(
-            "job {} {}; `kura jobs` lists it",
-            job.id.short(),
-            job.status
-        )),
-        e => e.into(),
-    })?;
+    let (job, out) = save(ctx, &repo, opts, resume)?;
     if let Some(msg) = &out.fell_back {
         eprintln!("note: {msg}");
     }
@@ -209,4 +183,43 @@ pub fn run_backup_in(
         .into());
     }
     Ok(())
+}
+
+/// Runs a backup as a job in `repo` and returns the job and what it saved, printing only the
+/// progress bar and a resumed job's note; the host name and thread count come from this
+/// machine and the options.
+pub fn save(
+    ctx: &Ctx,
+    repo: &Repository,
+    mut opts: BackupOptions,
+    resume: Option<JobId>,
+) -> Result<(kura_core::job::Job, kura_client::backup::BackupOutcome)> {
+    let (state, device) = ctx.this_device(repo)?;
+    opts.hostname = hostname();
+    opts.threads = ctx.g.threads;
+    let verb = if opts.kind == BackupType::Baseline {
+        "baseline"
+    } else {
+        "backup"
+    };
+    let bar = Bar::new(verb, "files", ctx.out.show_progress());
+    kura_client::job::stop_on_signals();
+    let (job, out) = kura_client::job::run(repo, &state, device, &opts, resume, &bar)?;
+    bar.finish();
+    if job.attempts > 1 {
+        ctx.out.say(format!(
+            "resumed job {} (attempt {})",
+            job.id.short(),
+            job.attempts
+        ));
+    }
+    let out = out.map_err(|e| match e {
+        ClientError::Stopped => anyhow::Error::new(e).context(format!(
+            "job {} {}; `kura jobs` lists it",
+            job.id.short(),
+            job.status
+        )),
+        e => e.into(),
+    })?;
+    Ok((job, out))
 }

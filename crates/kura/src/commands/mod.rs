@@ -12,6 +12,8 @@ pub mod forget;
 pub mod init;
 pub mod jobs;
 pub mod key;
+pub mod mail;
+pub mod phone;
 pub mod repair;
 pub mod restore;
 pub mod schedule;

@@ -49,9 +49,10 @@ pub enum ScheduleCommand {
     },
 }
 
-fn entry_json(e: &Entry, tz: &TimeZone) -> serde_json::Value {
+/// An entry as `--json` shows it.
+pub fn entry_json(e: &Entry, tz: &TimeZone) -> serde_json::Value {
     json!({
-        "id": e.id, "paths": e.paths, "type": e.kind, "tags": e.tags, "timing": e.timing,
+        "id": e.id, "paths": e.paths, "phone": e.phone, "type": e.kind, "tags": e.tags, "timing": e.timing,
         "created": e.created, "last_run": e.last_run, "next_run": e.next_run(tz),
         "last_outcome": e.last_outcome,
     })
@@ -78,20 +79,23 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
             };
             add(ctx, &base, &tz, paths, timing, kind, tag)
         }
-        ScheduleCommand::List => list(ctx, &base, &tz),
-        ScheduleCommand::Remove { id } => {
-            let removed = update(&base, |s| {
-                let i = s
-                    .position(&id)
-                    .map_err(|e| kura_client::ClientError::Usage(e.to_string()))?;
-                Ok(s.entries.remove(i))
-            })?;
-            ctx.out.emit(&json!({"removed": removed.id}), || {
-                format!("removed scheduled backup {}", removed.id)
-            });
-            Ok(())
-        }
+        ScheduleCommand::List => list(ctx, &base, &tz, false),
+        ScheduleCommand::Remove { id } => remove(ctx, &base, &id),
     }
+}
+
+/// Removes the entry `id` (or a unique prefix of it).
+pub fn remove(ctx: &Ctx, base: &Path, id: &str) -> Result<()> {
+    let removed = update(base, |s| {
+        let i = s
+            .position(id)
+            .map_err(|e| kura_client::ClientError::Usage(e.to_string()))?;
+        Ok(s.entries.remove(i))
+    })?;
+    ctx.out.emit(&json!({"removed": removed.id}), || {
+        format!("removed scheduled backup {}", removed.id)
+    });
+    Ok(())
 }
 
 fn add(
@@ -107,6 +111,7 @@ fn add(
     let entry = Entry {
         id: kura_core::id::hex(&kura_core::crypto::random_bytes::<4>()),
         paths: kura_client::backup::root_names(&roots),
+        phone: None,
         kind: kind.into(),
         tags,
         timing,
@@ -134,12 +139,18 @@ fn add(
     Ok(())
 }
 
-fn list(ctx: &Ctx, base: &Path, tz: &TimeZone) -> Result<()> {
-    let s = load(base)?;
+/// Lists the scheduled backups: of phones (`kura mail schedule list`) or of paths.
+pub fn list(ctx: &Ctx, base: &Path, tz: &TimeZone, phones: bool) -> Result<()> {
+    let mut s = load(base)?;
+    s.entries.retain(|e| e.phone.is_some() == phones);
     let listing: Vec<Value> = s.entries.iter().map(|e| entry_json(e, tz)).collect();
     ctx.out.emit(&listing, || {
         if s.entries.is_empty() {
-            return "nothing scheduled (`kura schedule add` adds a backup)".into();
+            return if phones {
+                "no phone backup scheduled (`kura mail schedule add` adds one)".into()
+            } else {
+                "nothing scheduled (`kura schedule add` adds a backup)".into()
+            };
         }
         let when =
             |t: Option<Timestamp>, none: &str| t.map(local_time).unwrap_or_else(|| none.into());
@@ -163,7 +174,9 @@ fn list(ctx: &Ctx, base: &Path, tz: &TimeZone) -> Result<()> {
                     when(e.next_run(tz), "never"),
                     when(e.last_run, "-"),
                     result,
-                    e.paths.join(", ")
+                    e.phone
+                        .as_ref()
+                        .map_or_else(|| e.paths.join(", "), |p| format!("phone {p}"))
                 )
             }),
         )
@@ -184,12 +197,15 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
     }
     let mut failed = 0;
     kura_client::schedule::run_agent(&base, &tz, once, signalled, |e, now| {
+        let what = e
+            .phone
+            .as_ref()
+            .map_or_else(|| e.paths.join(", "), |p| format!("the phone {p}"));
         ctx.out.say(format!(
-            "{}: scheduled backup {} ({}) of {}",
+            "{}: scheduled backup {} ({}) of {what}",
             local_time(now),
             e.id,
             e.timing,
-            e.paths.join(", ")
         ));
         let paths = e.paths.iter().map(PathBuf::from).collect();
         let excludes = ctx.config.exclude.clone();
@@ -200,6 +216,10 @@ pub fn agent(ctx: &Ctx, once: bool) -> Result<()> {
             .and_then(|repo| ctx.this_device(&repo).map(|_| repo));
         let before_job = opened.is_err();
         let result = opened.and_then(|repo| {
+            if let Some(phone) = &e.phone {
+                drop(repo);
+                return super::mail::scheduled_backup(ctx, phone);
+            }
             let opts = kura_client::backup::BackupOptions {
                 paths,
                 kind: e.kind,

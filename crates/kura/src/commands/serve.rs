@@ -69,14 +69,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             },
         )
         .map_err(|e| anyhow!(e))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KURA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::output::init_logs("info");
     few_arenas();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kura_service::serve::serve(opts, |addr, id| {

@@ -1,0 +1,545 @@
+//! Phones backed up and restored by e-mail instructions (issue 15), end to end through real
+//! Postfix and Dovecot: `kura mail` as the terminal, `kura phone` as the phone, a local
+//! repository for the phone's snapshots.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kura_mail::Direction;
+use kura_mail::auth::Key;
+use kura_mail::message::{self, Outgoing};
+use kura_mail::payload::{Bundle, Secret};
+
+use crate::fixture::mailsys::PASSWORD;
+use crate::fixture::{Env, MailSystem, parse_json, run_ok, stderr, wait_until};
+
+const TERMINAL: &str = "terminal@example.org";
+const PHONE: &str = "phone@example.org";
+const OWNER: &str = "owner@example.org";
+
+/// A terminal with a local repository, a phone paired with it, and the mail servers between.
+struct Rig {
+    env: Env,
+    mail: MailSystem,
+    phone: PathBuf,
+    running: Option<Child>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop_phone();
+        if std::thread::panicking() {
+            let phone = fs::read_to_string(self.env.path("phone.log")).unwrap_or_default();
+            eprintln!(
+                "--- phone's log\n{phone}\n--- mail servers' logs\n{}",
+                self.mail.logs()
+            );
+        }
+    }
+}
+
+/// 500 vCard 4.0 cards and 20 other memory items, laid out as a phone's memory.
+fn phone_memory(dir: &Path) {
+    fs::create_dir_all(dir.join("contacts")).unwrap();
+    fs::create_dir_all(dir.join("items")).unwrap();
+    for i in 0..500u32 {
+        let card = format!(
+            "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:00000000-0000-4000-8000-{i:012}\r\n\
+             FN:Contact {i}\r\nN:Family{i};Given{i};;;\r\nTEL;VALUE=uri;TYPE=cell:tel:+81-90-{:04}-{:04}\r\n\
+             EMAIL:contact{i}@example.net\r\nNOTE:\u{8535} \u{2014} entry {i}\r\nEND:VCARD\r\n",
+            i % 10_000,
+            (i * 7) % 10_000
+        );
+        fs::write(dir.join(format!("contacts/{i:04}.vcf")), card).unwrap();
+    }
+    for i in 0..20u32 {
+        let data: Vec<u8> = (0..(i * 997 + 13))
+            .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+            .collect();
+        fs::write(dir.join(format!("items/memo-{i:02}")), data).unwrap();
+    }
+}
+
+/// Every file under `dir` with its bytes, by relative path.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["contacts", "items"] {
+        for e in fs::read_dir(dir.join(sub)).unwrap().flatten() {
+            out.push((
+                format!("{sub}/{}", e.file_name().to_string_lossy()),
+                fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let mail = MailSystem::start(&["terminal", "phone", "owner"]);
+        let env = Env::new();
+        env.init();
+        let config = format!(
+            "address = \"{TERMINAL}\"\nmax_age_secs = 900\n\n\
+             [imap]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{TERMINAL}\"\npassword = \"{PASSWORD}\"\n\n\
+             [smtp]\nrelay = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+             username = \"{TERMINAL}\"\npassword = \"{PASSWORD}\"\n",
+            mail.imap, mail.smtp
+        );
+        fs::write(env.path("mail.toml"), config).unwrap();
+        let rig = Rig {
+            phone: env.path("phone"),
+            env,
+            mail,
+            running: None,
+        };
+        rig.ok(&["mail", "pair", "phone1", "--address", PHONE]);
+        fs::write(rig.env.path("phone-password"), PASSWORD).unwrap();
+        let (imap, smtp) = (
+            format!("127.0.0.1:{}", rig.mail.imap),
+            format!("127.0.0.1:{}", rig.mail.smtp),
+        );
+        let password_file = rig.env.path("phone-password");
+        let key_file = rig.env.path("phone1.key");
+        rig.phone_ok(&[
+            "phone",
+            "init",
+            rig.phone.to_str().unwrap(),
+            "--address",
+            PHONE,
+            "--terminal",
+            TERMINAL,
+            "--owner",
+            OWNER,
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--imap",
+            &imap,
+            "--smtp",
+            &smtp,
+            "--smtp-security",
+            "none",
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ]);
+        let memory = rig.env.path("original");
+        phone_memory(&memory);
+        rig.phone_ok(&[
+            "phone",
+            "import",
+            rig.phone.to_str().unwrap(),
+            memory.to_str().unwrap(),
+        ]);
+        rig
+    }
+
+    /// `kura ARGS` as the terminal (its repository and mail.toml).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.cmd(args);
+        c.env("KURA_MAIL_CONFIG", self.env.path("mail.toml"));
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        run_ok(self.cmd(args))
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        parse_json(&self.ok(&a))
+    }
+
+    /// `kura ARGS` as the phone (nothing of the terminal's).
+    fn phone_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.kura();
+        c.args(args);
+        c
+    }
+
+    fn phone_ok(&self, args: &[&str]) -> String {
+        run_ok(self.phone_cmd(args))
+    }
+
+    /// Starts `kura phone run` in the background.
+    fn start_phone(&mut self) {
+        let child = self
+            .phone_cmd(&["phone", "run", self.phone.to_str().unwrap(), "--poll", "1s"])
+            .stdout(Stdio::null())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.env.path("phone.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        self.running = Some(child);
+    }
+
+    fn stop_phone(&mut self) {
+        if let Some(mut c) = self.running.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The phone's memory as files.
+    fn phone_files(&self) -> Vec<(String, Vec<u8>)> {
+        let out = self.env.path(&format!("export-{}", rand_suffix()));
+        self.phone_ok(&[
+            "phone",
+            "export",
+            self.phone.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        files(&out)
+    }
+
+    fn secret(&self) -> Secret {
+        Secret::from_hex(&fs::read_to_string(self.env.path("phone1.key")).unwrap()).unwrap()
+    }
+
+    /// An instruction to the phone as the terminal would write it, dated `date`, with `id`.
+    fn instruction(
+        &self,
+        secret: &Secret,
+        direction: Direction,
+        bundle: &Bundle,
+        date: jiff::Timestamp,
+        id: &str,
+    ) -> Vec<u8> {
+        let mac = secret.mac_key();
+        let items: Vec<String> = bundle.items();
+        message::write(
+            &Outgoing {
+                from: TERMINAL,
+                to: PHONE,
+                subject: "Kura",
+                direction,
+                in_reply_to: None,
+                items: &items,
+                digest: None,
+                after: None,
+                data: &secret.seal(bundle, id, direction),
+            },
+            date,
+            id,
+            &Key::Shared {
+                secret: &mac,
+                legacy: false,
+            },
+        )
+        .unwrap()
+    }
+}
+
+fn rand_suffix() -> String {
+    let b: [u8; 6] = kura_core::crypto::random_bytes();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_phone_with_500_contacts_is_backed_up_and_restored_byte_for_byte_by_mail() {
+    let mut rig = Rig::new();
+    let original = rig.phone_files();
+    assert_eq!(original.len(), 520);
+    rig.start_phone();
+
+    let started = std::time::Instant::now();
+    let backed = rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
+    let backup_secs = started.elapsed().as_secs_f64();
+    assert_eq!(backed["state"], "stored", "{backed}\n{}", rig.mail.logs());
+    let snapshot = backed["snapshot"].as_str().unwrap().to_string();
+    let snaps = rig.env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["tags"][0], "phone:phone1");
+
+    // The phone loses its memory (another phone's data arrives instead) and gets it back.
+    let other = rig.env.path("other");
+    fs::create_dir_all(other.join("items")).unwrap();
+    fs::write(other.join("items/memo-00"), b"not what it was").unwrap();
+    rig.phone_ok(&[
+        "phone",
+        "import",
+        rig.phone.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert_ne!(rig.phone_files(), original);
+
+    let started = std::time::Instant::now();
+    let restored = rig.json(&[
+        "mail",
+        "restore",
+        "phone1",
+        "--snapshot",
+        &snapshot[..8],
+        "--wait",
+        "90s",
+    ]);
+    let restore_secs = started.elapsed().as_secs_f64();
+    assert_eq!(restored["state"], "completed", "{restored}");
+    // The completion came after the write: the memory is the original when it is reported.
+    assert_eq!(rig.phone_files(), original);
+    eprintln!("500-contact round trip: backup {backup_secs:.1} s, restore {restore_secs:.1} s");
+
+    // Only some items: the address book alone comes back, the memo stays as it is now.
+    fs::write(
+        rig.phone.join("memory/data/items/memo-00"),
+        b"changed since",
+    )
+    .unwrap();
+    fs::remove_file(rig.phone.join("memory/data/contacts/0000.vcf")).unwrap();
+    let partial = rig.json(&[
+        "mail", "restore", "phone1", "--items", "contacts", "--wait", "90s",
+    ]);
+    assert_eq!(partial["state"], "completed");
+    let now = rig.phone_files();
+    assert!(now.iter().any(|(p, _)| p == "contacts/0000.vcf"));
+    assert!(now.contains(&("items/memo-00".to_string(), b"changed since".to_vec())));
+
+    // The owner was told of each instruction, with counts.
+    wait_until(Duration::from_secs(30), "the owner's notices", || {
+        rig.mail.inbox("owner").join("\n").matches("wrote").count() >= 2
+    });
+    let notices = rig.mail.inbox("owner").join("\n");
+    assert!(
+        notices.contains("sent back 520 entries (500 contacts)"),
+        "{notices}"
+    );
+    assert!(!notices.contains("REFUSED"), "{notices}");
+
+    let status = rig.json(&["mail", "status"]);
+    let states: Vec<&str> = status["instructions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["completed", "completed", "stored"]);
+    let log = rig.ok(&["mail", "log"]);
+    assert!(log.contains("backup stored as snapshot"), "{log}");
+}
+
+#[test]
+fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noticed() {
+    let rig = Rig::new();
+    let original = rig.phone_files();
+    let secret = rig.secret();
+    let now = jiff::Timestamp::now();
+    let mut restore = Bundle::default();
+    restore
+        .insert("items/memo-00", b"an attacker's memo".to_vec())
+        .unwrap();
+    let wrong = Secret::random();
+    let genuine = rig.instruction(
+        &secret,
+        Direction::Backup,
+        &Bundle::default(),
+        now,
+        "<g1@example.org>",
+    );
+    let text = String::from_utf8(rig.instruction(
+        &secret,
+        Direction::Restore,
+        &restore,
+        now,
+        "<g2@example.org>",
+    ))
+    .unwrap();
+    let body_at = text.find("\r\n\r\n").unwrap() + 10;
+    let mut changed = text.clone().into_bytes();
+    changed[body_at] = if changed[body_at] == b'A' { b'B' } else { b'A' };
+    let forged_mac = text.replace("b=", "b=AAAA");
+    let truncated = &text.as_bytes()[..text.len() - 40];
+    let stale = rig.instruction(
+        &secret,
+        Direction::Backup,
+        &Bundle::default(),
+        now - jiff::SignedDuration::from_hours(1),
+        "<g3@example.org>",
+    );
+    let wrong_key = rig.instruction(
+        &wrong,
+        Direction::Restore,
+        &restore,
+        now,
+        "<g4@example.org>",
+    );
+    let oversized = {
+        let mut m = b"From: terminal@example.org\r\nTo: phone@example.org\r\nSubject: big\r\n\
+                      MB-Direction-Code: restore\r\n\r\n"
+            .to_vec();
+        while m.len() <= message::MAX_MESSAGE + 1000 {
+            m.extend_from_slice(&[b'A'; 76]);
+            m.extend_from_slice(b"\r\n");
+        }
+        m
+    };
+    let ordinary = b"From: friend@example.net\r\nTo: phone@example.org\r\nSubject: hello\r\n\
+                     Message-Id: <hello@example.net>\r\n\r\nSee you at eight.\r\n";
+    for m in [
+        &genuine[..],
+        &genuine[..],
+        &changed,
+        forged_mac.as_bytes(),
+        truncated,
+        &stale,
+        &wrong_key,
+        &oversized,
+        ordinary,
+    ] {
+        rig.mail.send(TERMINAL, PHONE, m);
+    }
+    wait_until(Duration::from_secs(60), "delivery to the phone", || {
+        rig.mail.inbox("phone").len() == 9
+    });
+    let out = rig
+        .phone_cmd(&[
+            "phone",
+            "run",
+            rig.phone.to_str().unwrap(),
+            "--once",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    for why in [
+        "seen before (a replay)",
+        "does not match its hash",
+        "does not check (forged, or another key)",
+        "s old",
+        "was not read",
+    ] {
+        assert!(log.contains(why), "no log line says {why:?}:\n{log}");
+    }
+    // Nothing written; one answer (to the genuine instruction) and nothing else sent back.
+    assert_eq!(rig.phone_files(), original);
+    wait_until(Duration::from_secs(30), "the answer and the notice", || {
+        rig.mail.inbox("terminal").len() == 1 && !rig.mail.inbox("owner").is_empty()
+    });
+    let notice = rig.mail.inbox("owner").join("\n");
+    assert_eq!(notice.matches("REFUSED").count() - 1, 7, "{notice}");
+    assert!(notice.contains("sent back 520 entries"), "{notice}");
+    // The ordinary mail is still in the phone's mailbox, unread; the oversized one too.
+    let left = rig.mail.inbox("phone");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|m| m.contains("See you at eight.")));
+
+    // The terminal refuses an answer to an instruction it never sent.
+    let answer = {
+        let mac = secret.mac_key();
+        message::write(
+            &Outgoing {
+                from: PHONE,
+                to: TERMINAL,
+                subject: "Kura: backup",
+                direction: Direction::Backup,
+                in_reply_to: Some("<never-sent@example.org>"),
+                items: &[],
+                digest: None,
+                after: None,
+                data: &secret.seal(&Bundle::default(), "<a1@example.org>", Direction::Backup),
+            },
+            now,
+            "<a1@example.org>",
+            &Key::Shared {
+                secret: &mac,
+                legacy: false,
+            },
+        )
+        .unwrap()
+    };
+    rig.mail.send(PHONE, TERMINAL, &answer);
+    wait_until(Duration::from_secs(60), "delivery to the terminal", || {
+        rig.mail.inbox("terminal").len() == 2
+    });
+    let received = rig.json(&["mail", "receive"]);
+    let lines = received["received"].to_string();
+    assert!(lines.contains("never sent"), "{lines}");
+    assert!(rig.env.snapshots().is_empty(), "nothing stored");
+}
+
+#[test]
+fn a_scheduled_phone_backup_runs_by_itself() {
+    let mut rig = Rig::new();
+    rig.start_phone();
+    rig.ok(&["mail", "schedule", "add", "phone1", "--every", "1h"]);
+    let listed = rig.json(&["mail", "schedule", "list"]);
+    assert_eq!(listed[0]["phone"], "phone1");
+    rig.ok(&["agent", "--once"]);
+    let snaps = rig.env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["tags"][0], "phone:phone1");
+    let listed = rig.json(&["mail", "schedule", "list"]);
+    assert_eq!(listed[0]["last_outcome"]["ok"], true, "{listed}");
+}
+
+#[test]
+fn a_restore_cut_off_by_the_mail_server_completes_once_when_it_is_back() {
+    let mut rig = Rig::new();
+    let original = rig.phone_files();
+    rig.start_phone();
+    rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
+    fs::write(rig.phone.join("memory/data/items/memo-01"), b"changed").unwrap();
+
+    // The mailbox server goes down: the instruction waits in Postfix's queue, no answer comes.
+    rig.mail.stop_imap();
+    let out = rig
+        .cmd(&["mail", "restore", "phone1", "--wait", "3s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stays outstanding"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ne!(rig.phone_files(), original, "nothing was written yet");
+
+    // Back: Postfix delivers, the phone writes and answers, the terminal takes it in once.
+    rig.mail.start_imap();
+    wait_until(Duration::from_secs(120), "the restore", || {
+        rig.phone_files() == original
+    });
+    wait_until(Duration::from_secs(60), "the completion", || {
+        rig.json(&["mail", "receive"])["received"]
+            .to_string()
+            .contains("confirmed the restore")
+    });
+    let again = rig.json(&["mail", "receive"]);
+    assert_eq!(again["received"], serde_json::json!([]));
+    let status = rig.json(&["mail", "status"]);
+    assert_eq!(status["instructions"][0]["state"], "completed");
+    let log = rig.ok(&["mail", "log"]);
+    assert_eq!(
+        log.matches("restore completed on the phone").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_lost_phone_is_backed_up_and_then_wiped() {
+    let mut rig = Rig::new();
+    rig.start_phone();
+    let done = rig.json(&["mail", "backup", "phone1", "--wipe", "--wait", "90s"]);
+    assert_eq!(done["state"], "stored");
+    wait_until(Duration::from_secs(30), "the wipe", || {
+        rig.phone_files().is_empty()
+    });
+    // What it held is in the snapshot.
+    let restored = rig.env.path("restored");
+    rig.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    let staged = fs::read_dir(&restored).unwrap().count();
+    assert!(staged > 0);
+    wait_until(Duration::from_secs(30), "the owner's notice", || {
+        rig.mail.inbox("owner").join("\n").contains("WIPED")
+    });
+}
