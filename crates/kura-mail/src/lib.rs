@@ -3,7 +3,8 @@
 //! The pure part: [`Direction`] (what an instruction asks), [`auth`] (the
 //! `MB-Authentication-Info` field), [`fresh`] (the rules that keep an instruction from being
 //! replayed), [`message`] (instruction and answer mails as bytes) and [`payload`] (the memory
-//! items a body carries, sealed under the registered key). The I/O at the edges: [`inbox`]
+//! items a body carries, sealed under the registered key), [`pairing`] (the keys each side
+//! holds). The I/O at the edges: [`inbox`]
 //! (IMAP), [`relay`] (SMTP), [`store`] (a phone's memory on disk). On these, the two agents:
 //! [`phone`] and [`terminal`].
 
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod fresh;
 pub mod inbox;
 pub mod message;
+pub mod pairing;
 pub mod payload;
 pub mod phone;
 pub mod relay;

@@ -22,11 +22,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
-use crate::auth::Key;
 use crate::fresh::{self, Seen, Window};
 use crate::inbox::{Arrived, Inbox, Mailbox, Mark};
 use crate::message::{self, Outgoing};
-use crate::payload::{Bundle, Secret};
+use crate::pairing::Pairing;
+use crate::payload::Bundle;
 use crate::relay::{Relay, RelayError};
 use crate::store::Store;
 use crate::{Direction, MailError, new_message_id};
@@ -130,7 +130,7 @@ pub enum Outcome {
 pub struct Phone {
     cfg: PhoneConfig,
     dir: PathBuf,
-    secret: Secret,
+    pairing: Pairing,
     store: Store,
     db: Connection,
 }
@@ -159,16 +159,7 @@ impl Phone {
         if cfg.legacy_checksum {
             tracing::warn!("{}", crate::auth::LEGACY_WARNING);
         }
-        let key_path = dir.join(&cfg.key_file);
-        let secret = std::fs::read_to_string(&key_path)
-            .ok()
-            .and_then(|t| Secret::from_hex(&t))
-            .ok_or_else(|| {
-                MailError::Config(format!(
-                    "{}: not a key file (64 hex digits)",
-                    key_path.display()
-                ))
-            })?;
+        let pairing = Pairing::load(&dir.join(&cfg.key_file))?;
         let store = Store::open(&dir.join("memory"))?;
         let db = Connection::open(dir.join("phone.db"))?;
         db.execute_batch(
@@ -184,7 +175,7 @@ impl Phone {
         Ok(Phone {
             cfg,
             dir: dir.to_path_buf(),
-            secret,
+            pairing,
             store,
             db,
         })
@@ -244,7 +235,7 @@ impl Phone {
             let mut seen = SeenIn(&tx, now.as_second());
             let (sender, id, direction, result) = decide(
                 &self.cfg,
-                &self.secret,
+                &self.pairing,
                 &self.store,
                 window,
                 arrived,
@@ -478,7 +469,7 @@ enum Decided {
 /// direction as read, for the log.
 fn decide(
     cfg: &PhoneConfig,
-    secret: &Secret,
+    pairing: &Pairing,
     store: &Store,
     window: Window,
     arrived: &Arrived,
@@ -537,14 +528,11 @@ fn decide(
             "from {sender}, not the registered terminal {terminal}"
         ));
     }
-    let mac = secret.mac_key();
-    let key = Key::Shared {
-        secret: &mac,
-        legacy: cfg.legacy_checksum,
-    };
-    if let Err(e) = m.verify(&key) {
+    if let Err(e) = m.verify(&pairing.checker(cfg.legacy_checksum)) {
         return refuse(e.to_string());
     }
+    let secret = pairing.secret();
+    let key = pairing.signer(cfg.legacy_checksum);
     let date = m.field("Date").unwrap_or("");
     if let Err(e) = fresh::check(date, &id, now, window, seen) {
         return refuse(e.to_string());

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
-use crate::auth::Key;
 use crate::fresh::{self, Seen, Window};
 use crate::inbox::{Arrived, Inbox, Mailbox, Mark};
 use crate::message::{self, Outgoing};
-use crate::payload::{Bundle, Secret};
+use crate::pairing::Pairing;
+use crate::payload::Bundle;
 use crate::relay::{Relay, address_of};
 use crate::{Direction, MailError, new_message_id};
 
@@ -186,17 +186,8 @@ impl Terminal {
             })
     }
 
-    fn secret(&self, p: &PhoneEntry) -> Result<Secret, MailError> {
-        let path = self.config_dir.join(&p.key_file);
-        std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| Secret::from_hex(&t))
-            .ok_or_else(|| {
-                MailError::Config(format!(
-                    "{}: not a key file (64 hex digits)",
-                    path.display()
-                ))
-            })
+    fn pairing(&self, p: &PhoneEntry) -> Result<Pairing, MailError> {
+        Pairing::load(&self.config_dir.join(&p.key_file))
     }
 
     fn log(&self, phone: &str, id: &str, event: &str) -> Result<(), MailError> {
@@ -218,7 +209,8 @@ impl Terminal {
         wipe: bool,
     ) -> Result<String, MailError> {
         let p = self.phone(name)?.clone();
-        let secret = self.secret(&p)?;
+        let pairing = self.pairing(&p)?;
+        let secret = pairing.secret();
         let direction = if bundle.is_some() {
             Direction::Restore
         } else {
@@ -235,7 +227,6 @@ impl Terminal {
             }
             None => (secret.seal(&Bundle::default(), &id, direction), None),
         };
-        let mac = secret.mac_key();
         let now = jiff::Timestamp::now();
         let mail = message::write(
             &Outgoing {
@@ -254,10 +245,7 @@ impl Terminal {
             },
             now,
             &id,
-            &Key::Shared {
-                secret: &mac,
-                legacy: self.cfg.legacy_checksum,
-            },
+            &pairing.signer(self.cfg.legacy_checksum),
         )?;
         self.db.execute(
             "INSERT INTO instructions (message_id, phone, direction, items, digest, sent_at, state)
@@ -367,13 +355,9 @@ impl Terminal {
                 p.address
             )));
         }
-        let secret = self.secret(&p)?;
-        let mac = secret.mac_key();
-        let key = Key::Shared {
-            secret: &mac,
-            legacy: self.cfg.legacy_checksum,
-        };
-        if let Err(e) = m.verify(&key) {
+        let pairing = self.pairing(&p)?;
+        let secret = pairing.secret();
+        if let Err(e) = m.verify(&pairing.checker(self.cfg.legacy_checksum)) {
             return Ok(Received::Refused(e.to_string()));
         }
         let answer_id = m.field("Message-Id").unwrap_or("").trim().to_string();

@@ -13,7 +13,8 @@ use kura_client::backup::BackupOptions;
 use kura_core::schedule::{Cron, Entry, Timing};
 use kura_core::snapshot::BackupType;
 use kura_mail::inbox::Inbox;
-use kura_mail::payload::{Bundle, Secret};
+use kura_mail::pairing::Pairing;
+use kura_mail::payload::Bundle;
 use kura_mail::store::{read_folder, write_folder};
 use kura_mail::terminal::{Instruction, Received, Terminal};
 use kura_repo::Repository;
@@ -37,14 +38,20 @@ pub struct MailArgs {
 /// Terminal commands.
 #[derive(Subcommand)]
 enum MailCommand {
-    /// Register a phone: make the key both sides hold, add the phone to mail.toml, and write
-    /// the key file to give to the phone (`kura phone init --key-file`).
+    /// Register a phone: make the keys both sides hold, add the phone to mail.toml (its keys in
+    /// NAME.key beside it), and write NAME.phone.key to give to the phone (`kura phone init
+    /// --key-file`).
     Pair {
         /// The name to know the phone by.
         name: String,
         /// The phone's address.
         #[arg(long)]
         address: String,
+        /// Sign with Ed25519 key pairs (each side its own, RFC 8463 shape) instead of an
+        /// HMAC under the shared secret: neither side can then forge the other's mail, and
+        /// anyone with a public key can check it.
+        #[arg(long)]
+        ed25519: bool,
     },
     /// Back PHONE up: send a backup instruction, wait for the answer, store it as a snapshot.
     Backup {
@@ -145,7 +152,11 @@ pub fn mail(ctx: &Ctx, a: MailArgs) -> Result<()> {
     crate::output::init_logs("warn");
     let config = config_path(&a.mail_config)?;
     match a.command {
-        MailCommand::Pair { name, address } => pair(ctx, &config, &name, &address),
+        MailCommand::Pair {
+            name,
+            address,
+            ed25519,
+        } => pair(ctx, &config, &name, &address, ed25519),
         MailCommand::Backup { phone, wait, wipe } => {
             let repo = ctx.open()?;
             let mut t = terminal(ctx, &config)?;
@@ -285,7 +296,7 @@ pub fn mail(ctx: &Ctx, a: MailArgs) -> Result<()> {
     }
 }
 
-fn pair(ctx: &Ctx, config: &Path, name: &str, address: &str) -> Result<()> {
+fn pair(ctx: &Ctx, config: &Path, name: &str, address: &str, ed25519: bool) -> Result<()> {
     if !kura_mail::payload::is_plain_name(name) {
         bail!("{name:?}: a phone's name is letters, digits, '.', '_' and '-'");
     }
@@ -302,7 +313,10 @@ fn pair(ctx: &Ctx, config: &Path, name: &str, address: &str) -> Result<()> {
     }
     let key_file = format!("{name}.key");
     let key_path = config.with_file_name(&key_file);
-    write_private(&key_path, &Secret::random().to_hex())?;
+    let phone_key_path = config.with_file_name(format!("{name}.phone.key"));
+    let (terminal_keys, phone_keys) = Pairing::new_pair(ed25519)?;
+    write_private(&key_path, &terminal_keys.to_text())?;
+    write_private(&phone_key_path, &phone_keys.to_text())?;
     let entry = format!(
         "\n[[phone]]\nname = {}\naddress = {}\nkey_file = {}\n",
         quoted(name),
@@ -312,12 +326,18 @@ fn pair(ctx: &Ctx, config: &Path, name: &str, address: &str) -> Result<()> {
     std::fs::write(config, format!("{text}{entry}"))
         .with_context(|| format!("writing {}", config.display()))?;
     ctx.out.emit(
-        &json!({"phone": name, "address": address, "key_file": key_path}),
+        &json!({"phone": name, "address": address, "key_file": key_path,
+                "phone_key_file": phone_key_path, "ed25519": ed25519}),
         || {
             format!(
-                "registered {name} <{address}>; its key is in {} (give it to the phone: \
-                 `kura phone init --key-file`, over a channel you trust)",
-                key_path.display()
+                "registered {name} <{address}>{}; give {} to the phone (`kura phone init \
+                 --key-file`) over a channel you trust, then delete it here",
+                if ed25519 {
+                    ", signing with Ed25519"
+                } else {
+                    ""
+                },
+                phone_key_path.display()
             )
         },
     );

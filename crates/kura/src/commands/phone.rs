@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use kura_client::job::{signalled, stop_on_signals};
-use kura_mail::payload::Secret;
+use kura_mail::pairing::Pairing;
 use kura_mail::phone::{Outcome, Phone};
 use kura_mail::store::{Store, read_folder, write_folder};
 use serde_json::json;
@@ -66,7 +66,7 @@ pub struct InitArgs {
     /// The owner's address, which gets a notice of every instruction, refused ones included.
     #[arg(long)]
     owner: String,
-    /// The key file `kura mail pair` wrote for this phone (copied into DIR).
+    /// The key file `kura mail pair` wrote for this phone, NAME.phone.key (copied into DIR).
     #[arg(long)]
     key_file: PathBuf,
     /// IMAP server as HOST:PORT.
@@ -105,15 +105,7 @@ pub fn quoted(s: &str) -> String {
 }
 
 fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
-    let key = std::fs::read_to_string(&a.key_file)
-        .ok()
-        .and_then(|t| Secret::from_hex(&t))
-        .with_context(|| {
-            format!(
-                "{}: not a key file from `kura mail pair`",
-                a.key_file.display()
-            )
-        })?;
+    let keys = Pairing::load(&a.key_file)?;
     let (imap_host, imap_port) = host_port(&a.imap)?;
     let (smtp_host, smtp_port) = host_port(&a.smtp)?;
     let login = a.login.unwrap_or_else(|| a.address.clone());
@@ -151,7 +143,7 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
     if path.exists() {
         bail!("{} exists: this folder is a phone already", path.display());
     }
-    write_private(&a.dir.join("key"), &key.to_hex())?;
+    write_private(&a.dir.join("key"), &keys.to_text())?;
     write_private(&path, &config)?;
     // Opening checks what was written and makes the empty memory.
     Phone::open(&a.dir)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use kura_mail::Direction;
 use kura_mail::auth::Key;
 use kura_mail::message::{self, Outgoing};
+use kura_mail::pairing::Pairing;
 use kura_mail::payload::{Bundle, Secret};
 
 use crate::fixture::mailsys::PASSWORD;
@@ -79,6 +80,11 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::paired(&[])
+    }
+
+    /// A rig whose phone was paired with `kura mail pair ... EXTRA`.
+    fn paired(extra: &[&str]) -> Rig {
         let mail = MailSystem::start(&["terminal", "phone", "owner"]);
         let env = Env::new();
         env.init();
@@ -96,14 +102,16 @@ impl Rig {
             mail,
             running: None,
         };
-        rig.ok(&["mail", "pair", "phone1", "--address", PHONE]);
+        let mut pair = vec!["mail", "pair", "phone1", "--address", PHONE];
+        pair.extend_from_slice(extra);
+        rig.ok(&pair);
         fs::write(rig.env.path("phone-password"), PASSWORD).unwrap();
         let (imap, smtp) = (
             format!("127.0.0.1:{}", rig.mail.imap),
             format!("127.0.0.1:{}", rig.mail.smtp),
         );
         let password_file = rig.env.path("phone-password");
-        let key_file = rig.env.path("phone1.key");
+        let key_file = rig.env.path("phone1.phone.key");
         rig.phone_ok(&[
             "phone",
             "init",
@@ -201,7 +209,10 @@ impl Rig {
     }
 
     fn secret(&self) -> Secret {
-        Secret::from_hex(&fs::read_to_string(self.env.path("phone1.key")).unwrap()).unwrap()
+        Pairing::load(&self.env.path("phone1.key"))
+            .unwrap()
+            .secret()
+            .clone()
     }
 
     /// An instruction to the phone as the terminal would write it, dated `date`, with `id`.
@@ -542,4 +553,43 @@ fn a_lost_phone_is_backed_up_and_then_wiped() {
     wait_until(Duration::from_secs(30), "the owner's notice", || {
         rig.mail.inbox("owner").join("\n").contains("WIPED")
     });
+}
+
+#[test]
+fn a_phone_paired_with_ed25519_keys_signs_its_answers_and_takes_no_hmac() {
+    let mut rig = Rig::paired(&["--ed25519"]);
+    let original = rig.phone_files();
+    // An instruction with a valid HMAC under the shared secret: refused, as this pairing
+    // signs with Ed25519 only.
+    let secret = rig.secret();
+    let mut restore = Bundle::default();
+    restore
+        .insert("items/memo-00", b"not by the terminal".to_vec())
+        .unwrap();
+    let hmac = rig.instruction(
+        &secret,
+        Direction::Restore,
+        &restore,
+        jiff::Timestamp::now(),
+        "<hmac@example.org>",
+    );
+    rig.mail.send(TERMINAL, PHONE, &hmac);
+    wait_until(Duration::from_secs(60), "delivery to the phone", || {
+        rig.mail.inbox("phone").len() == 1
+    });
+    let out = rig
+        .phone_cmd(&["phone", "run", rig.phone.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("algorithm hmac-sha256 where ed25519-sha256 is required"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(rig.phone_files(), original);
+
+    rig.start_phone();
+    let backed = rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
+    assert_eq!(backed["state"], "stored", "{backed}");
+    assert_eq!(rig.env.snapshots().len(), 1);
 }
