@@ -7,12 +7,17 @@
 //! A message's size is asked before its bytes, so one larger than [`MAX_MESSAGE`] is never
 //! downloaded.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use imap::extensions::idle::SetReadTimeout;
 use serde::Deserialize;
 
 use crate::message::MAX_MESSAGE;
+use crate::relay::Security;
 
 /// The most messages one [`Inbox::arrivals`] returns, so one pass holds a bounded amount.
 pub const BATCH: usize = 16;
@@ -21,10 +26,17 @@ pub const BATCH: usize = 16;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mailbox {
-    /// The server's host name.
+    /// The server's host name (also the name its certificate must carry).
     pub host: String,
-    /// Its port (default 143).
+    /// Its port (default: 993 for TLS, 143 otherwise).
     pub port: Option<u16>,
+    /// How the connection is secured: `tls` from the start (IMAPS, the default; RFC 8314
+    /// prefers it to STARTTLS, which is not offered), or `none` (a server on this host only:
+    /// the password travels in clear).
+    pub security: Option<Security>,
+    /// A PEM file of certificates to trust besides the usual public roots (a server with a
+    /// certificate of its own authority).
+    pub ca_file: Option<PathBuf>,
     /// The login.
     pub username: String,
     /// Its password.
@@ -71,9 +83,89 @@ pub struct Arrived {
     pub bytes: Result<Vec<u8>, u64>,
 }
 
+/// The connection to the server: plain, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl SetReadTimeout for Stream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::Result<()> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_mut(),
+        };
+        SetReadTimeout::set_read_timeout(tcp, timeout)
+    }
+}
+
+/// The TLS client configuration: the public roots and those of `ca_file`.
+fn tls_config(ca_file: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(f) = ca_file {
+        let certs = CertificateDer::pem_file_iter(f)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+        for c in certs {
+            roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// `tcp` wrapped in TLS for `host`, the handshake done.
+fn wrap(tcp: TcpStream, host: &str, ca_file: Option<&PathBuf>) -> Result<Stream, String> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let conn =
+        rustls::ClientConnection::new(tls_config(ca_file)?, name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+    }
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
 /// An open mailbox.
 pub struct Inbox {
-    session: imap::Session<TcpStream>,
+    session: imap::Session<Stream>,
     host: String,
     validity: u32,
 }
@@ -85,14 +177,29 @@ impl Inbox {
             host: m.host.clone(),
             what,
         };
-        let addr = (m.host.as_str(), m.port.unwrap_or(143));
-        let tcp = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        let tls = match m.security.unwrap_or(Security::Tls) {
+            Security::Tls => true,
+            Security::None => false,
+            Security::Starttls => {
+                return Err(err(
+                    "security = \"starttls\" is not offered for IMAP: use \"tls\" (port 993)"
+                        .into(),
+                ));
+            }
+        };
+        let port = m.port.unwrap_or(if tls { 993 } else { 143 });
+        let tcp = std::net::ToSocketAddrs::to_socket_addrs(&(m.host.as_str(), port))
             .map_err(|e| err(e.to_string()))?
             .find_map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(10)).ok())
             .ok_or_else(|| err("connection refused".into()))?;
         tcp.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| err(e.to_string()))?;
-        let mut client = imap::Client::new(tcp);
+        let stream = if tls {
+            wrap(tcp, &m.host, m.ca_file.as_ref()).map_err(err)?
+        } else {
+            Stream::Plain(tcp)
+        };
+        let mut client = imap::Client::new(stream);
         client.read_greeting().map_err(|e| err(e.to_string()))?;
         let mut session = client
             .login(&m.username, m.password.as_deref().unwrap_or(""))

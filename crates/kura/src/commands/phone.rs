@@ -69,9 +69,16 @@ pub struct InitArgs {
     /// The key file `kura mail pair` wrote for this phone, NAME.phone.key (copied into DIR).
     #[arg(long)]
     key_file: PathBuf,
-    /// IMAP server as HOST:PORT.
+    /// IMAP server as HOST:PORT (TLS from the start, as on port 993, unless
+    /// `--imap-security none`).
     #[arg(long)]
     imap: String,
+    /// IMAP security: tls, or none (a server on this host only).
+    #[arg(long, default_value = "tls")]
+    imap_security: String,
+    /// A PEM file of certificates to trust for the IMAP server besides the public roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// SMTP relay as HOST:PORT.
     #[arg(long)]
     smtp: String,
@@ -121,11 +128,24 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
     let password_line = password
         .map(|p| format!("password = {}\n", quoted(&p)))
         .unwrap_or_default();
+    let ca_line = match &a.ca_file {
+        Some(f) => format!(
+            "ca_file = {}\n",
+            quoted(
+                &std::path::absolute(f)
+                    .with_context(|| format!("{}", f.display()))?
+                    .display()
+                    .to_string()
+            )
+        ),
+        None => String::new(),
+    };
     let config = format!(
         "# Kura phone (kura phone run {dir})\n\
          address = {address}\nterminal = {terminal}\nowner = {owner}\n\
          key_file = \"key\"\nnotices = {notices}\n\n\
-         [imap]\nhost = {imap_host}\nport = {imap_port}\nusername = {login}\n{password_line}\n\
+         [imap]\nhost = {imap_host}\nport = {imap_port}\nsecurity = {imap_security}\n{ca_line}\
+         username = {login}\n{password_line}\n\
          [smtp]\nrelay = {smtp_host}\nport = {smtp_port}\nsecurity = {security}\n\
          username = {login}\n{password_line}",
         dir = a.dir.display(),
@@ -136,6 +156,7 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
         imap_host = quoted(&imap_host),
         smtp_host = quoted(&smtp_host),
         security = quoted(&a.smtp_security),
+        imap_security = quoted(&a.imap_security),
         login = quoted(&login),
     );
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;

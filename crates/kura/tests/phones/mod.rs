@@ -90,10 +90,13 @@ impl Rig {
         env.init();
         let config = format!(
             "address = \"{TERMINAL}\"\nmax_age_secs = 900\n\n\
-             [imap]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{TERMINAL}\"\npassword = \"{PASSWORD}\"\n\n\
+             [imap]\nhost = \"127.0.0.1\"\nport = {}\nca_file = {:?}\n\
+             username = \"{TERMINAL}\"\npassword = \"{PASSWORD}\"\n\n\
              [smtp]\nrelay = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
              username = \"{TERMINAL}\"\npassword = \"{PASSWORD}\"\n",
-            mail.imap, mail.smtp
+            mail.imap,
+            mail.ca_file(),
+            mail.smtp
         );
         fs::write(env.path("mail.toml"), config).unwrap();
         let rig = Rig {
@@ -126,6 +129,8 @@ impl Rig {
             key_file.to_str().unwrap(),
             "--imap",
             &imap,
+            "--ca-file",
+            rig.mail.ca_file().to_str().unwrap(),
             "--smtp",
             &smtp,
             "--smtp-security",
@@ -592,4 +597,27 @@ fn a_phone_paired_with_ed25519_keys_signs_its_answers_and_takes_no_hmac() {
     let backed = rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
     assert_eq!(backed["state"], "stored", "{backed}");
     assert_eq!(rig.env.snapshots().len(), 1);
+}
+
+#[test]
+fn the_mailbox_is_read_over_tls_and_a_server_it_cannot_trust_is_refused() {
+    let rig = Rig::new();
+    assert!(rig.json(&["mail", "receive"])["received"].is_array());
+    // Without the test authority the server's certificate is not trusted: no login is tried.
+    let config = fs::read_to_string(rig.env.path("mail.toml")).unwrap();
+    let untrusting: String = config
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(rig.env.path("mail.toml"), untrusting).unwrap();
+    let out = rig.cmd(&["mail", "receive"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    let logins = fs::read_to_string(rig.mail.dovecot_log()).unwrap();
+    assert_eq!(
+        logins.matches("Login: user=<terminal@example.org>").count(),
+        1
+    );
+    assert!(logins.contains("TLS"), "{logins}");
 }
