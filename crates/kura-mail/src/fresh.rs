@@ -43,6 +43,17 @@ impl Default for Window {
     }
 }
 
+impl Window {
+    /// The default window, with `max_age_secs` as its age where given.
+    pub fn with_max_age(max_age_secs: Option<u64>) -> Window {
+        let mut w = Window::default();
+        if let Some(s) = max_age_secs {
+            w.max_age = Duration::from_secs(s);
+        }
+        w
+    }
+}
+
 /// Message ids already acted on (kept for at least the window's age, after which a replay is
 /// refused by its date).
 pub trait Seen {

@@ -16,6 +16,7 @@ pub mod pairing;
 pub mod payload;
 pub mod phone;
 pub mod relay;
+pub mod state;
 pub mod store;
 pub mod terminal;
 

@@ -19,17 +19,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Deserialize;
 
 use crate::fresh::{self, Seen, Window};
-use crate::inbox::{Arrived, Inbox, Mailbox, Mark};
+use crate::inbox::{Arrived, Inbox, Mailbox};
 use crate::message::{self, Outgoing};
 use crate::pairing::Pairing;
 use crate::payload::Bundle;
 use crate::relay::{Relay, RelayError};
 use crate::store::Store;
-use crate::{Direction, MailError, new_message_id};
+use crate::{Direction, MailError, new_message_id, state};
 
 /// `phone.toml`: how a phone is set up.
 #[derive(Debug, Clone, Deserialize)]
@@ -140,14 +140,8 @@ struct SeenIn<'a>(&'a rusqlite::Transaction<'a>, i64);
 
 impl Seen for SeenIn<'_> {
     fn record(&mut self, id: &str) -> bool {
-        match self.0.execute(
-            "INSERT OR IGNORE INTO seen (id, at) VALUES (?1, ?2)",
-            params![id, self.1],
-        ) {
-            Ok(n) => n == 0,
-            // A store that cannot record treats the id as seen: refusing is the safe side.
-            Err(_) => true,
-        }
+        // A store that cannot record treats the id as seen: refusing is the safe side.
+        state::record_seen(self.0, id, self.1).unwrap_or(true)
     }
 }
 
@@ -161,16 +155,13 @@ impl Phone {
         }
         let pairing = Pairing::load(&dir.join(&cfg.key_file))?;
         let store = Store::open(&dir.join("memory"))?;
-        let db = Connection::open(dir.join("phone.db"))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS outbox (n INTEGER PRIMARY KEY, rcpt TEXT NOT NULL,
+        let db = state::open(
+            &dir.join("phone.db"),
+            "CREATE TABLE IF NOT EXISTS outbox (n INTEGER PRIMARY KEY, rcpt TEXT NOT NULL,
                  message BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS history (n INTEGER PRIMARY KEY, at TEXT NOT NULL,
                  sender TEXT NOT NULL, message_id TEXT NOT NULL, direction TEXT NOT NULL,
-                 outcome TEXT NOT NULL, noticed INTEGER NOT NULL DEFAULT 0);
-             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+                 outcome TEXT NOT NULL, noticed INTEGER NOT NULL DEFAULT 0);",
         )?;
         Ok(Phone {
             cfg,
@@ -197,27 +188,11 @@ impl Phone {
     }
 
     fn window(&self) -> Window {
-        let mut w = Window::default();
-        if let Some(s) = self.cfg.max_age_secs {
-            w.max_age = Duration::from_secs(s);
-        }
-        w
+        Window::with_max_age(self.cfg.max_age_secs)
     }
 
     fn meta(&self, k: &str) -> Result<i64, MailError> {
-        Ok(self
-            .db
-            .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
-    }
-
-    /// Where reading the mailbox stopped.
-    pub fn mark(&self) -> Result<Mark, MailError> {
-        Ok(Mark {
-            validity: self.meta("validity")? as u32,
-            uid: self.meta("uid")? as u32,
-        })
+        state::meta(&self.db, k)
     }
 
     /// Handles one arrived message at `now`, in one transaction that also moves the mark to
@@ -258,7 +233,7 @@ impl Phone {
                         params![self.cfg.terminal, answer],
                     )?;
                     if matches!(outcome, Outcome::BackedUp { wipe: true, .. }) {
-                        set_meta(&tx, "wipe", 1)?;
+                        state::set_meta(&tx, "wipe", 1)?;
                     }
                     tracing::info!("{direction} {id} from {sender}: {outcome:?}");
                     outcome
@@ -273,8 +248,7 @@ impl Phone {
             }
             outcome
         };
-        set_meta(&tx, "validity", i64::from(validity))?;
-        set_meta(&tx, "uid", i64::from(arrived.uid))?;
+        state::set_mark(&tx, validity, arrived.uid)?;
         let horizon = now.as_second() - 2 * window.max_age.as_secs() as i64;
         tx.execute("DELETE FROM seen WHERE at < ?1", [horizon])?;
         tx.commit()?;
@@ -338,7 +312,7 @@ impl Phone {
             params![self.cfg.owner, mail],
         )?;
         tx.execute("UPDATE history SET noticed = 1 WHERE n <= ?1", [last])?;
-        set_meta(&tx, "noticed_at", now.as_second())?;
+        state::set_meta(&tx, "noticed_at", now.as_second())?;
         tx.commit()?;
         Ok(rows.len())
     }
@@ -386,7 +360,7 @@ impl Phone {
     pub fn pass(&mut self, inbox: &mut Inbox) -> Result<Vec<Outcome>, MailError> {
         let mut outcomes = Vec::new();
         loop {
-            let (validity, arrived) = inbox.arrivals(self.mark()?)?;
+            let (validity, arrived) = inbox.arrivals(state::mark(&self.db)?)?;
             if arrived.is_empty() {
                 break;
             }
@@ -403,7 +377,7 @@ impl Phone {
             // The backup that came before the wipe has gone out: only now is the memory emptied.
             self.store.wipe()?;
             let tx = self.db.transaction()?;
-            set_meta(&tx, "wipe", 0)?;
+            state::set_meta(&tx, "wipe", 0)?;
             tx.execute(
                 "INSERT INTO history (at, sender, message_id, direction, outcome)
                  VALUES (?1, '-', '-', 'wipe', 'the memory was WIPED after its backup was sent')",
@@ -447,14 +421,6 @@ impl Phone {
         }
         Ok(())
     }
-}
-
-fn set_meta(tx: &rusqlite::Transaction, k: &str, v: i64) -> Result<(), MailError> {
-    tx.execute(
-        "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-        params![k, v],
-    )?;
-    Ok(())
 }
 
 enum Decided {
@@ -538,10 +504,10 @@ fn decide(
         return refuse(e.to_string());
     }
     let reply_id = new_message_id(&cfg.address);
-    let (outcome, answer) = match direction {
+    // What goes back: the memory (a backup), or an empty body and the digest of what was
+    // written (a restore's completion, sent only once the write is done).
+    let (outcome, items, digest, reply) = match direction {
         Direction::Backup => {
-            let memory = store.read()?;
-            let sealed = secret.seal(&memory, &reply_id, Direction::Backup);
             let wipe = match m.field(message::AFTER_FIELD).map(str::trim) {
                 None | Some("") => false,
                 Some("wipe") => true,
@@ -549,31 +515,13 @@ fn decide(
                     return refuse(format!("{} {other:?} (only wipe)", message::AFTER_FIELD));
                 }
             };
-            let items = memory.items();
-            let answer = message::write(
-                &Outgoing {
-                    from: &cfg.address,
-                    to: &cfg.terminal,
-                    subject: "Kura: backup",
-                    direction,
-                    in_reply_to: Some(&id),
-                    items: &items,
-                    digest: None,
-                    after: None,
-                    data: &sealed,
-                },
-                now,
-                &reply_id,
-                &key,
-            )?;
-            (
-                Outcome::BackedUp {
-                    contacts: memory.contacts(),
-                    entries: memory.entries.len(),
-                    wipe,
-                },
-                answer,
-            )
+            let memory = store.read()?;
+            let outcome = Outcome::BackedUp {
+                contacts: memory.contacts(),
+                entries: memory.entries.len(),
+                wipe,
+            };
+            (outcome, memory.items(), None, memory)
         }
         Direction::Restore => {
             let bundle = match secret.open(&m.data, &id, Direction::Restore) {
@@ -592,36 +540,36 @@ fn decide(
             }
             store.restore(&bundle, &items)?;
             let digest = blake3::hash(&bundle.encode()).to_hex().to_string();
-            let sealed = secret.seal(&Bundle::default(), &reply_id, Direction::Restore);
-            let answer = message::write(
-                &Outgoing {
-                    from: &cfg.address,
-                    to: &cfg.terminal,
-                    subject: "Kura: restore complete",
-                    direction,
-                    in_reply_to: Some(&id),
-                    items: &items,
-                    digest: Some(&digest),
-                    after: None,
-                    data: &sealed,
+            let outcome = Outcome::Restored {
+                items: if items.is_empty() {
+                    bundle.items()
+                } else {
+                    items.clone()
                 },
-                now,
-                &reply_id,
-                &key,
-            )?;
-            (
-                Outcome::Restored {
-                    items: if items.is_empty() {
-                        bundle.items()
-                    } else {
-                        items
-                    },
-                    entries: bundle.entries.len(),
-                },
-                answer,
-            )
+                entries: bundle.entries.len(),
+            };
+            (outcome, items, Some(digest), Bundle::default())
         }
     };
+    let answer = message::write(
+        &Outgoing {
+            from: &cfg.address,
+            to: &cfg.terminal,
+            subject: match direction {
+                Direction::Backup => "Kura: backup",
+                Direction::Restore => "Kura: restore complete",
+            },
+            direction,
+            in_reply_to: Some(&id),
+            items: &items,
+            digest: digest.as_deref(),
+            after: None,
+            data: &secret.seal(&reply, &reply_id, direction),
+        },
+        now,
+        &reply_id,
+        &key,
+    )?;
     Ok((
         sender,
         id,

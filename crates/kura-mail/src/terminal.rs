@@ -18,12 +18,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
 use crate::fresh::{self, Seen, Window};
-use crate::inbox::{Arrived, Inbox, Mailbox, Mark};
+use crate::inbox::{Arrived, Inbox, Mailbox};
 use crate::message::{self, Outgoing};
 use crate::pairing::Pairing;
 use crate::payload::Bundle;
 use crate::relay::{Relay, address_of};
-use crate::{Direction, MailError, new_message_id};
+use crate::{Direction, MailError, new_message_id, state};
 
 /// `mail.toml`: the terminal's address, mailbox and relay, and the phones registered with it.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,10 +119,7 @@ struct Unseen<'a>(&'a Connection);
 
 impl Seen for Unseen<'_> {
     fn record(&mut self, id: &str) -> bool {
-        self.0
-            .query_row("SELECT 1 FROM seen WHERE id = ?1", [id], |_| Ok(()))
-            .optional()
-            .map_or(true, |found| found.is_some())
+        state::was_seen(self.0, id).unwrap_or(true)
     }
 }
 
@@ -136,19 +133,13 @@ impl Terminal {
         if cfg.legacy_checksum {
             tracing::warn!("{}", crate::auth::LEGACY_WARNING);
         }
-        if let Some(parent) = state_db.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let db = Connection::open(state_db)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS instructions (message_id TEXT PRIMARY KEY,
+        let db = state::open(
+            state_db,
+            "CREATE TABLE IF NOT EXISTS instructions (message_id TEXT PRIMARY KEY,
                  phone TEXT NOT NULL, direction TEXT NOT NULL, items TEXT NOT NULL,
                  digest TEXT, sent_at TEXT NOT NULL, state TEXT NOT NULL, snapshot TEXT);
              CREATE TABLE IF NOT EXISTS log (n INTEGER PRIMARY KEY, at TEXT NOT NULL,
-                 phone TEXT NOT NULL, message_id TEXT NOT NULL, event TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+                 phone TEXT NOT NULL, message_id TEXT NOT NULL, event TEXT NOT NULL);",
         )?;
         Ok(Terminal {
             cfg,
@@ -282,21 +273,6 @@ impl Terminal {
         Ok(id)
     }
 
-    /// Where reading the mailbox stopped.
-    pub fn mark(&self) -> Result<Mark, MailError> {
-        let get = |k: &str| -> Result<i64, MailError> {
-            Ok(self
-                .db
-                .query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0))
-        };
-        Ok(Mark {
-            validity: get("validity")? as u32,
-            uid: get("uid")? as u32,
-        })
-    }
-
     /// Checks an arrived message as an answer, recording nothing.
     pub fn receive(&self, arrived: &Arrived, now: jiff::Timestamp) -> Result<Received, MailError> {
         let bytes = match &arrived.bytes {
@@ -361,15 +337,11 @@ impl Terminal {
             return Ok(Received::Refused(e.to_string()));
         }
         let answer_id = m.field("Message-Id").unwrap_or("").trim().to_string();
-        let mut window = Window::default();
-        if let Some(s) = self.cfg.max_age_secs {
-            window.max_age = std::time::Duration::from_secs(s);
-        }
         if let Err(e) = fresh::check(
             m.field("Date").unwrap_or(""),
             &answer_id,
             now,
-            window,
+            Window::with_max_age(self.cfg.max_age_secs),
             &mut Unseen(&self.db),
         ) {
             return Ok(Received::Refused(e.to_string()));
@@ -445,10 +417,7 @@ impl Terminal {
                     "UPDATE instructions SET state = 'stored', snapshot = ?2 WHERE message_id = ?1",
                     params![instruction, snapshot],
                 )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO seen (id, at) VALUES (?1, ?2)",
-                    params![answer_id, now.as_second()],
-                )?;
+                state::record_seen(&tx, answer_id, now.as_second())?;
             }
             Received::Completed {
                 instruction,
@@ -460,19 +429,10 @@ impl Terminal {
                     "UPDATE instructions SET state = 'completed' WHERE message_id = ?1",
                     [instruction],
                 )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO seen (id, at) VALUES (?1, ?2)",
-                    params![answer_id, now.as_second()],
-                )?;
+                state::record_seen(&tx, answer_id, now.as_second())?;
             }
         }
-        for (k, v) in [("validity", validity), ("uid", arrived.uid)] {
-            tx.execute(
-                "INSERT INTO meta (k, v) VALUES (?1, ?2)
-                 ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-                params![k, v],
-            )?;
-        }
+        state::set_mark(&tx, validity, arrived.uid)?;
         tx.commit()?;
         Ok(())
     }
@@ -486,7 +446,7 @@ impl Terminal {
     ) -> Result<Vec<Received>, MailError> {
         let mut out = Vec::new();
         loop {
-            let (validity, arrived) = inbox.arrivals(self.mark()?)?;
+            let (validity, arrived) = inbox.arrivals(state::mark(&self.db)?)?;
             if arrived.is_empty() {
                 return Ok(out);
             }

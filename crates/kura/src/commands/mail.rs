@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kura_client::backup::BackupOptions;
-use kura_core::schedule::{Cron, Entry, Timing};
+use kura_core::schedule::Entry;
 use kura_core::snapshot::BackupType;
 use kura_mail::inbox::Inbox;
 use kura_mail::pairing::Pairing;
@@ -101,19 +101,11 @@ enum MailCommand {
 #[derive(Subcommand)]
 enum MailScheduleCommand {
     /// Back PHONE up daily or once with --at, periodically with --every or --cron.
-    #[command(group(ArgGroup::new("when").required(true).args(["at", "every", "cron"])))]
     Add {
         /// The phone's name.
         phone: String,
-        /// HH:MM (every day) or "YYYY-MM-DD HH:MM" (once), in local time.
-        #[arg(long)]
-        at: Option<String>,
-        /// An interval such as 30m, 6h or 1d; the first run is at once.
-        #[arg(long)]
-        every: Option<String>,
-        /// A cron expression, in local time.
-        #[arg(long)]
-        cron: Option<String>,
+        #[command(flatten)]
+        when: super::schedule::WhenArgs,
     },
     /// The scheduled phone backups.
     List,
@@ -512,19 +504,9 @@ fn schedule(ctx: &Ctx, config: &Path, c: MailScheduleCommand) -> Result<()> {
     let base = ctx.state_base()?;
     let tz = TimeZone::system();
     match c {
-        MailScheduleCommand::Add {
-            phone,
-            at,
-            every,
-            cron,
-        } => {
+        MailScheduleCommand::Add { phone, when } => {
             terminal(ctx, config)?.phone(&phone)?;
-            let timing = match (at, every, cron) {
-                (Some(a), _, _) => Timing::at(&a)?,
-                (_, Some(e), _) => Timing::every(&e)?,
-                (_, _, Some(c)) => Timing::Cron(Cron::parse(&c)?),
-                _ => bail!("say when: --at, --every or --cron"),
-            };
+            let timing = when.timing()?;
             let entry = Entry {
                 id: kura_core::id::hex(&kura_core::crypto::random_bytes::<4>()),
                 paths: Vec::new(),

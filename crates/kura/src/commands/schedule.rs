@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use clap::{ArgGroup, Subcommand};
+use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kura_client::job::{signalled, stop_on_signals};
@@ -15,24 +15,43 @@ use super::backup::{TypeArg, run_backup_in};
 use crate::ctx::Ctx;
 use crate::output::{local_time, table};
 
+/// When a scheduled backup runs: exactly one of these.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct WhenArgs {
+    /// HH:MM (every day at that time) or "YYYY-MM-DD HH:MM" (once), in local time.
+    #[arg(long)]
+    at: Option<String>,
+    /// An interval such as 30m, 6h, 1d or 1w; the first run is at once.
+    #[arg(long)]
+    every: Option<String>,
+    /// A cron expression: "minute hour day-of-month month day-of-week", in local time.
+    #[arg(long)]
+    cron: Option<String>,
+}
+
+impl WhenArgs {
+    /// The timing these options give.
+    pub fn timing(&self) -> Result<Timing> {
+        Ok(match (&self.at, &self.every, &self.cron) {
+            (Some(a), _, _) => Timing::at(a)?,
+            (_, Some(e), _) => Timing::every(e)?,
+            (_, _, Some(c)) => Timing::Cron(Cron::parse(c)?),
+            _ => bail!("say when: --at, --every or --cron"),
+        })
+    }
+}
+
 /// Schedule commands.
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
     /// Schedule a backup of PATHS: daily or once with --at, periodically with --every or --cron.
-    #[command(group(ArgGroup::new("when").required(true).args(["at", "every", "cron"])))]
     Add {
         /// Files and directories to back up.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// HH:MM (every day at that time) or "YYYY-MM-DD HH:MM" (once), in local time.
-        #[arg(long)]
-        at: Option<String>,
-        /// An interval such as 30m, 6h, 1d or 1w; the first run is at once.
-        #[arg(long)]
-        every: Option<String>,
-        /// A cron expression: "minute hour day-of-month month day-of-week", in local time.
-        #[arg(long)]
-        cron: Option<String>,
+        #[command(flatten)]
+        when: WhenArgs,
         /// The backup type of each run.
         #[arg(long = "type", value_enum, default_value_t = TypeArg::Incremental)]
         kind: TypeArg,
@@ -65,20 +84,10 @@ pub fn schedule(ctx: &Ctx, c: ScheduleCommand) -> Result<()> {
     match c {
         ScheduleCommand::Add {
             paths,
-            at,
-            every,
-            cron,
+            when,
             kind,
             tag,
-        } => {
-            let timing = match (at, every, cron) {
-                (Some(a), _, _) => Timing::at(&a)?,
-                (_, Some(e), _) => Timing::every(&e)?,
-                (_, _, Some(c)) => Timing::Cron(Cron::parse(&c)?),
-                _ => bail!("say when: --at, --every or --cron"),
-            };
-            add(ctx, &base, &tz, paths, timing, kind, tag)
-        }
+        } => add(ctx, &base, &tz, paths, when.timing()?, kind, tag),
         ScheduleCommand::List => list(ctx, &base, &tz, false),
         ScheduleCommand::Remove { id } => remove(ctx, &base, &id),
     }

@@ -320,9 +320,9 @@ fn a_phone_with_500_contacts_is_backed_up_and_restored_byte_for_byte_by_mail() {
 
     // The owner was told of each instruction, with counts.
     wait_until(Duration::from_secs(30), "the owner's notices", || {
-        rig.mail.inbox("owner").join("\n").matches("wrote").count() >= 2
+        rig.mail.bodies("owner").join("\n").matches("wrote").count() >= 2
     });
-    let notices = rig.mail.inbox("owner").join("\n");
+    let notices = rig.mail.bodies("owner").join("\n");
     assert!(
         notices.contains("sent back 520 entries (500 contacts)"),
         "{notices}"
@@ -440,7 +440,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
     wait_until(Duration::from_secs(30), "the answer and the notice", || {
         rig.mail.inbox("terminal").len() == 1 && !rig.mail.inbox("owner").is_empty()
     });
-    let notice = rig.mail.inbox("owner").join("\n");
+    let notice = rig.mail.bodies("owner").join("\n");
     assert_eq!(notice.matches("REFUSED").count() - 1, 7, "{notice}");
     assert!(notice.contains("sent back 520 entries"), "{notice}");
     // The ordinary mail is still in the phone's mailbox, unread; the oversized one too.
@@ -556,7 +556,7 @@ fn a_lost_phone_is_backed_up_and_then_wiped() {
     let staged = fs::read_dir(&restored).unwrap().count();
     assert!(staged > 0);
     wait_until(Duration::from_secs(30), "the owner's notice", || {
-        rig.mail.inbox("owner").join("\n").contains("WIPED")
+        rig.mail.bodies("owner").join("\n").contains("WIPED")
     });
 }
 
@@ -620,4 +620,46 @@ fn the_mailbox_is_read_over_tls_and_a_server_it_cannot_trust_is_refused() {
         1
     );
     assert!(logins.contains("TLS"), "{logins}");
+}
+
+#[test]
+fn a_flood_of_forged_instructions_changes_nothing_and_costs_the_owner_one_notice() {
+    let rig = Rig::new();
+    let original = rig.phone_files();
+    let wrong = Secret::random();
+    let mut restore = Bundle::default();
+    restore
+        .insert("items/memo-00", b"flooded".to_vec())
+        .unwrap();
+    for i in 0..40 {
+        let forged = rig.instruction(
+            &wrong,
+            Direction::Restore,
+            &restore,
+            jiff::Timestamp::now(),
+            &format!("<flood{i}@example.org>"),
+        );
+        rig.mail.send(TERMINAL, PHONE, &forged);
+    }
+    wait_until(Duration::from_secs(60), "delivery to the phone", || {
+        rig.mail.inbox("phone").len() == 40
+    });
+    let out = rig
+        .phone_cmd(&["phone", "run", rig.phone.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("refused").count(), 40);
+    assert_eq!(rig.phone_files(), original);
+    assert!(
+        rig.mail.inbox("phone").is_empty(),
+        "refused instructions are removed"
+    );
+    wait_until(Duration::from_secs(30), "the owner's notice", || {
+        !rig.mail.inbox("owner").is_empty()
+    });
+    let notices = rig.mail.bodies("owner");
+    assert_eq!(notices.len(), 1, "one notice for the whole pass");
+    assert!(notices[0].contains("40 of them REFUSED"), "{}", notices[0]);
+    assert!(rig.mail.inbox("terminal").is_empty(), "nothing sent back");
 }
