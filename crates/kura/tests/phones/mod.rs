@@ -14,7 +14,7 @@ use kura_mail::pairing::Pairing;
 use kura_mail::payload::{Bundle, Secret};
 
 use crate::fixture::mailsys::PASSWORD;
-use crate::fixture::{Env, MailSystem, parse_json, run_ok, stderr, wait_until};
+use crate::fixture::{Client, Env, MailSystem, Service, parse_json, run_ok, stderr, wait_until};
 
 const TERMINAL: &str = "terminal@example.org";
 const PHONE: &str = "phone@example.org";
@@ -23,6 +23,9 @@ const OWNER: &str = "owner@example.org";
 /// A terminal with a local repository, a phone paired with it, and the mail servers between.
 struct Rig {
     env: Env,
+    /// The service the terminal's repository is at, and the terminal as its user (none: a
+    /// local repository).
+    service: Option<(Service, Client)>,
     mail: MailSystem,
     phone: PathBuf,
     running: Option<Child>,
@@ -80,14 +83,24 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 impl Rig {
     fn new() -> Rig {
-        Rig::paired(&[])
+        Rig::paired(&[], false)
     }
 
-    /// A rig whose phone was paired with `kura mail pair ... EXTRA`.
-    fn paired(extra: &[&str]) -> Rig {
+    /// A rig whose phone was paired with `kura mail pair ... EXTRA`, whose terminal keeps its
+    /// repository at a Kura service if `at_service`.
+    fn paired(extra: &[&str], at_service: bool) -> Rig {
         let mail = MailSystem::start(&["terminal", "phone", "owner"]);
         let env = Env::new();
-        env.init();
+        let service = at_service.then(|| {
+            let svc = Service::start(&env);
+            svc.add_user("alice", "alice password");
+            let client = Client::new(&env, &svc, "alice", "alice password");
+            client.init();
+            (svc, client)
+        });
+        if service.is_none() {
+            env.init();
+        }
         let config = format!(
             "address = \"{TERMINAL}\"\nmax_age_secs = 900\n\n\
              [imap]\nhost = \"127.0.0.1\"\nport = {}\nca_file = {:?}\n\
@@ -102,6 +115,7 @@ impl Rig {
         let rig = Rig {
             phone: env.path("phone"),
             env,
+            service,
             mail,
             running: None,
         };
@@ -151,7 +165,10 @@ impl Rig {
 
     /// `kura ARGS` as the terminal (its repository and mail.toml).
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.env.cmd(args);
+        let mut c = match &self.service {
+            Some((_, client)) => client.cmd(args),
+            None => self.env.cmd(args),
+        };
         c.env("KURA_MAIL_CONFIG", self.env.path("mail.toml"));
         c
     }
@@ -171,6 +188,11 @@ impl Rig {
         let mut c = self.env.kura();
         c.args(args);
         c
+    }
+
+    /// The terminal's snapshots.
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        self.json(&["snapshots"]).as_array().unwrap().clone()
     }
 
     fn phone_ok(&self, args: &[&str]) -> String {
@@ -271,7 +293,7 @@ fn a_phone_with_500_contacts_is_backed_up_and_restored_byte_for_byte_by_mail() {
     let backup_secs = started.elapsed().as_secs_f64();
     assert_eq!(backed["state"], "stored", "{backed}\n{}", rig.mail.logs());
     let snapshot = backed["snapshot"].as_str().unwrap().to_string();
-    let snaps = rig.env.snapshots();
+    let snaps = rig.snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["tags"][0], "phone:phone1");
 
@@ -479,7 +501,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
     let received = rig.json(&["mail", "receive"]);
     let lines = received["received"].to_string();
     assert!(lines.contains("never sent"), "{lines}");
-    assert!(rig.env.snapshots().is_empty(), "nothing stored");
+    assert!(rig.snapshots().is_empty(), "nothing stored");
 }
 
 #[test]
@@ -490,7 +512,7 @@ fn a_scheduled_phone_backup_runs_by_itself() {
     let listed = rig.json(&["mail", "schedule", "list"]);
     assert_eq!(listed[0]["phone"], "phone1");
     rig.ok(&["agent", "--once"]);
-    let snaps = rig.env.snapshots();
+    let snaps = rig.snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["tags"][0], "phone:phone1");
     let listed = rig.json(&["mail", "schedule", "list"]);
@@ -562,7 +584,7 @@ fn a_lost_phone_is_backed_up_and_then_wiped() {
 
 #[test]
 fn a_phone_paired_with_ed25519_keys_signs_its_answers_and_takes_no_hmac() {
-    let mut rig = Rig::paired(&["--ed25519"]);
+    let mut rig = Rig::paired(&["--ed25519"], false);
     let original = rig.phone_files();
     // An instruction with a valid HMAC under the shared secret: refused, as this pairing
     // signs with Ed25519 only.
@@ -596,7 +618,7 @@ fn a_phone_paired_with_ed25519_keys_signs_its_answers_and_takes_no_hmac() {
     rig.start_phone();
     let backed = rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
     assert_eq!(backed["state"], "stored", "{backed}");
-    assert_eq!(rig.env.snapshots().len(), 1);
+    assert_eq!(rig.snapshots().len(), 1);
 }
 
 #[test]
@@ -662,4 +684,37 @@ fn a_flood_of_forged_instructions_changes_nothing_and_costs_the_owner_one_notice
     assert_eq!(notices.len(), 1, "one notice for the whole pass");
     assert!(notices[0].contains("40 of them REFUSED"), "{}", notices[0]);
     assert!(rig.mail.inbox("terminal").is_empty(), "nothing sent back");
+}
+
+#[test]
+fn a_phone_backed_up_to_the_service_is_restored_from_it() {
+    let mut rig = Rig::paired(&[], true);
+    let original = rig.phone_files();
+    rig.start_phone();
+    let backed = rig.json(&["mail", "backup", "phone1", "--wait", "90s"]);
+    assert_eq!(backed["state"], "stored", "{backed}");
+    // The service holds the phone's snapshot as it does any other: every object in two good
+    // copies on two sites.
+    let snaps = rig.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["tags"][0], "phone:phone1");
+    let conditions = rig.json(&["conditions"]);
+    let objects = conditions.as_array().unwrap();
+    assert!(!objects.is_empty());
+    for o in objects {
+        let mut sites: Vec<&str> = o["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "ok")
+            .map(|c| c["site"].as_str().unwrap())
+            .collect();
+        sites.dedup();
+        assert_eq!(sites.len(), 2, "{o}");
+    }
+
+    fs::remove_dir_all(rig.phone.join("memory/data/contacts")).unwrap();
+    let restored = rig.json(&["mail", "restore", "phone1", "--wait", "90s"]);
+    assert_eq!(restored["state"], "completed", "{restored}");
+    assert_eq!(rig.phone_files(), original);
 }
