@@ -610,3 +610,122 @@ fn describe(o: &Outcome) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::Mark;
+    use crate::payload::Bundle;
+
+    const TERMINAL: &str = "terminal@example.org";
+
+    /// A phone in a fresh folder (its servers are never reached here) and the terminal's
+    /// keys for it.
+    fn phone(notices: &str) -> (tempfile::TempDir, Phone, Pairing) {
+        let dir = tempfile::tempdir().unwrap();
+        let (terminal, phone) = Pairing::new_pair(false).unwrap();
+        std::fs::write(dir.path().join("key"), phone.to_text()).unwrap();
+        std::fs::write(
+            dir.path().join("phone.toml"),
+            format!(
+                "address = \"phone@example.org\"\nterminal = \"{TERMINAL}\"\n\
+                 owner = \"owner@example.org\"\nkey_file = \"key\"\nnotices = \"{notices}\"\n\
+                 [imap]\nhost = \"127.0.0.1\"\nusername = \"p\"\n\
+                 [smtp]\nrelay = \"127.0.0.1\"\nsecurity = \"none\"\n"
+            ),
+        )
+        .unwrap();
+        let p = Phone::open(dir.path()).unwrap();
+        (dir, p, terminal)
+    }
+
+    fn instruction(
+        keys: &Pairing,
+        n: u32,
+        bundle: Option<&Bundle>,
+        now: jiff::Timestamp,
+    ) -> Arrived {
+        let id = format!("<{n}@example.org>");
+        let direction = if bundle.is_some() {
+            Direction::Restore
+        } else {
+            Direction::Backup
+        };
+        let empty = Bundle::default();
+        let items: Vec<String> = bundle.map(Bundle::items).unwrap_or_default();
+        let bytes = message::write(
+            &Outgoing {
+                from: TERMINAL,
+                to: "phone@example.org",
+                subject: "Kura",
+                direction,
+                in_reply_to: None,
+                items: &items,
+                digest: None,
+                after: None,
+                data: &keys.secret().seal(bundle.unwrap_or(&empty), &id, direction),
+            },
+            now,
+            &id,
+            &keys.signer(false),
+        )
+        .unwrap();
+        Arrived {
+            uid: n,
+            bytes: Ok(bytes),
+        }
+    }
+
+    #[test]
+    fn a_restore_is_written_and_answered_once_and_its_replay_changes_nothing() {
+        let (_dir, mut p, keys) = phone("each");
+        let now = jiff::Timestamp::now();
+        let mut data = Bundle::default();
+        data.insert("contacts/a.vcf", b"BEGIN:VCARD\r\nEND:VCARD\r\n".to_vec())
+            .unwrap();
+        let restore = instruction(&keys, 1, Some(&data), now);
+        assert!(matches!(
+            p.handle(7, &restore, now).unwrap(),
+            Outcome::Restored { entries: 1, .. }
+        ));
+        assert_eq!(p.store().read().unwrap(), data);
+        assert_eq!(p.waiting().unwrap(), 1, "the completion");
+        assert_eq!(
+            state::mark(&p.db).unwrap(),
+            Mark {
+                validity: 7,
+                uid: 1
+            }
+        );
+        // The same instruction again (a replay, or a redelivery): refused, nothing queued.
+        p.store().wipe().unwrap();
+        assert!(matches!(
+            p.handle(7, &restore, now).unwrap(),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(p.store().read().unwrap(), Bundle::default());
+        assert_eq!(p.waiting().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_periodic_history_goes_out_once_per_period_with_every_line() {
+        let (_dir, mut p, keys) = phone("1h");
+        let t0 = jiff::Timestamp::now();
+        p.handle(1, &instruction(&keys, 1, None, t0), t0).unwrap();
+        assert_eq!(
+            p.queue_notice(t0).unwrap(),
+            1,
+            "the first history goes at once"
+        );
+        let later = t0 + jiff::SignedDuration::from_mins(10);
+        p.handle(1, &instruction(&keys, 2, None, later), later)
+            .unwrap();
+        p.handle(1, &instruction(&keys, 3, None, later), later)
+            .unwrap();
+        assert_eq!(p.queue_notice(later).unwrap(), 0, "not due yet");
+        let due = t0 + jiff::SignedDuration::from_mins(61);
+        assert_eq!(p.queue_notice(due).unwrap(), 2, "both lines, in one notice");
+        // Two answers and two notices wait for the relay.
+        assert_eq!(p.waiting().unwrap(), 5);
+    }
+}
