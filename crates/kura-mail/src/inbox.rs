@@ -41,6 +41,8 @@ pub struct Mailbox {
     pub username: String,
     /// Its password.
     pub password: Option<String>,
+    /// A file holding the password instead (its first line).
+    pub password_file: Option<PathBuf>,
     /// The folder watched (default `INBOX`).
     pub folder: Option<String>,
 }
@@ -201,8 +203,9 @@ impl Inbox {
         };
         let mut client = imap::Client::new(stream);
         client.read_greeting().map_err(|e| err(e.to_string()))?;
+        let password = crate::relay::password(&m.password, &m.password_file).map_err(err)?;
         let mut session = client
-            .login(&m.username, m.password.as_deref().unwrap_or(""))
+            .login(&m.username, password.as_deref().unwrap_or(""))
             .map_err(|(e, _)| err(format!("login as {}: {e}", m.username)))?;
         let folder = m.folder.as_deref().unwrap_or("INBOX");
         let opened = session

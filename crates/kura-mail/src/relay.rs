@@ -31,6 +31,24 @@ pub struct Relay {
     pub username: Option<String>,
     /// Its password.
     pub password: Option<String>,
+    /// A file holding the password instead (its first line), so the configuration holds no
+    /// secret.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// The password given directly, or the first line of `file`.
+pub fn password(
+    given: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>, String> {
+    match (given, file) {
+        (Some(p), _) => Ok(Some(p.clone())),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| Some(t.lines().next().unwrap_or_default().to_string()))
+            .map_err(|e| format!("password file {}: {e}", f.display())),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Without the password, so a printed configuration gives none away.
@@ -79,8 +97,9 @@ impl Relay {
         if let Some(port) = self.port {
             builder = builder.port(port);
         }
-        if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+        let password = password(&self.password, &self.password_file).map_err(RelayError::Config)?;
+        if let (Some(u), Some(p)) = (&self.username, password) {
+            builder = builder.credentials(Credentials::new(u.clone(), p));
         }
         Ok(builder.build())
     }

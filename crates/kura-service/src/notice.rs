@@ -145,6 +145,7 @@ impl MailConfig {
             security: self.security,
             username: self.username.clone(),
             password: self.password.clone(),
+            password_file: None,
         }
     }
 

@@ -88,7 +88,8 @@ pub struct InitArgs {
     /// Login at both servers (default: the phone's address).
     #[arg(long)]
     login: Option<String>,
-    /// File holding the login's password.
+    /// File holding the login's password (its first line); phone.toml names the file, it
+    /// does not copy the password.
     #[arg(long)]
     password_file: Option<PathBuf>,
     /// `each` (a notice after every instruction) or a period such as `1d` (a history).
@@ -111,35 +112,22 @@ pub fn quoted(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// `KEY = "ABSOLUTE PATH"` and a newline, or nothing without a path.
+fn path_line(key: &str, path: Option<&std::path::Path>) -> Result<String> {
+    let Some(p) = path else {
+        return Ok(String::new());
+    };
+    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+    Ok(format!("{key} = {}\n", quoted(&abs.display().to_string())))
+}
+
 fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
     let keys = Pairing::load(&a.key_file)?;
     let (imap_host, imap_port) = host_port(&a.imap)?;
     let (smtp_host, smtp_port) = host_port(&a.smtp)?;
     let login = a.login.unwrap_or_else(|| a.address.clone());
-    let password = match &a.password_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
-        None => None,
-    };
-    let password_line = password
-        .map(|p| format!("password = {}\n", quoted(&p)))
-        .unwrap_or_default();
-    let ca_line = match &a.ca_file {
-        Some(f) => format!(
-            "ca_file = {}\n",
-            quoted(
-                &std::path::absolute(f)
-                    .with_context(|| format!("{}", f.display()))?
-                    .display()
-                    .to_string()
-            )
-        ),
-        None => String::new(),
-    };
+    let password_line = path_line("password_file", a.password_file.as_deref())?;
+    let ca_line = path_line("ca_file", a.ca_file.as_deref())?;
     let config = format!(
         "# Kura phone (kura phone run {dir})\n\
          address = {address}\nterminal = {terminal}\nowner = {owner}\n\

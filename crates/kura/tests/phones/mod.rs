@@ -469,6 +469,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
     let left = rig.mail.inbox("phone");
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().any(|m| m.contains("See you at eight.")));
+    assert_eq!(rig.mail.seen_flags("phone"), [false, false], "still unread");
 
     // The terminal refuses an answer to an instruction it never sent.
     let answer = {
