@@ -45,6 +45,9 @@ pub enum PayloadError {
     /// A path it names is not one a phone keeps.
     #[error("the path {0:?} is not contacts/NAME.vcf or items/NAME")]
     Path(String),
+    /// An address-book entry is not one vCard 4.0.
+    #[error("{0} is not one vCard 4.0 (RFC 6350): {1}")]
+    Card(String, String),
 }
 
 /// The registered secret both sides hold, and the keys taken from it.
@@ -224,9 +227,34 @@ impl Bundle {
             .count()
     }
 
+    /// Checks that every address-book entry is exactly one vCard 4.0 (vcard4's strict
+    /// parser), and returns the cards' formatted names in path order.
+    pub fn check_cards(&self) -> Result<Vec<String>, PayloadError> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| Bundle::item_of(p) == CONTACTS)
+            .map(|(p, bytes)| card_name(bytes).map_err(|why| PayloadError::Card(p.clone(), why)))
+            .collect()
+    }
+
     /// The bytes of every entry together.
     pub fn size(&self) -> usize {
         self.entries.values().map(Vec::len).sum()
+    }
+}
+
+/// The formatted name (FN) of `bytes` if they are exactly one vCard 4.0.
+fn card_name(bytes: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut cards = vcard4::parse(text).map_err(|e| e.to_string())?;
+    match (cards.pop(), cards.is_empty()) {
+        (Some(card), true) => Ok(card
+            .formatted_name
+            .first()
+            .map(|f| f.value.clone())
+            .unwrap_or_default()),
+        (Some(_), false) => Err("more than one card in one file".into()),
+        (None, _) => Err("no card".into()),
     }
 }
 
@@ -329,6 +357,34 @@ mod tests {
         let mut more = bytes.clone();
         more.push(0);
         assert!(Bundle::decode(&more).is_err());
+    }
+
+    #[test]
+    fn address_book_entries_must_each_be_one_vcard() {
+        let mut b = Bundle::default();
+        b.insert(
+            "contacts/a.vcf",
+            b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Aoi\r\nEND:VCARD\r\n".to_vec(),
+        )
+        .unwrap();
+        b.insert("items/memo", b"not a card, and need not be".to_vec())
+            .unwrap();
+        assert_eq!(b.check_cards(), Ok(vec!["Aoi".to_string()]));
+        for bad in [
+            &b"hello"[..],
+            b"",
+            b"\xff\xfe",
+            b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:A\r\nEND:VCARD\r\nBEGIN:VCARD\r\nVERSION:4.0\r\nFN:B\r\nEND:VCARD\r\n",
+        ] {
+            let mut c = b.clone();
+            c.insert("contacts/b.vcf", bad.to_vec()).unwrap();
+            let r = c.check_cards();
+            assert!(
+                matches!(&r, Err(PayloadError::Card(p, _)) if p == "contacts/b.vcf"),
+                "{:?} {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -538,6 +538,9 @@ fn decide(
                     "the body carries {extra}, which MB-Items does not name"
                 ));
             }
+            if let Err(e) = bundle.check_cards() {
+                return refuse(e.to_string());
+            }
             store.restore(&bundle, &items)?;
             let digest = blake3::hash(&bundle.encode()).to_hex().to_string();
             let outcome = Outcome::Restored {
@@ -681,8 +684,11 @@ mod tests {
         let (_dir, mut p, keys) = phone("each");
         let now = jiff::Timestamp::now();
         let mut data = Bundle::default();
-        data.insert("contacts/a.vcf", b"BEGIN:VCARD\r\nEND:VCARD\r\n".to_vec())
-            .unwrap();
+        data.insert(
+            "contacts/a.vcf",
+            b"BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Aoi\r\nEND:VCARD\r\n".to_vec(),
+        )
+        .unwrap();
         let restore = instruction(&keys, 1, Some(&data), now);
         assert!(matches!(
             p.handle(7, &restore, now).unwrap(),

@@ -20,7 +20,8 @@ pub enum PhoneCommand {
     /// Set up a phone in DIR: its address, its terminal, its owner, the key registered with
     /// the terminal (`kura mail pair` makes it) and its mail servers. Writes DIR/phone.toml.
     Init(Box<InitArgs>),
-    /// Replace the phone's memory with FOLDER (contacts/*.vcf and items/*), all at once.
+    /// Replace the phone's memory with FOLDER (contacts/*.vcf, each one vCard 4.0, and
+    /// items/*), all at once.
     Import {
         /// The phone's folder.
         dir: PathBuf,
@@ -34,7 +35,8 @@ pub enum PhoneCommand {
         /// Where to write it (its contacts/ and items/ are replaced).
         folder: PathBuf,
     },
-    /// What the phone holds: its items, the number of cards, the bytes.
+    /// What the phone holds: its items, the number of cards (and with --json their names), the
+    /// bytes.
     Show {
         /// The phone's folder.
         dir: PathBuf,
@@ -190,6 +192,7 @@ pub fn phone(ctx: &Ctx, c: PhoneCommand) -> Result<()> {
         PhoneCommand::Init(a) => init(ctx, *a),
         PhoneCommand::Import { dir, folder } => {
             let bundle = read_folder(&folder)?;
+            bundle.check_cards()?;
             let store = Store::open(&dir.join("memory"))?;
             store.restore(&bundle, &[])?;
             ctx.out.emit(
@@ -219,9 +222,11 @@ pub fn phone(ctx: &Ctx, c: PhoneCommand) -> Result<()> {
         PhoneCommand::Show { dir } => {
             let bundle = Store::open(&dir.join("memory"))?.read()?;
             let items = bundle.items();
+            let names = bundle.check_cards()?;
             ctx.out.emit(
                 &json!({"items": items, "entries": bundle.entries.len(),
-                        "contacts": bundle.contacts(), "bytes": bundle.size()}),
+                        "contacts": bundle.contacts(), "bytes": bundle.size(),
+                        "contact_names": names}),
                 || {
                     format!(
                         "{} contacts, {} entries, {} bytes; items: {}",
