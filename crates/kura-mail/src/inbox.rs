@@ -282,13 +282,16 @@ impl Inbox {
         Ok(())
     }
 
-    /// Waits until the server reports a change to the folder or `timeout` passes (IMAP IDLE).
-    pub fn wait(&mut self, timeout: Duration) -> Result<(), InboxError> {
+    /// Waits until the server reports a change to the folder or `timeout` passes (IMAP IDLE);
+    /// whether the folder changed.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, InboxError> {
         let mut idle = self.session.idle();
         idle.timeout(timeout).keepalive(false);
         let outcome = idle.wait_while(imap::extensions::idle::stop_on_any);
         drop(idle);
-        outcome.map(|_| ()).map_err(|e| self.err(e))
+        outcome
+            .map(|o| matches!(o, imap::extensions::idle::WaitOutcome::MailboxChanged))
+            .map_err(|e| self.err(e))
     }
 
     /// Logs out.

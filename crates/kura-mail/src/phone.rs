@@ -412,7 +412,7 @@ impl Phone {
                     tracing::warn!("{e}; reconnecting");
                     break;
                 }
-                if let Err(e) = inbox.wait(poll) {
+                if let Err(e) = wait(&mut inbox, poll, stop) {
                     tracing::warn!("{e}; reconnecting");
                     break;
                 }
@@ -422,6 +422,21 @@ impl Phone {
         Ok(())
     }
 }
+
+/// Waits for new mail up to `poll`, in IDLE spells of at most [`SPELL`] so that `stop` is
+/// looked at that often (a stopped phone does not wait out a long poll).
+fn wait(inbox: &mut Inbox, poll: Duration, stop: &dyn Fn() -> bool) -> Result<(), MailError> {
+    let until = std::time::Instant::now() + poll;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stop() || inbox.wait(left.min(SPELL))? {
+            return Ok(());
+        }
+    }
+}
+
+/// The longest single IDLE wait.
+const SPELL: Duration = Duration::from_secs(5);
 
 enum Decided {
     Left(String),

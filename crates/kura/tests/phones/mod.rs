@@ -201,8 +201,13 @@ impl Rig {
 
     /// Starts `kura phone run` in the background.
     fn start_phone(&mut self) {
+        self.start_phone_polling("1s");
+    }
+
+    /// Starts `kura phone run --poll POLL` in the background.
+    fn start_phone_polling(&mut self, poll: &str) {
         let child = self
-            .phone_cmd(&["phone", "run", self.phone.to_str().unwrap(), "--poll", "1s"])
+            .phone_cmd(&["phone", "run", self.phone.to_str().unwrap(), "--poll", poll])
             .stdout(Stdio::null())
             .stderr(
                 fs::OpenOptions::new()
@@ -718,4 +723,28 @@ fn a_phone_backed_up_to_the_service_is_restored_from_it() {
     let restored = rig.json(&["mail", "restore", "phone1", "--wait", "90s"]);
     assert_eq!(restored["state"], "completed", "{restored}");
     assert_eq!(rig.phone_files(), original);
+}
+
+#[test]
+fn a_running_phone_stops_on_sigterm_without_waiting_out_its_poll() {
+    let mut rig = Rig::new();
+    rig.start_phone_polling("10m");
+    wait_until(Duration::from_secs(60), "the phone's login", || {
+        fs::read_to_string(rig.mail.dovecot_log())
+            .unwrap_or_default()
+            .contains("Login: user=<phone@example.org>")
+    });
+    let child = rig.running.as_mut().unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(Duration::from_secs(30), "the phone to stop", || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(child.try_wait().unwrap().unwrap().success());
 }
