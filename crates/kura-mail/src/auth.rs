@@ -35,8 +35,19 @@ pub const LEGACY_WARNING: &str = "legacy_checksum is on: instructions are checke
     source's checksum, which anyone who sees one instruction can forge; use it only with a \
     phone that cannot do HMAC-SHA-256";
 
-/// Fields every instruction and answer must cover.
-pub const REQUIRED: [&str; 4] = ["from", "date", "message-id", "mb-direction-code"];
+/// Fields every instruction and answer must cover: of each group, the one the message
+/// carries (the direction has two spellings, and a message may carry only one of them).
+pub const REQUIRED: [&[&str]; 4] = [
+    &["from"],
+    &["date"],
+    &["message-id"],
+    &["mb-direction-code", "mb-direction"],
+];
+
+/// Whether `field` (lowercase) is one of [`REQUIRED`].
+fn is_required(field: &str) -> bool {
+    REQUIRED.iter().any(|group| group.contains(&field))
+}
 
 /// How the value is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,12 +308,14 @@ pub fn verify(fields: &Fields, body: &[u8], key: &Key) -> Result<AuthInfo, AuthE
     Ok(info)
 }
 
+/// Each group of [`REQUIRED`] has a member covered; which one is then checked by
+/// `signed_data`, where a covered required field must be present.
 fn required(info: &AuthInfo) -> Result<(), AuthError> {
     match REQUIRED
         .iter()
-        .find(|r| !info.headers.iter().any(|h| h == *r))
+        .find(|group| !info.headers.iter().any(|h| group.contains(&h.as_str())))
     {
-        Some(r) => Err(AuthError::Uncovered(r)),
+        Some(group) => Err(AuthError::Uncovered(group[0])),
         None => Ok(()),
     }
 }
@@ -326,7 +339,7 @@ fn signed_data(fields: &Fields, info: &AuthInfo) -> Result<Vec<u8>, AuthError> {
     for h in &info.headers {
         let v = match field(fields, h) {
             Some(v) => v,
-            None if REQUIRED.contains(&h.as_str()) => return Err(AuthError::Absent(h.clone())),
+            None if is_required(h) => return Err(AuthError::Absent(h.clone())),
             None => "",
         };
         data.extend_from_slice(format!("{h}:{}\r\n", relaxed(v)).as_bytes());
@@ -494,6 +507,31 @@ mod tests {
         assert_eq!(
             verify(&view(&changed), b"data", &Key::Ed25519Public(&public)).unwrap_err(),
             AuthError::Value
+        );
+    }
+
+    #[test]
+    fn the_short_spelling_of_the_direction_is_covered_when_it_is_the_one_carried() {
+        let key = Key::Shared {
+            secret: b"k",
+            legacy: false,
+        };
+        let short = [
+            ("From", "terminal@example.org"),
+            ("Date", "Tue, 1 Dec 2026 07:00:00 +0000"),
+            ("Message-Id", "<1@example.org>"),
+            ("MB-Direction", "backup"),
+        ];
+        let cover = ["from", "date", "message-id", "mb-direction"];
+        let value = sign(&short, b"", &cover, &key).unwrap();
+        let mut signed = short.to_vec();
+        signed.push((FIELD, value.as_str()));
+        assert!(verify(&signed, b"", &key).is_ok());
+        // Covering the long spelling where the message carries the short one is refused.
+        let long = ["from", "date", "message-id", "mb-direction-code"];
+        assert_eq!(
+            sign(&short, b"", &long, &key),
+            Err(AuthError::Absent("mb-direction-code".into()))
         );
     }
 

@@ -69,13 +69,22 @@ impl Direction {
     pub const FIELDS: [&'static str; 2] = ["MB-Direction-Code", "MB-Direction"];
 
     /// What a message's fields ask; `None` for ordinary mail (no MB field), which is left
-    /// exactly as it is. A field with another value is an error.
+    /// exactly as it is. A field with another value is an error, and so is a message with
+    /// both spellings (only the one it carries is covered by its authentication, so the
+    /// other could have been added on the way).
     pub fn of(fields: &auth::Fields) -> Result<Option<Direction>, AuthError> {
-        let Some(v) = Direction::FIELDS
+        let found: Vec<&str> = Direction::FIELDS
             .iter()
-            .find_map(|name| auth::field(fields, name))
-        else {
-            return Ok(None);
+            .filter_map(|name| auth::field(fields, name))
+            .collect();
+        let v = match found[..] {
+            [] => return Ok(None),
+            [v] => v,
+            _ => {
+                return Err(AuthError::Malformed(
+                    "both MB-Direction-Code and MB-Direction".into(),
+                ));
+            }
         };
         match v.trim().to_ascii_lowercase().as_str() {
             "backup" => Ok(Some(Direction::Backup)),
@@ -110,6 +119,9 @@ mod tests {
             Ok(Some(Direction::Restore))
         );
         assert_eq!(Direction::of(&[("Subject", "hello")]), Ok(None));
+        assert!(
+            Direction::of(&[("MB-Direction-Code", "backup"), ("MB-Direction", "restore")]).is_err()
+        );
         assert!(Direction::of(&[("MB-Direction-Code", "wipe")]).is_err());
     }
 }
