@@ -399,6 +399,8 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
     changed[body_at] = if changed[body_at] == b'A' { b'B' } else { b'A' };
     let forged_mac = text.replace("b=", "b=AAAA");
     let truncated = &text.as_bytes()[..text.len() - 40];
+    // The body replaced by something that is not base64 at all.
+    let malformed = format!("{}\r\n\r\n!!! not base64 !!!\r\n", &text[..body_at - 10]);
     let stale = rig.instruction(
         &secret,
         Direction::Backup,
@@ -431,6 +433,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
         &changed,
         forged_mac.as_bytes(),
         truncated,
+        malformed.as_bytes(),
         &stale,
         &wrong_key,
         &oversized,
@@ -439,7 +442,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
         rig.mail.send(TERMINAL, PHONE, m);
     }
     wait_until(Duration::from_secs(60), "delivery to the phone", || {
-        rig.mail.inbox("phone").len() == 9
+        rig.mail.inbox("phone").len() == 10
     });
     let out = rig
         .phone_cmd(&[
@@ -468,7 +471,7 @@ fn forged_replayed_stale_changed_and_oversized_instructions_are_refused_and_noti
         rig.mail.inbox("terminal").len() == 1 && !rig.mail.inbox("owner").is_empty()
     });
     let notice = rig.mail.bodies("owner").join("\n");
-    assert_eq!(notice.matches("REFUSED").count() - 1, 7, "{notice}");
+    assert_eq!(notice.matches("REFUSED").count() - 1, 8, "{notice}");
     assert!(notice.contains("sent back 520 entries"), "{notice}");
     // The ordinary mail is still in the phone's mailbox, unread; the oversized one too.
     let left = rig.mail.inbox("phone");
@@ -517,12 +520,21 @@ fn a_scheduled_phone_backup_runs_by_itself() {
     rig.ok(&["mail", "schedule", "add", "phone1", "--every", "1h"]);
     let listed = rig.json(&["mail", "schedule", "list"]);
     assert_eq!(listed[0]["phone"], "phone1");
-    rig.ok(&["agent", "--once"]);
+    // The agent, left running, finds the entry due and backs the phone up by itself.
+    let mut agent = rig
+        .cmd(&["agent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "the scheduled backup", || {
+        rig.json(&["mail", "schedule", "list"])[0]["last_outcome"]["ok"] == true
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
     let snaps = rig.snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["tags"][0], "phone:phone1");
-    let listed = rig.json(&["mail", "schedule", "list"]);
-    assert_eq!(listed[0]["last_outcome"]["ok"], true, "{listed}");
 }
 
 #[test]
