@@ -150,8 +150,9 @@ pub fn mail(ctx: &Ctx, a: MailArgs) -> Result<()> {
             ed25519,
         } => pair(ctx, &config, &name, &address, ed25519),
         MailCommand::Backup { phone, wait, wipe } => {
-            let repo = ctx.open()?;
+            // The configuration first: a missing mail.toml is said before a passphrase is asked.
             let mut t = terminal(ctx, &config)?;
+            let repo = ctx.open()?;
             let id = t.instruct(&phone, &[], None, wipe)?;
             ctx.out.say(format!(
                 "sent a backup instruction {id} to {phone}; waiting up to {} s for its answer",
@@ -177,8 +178,8 @@ pub fn mail(ctx: &Ctx, a: MailArgs) -> Result<()> {
             snapshot,
             wait,
         } => {
-            let repo = ctx.open()?;
             let mut t = terminal(ctx, &config)?;
+            let repo = ctx.open()?;
             t.phone(&phone)?;
             let (snap_id, bundle) = phone_data(ctx, &repo, &phone, &snapshot)?;
             for i in &items {
@@ -212,8 +213,8 @@ pub fn mail(ctx: &Ctx, a: MailArgs) -> Result<()> {
             Ok(())
         }
         MailCommand::Receive => {
-            let repo = ctx.open()?;
             let mut t = terminal(ctx, &config)?;
+            let repo = ctx.open()?;
             let mut inbox = Inbox::connect(t.mailbox())?;
             let received = t.pass(&mut inbox, &mut |name, bundle| {
                 store(ctx, &repo, name, bundle)
@@ -382,7 +383,9 @@ fn phone_data(
         .paths
         .first()
         .with_context(|| format!("snapshot {} has no paths", id.short()))?;
-    let tmp = tempfile::tempdir_in(ctx.state_base()?).context("a folder to restore into")?;
+    let base = ctx.state_base()?;
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let tmp = tempfile::tempdir_in(&base).context("a folder to restore into")?;
     let opts = kura_client::restore::RestoreOptions {
         target: tmp.path().to_path_buf(),
         subpath: Some(PathBuf::from(root)),
@@ -543,8 +546,8 @@ fn schedule(ctx: &Ctx, config: &Path, c: MailScheduleCommand) -> Result<()> {
 /// A scheduled backup of the phone `name` (run by `kura agent`).
 pub fn scheduled_backup(ctx: &Ctx, name: &str) -> Result<()> {
     let config = config_path(&std::env::var_os("KURA_MAIL_CONFIG").map(PathBuf::from))?;
-    let repo = ctx.open()?;
     let mut t = terminal(ctx, &config)?;
+    let repo = ctx.open()?;
     let id = t.instruct(name, &[], None, false)?;
     let done = await_answer(ctx, &mut t, &repo, &id, Duration::from_secs(120))?;
     ctx.out.say(format!(
