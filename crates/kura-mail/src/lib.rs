@@ -4,20 +4,25 @@
 //! `MB-Authentication-Info` field), [`fresh`] (the rules that keep an instruction from being
 //! replayed), [`message`] (instruction and answer mails as bytes) and [`payload`] (the memory
 //! items a body carries, sealed under the registered key), [`pairing`] (the keys each side
-//! holds). The I/O at the edges: [`inbox`]
+//! holds). With the feature `agents` (on by default), the I/O at the edges: [`inbox`]
 //! (IMAP), [`relay`] (SMTP), [`store`] (a phone's memory on disk). On these, the two agents:
 //! [`phone`] and [`terminal`].
 
 pub mod auth;
 pub mod fresh;
+#[cfg(feature = "agents")]
 pub mod inbox;
 pub mod message;
 pub mod pairing;
 pub mod payload;
+#[cfg(feature = "agents")]
 pub mod phone;
+#[cfg(feature = "agents")]
 pub mod relay;
+#[cfg(feature = "agents")]
 pub mod state;
 pub mod store;
+#[cfg(feature = "agents")]
 pub mod terminal;
 
 pub use auth::{AuthError, AuthInfo, Key};
@@ -32,12 +37,15 @@ pub enum MailError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The agent's state database.
+    #[cfg(feature = "agents")]
     #[error("state database: {0}")]
     Db(#[from] rusqlite::Error),
     /// Sending.
+    #[cfg(feature = "agents")]
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
     /// Receiving.
+    #[cfg(feature = "agents")]
     #[error(transparent)]
     Inbox(#[from] inbox::InboxError),
     /// Writing a message.
@@ -47,7 +55,7 @@ pub enum MailError {
 
 /// A new, unique `Message-Id` for a message from `address`: `<random@domain>`.
 pub fn new_message_id(address: &str) -> String {
-    let domain = relay::address_of(address)
+    let domain = message::address_of(address)
         .rsplit_once('@')
         .map_or("kura.invalid", |(_, d)| d);
     let r: [u8; 16] = kura_core::crypto::random_bytes();

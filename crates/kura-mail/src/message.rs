@@ -36,6 +36,13 @@ pub const COVERED: [&str; 9] = [
     "mb-after",
 ];
 
+/// The address in `Name <addr>` or a bare `addr`.
+pub fn address_of(text: &str) -> &str {
+    text.rsplit_once('<')
+        .map_or(text, |(_, a)| a.trim_end_matches('>'))
+        .trim()
+}
+
 /// Why a message was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {

@@ -503,7 +503,7 @@ fn decide(
     if m.field("In-Reply-To").is_some() {
         return refuse("an answer, not an instruction".into());
     }
-    let terminal = crate::relay::address_of(&cfg.terminal).to_ascii_lowercase();
+    let terminal = message::address_of(&cfg.terminal).to_ascii_lowercase();
     if m.from.as_deref() != Some(terminal.as_str()) {
         return refuse(format!(
             "from {sender}, not the registered terminal {terminal}"

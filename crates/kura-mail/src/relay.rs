@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::message::address_of;
+
 /// How the relay is reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,13 +74,6 @@ pub enum RelayError {
     /// The relay refused the message or could not be reached.
     #[error("mail relay: {0}")]
     Send(String),
-}
-
-/// The address in `Name <addr>` or a bare `addr`.
-pub fn address_of(text: &str) -> &str {
-    text.rsplit_once('<')
-        .map_or(text, |(_, a)| a.trim_end_matches('>'))
-        .trim()
 }
 
 impl Relay {

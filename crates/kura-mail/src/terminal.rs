@@ -19,10 +19,11 @@ use serde::Deserialize;
 
 use crate::fresh::{self, Seen, Window};
 use crate::inbox::{Arrived, Inbox, Mailbox};
+use crate::message::address_of;
 use crate::message::{self, Outgoing};
 use crate::pairing::Pairing;
 use crate::payload::Bundle;
-use crate::relay::{Relay, address_of};
+use crate::relay::Relay;
 use crate::{Direction, MailError, new_message_id, state};
 
 /// `mail.toml`: the terminal's address, mailbox and relay, and the phones registered with it.

@@ -166,7 +166,7 @@ impl MailConfig {
             return Ok(Delivered::default());
         }
         queued.sort();
-        kura_mail::relay::address_of(&self.from)
+        kura_mail::message::address_of(&self.from)
             .parse::<lettre::Address>()
             .map_err(|e| MailError::Config(format!("from {:?}: {e}", self.from)))?;
         let transport = self
