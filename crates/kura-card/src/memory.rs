@@ -124,9 +124,7 @@ mod tests {
                 let fits = offset + len <= 1024;
                 prop_assert_eq!(m.write(offset, &data), fits);
                 if fits && len > 0 {
-                    for p in offset / 16..=(offset + len - 1) / 16 {
-                        expect[p] = true;
-                    }
+                    expect[offset / 16..=(offset + len - 1) / 16].fill(true);
                 }
             }
             prop_assert_eq!(m.changed(), &expect[..]);
