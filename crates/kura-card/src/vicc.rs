@@ -67,6 +67,7 @@ pub fn serve(
                 return Ok(());
             }
             let mut chunk = [0u8; 4096];
+            quick_ack(&s);
             match s.read(&mut chunk) {
                 Ok(0) => break Ok(()),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -105,6 +106,31 @@ pub fn serve(
         }
     }
     Ok(())
+}
+
+/// Acknowledges what arrives at once. vpcd sends a length and its bytes in two writes, so with
+/// Nagle's algorithm on its side the bytes wait for the length's acknowledgement, which Linux
+/// delays by up to 40 ms: 48 ms a command, measured, instead of well under one. Linux clears
+/// the flag as it goes, so it is set again before every read.
+fn quick_ack(s: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option of the size given. A failure
+        // only costs speed.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = s;
 }
 
 fn answer(

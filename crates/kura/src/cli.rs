@@ -10,8 +10,8 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, cert, check, conditions, device, forget, init, jobs, key, mail, phone,
-    repair, restore, schedule, serve, snapshots,
+    admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, mail,
+    phone, repair, restore, schedule, serve, snapshots,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -115,6 +115,9 @@ enum Command {
     /// A simulated phone run by e-mail instructions: set it up, fill its memory, run it.
     #[command(subcommand)]
     Phone(phone::PhoneCommand),
+    /// Smart cards that back themselves up: emulate a card, personalise it, back it up and
+    /// restore it (onto itself or another card) through a PC/SC reader.
+    Card(card::CardArgs),
     /// Run the Kura service (the provider's backup server).
     Serve(serve::ServeArgs),
     /// Operator commands for the service: users, contracts, certificates, sites and placement,
@@ -153,6 +156,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         &["conditions", "messages", "incidents", "billing", "cert"],
     ),
     ("Phones by e-mail", &["mail", "phone"]),
+    ("Smart cards", &["card"]),
     ("Service operator", &["serve", "admin"]),
 ];
 
@@ -290,6 +294,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Cert(c) => cert::cert(ctx, c),
         Command::Mail(a) => mail::mail(ctx, a),
         Command::Phone(c) => phone::phone(ctx, c),
+        Command::Card(a) => card::card(ctx, a),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
         Command::Quickstart(a) => init::quickstart(ctx, a),
@@ -318,6 +323,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<mail::Unanswered>().is_some() {
             return 16;
+        }
+        if cause.downcast_ref::<card::Refused>().is_some() {
+            return 17;
         }
         let repo = cause.downcast_ref::<RepoError>().or_else(|| {
             match cause.downcast_ref::<ClientError>() {

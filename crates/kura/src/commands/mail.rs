@@ -379,36 +379,7 @@ fn phone_data(
         .with_context(|| {
             format!("no snapshot {spec} of the phone {name} (`kura mail backup {name}` makes one)")
         })?;
-    let root = snap
-        .paths
-        .first()
-        .with_context(|| format!("snapshot {} has no paths", id.short()))?;
-    let base = ctx.state_base()?;
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let tmp = tempfile::tempdir_in(&base).context("a folder to restore into")?;
-    let opts = kura_client::restore::RestoreOptions {
-        target: tmp.path().to_path_buf(),
-        subpath: Some(PathBuf::from(root)),
-        includes: Vec::new(),
-        baseline_source: None,
-        only_changes: false,
-        keep_setuid: false,
-        overwrite: kura_client::restore::Overwrite::Always,
-        threads: ctx.g.threads,
-    };
-    let out = kura_client::restore::restore(
-        repo,
-        &snap,
-        &opts,
-        &crate::progress::Bar::new("read", "files", false),
-    )?;
-    if !out.errors.is_empty() {
-        bail!(
-            "snapshot {} of {name} cannot be read whole: {}",
-            id.short(),
-            out.errors.join("; ")
-        );
-    }
+    let tmp = super::restore::snapshot_root(ctx, repo, &id, &snap)?;
     Ok((id, read_folder(tmp.path())?))
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backup;
 pub mod billing;
+pub mod card;
 pub mod cert;
 pub mod check;
 pub mod conditions;

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use kura_client::restore::{Overwrite, RestoreOptions, restore as restore_snapshot};
+use kura_repo::Repository;
 use serde_json::json;
 
 use crate::ctx::Ctx;
@@ -128,4 +129,41 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The first path of snapshot `id`, read whole into a temporary folder in this machine's state
+/// directory (removed when dropped). For commands that keep a device's data as a snapshot and
+/// need it back as files: phones, cards.
+pub(crate) fn snapshot_root(
+    ctx: &Ctx,
+    repo: &Repository,
+    id: &kura_core::id::Id,
+    snap: &kura_core::snapshot::Snapshot,
+) -> Result<tempfile::TempDir> {
+    let root = snap
+        .paths
+        .first()
+        .with_context(|| format!("snapshot {} has no paths", id.short()))?;
+    let base = ctx.state_base()?;
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let tmp = tempfile::tempdir_in(&base).context("a folder to restore into")?;
+    let opts = RestoreOptions {
+        target: tmp.path().to_path_buf(),
+        subpath: Some(PathBuf::from(root)),
+        includes: Vec::new(),
+        baseline_source: None,
+        only_changes: false,
+        keep_setuid: false,
+        overwrite: Overwrite::Always,
+        threads: ctx.g.threads,
+    };
+    let out = restore_snapshot(repo, snap, &opts, &Bar::new("read", "files", false))?;
+    if !out.errors.is_empty() {
+        anyhow::bail!(
+            "snapshot {} cannot be read whole: {}",
+            id.short(),
+            out.errors.join("; ")
+        );
+    }
+    Ok(tmp)
 }
