@@ -24,6 +24,8 @@ pub enum Event<'a> {
     Connected(&'a str),
     /// The reader went away; the card waits to be inserted again.
     Disconnected,
+    /// A command arrived and is about to be answered.
+    Command(&'a [u8]),
     /// One command answered: its instruction byte, its status word, bytes in and out.
     Apdu {
         /// The instruction byte.
@@ -147,6 +149,7 @@ fn answer(
         }
         [_] => Ok(None),
         apdu => {
+            report(Event::Command(apdu));
             let r = card.handle_bytes(apdu);
             if card.take_changed() {
                 save(card)?;

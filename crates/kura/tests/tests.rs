@@ -7,6 +7,7 @@ mod fixture;
 
 mod backup_restore;
 mod billing;
+mod cards;
 mod chains;
 mod damage;
 mod file_kinds;

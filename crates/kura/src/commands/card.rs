@@ -59,6 +59,11 @@ pub enum CardCommand {
         /// Log every command's instruction byte and status word (never its data).
         #[arg(long)]
         log_apdus: bool,
+        /// For testing hosts: pull the card out (stop at once, unanswered, as if its power
+        /// were cut) when the Nth command with instruction byte INS arrives, e.g. `42:100`
+        /// (hex INS). What earlier commands wrote is kept, as on a real card.
+        #[arg(long, value_name = "INS:N", value_parser = parse_pull_out)]
+        pull_out: Option<(u8, u64)>,
     },
     /// Personalise a blank card: its number, the common key every card of this account holds
     /// (FILE is made when missing; keep it as you keep the repository's key), and the PIN.
@@ -171,7 +176,8 @@ pub fn card(ctx: &Ctx, a: CardArgs) -> Result<()> {
             page_size,
             pages,
             log_apdus,
-        } => emulate(ctx, &state, &vpcd, page_size, pages, log_apdus),
+            pull_out,
+        } => emulate(ctx, &state, &vpcd, (page_size, pages), log_apdus, pull_out),
         CardCommand::Init {
             card_number,
             common_key_file,
@@ -491,13 +497,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+fn parse_pull_out(text: &str) -> Result<(u8, u64), String> {
+    let bad = || format!("{text:?} is not INS:N (a hex instruction byte and a count), e.g. 42:100");
+    let (ins, n) = text.split_once(':').ok_or_else(bad)?;
+    let ins = u8::from_str_radix(ins, 16).map_err(|_| bad())?;
+    let n = n.parse().map_err(|_| bad())?;
+    Ok((ins, n))
+}
+
 fn emulate(
     ctx: &Ctx,
     path: &Path,
     vpcd: &str,
-    page_size: usize,
-    pages: usize,
+    (page_size, pages): (usize, usize),
     log_apdus: bool,
+    pull_out: Option<(u8, u64)>,
 ) -> Result<()> {
     let chip = if path.exists() {
         let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -519,6 +533,14 @@ fn emulate(
     };
     stop_on_signals();
     let mut card = Card::new(chip);
+    let mut seen = 0u64;
+    let mut pulled = |apdu: &[u8]| {
+        let Some((ins, n)) = pull_out else {
+            return false;
+        };
+        seen += u64::from(apdu.get(1) == Some(&ins));
+        seen >= n
+    };
     let mut save = |c: &Card| -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, state::encode(c.chip()))?;
@@ -527,6 +549,12 @@ fn emulate(
     ctx.out
         .say(format!("card emulator: waiting for vpcd at {vpcd}"));
     vicc::serve(vpcd, &mut card, &mut save, &signalled, &mut |e| match e {
+        vicc::Event::Command(apdu) => {
+            if pulled(apdu) {
+                eprintln!("card emulator: pulled out");
+                std::process::exit(19);
+            }
+        }
         vicc::Event::Connected(a) => eprintln!("card emulator: inserted in the reader at {a}"),
         vicc::Event::Disconnected => eprintln!("card emulator: the reader went away"),
         vicc::Event::Apdu {
