@@ -173,7 +173,17 @@ pub fn decode(b: &[u8]) -> Result<Chip, StateError> {
                 .ok_or(StateError::Malformed("size"))?,
         )?
         .to_vec();
-    let changed = r.take(pages)?.iter().map(|&f| f != 0).collect();
+    let changed = r
+        .take(pages)?
+        .iter()
+        .map(|&f| match f {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(StateError::Malformed(
+                "a changed-page flag is neither 0 nor 1",
+            )),
+        })
+        .collect::<Result<_, _>>()?;
     let memory = Memory::from_parts(page_size, bytes, changed)
         .ok_or(StateError::Malformed("page geometry"))?;
     let sequence = r.u32()?;
