@@ -68,7 +68,8 @@ pub struct CardStatus {
 }
 
 impl CardStatus {
-    fn parse(b: &[u8]) -> Option<CardStatus> {
+    /// Reads GET STATUS's answer; `None` if it is not one.
+    pub fn parse(b: &[u8]) -> Option<CardStatus> {
         let mut r = b;
         let mut take = |n: usize| -> Option<&[u8]> {
             let (h, t) = r.split_at_checked(n)?;

@@ -222,6 +222,53 @@ fn an_interrupted_restore_keeps_value_locked_until_a_complete_one() {
 }
 
 #[test]
+fn a_value_reset_at_restore_happens_when_the_restore_completes_and_loads_stay_recorded() {
+    let mut apps = default_layout(64);
+    apps[1].kind = crate::app::Kind::Value {
+        reset: crate::app::Reset::AtRestore,
+        initial: 50,
+    };
+    let mut h = Host::new(Card::new(Chip::blank(Memory::blank(32, 64), apps)));
+    h.initialize(8, &Key::random(), PIN).unwrap();
+    h.verify(PIN).unwrap();
+    h.value(
+        "points",
+        ValueOp::Load {
+            amount: 700,
+            date: 1_800_000_000,
+        },
+    )
+    .unwrap();
+    let full = stored(&mut h, BackupKind::Full);
+    h.value("points", ValueOp::Debit(100)).unwrap();
+    h.restore(&[full], None, &mut |_, _| {}).unwrap();
+    let s = h.status().unwrap();
+    assert!(
+        !s.apps[1].restored,
+        "the card's own routine ran at Restore-Complete"
+    );
+    assert!(
+        s.apps[0].restored,
+        "the purse resets at its next use instead"
+    );
+    assert_eq!(
+        h.value("points", ValueOp::Get).unwrap(),
+        50,
+        "the fixed value"
+    );
+    let loads = h.history().unwrap();
+    assert_eq!(
+        loads.len(),
+        1,
+        "the load history is outside what a restore writes"
+    );
+    assert_eq!(
+        (loads[0].amount, loads[0].count, loads[0].date),
+        (700, 1, 1_800_000_000)
+    );
+}
+
+#[test]
 fn a_chain_with_a_gap_or_out_of_order_is_refused() {
     let mut a = card(4, &Key::random());
     let full = stored(&mut a, BackupKind::Full);
@@ -235,6 +282,32 @@ fn a_chain_with_a_gap_or_out_of_order_is_refused() {
         check_chain(std::slice::from_ref(&d1)).is_err(),
         "no full first"
     );
+    // The card holds the same rule when a host skips its own check.
+    use crate::apdu::Command;
+    use crate::card::ins;
+    let begin = |h: &mut Host<Card>, i: &Image| {
+        h.send(&Command::new(0x80, ins::RESTORE, 0, 0).with_data(i.opening.to_bytes()))
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        begin(&mut a, &d1),
+        Status::CONDITIONS,
+        "no full backup first"
+    );
+    assert_eq!(begin(&mut a, &full), Status::OK);
+    for r in full.records() {
+        let t = Command::new(0x80, ins::RESTORE_TRANSFER, 0, 0).with_data(r.to_vec());
+        assert_eq!(a.send(&t).unwrap().status, Status::OK);
+    }
+    let more = Command::new(0x80, ins::RESTORE_COMPLETE, 1, 0);
+    assert_eq!(a.send(&more).unwrap().status, Status::OK);
+    assert_eq!(
+        begin(&mut a, &d2),
+        Status::CONDITIONS,
+        "a gap: d1 is missing"
+    );
+    assert_eq!(begin(&mut a, &d1), Status::OK);
     let headers = vec![*d2.header(), *full.header(), *d1.header()];
     let seqs = |c: Vec<crate::seal::Header>| c.iter().map(|h| h.sequence).collect::<Vec<_>>();
     assert_eq!(seqs(chain_to(headers.clone(), None).unwrap()), [1, 2, 3]);

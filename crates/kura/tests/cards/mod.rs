@@ -158,6 +158,17 @@ fn a_chain_of_backups_restores_onto_the_same_card_and_onto_a_second_card() {
     );
     run_ok(reader.card(&env, &["value", "points", "--set", "120"]));
     assert_eq!(json(&reader, &env, &["value", "points"])["value"], 120);
+    let history = json(&reader, &env, &["history"]);
+    let loads = history.as_array().unwrap();
+    assert_eq!(
+        loads.len(),
+        1,
+        "the load, kept apart from what a restore writes"
+    );
+    assert_eq!(
+        (&loads[0]["app"], &loads[0]["amount"], &loads[0]["count"]),
+        (&"purse".into(), &5000.into(), &1.into())
+    );
     drop(card);
     reader.restart(&env);
 
