@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use crate::fixture::{CardReader, Env, parse_json, run_ok, stderr};
+use crate::fixture::{CardReader, Env, Member, parse_json, run_ok, stderr};
 
 /// A card in a reader for `env`: a new emulated card, personalised as `number` with the
 /// common key in `env`'s `common.key`.
@@ -420,4 +420,44 @@ fn a_pin_blocks_after_three_wrong_tries_and_then_refuses_the_right_one() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_card_backed_up_to_the_service_is_restored_from_it() {
+    let member = Member::start("alice");
+    member.init();
+    let env = &member.env;
+    let reader = CardReader::start(env);
+    let _card = new_card(env, &reader, "a", 4242);
+    write(&reader, env, 0, &noise(30_000, 8));
+    let at_service = |args: &[&str]| {
+        let mut a = vec!["--json", "card"];
+        a.extend_from_slice(args);
+        parse_json(&run_ok(reader.wire(member.cmd(&a))))
+    };
+    assert_eq!(at_service(&["backup"])["kind"], "full");
+    write(&reader, env, 64, b"changed");
+    assert_eq!(at_service(&["backup"])["records"], 1);
+    let want = pages(&reader, env);
+    let listed = at_service(&["backups"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    // The service keeps the card's snapshots as it does any other: every object in two good
+    // copies on two sites.
+    let conditions = member.json(&["conditions"]);
+    let objects = conditions.as_array().unwrap();
+    assert!(!objects.is_empty());
+    for o in objects {
+        let mut sites: Vec<&str> = o["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "ok")
+            .map(|c| c["site"].as_str().unwrap())
+            .collect();
+        sites.dedup();
+        assert_eq!(sites.len(), 2, "{o}");
+    }
+    write(&reader, env, 0, &noise(30_000, 9));
+    at_service(&["restore"]);
+    assert_eq!(pages(&reader, env), want);
 }
