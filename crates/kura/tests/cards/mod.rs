@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use crate::fixture::{CardReader, Env, Member, parse_json, run_ok, stderr};
+use crate::fixture::{CardReader, Env, Member, good_sites, parse_json, run_ok, stderr};
 
 /// A card in a reader for `env`: a new emulated card, personalised as `number` with the
 /// common key in `env`'s `common.key`.
@@ -443,19 +443,11 @@ fn a_card_backed_up_to_the_service_is_restored_from_it() {
     assert_eq!(listed.as_array().unwrap().len(), 2);
     // The service keeps the card's snapshots as it does any other: every object in two good
     // copies on two sites.
-    let conditions = member.json(&["conditions"]);
-    let objects = conditions.as_array().unwrap();
+    let objects = good_sites(&member.json(&["conditions"]));
     assert!(!objects.is_empty());
-    for o in objects {
-        let mut sites: Vec<&str> = o["copies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["status"] == "ok")
-            .map(|c| c["site"].as_str().unwrap())
-            .collect();
+    for mut sites in objects {
         sites.dedup();
-        assert_eq!(sites.len(), 2, "{o}");
+        assert_eq!(sites.len(), 2, "{sites:?}");
     }
     write(&reader, env, 0, &noise(30_000, 9));
     at_service(&["restore"]);

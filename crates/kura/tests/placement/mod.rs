@@ -16,24 +16,6 @@ use serde_json::Value;
 
 use crate::fixture::*;
 
-/// The sites of each object's good copies, primary first.
-fn good_sites(conditions: &Value) -> Vec<Vec<String>> {
-    conditions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            o["copies"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| c["status"] == "ok")
-                .map(|c| c["site"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
-}
-
 /// Asserts that every object has good copies on exactly `sites`, primary first.
 fn assert_placed(conditions: &Value, sites: &[&str]) {
     assert!(

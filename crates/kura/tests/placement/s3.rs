@@ -11,7 +11,7 @@ use std::time::Duration;
 use kura_sites::SiteConfig;
 use serde_json::Value;
 
-use super::{assert_placed, files_at, good_sites};
+use super::{assert_placed, files_at};
 use crate::fixture::*;
 
 /// Two buckets of a Garage as sites s3-a and s3-b, an impostor (s3-x, the safest, but on
