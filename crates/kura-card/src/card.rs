@@ -20,7 +20,7 @@ pub mod ins {
     pub const SELECT: u8 = 0xA4;
     /// VERIFY the PIN (CLA 00, P2 81).
     pub const VERIFY: u8 = 0x20;
-    /// READ BINARY from the selected data application (CLA 00).
+    /// READ BINARY from the selected application (CLA 00).
     pub const READ_BINARY: u8 = 0xB0;
     /// UPDATE BINARY of the selected data application (CLA 00).
     pub const UPDATE_BINARY: u8 = 0xD6;
@@ -74,12 +74,42 @@ pub struct Load {
     pub count: u32,
 }
 
+impl Load {
+    /// The bytes of one entry, in GET LOAD HISTORY's answer and in the state file.
+    pub const LEN: usize = 21;
+
+    /// The entry's bytes: app (1), date (8), amount (8), count (4).
+    pub fn to_bytes(&self) -> [u8; Load::LEN] {
+        let mut b = [0u8; Load::LEN];
+        b[0] = self.app;
+        b[1..9].copy_from_slice(&self.date.to_be_bytes());
+        b[9..17].copy_from_slice(&self.amount.to_be_bytes());
+        b[17..].copy_from_slice(&self.count.to_be_bytes());
+        b
+    }
+
+    /// Reads an entry's bytes.
+    pub fn parse(b: &[u8; Load::LEN]) -> Load {
+        let mut date = [0u8; 8];
+        date.copy_from_slice(&b[1..9]);
+        let mut amount = [0u8; 8];
+        amount.copy_from_slice(&b[9..17]);
+        Load {
+            app: b[0],
+            date: i64::from_be_bytes(date),
+            amount: u64::from_be_bytes(amount),
+            count: u32::from_be_bytes([b[17], b[18], b[19], b[20]]),
+        }
+    }
+}
+
 /// A restore chain under way: written pages not yet complete, so value stays locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chain {
     /// The card whose backups are being restored.
     pub source: u64,
-    /// The last backup of that card applied in full.
+    /// The last backup of that card whose restore completed; 0 until the chain's full backup
+    /// has, so no differential can follow a full backup that was cut off.
     pub applied: u32,
 }
 
@@ -131,8 +161,8 @@ impl Chip {
         }
     }
 
-    /// A value application's value.
-    pub fn value(&self, app: usize) -> u64 {
+    /// A value application's value (`app` is an index into `apps`).
+    fn value(&self, app: usize) -> u64 {
         let (start, _) = self.apps[app].range(self.memory.page_size());
         let mut b = [0u8; 8];
         if let Some(v) = self.memory.read(start, 8) {
@@ -423,35 +453,35 @@ impl Card {
     fn history(&self) -> Vec<u8> {
         let mut b = Vec::new();
         for l in self.chip.loads.iter().rev().take(10) {
-            b.push(l.app);
-            b.extend_from_slice(&l.date.to_be_bytes());
-            b.extend_from_slice(&l.amount.to_be_bytes());
-            b.extend_from_slice(&l.count.to_be_bytes());
+            b.extend_from_slice(&l.to_bytes());
         }
         b
     }
 
     fn backup(&mut self, c: &Command) -> Answer {
         let (unique, common, number) = self.personalised()?;
-        let kind = match c.p1 {
-            0 => BackupKind::Full,
-            1 => BackupKind::Differential,
-            _ => return Err(Status::WRONG_P1P2),
-        };
+        let kind = BackupKind::from_code(c.p1).ok_or(Status::WRONG_P1P2)?;
         self.need_pin()?;
-        if self.chip.restoring.is_some() {
+        if self.chip.restoring.is_some()
+            || (kind == BackupKind::Differential && self.chip.completed == 0)
+        {
             return Err(Status::CONDITIONS);
         }
+        let sequence = self
+            .chip
+            .sequence
+            .checked_add(1)
+            .ok_or(Status::CONDITIONS)?;
         let pages: Vec<u16> = match kind {
             BackupKind::Full => (0..self.chip.memory.pages() as u16).collect(),
             BackupKind::Differential => self.chip.memory.changed_pages(),
         };
-        self.chip.sequence += 1;
+        self.chip.sequence = sequence;
         self.chip.backing_up = true;
         let header = Header {
             kind,
             card_number: number,
-            sequence: self.chip.sequence,
+            sequence,
             base: self.chip.completed,
             records: pages.len() as u32,
             page_size: self.chip.memory.page_size() as u16,
@@ -561,11 +591,12 @@ impl Card {
                 (BackupKind::Full, _) => {
                     self.chip.restoring = Some(Chain {
                         source: h.card_number,
-                        applied: h.sequence,
+                        applied: 0,
                     });
                 }
                 (BackupKind::Differential, Some(chain))
                     if chain.source == h.card_number
+                        && chain.applied > 0
                         && h.sequence > chain.applied
                         && h.base <= chain.applied => {}
                 (BackupKind::Differential, _) => return Err(Status::CONDITIONS),
@@ -605,13 +636,12 @@ impl Card {
         }
         run.received += opened.len() as u32;
         if run.write {
-            let full = run.header.kind == BackupKind::Full;
+            // Every written page flags its application at once, whatever the backup's kind:
+            // a restore cut off after a few pages must not leave restored value unflagged.
             for (page, contents) in opened {
                 self.chip.memory.restore_page(usize::from(page), &contents);
-                if !full {
-                    for a in self.chip.apps.iter_mut().filter(|a| a.holds(page)) {
-                        a.restored = true;
-                    }
+                for a in self.chip.apps.iter_mut().filter(|a| a.holds(page)) {
+                    a.restored = true;
                 }
             }
         }
@@ -642,7 +672,10 @@ impl Card {
         if last {
             self.chip.restoring = None;
             self.chip.backing_up = false;
-            self.chip.memory.clear_changed();
+            // The memory is now the restored backup's, not what the last completed backup
+            // left: a differential on that base would miss the restored pages, so the next
+            // backup must be full.
+            self.chip.completed = 0;
             for i in 0..self.chip.apps.len() {
                 let a = &self.chip.apps[i];
                 if let Kind::Value {
@@ -681,6 +714,10 @@ impl Card {
             if reset == Reset::Report {
                 return Err(Status::RESTORED);
             }
+            // The reset writes the value's page; a backup under way must not miss it.
+            if self.chip.backing_up {
+                return Err(Status::CONDITIONS);
+            }
             self.chip.set_value(app, initial);
             self.chip.apps[app].restored = false;
         }
@@ -700,7 +737,11 @@ impl Card {
                 let (a, date) = (amount(a)?, amount(date)? as i64);
                 let n = v.checked_add(a).ok_or(Status::WRONG_DATA)?;
                 self.chip.set_value(app, n);
-                self.chip.load_count += 1;
+                self.chip.load_count = self
+                    .chip
+                    .load_count
+                    .checked_add(1)
+                    .ok_or(Status::CONDITIONS)?;
                 self.chip.loads.push(Load {
                     app: app as u8,
                     date,

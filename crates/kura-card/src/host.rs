@@ -1,6 +1,7 @@
 //! The host's side: Kura's commands to a card through any [`Reader`] (PC/SC, or a card in the
-//! same process), spelled as the operations a user asks for. The host never sees a key or a
-//! page in clear; it carries sealed backups between the card and the repository.
+//! same process), spelled as the operations a user asks for. In a backup or restore the host
+//! sees no key and no page in clear; it carries sealed backups between the card and the
+//! repository. (Personalising a card does send it the common key.)
 
 use kura_core::crypto::Key;
 
@@ -217,19 +218,16 @@ impl<R: Reader> Host<R> {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Image, CardError> {
         self.select_aid(&MANAGER_AID, "selecting the card manager")?;
-        let p1 = match kind {
-            BackupKind::Full => 0,
-            BackupKind::Differential => 1,
-        };
         let b = self.ok(
-            Command::new(CLA_KURA, ins::BACKUP, p1, 0).expect(256),
+            Command::new(CLA_KURA, ins::BACKUP, kind.code(), 0).expect(256),
             "starting the backup",
         )?;
         let opening = Opening::parse(&b)
             .ok_or_else(|| CardError::Malformed("the backup's opening".into()))?;
         let h = opening.header;
         let want = h.records as usize * h.record_len();
-        let mut records = Vec::with_capacity(want);
+        // Not reserved: `want` is the card's word, and a hostile card could ask for a terabyte.
+        let mut records = Vec::new();
         progress(0, u64::from(h.records));
         loop {
             let r = self.send(&Command::new(CLA_KURA, ins::BACKUP_TRANSFER, 0, 0).expect(256))?;
@@ -417,21 +415,11 @@ impl<R: Reader> Host<R> {
             Command::new(CLA_KURA, ins::LOAD_HISTORY, 0, 0).expect(256),
             "reading the load history",
         )?;
-        b.chunks(21)
+        b.chunks(Load::LEN)
             .map(|e| {
-                let e: &[u8; 21] = e
-                    .try_into()
-                    .map_err(|_| CardError::Malformed("the load history".into()))?;
-                let mut date = [0u8; 8];
-                date.copy_from_slice(&e[1..9]);
-                let mut amount = [0u8; 8];
-                amount.copy_from_slice(&e[9..17]);
-                Ok(Load {
-                    app: e[0],
-                    date: i64::from_be_bytes(date),
-                    amount: u64::from_be_bytes(amount),
-                    count: u32::from_be_bytes([e[17], e[18], e[19], e[20]]),
-                })
+                e.try_into()
+                    .map(Load::parse)
+                    .map_err(|_| CardError::Malformed("the load history".into()))
             })
             .collect()
     }
@@ -486,16 +474,21 @@ pub fn check_chain(chain: &[Image]) -> Result<(), CardError> {
     Ok(())
 }
 
-/// From a card's stored backups, the chain that restores it to backup `upto` (the latest when
-/// `None`): the last full backup at or before it and every differential after that.
-pub fn chain_to(mut headers: Vec<Header>, upto: Option<u32>) -> Result<Vec<Header>, CardError> {
-    headers.sort_by_key(|h| h.sequence);
+/// From a card's stored backups, each known by its (sequence, kind), the chain that restores
+/// it to backup `upto` (the latest when `None`): the last full backup at or before it and every
+/// backup after that, in sequence order. The host reads only these.
+pub fn chain_to<T>(
+    mut stored: Vec<T>,
+    label: impl Fn(&T) -> (u32, BackupKind),
+    upto: Option<u32>,
+) -> Result<Vec<T>, CardError> {
+    stored.sort_by_key(|b| label(b).0);
     if let Some(upto) = upto {
-        headers.retain(|h| h.sequence <= upto);
+        stored.retain(|b| label(b).0 <= upto);
     }
-    let start = headers
+    let start = stored
         .iter()
-        .rposition(|h| h.kind == BackupKind::Full)
+        .rposition(|b| label(b).1 == BackupKind::Full)
         .ok_or_else(|| CardError::Chain("no full backup to begin from".into()))?;
-    Ok(headers.split_off(start))
+    Ok(stored.split_off(start))
 }

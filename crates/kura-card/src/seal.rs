@@ -34,6 +34,21 @@ impl BackupKind {
             _ => None,
         }
     }
+
+    /// The kind's byte: in headers and in BACKUP's P1.
+    pub fn code(self) -> u8 {
+        match self {
+            BackupKind::Full => 0,
+            BackupKind::Differential => 1,
+        }
+    }
+
+    /// The kind a byte means.
+    pub fn from_code(c: u8) -> Option<BackupKind> {
+        [BackupKind::Full, BackupKind::Differential]
+            .into_iter()
+            .find(|k| k.code() == c)
+    }
 }
 
 /// The bytes of a header.
@@ -74,10 +89,7 @@ impl Header {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0] = VERSION;
-        b[1] = match self.kind {
-            BackupKind::Full => 0,
-            BackupKind::Differential => 1,
-        };
+        b[1] = self.kind.code();
         b[2..10].copy_from_slice(&self.card_number.to_be_bytes());
         b[10..14].copy_from_slice(&self.sequence.to_be_bytes());
         b[14..18].copy_from_slice(&self.base.to_be_bytes());
@@ -96,11 +108,7 @@ impl Header {
         if b[0] != VERSION {
             return None;
         }
-        let kind = match b[1] {
-            0 => BackupKind::Full,
-            1 => BackupKind::Differential,
-            _ => return None,
-        };
+        let kind = BackupKind::from_code(b[1])?;
         let mut card = [0u8; 8];
         card.copy_from_slice(&b[2..10]);
         let mut backup_id = [0u8; 16];
@@ -125,7 +133,7 @@ impl Header {
     fn control_plain(&self) -> [u8; CONTROL_PLAIN] {
         let mut p = [0u8; CONTROL_PLAIN];
         p[..8].copy_from_slice(&self.card_number.to_be_bytes());
-        p[8] = self.to_bytes()[1];
+        p[8] = self.kind.code();
         p[9..].copy_from_slice(&self.sequence.to_be_bytes());
         p
     }

@@ -88,10 +88,7 @@ pub fn encode(c: &Chip) -> Vec<u8> {
     b.extend_from_slice(&c.load_count.to_be_bytes());
     b.push(c.loads.len() as u8);
     for l in &c.loads {
-        b.push(l.app);
-        b.extend_from_slice(&l.date.to_be_bytes());
-        b.extend_from_slice(&l.amount.to_be_bytes());
-        b.extend_from_slice(&l.count.to_be_bytes());
+        b.extend_from_slice(&l.to_bytes());
     }
     let sum = blake3::hash(&b);
     b.extend_from_slice(sum.as_bytes());
@@ -222,20 +219,12 @@ pub fn decode(b: &[u8]) -> Result<Chip, StateError> {
         if usize::from(a.first_page) + usize::from(a.pages) > memory.pages() || a.pages == 0 {
             return Err(StateError::Malformed("an application outside memory"));
         }
-        if matches!(a.kind, Kind::Value { .. }) && memory.page_size() < 8 {
-            return Err(StateError::Malformed("a value application too small"));
-        }
         apps.push(a);
     }
     let load_count = r.u32()?;
     let mut loads = Vec::new();
     for _ in 0..r.u8()? {
-        loads.push(Load {
-            app: r.u8()?,
-            date: r.u64()? as i64,
-            amount: r.u64()?,
-            count: r.u32()?,
-        });
+        loads.push(Load::parse(&r.array()?));
     }
     if !r.0.is_empty() {
         return Err(StateError::Malformed("bytes after the last field"));

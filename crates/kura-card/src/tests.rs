@@ -269,6 +269,54 @@ fn a_value_reset_at_restore_happens_when_the_restore_completes_and_loads_stay_re
 }
 
 #[test]
+fn spent_money_cannot_come_back_through_a_partial_full_restore_and_a_differential() {
+    use crate::apdu::Command;
+    use crate::card::ins;
+    let mut a = card(12, &Key::random());
+    a.value("purse", ValueOp::Credit(100)).unwrap();
+    let full = stored(&mut a, BackupKind::Full);
+    a.write("data", 0, b"x").unwrap();
+    let diff = stored(&mut a, BackupKind::Differential);
+    a.value("purse", ValueOp::Debit(100)).unwrap();
+    // A host that writes only the purse's record of the full backup, then the differential.
+    let begin = |h: &mut Host<Card>, i: &Image| {
+        h.send(&Command::new(0x80, ins::RESTORE, 0, 0).with_data(i.opening.to_bytes()))
+            .unwrap()
+            .status
+    };
+    assert_eq!(begin(&mut a, &full), Status::OK);
+    let purse = full.records().next().unwrap().to_vec();
+    let t = Command::new(0x80, ins::RESTORE_TRANSFER, 0, 0).with_data(purse);
+    assert_eq!(a.send(&t).unwrap().status, Status::OK);
+    assert!(
+        a.status().unwrap().apps[0].restored,
+        "flagged by its page at once"
+    );
+    assert_eq!(
+        begin(&mut a, &diff),
+        Status::CONDITIONS,
+        "no differential on a full backup whose restore did not complete"
+    );
+    assert_eq!(refused(a.value("purse", ValueOp::Get)), Status::CONDITIONS);
+}
+
+#[test]
+fn after_a_restore_the_next_backup_must_be_full() {
+    let mut a = card(13, &Key::random());
+    let full = stored(&mut a, BackupKind::Full);
+    a.write("data", 0, b"later").unwrap();
+    stored(&mut a, BackupKind::Differential);
+    a.restore(&[full], None, &mut |_, _| {}).unwrap();
+    assert_eq!(a.status().unwrap().completed, 0);
+    assert_eq!(
+        refused(a.backup(BackupKind::Differential, &mut |_, _| {})),
+        Status::CONDITIONS,
+        "a differential would rest on a base the memory no longer has"
+    );
+    stored(&mut a, BackupKind::Full);
+}
+
+#[test]
 fn a_chain_with_a_gap_or_out_of_order_is_refused() {
     let mut a = card(4, &Key::random());
     let full = stored(&mut a, BackupKind::Full);
@@ -308,10 +356,14 @@ fn a_chain_with_a_gap_or_out_of_order_is_refused() {
         "a gap: d1 is missing"
     );
     assert_eq!(begin(&mut a, &d1), Status::OK);
-    let headers = vec![*d2.header(), *full.header(), *d1.header()];
-    let seqs = |c: Vec<crate::seal::Header>| c.iter().map(|h| h.sequence).collect::<Vec<_>>();
-    assert_eq!(seqs(chain_to(headers.clone(), None).unwrap()), [1, 2, 3]);
-    assert_eq!(seqs(chain_to(headers, Some(2)).unwrap()), [1, 2]);
+    let stored = vec![d2, full, d1];
+    let label = |i: &Image| (i.header().sequence, i.header().kind);
+    let seqs = |c: Vec<Image>| c.iter().map(|i| i.header().sequence).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(chain_to(stored.clone(), label, None).unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(seqs(chain_to(stored, label, Some(2)).unwrap()), [1, 2]);
 }
 
 impl crate::host::Reader for &mut Card {
@@ -349,6 +401,7 @@ proptest! {
         let mut a = card(77, &common);
         let mut images = Vec::new();
         let mut at_last = None;
+        let mut completed = false;
         for s in steps {
             match s {
                 Step::Write(o, d) => {
@@ -356,7 +409,7 @@ proptest! {
                     a.write("data", o, d).unwrap();
                 }
                 Step::Backup(full) | Step::Abandoned(full) => {
-                    let kind = if full || images.is_empty() {
+                    let kind = if full || !completed {
                         BackupKind::Full
                     } else {
                         BackupKind::Differential
@@ -367,6 +420,7 @@ proptest! {
                     at_last = Some(memory(&mut a));
                     if matches!(s, Step::Backup(_)) {
                         a.complete().unwrap();
+                        completed = true;
                     } else {
                         a.abandon().unwrap();
                     }
@@ -374,12 +428,7 @@ proptest! {
             }
         }
         let Some(want) = at_last else { return Ok(()) };
-        let headers = images.iter().map(|i| *i.header()).collect();
-        let chain: Vec<Image> = chain_to(headers, None)
-            .unwrap()
-            .iter()
-            .map(|h| images.iter().find(|i| i.header() == h).unwrap().clone())
-            .collect();
+        let chain = chain_to(images, |i| (i.header().sequence, i.header().kind), None).unwrap();
         let mut b = card(78, &common);
         b.restore(&chain, Some(78), &mut |_, _| {}).unwrap();
         prop_assert_eq!(memory(&mut b), want);

@@ -13,7 +13,7 @@ use kura_card::host::{Host, ValueOp, chain_to};
 use kura_card::image::Image;
 use kura_card::memory::{MAX_PAGE, MAX_PAGES, MIN_PAGE, Memory};
 use kura_card::pcsc::PcscReader;
-use kura_card::seal::{BackupKind, Header};
+use kura_card::seal::BackupKind;
 use kura_card::{state, vicc};
 use kura_client::backup::BackupOptions;
 use kura_client::job::{signalled, stop_on_signals};
@@ -79,7 +79,7 @@ pub enum CardCommand {
     /// The card in the reader: number, pages, flags, applications and their restored flags.
     Status,
     /// Back up the card into the repository: a full backup, or the pages changed since the
-    /// last completed one (the default once a backup has completed). The card is told the
+    /// last completed one (the default once a backup has completed, except after a restore). The card is told the
     /// backup is complete only after the snapshot is stored.
     Backup {
         /// Every page.
@@ -251,7 +251,7 @@ pub fn card(ctx: &Ctx, a: CardArgs) -> Result<()> {
                                 r.name()
                             )),
                             x.first_page,
-                            x.first_page + x.pages,
+                            usize::from(x.first_page) + usize::from(x.pages),
                             if x.restored { "  restored" } else { "" }
                         ));
                     }
@@ -542,9 +542,7 @@ fn emulate(
         seen >= n
     };
     let mut save = |c: &Card| -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, state::encode(c.chip()))?;
-        std::fs::rename(&tmp, path)
+        write_private(path, &state::encode(c.chip())).map_err(std::io::Error::other)
     };
     ctx.out
         .say(format!("card emulator: waiting for vpcd at {vpcd}"));
@@ -578,6 +576,7 @@ struct Stored {
     kind: BackupKind,
     time: jiff::Timestamp,
     snapshot: kura_core::id::Id,
+    snap: kura_core::snapshot::Snapshot,
 }
 
 fn tag<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
@@ -597,6 +596,7 @@ fn stored(repo: &Repository, card: Option<u64>) -> Result<Vec<Stored>> {
                 kind: BackupKind::from_name(tag(&s.tags, "card-type")?)?,
                 time: s.time,
                 snapshot: id,
+                snap: s,
             })
         })
         .filter(|b| card.is_none_or(|c| c == b.card))
@@ -670,6 +670,7 @@ fn backup(
 }
 
 /// The stored images that restore card `source` to backup `upto` (the latest when `None`).
+/// The chain is chosen from the snapshots' tags, so only its snapshots are read.
 fn chain_images(
     ctx: &Ctx,
     repo: &Repository,
@@ -680,25 +681,23 @@ fn chain_images(
     if rows.is_empty() {
         bail!("the repository holds no backup of card {source} (`kura card backups` lists them)");
     }
-    let snaps = repo.load_snapshots()?;
-    let mut images = Vec::new();
-    let mut headers: Vec<Header> = Vec::new();
-    for b in &rows {
-        let (id, snap) = snaps
-            .iter()
-            .find(|(id, _)| *id == b.snapshot)
-            .context("a card snapshot went away while reading")?;
-        let tmp = super::restore::snapshot_root(ctx, repo, id, snap)?;
-        let file = tmp.path().join("backup.kcb");
-        let bytes = std::fs::read(&file)
-            .with_context(|| format!("snapshot {} has no backup.kcb", id.short()))?;
-        let image = Image::parse(&bytes).with_context(|| format!("snapshot {}", id.short()))?;
-        headers.push(*image.header());
-        images.push(image);
-    }
-    let chain = chain_to(headers, upto).map_err(anyhow::Error::new)?;
-    Ok(chain
+    let chain = chain_to(rows, |b| (b.sequence, b.kind), upto).map_err(anyhow::Error::new)?;
+    chain
         .iter()
-        .filter_map(|h| images.iter().find(|i| i.header() == h).cloned())
-        .collect())
+        .map(|b| {
+            let id = &b.snapshot;
+            let tmp = super::restore::snapshot_root(ctx, repo, id, &b.snap)?;
+            let bytes = std::fs::read(tmp.path().join("backup.kcb"))
+                .with_context(|| format!("snapshot {} has no backup.kcb", id.short()))?;
+            let image = Image::parse(&bytes).with_context(|| format!("snapshot {}", id.short()))?;
+            if (image.header().card_number, image.header().sequence) != (source, b.sequence) {
+                bail!(
+                    "snapshot {} is tagged as backup {} of card {source} but holds another",
+                    id.short(),
+                    b.sequence
+                );
+            }
+            Ok(image)
+        })
+        .collect()
 }
