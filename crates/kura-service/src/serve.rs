@@ -223,6 +223,23 @@ async fn stop_signal() {
     }
 }
 
+/// Where and how one of Kura's HTTPS listeners runs: the service's, the vault's and the key
+/// manager's are alike.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Where the TLS identity is kept (made self-signed on first start).
+    pub tls_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// A configured certificate and key (PEM); `None` uses the self-signed one.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may take to send a request's headers, and a new connection its
+    /// first byte.
+    pub header_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
 /// Runs the service until SIGTERM or Ctrl-C, then lets in-flight requests finish (for up to
 /// ten seconds) and returns. `ready` is called with the bound address and the TLS identity
 /// once it accepts connections. An upload cut off by the stop is not lost: its pieces are on
@@ -232,7 +249,6 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr, &Identity),
 ) -> std::io::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let identity = crate::tls::identity(&opts.data_dir.join("tls"), opts.tls.clone())?;
     let registry = Arc::new(open_registry(&opts.data_dir).map_err(std::io::Error::other)?);
     // Reservations of a service that was stopped or killed hold nothing any more.
     registry
@@ -263,10 +279,6 @@ pub async fn serve(
         budget: crate::api::budget::Budget::new(opts.request_memory, opts.requests_per_user),
     });
     let router = crate::api::app(state);
-    let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);
-    let listener = std::net::TcpListener::bind(opts.listen)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     crate::tasks::start(
         Background {
             storage,
@@ -280,6 +292,33 @@ pub async fn serve(
         },
         &tasks,
     );
+    let listen = Listen {
+        tls_dir: opts.data_dir.join("tls"),
+        addr: opts.listen,
+        tls: opts.tls.clone(),
+        header_timeout: opts.header_timeout,
+        max_connections: opts.max_connections,
+    };
+    serve_router(router, listen, "kura service", ready).await
+}
+
+/// Serves `router` over TLS as `listen` says until SIGTERM or Ctrl-C, then lets in-flight
+/// requests finish (for up to ten seconds). Every connection holds one of a fixed number of
+/// slots and is closed if silent past its deadline; the client's certificate, if any, reaches
+/// the handlers as a [`ClientCert`] extension. `ready` is called with the bound address and
+/// the TLS identity once it accepts connections; `name` is what the log calls it.
+pub async fn serve_router(
+    router: axum::Router,
+    listen: Listen,
+    name: &str,
+    ready: impl FnOnce(SocketAddr, &Identity),
+) -> std::io::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = crate::tls::identity(&listen.tls_dir, listen.tls.clone())?;
+    let tls = RustlsConfig::from_config(crate::tls::server_config(&identity)?);
+    let listener = std::net::TcpListener::bind(listen.addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -288,19 +327,19 @@ pub async fn serve(
         shutdown.graceful_shutdown(Some(GRACE));
     });
     ready(addr, &identity);
-    tracing::info!(%addr, fingerprint = %identity.fingerprint, "kura service listening");
+    tracing::info!(%addr, fingerprint = %identity.fingerprint, "{name} listening");
     let mut server = axum_server::from_tcp(listener)?
         .acceptor(ClientCertAcceptor {
-            tls: RustlsAcceptor::new(tls).handshake_timeout(opts.header_timeout),
-            slots: Arc::new(Semaphore::new(opts.max_connections)),
-            first_byte: opts.header_timeout,
+            tls: RustlsAcceptor::new(tls).handshake_timeout(listen.header_timeout),
+            slots: Arc::new(Semaphore::new(listen.max_connections)),
+            first_byte: listen.header_timeout,
         })
         .handle(handle);
     server
         .http_builder()
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(opts.header_timeout);
+        .header_read_timeout(listen.header_timeout);
     server
         .serve(router.into_make_service_with_connect_info::<SocketAddr>())
         .await?;

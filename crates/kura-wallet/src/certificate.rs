@@ -106,6 +106,15 @@ impl Certificate {
     }
 }
 
+/// What a wallet signs to withdraw the value `cert` names: it proves the wallet holds the key
+/// that deposited the value, so a stolen certificate alone cannot retire it.
+pub fn withdrawal_message(cert: &Certificate) -> Vec<u8> {
+    let mut m = b"kura-vault withdraw v1".to_vec();
+    m.extend_from_slice(&cert.payload_hash);
+    m.extend_from_slice(&cert.counter.to_be_bytes());
+    m
+}
+
 /// The vault's counter: up by one at each use, back to 1 after `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {

@@ -11,7 +11,7 @@ use kura_repo::RepoError;
 
 use crate::commands::{
     admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, mail,
-    phone, repair, restore, schedule, serve, snapshots,
+    phone, repair, restore, schedule, serve, snapshots, vault,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -118,6 +118,9 @@ enum Command {
     /// Smart cards that back themselves up: emulate a card, personalise it, back it up and
     /// restore it (onto itself or another card) through a PC/SC reader.
     Card(card::CardArgs),
+    /// The vault that keeps deposited electronic value and redeems each certificate once.
+    #[command(subcommand)]
+    Vault(vault::VaultCommand),
     /// Run the Kura service (the provider's backup server).
     Serve(serve::ServeArgs),
     /// Operator commands for the service: users, contracts, certificates, sites and placement,
@@ -157,6 +160,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("Phones by e-mail", &["mail", "phone"]),
     ("Smart cards", &["card"]),
+    ("Electronic value", &["vault"]),
     ("Service operator", &["serve", "admin"]),
 ];
 
@@ -166,6 +170,7 @@ const NO_REPOSITORY: &[(&str, &[&str])] = &[
     ("admin", &[]),
     ("cert", &[]),
     ("phone", &[]),
+    ("vault", &[]),
     ("schedule", &["state_dir"]),
 ];
 
@@ -295,6 +300,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Mail(a) => mail::mail(ctx, a),
         Command::Phone(c) => phone::phone(ctx, c),
         Command::Card(a) => card::card(ctx, a),
+        Command::Vault(c) => vault::vault(c),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
         Command::Quickstart(a) => init::quickstart(ctx, a),

@@ -23,3 +23,4 @@ mod schedule;
 mod selection;
 mod service;
 mod sites;
+mod vault;

@@ -20,3 +20,4 @@ pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod snapshots;
+pub mod vault;

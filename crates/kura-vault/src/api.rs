@@ -1,0 +1,128 @@
+//! The vault's HTTP API: deposit a registered value for a certificate, withdraw it once with the
+//! certificate and the wallet's signature, and the usual `/healthz` and `/metrics`. Bodies are
+//! small and bounded; every store call runs on the blocking pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kura_wallet::certificate::Certificate;
+
+use crate::store::{Store, VaultError};
+
+/// Largest request body: a registered value or a certificate with its proof.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct Vault {
+    /// The store.
+    pub store: Store,
+    deposits: AtomicU64,
+    withdrawals: AtomicU64,
+    refusals: AtomicU64,
+}
+
+impl Vault {
+    /// The vault over `store`.
+    pub fn new(store: Store) -> Vault {
+        Vault {
+            store,
+            deposits: AtomicU64::new(0),
+            withdrawals: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The vault's routes.
+pub fn app(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/key", get(key))
+        .route("/v1/deposit", post(deposit))
+        .route("/v1/withdraw", post(withdraw))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(vault)
+}
+
+impl IntoResponse for VaultError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            VaultError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            VaultError::Invalid(_) => StatusCode::BAD_REQUEST,
+            VaultError::Unknown => StatusCode::NOT_FOUND,
+            VaultError::Redeemed => StatusCode::CONFLICT,
+            VaultError::Quota(_) => StatusCode::FORBIDDEN,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("{self}");
+        }
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+fn octets(b: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, VaultError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VaultError::Invalid(format!("the request was cut short: {e}")))?
+}
+
+async fn key(State(v): State<Arc<Vault>>) -> String {
+    format!("{}\n", kura_wallet::sign::hex(&v.store.public_key()))
+}
+
+async fn deposit(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    let vault = v.clone();
+    let r = blocking(move || vault.store.deposit(&body)).await;
+    count(&v, &v.deposits, &r);
+    Ok(octets(r?.to_bytes()))
+}
+
+async fn withdraw(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    let vault = v.clone();
+    let r = blocking(move || {
+        let split = body.len().checked_sub(64).ok_or_else(|| {
+            VaultError::Invalid("a withdrawal is a certificate and a signature".into())
+        })?;
+        let (cert, proof) = body.split_at(split);
+        let cert = Certificate::parse(cert).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(proof);
+        vault.store.withdraw(&cert, &sig)
+    })
+    .await;
+    count(&v, &v.withdrawals, &r);
+    Ok(octets(r?))
+}
+
+fn count<T>(v: &Vault, ok: &AtomicU64, r: &Result<T, VaultError>) {
+    match r {
+        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+        Err(_) => v.refusals.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+async fn metrics(State(v): State<Arc<Vault>>) -> Result<String, VaultError> {
+    let vault = v.clone();
+    let (held, retired) = blocking(move || vault.store.counts()).await?;
+    Ok(format!(
+        "kura_vault_values_held {held}\nkura_vault_values_retired {retired}\n\
+         kura_vault_deposits_total {}\nkura_vault_withdrawals_total {}\n\
+         kura_vault_refusals_total {}\n",
+        v.deposits.load(Ordering::Relaxed),
+        v.withdrawals.load(Ordering::Relaxed),
+        v.refusals.load(Ordering::Relaxed)
+    ))
+}

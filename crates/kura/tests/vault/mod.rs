@@ -1,0 +1,160 @@
+//! The vault (docs/requirements/value-vault.md requirements 2 to 4) through a real
+//! `kura vault serve` over HTTPS: deposits answered with signed certificates the wallet checks,
+//! each certificate redeemed once whatever the concurrency, refusals that lose nothing.
+
+use std::sync::Arc;
+
+use kura_core::crypto::Key;
+use kura_wallet::certificate::{Certificate, withdrawal_message};
+use kura_wallet::record::{DEFAULT_DIGEST, Field, ValueRecord};
+use kura_wallet::registered::Registered;
+use kura_wallet::sign::SigningKey;
+
+use crate::fixture::{Env, VaultServer};
+
+fn ticket(n: u64) -> ValueRecord {
+    ValueRecord {
+        kind: "concert-ticket".into(),
+        name: format!("Winter Gala, seat {n}"),
+        unit_price: 6500,
+        quantity: 1,
+        total: 6500,
+        place: "Hall 3".into(),
+        validity: None,
+        balance: 0,
+        remarks: String::new(),
+    }
+}
+
+/// A wallet's deposit: the value sealed and signed, the certificate checked.
+fn deposit(
+    vault: &VaultServer,
+    wallet: &SigningKey,
+    key: &Key,
+    n: u64,
+) -> (Registered, Certificate) {
+    let sent = Registered::seal(
+        "w1",
+        &ticket(n),
+        &DEFAULT_DIGEST,
+        (&[1; 16], key),
+        wallet,
+        None,
+    );
+    let (status, body) = vault.post("/v1/deposit", sent.to_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let cert = Certificate::parse(&body).unwrap();
+    cert.confirms(&vault.key, &sent).unwrap();
+    (sent, cert)
+}
+
+fn withdrawal(cert: &Certificate, signer: &SigningKey) -> Vec<u8> {
+    let mut b = cert.to_bytes();
+    b.extend_from_slice(&signer.sign(&withdrawal_message(cert)));
+    b
+}
+
+#[test]
+fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
+    let env = Env::new();
+    let vault = Arc::new(VaultServer::start(&env, &[]));
+    let (wallet, key) = (SigningKey::generate(), Key::random());
+    let (sent, cert) = deposit(&vault, &wallet, &key, 1);
+    // What the wallet holds can be listed from the certificate's digest alone.
+    assert_eq!(cert.digest.get(Field::Name), Some("Winter Gala, seat 1"));
+    let body = withdrawal(&cert, &wallet);
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (v, b) = (vault.clone(), body.clone());
+            std::thread::spawn(move || v.post("/v1/withdraw", b))
+        })
+        .collect();
+    let answers: Vec<(u16, Vec<u8>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let won: Vec<&Vec<u8>> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one withdrawal succeeds");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409);
+        assert!(String::from_utf8_lossy(body).contains("redeemed already"));
+    }
+    let back = Registered::parse(won[0]).unwrap();
+    assert_eq!(back, sent);
+    assert_eq!(back.open(&wallet.public(), &key).unwrap(), ticket(1));
+    let metrics = vault
+        .http()
+        .get(format!("{}/metrics", vault.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("kura_vault_values_held 0"), "{metrics}");
+    assert!(metrics.contains("kura_vault_values_retired 1"), "{metrics}");
+    assert!(
+        metrics.contains("kura_vault_withdrawals_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn forged_altered_stolen_and_oversized_requests_are_refused_and_the_value_stays() {
+    let env = Env::new();
+    let vault = VaultServer::start(&env, &["--max-values-per-wallet", "2"]);
+    let (wallet, key) = (SigningKey::generate(), Key::random());
+    let (sent, cert) = deposit(&vault, &wallet, &key, 1);
+
+    let forged = Certificate::issue(&sent, cert.counter, &SigningKey::generate());
+    assert_eq!(
+        vault.post("/v1/withdraw", withdrawal(&forged, &wallet)).0,
+        400
+    );
+    let mut altered = cert.clone();
+    altered.counter += 1;
+    assert_eq!(
+        vault.post("/v1/withdraw", withdrawal(&altered, &wallet)).0,
+        400
+    );
+    let thief = SigningKey::generate();
+    let (status, body) = vault.post("/v1/withdraw", withdrawal(&cert, &thief));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not signed by the wallet"));
+    assert_eq!(vault.post("/v1/withdraw", vec![0; 80 * 1024]).0, 413);
+    let mut tampered = sent.to_bytes();
+    let n = tampered.len();
+    tampered[n - 90] ^= 1;
+    assert_eq!(
+        vault.post("/v1/deposit", tampered).0,
+        400,
+        "a deposit whose signature fails"
+    );
+
+    deposit(&vault, &wallet, &key, 2);
+    let third = Registered::seal("w1", &ticket(3), &[], (&[1; 16], &key), &wallet, None);
+    let (status, body) = vault.post("/v1/deposit", third.to_bytes());
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+
+    let (status, body) = vault.post("/v1/withdraw", withdrawal(&cert, &wallet));
+    assert_eq!(
+        status, 200,
+        "nothing refused above cost the owner the value"
+    );
+    assert_eq!(Registered::parse(&body).unwrap(), sent);
+}
+
+#[test]
+fn a_vault_killed_and_restarted_keeps_its_key_and_every_certificate_it_issued() {
+    let env = Env::new();
+    let mut vault = VaultServer::start(&env, &[]);
+    let (wallet, key) = (SigningKey::generate(), Key::random());
+    let deposits: Vec<_> = (0..5).map(|n| deposit(&vault, &wallet, &key, n)).collect();
+    let before = (vault.key, vault.fingerprint.clone());
+    vault.kill_and_restart();
+    assert_eq!((vault.key, vault.fingerprint.clone()), before);
+    for (sent, cert) in &deposits {
+        let (status, body) = vault.post("/v1/withdraw", withdrawal(cert, &wallet));
+        assert_eq!(status, 200);
+        assert_eq!(&Registered::parse(&body).unwrap(), sent);
+    }
+}
