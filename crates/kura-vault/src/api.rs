@@ -80,7 +80,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn key(State(v): State<Arc<Vault>>) -> String {
-    format!("{}\n", kura_wallet::sign::hex(&v.store.public_key()))
+    format!("{}\n", kura_core::id::hex(&v.store.public_key()))
 }
 
 async fn deposit(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {

@@ -4,6 +4,7 @@
 //! gives a value back once, to the wallet that deposited it.
 
 pub mod api;
+pub mod client;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -14,13 +14,8 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigningKey({})", hex(&self.public()))
+        write!(f, "SigningKey({})", kura_core::id::hex(&self.public()))
     }
-}
-
-/// Bytes as lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl SigningKey {

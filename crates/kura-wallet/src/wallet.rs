@@ -57,7 +57,8 @@ pub struct Wallet {
     pub capacity: usize,
     /// What it holds, by number.
     pub holdings: Vec<(u64, Holding)>,
-    next: u64,
+    /// The number the next holding gets (numbers are never reused).
+    pub next: u64,
 }
 
 impl Wallet {

@@ -11,7 +11,7 @@ use kura_repo::RepoError;
 
 use crate::commands::{
     admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, mail,
-    phone, repair, restore, schedule, serve, snapshots, vault,
+    phone, repair, restore, schedule, serve, snapshots, vault, wallet,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -121,6 +121,9 @@ enum Command {
     /// The vault that keeps deposited electronic value and redeems each certificate once.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// A wallet of electronic value: add values, deposit them at a vault for certificates,
+    /// withdraw them back, list what it holds.
+    Wallet(wallet::WalletArgs),
     /// Run the Kura service (the provider's backup server).
     Serve(serve::ServeArgs),
     /// Operator commands for the service: users, contracts, certificates, sites and placement,
@@ -160,7 +163,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("Phones by e-mail", &["mail", "phone"]),
     ("Smart cards", &["card"]),
-    ("Electronic value", &["vault"]),
+    ("Electronic value", &["wallet", "vault"]),
     ("Service operator", &["serve", "admin"]),
 ];
 
@@ -171,6 +174,7 @@ const NO_REPOSITORY: &[(&str, &[&str])] = &[
     ("cert", &[]),
     ("phone", &[]),
     ("vault", &[]),
+    ("wallet", &[]),
     ("schedule", &["state_dir"]),
 ];
 
@@ -301,6 +305,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Phone(c) => phone::phone(ctx, c),
         Command::Card(a) => card::card(ctx, a),
         Command::Vault(c) => vault::vault(c),
+        Command::Wallet(a) => wallet::wallet(ctx, a),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
         Command::Quickstart(a) => init::quickstart(ctx, a),

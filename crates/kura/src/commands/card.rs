@@ -455,11 +455,7 @@ fn pin(file: Option<&Path>) -> Result<Vec<u8>> {
 /// The common key in `path`, made (random, mode 0600) when the file does not exist.
 fn common_key(ctx: &Ctx, path: &Path) -> Result<Key> {
     let parse = |text: &[u8]| -> Option<Key> {
-        let text = std::str::from_utf8(text).ok()?.trim();
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
+        let bytes = kura_core::id::unhex(std::str::from_utf8(text).ok()?.trim())?;
         Some(Key::from_bytes(bytes.try_into().ok()?))
     };
     if path.exists() {
@@ -472,8 +468,10 @@ fn common_key(ctx: &Ctx, path: &Path) -> Result<Key> {
         });
     }
     let key = Key::random();
-    let hex: String = key.expose().iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, format!("{hex}\n").as_bytes())?;
+    write_private(
+        path,
+        format!("{}\n", kura_core::id::hex(key.expose())).as_bytes(),
+    )?;
     ctx.out.say(format!(
         "made a new common key in {}: every card of this account needs it, so keep it safe",
         path.display()

@@ -21,3 +21,4 @@ pub mod schedule;
 pub mod serve;
 pub mod snapshots;
 pub mod vault;
+pub mod wallet;

@@ -105,7 +105,7 @@ pub fn vault(c: VaultCommand) -> Result<()> {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on https://{addr}");
         let _ = writeln!(out, "certificate fingerprint (SHA-256): {}", id.fingerprint);
-        let _ = writeln!(out, "vault key: {}", kura_wallet::sign::hex(key));
+        let _ = writeln!(out, "vault key: {}", kura_core::id::hex(key));
         let _ = out.flush();
     }))?;
     Ok(())

@@ -10,7 +10,7 @@ use kura_wallet::record::{DEFAULT_DIGEST, Field, ValueRecord};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::SigningKey;
 
-use crate::fixture::{Env, VaultServer};
+use crate::fixture::{Env, VaultServer, parse_json, stderr};
 
 fn ticket(n: u64) -> ValueRecord {
     ValueRecord {
@@ -157,4 +157,163 @@ fn a_vault_killed_and_restarted_keeps_its_key_and_every_certificate_it_issued() 
         assert_eq!(status, 200);
         assert_eq!(&Registered::parse(&body).unwrap(), sent);
     }
+}
+
+/// `kura wallet ARGS --json` for the wallet in `dir`.
+fn wallet(env: &Env, dir: &str, args: &[&str]) -> std::process::Output {
+    env.kura()
+        .args(["wallet", "--wallet-dir"])
+        .arg(env.path(dir))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap()
+}
+
+fn wallet_ok(env: &Env, dir: &str, args: &[&str]) -> serde_json::Value {
+    let out = wallet(env, dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    parse_json(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn init_wallet(env: &Env, dir: &str, vault: &VaultServer, key: &str) {
+    wallet_ok(
+        env,
+        dir,
+        &[
+            "init",
+            "--vault",
+            &vault.url,
+            "--vault-fingerprint",
+            &vault.fingerprint,
+            "--vault-key",
+            key,
+        ],
+    );
+}
+
+#[test]
+fn a_wallet_deposits_a_value_lists_it_offline_and_withdraws_it_back() {
+    let env = Env::new();
+    let mut vault = VaultServer::start(&env, &[]);
+    init_wallet(&env, "w", &vault, &kura_core::id::hex(&vault.key));
+    let ticket = wallet_ok(
+        &env,
+        "w",
+        &[
+            "add",
+            "--kind",
+            "concert-ticket",
+            "--name",
+            "Winter Gala",
+            "--quantity",
+            "2",
+            "--unit-price",
+            "6500",
+            "--total",
+            "13000",
+            "--place",
+            "Hall 3",
+            "--valid-from",
+            "2026-12-20",
+            "--valid-until",
+            "2026-12-24",
+        ],
+    );
+    let id = ticket["id"].as_u64().unwrap().to_string();
+    wallet_ok(
+        &env,
+        "w",
+        &[
+            "add",
+            "--kind",
+            "prepaid",
+            "--name",
+            "Metro",
+            "--balance",
+            "3000",
+        ],
+    );
+    let before = wallet_ok(&env, "w", &["show", &id]);
+    let dep = wallet_ok(&env, "w", &["deposit", &id]);
+    assert_eq!(dep["kept_value"], false);
+
+    // Listed from the certificate's digest alone: the vault is down.
+    vault.kill();
+    let certs = wallet_ok(&env, "w", &["list", "--certificates"]);
+    let certs = certs.as_array().unwrap();
+    assert_eq!(certs.len(), 1);
+    let fields: Vec<&str> = certs[0]["digest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["value"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"Winter Gala") && fields.contains(&"Hall 3"),
+        "{fields:?}"
+    );
+    let soon = wallet_ok(&env, "w", &["list", "--ending-within", "36500"]);
+    assert_eq!(
+        soon.as_array().unwrap().len(),
+        1,
+        "its validity is in the digest"
+    );
+    let out = wallet(&env, "w", &["withdraw", &id]);
+    assert!(!out.status.success(), "no vault, no withdrawal");
+    assert_eq!(
+        wallet_ok(&env, "w", &["list", "--certificates"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    vault.kill_and_restart();
+    wallet_ok(&env, "w", &["withdraw", &id]);
+    assert_eq!(
+        wallet_ok(&env, "w", &["show", &id]),
+        before,
+        "the value is back intact"
+    );
+    let again = wallet(&env, "w", &["withdraw", &id]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("not a certificate"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_deposit_whose_certificate_does_not_confirm_is_aborted_and_the_value_stays() {
+    let env = Env::new();
+    let vault = VaultServer::start(&env, &[]);
+    // The wallet trusts another vault key than this vault's.
+    let other = kura_core::id::hex(&SigningKey::generate().public());
+    init_wallet(&env, "w", &vault, &other);
+    let v = wallet_ok(
+        &env,
+        "w",
+        &[
+            "add",
+            "--kind",
+            "prepaid",
+            "--name",
+            "Metro",
+            "--balance",
+            "3000",
+        ],
+    );
+    let id = v["id"].as_u64().unwrap().to_string();
+    let out = wallet(&env, "w", &["deposit", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("deposit is aborted"),
+        "{}",
+        stderr(&out)
+    );
+    let held = wallet_ok(&env, "w", &["list"]);
+    assert_eq!(held.as_array().unwrap().len(), 1);
+    assert_eq!(held[0]["type"], "value", "the value stays in the wallet");
 }

@@ -1,0 +1,522 @@
+//! `kura wallet`: a wallet of electronic value on this machine (a directory: its settings, its
+//! keys, its holdings), and its deposits at and withdrawals from a vault
+//! (docs/requirements/value-vault.md requirements 1 to 4).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use kura_core::crypto::Key;
+use kura_core::id::{hex, unhex};
+use kura_vault::client::VaultClient;
+use kura_wallet::certificate::Certificate;
+use kura_wallet::record::{DEFAULT_DIGEST, Field, Validity, ValueRecord};
+use kura_wallet::registered::Registered;
+use kura_wallet::sign::SigningKey;
+use kura_wallet::wallet::{Filter, Holding, Wallet};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ctx::Ctx;
+
+/// `kura wallet` and where the wallet lives.
+#[derive(Args)]
+pub struct WalletArgs {
+    /// The wallet's directory (default ~/.local/share/kura/wallet).
+    #[arg(long, env = "KURA_WALLET_DIR", global = true)]
+    wallet_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: WalletCommand,
+}
+
+/// Wallet commands.
+#[derive(Subcommand)]
+pub enum WalletCommand {
+    /// Make a wallet: its keys, its capacity, and the vault it deposits at (the address, the
+    /// TLS fingerprint and the signing key `kura vault serve` printed).
+    Init {
+        /// Bytes it can hold, as a card's memory (default 16384).
+        #[arg(long, default_value_t = 16384)]
+        capacity: usize,
+        /// The vault's address, https://HOST:PORT.
+        #[arg(long)]
+        vault: String,
+        /// The vault's TLS certificate fingerprint (SHA-256).
+        #[arg(long)]
+        vault_fingerprint: String,
+        /// The vault's signing key (hex).
+        #[arg(long)]
+        vault_key: String,
+        /// Keep a value after depositing it (by default the certificate replaces it).
+        #[arg(long)]
+        keep_deposited: bool,
+    },
+    /// Add a value record.
+    Add(Box<AddArgs>),
+    /// List what the wallet holds, from its records and its certificates' digests alone
+    /// (nothing is asked of the vault).
+    List {
+        /// Only certificates.
+        #[arg(long)]
+        certificates: bool,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only those whose validity ends within this many days.
+        #[arg(long)]
+        ending_within: Option<i64>,
+    },
+    /// Show one holding.
+    Show {
+        /// Its number.
+        id: u64,
+    },
+    /// Remove a holding.
+    Remove {
+        /// Its number.
+        id: u64,
+    },
+    /// Spend from a value's balance.
+    Use {
+        /// Its number.
+        id: u64,
+        /// How much.
+        amount: u64,
+    },
+    /// Deposit a value at the vault: it is sealed and signed here, and the vault's certificate
+    /// is kept only if it is signed by the vault's key and names exactly what was sent.
+    Deposit {
+        /// The value's number.
+        id: u64,
+    },
+    /// Withdraw a deposited value with its certificate: its signature is checked before it
+    /// is opened, and it takes the certificate's place.
+    Withdraw {
+        /// The certificate's number.
+        id: u64,
+    },
+}
+
+/// A value record's fields.
+#[derive(Args)]
+pub struct AddArgs {
+    /// What kind: movie-ticket, concert-ticket, prepaid, ...
+    #[arg(long)]
+    kind: String,
+    /// Its name.
+    #[arg(long)]
+    name: String,
+    /// Price of one.
+    #[arg(long, default_value_t = 0)]
+    unit_price: u64,
+    /// How many.
+    #[arg(long, default_value_t = 1)]
+    quantity: u64,
+    /// Price of all.
+    #[arg(long, default_value_t = 0)]
+    total: u64,
+    /// Where it is used.
+    #[arg(long, default_value = "")]
+    place: String,
+    /// First day it may be used (YYYY-MM-DD); with --valid-until.
+    #[arg(long, requires = "valid_until")]
+    valid_from: Option<jiff::civil::Date>,
+    /// Last day it may be used (YYYY-MM-DD).
+    #[arg(long)]
+    valid_until: Option<jiff::civil::Date>,
+    /// Balance left to spend.
+    #[arg(long, default_value_t = 0)]
+    balance: u64,
+    /// Anything else.
+    #[arg(long, default_value = "")]
+    remarks: String,
+}
+
+/// The wallet's settings file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    capacity: usize,
+    vault: String,
+    vault_fingerprint: String,
+    vault_key: String,
+    keep_deposited: bool,
+    digest: Vec<Field>,
+}
+
+/// One holding as the wallet keeps it.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Saved {
+    Value { id: u64, record: ValueRecord },
+    Certificate { id: u64, certificate: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Holdings {
+    next: u64,
+    holdings: Vec<Saved>,
+}
+
+/// An open wallet directory.
+struct Dir {
+    path: PathBuf,
+    settings: Settings,
+    wallet: Wallet,
+}
+
+fn dir_of(a: Option<PathBuf>) -> Result<PathBuf> {
+    match a {
+        Some(d) => Ok(d),
+        None => Ok(kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("wallet")),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+impl Dir {
+    fn open(path: PathBuf) -> Result<Dir> {
+        let read = |name: &str| {
+            let p = path.join(name);
+            std::fs::read_to_string(&p).with_context(|| {
+                format!(
+                    "reading {} (`kura wallet init` makes a wallet)",
+                    p.display()
+                )
+            })
+        };
+        let settings: Settings = toml::from_str(&read("wallet.toml")?)
+            .with_context(|| format!("{}/wallet.toml", path.display()))?;
+        let saved: Holdings = serde_json::from_str(&read("holdings.json")?)
+            .with_context(|| format!("{}/holdings.json", path.display()))?;
+        let mut wallet = Wallet::new(settings.capacity);
+        wallet.next = saved.next;
+        for h in saved.holdings {
+            wallet.holdings.push(match h {
+                Saved::Value { id, record } => (id, Holding::Value(record)),
+                Saved::Certificate { id, certificate } => {
+                    let b = unhex(&certificate).context("a certificate in holdings.json")?;
+                    (id, Holding::Certificate(Certificate::parse(&b)?))
+                }
+            });
+        }
+        Ok(Dir {
+            path,
+            settings,
+            wallet,
+        })
+    }
+
+    /// Writes the holdings whole, by rename: a killed command leaves the old ones or the new.
+    fn save(&self) -> Result<()> {
+        let holdings = Holdings {
+            next: self.wallet.next,
+            holdings: self
+                .wallet
+                .holdings
+                .iter()
+                .map(|(id, h)| match h {
+                    Holding::Value(r) => Saved::Value {
+                        id: *id,
+                        record: r.clone(),
+                    },
+                    Holding::Certificate(c) => Saved::Certificate {
+                        id: *id,
+                        certificate: hex(&c.to_bytes()),
+                    },
+                })
+                .collect(),
+        };
+        write_private(
+            &self.path.join("holdings.json"),
+            &serde_json::to_vec_pretty(&holdings)?,
+        )
+    }
+
+    fn signing_key(&self) -> Result<SigningKey> {
+        let b = std::fs::read(self.path.join("signing.key")).context("the wallet's signing key")?;
+        Ok(SigningKey::from_pkcs8(&b)?)
+    }
+
+    fn value_key(&self) -> Result<([u8; 16], Key)> {
+        let text = std::fs::read_to_string(self.path.join("value.key"))
+            .context("the wallet's value key")?;
+        let b = unhex(text.trim()).context("value.key is not hex")?;
+        if b.len() != 48 {
+            bail!("value.key is not a key id and a key");
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[..16]);
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&b[16..]);
+        Ok((id, Key::from_bytes(k)))
+    }
+
+    fn vault_key(&self) -> Result<[u8; 32]> {
+        unhex(&self.settings.vault_key)
+            .and_then(|b| b.try_into().ok())
+            .context("vault_key in wallet.toml is not 32 bytes of hex")
+    }
+
+    fn vault(&self) -> Result<VaultClient> {
+        Ok(VaultClient::new(
+            &self.settings.vault,
+            &self.settings.vault_fingerprint,
+        )?)
+    }
+}
+
+fn describe(id: u64, h: &Holding) -> serde_json::Value {
+    match h {
+        Holding::Value(r) => json!({ "id": id, "type": "value", "record": r }),
+        Holding::Certificate(c) => json!({
+            "id": id, "type": "certificate", "counter": c.counter,
+            "digest": c.digest.0.iter().map(|(n, v)| json!({ "field": n, "value": v })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn line(id: u64, h: &Holding) -> String {
+    match h {
+        Holding::Value(r) => format!(
+            "{id:>4}  value        {:<16} {}{}",
+            r.kind,
+            r.name,
+            r.validity
+                .as_ref()
+                .map_or(String::new(), |v| format!("  (until {})", v.until))
+        ),
+        Holding::Certificate(c) => format!(
+            "{id:>4}  certificate  {:<16} {}",
+            c.digest.get(Field::Kind).unwrap_or("-"),
+            c.digest
+                .0
+                .iter()
+                .filter(|(n, _)| n != "kind")
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+/// `kura wallet ...`.
+pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
+    let path = dir_of(a.wallet_dir)?;
+    let open = || Dir::open(path.clone());
+    match a.command {
+        WalletCommand::Init {
+            capacity,
+            vault,
+            vault_fingerprint,
+            vault_key,
+            keep_deposited,
+        } => {
+            if path.join("wallet.toml").exists() {
+                bail!("a wallet is already in {}", path.display());
+            }
+            if unhex(&vault_key).is_none_or(|k| k.len() != 32) {
+                bail!("--vault-key is the 64 hex digits `kura vault serve` printed as its key");
+            }
+            kura_repo::backend::private_dir(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let settings = Settings {
+                capacity,
+                vault,
+                vault_fingerprint,
+                vault_key,
+                keep_deposited,
+                digest: DEFAULT_DIGEST.to_vec(),
+            };
+            write_private(&path.join("signing.key"), SigningKey::generate().pkcs8())?;
+            let mut value = kura_core::crypto::random_bytes::<16>().to_vec();
+            value.extend_from_slice(Key::random().expose());
+            write_private(
+                &path.join("value.key"),
+                format!("{}\n", hex(&value)).as_bytes(),
+            )?;
+            write_private(
+                &path.join("wallet.toml"),
+                toml::to_string(&settings)?.as_bytes(),
+            )?;
+            let d = Dir {
+                path: path.clone(),
+                wallet: Wallet::new(capacity),
+                settings,
+            };
+            d.save()?;
+            ctx.out
+                .emit(&json!({ "wallet": path, "capacity": capacity }), || {
+                    format!("a wallet of {capacity} bytes in {}", path.display())
+                });
+            Ok(())
+        }
+        WalletCommand::Add(a) => {
+            let mut d = open()?;
+            let record = ValueRecord {
+                kind: a.kind,
+                name: a.name,
+                unit_price: a.unit_price,
+                quantity: a.quantity,
+                total: a.total,
+                place: a.place,
+                validity: match (a.valid_from, a.valid_until) {
+                    (Some(from), Some(until)) => Some(Validity { from, until }),
+                    (None, Some(until)) => Some(Validity { from: until, until }),
+                    _ => None,
+                },
+                balance: a.balance,
+                remarks: a.remarks,
+            };
+            let id = d.wallet.add(Holding::Value(record))?;
+            d.save()?;
+            ctx.out
+                .emit(&json!({ "id": id, "free": d.wallet.free() }), || {
+                    format!("added value {id} ({} bytes free)", d.wallet.free())
+                });
+            Ok(())
+        }
+        WalletCommand::List {
+            certificates,
+            kind,
+            ending_within,
+        } => {
+            let d = open()?;
+            let filter = Filter {
+                certificates_only: certificates,
+                kind,
+                ending_by: ending_within
+                    .map(|n| {
+                        let days = jiff::Span::new().try_days(n).context("--ending-within")?;
+                        Ok::<_, anyhow::Error>(jiff::Zoned::now().date().saturating_add(days))
+                    })
+                    .transpose()?,
+            };
+            let rows: Vec<_> = d.wallet.list(&filter).collect();
+            ctx.out.emit(
+                &rows
+                    .iter()
+                    .map(|(id, h)| describe(*id, h))
+                    .collect::<Vec<_>>(),
+                || crate::output::lines(rows.iter().map(|(id, h)| line(*id, h))),
+            );
+            Ok(())
+        }
+        WalletCommand::Show { id } => {
+            let d = open()?;
+            let (_, h) = d
+                .wallet
+                .holdings
+                .iter()
+                .find(|(n, _)| *n == id)
+                .with_context(|| format!("the wallet holds no item {id}"))?;
+            let v = describe(id, h);
+            ctx.out
+                .emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }
+        WalletCommand::Remove { id } => {
+            let mut d = open()?;
+            d.wallet.remove(id)?;
+            d.save()?;
+            ctx.out.say(format!("removed {id}"));
+            Ok(())
+        }
+        WalletCommand::Use { id, amount } => {
+            let mut d = open()?;
+            let left = d.wallet.spend(id, amount)?;
+            d.save()?;
+            ctx.out.emit(&json!({ "id": id, "balance": left }), || {
+                format!("{id}: {left} left")
+            });
+            Ok(())
+        }
+        WalletCommand::Deposit { id } => {
+            let mut d = open()?;
+            let Some((_, Holding::Value(record))) =
+                d.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
+            else {
+                bail!("item {id} is not a value this wallet holds");
+            };
+            let signer = d.signing_key()?;
+            let (key_id, key) = d.value_key()?;
+            let sent = Registered::seal(
+                "wallet",
+                &record,
+                &d.settings.digest,
+                (&key_id, &key),
+                &signer,
+                None,
+            );
+            let cert = d.vault()?.deposit(sent.to_bytes())?;
+            cert.confirms(&d.vault_key()?, &sent).context(
+                "the deposit is aborted: the vault's certificate does not confirm what was sent \
+                 (the value stays in the wallet)",
+            )?;
+            let cid = if d.settings.keep_deposited {
+                d.wallet.add(Holding::Certificate(cert.clone()))?
+            } else {
+                d.wallet.replace(id, Holding::Certificate(cert.clone()))?;
+                id
+            };
+            d.save()?;
+            ctx.out.emit(
+                &json!({ "id": cid, "counter": cert.counter, "kept_value": d.settings.keep_deposited }),
+                || format!("deposited {id}: certificate {cid} (vault counter {})", cert.counter),
+            );
+            Ok(())
+        }
+        WalletCommand::Withdraw { id } => {
+            let mut d = open()?;
+            let Some((_, Holding::Certificate(cert))) =
+                d.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
+            else {
+                bail!("item {id} is not a certificate this wallet holds");
+            };
+            cert.verify(&d.vault_key()?)?;
+            let signer = d.signing_key()?;
+            let bytes = d.vault()?.withdraw(&cert, &signer)?;
+            // The vault has retired the record: its bytes are kept before anything else can
+            // fail, so the value is never lost on this side.
+            let kept = d.path.join("withdrawn");
+            std::fs::create_dir_all(&kept)?;
+            let file = kept.join(format!(
+                "{}-{}.kreg",
+                cert.counter,
+                hex(&cert.payload_hash[..8])
+            ));
+            write_private(&file, &bytes)?;
+            let reg = Registered::parse(&bytes)?;
+            if reg.payload_hash() != cert.payload_hash {
+                bail!("the vault returned another value than the certificate names");
+            }
+            let (_, key) = d.value_key()?;
+            let record = reg
+                .open(&signer.public(), &key)
+                .context("the withdrawn value does not verify: it was changed at the vault")?;
+            d.wallet
+                .replace(id, Holding::Value(record))
+                .with_context(|| format!("the value is kept in {}", file.display()))?;
+            d.save()?;
+            ctx.out.emit(&json!({ "id": id }), || {
+                format!("withdrew {id}: the value is back")
+            });
+            Ok(())
+        }
+    }
+}
