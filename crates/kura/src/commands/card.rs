@@ -42,10 +42,11 @@ pub struct CardArgs {
 #[derive(Subcommand)]
 pub enum CardCommand {
     /// Be a card: an emulated card whose state (its memory, keys, number and tables) lives in
-    /// FILE, served to pcscd through vsmartcard's virtual reader (vpcd) until SIGTERM. A
+    /// `--state FILE`, served to pcscd through vsmartcard's virtual reader (vpcd) until SIGTERM. A
     /// missing FILE is a new blank card for `kura card init`.
     Emulate {
         /// The card's state file (created blank if missing, written after every change).
+        #[arg(long, value_name = "FILE")]
         state: PathBuf,
         /// Where vpcd listens, HOST:PORT (its reader.conf's DEVICENAME /dev/null:PORT).
         #[arg(long, default_value = "127.0.0.1:35963")]
