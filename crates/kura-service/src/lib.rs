@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod joblog;
 pub mod notice;
+pub mod password;
 pub mod registry;
 pub mod serve;
 pub mod settlement;

@@ -54,12 +54,19 @@ impl Who {
 impl Failures {
     /// When the next try is allowed, after `free` failures without waiting.
     fn free_at(&self, free: u32) -> Instant {
-        if self.count < free {
-            return self.last;
-        }
-        let doublings = (self.count - free).min(16);
-        self.last + (FIRST_WAIT * 2u32.pow(doublings)).min(LONGEST_WAIT)
+        self.last + backoff(self.count, free, FIRST_WAIT, LONGEST_WAIT)
     }
+}
+
+/// How long the next try waits after `failures` failures, when `free` of them cost no wait:
+/// `first` at the first failure beyond them, twice as long at each further one, at most
+/// `longest`. The service's logins and the key manager's escrow releases back off alike.
+pub fn backoff(failures: u32, free: u32, first: Duration, longest: Duration) -> Duration {
+    if failures < free {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - free).min(16);
+    first.saturating_mul(2u32.pow(doublings)).min(longest)
 }
 
 /// The gate every password login passes.
