@@ -1,6 +1,7 @@
 //! The vault's HTTP API: deposit a registered value for a certificate, withdraw it once with the
-//! certificate and the wallet's signature, and the usual `/healthz` and `/metrics`. Bodies are
-//! small and bounded; every store call runs on the blocking pool.
+//! certificate and the wallet's signature (or, for an owner whose device is lost, the trusted
+//! key manager's), and the usual `/healthz` and `/metrics`. Bodies are small and bounded;
+//! every store call runs on the blocking pool.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +12,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kura_wallet::certificate::Certificate;
+use kura_wallet::certificate::parse_withdrawal;
 
-use crate::store::{Store, VaultError};
+use crate::store::{Proof, Store, VaultError};
 
 /// Largest request body: a registered value or a certificate with its proof.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -47,6 +48,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/key", get(key))
         .route("/v1/deposit", post(deposit))
         .route("/v1/withdraw", post(withdraw))
+        .route("/v1/emergency", post(emergency))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(vault)
 }
@@ -90,21 +92,28 @@ async fn deposit(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, V
     Ok(octets(r?.to_bytes()))
 }
 
-async fn withdraw(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+async fn withdraw_with(
+    v: Arc<Vault>,
+    body: Bytes,
+    proof: fn([u8; 64]) -> Proof,
+) -> Result<Response, VaultError> {
     let vault = v.clone();
     let r = blocking(move || {
-        let split = body.len().checked_sub(64).ok_or_else(|| {
-            VaultError::Invalid("a withdrawal is a certificate and a signature".into())
-        })?;
-        let (cert, proof) = body.split_at(split);
-        let cert = Certificate::parse(cert).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let mut sig = [0u8; 64];
-        sig.copy_from_slice(proof);
-        vault.store.withdraw(&cert, &sig)
+        let (cert, sig) =
+            parse_withdrawal(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        vault.store.withdraw(&cert, &proof(sig))
     })
     .await;
     count(&v, &v.withdrawals, &r);
     Ok(octets(r?))
+}
+
+async fn withdraw(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    withdraw_with(v, body, Proof::Wallet).await
+}
+
+async fn emergency(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    withdraw_with(v, body, Proof::KeyManager).await
 }
 
 fn count<T>(v: &Vault, ok: &AtomicU64, r: &Result<T, VaultError>) {

@@ -1,43 +1,51 @@
-//! A wallet's side of the vault's API: HTTPS with the vault's certificate pinned by its
-//! SHA-256 fingerprint, as Kura's clients pin the service's.
+//! A wallet's side of the vault's API (and the key manager's, which withdraws for owners whose
+//! devices are lost): HTTPS with the certificate pinned by its SHA-256 fingerprint, as Kura's
+//! clients pin the service's.
 
-use kura_wallet::certificate::{Certificate, withdrawal_message};
+use kura_wallet::certificate::{Certificate, emergency_message, withdrawal_message};
 use kura_wallet::sign::SigningKey;
 
-/// Why a request to the vault failed.
+/// Why a request to the vault or the key manager failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The vault could not be reached, or its certificate is not the pinned one.
-    #[error("reaching the vault at {url}: {reason}")]
+    /// The service could not be reached, or its certificate is not the pinned one.
+    #[error("reaching the {service} at {url}: {reason}")]
     Unreachable {
-        /// The vault's address.
+        /// Which service.
+        service: &'static str,
+        /// Its address.
         url: String,
         /// What failed.
         reason: String,
     },
-    /// The vault answered with an error.
-    #[error("the vault refused ({status}): {message}")]
+    /// The service answered with an error.
+    #[error("the {service} refused ({status}): {message}")]
     Refused {
+        /// Which service.
+        service: &'static str,
         /// The HTTP status.
         status: u16,
-        /// The vault's message.
+        /// The service's message.
         message: String,
     },
-    /// The vault's answer is not what it should be.
-    #[error("the vault's answer: {0}")]
-    Answer(String),
+    /// The service's answer is not what it should be.
+    #[error("the {0}'s answer: {1}")]
+    Answer(&'static str, String),
 }
 
-/// A connection to one vault.
-pub struct VaultClient {
+/// HTTPS to one of the value services (the vault, the key manager), its TLS certificate pinned
+/// by its SHA-256 fingerprint.
+pub struct Pinned {
+    service: &'static str,
     url: String,
     http: reqwest::blocking::Client,
 }
 
-impl VaultClient {
-    /// A client of the vault at `url` whose TLS certificate has SHA-256 `fingerprint`.
-    pub fn new(url: &str, fingerprint: &str) -> Result<VaultClient, ClientError> {
+impl Pinned {
+    /// A client of `service` at `url` whose TLS certificate has SHA-256 `fingerprint`.
+    pub fn new(service: &'static str, url: &str, fingerprint: &str) -> Result<Pinned, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
+            service,
             url: url.to_string(),
             reason,
         };
@@ -48,41 +56,55 @@ impl VaultClient {
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(VaultClient {
+        Ok(Pinned {
+            service,
             url: url.trim_end_matches('/').to_string(),
             http,
         })
     }
 
-    fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    /// POSTs `body` to `path`; the answer's body when the status is 200.
+    pub fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
             .body(body)
             .send()
             .map_err(|e| ClientError::Unreachable {
+                service: self.service,
                 url: self.url.clone(),
                 reason: e.to_string(),
             })?;
         let status = r.status().as_u16();
         let body = r
             .bytes()
-            .map_err(|e| ClientError::Answer(e.to_string()))?
+            .map_err(|e| ClientError::Answer(self.service, e.to_string()))?
             .to_vec();
         if status != 200 {
             return Err(ClientError::Refused {
+                service: self.service,
                 status,
                 message: String::from_utf8_lossy(&body).trim().to_string(),
             });
         }
         Ok(body)
     }
+}
+
+/// A connection to one vault.
+pub struct VaultClient(Pinned);
+
+impl VaultClient {
+    /// A client of the vault at `url` whose TLS certificate has SHA-256 `fingerprint`.
+    pub fn new(url: &str, fingerprint: &str) -> Result<VaultClient, ClientError> {
+        Pinned::new("vault", url, fingerprint).map(VaultClient)
+    }
 
     /// Deposits a registered value's bytes; the vault's certificate, not yet checked (the
     /// caller checks it with [`Certificate::confirms`] against what it sent).
     pub fn deposit(&self, registered: Vec<u8>) -> Result<Certificate, ClientError> {
-        let b = self.post("/v1/deposit", registered)?;
-        Certificate::parse(&b).map_err(|e| ClientError::Answer(e.to_string()))
+        let b = self.0.post("/v1/deposit", registered)?;
+        Certificate::parse(&b).map_err(|e| ClientError::Answer("vault", e.to_string()))
     }
 
     /// Withdraws the value `cert` names, signing the request with the wallet's key; the
@@ -94,6 +116,18 @@ impl VaultClient {
     ) -> Result<Vec<u8>, ClientError> {
         let mut body = cert.to_bytes();
         body.extend_from_slice(&wallet.sign(&withdrawal_message(cert)));
-        self.post("/v1/withdraw", body)
+        self.0.post("/v1/withdraw", body)
+    }
+
+    /// Withdraws the value `cert` names for its owner, whose device is lost, signing as the
+    /// key manager the vault trusts; the registered value's bytes.
+    pub fn emergency(
+        &self,
+        cert: &Certificate,
+        keyman: &SigningKey,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut body = cert.to_bytes();
+        body.extend_from_slice(&keyman.sign(&emergency_message(cert)));
+        self.0.post("/v1/emergency", body)
     }
 }

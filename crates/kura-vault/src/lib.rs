@@ -25,6 +25,9 @@ pub struct VaultOptions {
     pub max_counter: u64,
     /// What one wallet may keep.
     pub quota: store::Quota,
+    /// The signing key of the key manager trusted to withdraw for owners whose devices are
+    /// lost; `None` trusts none.
+    pub keyman_key: Option<[u8; 32]>,
 }
 
 /// Runs the vault until SIGTERM or Ctrl-C; `ready` hears its address, TLS identity and signing
@@ -34,7 +37,8 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr, &Identity, &[u8; 32]),
 ) -> std::io::Result<()> {
     let store = store::Store::open(&opts.data_dir, opts.max_counter, opts.quota)
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)?
+        .trust_keyman(opts.keyman_key);
     let key = store.public_key();
     let app = api::app(Arc::new(api::Vault::new(store)));
     serve_router(app, opts.listen, "kura vault", |addr, id| {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use kura_wallet::certificate::{Certificate, Counter, withdrawal_message};
+use kura_wallet::certificate::{Certificate, Counter, emergency_message, withdrawal_message};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::{SigningKey, verify};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -40,12 +40,23 @@ pub struct Quota {
     pub bytes: u64,
 }
 
+/// Who asks for a value back, and their signature of the request.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof {
+    /// The depositing wallet, signing [`withdrawal_message`].
+    Wallet([u8; 64]),
+    /// The key manager the vault trusts, signing [`emergency_message`] for an owner whose
+    /// device is lost.
+    KeyManager([u8; 64]),
+}
+
 /// The vault's store.
 pub struct Store {
     db: Mutex<Connection>,
     key: SigningKey,
     max_counter: u64,
     quota: Quota,
+    keyman: Option<[u8; 32]>,
 }
 
 const SCHEMA: &str = "
@@ -72,37 +83,22 @@ impl Store {
     /// Opens (or makes) the store in `dir`: `vault.sqlite` and the vault's signing key
     /// `vault.key`, both readable by the owner only.
     pub fn open(dir: &Path, max_counter: u64, quota: Quota) -> Result<Store, VaultError> {
-        let invalid = |e: std::io::Error| VaultError::Invalid(format!("{}: {e}", dir.display()));
-        kura_repo::backend::private_dir(dir).map_err(invalid)?;
-        let key_path = dir.join("vault.key");
-        let key = match std::fs::read(&key_path) {
-            Ok(doc) => SigningKey::from_pkcs8(&doc)
-                .map_err(|e| VaultError::Invalid(format!("{}: {e}", key_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let k = SigningKey::generate();
-                write_private(&key_path, k.pkcs8()).map_err(invalid)?;
-                k
-            }
-            Err(e) => return Err(invalid(e)),
-        };
-        let db_path = dir.join("vault.sqlite");
-        write_private(&db_path, b"").or_else(|e| {
-            if db_path.exists() {
-                Ok(())
-            } else {
-                Err(invalid(e))
-            }
-        })?;
-        let db = Connection::open(&db_path)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
+        let (key, db) = open_files(dir, "vault").map_err(VaultError::Invalid)?;
         db.execute_batch(SCHEMA)?;
         Ok(Store {
             db: Mutex::new(db),
             key,
             max_counter,
             quota,
+            keyman: None,
         })
+    }
+
+    /// Trusts the key manager whose signing key is `key` to withdraw for owners whose devices
+    /// are lost (no key manager is trusted unless one is named).
+    pub fn trust_keyman(mut self, key: Option<[u8; 32]>) -> Store {
+        self.keyman = key;
+        self
     }
 
     /// The vault's public key: what wallets pin.
@@ -176,10 +172,9 @@ impl Store {
     }
 
     /// Withdraws the value `cert` names: found by counter, then hash, then the whole
-    /// certificate; `proof` must be the depositing wallet's signature of
-    /// [`withdrawal_message`]; retired in the same transaction. Returns the registered value's
-    /// bytes.
-    pub fn withdraw(&self, cert: &Certificate, proof: &[u8; 64]) -> Result<Vec<u8>, VaultError> {
+    /// certificate; `proof` must hold (see [`Proof`]); retired in the same transaction.
+    /// Returns the registered value's bytes.
+    pub fn withdraw(&self, cert: &Certificate, proof: &Proof) -> Result<Vec<u8>, VaultError> {
         cert.verify(&self.key.public())
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
         let mut db = self.db();
@@ -214,10 +209,22 @@ impl Store {
         let signer: [u8; 32] = signer
             .try_into()
             .map_err(|_| VaultError::Invalid("a stored signer is damaged".into()))?;
-        if !verify(&signer, &withdrawal_message(cert), proof) {
-            return Err(VaultError::Invalid(
-                "the withdrawal is not signed by the wallet that deposited the value".into(),
-            ));
+        let signed = match proof {
+            Proof::Wallet(sig) => verify(&signer, &withdrawal_message(cert), sig),
+            Proof::KeyManager(sig) => self
+                .keyman
+                .is_some_and(|k| verify(&k, &emergency_message(cert), sig)),
+        };
+        if !signed {
+            return Err(VaultError::Invalid(match proof {
+                Proof::Wallet(_) => {
+                    "the withdrawal is not signed by the wallet that deposited the value".into()
+                }
+                Proof::KeyManager(_) => {
+                    "the emergency withdrawal is not signed by a key manager this vault trusts"
+                        .into()
+                }
+            }));
         }
         if retired {
             return Err(VaultError::Redeemed);
@@ -248,9 +255,39 @@ struct Held {
     retired: bool,
 }
 
-/// Writes a new file only its owner can read (or leaves an existing one as it is for the
-/// database, whose mode SQLite keeps).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Opens (or makes) a value service's own files in `dir` (made 0700): its Ed25519 signing
+/// key `NAME.key` and its SQLite file `NAME.sqlite` (WAL), both readable by the owner only.
+/// The vault and the key manager keep theirs alike.
+pub fn open_files(dir: &Path, name: &str) -> Result<(SigningKey, Connection), String> {
+    let at = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    kura_repo::backend::private_dir(dir).map_err(|e| at(dir, &e))?;
+    let key_path = dir.join(format!("{name}.key"));
+    let key = match std::fs::read(&key_path) {
+        Ok(doc) => SigningKey::from_pkcs8(&doc).map_err(|e| at(&key_path, &e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = SigningKey::generate();
+            write_new_private(&key_path, k.pkcs8()).map_err(|e| at(&key_path, &e))?;
+            k
+        }
+        Err(e) => return Err(at(&key_path, &e)),
+    };
+    let db_path = dir.join(format!("{name}.sqlite"));
+    if let Err(e) = write_new_private(&db_path, b"")
+        && !db_path.exists()
+    {
+        return Err(at(&db_path, &e));
+    }
+    let sql = |e: rusqlite::Error| at(&db_path, &e);
+    let db = Connection::open(&db_path).map_err(sql)?;
+    db.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+    Ok((key, db))
+}
+
+/// Writes a new file only its owner can read (an existing one is left as it is: SQLite keeps
+/// the database's mode).
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -309,10 +346,17 @@ mod tests {
         let thief = SigningKey::generate();
         let stolen = thief.sign(&withdrawal_message(&cert));
         assert!(matches!(
-            store.withdraw(&cert, &stolen),
+            store.withdraw(&cert, &Proof::Wallet(stolen)),
             Err(VaultError::Invalid(_))
         ));
-        let proof = wallet.sign(&withdrawal_message(&cert));
+        // No key manager is trusted, so no emergency withdrawal holds.
+        let keyman = SigningKey::generate();
+        let emergency = Proof::KeyManager(keyman.sign(&emergency_message(&cert)));
+        assert!(matches!(
+            store.withdraw(&cert, &emergency),
+            Err(VaultError::Invalid(_))
+        ));
+        let proof = Proof::Wallet(wallet.sign(&withdrawal_message(&cert)));
         let handles: Vec<_> = (0..32)
             .map(|_| {
                 let (s, c) = (store.clone(), cert.clone());
@@ -343,7 +387,7 @@ mod tests {
         let store = Store::open(dir.path(), 1000, quota).unwrap();
         let wallet = SigningKey::generate();
         let (sent, cert) = deposit(&store, &wallet);
-        let proof = |c: &Certificate| wallet.sign(&withdrawal_message(c));
+        let proof = |c: &Certificate| Proof::Wallet(wallet.sign(&withdrawal_message(c)));
         let forged = Certificate::issue(&sent, cert.counter, &SigningKey::generate());
         assert!(matches!(
             store.withdraw(&forged, &proof(&forged)),
@@ -352,7 +396,7 @@ mod tests {
         let mut altered = cert.clone();
         altered.counter += 1;
         assert!(store.withdraw(&altered, &proof(&altered)).is_err());
-        deposit(&store, &wallet);
+        let (_, second) = deposit(&store, &wallet);
         let third = Registered::seal(
             "w1",
             &record(),
@@ -382,6 +426,19 @@ mod tests {
         let again = Store::open(dir.path(), 1000, quota).unwrap();
         assert!(matches!(
             again.withdraw(&cert, &proof(&cert)),
+            Err(VaultError::Redeemed)
+        ));
+        // A trusted key manager withdraws for the owner; another key manager does not.
+        let keyman = SigningKey::generate();
+        let again = again.trust_keyman(Some(keyman.public()));
+        let by = |k: &SigningKey| Proof::KeyManager(k.sign(&emergency_message(&second)));
+        assert!(matches!(
+            again.withdraw(&second, &by(&SigningKey::generate())),
+            Err(VaultError::Invalid(_))
+        ));
+        again.withdraw(&second, &by(&keyman)).unwrap();
+        assert!(matches!(
+            again.withdraw(&second, &by(&keyman)),
             Err(VaultError::Redeemed)
         ));
     }

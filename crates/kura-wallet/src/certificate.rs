@@ -115,6 +115,30 @@ pub fn withdrawal_message(cert: &Certificate) -> Vec<u8> {
     m
 }
 
+/// Reads a withdrawal's body, as the vault receives it: a certificate followed by a 64-byte
+/// signature (the wallet's or the key manager's).
+pub fn parse_withdrawal(body: &[u8]) -> Result<(Certificate, [u8; 64]), WalletError> {
+    let split = body
+        .len()
+        .checked_sub(64)
+        .ok_or(WalletError::Malformed("withdrawal"))?;
+    let (cert, proof) = body.split_at(split);
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(proof);
+    Ok((Certificate::parse(cert)?, sig))
+}
+
+/// What the key manager signs to withdraw the value `cert` names for its owner, whose device
+/// is lost (value-vault.md requirement 7): a vault that trusts the key manager's key accepts
+/// it in place of the wallet's signature. The key manager sees certificates only when an
+/// authenticated owner shows one.
+pub fn emergency_message(cert: &Certificate) -> Vec<u8> {
+    let mut m = b"kura-vault emergency withdraw v1".to_vec();
+    m.extend_from_slice(&cert.payload_hash);
+    m.extend_from_slice(&cert.counter.to_be_bytes());
+    m
+}
+
 /// The vault's counter: up by one at each use, back to 1 after `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {

@@ -4,11 +4,13 @@
 //! A value record ([`record`]) is sealed and signed on the device ([`registered`]); the vault
 //! answers a deposit with a signed certificate ([`certificate`]) the wallet checks against what
 //! it sent; the value key can be split so no single service can rebuild it ([`split`]); the key
-//! manager can release it on a biometric match within a measured tolerance ([`biometric`]); the
-//! wallet holds values and certificates within its capacity ([`wallet`]).
+//! manager is asked for its share in [`escrow`]'s requests and can release it on a biometric
+//! match within a measured tolerance ([`biometric`]); the wallet holds values and certificates
+//! within its capacity ([`wallet`]).
 
 pub mod biometric;
 pub mod certificate;
+pub mod escrow;
 pub mod record;
 pub mod registered;
 pub mod sign;

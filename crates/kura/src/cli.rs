@@ -10,8 +10,8 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, mail,
-    phone, repair, restore, schedule, serve, snapshots, vault, wallet,
+    admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, keyman,
+    mail, phone, repair, restore, schedule, serve, snapshots, vault, wallet,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -121,6 +121,10 @@ enum Command {
     /// The vault that keeps deposited electronic value and redeems each certificate once.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// The key manager that escrows a wallet's share of its value key and releases it, or
+    /// restores a deposited value, only to the authenticated owner.
+    #[command(subcommand)]
+    Keyman(keyman::KeymanCommand),
     /// A wallet of electronic value: add values, deposit them at a vault for certificates,
     /// withdraw them back, list what it holds.
     Wallet(wallet::WalletArgs),
@@ -163,7 +167,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("Phones by e-mail", &["mail", "phone"]),
     ("Smart cards", &["card"]),
-    ("Electronic value", &["wallet", "vault"]),
+    ("Electronic value", &["wallet", "vault", "keyman"]),
     ("Service operator", &["serve", "admin"]),
 ];
 
@@ -174,6 +178,7 @@ const NO_REPOSITORY: &[(&str, &[&str])] = &[
     ("cert", &[]),
     ("phone", &[]),
     ("vault", &[]),
+    ("keyman", &[]),
     ("wallet", &[]),
     ("schedule", &["state_dir"]),
 ];
@@ -305,6 +310,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Phone(c) => phone::phone(ctx, c),
         Command::Card(a) => card::card(ctx, a),
         Command::Vault(c) => vault::vault(c),
+        Command::Keyman(c) => keyman::keyman(c),
         Command::Wallet(a) => wallet::wallet(ctx, a),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),

@@ -13,6 +13,7 @@ pub mod forget;
 pub mod init;
 pub mod jobs;
 pub mod key;
+pub mod keyman;
 pub mod mail;
 pub mod phone;
 pub mod repair;

@@ -24,9 +24,10 @@ pub enum VaultCommand {
 #[derive(Args)]
 pub struct VaultServeArgs {
     /// Config file (TOML: listen, data_dir, tls_cert, tls_key, header_timeout_secs,
-    /// max_connections, max_counter, max_values_per_wallet, max_bytes_per_wallet).
+    /// max_connections, max_counter, max_values_per_wallet, max_bytes_per_wallet,
+    /// keyman_key).
     #[arg(long = "vault-config", env = "KURA_VAULT_CONFIG")]
-    config: Option<PathBuf>,
+    vault_config: Option<PathBuf>,
     /// Address and port (default 127.0.0.1:8444; port 0 picks a free one).
     #[arg(long, env = "KURA_VAULT_LISTEN")]
     listen: Option<SocketAddr>,
@@ -37,6 +38,10 @@ pub struct VaultServeArgs {
     /// Values one wallet may keep at once (default 1000).
     #[arg(long, env = "KURA_VAULT_MAX_VALUES")]
     max_values_per_wallet: Option<u64>,
+    /// The signing key (hex) of the key manager trusted to withdraw values for owners whose
+    /// devices are lost, as `kura keyman serve` printed it (default: none is trusted).
+    #[arg(long, env = "KURA_VAULT_KEYMAN_KEY")]
+    keyman_key: Option<String>,
 }
 
 /// The config file.
@@ -52,41 +57,83 @@ struct VaultConfig {
     max_counter: Option<u64>,
     max_values_per_wallet: Option<u64>,
     max_bytes_per_wallet: Option<u64>,
+    keyman_key: Option<String>,
 }
 
-fn load(path: Option<&Path>) -> Result<VaultConfig> {
+/// Reads a value service's config file (`what` names it in errors); none gives the defaults.
+pub(crate) fn load<T: Default + serde::de::DeserializeOwned>(
+    path: Option<&Path>,
+    what: &str,
+) -> Result<T> {
     let Some(path) = path else {
-        return Ok(VaultConfig::default());
+        return Ok(T::default());
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not a vault config", path.display()))
+    toml::from_str(&text).with_context(|| format!("{} is not a {what} config", path.display()))
+}
+
+/// Where a value service listens: the flag's address or the config's, else loopback on
+/// `port`; TLS from the config's certificate and key, or self-signed in `data_dir/tls`.
+pub(crate) fn listen(
+    data_dir: &Path,
+    addr: Option<SocketAddr>,
+    tls: (Option<PathBuf>, Option<PathBuf>),
+    header_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    port: u16,
+) -> Result<Listen> {
+    let tls = match tls {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!("the config needs both tls_cert and tls_key, or neither"),
+    };
+    Ok(Listen {
+        tls_dir: data_dir.join("tls"),
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port))),
+        tls,
+        header_timeout: Duration::from_secs(header_timeout_secs.unwrap_or(30)),
+        max_connections: max_connections.unwrap_or(256),
+    })
+}
+
+/// Prints what scripts read when a value service starts: its address, TLS fingerprint and
+/// signing key. A closed stdout must not stop the service.
+pub(crate) fn announce(addr: SocketAddr, fingerprint: &str, key_name: &str, key: &[u8; 32]) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on https://{addr}");
+    let _ = writeln!(out, "certificate fingerprint (SHA-256): {fingerprint}");
+    let _ = writeln!(out, "{key_name}: {}", kura_core::id::hex(key));
+    let _ = out.flush();
 }
 
 /// `kura vault ...`.
 pub fn vault(c: VaultCommand) -> Result<()> {
     let VaultCommand::Serve(a) = c;
-    let config = load(a.config.as_deref())?;
+    let config: VaultConfig = load(a.vault_config.as_deref(), "vault")?;
     let data_dir = match a.data_dir.or(config.data_dir) {
         Some(d) => d,
         None => kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("vault"),
     };
-    let tls = match (config.tls_cert, config.tls_key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => anyhow::bail!("the vault config needs both tls_cert and tls_key, or neither"),
-    };
+    let keyman_key = a
+        .keyman_key
+        .or(config.keyman_key)
+        .map(|k| {
+            kura_core::id::unhex(&k)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .context("the key manager's key is the 64 hex digits `kura keyman serve` printed")
+        })
+        .transpose()?;
     let opts = VaultOptions {
-        listen: Listen {
-            tls_dir: data_dir.join("tls"),
-            addr: a
-                .listen
-                .or(config.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8444))),
-            tls,
-            header_timeout: Duration::from_secs(config.header_timeout_secs.unwrap_or(30)),
-            max_connections: config.max_connections.unwrap_or(256),
-        },
+        listen: listen(
+            &data_dir,
+            a.listen.or(config.listen),
+            (config.tls_cert, config.tls_key),
+            config.header_timeout_secs,
+            config.max_connections,
+            8444,
+        )?,
         data_dir,
         max_counter: config.max_counter.unwrap_or(u64::from(u32::MAX)),
         quota: Quota {
@@ -96,17 +143,12 @@ pub fn vault(c: VaultCommand) -> Result<()> {
                 .unwrap_or(1000),
             bytes: config.max_bytes_per_wallet.unwrap_or(64 << 20),
         },
+        keyman_key,
     };
     crate::output::init_logs("info");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(kura_vault::serve(opts, |addr, id, key| {
-        // Scripts read these lines; a closed stdout must not stop the vault.
-        use std::io::Write;
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "listening on https://{addr}");
-        let _ = writeln!(out, "certificate fingerprint (SHA-256): {}", id.fingerprint);
-        let _ = writeln!(out, "vault key: {}", kura_core::id::hex(key));
-        let _ = out.flush();
+        announce(addr, &id.fingerprint, "vault key", key)
     }))?;
     Ok(())
 }

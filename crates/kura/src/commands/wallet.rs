@@ -8,8 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use kura_core::crypto::Key;
 use kura_core::id::{hex, unhex};
+use kura_keyman::client::KeymanClient;
 use kura_vault::client::VaultClient;
 use kura_wallet::certificate::Certificate;
+use kura_wallet::escrow::{Credentials, Enrol, Rule};
 use kura_wallet::record::{DEFAULT_DIGEST, Field, Validity, ValueRecord};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::SigningKey;
@@ -95,6 +97,139 @@ pub enum WalletCommand {
         /// The certificate's number.
         id: u64,
     },
+    /// Split the value key into three shares, any two of which rebuild it: one escrowed at a
+    /// key manager (released only to the credentials given here), one put inside every value
+    /// deposited from now on (the vault keeps it), one written to the recovery file for the
+    /// owner to keep apart (print it). Neither service alone can rebuild the key.
+    Escrow {
+        /// The key manager's address, https://HOST:PORT.
+        #[arg(long)]
+        keyman: String,
+        /// The key manager's TLS certificate fingerprint (SHA-256).
+        #[arg(long)]
+        keyman_fingerprint: String,
+        /// Release on any one of the credentials (by default all must match).
+        #[arg(long)]
+        any: bool,
+        /// Where to write the recovery file (the third share, the wallet's name, the key
+        /// manager and the vault): keep it off this device.
+        #[arg(long)]
+        recovery_file: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+    /// After this device's wallet is lost: get its deposited values back into this wallet.
+    /// The key manager checks the credentials, withdraws each value the old certificates name
+    /// from the vault, checks and opens it, and hands it over.
+    Recover {
+        /// The recovery file `kura wallet escrow` wrote.
+        #[arg(long)]
+        recovery_file: PathBuf,
+        /// The lost wallet's holdings.json (from a backup), whose certificates name the values.
+        #[arg(long)]
+        holdings: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+    /// Rebuild a lost value key (value.key) from the key manager's share, released to the
+    /// credentials, and either the vault's share inside one deposited value (--certificate,
+    /// which withdraws that value) or the recovery file's share.
+    RebuildKey {
+        /// The certificate whose value gives the vault's share.
+        #[arg(long, required_unless_present = "recovery_file")]
+        certificate: Option<u64>,
+        /// The recovery file `kura wallet escrow` wrote.
+        #[arg(long, conflicts_with = "certificate")]
+        recovery_file: Option<PathBuf>,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+}
+
+/// How the owner proves who they are to the key manager.
+#[derive(Args)]
+pub struct OwnerArgs {
+    /// A file holding the password (or set KURA_WALLET_PASSWORD).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// A file holding what the identity card yields when read.
+    #[arg(long)]
+    id_card_file: Option<PathBuf>,
+    /// A file holding a biometric reading: numbers separated by spaces, commas or lines.
+    #[arg(long)]
+    biometric_file: Option<PathBuf>,
+}
+
+impl OwnerArgs {
+    fn credentials(&self) -> Result<Credentials> {
+        let text = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                .with_context(|| format!("reading {}", p.display()))
+        };
+        let password = match &self.password_file {
+            Some(p) => Some(text(p)?),
+            None => std::env::var("KURA_WALLET_PASSWORD").ok(),
+        };
+        let biometric = self
+            .biometric_file
+            .as_deref()
+            .map(|p| {
+                text(p)?
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|w| !w.is_empty())
+                    .map(|w| {
+                        w.parse::<f32>()
+                            .with_context(|| format!("{}: {w:?} is not a number", p.display()))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let c = Credentials {
+            password,
+            id_card: self.id_card_file.as_deref().map(text).transpose()?,
+            biometric,
+        };
+        if c.methods().is_empty() {
+            bail!(
+                "no credentials: give --password-file (or KURA_WALLET_PASSWORD), --id-card-file \
+                 or --biometric-file"
+            );
+        }
+        Ok(c)
+    }
+}
+
+/// The recovery file: what an owner needs, with their credentials, to rebuild the value key or
+/// restore values after the device is lost.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recovery {
+    /// The lost wallet's public key: its name at the key manager.
+    wallet: String,
+    keyman: String,
+    keyman_fingerprint: String,
+    /// The value key's id, and a check that a rebuilt key is the right one.
+    key_id: String,
+    key_check: String,
+    /// The third share.
+    share: String,
+}
+
+fn key_check(key: &Key) -> String {
+    let mut b = b"kura-wallet key check v1".to_vec();
+    b.extend_from_slice(key.expose());
+    kura_core::Id::of_bytes(&b).to_hex()[..16].to_string()
+}
+
+fn read_recovery(p: &Path) -> Result<(Recovery, [u8; 32])> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let r: Recovery =
+        toml::from_str(&text).with_context(|| format!("{} is not a recovery file", p.display()))?;
+    let wallet = unhex(&r.wallet)
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{}: wallet is not 32 bytes of hex", p.display()))?;
+    Ok((r, wallet))
 }
 
 /// A value record's fields.
@@ -142,6 +277,14 @@ struct Settings {
     vault_key: String,
     keep_deposited: bool,
     digest: Vec<Field>,
+    /// Set by `kura wallet escrow`: the key manager, and the vault's share of the value key
+    /// that every deposit carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyman: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyman_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vault_share: Option<String>,
 }
 
 /// One holding as the wallet keeps it.
@@ -267,6 +410,50 @@ impl Dir {
         Ok((id, Key::from_bytes(k)))
     }
 
+    fn write_value_key(&self, id: &[u8; 16], key: &Key) -> Result<()> {
+        let mut value = id.to_vec();
+        value.extend_from_slice(key.expose());
+        write_private(
+            &self.path.join("value.key"),
+            format!("{}\n", hex(&value)).as_bytes(),
+        )
+    }
+
+    fn save_settings(&self) -> Result<()> {
+        write_private(
+            &self.path.join("wallet.toml"),
+            toml::to_string(&self.settings)?.as_bytes(),
+        )
+    }
+
+    fn keyman(&self) -> Result<KeymanClient> {
+        match (&self.settings.keyman, &self.settings.keyman_fingerprint) {
+            (Some(url), Some(fp)) => Ok(KeymanClient::new(url, fp)?),
+            _ => bail!("this wallet's key is not escrowed (`kura wallet escrow`)"),
+        }
+    }
+
+    /// Withdraws the value `cert` names and keeps its bytes in `withdrawn/` before anything
+    /// else can fail (the vault has retired the record); the value as the vault returned it,
+    /// checked to be the one the certificate names, and where its bytes are kept.
+    fn withdraw(&self, cert: &Certificate, signer: &SigningKey) -> Result<(Registered, PathBuf)> {
+        cert.verify(&self.vault_key()?)?;
+        let bytes = self.vault()?.withdraw(cert, signer)?;
+        let kept = self.path.join("withdrawn");
+        std::fs::create_dir_all(&kept)?;
+        let file = kept.join(format!(
+            "{}-{}.kreg",
+            cert.counter,
+            hex(&cert.payload_hash[..8])
+        ));
+        write_private(&file, &bytes)?;
+        let reg = Registered::parse(&bytes)?;
+        if reg.payload_hash() != cert.payload_hash {
+            bail!("the vault returned another value than the certificate names");
+        }
+        Ok((reg, file))
+    }
+
     fn vault_key(&self) -> Result<[u8; 32]> {
         unhex(&self.settings.vault_key)
             .and_then(|b| b.try_into().ok())
@@ -342,23 +529,18 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 vault_key,
                 keep_deposited,
                 digest: DEFAULT_DIGEST.to_vec(),
+                keyman: None,
+                keyman_fingerprint: None,
+                vault_share: None,
             };
             write_private(&path.join("signing.key"), SigningKey::generate().pkcs8())?;
-            let mut value = kura_core::crypto::random_bytes::<16>().to_vec();
-            value.extend_from_slice(Key::random().expose());
-            write_private(
-                &path.join("value.key"),
-                format!("{}\n", hex(&value)).as_bytes(),
-            )?;
-            write_private(
-                &path.join("wallet.toml"),
-                toml::to_string(&settings)?.as_bytes(),
-            )?;
             let d = Dir {
                 path: path.clone(),
                 wallet: Wallet::new(capacity),
                 settings,
             };
+            d.write_value_key(&kura_core::crypto::random_bytes::<16>(), &Key::random())?;
+            d.save_settings()?;
             d.save()?;
             ctx.out
                 .emit(&json!({ "wallet": path, "capacity": capacity }), || {
@@ -455,13 +637,19 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             };
             let signer = d.signing_key()?;
             let (key_id, key) = d.value_key()?;
+            let vault_share = d
+                .settings
+                .vault_share
+                .as_deref()
+                .map(|s| unhex(s).context("vault_share in wallet.toml is not hex"))
+                .transpose()?;
             let sent = Registered::seal(
-                "wallet",
+                &hex(&signer.public()),
                 &record,
                 &d.settings.digest,
                 (&key_id, &key),
                 &signer,
-                None,
+                vault_share,
             );
             let cert = d.vault()?.deposit(sent.to_bytes())?;
             cert.confirms(&d.vault_key()?, &sent).context(
@@ -488,24 +676,13 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             else {
                 bail!("item {id} is not a certificate this wallet holds");
             };
-            cert.verify(&d.vault_key()?)?;
             let signer = d.signing_key()?;
-            let bytes = d.vault()?.withdraw(&cert, &signer)?;
-            // The vault has retired the record: its bytes are kept before anything else can
-            // fail, so the value is never lost on this side.
-            let kept = d.path.join("withdrawn");
-            std::fs::create_dir_all(&kept)?;
-            let file = kept.join(format!(
-                "{}-{}.kreg",
-                cert.counter,
-                hex(&cert.payload_hash[..8])
-            ));
-            write_private(&file, &bytes)?;
-            let reg = Registered::parse(&bytes)?;
-            if reg.payload_hash() != cert.payload_hash {
-                bail!("the vault returned another value than the certificate names");
-            }
-            let (_, key) = d.value_key()?;
+            // Both keys first: the vault retires the record as it answers.
+            let (_, key) = d.value_key().context(
+                "without its value key this wallet cannot open the value (`kura wallet \
+                 rebuild-key` rebuilds an escrowed key)",
+            )?;
+            let (reg, file) = d.withdraw(&cert, &signer)?;
             let record = reg
                 .open(&signer.public(), &key)
                 .context("the withdrawn value does not verify: it was changed at the vault")?;
@@ -515,6 +692,168 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             d.save()?;
             ctx.out.emit(&json!({ "id": id }), || {
                 format!("withdrew {id}: the value is back")
+            });
+            Ok(())
+        }
+        WalletCommand::Escrow {
+            keyman,
+            keyman_fingerprint,
+            any,
+            recovery_file,
+            owner,
+        } => {
+            let mut d = open()?;
+            let credentials = owner.credentials()?;
+            let signer = d.signing_key()?;
+            let (key_id, key) = d.value_key()?;
+            let shares = kura_wallet::split::split(&key, 2, 3)?;
+            let rule = if any { Rule::Any } else { Rule::All };
+            let methods = credentials.methods().join(", ");
+            KeymanClient::new(&keyman, &keyman_fingerprint)?.enrol(&Enrol::sign(
+                &signer,
+                shares[0].clone(),
+                credentials,
+                rule,
+            ))?;
+            let recovery = Recovery {
+                wallet: hex(&signer.public()),
+                keyman: keyman.clone(),
+                keyman_fingerprint: keyman_fingerprint.clone(),
+                key_id: hex(&key_id),
+                key_check: key_check(&key),
+                share: hex(&shares[2]),
+            };
+            write_private(&recovery_file, toml::to_string(&recovery)?.as_bytes())?;
+            d.settings.keyman = Some(keyman);
+            d.settings.keyman_fingerprint = Some(keyman_fingerprint);
+            d.settings.vault_share = Some(hex(&shares[1]));
+            d.save_settings()?;
+            ctx.out.emit(
+                &json!({ "wallet": recovery.wallet, "methods": methods, "rule": rule.name(), "recovery_file": recovery_file }),
+                || {
+                    format!(
+                        "escrowed one share of the value key at the key manager (released to {} \
+                         of: {methods}); values deposited from now on carry the vault's share; \
+                         the third share is in {}: keep it off this device",
+                        rule.name(),
+                        recovery_file.display()
+                    )
+                },
+            );
+            Ok(())
+        }
+        WalletCommand::Recover {
+            recovery_file,
+            holdings,
+            owner,
+        } => {
+            let mut d = open()?;
+            let credentials = owner.credentials()?;
+            let (recovery, wallet) = read_recovery(&recovery_file)?;
+            let old: Holdings = serde_json::from_str(
+                &std::fs::read_to_string(&holdings)
+                    .with_context(|| format!("reading {}", holdings.display()))?,
+            )
+            .with_context(|| format!("{} is not a wallet's holdings.json", holdings.display()))?;
+            let client = KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?;
+            let kept = d.path.join("recovered");
+            std::fs::create_dir_all(&kept)?;
+            let mut restored = Vec::new();
+            for saved in old.holdings {
+                let Saved::Certificate { certificate, .. } = saved else {
+                    continue;
+                };
+                let cert = Certificate::parse(
+                    &unhex(&certificate).context("a certificate in the old holdings")?,
+                )?;
+                let file = kept.join(format!(
+                    "{}-{}.json",
+                    cert.counter,
+                    hex(&cert.payload_hash[..8])
+                ));
+                if file.exists() {
+                    continue;
+                }
+                let record = client.restore(&wallet, credentials.clone(), &cert)?;
+                // The vault has retired the record: the value is kept before anything else
+                // can fail.
+                write_private(&file, &serde_json::to_vec_pretty(&record)?)?;
+                let id = d
+                    .wallet
+                    .add(Holding::Value(record))
+                    .with_context(|| format!("the value is kept in {}", file.display()))?;
+                d.save()?;
+                restored.push(id);
+            }
+            ctx.out.emit(&json!({ "restored": restored }), || {
+                format!("restored {} values: {restored:?}", restored.len())
+            });
+            Ok(())
+        }
+        WalletCommand::RebuildKey {
+            certificate,
+            recovery_file,
+            owner,
+        } => {
+            let mut d = open()?;
+            if d.path.join("value.key").exists() {
+                bail!(
+                    "{} exists: this wallet has its value key (move it away to rebuild it)",
+                    d.path.join("value.key").display()
+                );
+            }
+            let credentials = owner.credentials()?;
+            let signer = d.signing_key()?;
+            let escrowed = d.keyman()?.release(&signer.public(), credentials)?;
+            let (key_id, key, from) = match (certificate, recovery_file) {
+                (Some(id), _) => {
+                    let Some((_, Holding::Certificate(cert))) =
+                        d.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
+                    else {
+                        bail!("item {id} is not a certificate this wallet holds");
+                    };
+                    let (reg, file) = d.withdraw(&cert, &signer)?;
+                    let share = reg.vault_share.clone().with_context(|| {
+                        format!(
+                            "the value was deposited before the key was escrowed, so it holds \
+                             no share (it is kept in {})",
+                            file.display()
+                        )
+                    })?;
+                    let key = kura_wallet::split::combine(&[escrowed, share])?;
+                    let record = reg.open(&signer.public(), &key).with_context(|| {
+                        format!(
+                            "the rebuilt key does not open the value (kept in {})",
+                            file.display()
+                        )
+                    })?;
+                    d.wallet.replace(id, Holding::Value(record))?;
+                    (
+                        reg.key_id,
+                        key,
+                        format!("certificate {id}, whose value is back"),
+                    )
+                }
+                (None, Some(p)) => {
+                    let (r, _) = read_recovery(&p)?;
+                    let share = unhex(&r.share).context("the recovery file's share is not hex")?;
+                    let key = kura_wallet::split::combine(&[escrowed, share])?;
+                    if key_check(&key) != r.key_check {
+                        bail!(
+                            "the shares do not rebuild this wallet's key (another wallet's recovery file?)"
+                        );
+                    }
+                    let id = unhex(&r.key_id)
+                        .and_then(|b| b.try_into().ok())
+                        .context("the recovery file's key_id is not 16 bytes of hex")?;
+                    (id, key, format!("the recovery file {}", p.display()))
+                }
+                (None, None) => bail!("give --certificate or --recovery-file"),
+            };
+            d.write_value_key(&key_id, &key)?;
+            d.save()?;
+            ctx.out.emit(&json!({ "rebuilt": true }), || {
+                format!("rebuilt the value key from the key manager's share and {from}")
             });
             Ok(())
         }

@@ -10,7 +10,9 @@ use kura_wallet::record::{DEFAULT_DIGEST, Field, ValueRecord};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::SigningKey;
 
-use crate::fixture::{Env, VaultServer, parse_json, stderr};
+use crate::fixture::{Env, ValueService, parse_json, stderr};
+
+mod keyman;
 
 fn ticket(n: u64) -> ValueRecord {
     ValueRecord {
@@ -28,7 +30,7 @@ fn ticket(n: u64) -> ValueRecord {
 
 /// A wallet's deposit: the value sealed and signed, the certificate checked.
 fn deposit(
-    vault: &VaultServer,
+    vault: &ValueService,
     wallet: &SigningKey,
     key: &Key,
     n: u64,
@@ -57,7 +59,7 @@ fn withdrawal(cert: &Certificate, signer: &SigningKey) -> Vec<u8> {
 #[test]
 fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
     let env = Env::new();
-    let vault = Arc::new(VaultServer::start(&env, &[]));
+    let vault = Arc::new(ValueService::vault(&env, &[]));
     let (wallet, key) = (SigningKey::generate(), Key::random());
     let (sent, cert) = deposit(&vault, &wallet, &key, 1);
     // What the wallet holds can be listed from the certificate's digest alone.
@@ -101,7 +103,10 @@ fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
 #[test]
 fn forged_altered_stolen_and_oversized_requests_are_refused_and_the_value_stays() {
     let env = Env::new();
-    let vault = VaultServer::start(&env, &["--max-values-per-wallet", "2"]);
+    // The quota from a config file (a flag would override it).
+    let config = env.path("vault.toml");
+    std::fs::write(&config, "max_values_per_wallet = 2\n").unwrap();
+    let vault = ValueService::vault(&env, &["--vault-config", config.to_str().unwrap()]);
     let (wallet, key) = (SigningKey::generate(), Key::random());
     let (sent, cert) = deposit(&vault, &wallet, &key, 1);
 
@@ -146,7 +151,7 @@ fn forged_altered_stolen_and_oversized_requests_are_refused_and_the_value_stays(
 #[test]
 fn a_vault_killed_and_restarted_keeps_its_key_and_every_certificate_it_issued() {
     let env = Env::new();
-    let mut vault = VaultServer::start(&env, &[]);
+    let mut vault = ValueService::vault(&env, &[]);
     let (wallet, key) = (SigningKey::generate(), Key::random());
     let deposits: Vec<_> = (0..5).map(|n| deposit(&vault, &wallet, &key, n)).collect();
     let before = (vault.key, vault.fingerprint.clone());
@@ -176,7 +181,7 @@ fn wallet_ok(env: &Env, dir: &str, args: &[&str]) -> serde_json::Value {
     parse_json(&String::from_utf8(out.stdout).unwrap())
 }
 
-fn init_wallet(env: &Env, dir: &str, vault: &VaultServer, key: &str) {
+fn init_wallet(env: &Env, dir: &str, vault: &ValueService, key: &str) {
     wallet_ok(
         env,
         dir,
@@ -195,7 +200,7 @@ fn init_wallet(env: &Env, dir: &str, vault: &VaultServer, key: &str) {
 #[test]
 fn a_wallet_deposits_a_value_lists_it_offline_and_withdraws_it_back() {
     let env = Env::new();
-    let mut vault = VaultServer::start(&env, &[]);
+    let mut vault = ValueService::vault(&env, &[]);
     init_wallet(&env, "w", &vault, &kura_core::id::hex(&vault.key));
     let ticket = wallet_ok(
         &env,
@@ -288,7 +293,7 @@ fn a_wallet_deposits_a_value_lists_it_offline_and_withdraws_it_back() {
 #[test]
 fn a_deposit_whose_certificate_does_not_confirm_is_aborted_and_the_value_stays() {
     let env = Env::new();
-    let vault = VaultServer::start(&env, &[]);
+    let vault = ValueService::vault(&env, &[]);
     // The wallet trusts another vault key than this vault's.
     let other = kura_core::id::hex(&SigningKey::generate().public());
     init_wallet(&env, "w", &vault, &other);

@@ -1,0 +1,414 @@
+//! The key manager's SQLite file: each wallet's escrowed share with the owner's
+//! authentication (password and identity-card data as Argon2id hashes, a biometric template),
+//! the failures that make the next try wait, and a log of every attempt.
+//!
+//! A try is counted as a failure when it starts and forgiven when it succeeds, so parallel
+//! guesses cannot all slip in before the first failure is written: of 32 at once, exactly
+//! [`FREE_FAILURES`] are checked. Failures are kept in the file, so a restart forgives
+//! nothing.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kura_service::api::throttle::backoff;
+use kura_wallet::biometric::{THRESHOLD, Template};
+use kura_wallet::sign::SigningKey;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use kura_wallet::escrow::{Credentials, Enrol, Rule};
+
+/// Failures that cost no wait.
+pub const FREE_FAILURES: u32 = 3;
+/// The wait after the first failure beyond them; each further one doubles it.
+pub const FIRST_WAIT: Duration = Duration::from_secs(60);
+/// The longest wait.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Attempts the log keeps; older ones are dropped.
+pub const LOG_ROWS: i64 = 100_000;
+
+/// Why the key manager refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeymanError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The request is not what it should be.
+    #[error("{0}")]
+    Invalid(String),
+    /// The credentials do not match (or there is no such escrow: the answer is the same).
+    #[error("the credentials do not match this wallet's escrow")]
+    Refused,
+    /// Too many recent failures.
+    #[error("too many failed attempts for this wallet: try again in {} s", .0.as_secs().max(1))]
+    Backoff(Duration),
+    /// As many checks as may wait are waiting.
+    #[error("the key manager is busy checking credentials: try again shortly")]
+    Busy,
+    /// The key manager holds as many escrows as it may.
+    #[error("the key manager holds its limit of {0} escrows")]
+    Full(u64),
+    /// The vault could not give the value.
+    #[error("{0}")]
+    Vault(String),
+}
+
+/// One wallet's escrow as stored.
+#[derive(Clone)]
+pub struct Escrow {
+    /// The wallet's public key.
+    pub wallet: [u8; 32],
+    /// The escrowed share.
+    pub share: Vec<u8>,
+    /// Argon2id hash of the password.
+    pub password: Option<String>,
+    /// Argon2id hash of the identity-card data.
+    pub id_card: Option<String>,
+    /// The enrolled biometric template.
+    pub biometric: Option<Template>,
+    /// All methods or any one.
+    pub rule: Rule,
+}
+
+impl Escrow {
+    /// Hashes an enrolment's secrets (slow: Argon2id, on a checking thread).
+    pub fn from_enrolment(e: &Enrol) -> Result<Escrow, KeymanError> {
+        let hash = |s: &Option<String>| {
+            s.as_ref()
+                .map(|p| kura_service::password::hash(p.as_bytes()))
+                .transpose()
+                .map_err(KeymanError::Invalid)
+        };
+        Ok(Escrow {
+            wallet: e.wallet,
+            share: e.share.clone(),
+            password: hash(&e.credentials.password)?,
+            id_card: hash(&e.credentials.id_card)?,
+            biometric: e.credentials.biometric.clone().map(Template),
+            rule: e.rule,
+        })
+    }
+
+    /// Whether `c` releases this escrow (slow: Argon2id). Each enrolled method is checked
+    /// when offered; under [`Rule::All`] every one must be offered and match, under
+    /// [`Rule::Any`] one match is enough.
+    pub fn admits(&self, c: &Credentials) -> bool {
+        let secret = |stored: &Option<String>, given: &Option<String>| {
+            stored.as_ref().map(|phc| {
+                given
+                    .as_ref()
+                    .is_some_and(|g| kura_service::password::verify(g.as_bytes(), phc))
+            })
+        };
+        let checks = [
+            secret(&self.password, &c.password),
+            secret(&self.id_card, &c.id_card),
+            self.biometric.as_ref().map(|t| {
+                c.biometric
+                    .as_ref()
+                    .is_some_and(|b| t.matches(&Template(b.clone()), THRESHOLD))
+            }),
+        ];
+        let enrolled = checks.iter().flatten();
+        match self.rule {
+            Rule::All => enrolled.clone().count() > 0 && enrolled.clone().all(|ok| *ok),
+            Rule::Any => enrolled.clone().any(|ok| *ok),
+        }
+    }
+}
+
+/// Spends the time a real password check takes, so an unknown wallet answers as slowly as a
+/// known one.
+pub fn check_nothing(c: &Credentials) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| kura_service::password::hash(b"kura").unwrap_or_default());
+    let given = c.password.as_deref().unwrap_or_default();
+    let _ = kura_service::password::verify(given.as_bytes(), dummy);
+}
+
+/// One logged attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The wallet (hex).
+    pub wallet: String,
+    /// What was asked: enrol, release, restore.
+    pub what: String,
+    /// From where.
+    pub address: String,
+    /// ok, refused, backoff.
+    pub outcome: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS escrows (
+    wallet BLOB PRIMARY KEY,
+    share BLOB NOT NULL,
+    password TEXT,
+    id_card TEXT,
+    biometric TEXT,
+    rule TEXT NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_failure_ms INTEGER NOT NULL DEFAULT 0,
+    enrolled TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    wallet TEXT NOT NULL,
+    what TEXT NOT NULL,
+    address TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+";
+
+/// The key manager's store.
+pub struct Store {
+    db: Mutex<Connection>,
+    key: SigningKey,
+    max_escrows: u64,
+}
+
+impl Store {
+    /// Opens (or makes) the store in `dir`: `keyman.sqlite` and the key manager's signing
+    /// key `keyman.key` (vaults trust it for emergency withdrawals), owner-only.
+    pub fn open(dir: &Path, max_escrows: u64) -> Result<Store, KeymanError> {
+        let (key, db) =
+            kura_vault::store::open_files(dir, "keyman").map_err(KeymanError::Invalid)?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store {
+            db: Mutex::new(db),
+            key,
+            max_escrows,
+        })
+    }
+
+    /// The key manager's signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite's own state consistent.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps (or replaces) a wallet's escrow; its failures start afresh. A new one is refused
+    /// when the store holds its most escrows.
+    pub fn enrol(&self, e: &Escrow) -> Result<(), KeymanError> {
+        let biometric = e
+            .biometric
+            .as_ref()
+            .map(|t| serde_json::to_string(&t.0).unwrap_or_default());
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (held, known): (u64, bool) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(wallet = ?1), 0) > 0 FROM escrows",
+            params![e.wallet.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if !known && held >= self.max_escrows {
+            return Err(KeymanError::Full(self.max_escrows));
+        }
+        tx.execute(
+            "INSERT INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(wallet) DO UPDATE SET share = excluded.share,
+                password = excluded.password, id_card = excluded.id_card,
+                biometric = excluded.biometric, rule = excluded.rule,
+                failures = 0, last_failure_ms = 0, enrolled = excluded.enrolled",
+            params![
+                e.wallet.as_slice(),
+                e.share,
+                e.password,
+                e.id_card,
+                biometric,
+                e.rule.name(),
+                jiff::Timestamp::now().to_string()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Starts a try for `wallet` at `now_ms` (milliseconds since the epoch): refused while
+    /// its failures make it wait, otherwise counted as a failure until [`Store::succeeded`].
+    /// `None` when there is no such escrow.
+    pub fn begin(&self, wallet: &[u8; 32], now_ms: i64) -> Result<Option<Escrow>, KeymanError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT share, password, id_card, biometric, rule, failures, last_failure_ms
+                 FROM escrows WHERE wallet = ?1",
+                params![wallet.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((share, password, id_card, biometric, rule, failures, last)) = row else {
+            return Ok(None);
+        };
+        let wait = backoff(failures, FREE_FAILURES, FIRST_WAIT, LONGEST_WAIT);
+        let free_at = last.saturating_add(wait.as_millis() as i64);
+        if free_at > now_ms {
+            return Err(KeymanError::Backoff(Duration::from_millis(
+                (free_at - now_ms) as u64,
+            )));
+        }
+        tx.execute(
+            "UPDATE escrows SET failures = failures + 1, last_failure_ms = ?2 WHERE wallet = ?1",
+            params![wallet.as_slice(), now_ms],
+        )?;
+        tx.commit()?;
+        let damaged =
+            |what: &str| KeymanError::Invalid(format!("a stored escrow's {what} is damaged"));
+        Ok(Some(Escrow {
+            wallet: *wallet,
+            share,
+            password,
+            id_card,
+            biometric: biometric
+                .map(|b| serde_json::from_str(&b).map(Template))
+                .transpose()
+                .map_err(|_| damaged("template"))?,
+            rule: Rule::from_name(&rule).ok_or_else(|| damaged("rule"))?,
+        }))
+    }
+
+    /// A try for `wallet` succeeded: its failures are forgiven.
+    pub fn succeeded(&self, wallet: &[u8; 32]) -> Result<(), KeymanError> {
+        self.db().execute(
+            "UPDATE escrows SET failures = 0, last_failure_ms = 0 WHERE wallet = ?1",
+            params![wallet.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// Logs an attempt (the log keeps the last [`LOG_ROWS`]).
+    pub fn log(&self, a: &Attempt) -> Result<(), KeymanError> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO attempts (at, wallet, what, address, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.at, a.wallet, a.what, a.address, a.outcome],
+        )?;
+        db.execute(
+            "DELETE FROM attempts WHERE id <= (SELECT MAX(id) FROM attempts) - ?1",
+            params![LOG_ROWS],
+        )?;
+        Ok(())
+    }
+
+    /// The logged attempts, oldest first.
+    pub fn attempts(&self) -> Result<Vec<Attempt>, KeymanError> {
+        let db = self.db();
+        let mut q =
+            db.prepare("SELECT at, wallet, what, address, outcome FROM attempts ORDER BY id")?;
+        let rows = q.query_map([], |r| {
+            Ok(Attempt {
+                at: r.get(0)?,
+                wallet: r.get(1)?,
+                what: r.get(2)?,
+                address: r.get(3)?,
+                outcome: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Escrows kept, and attempts refused in the log.
+    pub fn counts(&self) -> Result<(u64, u64), KeymanError> {
+        Ok(self.db().query_row(
+            "SELECT (SELECT COUNT(*) FROM escrows),
+                    (SELECT COUNT(*) FROM attempts WHERE outcome != 'ok')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(password: &str, bio: Option<Vec<f32>>) -> Credentials {
+        Credentials {
+            password: Some(password.into()),
+            id_card: None,
+            biometric: bio,
+        }
+    }
+
+    #[test]
+    fn all_needs_every_enrolled_method_and_any_needs_one() {
+        let w = SigningKey::generate();
+        let template = vec![0.5f32; 16];
+        let near: Vec<f32> = template.iter().map(|x| x + 0.02).collect();
+        let far: Vec<f32> = template.iter().map(|x| x + 0.3).collect();
+        let enrol = |rule| {
+            Escrow::from_enrolment(&Enrol::sign(
+                &w,
+                vec![1; 33],
+                creds("pw-right", Some(template.clone())),
+                rule,
+            ))
+            .unwrap()
+        };
+        let all = enrol(Rule::All);
+        assert!(all.admits(&creds("pw-right", Some(near.clone()))));
+        assert!(!all.admits(&creds("pw-right", Some(far.clone()))));
+        assert!(!all.admits(&creds("pw-wrong", Some(near.clone()))));
+        assert!(
+            !all.admits(&creds("pw-right", None)),
+            "every method is needed"
+        );
+        let any = enrol(Rule::Any);
+        assert!(any.admits(&creds("pw-wrong", Some(near))));
+        assert!(any.admits(&creds("pw-right", None)));
+        assert!(!any.admits(&creds("pw-wrong", Some(far))));
+    }
+
+    #[test]
+    fn failures_wait_longer_each_time_survive_a_reopen_and_a_success_forgives_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 10).unwrap();
+        let w = SigningKey::generate();
+        let e = Escrow::from_enrolment(&Enrol::sign(&w, vec![1; 33], creds("pw", None), Rule::All))
+            .unwrap();
+        store.enrol(&e).unwrap();
+        assert!(store.begin(&[9; 32], 0).unwrap().is_none());
+        let t0 = 1_000_000;
+        for _ in 0..FREE_FAILURES {
+            assert!(store.begin(&e.wallet, t0).unwrap().is_some());
+        }
+        let first = FIRST_WAIT.as_millis() as i64;
+        assert!(matches!(
+            store.begin(&e.wallet, t0 + first - 1),
+            Err(KeymanError::Backoff(_))
+        ));
+        drop(store);
+        let store = Store::open(dir.path(), 10).unwrap();
+        assert!(
+            store.begin(&e.wallet, t0 + 10).is_err(),
+            "a reopen forgives nothing"
+        );
+        assert!(store.begin(&e.wallet, t0 + first).unwrap().is_some());
+        match store.begin(&e.wallet, t0 + first + 1) {
+            Err(KeymanError::Backoff(d)) => assert!(d > FIRST_WAIT, "{d:?} doubles"),
+            other => panic!("{:?}", other.map(|e| e.is_some())),
+        }
+        store.succeeded(&e.wallet).unwrap();
+        assert!(store.begin(&e.wallet, t0 + first + 2).unwrap().is_some());
+    }
+}

@@ -1,0 +1,395 @@
+//! The key manager through real `kura keyman serve` and `kura vault serve` processes: a share
+//! released only to matching credentials, guesses that back off (also in parallel and across
+//! a restart), values restored for an owner whose wallet is lost, and the split that leaves
+//! neither service able to rebuild the key alone.
+
+use std::sync::Arc;
+
+use kura_wallet::registered::Registered;
+use kura_wallet::split::combine;
+
+use super::{init_wallet, wallet, wallet_ok};
+use crate::fixture::{Env, ValueService, stderr};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A key manager and a vault that trust each other: the key manager learns where the vault
+/// is, the vault learns the key manager's signing key.
+fn services(env: &Env, keyman_args: &[&str]) -> (ValueService, ValueService) {
+    let mut keyman = ValueService::keyman(env, keyman_args);
+    let vault = ValueService::vault(env, &["--keyman-key", &keyman.key_hex()]);
+    let mut args = keyman_args.to_vec();
+    args.extend([
+        "--vault",
+        &vault.url,
+        "--vault-fingerprint",
+        &vault.fingerprint,
+    ]);
+    keyman.restart_with(&args);
+    (vault, keyman)
+}
+
+/// Writes `text` to a file in `env` and returns its path.
+fn file(env: &Env, name: &str, text: &str) -> String {
+    let p = env.path(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A biometric reading: the enrolled template, each feature moved by `by`.
+fn reading(by: f32) -> String {
+    (0..64)
+        .map(|i| format!("{}", 0.3 + (i as f32) * 0.005 + by))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn escrow(env: &Env, dir: &str, keyman: &ValueService, credentials: &[&str]) -> String {
+    let recovery = env.path(&format!("{dir}-recovery.toml"));
+    let mut args = vec![
+        "escrow",
+        "--keyman",
+        &keyman.url,
+        "--keyman-fingerprint",
+        &keyman.fingerprint,
+        "--recovery-file",
+        recovery.to_str().unwrap(),
+    ];
+    args.extend(credentials);
+    wallet_ok(env, dir, &args);
+    recovery.to_str().unwrap().to_string()
+}
+
+fn add_and_deposit(env: &Env, dir: &str, name: &str) -> (u64, serde_json::Value) {
+    let added = wallet_ok(
+        env,
+        dir,
+        &[
+            "add",
+            "--kind",
+            "prepaid",
+            "--name",
+            name,
+            "--total",
+            "3000",
+            "--balance",
+            "3000",
+        ],
+    );
+    let id = added["id"].as_u64().unwrap();
+    let record = wallet_ok(env, dir, &["show", &id.to_string()])["record"].clone();
+    let dep = wallet_ok(env, dir, &["deposit", &id.to_string()]);
+    (dep["id"].as_u64().unwrap(), record)
+}
+
+fn attempts(keyman: &ValueService) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(keyman.data().join("keyman.sqlite")).unwrap();
+    let mut q = db
+        .prepare("SELECT what, outcome FROM attempts ORDER BY id")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_back_off() {
+    let env = Env::new();
+    let (vault, mut keyman) = services(&env, &[]);
+    init_wallet(&env, "w", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", &format!("{PASSWORD}\n"));
+    let wrong = file(&env, "wrong", "correct horse battery stapler\n");
+    let enrolled = file(&env, "enrolled", &reading(0.0));
+    let near = file(&env, "near", &reading(0.03));
+    let far = file(&env, "far", &reading(0.3));
+    let recovery = escrow(
+        &env,
+        "w",
+        &keyman,
+        &["--password-file", &pw, "--biometric-file", &enrolled],
+    );
+    let key_file = env.path("w/value.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let rebuild = |password: &str, bio: Option<&str>| {
+        let mut args = vec![
+            "rebuild-key",
+            "--recovery-file",
+            &recovery,
+            "--password-file",
+            password,
+        ];
+        if let Some(b) = bio {
+            args.extend(["--biometric-file", b]);
+        }
+        wallet(&env, "w", &args)
+    };
+
+    // The owner, with a reading within the tolerance, gets the key back.
+    std::fs::remove_file(&key_file).unwrap();
+    let out = rebuild(&pw, Some(&near));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+
+    // A wrong password, a reading beyond the tolerance, a missing method: refused.
+    std::fs::remove_file(&key_file).unwrap();
+    for (password, bio) in [(&wrong, Some(&near)), (&pw, Some(&far)), (&pw, None)] {
+        let out = rebuild(password, bio.map(|b| b.as_str()));
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("the credentials do not match"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!key_file.exists());
+    }
+    // Three failures: now even the right credentials wait, across a restart too.
+    for _ in 0..2 {
+        let out = rebuild(&pw, Some(&near));
+        assert!(
+            stderr(&out).contains("(429)") && stderr(&out).contains("try again in"),
+            "{}",
+            stderr(&out)
+        );
+        keyman.kill_and_restart();
+    }
+    assert!(!key_file.exists());
+    let outcomes: Vec<_> = attempts(&keyman)
+        .into_iter()
+        .map(|(what, outcome)| format!("{what} {outcome}"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "enrol ok",
+            "release ok",
+            "release refused",
+            "release refused",
+            "release refused",
+            "release backoff",
+            "release backoff"
+        ]
+    );
+    // The log says who failed, never with what.
+    let log = std::fs::read_to_string(keyman.data().with_extension("log")).unwrap();
+    assert!(log.contains("escrow attempt refused"), "{log}");
+    assert!(!log.contains("battery"), "a password reached the log");
+}
+
+#[test]
+fn parallel_guesses_cost_three_checks_and_the_number_of_escrows_is_bounded() {
+    let env = Env::new();
+    let config = file(&env, "keyman.toml", "max_escrows = 1\n");
+    let (vault, keyman) = services(&env, &["--keyman-config", &config]);
+    init_wallet(&env, "w", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", PASSWORD);
+    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let wallet_key = std::fs::read_to_string(&recovery)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("wallet = \"")
+                .map(|w| w.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let body = serde_json::json!({
+        "wallet": wallet_key,
+        "credentials": { "password": "a guess" },
+    })
+    .to_string();
+    let keyman = Arc::new(keyman);
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (k, b) = (keyman.clone(), body.clone());
+            std::thread::spawn(move || k.post("/v1/release", b.into_bytes()).0)
+        })
+        .collect();
+    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    let count = |s| statuses.iter().filter(|&&x| x == s).count();
+    assert_eq!((count(403), count(429)), (3, 29), "{statuses:?}");
+
+    // A second wallet finds the key manager full; the first keeps its escrow.
+    init_wallet(&env, "other", &vault, &vault.key_hex());
+    let out = wallet(
+        &env,
+        "other",
+        &[
+            "escrow",
+            "--keyman",
+            &keyman.url,
+            "--keyman-fingerprint",
+            &keyman.fingerprint,
+            "--recovery-file",
+            env.path("other.toml").to_str().unwrap(),
+            "--password-file",
+            &pw,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("limit of 1 escrows"),
+        "{}",
+        stderr(&out)
+    );
+    let metrics = keyman
+        .http()
+        .get(format!("{}/metrics", keyman.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("kura_keyman_escrows 1\n"), "{metrics}");
+}
+
+#[test]
+fn a_lost_wallet_gets_its_values_back_through_the_key_manager_and_neither_service_alone_has_the_key()
+ {
+    let env = Env::new();
+    let (mut vault, keyman) = services(&env, &[]);
+    init_wallet(&env, "lost", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", PASSWORD);
+    let recovery = escrow(&env, "lost", &keyman, &["--password-file", &pw]);
+    let (_, first) = add_and_deposit(&env, "lost", "Metro card");
+    let (_, second) = add_and_deposit(&env, "lost", "Film ticket");
+    let holdings = env.path("holdings-backup.json");
+    std::fs::copy(env.path("lost/holdings.json"), &holdings).unwrap();
+    std::fs::remove_dir_all(env.path("lost")).unwrap();
+
+    // The key manager holds one share, the vault another inside each value: each alone
+    // rebuilds nothing, the two together would open the value.
+    let escrowed: Vec<u8> = rusqlite::Connection::open(keyman.data().join("keyman.sqlite"))
+        .unwrap()
+        .query_row("SELECT share FROM escrows", [], |r| r.get(0))
+        .unwrap();
+    let payload: Vec<u8> = rusqlite::Connection::open(vault.data().join("vault.sqlite"))
+        .unwrap()
+        .query_row(
+            "SELECT payload FROM records ORDER BY counter LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let reg = Registered::parse(&payload).unwrap();
+    let at_vault = reg.vault_share.clone().unwrap();
+    assert!(combine(std::slice::from_ref(&escrowed)).is_err());
+    assert!(combine(std::slice::from_ref(&at_vault)).is_err());
+    let mut guess = at_vault.clone();
+    guess[1] ^= 1;
+    let guessed = combine(&[escrowed.clone(), guess]).unwrap();
+    assert!(reg.open(&reg.signer, &guessed).is_err());
+    let both = combine(&[escrowed, at_vault]).unwrap();
+    let opened = reg.open(&reg.signer, &both).unwrap();
+    assert_eq!(serde_json::to_value(&opened).unwrap(), first);
+
+    // A new wallet on a new device.
+    init_wallet(&env, "new", &vault, &vault.key_hex());
+    let recover = |password: &str| {
+        wallet(
+            &env,
+            "new",
+            &[
+                "recover",
+                "--recovery-file",
+                &recovery,
+                "--holdings",
+                holdings.to_str().unwrap(),
+                "--password-file",
+                password,
+            ],
+        )
+    };
+    // The key manager alone, with the vault down, restores nothing and retires nothing.
+    vault.kill();
+    let out = recover(&pw);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("reaching the vault"),
+        "{}",
+        stderr(&out)
+    );
+    let wrong = file(&env, "wrong", "not the password");
+    vault.kill_and_restart();
+    let out = recover(&wrong);
+    assert!(
+        stderr(&out).contains("the credentials do not match"),
+        "{}",
+        stderr(&out)
+    );
+    let held = |v: &ValueService| {
+        let m = v
+            .http()
+            .get(format!("{}/metrics", v.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("kura_vault_values_held "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(held(&vault), "2");
+
+    let out = recover(&pw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = wallet_ok(&env, "new", &["list"]);
+    let records: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["record"].clone())
+        .collect();
+    assert_eq!(records, [first, second]);
+    assert_eq!(held(&vault), "0");
+    // Asked again, nothing comes twice.
+    assert!(recover(&pw).status.success());
+    assert_eq!(
+        wallet_ok(&env, "new", &["list"]).as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        !keyman.log().contains("horse"),
+        "a password reached the log"
+    );
+}
+
+#[test]
+fn a_lost_value_key_is_rebuilt_from_the_key_manager_and_one_certificate() {
+    let env = Env::new();
+    let (vault, keyman) = services(&env, &[]);
+    init_wallet(&env, "w", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", PASSWORD);
+    let card = file(&env, "card", "JP-ID 1234-5678-9012 YAMADA TARO 1980-04-01");
+    escrow(
+        &env,
+        "w",
+        &keyman,
+        &["--password-file", &pw, "--id-card-file", &card, "--any"],
+    );
+    let (cert, record) = add_and_deposit(&env, "w", "Concert ticket");
+    let key_file = env.path("w/value.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+
+    // Without its key the wallet does not withdraw (and the vault keeps the value).
+    let out = wallet(&env, "w", &["withdraw", &cert.to_string()]);
+    assert!(stderr(&out).contains("rebuild-key"), "{}", stderr(&out));
+
+    // The identity card alone is enough under --any.
+    let out = wallet(
+        &env,
+        "w",
+        &[
+            "rebuild-key",
+            "--certificate",
+            &cert.to_string(),
+            "--id-card-file",
+            &card,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    let shown = wallet_ok(&env, "w", &["show", &cert.to_string()]);
+    assert_eq!(shown["record"], record);
+}

@@ -1,0 +1,35 @@
+//! Reading what the vault and the key manager are sent never panics: a withdrawal's body, and
+//! the key manager's enrolment, release and restore requests, each decode or are refused. An
+//! enrolment that decodes is signed by the wallet it names and reads back from its own JSON;
+//! no decoded request carries a field beyond its bounds.
+#![no_main]
+use kura_wallet::certificate::parse_withdrawal;
+use kura_wallet::escrow::{Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Release, Restore};
+use libfuzzer_sys::fuzz_target;
+
+fn bounded(c: &Credentials) {
+    for s in [&c.password, &c.id_card].into_iter().flatten() {
+        assert!(!s.is_empty() && s.len() <= MAX_SECRET);
+    }
+    if let Some(b) = &c.biometric {
+        assert!(!b.is_empty() && b.len() <= MAX_FEATURES);
+        assert!(b.iter().all(|x| x.is_finite()));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((cert, _)) = parse_withdrawal(data) {
+        assert_eq!(cert.to_bytes(), data[..data.len() - 64]);
+    }
+    if let Ok(e) = Enrol::parse(data) {
+        bounded(&e.credentials);
+        assert!(!e.credentials.methods().is_empty());
+        assert_eq!(Enrol::parse(&e.to_json()).unwrap(), e);
+    }
+    if let Ok((r, _)) = Release::parse(data) {
+        bounded(&r.credentials);
+    }
+    if let Ok((r, _, _)) = Restore::parse(data) {
+        bounded(&r.owner.credentials);
+    }
+});
