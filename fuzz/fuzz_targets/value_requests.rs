@@ -1,10 +1,14 @@
-//! Reading what the vault and the key manager are sent never panics: a withdrawal's body, and
-//! the key manager's enrolment, release and restore requests, each decode or are refused. An
+//! Reading what the vault and the key manager are sent never panics: a withdrawal's body, a
+//! replacement and its answer, and the key manager's enrolment, release, restore and rekey
+//! requests, each decode or are refused. An
 //! enrolment that decodes is signed by the wallet it names and reads back from its own JSON;
 //! no decoded request carries a field beyond its bounds.
 #![no_main]
 use kura_wallet::certificate::parse_withdrawal;
-use kura_wallet::escrow::{Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Release, Restore};
+use kura_wallet::escrow::{
+    Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Rekey, Release, Restore,
+};
+use kura_wallet::rekey::{MAX_ITEMS, Replacement, answer_to_bytes, parse_answer};
 use libfuzzer_sys::fuzz_target;
 
 fn bounded(c: &Credentials) {
@@ -31,5 +35,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((r, _, _)) = Restore::parse(data) {
         bounded(&r.owner.credentials);
+    }
+    if let Ok((r, _, certs)) = Rekey::parse(data) {
+        bounded(&r.owner.credentials);
+        assert!(certs.len() <= MAX_ITEMS);
+    }
+    if let Ok(r) = Replacement::parse(data) {
+        assert!(!r.items.is_empty() && r.items.len() <= MAX_ITEMS);
+        assert_eq!(r.to_bytes(), data);
+    }
+    if let Ok(certs) = parse_answer(data) {
+        assert_eq!(answer_to_bytes(&certs), data);
     }
 });

@@ -21,10 +21,12 @@ use kura_wallet::registered::Registered;
 use serde_json::json;
 
 use crate::store::{Attempt, Escrow, KeymanError, Store, check_nothing};
-use kura_wallet::escrow::{Credentials, Enrol, Release, Restore};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, Release, Restore};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest re-keying request: every certificate one wallet may hold.
+pub const MAX_REKEY: usize = 4 << 20;
 
 /// What the handlers share.
 pub struct Keyman {
@@ -62,6 +64,10 @@ pub fn app(k: Arc<Keyman>) -> Router {
         .route("/v1/escrow", post(enrol))
         .route("/v1/release", post(release))
         .route("/v1/restore", post(restore))
+        .route(
+            "/v1/rekey",
+            post(rekey).layer(DefaultBodyLimit::max(MAX_REKEY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(k)
 }
@@ -247,6 +253,26 @@ async fn restore(
     .await?;
     k.restored.fetch_add(1, Ordering::Relaxed);
     Ok(Json(json!({ "value": hex(&value) })))
+}
+
+async fn rekey(
+    State(k): State<Arc<Keyman>>,
+    peer: Peer,
+    body: Bytes,
+) -> Result<Json<Delivery>, KeymanError> {
+    let (r, wallet, certs) = Rekey::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
+    let (url, fingerprint) = k.vault.clone().ok_or_else(|| {
+        KeymanError::Vault("this key manager is not configured with a vault (--vault)".into())
+    })?;
+    let escrow = authenticate(&k, wallet, r.owner.credentials, ip(peer), "rekey").await?;
+    let keyman = k.clone();
+    let delivery = blocking(move || {
+        let vault =
+            VaultClient::new(&url, &fingerprint).map_err(|e| KeymanError::Vault(e.to_string()))?;
+        crate::rekey::run(&keyman.store, &vault, &escrow, &certs)
+    })
+    .await?;
+    Ok(Json(delivery))
 }
 
 /// Opens a value the vault gave back for `escrow`'s owner: it must be the one the certificate

@@ -6,7 +6,7 @@ use kura_wallet::certificate::Certificate;
 use kura_wallet::record::ValueRecord;
 use serde::Deserialize;
 
-use kura_wallet::escrow::{Credentials, Enrol, Release, Restore};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, Release, Restore};
 
 /// A connection to one key manager.
 pub struct KeymanClient(Pinned);
@@ -72,5 +72,26 @@ impl KeymanClient {
         let v: Value = serde_json::from_slice(&b).map_err(answer)?;
         let bytes = unhex(&v.value).ok_or_else(|| answer("the value is not hex"))?;
         ValueRecord::from_bytes(&bytes).map_err(answer)
+    }
+
+    /// Has the key manager re-key `wallet` over the values `certs` name (or finish the
+    /// re-keying it began); the new keys and certificates.
+    pub fn rekey(
+        &self,
+        wallet: &[u8; 32],
+        credentials: Credentials,
+        certs: &[Certificate],
+    ) -> Result<Delivery, ClientError> {
+        let body = Rekey {
+            owner: Release {
+                wallet: hex(wallet),
+                credentials,
+            },
+            certificates: certs.iter().map(|c| hex(&c.to_bytes())).collect(),
+        };
+        let b = self
+            .0
+            .post("/v1/rekey", serde_json::to_vec(&body).map_err(answer)?)?;
+        serde_json::from_slice(&b).map_err(answer)
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod rekey;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -16,7 +16,7 @@ use kura_wallet::biometric::{THRESHOLD, Template};
 use kura_wallet::sign::SigningKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use kura_wallet::escrow::{Credentials, Enrol, Rule};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rule};
 
 /// Failures that cost no wait.
 pub const FREE_FAILURES: u32 = 3;
@@ -126,6 +126,18 @@ pub fn check_nothing(c: &Credentials) {
     let _ = kura_service::password::verify(given.as_bytes(), dummy);
 }
 
+/// A re-keying as the key manager keeps it.
+pub struct Rekeying {
+    /// The replacement asked of the vault (none when the wallet had no deposits).
+    pub replacement: Option<Vec<u8>>,
+    /// What the owner gets: the new keys, and once done the new certificates.
+    pub delivery: Delivery,
+    /// The key manager's share of the new value key.
+    pub new_share: Vec<u8>,
+    /// Whether the vault replaced the records.
+    pub done: bool,
+}
+
 /// One logged attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -152,6 +164,13 @@ CREATE TABLE IF NOT EXISTS escrows (
     failures INTEGER NOT NULL DEFAULT 0,
     last_failure_ms INTEGER NOT NULL DEFAULT 0,
     enrolled TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rekeys (
+    wallet BLOB PRIMARY KEY,
+    replacement BLOB,
+    delivery TEXT NOT NULL,
+    new_share BLOB NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -293,6 +312,91 @@ impl Store {
             "UPDATE escrows SET failures = 0, last_failure_ms = 0 WHERE wallet = ?1",
             params![wallet.as_slice()],
         )?;
+        Ok(())
+    }
+
+    /// The re-keying of `wallet` begun or done, if any.
+    pub fn rekey(&self, wallet: &[u8; 32]) -> Result<Option<Rekeying>, KeymanError> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT replacement, delivery, new_share, done FROM rekeys WHERE wallet = ?1",
+                params![wallet.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((replacement, delivery, new_share, done)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Rekeying {
+            replacement,
+            delivery: serde_json::from_str(&delivery)
+                .map_err(|_| KeymanError::Invalid("a stored re-keying is damaged".into()))?,
+            new_share,
+            done,
+        }))
+    }
+
+    /// Keeps a re-keying of `wallet` before the vault is asked, so a retry after any failure
+    /// asks again for the same replacement.
+    pub fn rekey_begin(&self, wallet: &[u8; 32], r: &Rekeying) -> Result<(), KeymanError> {
+        self.db().execute(
+            "INSERT INTO rekeys (wallet, replacement, delivery, new_share) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                wallet.as_slice(),
+                r.replacement,
+                serde_json::to_string(&r.delivery).unwrap_or_default(),
+                r.new_share
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a re-keying the vault refused (the wallet's values changed since it began).
+    pub fn rekey_abandon(&self, wallet: &[u8; 32]) -> Result<(), KeymanError> {
+        self.db().execute(
+            "DELETE FROM rekeys WHERE wallet = ?1 AND done = 0",
+            params![wallet.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// The vault replaced the records: the new wallet's escrow (the old one's credentials, the
+    /// new share) is kept and the re-keying marked done with what was delivered, in one
+    /// transaction. The old escrow stays, so a retry by the owner gets the same delivery.
+    pub fn rekey_finish(
+        &self,
+        old: &Escrow,
+        new: &Escrow,
+        delivery: &Delivery,
+    ) -> Result<(), KeymanError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled)
+             SELECT ?2, ?3, password, id_card, biometric, rule, ?4 FROM escrows WHERE wallet = ?1",
+            params![
+                old.wallet.as_slice(),
+                new.wallet.as_slice(),
+                new.share,
+                jiff::Timestamp::now().to_string()
+            ],
+        )?;
+        tx.execute(
+            "UPDATE rekeys SET done = 1, delivery = ?2 WHERE wallet = ?1",
+            params![
+                old.wallet.as_slice(),
+                serde_json::to_string(delivery).unwrap_or_default()
+            ],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -13,11 +13,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kura_wallet::certificate::parse_withdrawal;
+use kura_wallet::rekey::Replacement;
 
 use crate::store::{Proof, Store, VaultError};
 
 /// Largest request body: a registered value or a certificate with its proof.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest replacement: every value one wallet may hold, old certificate and new value.
+pub const MAX_REPLACEMENT: usize = 16 << 20;
 
 /// What the handlers share.
 pub struct Vault {
@@ -49,6 +52,11 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/deposit", post(deposit))
         .route("/v1/withdraw", post(withdraw))
         .route("/v1/emergency", post(emergency))
+        .route("/v1/read", post(read))
+        .route(
+            "/v1/replace",
+            post(replace).layer(DefaultBodyLimit::max(MAX_REPLACEMENT)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(vault)
 }
@@ -114,6 +122,25 @@ async fn withdraw(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, 
 
 async fn emergency(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
     withdraw_with(v, body, Proof::KeyManager).await
+}
+
+async fn read(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    let r = blocking(move || {
+        let (cert, sig) =
+            parse_withdrawal(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        v.store.read(&cert, &sig)
+    })
+    .await;
+    Ok(octets(r?))
+}
+
+async fn replace(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+    let r = blocking(move || {
+        let r = Replacement::parse(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        v.store.replace(&r)
+    })
+    .await;
+    Ok(octets(r?))
 }
 
 fn count<T>(v: &Vault, ok: &AtomicU64, r: &Result<T, VaultError>) {

@@ -2,7 +2,8 @@
 //! devices are lost): HTTPS with the certificate pinned by its SHA-256 fingerprint, as Kura's
 //! clients pin the service's.
 
-use kura_wallet::certificate::{Certificate, emergency_message, withdrawal_message};
+use kura_wallet::certificate::{Certificate, emergency_message, read_message, withdrawal_message};
+use kura_wallet::rekey::{Replacement, parse_answer};
 use kura_wallet::sign::SigningKey;
 
 /// Why a request to the vault or the key manager failed.
@@ -117,6 +118,20 @@ impl VaultClient {
         let mut body = cert.to_bytes();
         body.extend_from_slice(&wallet.sign(&withdrawal_message(cert)));
         self.0.post("/v1/withdraw", body)
+    }
+
+    /// Reads, without retiring, the value `cert` names, signing as the key manager the vault
+    /// trusts; the registered value's bytes.
+    pub fn read(&self, cert: &Certificate, keyman: &SigningKey) -> Result<Vec<u8>, ClientError> {
+        let mut body = cert.to_bytes();
+        body.extend_from_slice(&keyman.sign(&read_message(cert)));
+        self.0.post("/v1/read", body)
+    }
+
+    /// Has the vault replace records, all or none; the new certificates in order.
+    pub fn replace(&self, r: &Replacement) -> Result<Vec<Certificate>, ClientError> {
+        let b = self.0.post("/v1/replace", r.to_bytes())?;
+        parse_answer(&b).map_err(|e| ClientError::Answer("vault", e.to_string()))
     }
 
     /// Withdraws the value `cert` names for its owner, whose device is lost, signing as the

@@ -28,6 +28,8 @@ pub struct VaultOptions {
     /// The signing key of the key manager trusted to withdraw for owners whose devices are
     /// lost; `None` trusts none.
     pub keyman_key: Option<[u8; 32]>,
+    /// Where to stop dead, for tests of crash safety.
+    pub crash_at: Option<store::CrashAt>,
 }
 
 /// Runs the vault until SIGTERM or Ctrl-C; `ready` hears its address, TLS identity and signing
@@ -38,7 +40,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let store = store::Store::open(&opts.data_dir, opts.max_counter, opts.quota)
         .map_err(std::io::Error::other)?
-        .trust_keyman(opts.keyman_key);
+        .trust_keyman(opts.keyman_key)
+        .crash_at(opts.crash_at);
     let key = store.public_key();
     let app = api::app(Arc::new(api::Vault::new(store)));
     serve_router(app, opts.listen, "kura vault", |addr, id| {

@@ -6,8 +6,11 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use kura_wallet::certificate::{Certificate, Counter, emergency_message, withdrawal_message};
+use kura_wallet::certificate::{
+    Certificate, Counter, emergency_message, read_message, withdrawal_message,
+};
 use kura_wallet::registered::Registered;
+use kura_wallet::rekey::{Replacement, answer_to_bytes};
 use kura_wallet::sign::{SigningKey, verify};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -57,6 +60,7 @@ pub struct Store {
     max_counter: u64,
     quota: Quota,
     keyman: Option<[u8; 32]>,
+    crash_at: Option<CrashAt>,
 }
 
 const SCHEMA: &str = "
@@ -73,7 +77,44 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_counter ON records(counter);
 CREATE INDEX IF NOT EXISTS records_signer ON records(signer, retired);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS replacements (
+    id BLOB PRIMARY KEY,
+    answer BLOB NOT NULL,
+    made TEXT NOT NULL
+);
 ";
+
+/// Where a vault started with `--crash-at` stops dead (as a power cut would), to show that a
+/// replacement is all or nothing: in the middle of its transaction, or after the commit but
+/// before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashAt {
+    /// After writing this many of a replacement's items, before the commit.
+    ReplaceItem(usize),
+    /// After a replacement's commit, before its answer.
+    ReplaceCommit,
+}
+
+impl std::str::FromStr for CrashAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CrashAt, String> {
+        match s.split_once(':') {
+            Some(("replace-item", n)) => n
+                .parse()
+                .map(CrashAt::ReplaceItem)
+                .map_err(|_| format!("{n:?} is not a number")),
+            None if s == "replace-commit" => Ok(CrashAt::ReplaceCommit),
+            _ => Err("replace-item:N or replace-commit".into()),
+        }
+    }
+}
+
+fn crash_if(point: Option<CrashAt>, here: CrashAt) {
+    if point == Some(here) {
+        eprintln!("crashing at {here:?} as asked (--crash-at)");
+        std::process::abort();
+    }
+}
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()
@@ -91,7 +132,14 @@ impl Store {
             max_counter,
             quota,
             keyman: None,
+            crash_at: None,
         })
+    }
+
+    /// Stops the process dead at `point` (tests of crash safety).
+    pub fn crash_at(mut self, point: Option<CrashAt>) -> Store {
+        self.crash_at = point;
+        self
     }
 
     /// Trusts the key manager whose signing key is `key` to withdraw for owners whose devices
@@ -132,17 +180,7 @@ impl Store {
                 self.quota.values, self.quota.bytes
             )));
         }
-        let last: u64 = tx
-            .query_row("SELECT value FROM meta WHERE name = 'counter'", [], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .unwrap_or(0);
-        let (counter, next) = Counter {
-            value: last,
-            max: self.max_counter,
-        }
-        .next();
+        let counter = self.next_counter(&tx)?;
         let cert = Certificate::issue(&r, counter, &self.key);
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO records (hash, counter, signer, wallet, payload, certificate, deposited)
@@ -162,11 +200,6 @@ impl Store {
                 "this value is registered already".into(),
             ));
         }
-        tx.execute(
-            "INSERT INTO meta (name, value) VALUES ('counter', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![next.value],
-        )?;
         tx.commit()?;
         Ok(cert)
     }
@@ -179,33 +212,12 @@ impl Store {
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found = tx
-            .query_row(
-                "SELECT payload, certificate, signer, retired FROM records
-                 WHERE counter = ?1 AND hash = ?2",
-                params![cert.counter, cert.payload_hash.as_slice()],
-                |r| {
-                    Ok(Held {
-                        payload: r.get(0)?,
-                        certificate: r.get(1)?,
-                        signer: r.get(2)?,
-                        retired: r.get::<_, Option<String>>(3)?.is_some(),
-                    })
-                },
-            )
-            .optional()?;
-        let Some(Held {
+        let Held {
             payload,
-            certificate: stored,
             signer,
             retired,
-        }) = found
-        else {
-            return Err(VaultError::Unknown);
-        };
-        if stored != cert.to_bytes() {
-            return Err(VaultError::Unknown);
-        }
+            ..
+        } = Self::held(&tx, cert)?;
         let signer: [u8; 32] = signer
             .try_into()
             .map_err(|_| VaultError::Invalid("a stored signer is damaged".into()))?;
@@ -235,6 +247,149 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(payload)
+    }
+
+    fn trusted_keyman(&self) -> Result<[u8; 32], VaultError> {
+        self.keyman
+            .ok_or_else(|| VaultError::Invalid("this vault trusts no key manager".into()))
+    }
+
+    /// The next counter value, stored.
+    fn next_counter(&self, tx: &rusqlite::Transaction<'_>) -> Result<u64, VaultError> {
+        let last: u64 = tx
+            .query_row("SELECT value FROM meta WHERE name = 'counter'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let (counter, next) = Counter {
+            value: last,
+            max: self.max_counter,
+        }
+        .next();
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES ('counter', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![next.value],
+        )?;
+        Ok(counter)
+    }
+
+    /// The held record `cert` names, checked against the whole certificate.
+    fn held(tx: &rusqlite::Transaction<'_>, cert: &Certificate) -> Result<Held, VaultError> {
+        let found = tx
+            .query_row(
+                "SELECT payload, certificate, signer, retired FROM records
+                 WHERE counter = ?1 AND hash = ?2",
+                params![cert.counter, cert.payload_hash.as_slice()],
+                |r| {
+                    Ok(Held {
+                        payload: r.get(0)?,
+                        certificate: r.get(1)?,
+                        signer: r.get(2)?,
+                        retired: r.get::<_, Option<String>>(3)?.is_some(),
+                    })
+                },
+            )
+            .optional()?;
+        match found {
+            Some(h) if h.certificate == cert.to_bytes() => Ok(h),
+            _ => Err(VaultError::Unknown),
+        }
+    }
+
+    /// The value `cert` names, read for the trusted key manager (signing [`read_message`])
+    /// without retiring it: it re-keys the wallet's values and must open them first.
+    pub fn read(&self, cert: &Certificate, sig: &[u8; 64]) -> Result<Vec<u8>, VaultError> {
+        cert.verify(&self.key.public())
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        if !verify(&self.trusted_keyman()?, &read_message(cert), sig) {
+            return Err(VaultError::Invalid(
+                "the read is not signed by the key manager this vault trusts".into(),
+            ));
+        }
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let h = Self::held(&tx, cert)?;
+        if h.retired {
+            return Err(VaultError::Redeemed);
+        }
+        Ok(h.payload)
+    }
+
+    /// Replaces each old record by its new value in one transaction, all or none, for the
+    /// trusted key manager; the new certificates in order. A replacement made already is
+    /// answered again with the same certificates.
+    pub fn replace(&self, r: &Replacement) -> Result<Vec<u8>, VaultError> {
+        if !r.verify(&self.trusted_keyman()?) {
+            return Err(VaultError::Invalid(
+                "the replacement is not signed by the key manager this vault trusts".into(),
+            ));
+        }
+        let signer = r.items[0].1.signer;
+        for (cert, new) in &r.items {
+            cert.verify(&self.key.public())
+                .map_err(|e| VaultError::Invalid(e.to_string()))?;
+            if new.signer != signer {
+                return Err(VaultError::Invalid(
+                    "a replacement's new values are all signed by one new wallet key".into(),
+                ));
+            }
+            new.verify(&signer)
+                .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        }
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let made: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT answer FROM replacements WHERE id = ?1",
+                params![r.id.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(answer) = made {
+            return Ok(answer);
+        }
+        let mut certs = Vec::new();
+        for (i, (old, new)) in r.items.iter().enumerate() {
+            let h = Self::held(&tx, old)?;
+            if h.retired {
+                return Err(VaultError::Redeemed);
+            }
+            let cert = Certificate::issue(new, self.next_counter(&tx)?, &self.key);
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO records (hash, counter, signer, wallet, payload, certificate, deposited)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    cert.payload_hash.as_slice(),
+                    cert.counter,
+                    signer.as_slice(),
+                    new.wallet,
+                    new.to_bytes(),
+                    cert.to_bytes(),
+                    now()
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(VaultError::Invalid(
+                    "a new value is registered already".into(),
+                ));
+            }
+            tx.execute(
+                "UPDATE records SET retired = ?1 WHERE hash = ?2",
+                params![now(), old.payload_hash.as_slice()],
+            )?;
+            certs.push(cert);
+            crash_if(self.crash_at, CrashAt::ReplaceItem(i + 1));
+        }
+        let answer = answer_to_bytes(&certs);
+        tx.execute(
+            "INSERT INTO replacements (id, answer, made) VALUES (?1, ?2, ?3)",
+            params![r.id.as_slice(), answer, now()],
+        )?;
+        tx.commit()?;
+        crash_if(self.crash_at, CrashAt::ReplaceCommit);
+        Ok(answer)
     }
 
     /// Values held and retired.

@@ -139,6 +139,15 @@ pub fn emergency_message(cert: &Certificate) -> Vec<u8> {
     m
 }
 
+/// What the key manager signs to read, without retiring, the value `cert` names: it re-keys a
+/// wallet's values (value-vault.md requirement 8) and must open them first.
+pub fn read_message(cert: &Certificate) -> Vec<u8> {
+    let mut m = b"kura-vault keyman read v1".to_vec();
+    m.extend_from_slice(&cert.payload_hash);
+    m.extend_from_slice(&cert.counter.to_be_bytes());
+    m
+}
+
 /// The vault's counter: up by one at each use, back to 1 after `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {

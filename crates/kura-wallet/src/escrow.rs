@@ -256,6 +256,79 @@ impl Restore {
     }
 }
 
+/// An owner whose device's keys are lost asking for every value the certificates name to be
+/// sealed and signed again under new keys (value-vault.md requirement 8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rekey {
+    /// The wallet's public key (hex) and the owner's credentials.
+    #[serde(flatten)]
+    pub owner: Release,
+    /// The certificates (hex), at most [`crate::rekey::MAX_ITEMS`].
+    pub certificates: Vec<String>,
+}
+
+impl Rekey {
+    /// Reads a body.
+    pub fn parse(body: &[u8]) -> Result<(Rekey, [u8; 32], Vec<Certificate>), RequestError> {
+        let r: Rekey = json(body, "rekey")?;
+        r.owner.credentials.check()?;
+        let wallet = array(&r.owner.wallet, "wallet")?;
+        if r.certificates.len() > crate::rekey::MAX_ITEMS {
+            return Err(bad(format!(
+                "at most {} certificates",
+                crate::rekey::MAX_ITEMS
+            )));
+        }
+        let certs = r
+            .certificates
+            .iter()
+            .map(|c| {
+                unhex(c)
+                    .ok_or_else(|| bad("certificate: hex"))
+                    .and_then(|b| Certificate::parse(&b).map_err(|e| bad(e.to_string())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((r, wallet, certs))
+    }
+}
+
+/// The new keys the key manager delivers after re-keying, all hex: the wallet's new signing
+/// key, its value key (id and key), the vault's share that new deposits carry, the third
+/// share for a new recovery file, and the new certificates in the order of the request's.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// The new public key: the wallet's new name.
+    pub wallet: String,
+    /// The new signing key (PKCS#8).
+    pub signing_key: String,
+    /// The new value key's id.
+    pub key_id: String,
+    /// The new value key.
+    pub value_key: String,
+    /// The share every new deposit carries.
+    pub vault_share: String,
+    /// The share for the owner's new recovery file.
+    pub recovery_share: String,
+    /// The new certificates.
+    pub certificates: Vec<String>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Delivery {{ wallet: {}, .. }}", self.wallet)
+    }
+}
+
+/// A short check that a rebuilt value key is the right one, kept in a recovery file: it says
+/// nothing useful about the key itself.
+pub fn key_check(key: &kura_core::crypto::Key) -> String {
+    let mut b = b"kura-wallet key check v1".to_vec();
+    b.extend_from_slice(key.expose());
+    kura_core::Id::of_bytes(&b).to_hex()[..16].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

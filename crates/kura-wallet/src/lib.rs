@@ -13,6 +13,7 @@ pub mod certificate;
 pub mod escrow;
 pub mod record;
 pub mod registered;
+pub mod rekey;
 pub mod sign;
 pub mod split;
 pub mod wallet;

@@ -42,6 +42,10 @@ pub struct VaultServeArgs {
     /// devices are lost, as `kura keyman serve` printed it (default: none is trusted).
     #[arg(long, env = "KURA_VAULT_KEYMAN_KEY")]
     keyman_key: Option<String>,
+    /// Stop dead at this point (replace-item:N or replace-commit): for tests that a
+    /// replacement is all or nothing.
+    #[arg(long, hide = true)]
+    crash_at: Option<kura_vault::store::CrashAt>,
 }
 
 /// The config file.
@@ -144,6 +148,7 @@ pub fn vault(c: VaultCommand) -> Result<()> {
             bytes: config.max_bytes_per_wallet.unwrap_or(64 << 20),
         },
         keyman_key,
+        crash_at: a.crash_at,
     };
     crate::output::init_logs("info");
     let runtime = tokio::runtime::Runtime::new()?;

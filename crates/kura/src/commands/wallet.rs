@@ -11,7 +11,7 @@ use kura_core::id::{hex, unhex};
 use kura_keyman::client::KeymanClient;
 use kura_vault::client::VaultClient;
 use kura_wallet::certificate::Certificate;
-use kura_wallet::escrow::{Credentials, Enrol, Rule};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rule, key_check};
 use kura_wallet::record::{DEFAULT_DIGEST, Field, Validity, ValueRecord};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::SigningKey;
@@ -144,6 +144,31 @@ pub enum WalletCommand {
         #[command(flatten)]
         owner: OwnerArgs,
     },
+    /// Re-key the wallet after its keys are lost or feared stolen: the key manager opens every
+    /// value this wallet's certificates name, seals and signs it again under new keys, has
+    /// the vault replace them all or none, and delivers the new keys here. Run again after
+    /// any failure: it finishes what was begun.
+    Rekey {
+        /// The recovery file `kura wallet escrow` wrote (it names the wallet and the key
+        /// manager).
+        #[arg(long)]
+        recovery_file: PathBuf,
+        /// Where to write the new recovery file (the old one no longer rebuilds the key).
+        #[arg(long)]
+        new_recovery_file: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+}
+
+/// A re-keying delivered and not yet applied to the wallet's files (`rekey.json`).
+#[derive(Serialize, Deserialize)]
+struct Delivered {
+    delivery: Delivery,
+    /// The holdings whose certificates were sent, in order.
+    ids: Vec<u64>,
+    keyman: String,
+    keyman_fingerprint: String,
 }
 
 /// How the owner proves who they are to the key manager.
@@ -214,12 +239,6 @@ struct Recovery {
     key_check: String,
     /// The third share.
     share: String,
-}
-
-fn key_check(key: &Key) -> String {
-    let mut b = b"kura-wallet key check v1".to_vec();
-    b.extend_from_slice(key.expose());
-    kura_core::Id::of_bytes(&b).to_hex()[..16].to_string()
 }
 
 fn read_recovery(p: &Path) -> Result<(Recovery, [u8; 32])> {
@@ -788,6 +807,100 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             ctx.out.emit(&json!({ "restored": restored }), || {
                 format!("restored {} values: {restored:?}", restored.len())
             });
+            Ok(())
+        }
+        WalletCommand::Rekey {
+            recovery_file,
+            new_recovery_file,
+            owner,
+        } => {
+            let mut d = open()?;
+            let pending = d.path.join("rekey.json");
+            let delivered: Delivered = if pending.exists() {
+                serde_json::from_slice(&std::fs::read(&pending)?)
+                    .with_context(|| format!("{} is damaged", pending.display()))?
+            } else {
+                let credentials = owner.credentials()?;
+                let (recovery, wallet) = read_recovery(&recovery_file)?;
+                let (ids, certs): (Vec<u64>, Vec<Certificate>) = d
+                    .wallet
+                    .holdings
+                    .iter()
+                    .filter_map(|(id, h)| match h {
+                        Holding::Certificate(c) => Some((*id, c.clone())),
+                        Holding::Value(_) => None,
+                    })
+                    .unzip();
+                let client = KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?;
+                let delivery = client.rekey(&wallet, credentials, &certs)?;
+                let delivered = Delivered {
+                    delivery,
+                    ids,
+                    keyman: recovery.keyman,
+                    keyman_fingerprint: recovery.keyman_fingerprint,
+                };
+                // Kept before any key is replaced, so a command cut off here finishes on
+                // the next run.
+                write_private(&pending, &serde_json::to_vec(&delivered)?)?;
+                delivered
+            };
+            let Delivered {
+                delivery,
+                ids,
+                keyman,
+                keyman_fingerprint,
+            } = delivered;
+            let bytes = |h: &str, what: &str| {
+                unhex(h).with_context(|| format!("the delivered {what} is not hex"))
+            };
+            let signer = SigningKey::from_pkcs8(&bytes(&delivery.signing_key, "signing key")?)?;
+            let key: [u8; 32] = bytes(&delivery.value_key, "value key")?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("the delivered value key is not 32 bytes"))?;
+            let key = Key::from_bytes(key);
+            let key_id: [u8; 16] = bytes(&delivery.key_id, "key id")?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("the delivered key id is not 16 bytes"))?;
+            if ids.len() != delivery.certificates.len() {
+                bail!(
+                    "the key manager delivered {} certificates for {} sent",
+                    delivery.certificates.len(),
+                    ids.len()
+                );
+            }
+            for (id, c) in ids.iter().zip(&delivery.certificates) {
+                let cert = Certificate::parse(&bytes(c, "certificate")?)?;
+                cert.verify(&d.vault_key()?)?;
+                d.wallet.replace(*id, Holding::Certificate(cert))?;
+            }
+            write_private(&d.path.join("signing.key"), signer.pkcs8())?;
+            d.write_value_key(&key_id, &key)?;
+            d.settings.keyman = Some(keyman.clone());
+            d.settings.keyman_fingerprint = Some(keyman_fingerprint.clone());
+            d.settings.vault_share = Some(delivery.vault_share.clone());
+            d.save_settings()?;
+            d.save()?;
+            let recovery = Recovery {
+                wallet: delivery.wallet.clone(),
+                keyman,
+                keyman_fingerprint,
+                key_id: delivery.key_id.clone(),
+                key_check: key_check(&key),
+                share: delivery.recovery_share.clone(),
+            };
+            write_private(&new_recovery_file, toml::to_string(&recovery)?.as_bytes())?;
+            std::fs::remove_file(&pending)?;
+            ctx.out.emit(
+                &json!({ "wallet": delivery.wallet, "replaced": ids.len(), "recovery_file": new_recovery_file }),
+                || {
+                    format!(
+                        "re-keyed: {} deposited values are now sealed under the new keys; the new \
+                         recovery file is {}: keep it off this device",
+                        ids.len(),
+                        new_recovery_file.display()
+                    )
+                },
+            );
             Ok(())
         }
         WalletCommand::RebuildKey {

@@ -393,3 +393,99 @@ fn a_lost_value_key_is_rebuilt_from_the_key_manager_and_one_certificate() {
     let shown = wallet_ok(&env, "w", &["show", &cert.to_string()]);
     assert_eq!(shown["record"], record);
 }
+
+/// The vault's records: (held, retired).
+fn records(vault: &ValueService) -> (u64, u64) {
+    rusqlite::Connection::open(vault.data().join("vault.sqlite"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) - COUNT(retired), COUNT(retired) FROM records",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
+    let env = Env::new();
+    let (mut vault, keyman) = services(&env, &[]);
+    let trust = ["--keyman-key".to_string(), keyman.key_hex()];
+    init_wallet(&env, "w", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", PASSWORD);
+    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let deposited: Vec<_> = ["Metro card", "Film ticket", "Concert ticket"]
+        .iter()
+        .map(|n| add_and_deposit(&env, "w", n))
+        .collect();
+    let old_key = std::fs::read(env.path("w/signing.key")).unwrap();
+    let new_recovery = env.path("new-recovery.toml");
+    let rekey = || {
+        wallet(
+            &env,
+            "w",
+            &[
+                "rekey",
+                "--recovery-file",
+                &recovery,
+                "--new-recovery-file",
+                new_recovery.to_str().unwrap(),
+                "--password-file",
+                &pw,
+            ],
+        )
+    };
+
+    // Killed inside its transaction, after two of three records: nothing changed.
+    vault.restart_with(&[&trust[0], &trust[1], "--crash-at", "replace-item:2"]);
+    let out = rekey();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("vault"), "{}", stderr(&out));
+    assert_eq!(
+        records(&vault),
+        (3, 0),
+        "every record still under the old key"
+    );
+    assert_eq!(std::fs::read(env.path("w/signing.key")).unwrap(), old_key);
+
+    // Killed after its commit, before its answer: every record under the new key, and the
+    // wallet does not have it yet.
+    vault.restart_with(&[&trust[0], &trust[1], "--crash-at", "replace-commit"]);
+    assert!(!rekey().status.success());
+    assert_eq!(records(&vault), (3, 3), "every record under the new key");
+    assert_eq!(std::fs::read(env.path("w/signing.key")).unwrap(), old_key);
+
+    // Asked again, the key manager finishes the same replacement and delivers the keys.
+    vault.restart_with(&[&trust[0], &trust[1]]);
+    let out = rekey();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(records(&vault), (3, 3));
+    assert_ne!(std::fs::read(env.path("w/signing.key")).unwrap(), old_key);
+    assert!(!env.path("w/rekey.json").exists());
+    for (cert, record) in &deposited {
+        wallet_ok(&env, "w", &["withdraw", &cert.to_string()]);
+        let shown = wallet_ok(&env, "w", &["show", &cert.to_string()]);
+        assert_eq!(&shown["record"], record);
+    }
+    assert_eq!(records(&vault), (0, 6));
+
+    // The new recovery file and the key manager's new share rebuild the new key.
+    let key = std::fs::read_to_string(env.path("w/value.key")).unwrap();
+    std::fs::remove_file(env.path("w/value.key")).unwrap();
+    let out = wallet(
+        &env,
+        "w",
+        &[
+            "rebuild-key",
+            "--recovery-file",
+            new_recovery.to_str().unwrap(),
+            "--password-file",
+            &pw,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(env.path("w/value.key")).unwrap(),
+        key
+    );
+}
