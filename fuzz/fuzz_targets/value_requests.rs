@@ -4,7 +4,7 @@
 //! enrolment that decodes is signed by the wallet it names and reads back from its own JSON;
 //! no decoded request carries a field beyond its bounds.
 #![no_main]
-use kura_wallet::certificate::parse_withdrawal;
+use kura_wallet::certificate::Withdrawal;
 use kura_wallet::escrow::{
     Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Rekey, Release, Restore,
 };
@@ -22,8 +22,8 @@ fn bounded(c: &Credentials) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((cert, _)) = parse_withdrawal(data) {
-        assert_eq!(cert.to_bytes(), data[..data.len() - 64]);
+    if let Ok(w) = Withdrawal::parse(data) {
+        assert_eq!(w.to_bytes(), data);
     }
     if let Ok(e) = Enrol::parse(data) {
         bounded(&e.credentials);

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use kura_core::id::hex;
 use kura_service::api::throttle::{LoginGate, Refusal};
-use kura_vault::client::VaultClient;
+use kura_vault::client::{ClientError, VaultClient};
 use kura_wallet::registered::Registered;
 use serde_json::json;
 
@@ -81,6 +81,7 @@ impl IntoResponse for KeymanError {
             KeymanError::Backoff(_) => StatusCode::TOO_MANY_REQUESTS,
             KeymanError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             KeymanError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+            KeymanError::Redeemed => StatusCode::CONFLICT,
             KeymanError::Vault(_) => StatusCode::BAD_GATEWAY,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -247,7 +248,10 @@ async fn restore(
         let (url, fingerprint) = keyman.vault.as_ref().ok_or(KeymanError::Refused)?;
         let bytes = VaultClient::new(url, fingerprint)
             .and_then(|v| v.emergency(&cert, keyman.store.key()))
-            .map_err(|e| KeymanError::Vault(e.to_string()))?;
+            .map_err(|e| match e {
+                ClientError::Refused { status: 409, .. } => KeymanError::Redeemed,
+                e => KeymanError::Vault(e.to_string()),
+            })?;
         open(&escrow, &cert.payload_hash, &bytes)
     })
     .await?;

@@ -48,6 +48,9 @@ pub enum KeymanError {
     /// The key manager holds as many escrows as it may.
     #[error("the key manager holds its limit of {0} escrows")]
     Full(u64),
+    /// The vault redeemed this certificate already.
+    #[error("the vault redeemed this certificate already")]
+    Redeemed,
     /// The vault could not give the value.
     #[error("{0}")]
     Vault(String),

@@ -12,10 +12,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kura_wallet::certificate::parse_withdrawal;
+use kura_wallet::certificate::{Purpose, Withdrawal};
 use kura_wallet::rekey::Replacement;
 
-use crate::store::{Proof, Store, VaultError};
+use crate::store::{Store, VaultError};
 
 /// Largest request body: a registered value or a certificate with its proof.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -100,38 +100,33 @@ async fn deposit(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, V
     Ok(octets(r?.to_bytes()))
 }
 
-async fn withdraw_with(
+async fn withdraw_for(
     v: Arc<Vault>,
     body: Bytes,
-    proof: fn([u8; 64]) -> Proof,
+    purpose: Purpose,
 ) -> Result<Response, VaultError> {
     let vault = v.clone();
     let r = blocking(move || {
-        let (cert, sig) =
-            parse_withdrawal(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        vault.store.withdraw(&cert, &proof(sig))
+        let w = Withdrawal::parse(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        vault.store.withdraw(&w, purpose)
     })
     .await;
-    count(&v, &v.withdrawals, &r);
+    if purpose != Purpose::Read {
+        count(&v, &v.withdrawals, &r);
+    }
     Ok(octets(r?))
 }
 
 async fn withdraw(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
-    withdraw_with(v, body, Proof::Wallet).await
+    withdraw_for(v, body, Purpose::Withdraw).await
 }
 
 async fn emergency(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
-    withdraw_with(v, body, Proof::KeyManager).await
+    withdraw_for(v, body, Purpose::Emergency).await
 }
 
 async fn read(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
-    let r = blocking(move || {
-        let (cert, sig) =
-            parse_withdrawal(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        v.store.read(&cert, &sig)
-    })
-    .await;
-    Ok(octets(r?))
+    withdraw_for(v, body, Purpose::Read).await
 }
 
 async fn replace(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {

@@ -2,7 +2,7 @@
 //! devices are lost): HTTPS with the certificate pinned by its SHA-256 fingerprint, as Kura's
 //! clients pin the service's.
 
-use kura_wallet::certificate::{Certificate, emergency_message, read_message, withdrawal_message};
+use kura_wallet::certificate::{Certificate, Purpose, Withdrawal};
 use kura_wallet::rekey::{Replacement, parse_answer};
 use kura_wallet::sign::SigningKey;
 
@@ -108,41 +108,56 @@ impl VaultClient {
         Certificate::parse(&b).map_err(|e| ClientError::Answer("vault", e.to_string()))
     }
 
-    /// Withdraws the value `cert` names, signing the request with the wallet's key; the
+    fn ask(&self, path: &str, w: &Withdrawal) -> Result<Vec<u8>, ClientError> {
+        self.0.post(path, w.to_bytes())
+    }
+
+    /// Withdraws the value `cert` names, signing the request (named by `nonce`: keep it until
+    /// the answer arrives, and ask again with it after a failure) with the wallet's key; the
     /// registered value's bytes.
     pub fn withdraw(
         &self,
         cert: &Certificate,
+        nonce: [u8; 16],
         wallet: &SigningKey,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut body = cert.to_bytes();
-        body.extend_from_slice(&wallet.sign(&withdrawal_message(cert)));
-        self.0.post("/v1/withdraw", body)
+        self.ask(
+            "/v1/withdraw",
+            &Withdrawal::sign(Purpose::Withdraw, cert, nonce, wallet),
+        )
+    }
+
+    /// Withdraws the value `cert` names for its owner, whose device is lost, signing as the
+    /// key manager the vault trusts; the registered value's bytes. The nonce is the same for
+    /// every try of one certificate, so a retry after a lost answer gets the value.
+    pub fn emergency(
+        &self,
+        cert: &Certificate,
+        keyman: &SigningKey,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut seed = b"kura-keyman emergency nonce".to_vec();
+        seed.extend_from_slice(&cert.to_bytes());
+        let id = kura_core::Id::of_bytes(&seed);
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&id.0[..16]);
+        self.ask(
+            "/v1/emergency",
+            &Withdrawal::sign(Purpose::Emergency, cert, nonce, keyman),
+        )
     }
 
     /// Reads, without retiring, the value `cert` names, signing as the key manager the vault
     /// trusts; the registered value's bytes.
     pub fn read(&self, cert: &Certificate, keyman: &SigningKey) -> Result<Vec<u8>, ClientError> {
-        let mut body = cert.to_bytes();
-        body.extend_from_slice(&keyman.sign(&read_message(cert)));
-        self.0.post("/v1/read", body)
+        self.ask(
+            "/v1/read",
+            &Withdrawal::sign(Purpose::Read, cert, [0; 16], keyman),
+        )
     }
 
     /// Has the vault replace records, all or none; the new certificates in order.
     pub fn replace(&self, r: &Replacement) -> Result<Vec<Certificate>, ClientError> {
         let b = self.0.post("/v1/replace", r.to_bytes())?;
         parse_answer(&b).map_err(|e| ClientError::Answer("vault", e.to_string()))
-    }
-
-    /// Withdraws the value `cert` names for its owner, whose device is lost, signing as the
-    /// key manager the vault trusts; the registered value's bytes.
-    pub fn emergency(
-        &self,
-        cert: &Certificate,
-        keyman: &SigningKey,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut body = cert.to_bytes();
-        body.extend_from_slice(&keyman.sign(&emergency_message(cert)));
-        self.0.post("/v1/emergency", body)
     }
 }

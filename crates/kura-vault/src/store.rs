@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use kura_wallet::certificate::{
-    Certificate, Counter, emergency_message, read_message, withdrawal_message,
-};
+use kura_wallet::certificate::{Certificate, Counter, Purpose, Withdrawal};
 use kura_wallet::registered::Registered;
 use kura_wallet::rekey::{Replacement, answer_to_bytes};
-use kura_wallet::sign::{SigningKey, verify};
+use kura_wallet::sign::SigningKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// Why the vault refused or failed.
@@ -43,16 +41,6 @@ pub struct Quota {
     pub bytes: u64,
 }
 
-/// Who asks for a value back, and their signature of the request.
-#[derive(Debug, Clone, Copy)]
-pub enum Proof {
-    /// The depositing wallet, signing [`withdrawal_message`].
-    Wallet([u8; 64]),
-    /// The key manager the vault trusts, signing [`emergency_message`] for an owner whose
-    /// device is lost.
-    KeyManager([u8; 64]),
-}
-
 /// The vault's store.
 pub struct Store {
     db: Mutex<Connection>,
@@ -72,7 +60,8 @@ CREATE TABLE IF NOT EXISTS records (
     payload BLOB NOT NULL,
     certificate BLOB NOT NULL,
     deposited TEXT NOT NULL,
-    retired TEXT
+    retired TEXT,
+    redeemed_by BLOB
 );
 CREATE INDEX IF NOT EXISTS records_counter ON records(counter);
 CREATE INDEX IF NOT EXISTS records_signer ON records(signer, retired);
@@ -93,6 +82,8 @@ pub enum CrashAt {
     ReplaceItem(usize),
     /// After a replacement's commit, before its answer.
     ReplaceCommit,
+    /// After a withdrawal's commit, before its answer.
+    WithdrawCommit,
 }
 
 impl std::str::FromStr for CrashAt {
@@ -104,7 +95,8 @@ impl std::str::FromStr for CrashAt {
                 .map(CrashAt::ReplaceItem)
                 .map_err(|_| format!("{n:?} is not a number")),
             None if s == "replace-commit" => Ok(CrashAt::ReplaceCommit),
-            _ => Err("replace-item:N or replace-commit".into()),
+            None if s == "withdraw-commit" => Ok(CrashAt::WithdrawCommit),
+            _ => Err("replace-item:N, replace-commit or withdraw-commit".into()),
         }
     }
 }
@@ -126,6 +118,15 @@ impl Store {
     pub fn open(dir: &Path, max_counter: u64, quota: Quota) -> Result<Store, VaultError> {
         let (key, db) = open_files(dir, "vault").map_err(VaultError::Invalid)?;
         db.execute_batch(SCHEMA)?;
+        // Vaults made before withdrawals carried a nonce.
+        let has_nonce: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('records') WHERE name = 'redeemed_by'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_nonce {
+            db.execute_batch("ALTER TABLE records ADD COLUMN redeemed_by BLOB")?;
+        }
         Ok(Store {
             db: Mutex::new(db),
             key,
@@ -204,10 +205,13 @@ impl Store {
         Ok(cert)
     }
 
-    /// Withdraws the value `cert` names: found by counter, then hash, then the whole
-    /// certificate; `proof` must hold (see [`Proof`]); retired in the same transaction.
-    /// Returns the registered value's bytes.
-    pub fn withdraw(&self, cert: &Certificate, proof: &Proof) -> Result<Vec<u8>, VaultError> {
+    /// Withdraws the value `w` names: found by counter, then hash, then the whole
+    /// certificate; signed for `purpose` (by the depositing wallet, or by the trusted key
+    /// manager in an emergency); retired in the same transaction. A repeat of the request
+    /// that retired it (same nonce) gets the same bytes again; any other request for it is
+    /// refused. Returns the registered value's bytes.
+    pub fn withdraw(&self, w: &Withdrawal, purpose: Purpose) -> Result<Vec<u8>, VaultError> {
+        let cert = &w.cert;
         cert.verify(&self.key.public())
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
         let mut db = self.db();
@@ -216,36 +220,44 @@ impl Store {
             payload,
             signer,
             retired,
+            redeemed_by,
             ..
         } = Self::held(&tx, cert)?;
         let signer: [u8; 32] = signer
             .try_into()
             .map_err(|_| VaultError::Invalid("a stored signer is damaged".into()))?;
-        let signed = match proof {
-            Proof::Wallet(sig) => verify(&signer, &withdrawal_message(cert), sig),
-            Proof::KeyManager(sig) => self
-                .keyman
-                .is_some_and(|k| verify(&k, &emergency_message(cert), sig)),
+        let signed = match purpose {
+            Purpose::Withdraw => w.verify(purpose, &signer),
+            Purpose::Emergency | Purpose::Read => {
+                self.keyman.is_some_and(|k| w.verify(purpose, &k))
+            }
         };
         if !signed {
-            return Err(VaultError::Invalid(match proof {
-                Proof::Wallet(_) => {
+            return Err(VaultError::Invalid(match purpose {
+                Purpose::Withdraw => {
                     "the withdrawal is not signed by the wallet that deposited the value".into()
                 }
-                Proof::KeyManager(_) => {
-                    "the emergency withdrawal is not signed by a key manager this vault trusts"
-                        .into()
+                Purpose::Emergency | Purpose::Read => {
+                    "the request is not signed by a key manager this vault trusts".into()
                 }
             }));
         }
         if retired {
+            // The request that retired it, asked again, gets the same bytes.
+            if purpose != Purpose::Read && redeemed_by.as_deref() == Some(&w.nonce[..]) {
+                return Ok(payload);
+            }
             return Err(VaultError::Redeemed);
         }
+        if purpose == Purpose::Read {
+            return Ok(payload);
+        }
         tx.execute(
-            "UPDATE records SET retired = ?1 WHERE hash = ?2 AND retired IS NULL",
-            params![now(), cert.payload_hash.as_slice()],
+            "UPDATE records SET retired = ?1, redeemed_by = ?2 WHERE hash = ?3 AND retired IS NULL",
+            params![now(), w.nonce.as_slice(), cert.payload_hash.as_slice()],
         )?;
         tx.commit()?;
+        crash_if(self.crash_at, CrashAt::WithdrawCommit);
         Ok(payload)
     }
 
@@ -279,7 +291,7 @@ impl Store {
     fn held(tx: &rusqlite::Transaction<'_>, cert: &Certificate) -> Result<Held, VaultError> {
         let found = tx
             .query_row(
-                "SELECT payload, certificate, signer, retired FROM records
+                "SELECT payload, certificate, signer, retired, redeemed_by FROM records
                  WHERE counter = ?1 AND hash = ?2",
                 params![cert.counter, cert.payload_hash.as_slice()],
                 |r| {
@@ -288,6 +300,7 @@ impl Store {
                         certificate: r.get(1)?,
                         signer: r.get(2)?,
                         retired: r.get::<_, Option<String>>(3)?.is_some(),
+                        redeemed_by: r.get(4)?,
                     })
                 },
             )
@@ -296,25 +309,6 @@ impl Store {
             Some(h) if h.certificate == cert.to_bytes() => Ok(h),
             _ => Err(VaultError::Unknown),
         }
-    }
-
-    /// The value `cert` names, read for the trusted key manager (signing [`read_message`])
-    /// without retiring it: it re-keys the wallet's values and must open them first.
-    pub fn read(&self, cert: &Certificate, sig: &[u8; 64]) -> Result<Vec<u8>, VaultError> {
-        cert.verify(&self.key.public())
-            .map_err(|e| VaultError::Invalid(e.to_string()))?;
-        if !verify(&self.trusted_keyman()?, &read_message(cert), sig) {
-            return Err(VaultError::Invalid(
-                "the read is not signed by the key manager this vault trusts".into(),
-            ));
-        }
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let h = Self::held(&tx, cert)?;
-        if h.retired {
-            return Err(VaultError::Redeemed);
-        }
-        Ok(h.payload)
     }
 
     /// Replaces each old record by its new value in one transaction, all or none, for the
@@ -408,6 +402,7 @@ struct Held {
     certificate: Vec<u8>,
     signer: Vec<u8>,
     retired: bool,
+    redeemed_by: Option<Vec<u8>>,
 }
 
 /// Opens (or makes) a value service's own files in `dir` (made 0700): its Ed25519 signing
@@ -499,23 +494,29 @@ mod tests {
         let wallet = SigningKey::generate();
         let (sent, cert) = deposit(&store, &wallet);
         let thief = SigningKey::generate();
-        let stolen = thief.sign(&withdrawal_message(&cert));
+        let stolen = Withdrawal::sign(Purpose::Withdraw, &cert, [1; 16], &thief);
         assert!(matches!(
-            store.withdraw(&cert, &Proof::Wallet(stolen)),
+            store.withdraw(&stolen, Purpose::Withdraw),
             Err(VaultError::Invalid(_))
         ));
-        // No key manager is trusted, so no emergency withdrawal holds.
+        // No key manager is trusted, so no emergency withdrawal or read holds.
         let keyman = SigningKey::generate();
-        let emergency = Proof::KeyManager(keyman.sign(&emergency_message(&cert)));
-        assert!(matches!(
-            store.withdraw(&cert, &emergency),
-            Err(VaultError::Invalid(_))
-        ));
-        let proof = Proof::Wallet(wallet.sign(&withdrawal_message(&cert)));
-        let handles: Vec<_> = (0..32)
-            .map(|_| {
-                let (s, c) = (store.clone(), cert.clone());
-                std::thread::spawn(move || s.withdraw(&c, &proof))
+        for purpose in [Purpose::Emergency, Purpose::Read] {
+            let w = Withdrawal::sign(purpose, &cert, [2; 16], &keyman);
+            assert!(matches!(
+                store.withdraw(&w, purpose),
+                Err(VaultError::Invalid(_))
+            ));
+        }
+        // 32 different requests at once (each its own nonce): one wins.
+        let requests: Vec<_> = (0..32u8)
+            .map(|i| Withdrawal::sign(Purpose::Withdraw, &cert, [i; 16], &wallet))
+            .collect();
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|w| {
+                let (s, w) = (store.clone(), w.clone());
+                std::thread::spawn(move || s.withdraw(&w, Purpose::Withdraw))
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -530,6 +531,14 @@ mod tests {
             31
         );
         assert_eq!(store.counts().unwrap(), (0, 1));
+        // The winner, asking again with its nonce (its answer was lost), gets the same bytes.
+        let winner = results.iter().position(|r| r.is_ok()).unwrap();
+        assert_eq!(
+            store
+                .withdraw(&requests[winner], Purpose::Withdraw)
+                .unwrap(),
+            sent.to_bytes()
+        );
     }
 
     #[test]
@@ -542,15 +551,23 @@ mod tests {
         let store = Store::open(dir.path(), 1000, quota).unwrap();
         let wallet = SigningKey::generate();
         let (sent, cert) = deposit(&store, &wallet);
-        let proof = |c: &Certificate| Proof::Wallet(wallet.sign(&withdrawal_message(c)));
+        let proof = |c: &Certificate| {
+            Withdrawal::sign(
+                Purpose::Withdraw,
+                c,
+                kura_core::crypto::random_bytes(),
+                &wallet,
+            )
+        };
+        let take = |s: &Store, w: Withdrawal| s.withdraw(&w, Purpose::Withdraw);
         let forged = Certificate::issue(&sent, cert.counter, &SigningKey::generate());
         assert!(matches!(
-            store.withdraw(&forged, &proof(&forged)),
+            take(&store, proof(&forged)),
             Err(VaultError::Invalid(_))
         ));
         let mut altered = cert.clone();
         altered.counter += 1;
-        assert!(store.withdraw(&altered, &proof(&altered)).is_err());
+        assert!(take(&store, proof(&altered)).is_err());
         let (_, second) = deposit(&store, &wallet);
         let third = Registered::seal(
             "w1",
@@ -575,25 +592,35 @@ mod tests {
             store.deposit(&tampered),
             Err(VaultError::Invalid(_))
         ));
-        store.withdraw(&cert, &proof(&cert)).unwrap();
+        let first = proof(&cert);
+        take(&store, first.clone()).unwrap();
         // Reopened, the vault keeps its key, so the certificate it issued still verifies.
         drop(store);
         let again = Store::open(dir.path(), 1000, quota).unwrap();
         assert!(matches!(
-            again.withdraw(&cert, &proof(&cert)),
+            take(&again, proof(&cert)),
             Err(VaultError::Redeemed)
         ));
+        assert_eq!(take(&again, first).unwrap(), sent.to_bytes());
         // A trusted key manager withdraws for the owner; another key manager does not.
         let keyman = SigningKey::generate();
         let again = again.trust_keyman(Some(keyman.public()));
-        let by = |k: &SigningKey| Proof::KeyManager(k.sign(&emergency_message(&second)));
+        let by = |k: &SigningKey, purpose| {
+            let w = Withdrawal::sign(purpose, &second, kura_core::crypto::random_bytes(), k);
+            again.withdraw(&w, purpose)
+        };
         assert!(matches!(
-            again.withdraw(&second, &by(&SigningKey::generate())),
+            by(&SigningKey::generate(), Purpose::Emergency),
             Err(VaultError::Invalid(_))
         ));
-        again.withdraw(&second, &by(&keyman)).unwrap();
+        assert!(by(&keyman, Purpose::Read).is_ok(), "a read retires nothing");
+        by(&keyman, Purpose::Emergency).unwrap();
         assert!(matches!(
-            again.withdraw(&second, &by(&keyman)),
+            by(&keyman, Purpose::Emergency),
+            Err(VaultError::Redeemed)
+        ));
+        assert!(matches!(
+            by(&keyman, Purpose::Read),
             Err(VaultError::Redeemed)
         ));
     }

@@ -106,46 +106,101 @@ impl Certificate {
     }
 }
 
-/// What a wallet signs to withdraw the value `cert` names: it proves the wallet holds the key
-/// that deposited the value, so a stolen certificate alone cannot retire it.
-pub fn withdrawal_message(cert: &Certificate) -> Vec<u8> {
-    let mut m = b"kura-vault withdraw v1".to_vec();
-    m.extend_from_slice(&cert.payload_hash);
-    m.extend_from_slice(&cert.counter.to_be_bytes());
-    m
+/// Why a value is asked for, and so who must sign the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Withdrawn by the wallet that deposited it: a stolen certificate alone retires nothing.
+    Withdraw,
+    /// Withdrawn by the trusted key manager for an owner whose device is lost
+    /// (value-vault.md requirement 7). The key manager sees certificates only when an
+    /// authenticated owner shows one.
+    Emergency,
+    /// Read, not retired, by the trusted key manager, which re-keys the wallet's values
+    /// (requirement 8) and must open them first.
+    Read,
 }
 
-/// Reads a withdrawal's body, as the vault receives it: a certificate followed by a 64-byte
-/// signature (the wallet's or the key manager's).
-pub fn parse_withdrawal(body: &[u8]) -> Result<(Certificate, [u8; 64]), WalletError> {
-    let split = body
-        .len()
-        .checked_sub(64)
-        .ok_or(WalletError::Malformed("withdrawal"))?;
-    let (cert, proof) = body.split_at(split);
-    let mut sig = [0u8; 64];
-    sig.copy_from_slice(proof);
-    Ok((Certificate::parse(cert)?, sig))
+impl Purpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::Withdraw => b"kura-vault withdraw v2",
+            Purpose::Emergency => b"kura-vault emergency withdraw v2",
+            Purpose::Read => b"kura-vault keyman read v2",
+        }
+    }
 }
 
-/// What the key manager signs to withdraw the value `cert` names for its owner, whose device
-/// is lost (value-vault.md requirement 7): a vault that trusts the key manager's key accepts
-/// it in place of the wallet's signature. The key manager sees certificates only when an
-/// authenticated owner shows one.
-pub fn emergency_message(cert: &Certificate) -> Vec<u8> {
-    let mut m = b"kura-vault emergency withdraw v1".to_vec();
-    m.extend_from_slice(&cert.payload_hash);
-    m.extend_from_slice(&cert.counter.to_be_bytes());
-    m
+/// A request for the value a certificate names. Its nonce names the request: the vault
+/// answers a repeat of a withdrawal it carried out with the same value (so an answer lost on
+/// the way is not a value lost), and any other request for a redeemed certificate with a
+/// refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The certificate.
+    pub cert: Certificate,
+    /// Chosen by the requester, kept until the answer arrives.
+    pub nonce: [u8; 16],
+    /// The requester's signature over the purpose, certificate and nonce.
+    pub signature: [u8; 64],
 }
 
-/// What the key manager signs to read, without retiring, the value `cert` names: it re-keys a
-/// wallet's values (value-vault.md requirement 8) and must open them first.
-pub fn read_message(cert: &Certificate) -> Vec<u8> {
-    let mut m = b"kura-vault keyman read v1".to_vec();
-    m.extend_from_slice(&cert.payload_hash);
-    m.extend_from_slice(&cert.counter.to_be_bytes());
-    m
+impl Withdrawal {
+    fn message(purpose: Purpose, cert: &Certificate, nonce: &[u8; 16]) -> Vec<u8> {
+        let mut m = purpose.domain().to_vec();
+        m.extend_from_slice(&cert.payload_hash);
+        m.extend_from_slice(&cert.counter.to_be_bytes());
+        m.extend_from_slice(nonce);
+        m
+    }
+
+    /// A request for `purpose`, signed by `key`.
+    pub fn sign(
+        purpose: Purpose,
+        cert: &Certificate,
+        nonce: [u8; 16],
+        key: &SigningKey,
+    ) -> Withdrawal {
+        Withdrawal {
+            cert: cert.clone(),
+            nonce,
+            signature: key.sign(&Self::message(purpose, cert, &nonce)),
+        }
+    }
+
+    /// Whether `key` signed it for `purpose`.
+    pub fn verify(&self, purpose: Purpose, key: &[u8; 32]) -> bool {
+        verify(
+            key,
+            &Self::message(purpose, &self.cert, &self.nonce),
+            &self.signature,
+        )
+    }
+
+    /// The request's body: the certificate, the nonce, the signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.cert.to_bytes();
+        b.extend_from_slice(&self.nonce);
+        b.extend_from_slice(&self.signature);
+        b
+    }
+
+    /// Reads a body (the signature is checked by [`Withdrawal::verify`]).
+    pub fn parse(body: &[u8]) -> Result<Withdrawal, WalletError> {
+        let split = body
+            .len()
+            .checked_sub(80)
+            .ok_or(WalletError::Malformed("withdrawal"))?;
+        let (cert, rest) = body.split_at(split);
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&rest[..16]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&rest[16..]);
+        Ok(Withdrawal {
+            cert: Certificate::parse(cert)?,
+            nonce,
+            signature,
+        })
+    }
 }
 
 /// The vault's counter: up by one at each use, back to 1 after `max`.

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use kura_core::crypto::Key;
 use kura_core::id::{hex, unhex};
 use kura_keyman::client::KeymanClient;
-use kura_vault::client::VaultClient;
+use kura_vault::client::{ClientError, VaultClient};
 use kura_wallet::certificate::Certificate;
 use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rule, key_check};
 use kura_wallet::record::{DEFAULT_DIGEST, Field, Validity, ValueRecord};
@@ -457,15 +457,26 @@ impl Dir {
     /// checked to be the one the certificate names, and where its bytes are kept.
     fn withdraw(&self, cert: &Certificate, signer: &SigningKey) -> Result<(Registered, PathBuf)> {
         cert.verify(&self.vault_key()?)?;
-        let bytes = self.vault()?.withdraw(cert, signer)?;
         let kept = self.path.join("withdrawn");
         std::fs::create_dir_all(&kept)?;
-        let file = kept.join(format!(
-            "{}-{}.kreg",
-            cert.counter,
-            hex(&cert.payload_hash[..8])
-        ));
+        let name = format!("{}-{}", cert.counter, hex(&cert.payload_hash[..8]));
+        // The request's nonce is kept before it is sent: if the answer is lost, asking again
+        // with it gets the value the vault retired for this request.
+        let nonce_file = kept.join(format!("{name}.nonce"));
+        let nonce = match std::fs::read(&nonce_file) {
+            Ok(n) => n
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} is damaged", nonce_file.display()))?,
+            Err(_) => {
+                let n: [u8; 16] = kura_core::crypto::random_bytes();
+                write_private(&nonce_file, &n)?;
+                n
+            }
+        };
+        let bytes = self.vault()?.withdraw(cert, nonce, signer)?;
+        let file = kept.join(format!("{name}.kreg"));
         write_private(&file, &bytes)?;
+        std::fs::remove_file(&nonce_file)?;
         let reg = Registered::parse(&bytes)?;
         if reg.payload_hash() != cert.payload_hash {
             bail!("the vault returned another value than the certificate names");
@@ -777,7 +788,7 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             let client = KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?;
             let kept = d.path.join("recovered");
             std::fs::create_dir_all(&kept)?;
-            let mut restored = Vec::new();
+            let (mut restored, mut redeemed) = (Vec::new(), 0);
             for saved in old.holdings {
                 let Saved::Certificate { certificate, .. } = saved else {
                     continue;
@@ -793,7 +804,14 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 if file.exists() {
                     continue;
                 }
-                let record = client.restore(&wallet, credentials.clone(), &cert)?;
+                let record = match client.restore(&wallet, credentials.clone(), &cert) {
+                    Ok(r) => r,
+                    Err(ClientError::Refused { status: 409, .. }) => {
+                        redeemed += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 // The vault has retired the record: the value is kept before anything else
                 // can fail.
                 write_private(&file, &serde_json::to_vec_pretty(&record)?)?;
@@ -804,9 +822,16 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 d.save()?;
                 restored.push(id);
             }
-            ctx.out.emit(&json!({ "restored": restored }), || {
-                format!("restored {} values: {restored:?}", restored.len())
-            });
+            ctx.out.emit(
+                &json!({ "restored": restored, "redeemed_already": redeemed }),
+                || {
+                    format!(
+                        "restored {} values: {restored:?} ({redeemed} certificates were redeemed \
+                         already)",
+                        restored.len()
+                    )
+                },
+            );
             Ok(())
         }
         WalletCommand::Rekey {

@@ -489,3 +489,54 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
         key
     );
 }
+
+#[test]
+fn a_value_whose_answer_is_lost_after_the_vault_retired_it_is_asked_for_again() {
+    let env = Env::new();
+    let (mut vault, keyman) = services(&env, &[]);
+    let trust = ["--keyman-key".to_string(), keyman.key_hex()];
+    init_wallet(&env, "w", &vault, &vault.key_hex());
+    let pw = file(&env, "pw", PASSWORD);
+    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let (mine, record) = add_and_deposit(&env, "w", "Metro card");
+    let (_, lost) = add_and_deposit(&env, "w", "Film ticket");
+    let holdings = env.path("holdings-backup.json");
+    std::fs::copy(env.path("w/holdings.json"), &holdings).unwrap();
+
+    // The wallet's withdrawal: the vault dies after its commit, before its answer.
+    vault.restart_with(&[&trust[0], &trust[1], "--crash-at", "withdraw-commit"]);
+    let out = wallet(&env, "w", &["withdraw", &mine.to_string()]);
+    assert!(!out.status.success());
+    assert_eq!(records(&vault), (1, 1), "retired at the vault");
+    vault.restart_with(&[&trust[0], &trust[1]]);
+    wallet_ok(&env, "w", &["withdraw", &mine.to_string()]);
+    let shown = wallet_ok(&env, "w", &["show", &mine.to_string()]);
+    assert_eq!(shown["record"], record);
+
+    // The key manager's emergency withdrawal for a lost wallet: the same.
+    init_wallet(&env, "new", &vault, &vault.key_hex());
+    let recover = || {
+        wallet(
+            &env,
+            "new",
+            &[
+                "recover",
+                "--recovery-file",
+                &recovery,
+                "--holdings",
+                holdings.to_str().unwrap(),
+                "--password-file",
+                &pw,
+            ],
+        )
+    };
+    vault.restart_with(&[&trust[0], &trust[1], "--crash-at", "withdraw-commit"]);
+    assert!(!recover().status.success());
+    assert_eq!(records(&vault), (0, 2));
+    vault.restart_with(&[&trust[0], &trust[1]]);
+    let out = recover();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = wallet_ok(&env, "new", &["list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["record"], lost);
+}

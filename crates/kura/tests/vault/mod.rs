@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kura_core::crypto::Key;
-use kura_wallet::certificate::{Certificate, withdrawal_message};
+use kura_wallet::certificate::{Certificate, Purpose, Withdrawal};
 use kura_wallet::record::{DEFAULT_DIGEST, Field, ValueRecord};
 use kura_wallet::registered::Registered;
 use kura_wallet::sign::SigningKey;
@@ -50,10 +50,10 @@ fn deposit(
     (sent, cert)
 }
 
+/// A withdrawal request of its own (a fresh nonce).
 fn withdrawal(cert: &Certificate, signer: &SigningKey) -> Vec<u8> {
-    let mut b = cert.to_bytes();
-    b.extend_from_slice(&signer.sign(&withdrawal_message(cert)));
-    b
+    let nonce = kura_core::crypto::random_bytes();
+    Withdrawal::sign(Purpose::Withdraw, cert, nonce, signer).to_bytes()
 }
 
 #[test]
@@ -64,10 +64,12 @@ fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
     let (sent, cert) = deposit(&vault, &wallet, &key, 1);
     // What the wallet holds can be listed from the certificate's digest alone.
     assert_eq!(cert.digest.get(Field::Name), Some("Winter Gala, seat 1"));
-    let body = withdrawal(&cert, &wallet);
-    let handles: Vec<_> = (0..32)
-        .map(|_| {
-            let (v, b) = (vault.clone(), body.clone());
+    // 32 requests of their own (each its own nonce) at once.
+    let bodies: Vec<_> = (0..32).map(|_| withdrawal(&cert, &wallet)).collect();
+    let handles: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            let (v, b) = (vault.clone(), b.clone());
             std::thread::spawn(move || v.post("/v1/withdraw", b))
         })
         .collect();
@@ -82,6 +84,11 @@ fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
         assert_eq!(*status, 409);
         assert!(String::from_utf8_lossy(body).contains("redeemed already"));
     }
+    // The winning request asked again (its answer lost on the way) gets the same value; the
+    // vault still holds it retired once.
+    let winner = answers.iter().position(|(s, _)| *s == 200).unwrap();
+    let again = vault.post("/v1/withdraw", bodies[winner].clone());
+    assert_eq!((again.0, &again.1), (200, won[0]));
     let back = Registered::parse(won[0]).unwrap();
     assert_eq!(back, sent);
     assert_eq!(back.open(&wallet.public(), &key).unwrap(), ticket(1));
@@ -95,8 +102,8 @@ fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
     assert!(metrics.contains("kura_vault_values_held 0"), "{metrics}");
     assert!(metrics.contains("kura_vault_values_retired 1"), "{metrics}");
     assert!(
-        metrics.contains("kura_vault_withdrawals_total 1"),
-        "{metrics}"
+        metrics.contains("kura_vault_withdrawals_total 2"),
+        "answers given, the repeat included: {metrics}"
     );
 }
 
