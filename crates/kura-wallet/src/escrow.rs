@@ -105,6 +105,13 @@ impl Rule {
     }
 }
 
+impl std::str::FromStr for Rule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rule, String> {
+        Rule::from_name(s).ok_or_else(|| format!("{s:?}: all or any"))
+    }
+}
+
 /// A wallet escrowing its share of the value key, with the credentials that release it,
 /// signed with the wallet's key: the wallet's public key is the escrow's name, so only the
 /// wallet can make or replace it.

@@ -10,6 +10,7 @@
 
 pub mod biometric;
 pub mod certificate;
+pub mod conditions;
 pub mod escrow;
 pub mod record;
 pub mod registered;

@@ -2,15 +2,19 @@
 //! keys, its holdings), and its deposits at and withdrawals from a vault
 //! (docs/requirements/value-vault.md requirements 1 to 4).
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use jiff::civil::Date;
 use kura_core::crypto::Key;
 use kura_core::id::{hex, unhex};
 use kura_keyman::client::KeymanClient;
 use kura_vault::client::{ClientError, VaultClient};
 use kura_wallet::certificate::Certificate;
+use kura_wallet::conditions::{Conditions, Shortage};
 use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rule, key_check};
 use kura_wallet::record::{DEFAULT_DIGEST, Field, Validity, ValueRecord};
 use kura_wallet::registered::Registered;
@@ -96,6 +100,8 @@ pub enum WalletCommand {
     Withdraw {
         /// The certificate's number.
         id: u64,
+        #[command(flatten)]
+        room: RoomArgs,
     },
     /// Split the value key into three shares, any two of which rebuild it: one escrowed at a
     /// key manager (released only to the credentials given here), one put inside every value
@@ -130,6 +136,8 @@ pub enum WalletCommand {
         holdings: PathBuf,
         #[command(flatten)]
         owner: OwnerArgs,
+        #[command(flatten)]
+        room: RoomArgs,
     },
     /// Rebuild a lost value key (value.key) from the key manager's share, released to the
     /// credentials, and either the vault's share inside one deposited value (--certificate,
@@ -159,6 +167,106 @@ pub enum WalletCommand {
         #[command(flatten)]
         owner: OwnerArgs,
     },
+    /// Deposit every value the conditions choose (`kura wallet conditions` shows them). Run it
+    /// by hand, or from a timer with --when-due.
+    AutoBackup {
+        /// Only if the last periodic run is at least the conditions' every_days old.
+        #[arg(long)]
+        when_due: bool,
+    },
+    /// Show, or change, the conditions that choose values for auto-backup and for the backup
+    /// policy, and the policy when a value does not fit.
+    Conditions(Box<ConditionsArgs>),
+}
+
+/// Changes to the conditions; none shows them.
+#[derive(Args)]
+pub struct ConditionsArgs {
+    /// Values of these kinds (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Option<Vec<String>>,
+    /// Values of at least this many bytes.
+    #[arg(long)]
+    min_bytes: Option<usize>,
+    /// Values larger than this share (0 to 1) of the free memory.
+    #[arg(long)]
+    over_free_share: Option<f64>,
+    /// Values valid for more than this many days yet (or always).
+    #[arg(long)]
+    ending_after_days: Option<i64>,
+    /// Values held for at least this many days.
+    #[arg(long)]
+    held_days: Option<i64>,
+    /// all (every condition set must hold) or any (one is enough).
+    #[arg(long)]
+    rule: Option<Rule>,
+    /// Days between periodic runs (`auto-backup --when-due`).
+    #[arg(long)]
+    every_days: Option<i64>,
+    /// What happens when a value does not fit: abort, backup or choose.
+    #[arg(long)]
+    on_shortage: Option<Shortage>,
+    /// Conditions to drop: kinds, min-bytes, over-free-share, ending-after-days, held-days,
+    /// every-days (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    unset: Vec<String>,
+}
+
+impl ConditionsArgs {
+    /// Applies the changes; whether there were any.
+    fn apply(self, c: &mut Conditions, on_shortage: &mut Shortage) -> Result<bool> {
+        let mut changed = false;
+        let mut set = |changed_here: bool| changed |= changed_here;
+        for name in &self.unset {
+            match name.as_str() {
+                "kinds" => c.kinds.clear(),
+                "min-bytes" => c.min_bytes = None,
+                "over-free-share" => c.over_free_share = None,
+                "ending-after-days" => c.ending_after_days = None,
+                "held-days" => c.held_days = None,
+                "every-days" => c.every_days = None,
+                other => bail!(
+                    "--unset {other}: kinds, min-bytes, over-free-share, ending-after-days, \
+                     held-days or every-days"
+                ),
+            }
+            set(true);
+        }
+        if let Some(k) = self.kinds {
+            c.kinds = k;
+            set(true);
+        }
+        if let Some(share) = self.over_free_share {
+            if !(0.0..=1.0).contains(&share) {
+                bail!("--over-free-share is a share from 0 to 1");
+            }
+            c.over_free_share = Some(share);
+            set(true);
+        }
+        for (flag, field) in [
+            (self.ending_after_days, &mut c.ending_after_days),
+            (self.held_days, &mut c.held_days),
+            (self.every_days, &mut c.every_days),
+        ] {
+            if let Some(days) = flag {
+                *field = Some(days);
+                set(true);
+            }
+        }
+        if let Some(b) = self.min_bytes {
+            c.min_bytes = Some(b);
+            set(true);
+        }
+        if let Some(r) = self.rule {
+            c.rule = r;
+            set(true);
+        }
+        if let Some(p) = self.on_shortage {
+            *on_shortage = p;
+            set(true);
+        }
+        Ok(changed)
+    }
 }
 
 /// A re-keying delivered and not yet applied to the wallet's files (`rekey.json`).
@@ -284,6 +392,29 @@ pub struct AddArgs {
     /// Anything else.
     #[arg(long, default_value = "")]
     remarks: String,
+    #[command(flatten)]
+    room: RoomArgs,
+}
+
+/// What to do if a value does not fit.
+#[derive(Args, Default)]
+pub struct RoomArgs {
+    /// When it does not fit: abort, backup (deposit values the conditions choose until it
+    /// fits) or choose (deposit the values picked with --deposit, or asked for on a
+    /// terminal). Default: the wallet's on_shortage setting (abort).
+    #[arg(long)]
+    on_shortage: Option<Shortage>,
+    /// With --on-shortage choose: the values to deposit (numbers, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    deposit: Option<Vec<u64>>,
+}
+
+/// What a command's output adds when it deposited values to make room.
+fn made_room(deposited: &[u64]) -> String {
+    match deposited {
+        [] => String::new(),
+        ids => format!("; deposited {ids:?} at the vault to make room"),
+    }
 }
 
 /// The wallet's settings file.
@@ -304,20 +435,38 @@ struct Settings {
     keyman_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vault_share: Option<String>,
+    /// Which values `kura wallet auto-backup` and the backup policy deposit.
+    #[serde(default)]
+    conditions: Conditions,
+    /// What happens when a value arriving or coming back does not fit.
+    #[serde(default)]
+    on_shortage: Shortage,
 }
 
 /// One holding as the wallet keeps it.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Saved {
-    Value { id: u64, record: ValueRecord },
-    Certificate { id: u64, certificate: String },
+    Value {
+        id: u64,
+        record: ValueRecord,
+        /// The day the wallet got it (the conditions' holding time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Date>,
+    },
+    Certificate {
+        id: u64,
+        certificate: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
 struct Holdings {
     next: u64,
     holdings: Vec<Saved>,
+    /// The day of the last periodic auto-backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_auto_backup: Option<Date>,
 }
 
 /// An open wallet directory.
@@ -325,6 +474,12 @@ struct Dir {
     path: PathBuf,
     settings: Settings,
     wallet: Wallet,
+    since: HashMap<u64, Date>,
+    last_auto_backup: Option<Date>,
+}
+
+fn today() -> Date {
+    jiff::Zoned::now().date()
 }
 
 fn dir_of(a: Option<PathBuf>) -> Result<PathBuf> {
@@ -368,9 +523,19 @@ impl Dir {
             .with_context(|| format!("{}/holdings.json", path.display()))?;
         let mut wallet = Wallet::new(settings.capacity);
         wallet.next = saved.next;
+        let mut since = HashMap::new();
         for h in saved.holdings {
             wallet.holdings.push(match h {
-                Saved::Value { id, record } => (id, Holding::Value(record)),
+                Saved::Value {
+                    id,
+                    record,
+                    since: day,
+                } => {
+                    if let Some(day) = day {
+                        since.insert(id, day);
+                    }
+                    (id, Holding::Value(record))
+                }
                 Saved::Certificate { id, certificate } => {
                     let b = unhex(&certificate).context("a certificate in holdings.json")?;
                     (id, Holding::Certificate(Certificate::parse(&b)?))
@@ -381,6 +546,8 @@ impl Dir {
             path,
             settings,
             wallet,
+            since,
+            last_auto_backup: saved.last_auto_backup,
         })
     }
 
@@ -396,6 +563,7 @@ impl Dir {
                     Holding::Value(r) => Saved::Value {
                         id: *id,
                         record: r.clone(),
+                        since: self.since.get(id).copied(),
                     },
                     Holding::Certificate(c) => Saved::Certificate {
                         id: *id,
@@ -403,6 +571,7 @@ impl Dir {
                     },
                 })
                 .collect(),
+            last_auto_backup: self.last_auto_backup,
         };
         write_private(
             &self.path.join("holdings.json"),
@@ -460,6 +629,11 @@ impl Dir {
         let kept = self.path.join("withdrawn");
         std::fs::create_dir_all(&kept)?;
         let name = format!("{}-{}", cert.counter, hex(&cert.payload_hash[..8]));
+        let file = kept.join(format!("{name}.kreg"));
+        if let Ok(bytes) = std::fs::read(&file) {
+            // Received before, and not yet taken in.
+            return Ok((Registered::parse(&bytes)?, file));
+        }
         // The request's nonce is kept before it is sent: if the answer is lost, asking again
         // with it gets the value the vault retired for this request.
         let nonce_file = kept.join(format!("{name}.nonce"));
@@ -474,7 +648,6 @@ impl Dir {
             }
         };
         let bytes = self.vault()?.withdraw(cert, nonce, signer)?;
-        let file = kept.join(format!("{name}.kreg"));
         write_private(&file, &bytes)?;
         std::fs::remove_file(&nonce_file)?;
         let reg = Registered::parse(&bytes)?;
@@ -482,6 +655,145 @@ impl Dir {
             bail!("the vault returned another value than the certificate names");
         }
         Ok((reg, file))
+    }
+
+    /// Deposits value `id` at the vault; its certificate takes the value's place (or is kept
+    /// beside it when `keep`). The certificate is kept only if the trusted vault signed it
+    /// and it names exactly what was sent; otherwise the value stays.
+    fn deposit(&mut self, id: u64, keep: bool) -> Result<(u64, Certificate)> {
+        let Some((_, Holding::Value(record))) =
+            self.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
+        else {
+            bail!("item {id} is not a value this wallet holds");
+        };
+        let signer = self.signing_key()?;
+        let (key_id, key) = self.value_key()?;
+        let vault_share = self
+            .settings
+            .vault_share
+            .as_deref()
+            .map(|s| unhex(s).context("vault_share in wallet.toml is not hex"))
+            .transpose()?;
+        let sent = Registered::seal(
+            &hex(&signer.public()),
+            &record,
+            &self.settings.digest,
+            (&key_id, &key),
+            &signer,
+            vault_share,
+        );
+        let cert = self.vault()?.deposit(sent.to_bytes())?;
+        cert.confirms(&self.vault_key()?, &sent).context(
+            "the deposit is aborted: the vault's certificate does not confirm what was sent \
+             (the value stays in the wallet)",
+        )?;
+        let cid = if keep {
+            self.wallet.add(Holding::Certificate(cert.clone()))?
+        } else {
+            self.wallet
+                .replace(id, Holding::Certificate(cert.clone()))?;
+            self.since.remove(&id);
+            id
+        };
+        self.save()?;
+        Ok((cid, cert))
+    }
+
+    /// Makes room for `need` bytes as `policy` says: refuses, deposits values chosen by the
+    /// conditions, or deposits the values the owner picks (`picked`, or asked on a
+    /// terminal). Deposits made to free room always replace their values. The values
+    /// deposited.
+    fn make_room(&mut self, need: usize, room: &RoomArgs) -> Result<Vec<u64>> {
+        let free = self.wallet.free();
+        if need <= free {
+            return Ok(Vec::new());
+        }
+        let policy = room.on_shortage.unwrap_or(self.settings.on_shortage);
+        let short = format!("not enough room in the wallet: {need} bytes needed, {free} free");
+        let chosen = match policy {
+            Shortage::Abort => bail!(
+                "{short} (on-shortage: abort; `--on-shortage backup` deposits values chosen by \
+                 the conditions, `--on-shortage choose --deposit IDS` the ones you pick)"
+            ),
+            Shortage::Backup => self.settings.conditions.select(
+                &self.wallet,
+                |id| self.since.get(&id).copied(),
+                today(),
+            ),
+            Shortage::Choose => match &room.deposit {
+                Some(ids) => ids.clone(),
+                None if std::io::stdin().is_terminal() => self.ask_which(&short)?,
+                None => bail!(
+                    "{short}: pick values to deposit with --deposit IDS (values: {})",
+                    self.values_line()
+                ),
+            },
+        };
+        let plan = kura_wallet::conditions::plan(
+            &self.wallet,
+            &chosen,
+            &self.settings.digest,
+            need,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{short}, and depositing {} would not free enough ({e}); nothing was deposited",
+                if policy == Shortage::Backup {
+                    "every value the conditions choose"
+                } else {
+                    "the values picked"
+                }
+            )
+        })?;
+        for id in &plan {
+            self.deposit(*id, false)?;
+        }
+        Ok(plan)
+    }
+
+    fn values_line(&self) -> String {
+        kura_wallet::conditions::candidates(&self.wallet, |_| None)
+            .map(|c| format!("{} {} ({} bytes)", c.id, c.record.name, c.size))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn ask_which(&self, short: &str) -> Result<Vec<u64>> {
+        eprintln!("{short}. Values held: {}", self.values_line());
+        eprint!("Deposit which (numbers separated by commas)? ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.split(',')
+            .map(|w| {
+                w.trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("{w:?} is not a number"))
+            })
+            .collect()
+    }
+
+    /// Adds value `record`, making room first as `room` says.
+    fn take_in(&mut self, record: ValueRecord, room: &RoomArgs) -> Result<(u64, Vec<u64>)> {
+        let deposited = self.make_room(Holding::Value(record.clone()).size(), room)?;
+        let id = self.wallet.add(Holding::Value(record))?;
+        self.since.insert(id, today());
+        Ok((id, deposited))
+    }
+
+    /// Puts value `record` in holding `id`'s place, making room first as `room` says.
+    fn put_back(&mut self, id: u64, record: ValueRecord, room: &RoomArgs) -> Result<Vec<u64>> {
+        let held = self
+            .wallet
+            .holdings
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or(0, |(_, h)| h.size());
+        // The certificate's place is freed as the value takes it.
+        let need = Holding::Value(record.clone()).size().saturating_sub(held);
+        let deposited = self.make_room(need, room)?;
+        self.wallet.replace(id, Holding::Value(record))?;
+        self.since.insert(id, today());
+        Ok(deposited)
     }
 
     fn vault_key(&self) -> Result<[u8; 32]> {
@@ -562,12 +874,16 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 keyman: None,
                 keyman_fingerprint: None,
                 vault_share: None,
+                conditions: Conditions::default(),
+                on_shortage: Shortage::default(),
             };
             write_private(&path.join("signing.key"), SigningKey::generate().pkcs8())?;
             let d = Dir {
                 path: path.clone(),
                 wallet: Wallet::new(capacity),
                 settings,
+                since: HashMap::new(),
+                last_auto_backup: None,
             };
             d.write_value_key(&kura_core::crypto::random_bytes::<16>(), &Key::random())?;
             d.save_settings()?;
@@ -595,12 +911,18 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 balance: a.balance,
                 remarks: a.remarks,
             };
-            let id = d.wallet.add(Holding::Value(record))?;
+            let (id, deposited) = d.take_in(record, &a.room)?;
             d.save()?;
-            ctx.out
-                .emit(&json!({ "id": id, "free": d.wallet.free() }), || {
-                    format!("added value {id} ({} bytes free)", d.wallet.free())
-                });
+            ctx.out.emit(
+                &json!({ "id": id, "free": d.wallet.free(), "deposited": deposited }),
+                || {
+                    format!(
+                        "added value {id} ({} bytes free){}",
+                        d.wallet.free(),
+                        made_room(&deposited)
+                    )
+                },
+            );
             Ok(())
         }
         WalletCommand::List {
@@ -660,46 +982,20 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
         }
         WalletCommand::Deposit { id } => {
             let mut d = open()?;
-            let Some((_, Holding::Value(record))) =
-                d.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
-            else {
-                bail!("item {id} is not a value this wallet holds");
-            };
-            let signer = d.signing_key()?;
-            let (key_id, key) = d.value_key()?;
-            let vault_share = d
-                .settings
-                .vault_share
-                .as_deref()
-                .map(|s| unhex(s).context("vault_share in wallet.toml is not hex"))
-                .transpose()?;
-            let sent = Registered::seal(
-                &hex(&signer.public()),
-                &record,
-                &d.settings.digest,
-                (&key_id, &key),
-                &signer,
-                vault_share,
-            );
-            let cert = d.vault()?.deposit(sent.to_bytes())?;
-            cert.confirms(&d.vault_key()?, &sent).context(
-                "the deposit is aborted: the vault's certificate does not confirm what was sent \
-                 (the value stays in the wallet)",
-            )?;
-            let cid = if d.settings.keep_deposited {
-                d.wallet.add(Holding::Certificate(cert.clone()))?
-            } else {
-                d.wallet.replace(id, Holding::Certificate(cert.clone()))?;
-                id
-            };
-            d.save()?;
+            let keep = d.settings.keep_deposited;
+            let (cid, cert) = d.deposit(id, keep)?;
             ctx.out.emit(
-                &json!({ "id": cid, "counter": cert.counter, "kept_value": d.settings.keep_deposited }),
-                || format!("deposited {id}: certificate {cid} (vault counter {})", cert.counter),
+                &json!({ "id": cid, "counter": cert.counter, "kept_value": keep }),
+                || {
+                    format!(
+                        "deposited {id}: certificate {cid} (vault counter {})",
+                        cert.counter
+                    )
+                },
             );
             Ok(())
         }
-        WalletCommand::Withdraw { id } => {
+        WalletCommand::Withdraw { id, room } => {
             let mut d = open()?;
             let Some((_, Holding::Certificate(cert))) =
                 d.wallet.holdings.iter().find(|(n, _)| *n == id).cloned()
@@ -716,13 +1012,18 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             let record = reg
                 .open(&signer.public(), &key)
                 .context("the withdrawn value does not verify: it was changed at the vault")?;
-            d.wallet
-                .replace(id, Holding::Value(record))
-                .with_context(|| format!("the value is kept in {}", file.display()))?;
+            let deposited = d.put_back(id, record, &room).with_context(|| {
+                format!(
+                    "the value is kept in {} (withdraw again to take it in)",
+                    file.display()
+                )
+            })?;
             d.save()?;
-            ctx.out.emit(&json!({ "id": id }), || {
-                format!("withdrew {id}: the value is back")
-            });
+            std::fs::remove_file(&file)?;
+            ctx.out
+                .emit(&json!({ "id": id, "deposited": deposited }), || {
+                    format!("withdrew {id}: the value is back{}", made_room(&deposited))
+                });
             Ok(())
         }
         WalletCommand::Escrow {
@@ -776,6 +1077,7 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             recovery_file,
             holdings,
             owner,
+            room,
         } => {
             let mut d = open()?;
             let credentials = owner.credentials()?;
@@ -815,9 +1117,8 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                 // The vault has retired the record: the value is kept before anything else
                 // can fail.
                 write_private(&file, &serde_json::to_vec_pretty(&record)?)?;
-                let id = d
-                    .wallet
-                    .add(Holding::Value(record))
+                let (id, _) = d
+                    .take_in(record, &room)
                     .with_context(|| format!("the value is kept in {}", file.display()))?;
                 d.save()?;
                 restored.push(id);
@@ -926,6 +1227,63 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
                     )
                 },
             );
+            Ok(())
+        }
+        WalletCommand::AutoBackup { when_due } => {
+            let mut d = open()?;
+            let today = today();
+            let due_on = match (d.last_auto_backup, d.settings.conditions.every_days) {
+                (Some(last), Some(every)) => {
+                    Some(last.saturating_add(jiff::Span::new().try_days(every)?))
+                }
+                _ => None,
+            };
+            if when_due && due_on.is_some_and(|on| on > today) {
+                ctx.out.emit(&json!({ "due": false, "deposited": [] }), || {
+                    format!(
+                        "not due: the next periodic auto-backup is on {}",
+                        due_on.map_or_else(String::new, |d| d.to_string())
+                    )
+                });
+                return Ok(());
+            }
+            let chosen =
+                d.settings
+                    .conditions
+                    .select(&d.wallet, |id| d.since.get(&id).copied(), today);
+            let keep = d.settings.keep_deposited;
+            let mut deposited = Vec::new();
+            for id in chosen {
+                d.deposit(id, keep)?;
+                deposited.push(id);
+            }
+            d.last_auto_backup = Some(today);
+            d.save()?;
+            ctx.out
+                .emit(&json!({ "due": true, "deposited": deposited }), || {
+                    format!(
+                        "deposited {} values the conditions choose: {deposited:?}",
+                        deposited.len()
+                    )
+                });
+            Ok(())
+        }
+        WalletCommand::Conditions(a) => {
+            let mut d = open()?;
+            let (mut conditions, mut policy) =
+                (d.settings.conditions.clone(), d.settings.on_shortage);
+            if a.apply(&mut conditions, &mut policy)? {
+                d.settings.conditions = conditions;
+                d.settings.on_shortage = policy;
+                d.save_settings()?;
+            }
+            let shown = json!({
+                "conditions": d.settings.conditions,
+                "on_shortage": d.settings.on_shortage,
+            });
+            ctx.out.emit(&shown, || {
+                toml::to_string(&shown).unwrap_or_else(|_| shown.to_string())
+            });
             Ok(())
         }
         WalletCommand::RebuildKey {

@@ -13,6 +13,7 @@ use kura_wallet::sign::SigningKey;
 use crate::fixture::{Env, ValueService, parse_json, stderr};
 
 mod keyman;
+mod room;
 
 fn ticket(n: u64) -> ValueRecord {
     ValueRecord {
