@@ -332,10 +332,19 @@ impl Ctx {
 
     /// Opens and unlocks the repository.
     pub fn open(&self) -> Result<Repository> {
+        self.open_with(None)
+    }
+
+    /// Opens and unlocks the repository with `credential`, or the one the options give.
+    pub fn open_with(&self, credential: Option<Credential>) -> Result<Repository> {
         let backend = self.backend()?;
         // Check the config before asking for a passphrase: a missing repository is not a prompt.
         Repository::read_config(backend.as_ref())?;
-        let mut repo = Repository::open(backend, &self.credential()?)?;
+        let credential = match credential {
+            Some(c) => c,
+            None => self.credential()?,
+        };
+        let mut repo = Repository::open(backend, &credential)?;
         if let Some(wait) = self.g.retry_lock {
             let shown = jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::MAX);
             let said = format!("waiting up to {shown:#} for it (--retry-lock)");
@@ -403,6 +412,26 @@ pub(crate) fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     let d = kura_core::schedule::interval(text)
         .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
     std::time::Duration::try_from(d).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// Writes `bytes` to `path` for its owner only (mode 0600): a new file is written and synced
+/// beside it, then renamed into place, so a killed process leaves the old contents or the
+/// new.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A secret kept in a file, without its trailing newline.

@@ -22,7 +22,7 @@ use kura_core::snapshot::BackupType;
 use kura_repo::Repository;
 use serde_json::json;
 
-use crate::ctx::{Ctx, read_secret};
+use crate::ctx::{Ctx, read_secret, write_private};
 use crate::progress::Counter;
 
 /// `kura card` and the options every card command shares.
@@ -478,22 +478,6 @@ fn common_key(ctx: &Ctx, path: &Path) -> Result<Key> {
         path.display()
     ));
     Ok(key)
-}
-
-/// Writes `bytes` to a new file only its owner can read, then renames it into place.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn parse_pull_out(text: &str) -> Result<(u8, u64), String> {

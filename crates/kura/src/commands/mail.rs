@@ -20,8 +20,9 @@ use kura_mail::terminal::{Instruction, Received, Terminal};
 use kura_repo::Repository;
 use serde_json::json;
 
-use super::phone::{quoted, write_private};
+use super::phone::quoted;
 use crate::ctx::Ctx;
+use crate::ctx::write_private;
 use crate::output::{local_time, table};
 
 /// Options of `kura mail`.
@@ -308,8 +309,8 @@ fn pair(ctx: &Ctx, config: &Path, name: &str, address: &str, ed25519: bool) -> R
     let key_path = config.with_file_name(&key_file);
     let phone_key_path = config.with_file_name(format!("{name}.phone.key"));
     let (terminal_keys, phone_keys) = Pairing::new_pair(ed25519)?;
-    write_private(&key_path, &terminal_keys.to_text())?;
-    write_private(&phone_key_path, &phone_keys.to_text())?;
+    write_private(&key_path, terminal_keys.to_text().as_bytes())?;
+    write_private(&phone_key_path, phone_keys.to_text().as_bytes())?;
     let entry = format!(
         "\n[[phone]]\nname = {}\naddress = {}\nkey_file = {}\n",
         quoted(name),

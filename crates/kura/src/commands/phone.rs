@@ -12,7 +12,7 @@ use kura_mail::phone::{Outcome, Phone};
 use kura_mail::store::{Store, read_folder, write_folder};
 use serde_json::json;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, write_private};
 
 /// Phone commands.
 #[derive(Subcommand)]
@@ -154,8 +154,8 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
     if path.exists() {
         bail!("{} exists: this folder is a phone already", path.display());
     }
-    write_private(&a.dir.join("key"), &keys.to_text())?;
-    write_private(&path, &config)?;
+    write_private(&a.dir.join("key"), keys.to_text().as_bytes())?;
+    write_private(&path, config.as_bytes())?;
     // Opening checks what was written and makes the empty memory.
     Phone::open(&a.dir)?;
     ctx.out
@@ -168,21 +168,6 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<()> {
             )
         });
     Ok(())
-}
-
-/// Writes a file only its owner can read.
-pub fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// `kura phone ...`.

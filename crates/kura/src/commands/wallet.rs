@@ -23,7 +23,7 @@ use kura_wallet::wallet::{Filter, Holding, Wallet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, write_private};
 
 /// `kura wallet` and where the wallet lives.
 #[derive(Args)]
@@ -487,23 +487,6 @@ fn dir_of(a: Option<PathBuf>) -> Result<PathBuf> {
         Some(d) => Ok(d),
         None => Ok(kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("wallet")),
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 impl Dir {
