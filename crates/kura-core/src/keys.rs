@@ -134,6 +134,16 @@ impl RecoveryCode {
         groups.join("-")
     }
 
+    /// The code's 32 secret bytes, to escrow in shares (`kura key escrow`).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The code whose secret bytes are `bytes` (rebuilt from escrowed shares).
+    pub fn from_bytes(bytes: [u8; 32]) -> RecoveryCode {
+        RecoveryCode(bytes)
+    }
+
     /// Reads a code; spaces, dashes and case are ignored, `O` reads as 0 and `I`/`L` as 1.
     pub fn parse(code: &str) -> Result<RecoveryCode, KeyError> {
         let bytes = base32_decode(code).ok_or(KeyError::BadRecoveryCode("not base32"))?;

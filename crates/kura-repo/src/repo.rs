@@ -436,7 +436,9 @@ impl Repository {
         Ok(code)
     }
 
-    fn add_recovery_code(&self, host: &str) -> Result<String> {
+    /// Adds a recovery code beside the ones there are (`kura key escrow` splits it in
+    /// shares); returns it. [`Repository::replace_recovery_code`] retires it with the others.
+    pub fn add_recovery_code(&self, host: &str) -> Result<String> {
         let code = RecoveryCode::generate();
         let kf = KeyFile::create_recovery(
             &self.common,

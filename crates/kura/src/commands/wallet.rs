@@ -282,9 +282,10 @@ struct Delivered {
 /// How the owner proves who they are to the key manager.
 #[derive(Args)]
 pub struct OwnerArgs {
-    /// A file holding the password (or set KURA_WALLET_PASSWORD).
+    /// A file holding the owner's password at the key manager (or set KURA_OWNER_PASSWORD).
+    /// Not the repository's passphrase (--password-file).
     #[arg(long)]
-    password_file: Option<PathBuf>,
+    owner_password_file: Option<PathBuf>,
     /// A file holding what the identity card yields when read.
     #[arg(long)]
     id_card_file: Option<PathBuf>,
@@ -294,15 +295,15 @@ pub struct OwnerArgs {
 }
 
 impl OwnerArgs {
-    fn credentials(&self) -> Result<Credentials> {
+    pub(crate) fn credentials(&self) -> Result<Credentials> {
         let text = |p: &Path| {
             std::fs::read_to_string(p)
                 .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
                 .with_context(|| format!("reading {}", p.display()))
         };
-        let password = match &self.password_file {
+        let password = match &self.owner_password_file {
             Some(p) => Some(text(p)?),
-            None => std::env::var("KURA_WALLET_PASSWORD").ok(),
+            None => std::env::var("KURA_OWNER_PASSWORD").ok(),
         };
         let biometric = self
             .biometric_file
@@ -325,8 +326,8 @@ impl OwnerArgs {
         };
         if c.methods().is_empty() {
             bail!(
-                "no credentials: give --password-file (or KURA_WALLET_PASSWORD), --id-card-file \
-                 or --biometric-file"
+                "no credentials: give --owner-password-file (or KURA_OWNER_PASSWORD), \
+                 --id-card-file or --biometric-file"
             );
         }
         Ok(c)

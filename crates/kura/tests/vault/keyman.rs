@@ -3,6 +3,7 @@
 //! a restart), values restored for an owner whose wallet is lost, and the split that leaves
 //! neither service able to rebuild the key alone.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use kura_wallet::registered::Registered;
@@ -107,7 +108,7 @@ fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_bac
         &env,
         "w",
         &keyman,
-        &["--password-file", &pw, "--biometric-file", &enrolled],
+        &["--owner-password-file", &pw, "--biometric-file", &enrolled],
     );
     let key_file = env.path("w/value.key");
     let key = std::fs::read_to_string(&key_file).unwrap();
@@ -116,7 +117,7 @@ fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_bac
             "rebuild-key",
             "--recovery-file",
             &recovery,
-            "--password-file",
+            "--owner-password-file",
             password,
         ];
         if let Some(b) = bio {
@@ -183,7 +184,7 @@ fn parallel_guesses_cost_three_checks_and_the_number_of_escrows_is_bounded() {
     let (vault, keyman) = services(&env, &["--keyman-config", &config]);
     init_wallet(&env, "w", &vault, &vault.key_hex());
     let pw = file(&env, "pw", PASSWORD);
-    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let recovery = escrow(&env, "w", &keyman, &["--owner-password-file", &pw]);
     let wallet_key = std::fs::read_to_string(&recovery)
         .unwrap()
         .lines()
@@ -222,7 +223,7 @@ fn parallel_guesses_cost_three_checks_and_the_number_of_escrows_is_bounded() {
             &keyman.fingerprint,
             "--recovery-file",
             env.path("other.toml").to_str().unwrap(),
-            "--password-file",
+            "--owner-password-file",
             &pw,
         ],
     );
@@ -249,7 +250,7 @@ fn a_lost_wallet_gets_its_values_back_through_the_key_manager_and_neither_servic
     let (mut vault, keyman) = services(&env, &[]);
     init_wallet(&env, "lost", &vault, &vault.key_hex());
     let pw = file(&env, "pw", PASSWORD);
-    let recovery = escrow(&env, "lost", &keyman, &["--password-file", &pw]);
+    let recovery = escrow(&env, "lost", &keyman, &["--owner-password-file", &pw]);
     let (_, first) = add_and_deposit(&env, "lost", "Metro card");
     let (_, second) = add_and_deposit(&env, "lost", "Film ticket");
     let holdings = env.path("holdings-backup.json");
@@ -294,7 +295,7 @@ fn a_lost_wallet_gets_its_values_back_through_the_key_manager_and_neither_servic
                 &recovery,
                 "--holdings",
                 holdings.to_str().unwrap(),
-                "--password-file",
+                "--owner-password-file",
                 password,
             ],
         )
@@ -365,7 +366,13 @@ fn a_lost_value_key_is_rebuilt_from_the_key_manager_and_one_certificate() {
         &env,
         "w",
         &keyman,
-        &["--password-file", &pw, "--id-card-file", &card, "--any"],
+        &[
+            "--owner-password-file",
+            &pw,
+            "--id-card-file",
+            &card,
+            "--any",
+        ],
     );
     let (cert, record) = add_and_deposit(&env, "w", "Concert ticket");
     let key_file = env.path("w/value.key");
@@ -413,7 +420,7 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
     let trust = ["--keyman-key".to_string(), keyman.key_hex()];
     init_wallet(&env, "w", &vault, &vault.key_hex());
     let pw = file(&env, "pw", PASSWORD);
-    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let recovery = escrow(&env, "w", &keyman, &["--owner-password-file", &pw]);
     let deposited: Vec<_> = ["Metro card", "Film ticket", "Concert ticket"]
         .iter()
         .map(|n| add_and_deposit(&env, "w", n))
@@ -430,7 +437,7 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
                 &recovery,
                 "--new-recovery-file",
                 new_recovery.to_str().unwrap(),
-                "--password-file",
+                "--owner-password-file",
                 &pw,
             ],
         )
@@ -479,7 +486,7 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
             "rebuild-key",
             "--recovery-file",
             new_recovery.to_str().unwrap(),
-            "--password-file",
+            "--owner-password-file",
             &pw,
         ],
     );
@@ -497,7 +504,7 @@ fn a_value_whose_answer_is_lost_after_the_vault_retired_it_is_asked_for_again() 
     let trust = ["--keyman-key".to_string(), keyman.key_hex()];
     init_wallet(&env, "w", &vault, &vault.key_hex());
     let pw = file(&env, "pw", PASSWORD);
-    let recovery = escrow(&env, "w", &keyman, &["--password-file", &pw]);
+    let recovery = escrow(&env, "w", &keyman, &["--owner-password-file", &pw]);
     let (mine, record) = add_and_deposit(&env, "w", "Metro card");
     let (_, lost) = add_and_deposit(&env, "w", "Film ticket");
     let holdings = env.path("holdings-backup.json");
@@ -525,7 +532,7 @@ fn a_value_whose_answer_is_lost_after_the_vault_retired_it_is_asked_for_again() 
                 &recovery,
                 "--holdings",
                 holdings.to_str().unwrap(),
-                "--password-file",
+                "--owner-password-file",
                 &pw,
             ],
         )
@@ -539,4 +546,132 @@ fn a_value_whose_answer_is_lost_after_the_vault_retired_it_is_asked_for_again() 
     let listed = wallet_ok(&env, "new", &["list"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["record"], lost);
+}
+
+#[test]
+fn a_lost_passphrase_comes_back_through_the_key_manager_and_one_share_file() {
+    let env = Env::new();
+    let code = env.init();
+    let keyman = ValueService::keyman(&env, &[]);
+    let pw = file(&env, "owner-pw", PASSWORD);
+    let (home, away) = (env.path("share-home.toml"), env.path("share-away.toml"));
+    env.ok(&[
+        "key",
+        "escrow",
+        "--keyman",
+        &keyman.url,
+        "--keyman-fingerprint",
+        &keyman.fingerprint,
+        "--share-file",
+        home.to_str().unwrap(),
+        "--share-file",
+        away.to_str().unwrap(),
+        "--owner-password-file",
+        &pw,
+    ]);
+    // The escrowed code is a second one: the code printed at init still opens.
+    let kinds: Vec<_> = env
+        .json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "recovery code").count(),
+        2,
+        "{kinds:?}"
+    );
+    let codes = file(&env, "code", &code);
+    assert!(
+        env.run(&["--recovery-code-file", &codes, "snapshots"])
+            .status
+            .success()
+    );
+    // The provider's storage holds no share.
+    let share = std::fs::read_to_string(&home).unwrap();
+    let share = share
+        .lines()
+        .find_map(|l| l.strip_prefix("share = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let stored = std::process::Command::new("grep")
+        .args(["-r", &share])
+        .arg(&env.repo)
+        .output()
+        .unwrap();
+    assert!(!stored.status.success(), "a share is in the repository");
+
+    // The passphrase is lost. A wrong owner password gets nothing.
+    let wrong = file(&env, "wrong", "not it");
+    let new = file(&env, "new-pw", "a brand new passphrase");
+    let recover = |password: &str, share: &Path| {
+        env.run(&[
+            "key",
+            "recover",
+            "--share-file",
+            share.to_str().unwrap(),
+            "--owner-password-file",
+            password,
+            "--new-password-file",
+            &new,
+        ])
+    };
+    let out = recover(&wrong, &away);
+    assert!(
+        stderr(&out).contains("the credentials do not match"),
+        "{}",
+        stderr(&out)
+    );
+    let out = recover(&pw, &away);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let with = |passphrase: &str| {
+        env.kura()
+            .args(["--repo"])
+            .arg(&env.repo)
+            .args(["snapshots"])
+            .env("KURA_PASSWORD", passphrase)
+            .env("KURA_INSECURE_FAST_KDF", "1")
+            .output()
+            .unwrap()
+    };
+    assert!(with("a brand new passphrase").status.success());
+    assert!(
+        !with("correct horse").status.success(),
+        "the lost one is retired"
+    );
+
+    // A card common key escrowed the same way comes back byte for byte.
+    let common = file(&env, "common.key", &format!("{}\n", "ab".repeat(32)));
+    let card_share = env.path("card-share.toml");
+    env.ok(&[
+        "key",
+        "escrow",
+        "--file",
+        &common,
+        "--keyman",
+        &keyman.url,
+        "--keyman-fingerprint",
+        &keyman.fingerprint,
+        "--share-file",
+        card_share.to_str().unwrap(),
+        "--owner-password-file",
+        &pw,
+    ]);
+    let back = env.path("common-back.key");
+    env.ok(&[
+        "key",
+        "recover",
+        "--share-file",
+        card_share.to_str().unwrap(),
+        "--file",
+        back.to_str().unwrap(),
+        "--owner-password-file",
+        &pw,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(back).unwrap(),
+        std::fs::read_to_string(&common).unwrap()
+    );
 }
