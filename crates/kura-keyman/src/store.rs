@@ -190,6 +190,7 @@ pub struct Store {
     db: Mutex<Connection>,
     key: SigningKey,
     max_escrows: u64,
+    log_rows: i64,
 }
 
 impl Store {
@@ -204,6 +205,7 @@ impl Store {
             db: Mutex::new(db),
             key,
             max_escrows,
+            log_rows: LOG_ROWS,
         })
     }
 
@@ -412,7 +414,7 @@ impl Store {
         )?;
         db.execute(
             "DELETE FROM attempts WHERE id <= (SELECT MAX(id) FROM attempts) - ?1",
-            params![LOG_ROWS],
+            params![self.log_rows],
         )?;
         Ok(())
     }
@@ -484,6 +486,31 @@ mod tests {
         assert!(any.admits(&creds("pw-wrong", Some(near))));
         assert!(any.admits(&creds("pw-right", None)));
         assert!(!any.admits(&creds("pw-wrong", Some(far))));
+    }
+
+    #[test]
+    fn the_attempt_log_keeps_its_last_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        store.log_rows = 5;
+        for i in 0..12 {
+            store
+                .log(&Attempt {
+                    at: i.to_string(),
+                    wallet: "w".into(),
+                    what: "release".into(),
+                    address: "-".into(),
+                    outcome: "refused".into(),
+                })
+                .unwrap();
+        }
+        let kept: Vec<_> = store
+            .attempts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.at)
+            .collect();
+        assert_eq!(kept, ["7", "8", "9", "10", "11"]);
     }
 
     #[test]

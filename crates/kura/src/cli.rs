@@ -310,7 +310,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Phone(c) => phone::phone(ctx, c),
         Command::Card(a) => card::card(ctx, a),
         Command::Vault(c) => vault::vault(c),
-        Command::Keyman(c) => keyman::keyman(c),
+        Command::Keyman(c) => keyman::keyman(ctx, c),
         Command::Wallet(a) => wallet::wallet(ctx, a),
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
@@ -343,6 +343,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<card::Refused>().is_some() {
             return 17;
+        }
+        if let Some(kura_vault::client::ClientError::Refused {
+            service: "key manager",
+            status: 403 | 429,
+            ..
+        }) = cause.downcast_ref()
+        {
+            return 18;
         }
         let repo = cause.downcast_ref::<RepoError>().or_else(|| {
             match cause.downcast_ref::<ClientError>() {

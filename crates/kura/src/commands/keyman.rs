@@ -4,12 +4,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use kura_keyman::KeymanOptions;
+use kura_keyman::store::Store;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::vault::{announce, listen, load};
+use crate::ctx::Ctx;
+use crate::output::table;
 
 /// Key manager commands.
 #[derive(Subcommand)]
@@ -18,6 +22,16 @@ pub enum KeymanCommand {
     /// fingerprint (wallets pin it) and its signing key (give it to `kura vault serve
     /// --keyman-key` so the vault lets it restore values for owners whose devices are lost).
     Serve(KeymanServeArgs),
+    /// Show the log of escrow attempts (enrol, release, restore, rekey; ok, refused or
+    /// backoff; from which address), oldest first. It never holds the credentials.
+    Attempts {
+        /// The key manager's data directory (default ~/.local/share/kura/keyman).
+        #[arg(long, env = "KURA_KEYMAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Only the last N.
+        #[arg(long)]
+        last: Option<usize>,
+    },
 }
 
 /// Options of `kura keyman serve`; each overrides the config file's.
@@ -62,13 +76,57 @@ struct KeymanConfig {
     vault_fingerprint: Option<String>,
 }
 
+fn default_data_dir() -> Result<PathBuf> {
+    Ok(kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("keyman"))
+}
+
 /// `kura keyman ...`.
-pub fn keyman(c: KeymanCommand) -> Result<()> {
-    let KeymanCommand::Serve(a) = c;
+pub fn keyman(ctx: &Ctx, c: KeymanCommand) -> Result<()> {
+    match c {
+        KeymanCommand::Serve(a) => serve(a),
+        KeymanCommand::Attempts { data_dir, last } => {
+            let dir = match data_dir {
+                Some(d) => d,
+                None => default_data_dir()?,
+            };
+            if !dir.join("keyman.sqlite").exists() {
+                bail!("no key manager data in {}", dir.display());
+            }
+            let store = Store::open(&dir, u64::MAX)?;
+            let all = store.attempts()?;
+            let shown = &all[all.len().saturating_sub(last.unwrap_or(all.len()))..];
+            let rows: Vec<_> = shown
+                .iter()
+                .map(|a| json!({ "at": a.at, "wallet": a.wallet, "what": a.what, "address": a.address, "outcome": a.outcome }))
+                .collect();
+            ctx.out.emit(&rows, || {
+                table(
+                    format!(
+                        "{:<30}  {:<16}  {:<8}  {:<16}  outcome",
+                        "at", "wallet", "what", "address"
+                    ),
+                    shown.iter().map(|a| {
+                        format!(
+                            "{:<30}  {:<16}  {:<8}  {:<16}  {}",
+                            a.at,
+                            &a.wallet[..a.wallet.len().min(16)],
+                            a.what,
+                            a.address,
+                            a.outcome
+                        )
+                    }),
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+fn serve(a: KeymanServeArgs) -> Result<()> {
     let config: KeymanConfig = load(a.keyman_config.as_deref(), "key manager")?;
     let data_dir = match a.data_dir.or(config.data_dir) {
         Some(d) => d,
-        None => kura_client::state::user_dir("XDG_DATA_HOME", ".local/share")?.join("keyman"),
+        None => default_data_dir()?,
     };
     let vault = match (
         a.vault.or(config.vault),

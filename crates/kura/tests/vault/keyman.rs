@@ -83,14 +83,25 @@ fn add_and_deposit(env: &Env, dir: &str, name: &str) -> (u64, serde_json::Value)
     (dep["id"].as_u64().unwrap(), record)
 }
 
-fn attempts(keyman: &ValueService) -> Vec<(String, String)> {
-    let db = rusqlite::Connection::open(keyman.data().join("keyman.sqlite")).unwrap();
-    let mut q = db
-        .prepare("SELECT what, outcome FROM attempts ORDER BY id")
+/// `kura keyman attempts`: (what, outcome) of each, oldest first.
+fn attempts(env: &Env, keyman: &ValueService) -> Vec<(String, String)> {
+    let out = env
+        .kura()
+        .args(["keyman", "attempts", "--json", "--data-dir"])
+        .arg(keyman.data())
+        .output()
         .unwrap();
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    assert!(out.status.success(), "{}", stderr(&out));
+    crate::fixture::parse_json(&String::from_utf8(out.stdout).unwrap())
+        .as_array()
         .unwrap()
-        .map(Result::unwrap)
+        .iter()
+        .map(|a| {
+            (
+                a["what"].as_str().unwrap().into(),
+                a["outcome"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -136,7 +147,7 @@ fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_bac
     std::fs::remove_file(&key_file).unwrap();
     for (password, bio) in [(&wrong, Some(&near)), (&pw, Some(&far)), (&pw, None)] {
         let out = rebuild(password, bio.map(|b| b.as_str()));
-        assert!(!out.status.success());
+        assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("the credentials do not match"),
             "{}",
@@ -147,6 +158,7 @@ fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_bac
     // Three failures: now even the right credentials wait, across a restart too.
     for _ in 0..2 {
         let out = rebuild(&pw, Some(&near));
+        assert_eq!(out.status.code(), Some(18));
         assert!(
             stderr(&out).contains("(429)") && stderr(&out).contains("try again in"),
             "{}",
@@ -155,7 +167,7 @@ fn the_key_manager_releases_a_share_only_to_matching_credentials_and_guesses_bac
         keyman.kill_and_restart();
     }
     assert!(!key_file.exists());
-    let outcomes: Vec<_> = attempts(&keyman)
+    let outcomes: Vec<_> = attempts(&env, &keyman)
         .into_iter()
         .map(|(what, outcome)| format!("{what} {outcome}"))
         .collect();
@@ -241,6 +253,8 @@ fn parallel_guesses_cost_three_checks_and_the_number_of_escrows_is_bounded() {
         .text()
         .unwrap();
     assert!(metrics.contains("kura_keyman_escrows 1\n"), "{metrics}");
+    // A body past the limit is refused before it is read whole.
+    assert_eq!(keyman.post("/v1/release", vec![b' '; 80 * 1024]).0, 413);
 }
 
 #[test]
