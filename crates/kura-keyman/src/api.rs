@@ -21,7 +21,7 @@ use kura_wallet::registered::Registered;
 use serde_json::json;
 
 use crate::store::{Attempt, Escrow, KeymanError, Store, check_nothing};
-use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, Release, Restore};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, RekeyDone, Release, Restore};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -64,6 +64,7 @@ pub fn app(k: Arc<Keyman>) -> Router {
         .route("/v1/escrow", post(enrol))
         .route("/v1/release", post(release))
         .route("/v1/restore", post(restore))
+        .route("/v1/rekey/done", post(rekey_done))
         .route(
             "/v1/rekey",
             post(rekey).layer(DefaultBodyLimit::max(MAX_REKEY)),
@@ -246,12 +247,26 @@ async fn restore(
     let value = blocking(move || {
         // A blocking client lives and dies off the async threads, so it is made here.
         let (url, fingerprint) = keyman.vault.as_ref().ok_or(KeymanError::Refused)?;
-        let bytes = VaultClient::new(url, fingerprint)
-            .and_then(|v| v.emergency(&cert, keyman.store.key()))
-            .map_err(|e| match e {
-                ClientError::Refused { status: 409, .. } => KeymanError::Redeemed,
-                e => KeymanError::Vault(e.to_string()),
-            })?;
+        let vault =
+            VaultClient::new(url, fingerprint).map_err(|e| KeymanError::Vault(e.to_string()))?;
+        let refused = |e: ClientError| match e {
+            ClientError::Refused { status: 409, .. } => KeymanError::Redeemed,
+            e => KeymanError::Vault(e.to_string()),
+        };
+        // Read and opened before it is withdrawn: a value that is not this owner's (a
+        // certificate shown with someone else's credentials) is never retired. A value
+        // retired already can only be this key manager's own earlier withdrawal, asked
+        // again after its answer was lost.
+        match vault.read(&cert, keyman.store.key()) {
+            Ok(bytes) => {
+                open(&escrow, &cert.payload_hash, &bytes)?;
+            }
+            Err(ClientError::Refused { status: 409, .. }) => {}
+            Err(e) => return Err(refused(e)),
+        }
+        let bytes = vault
+            .emergency(&cert, keyman.store.key())
+            .map_err(refused)?;
         open(&escrow, &cert.payload_hash, &bytes)
     })
     .await?;
@@ -277,6 +292,37 @@ async fn rekey(
     })
     .await?;
     Ok(Json(delivery))
+}
+
+async fn rekey_done(
+    State(k): State<Arc<Keyman>>,
+    body: Bytes,
+) -> Result<&'static str, KeymanError> {
+    let (_, old, sig) = RekeyDone::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
+    blocking(move || {
+        let r =
+            k.store.rekey(&old)?.filter(|r| r.done).ok_or_else(|| {
+                KeymanError::Invalid("no finished re-keying of this wallet".into())
+            })?;
+        let new = kura_core::id::unhex(&r.delivery.wallet)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| KeymanError::Invalid("a stored re-keying is damaged".into()))?;
+        if !RekeyDone::verify(&old, &sig, &new) {
+            return Err(KeymanError::Invalid(
+                "the confirmation is not signed by the delivered key".into(),
+            ));
+        }
+        let public = Delivery {
+            signing_key: String::new(),
+            value_key: String::new(),
+            vault_share: String::new(),
+            recovery_share: String::new(),
+            ..r.delivery
+        };
+        k.store.rekey_confirm(&old, &public)
+    })
+    .await?;
+    Ok("confirmed\n")
 }
 
 /// Opens a value the vault gave back for `escrow`'s owner: it must be the one the certificate

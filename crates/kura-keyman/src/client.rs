@@ -6,7 +6,8 @@ use kura_wallet::certificate::Certificate;
 use kura_wallet::record::ValueRecord;
 use serde::Deserialize;
 
-use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, Release, Restore};
+use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, RekeyDone, Release, Restore};
+use kura_wallet::sign::SigningKey;
 
 /// A connection to one key manager.
 pub struct KeymanClient(Pinned);
@@ -93,5 +94,12 @@ impl KeymanClient {
             .0
             .post("/v1/rekey", serde_json::to_vec(&body).map_err(answer)?)?;
         serde_json::from_slice(&b).map_err(answer)
+    }
+
+    /// Tells the key manager the wallet holds what the re-keying of `old` delivered, signing
+    /// with the new key `new`: it then forgets the delivered secrets.
+    pub fn rekey_done(&self, old: &[u8; 32], new: &SigningKey) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&RekeyDone::sign(old, new)).map_err(answer)?;
+        self.0.post("/v1/rekey/done", body).map(drop)
     }
 }

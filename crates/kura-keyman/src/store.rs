@@ -173,7 +173,8 @@ CREATE TABLE IF NOT EXISTS rekeys (
     replacement BLOB,
     delivery TEXT NOT NULL,
     new_share BLOB NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0
+    done INTEGER NOT NULL DEFAULT 0,
+    confirmed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -235,6 +236,17 @@ impl Store {
         )?;
         if !known && held >= self.max_escrows {
             return Err(KeymanError::Full(self.max_escrows));
+        }
+        // A re-keyed wallet's old key may be in a thief's hands: it enrols nothing more.
+        let rekeyed: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM rekeys WHERE wallet = ?1",
+            params![e.wallet.as_slice()],
+            |r| r.get(0),
+        )?;
+        if rekeyed {
+            return Err(KeymanError::Invalid(
+                "this wallet was re-keyed: its old key enrols nothing; the new one may".into(),
+            ));
         }
         tx.execute(
             "INSERT INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled)
@@ -400,6 +412,29 @@ impl Store {
                 old.wallet.as_slice(),
                 serde_json::to_string(delivery).unwrap_or_default()
             ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The wallet confirmed it holds what the re-keying of `old` delivered (the caller
+    /// checked the new key's signature): the delivered secrets and the replacement are
+    /// forgotten and the old escrow is removed, in one transaction. The row stays, so the old
+    /// key enrols nothing again.
+    pub fn rekey_confirm(&self, old: &[u8; 32], public: &Delivery) -> Result<(), KeymanError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE rekeys SET confirmed = 1, replacement = NULL, delivery = ?2
+             WHERE wallet = ?1 AND done = 1",
+            params![
+                old.as_slice(),
+                serde_json::to_string(public).unwrap_or_default()
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM escrows WHERE wallet = ?1",
+            params![old.as_slice()],
         )?;
         tx.commit()?;
         Ok(())

@@ -242,9 +242,14 @@ impl Store {
                 }
             }));
         }
+        // Who retired it and with which request: a repeat must be the same request by the
+        // same kind of signer (a thief holding the lost device's key cannot replay the key
+        // manager's nonce as a wallet).
+        let mut redemption = vec![purpose as u8];
+        redemption.extend_from_slice(&w.nonce);
         if retired {
             // The request that retired it, asked again, gets the same bytes.
-            if purpose != Purpose::Read && redeemed_by.as_deref() == Some(&w.nonce[..]) {
+            if purpose != Purpose::Read && redeemed_by.as_deref() == Some(&redemption[..]) {
                 return Ok(payload);
             }
             return Err(VaultError::Redeemed);
@@ -254,7 +259,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE records SET retired = ?1, redeemed_by = ?2 WHERE hash = ?3 AND retired IS NULL",
-            params![now(), w.nonce.as_slice(), cert.payload_hash.as_slice()],
+            params![now(), redemption, cert.payload_hash.as_slice()],
         )?;
         tx.commit()?;
         crash_if(self.crash_at, CrashAt::WithdrawCommit);
@@ -623,5 +628,36 @@ mod tests {
             by(&keyman, Purpose::Read),
             Err(VaultError::Redeemed)
         ));
+    }
+
+    #[test]
+    fn a_repeat_gets_the_value_only_as_the_same_request_by_the_same_kind_of_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = Quota {
+            values: 10,
+            bytes: 1 << 20,
+        };
+        let keyman = SigningKey::generate();
+        let store = Store::open(dir.path(), 1000, quota)
+            .unwrap()
+            .trust_keyman(Some(keyman.public()));
+        let wallet = SigningKey::generate();
+        let (sent, cert) = deposit(&store, &wallet);
+        let nonce = [5; 16];
+        let emergency = Withdrawal::sign(Purpose::Emergency, &cert, nonce, &keyman);
+        assert_eq!(
+            store.withdraw(&emergency, Purpose::Emergency).unwrap(),
+            sent.to_bytes()
+        );
+        // The lost device's key, with the key manager's nonce: nothing.
+        let thief = Withdrawal::sign(Purpose::Withdraw, &cert, nonce, &wallet);
+        assert!(matches!(
+            store.withdraw(&thief, Purpose::Withdraw),
+            Err(VaultError::Redeemed)
+        ));
+        assert_eq!(
+            store.withdraw(&emergency, Purpose::Emergency).unwrap(),
+            sent.to_bytes()
+        );
     }
 }

@@ -108,16 +108,17 @@ impl Certificate {
 
 /// Why a value is asked for, and so who must sign the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Purpose {
     /// Withdrawn by the wallet that deposited it: a stolen certificate alone retires nothing.
-    Withdraw,
+    Withdraw = 1,
     /// Withdrawn by the trusted key manager for an owner whose device is lost
-    /// (value-vault.md requirement 7). The key manager sees certificates only when an
-    /// authenticated owner shows one.
-    Emergency,
-    /// Read, not retired, by the trusted key manager, which re-keys the wallet's values
-    /// (requirement 8) and must open them first.
-    Read,
+    /// (value-vault.md requirement 7), after it read and opened the value with the owner's
+    /// escrowed share.
+    Emergency = 2,
+    /// Read, not retired, by the trusted key manager, which opens a value before an
+    /// emergency withdrawal and re-keys a wallet's values (requirement 8).
+    Read = 3,
 }
 
 impl Purpose {

@@ -114,8 +114,8 @@ impl std::str::FromStr for Rule {
 
 /// A wallet escrowing its share of the value key, with the credentials that release it,
 /// signed with the wallet's key: the wallet's public key is the escrow's name, so only the
-/// wallet can make or replace it.
-#[derive(Debug, Clone, PartialEq)]
+/// wallet can make or replace it. Its `Debug` leaves the share out.
+#[derive(Clone, PartialEq)]
 pub struct Enrol {
     /// The wallet's Ed25519 public key.
     pub wallet: [u8; 32],
@@ -127,6 +127,18 @@ pub struct Enrol {
     pub rule: Rule,
     /// The wallet's signature over all of the above.
     pub signature: [u8; 64],
+}
+
+impl std::fmt::Debug for Enrol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Enrol {{ wallet: {}, credentials: {:?}, rule: {:?} }}",
+            hex(&self.wallet),
+            self.credentials,
+            self.rule
+        )
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -325,6 +337,47 @@ pub struct Delivery {
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Delivery {{ wallet: {}, .. }}", self.wallet)
+    }
+}
+
+/// The wallet's word that it holds the keys a re-keying delivered: signed with the new
+/// signing key over the old wallet's name. The key manager then forgets the secrets it
+/// delivered and retires the old escrow for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyDone {
+    /// The old wallet's public key (hex).
+    pub wallet: String,
+    /// The new signing key's signature (hex).
+    pub signature: String,
+}
+
+impl RekeyDone {
+    fn message(old: &[u8; 32]) -> Vec<u8> {
+        let mut m = b"kura-keyman rekey done v1".to_vec();
+        m.extend_from_slice(old);
+        m
+    }
+
+    /// The confirmation for the re-keying of `old`, signed with the new key.
+    pub fn sign(old: &[u8; 32], new: &SigningKey) -> RekeyDone {
+        RekeyDone {
+            wallet: hex(old),
+            signature: hex(&new.sign(&Self::message(old))),
+        }
+    }
+
+    /// Reads a body: the old wallet and the signature.
+    pub fn parse(body: &[u8]) -> Result<(RekeyDone, [u8; 32], [u8; 64]), RequestError> {
+        let r: RekeyDone = json(body, "rekey done")?;
+        let old = array(&r.wallet, "wallet")?;
+        let sig = array(&r.signature, "signature")?;
+        Ok((r, old, sig))
+    }
+
+    /// Whether the key `new` signed it for `old`.
+    pub fn verify(old: &[u8; 32], sig: &[u8; 64], new: &[u8; 32]) -> bool {
+        verify(new, &Self::message(old), sig)
     }
 }
 

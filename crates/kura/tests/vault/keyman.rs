@@ -297,6 +297,31 @@ fn a_lost_wallet_gets_its_values_back_through_the_key_manager_and_neither_servic
     let opened = reg.open(&reg.signer, &both).unwrap();
     assert_eq!(serde_json::to_value(&opened).unwrap(), first);
 
+    // Someone with credentials of their own and the owner's certificates gets nothing, and
+    // nothing is retired.
+    init_wallet(&env, "thief", &vault, &vault.key_hex());
+    let theirs = file(&env, "theirs", "the thief's own password");
+    let thief_recovery = escrow(&env, "thief", &keyman, &["--owner-password-file", &theirs]);
+    let out = wallet(
+        &env,
+        "thief",
+        &[
+            "recover",
+            "--recovery-file",
+            &thief_recovery,
+            "--holdings",
+            holdings.to_str().unwrap(),
+            "--owner-password-file",
+            &theirs,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not signed by this wallet"),
+        "{}",
+        stderr(&out)
+    );
+
     // A new wallet on a new device.
     init_wallet(&env, "new", &vault, &vault.key_hex());
     let recover = |password: &str| {
@@ -489,6 +514,36 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
         assert_eq!(&shown["record"], record);
     }
     assert_eq!(records(&vault), (0, 6));
+
+    // The key manager forgot what it delivered and retired the old escrow: the lost
+    // device's key cannot enrol new credentials to collect anything.
+    let db = rusqlite::Connection::open(keyman.data().join("keyman.sqlite")).unwrap();
+    let (delivery, replacement): (String, Option<Vec<u8>>) = db
+        .query_row("SELECT delivery, replacement FROM rekeys", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let new_key = std::fs::read(env.path("w/signing.key")).unwrap();
+    assert!(!delivery.contains(&kura_core::id::hex(&new_key)));
+    assert!(delivery.contains("\"signing_key\":\"\""), "{delivery}");
+    assert!(replacement.is_none());
+    let escrows: u64 = db
+        .query_row("SELECT COUNT(*) FROM escrows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(escrows, 1, "only the new wallet's");
+    let thief = kura_wallet::sign::SigningKey::from_pkcs8(&old_key).unwrap();
+    let enrol = kura_wallet::escrow::Enrol::sign(
+        &thief,
+        vec![1; 33],
+        kura_wallet::escrow::Credentials {
+            password: Some("the thief's".into()),
+            ..Default::default()
+        },
+        kura_wallet::escrow::Rule::All,
+    );
+    let (status, body) = keyman.post("/v1/escrow", enrol.to_json());
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("re-keyed"));
 
     // The new recovery file and the key manager's new share rebuild the new key.
     let key = std::fs::read_to_string(env.path("w/value.key")).unwrap();

@@ -102,6 +102,18 @@ pub(super) fn dir_of(a: Option<PathBuf>) -> Result<PathBuf> {
 impl Dir {
     /// Opens the wallet in `path`.
     pub(super) fn open(path: PathBuf) -> Result<Dir> {
+        if path.join("rekey.json").exists() {
+            bail!(
+                "a re-keying of this wallet is not finished: run `kura wallet rekey` again \
+                 (its keys would otherwise be half old, half new)"
+            );
+        }
+        Dir::open_rekeying(path)
+    }
+
+    /// Opens the wallet even with a re-keying in `rekey.json` not yet applied: only `kura
+    /// wallet rekey` does, to finish it.
+    pub(super) fn open_rekeying(path: PathBuf) -> Result<Dir> {
         let read = |name: &str| {
             let p = path.join(name);
             std::fs::read_to_string(&p).with_context(|| {

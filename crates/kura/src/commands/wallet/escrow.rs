@@ -26,6 +26,8 @@ struct Delivered {
     delivery: Delivery,
     /// The holdings whose certificates were sent, in order.
     ids: Vec<u64>,
+    /// The wallet's old public key (hex): what the key manager re-keyed.
+    old_wallet: String,
     keyman: String,
     keyman_fingerprint: String,
 }
@@ -256,6 +258,7 @@ pub(super) fn rekey(
         let delivered = Delivered {
             delivery,
             ids,
+            old_wallet: recovery.wallet,
             keyman: recovery.keyman,
             keyman_fingerprint: recovery.keyman_fingerprint,
         };
@@ -267,6 +270,7 @@ pub(super) fn rekey(
     let Delivered {
         delivery,
         ids,
+        old_wallet,
         keyman,
         keyman_fingerprint,
     } = delivered;
@@ -308,6 +312,17 @@ pub(super) fn rekey(
         share: delivery.recovery_share.clone(),
     };
     write_private(&new_recovery_file, toml::to_string(&recovery)?.as_bytes())?;
+    // Only once the new keys are in place: the key manager then forgets them and retires the
+    // old escrow. Until it has heard, the wallet refuses other commands (rekey.json stays).
+    let old: [u8; 32] = unhex(&old_wallet)
+        .and_then(|b| b.try_into().ok())
+        .context("rekey.json's old wallet is not 32 bytes of hex")?;
+    KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?
+        .rekey_done(&old, &signer)
+        .context(
+            "the new keys are in place, but the key manager was not told: run `kura wallet \
+             rekey` again to finish",
+        )?;
     std::fs::remove_file(&pending)?;
     ctx.out.emit(
         &json!({ "wallet": delivery.wallet, "replaced": ids.len(), "recovery_file": new_recovery_file }),

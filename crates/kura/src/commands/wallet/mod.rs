@@ -379,7 +379,13 @@ pub fn wallet(ctx: &Ctx, a: WalletArgs) -> Result<()> {
             recovery_file,
             new_recovery_file,
             owner,
-        } => escrow::rekey(ctx, open()?, recovery_file, new_recovery_file, owner),
+        } => escrow::rekey(
+            ctx,
+            Dir::open_rekeying(path.clone())?,
+            recovery_file,
+            new_recovery_file,
+            owner,
+        ),
         WalletCommand::AutoBackup { when_due } => deposits::auto_backup(ctx, open()?, when_due),
         WalletCommand::Conditions(a) => conditions(ctx, open()?, *a),
         WalletCommand::RebuildKey {
