@@ -20,13 +20,15 @@ use kura_vault::client::{ClientError, VaultClient};
 use kura_wallet::registered::Registered;
 use serde_json::json;
 
-use crate::store::{Attempt, Escrow, KeymanError, Store, check_nothing};
+use crate::store::{Attempt, Escrow, KeymanError, Phantoms, Store, check_nothing};
 use kura_wallet::escrow::{Credentials, Delivery, Enrol, Rekey, RekeyDone, Release, Restore};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest re-keying request: every certificate one wallet may hold.
 pub const MAX_REKEY: usize = 4 << 20;
+/// Re-keyings at once (each reads up to [`MAX_REKEY`] before it is authenticated).
+pub const REKEYING_AT_ONCE: usize = 2;
 
 /// What the handlers share.
 pub struct Keyman {
@@ -36,18 +38,32 @@ pub struct Keyman {
     pub gate: LoginGate,
     /// The vault emergency restores withdraw from: its address and TLS fingerprint.
     pub vault: Option<(String, String)>,
+    rekeying: tokio::sync::Semaphore,
+    phantoms: Phantoms,
+    max_per_address: u64,
+    backoffs: AtomicU64,
     released: AtomicU64,
     restored: AtomicU64,
     refused: AtomicU64,
 }
 
 impl Keyman {
-    /// The key manager over `store`, checking on `checks` threads, restoring from `vault`.
-    pub fn new(store: Store, checks: usize, vault: Option<(String, String)>) -> Keyman {
+    /// The key manager over `store`, checking on `checks` threads, restoring from `vault`,
+    /// taking at most `max_per_address` enrolments from one address.
+    pub fn new(
+        store: Store,
+        checks: usize,
+        vault: Option<(String, String)>,
+        max_per_address: u64,
+    ) -> Keyman {
         Keyman {
             store,
             gate: LoginGate::new(checks),
             vault,
+            rekeying: tokio::sync::Semaphore::new(REKEYING_AT_ONCE),
+            phantoms: Phantoms::default(),
+            max_per_address,
+            backoffs: AtomicU64::new(0),
             released: AtomicU64::new(0),
             restored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -65,10 +81,7 @@ pub fn app(k: Arc<Keyman>) -> Router {
         .route("/v1/release", post(release))
         .route("/v1/restore", post(restore))
         .route("/v1/rekey/done", post(rekey_done))
-        .route(
-            "/v1/rekey",
-            post(rekey).layer(DefaultBodyLimit::max(MAX_REKEY)),
-        )
+        .route("/v1/rekey", post(rekey).layer(DefaultBodyLimit::disable()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(k)
 }
@@ -82,6 +95,8 @@ impl IntoResponse for KeymanError {
             KeymanError::Backoff(_) => StatusCode::TOO_MANY_REQUESTS,
             KeymanError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             KeymanError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+            KeymanError::PerAddress(_) => StatusCode::TOO_MANY_REQUESTS,
+            KeymanError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             KeymanError::Redeemed => StatusCode::CONFLICT,
             KeymanError::Vault(_) => StatusCode::BAD_GATEWAY,
         };
@@ -129,13 +144,18 @@ async fn enrol(
     body: Bytes,
 ) -> Result<&'static str, KeymanError> {
     let e = Enrol::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
+    let addr = ip(peer);
+    let (store, from) = (k.clone(), address(addr));
+    let enrolled = blocking(move || store.store.enrolled_from(&from)).await?;
+    if enrolled >= k.max_per_address {
+        return Err(KeymanError::PerAddress(k.max_per_address));
+    }
     let escrow = k
         .gate
         .check(move || Escrow::from_enrolment(&e))
         .await
         .map_err(refusal)??;
     let (store, wallet) = (k.clone(), hex(&escrow.wallet));
-    let addr = ip(peer);
     blocking(move || {
         let r = store.store.enrol(&escrow);
         let outcome = if r.is_ok() { "ok" } else { "refused" };
@@ -146,12 +166,16 @@ async fn enrol(
     Ok("escrowed\n")
 }
 
+fn address(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
 fn attempt(wallet: &str, what: &str, addr: Option<IpAddr>, outcome: &str) -> Attempt {
     Attempt {
         at: jiff::Timestamp::now().to_string(),
         wallet: wallet.to_string(),
         what: what.to_string(),
-        address: addr.map_or_else(|| "-".to_string(), |a| a.to_string()),
+        address: address(addr),
         outcome: outcome.to_string(),
     }
 }
@@ -183,19 +207,27 @@ async fn authenticate(
             k.store.log(&attempt(&name, what, addr, outcome))
         })
     };
-    if let Err(r) = k.gate.admit(&name, addr, Instant::now()) {
-        settle("backoff", false).await?;
-        return Err(refusal(r));
+    // A try made to wait costs no check and no write: it is counted, not logged, so a
+    // flood of them neither loads the disk nor pushes real attempts out of the log.
+    let waited = |d| {
+        k.backoffs.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(wallet = %name, address = ?addr, what, "escrow attempt made to wait");
+        KeymanError::Backoff(d)
+    };
+    if let Err(Refusal::Backoff(d)) = k.gate.admit(&name, addr, Instant::now()) {
+        return Err(waited(d));
     }
     let store = k.clone();
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let found = match blocking(move || store.store.begin(&wallet, now_ms)).await {
-        Err(KeymanError::Backoff(d)) => {
-            settle("backoff", false).await?;
-            return Err(KeymanError::Backoff(d));
-        }
+        Err(KeymanError::Backoff(d)) => return Err(waited(d)),
         other => other?,
     };
+    if found.is_none()
+        && let Err(KeymanError::Backoff(d)) = k.phantoms.begin(&wallet, now_ms)
+    {
+        return Err(waited(d));
+    }
     let checked = k
         .gate
         .check(move || match found {
@@ -277,8 +309,13 @@ async fn restore(
 async fn rekey(
     State(k): State<Arc<Keyman>>,
     peer: Peer,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Delivery>, KeymanError> {
+    // The slot first, then the body, read up to its bound: memory for a few re-keyings.
+    let _slot = k.rekeying.try_acquire().map_err(|_| KeymanError::Busy)?;
+    let body = axum::body::to_bytes(body, MAX_REKEY)
+        .await
+        .map_err(|_| KeymanError::TooLarge(MAX_REKEY))?;
     let (r, wallet, certs) = Rekey::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
     let (url, fingerprint) = k.vault.clone().ok_or_else(|| {
         KeymanError::Vault("this key manager is not configured with a vault (--vault)".into())
@@ -363,9 +400,10 @@ async fn metrics(State(k): State<Arc<Keyman>>) -> Result<String, KeymanError> {
     Ok(format!(
         "kura_keyman_escrows {escrows}\nkura_keyman_attempts_refused_logged {logged}\n\
          kura_keyman_releases_total {}\nkura_keyman_restores_total {}\n\
-         kura_keyman_refusals_total {}\n",
+         kura_keyman_refusals_total {}\nkura_keyman_backoffs_total {}\n",
         k.released.load(Ordering::Relaxed),
         k.restored.load(Ordering::Relaxed),
-        k.refused.load(Ordering::Relaxed)
+        k.refused.load(Ordering::Relaxed),
+        k.backoffs.load(Ordering::Relaxed)
     ))
 }

@@ -28,6 +28,8 @@ pub struct KeymanOptions {
     pub checks: usize,
     /// Escrows it keeps at most.
     pub max_escrows: u64,
+    /// Escrows one address may enrol.
+    pub max_escrows_per_address: u64,
     /// The vault emergency restores withdraw from: its address and TLS fingerprint.
     pub vault: Option<(String, String)>,
 }
@@ -41,7 +43,12 @@ pub async fn serve(
     let store =
         store::Store::open(&opts.data_dir, opts.max_escrows).map_err(std::io::Error::other)?;
     let key = store.key().public();
-    let app = api::app(Arc::new(api::Keyman::new(store, opts.checks, opts.vault)));
+    let app = api::app(Arc::new(api::Keyman::new(
+        store,
+        opts.checks,
+        opts.vault,
+        opts.max_escrows_per_address,
+    )));
     serve_router(app, opts.listen, "kura keyman", |addr, id| {
         ready(addr, id, &key)
     })

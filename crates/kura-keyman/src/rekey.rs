@@ -47,15 +47,17 @@ pub fn run(
             Replacement::parse(bytes).map_err(|e| KeymanError::Invalid(e.to_string()))?;
         let new_certs = match vault.replace(&replacement) {
             Ok(c) => c,
+            // The vault refused the replacement itself (not a busy or broken moment): it will
+            // refuse it again, so it is dropped and the owner may ask afresh.
             Err(ClientError::Refused {
-                status: 404 | 409,
+                status: status @ 400..=499,
                 message,
                 ..
-            }) => {
+            }) if status != 429 => {
                 store.rekey_abandon(&escrow.wallet)?;
                 return Err(KeymanError::Vault(format!(
-                    "the vault no longer holds every value the re-keying began with ({message}); \
-                     ask again with the wallet's certificates as they are now"
+                    "the vault refused the replacement ({status}: {message}); it is dropped: ask \
+                     again with the wallet's certificates as they are now"
                 )));
             }
             Err(e) => return Err(vault_error(e)),

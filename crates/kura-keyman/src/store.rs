@@ -45,6 +45,12 @@ pub enum KeymanError {
     /// As many checks as may wait are waiting.
     #[error("the key manager is busy checking credentials: try again shortly")]
     Busy,
+    /// A body past its bound.
+    #[error("the request is larger than {0} bytes")]
+    TooLarge(usize),
+    /// An address enrolled as many escrows as one may.
+    #[error("this address enrolled its limit of {0} escrows")]
+    PerAddress(u64),
     /// The key manager holds as many escrows as it may.
     #[error("the key manager holds its limit of {0} escrows")]
     Full(u64),
@@ -120,6 +126,44 @@ impl Escrow {
     }
 }
 
+/// Whether a try may start at `now_ms` after `failures` failures, the last at `last_ms`.
+fn admit(failures: u32, last_ms: i64, now_ms: i64) -> Result<(), KeymanError> {
+    let wait = backoff(failures, FREE_FAILURES, FIRST_WAIT, LONGEST_WAIT);
+    let free_at = last_ms.saturating_add(wait.as_millis() as i64);
+    if free_at > now_ms {
+        return Err(KeymanError::Backoff(Duration::from_millis(
+            (free_at - now_ms) as u64,
+        )));
+    }
+    Ok(())
+}
+
+/// Failures against wallets that have no escrow, kept in memory by the same rule as real
+/// ones, so the answers (403, then 429 after three) do not tell which escrows exist. At most
+/// [`PHANTOMS`] are remembered.
+#[derive(Default)]
+pub struct Phantoms(Mutex<std::collections::HashMap<[u8; 32], (u32, i64)>>);
+
+/// The most wallets without an escrow whose failures are remembered.
+pub const PHANTOMS: usize = 10_000;
+
+impl Phantoms {
+    /// Starts a try for `wallet` at `now_ms`, as [`Store::begin`] does for a real escrow.
+    pub fn begin(&self, wallet: &[u8; 32], now_ms: i64) -> Result<(), KeymanError> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (failures, last) = map.get(wallet).copied().unwrap_or((0, 0));
+        admit(failures, last, now_ms)?;
+        if map.len() >= PHANTOMS && !map.contains_key(wallet) {
+            let oldest = map.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        map.insert(*wallet, (failures + 1, now_ms));
+        Ok(())
+    }
+}
+
 /// Spends the time a real password check takes, so an unknown wallet answers as slowly as a
 /// known one.
 pub fn check_nothing(c: &Credentials) {
@@ -184,6 +228,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     address TEXT NOT NULL,
     outcome TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS attempts_address ON attempts(address, what);
 ";
 
 /// The key manager's store.
@@ -296,13 +341,7 @@ impl Store {
         let Some((share, password, id_card, biometric, rule, failures, last)) = row else {
             return Ok(None);
         };
-        let wait = backoff(failures, FREE_FAILURES, FIRST_WAIT, LONGEST_WAIT);
-        let free_at = last.saturating_add(wait.as_millis() as i64);
-        if free_at > now_ms {
-            return Err(KeymanError::Backoff(Duration::from_millis(
-                (free_at - now_ms) as u64,
-            )));
-        }
+        admit(failures, last, now_ms)?;
         tx.execute(
             "UPDATE escrows SET failures = failures + 1, last_failure_ms = ?2 WHERE wallet = ?1",
             params![wallet.as_slice(), now_ms],
@@ -440,6 +479,15 @@ impl Store {
         Ok(())
     }
 
+    /// Escrows enrolled from `address` (by the attempt log).
+    pub fn enrolled_from(&self, address: &str) -> Result<u64, KeymanError> {
+        Ok(self.db().query_row(
+            "SELECT COUNT(*) FROM attempts WHERE what = 'enrol' AND outcome = 'ok' AND address = ?1",
+            params![address],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Logs an attempt (the log keeps the last [`LOG_ROWS`]).
     pub fn log(&self, a: &Attempt) -> Result<(), KeymanError> {
         let db = self.db();
@@ -521,6 +569,37 @@ mod tests {
         assert!(any.admits(&creds("pw-wrong", Some(near))));
         assert!(any.admits(&creds("pw-right", None)));
         assert!(!any.admits(&creds("pw-wrong", Some(far))));
+    }
+
+    #[test]
+    fn a_wallet_without_an_escrow_backs_off_as_one_with_an_escrow_does() {
+        let p = Phantoms::default();
+        let t0 = 1_000_000;
+        for _ in 0..FREE_FAILURES {
+            p.begin(&[7; 32], t0).unwrap();
+        }
+        assert!(matches!(
+            p.begin(&[7; 32], t0 + 1),
+            Err(KeymanError::Backoff(_))
+        ));
+        assert!(p.begin(&[8; 32], t0 + 1).is_ok());
+    }
+
+    #[test]
+    fn a_full_key_manager_refuses_a_new_escrow_and_replaces_a_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let enrol = |w: &SigningKey| {
+            Escrow::from_enrolment(&Enrol::sign(w, vec![1; 33], creds("pw", None), Rule::All))
+                .unwrap()
+        };
+        let first = SigningKey::generate();
+        store.enrol(&enrol(&first)).unwrap();
+        assert!(matches!(
+            store.enrol(&enrol(&SigningKey::generate())),
+            Err(KeymanError::Full(1))
+        ));
+        store.enrol(&enrol(&first)).unwrap();
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Repository {
         let mut repo = Repository::unlocked(backend, config, common);
         let name = repo.add_passphrase(passphrase, kdf, host)?;
         repo.unlocked_by = Some((name, true));
-        let code = repo.add_recovery_code(host)?;
+        let code = repo.new_recovery_code(host)?;
         let device = repo.add_device(device_name, host)?;
         // On a disk too full for it, the first backup with room sets it aside.
         match repo.backend.keep_reserve() {
@@ -422,7 +422,7 @@ impl Repository {
             .filter(|(_, kf)| kf.is_recovery())
             .map(|(name, _)| name)
             .collect();
-        let code = self.add_recovery_code(host)?;
+        let code = self.new_recovery_code(host)?;
         for name in &old {
             self.backend.remove(FileType::Key, name)?;
         }
@@ -436,17 +436,22 @@ impl Repository {
         Ok(code)
     }
 
-    /// Adds a recovery code beside the ones there are (`kura key escrow` splits it in
-    /// shares); returns it. [`Repository::replace_recovery_code`] retires it with the others.
-    pub fn add_recovery_code(&self, host: &str) -> Result<String> {
-        let code = RecoveryCode::generate();
+    /// Adds `code` as a recovery code beside the ones there are (`kura key escrow` splits it
+    /// in shares). [`Repository::replace_recovery_code`] retires it with the others.
+    pub fn add_recovery_code(&self, code: &RecoveryCode, host: &str) -> Result<()> {
         let kf = KeyFile::create_recovery(
             &self.common,
-            &code,
+            code,
             jiff::Timestamp::now().to_string(),
             host.into(),
         );
         self.write_key_file(&kf)?;
+        Ok(())
+    }
+
+    fn new_recovery_code(&self, host: &str) -> Result<String> {
+        let code = RecoveryCode::generate();
+        self.add_recovery_code(&code, host)?;
         Ok(code.text())
     }
 

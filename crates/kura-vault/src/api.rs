@@ -19,13 +19,18 @@ use crate::store::{Store, VaultError};
 
 /// Largest request body: a registered value or a certificate with its proof.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Largest replacement: every value one wallet may hold, old certificate and new value.
-pub const MAX_REPLACEMENT: usize = 16 << 20;
+/// Replacements read at once: each may be as large as a wallet's quota, so they wait their
+/// turn rather than share the memory.
+pub const REPLACING_AT_ONCE: usize = 1;
 
 /// What the handlers share.
 pub struct Vault {
     /// The store.
     pub store: Store,
+    /// The largest replacement: every value one wallet may hold, new, and its old
+    /// certificates.
+    max_replacement: usize,
+    replacing: tokio::sync::Semaphore,
     deposits: AtomicU64,
     withdrawals: AtomicU64,
     refusals: AtomicU64,
@@ -33,9 +38,15 @@ pub struct Vault {
 
 impl Vault {
     /// The vault over `store`.
-    pub fn new(store: Store) -> Vault {
+    /// The vault over `store`, whose wallets may hold `quota_bytes` each.
+    pub fn new(store: Store, quota_bytes: u64) -> Vault {
         Vault {
             store,
+            max_replacement: usize::try_from(quota_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .saturating_add(1 << 20),
+            replacing: tokio::sync::Semaphore::new(REPLACING_AT_ONCE),
             deposits: AtomicU64::new(0),
             withdrawals: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
@@ -55,7 +66,7 @@ pub fn app(vault: Arc<Vault>) -> Router {
         .route("/v1/read", post(read))
         .route(
             "/v1/replace",
-            post(replace).layer(DefaultBodyLimit::max(MAX_REPLACEMENT)),
+            post(replace).layer(DefaultBodyLimit::disable()),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(vault)
@@ -69,6 +80,8 @@ impl IntoResponse for VaultError {
             VaultError::Unknown => StatusCode::NOT_FOUND,
             VaultError::Redeemed => StatusCode::CONFLICT,
             VaultError::Quota(_) => StatusCode::FORBIDDEN,
+            VaultError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            VaultError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("{self}");
@@ -129,10 +142,22 @@ async fn read(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, Vaul
     withdraw_for(v, body, Purpose::Read).await
 }
 
-async fn replace(State(v): State<Arc<Vault>>, body: Bytes) -> Result<Response, VaultError> {
+async fn replace(
+    State(v): State<Arc<Vault>>,
+    body: axum::body::Body,
+) -> Result<Response, VaultError> {
+    // The slot first, then the body, read up to its bound: memory for one replacement.
+    let _slot = v
+        .replacing
+        .try_acquire()
+        .map_err(|_| VaultError::Busy("a replacement is being made: try again shortly"))?;
+    let body = axum::body::to_bytes(body, v.max_replacement)
+        .await
+        .map_err(|_| VaultError::TooLarge(v.max_replacement))?;
+    let vault = v.clone();
     let r = blocking(move || {
         let r = Replacement::parse(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        v.store.replace(&r)
+        vault.store.replace(&r)
     })
     .await;
     Ok(octets(r?))

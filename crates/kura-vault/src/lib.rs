@@ -43,7 +43,7 @@ pub async fn serve(
         .trust_keyman(opts.keyman_key)
         .crash_at(opts.crash_at);
     let key = store.public_key();
-    let app = api::app(Arc::new(api::Vault::new(store)));
+    let app = api::app(Arc::new(api::Vault::new(store, opts.quota.bytes)));
     serve_router(app, opts.listen, "kura vault", |addr, id| {
         ready(addr, id, &key)
     })

@@ -30,6 +30,12 @@ pub enum VaultError {
     /// A wallet over its quota.
     #[error("{0}")]
     Quota(String),
+    /// As many such requests as may run are running.
+    #[error("{0}")]
+    Busy(&'static str),
+    /// A body past its bound.
+    #[error("the request is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// What one wallet may keep at the vault.

@@ -189,6 +189,9 @@ pub fn plan(
         if free >= need {
             break;
         }
+        if plan.contains(id) {
+            continue;
+        }
         if let Some((_, Holding::Value(r))) = wallet.holdings.iter().find(|(n, _)| n == id) {
             free += freed_by(r, fields);
             plan.push(*id);
@@ -303,6 +306,11 @@ mod tests {
         assert_eq!(
             plan(&w, &ids, &DEFAULT_DIGEST, freed + 1).unwrap(),
             [ids[0], ids[1]]
+        );
+        let twice = [ids[0], ids[0], ids[0]];
+        assert!(
+            plan(&w, &twice, &DEFAULT_DIGEST, freed + 1).is_err(),
+            "a value picked twice frees its room once"
         );
         assert!(matches!(
             plan(&w, &ids, &DEFAULT_DIGEST, 3 * freed + 1),

@@ -415,12 +415,14 @@ pub(crate) fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Writes `bytes` to `path` for its owner only (mode 0600): a new file is written and synced
-/// beside it, then renamed into place, so a killed process leaves the old contents or the
-/// new.
+/// beside it, renamed into place, and the directory synced, so a killed process or a power
+/// cut leaves the old contents or the new.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -431,7 +433,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// A secret kept in a file, without its trailing newline.

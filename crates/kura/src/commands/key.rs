@@ -151,16 +151,15 @@ fn escrow(
 ) -> Result<()> {
     let credentials = owner.credentials()?;
     let client = KeymanClient::new(keyman, fingerprint)?;
-    let (what, secret) = match file {
-        Some(f) => ("file".to_string(), secret_file(f)?),
+    // The repository learns the new code only once every share is out, so a failure
+    // leaves no code that nobody holds.
+    let (what, secret, repo) = match file {
+        Some(f) => ("file".to_string(), secret_file(f)?, None),
         None => {
             let repo = ctx.open()?;
-            let _lock = repo.lock(false)?;
-            let code = RecoveryCode::parse(&repo.add_recovery_code(&hostname())?)?;
-            (
-                format!("repository {}", repo.config().id),
-                Key::from_bytes(*code.expose()),
-            )
+            let what = format!("repository {}", repo.config().id);
+            let code = RecoveryCode::generate();
+            (what, Key::from_bytes(*code.expose()), Some(repo))
         }
     };
     let shares = kura_wallet::split::split(&secret, 2, share_files.len() + 1)?;
@@ -178,6 +177,10 @@ fn escrow(
             share: hex(share),
         };
         write_private(path, toml::to_string(&sheet)?.as_bytes())?;
+    }
+    if let Some(repo) = &repo {
+        let _lock = repo.lock(false)?;
+        repo.add_recovery_code(&RecoveryCode::from_bytes(*secret.expose()), &hostname())?;
     }
     ctx.out.emit(
         &json!({ "escrowed": what, "share_files": share_files, "escrow": hex(&name.public()) }),

@@ -38,7 +38,8 @@ pub enum KeymanCommand {
 #[derive(Args)]
 pub struct KeymanServeArgs {
     /// Config file (TOML: listen, data_dir, tls_cert, tls_key, header_timeout_secs,
-    /// max_connections, password_checks, max_escrows, vault, vault_fingerprint).
+    /// max_connections, password_checks, max_escrows, max_escrows_per_address, vault,
+    /// vault_fingerprint).
     #[arg(long = "keyman-config", env = "KURA_KEYMAN_CONFIG")]
     keyman_config: Option<PathBuf>,
     /// Address and port (default 127.0.0.1:8445; port 0 picks a free one).
@@ -72,6 +73,7 @@ struct KeymanConfig {
     max_connections: Option<usize>,
     password_checks: Option<usize>,
     max_escrows: Option<u64>,
+    max_escrows_per_address: Option<u64>,
     vault: Option<String>,
     vault_fingerprint: Option<String>,
 }
@@ -148,6 +150,7 @@ fn serve(a: KeymanServeArgs) -> Result<()> {
         data_dir,
         checks: a.password_checks.or(config.password_checks).unwrap_or(2),
         max_escrows: config.max_escrows.unwrap_or(1_000_000),
+        max_escrows_per_address: config.max_escrows_per_address.unwrap_or(1000),
         vault,
     };
     crate::output::init_logs("info");

@@ -76,10 +76,11 @@ pub(super) fn auto_backup(ctx: &Ctx, mut d: Dir, when_due: bool) -> Result<()> {
         .settings
         .conditions
         .select(&d.wallet, |id| d.since.get(&id).copied(), today);
-    let keep = d.settings.keep_deposited;
+    // Moved, whatever keep_deposited says: a value kept beside its certificate would be
+    // chosen, and deposited again, at every run.
     let mut deposited = Vec::new();
     for id in chosen {
-        d.deposit(id, keep)?;
+        d.deposit(id, false)?;
         deposited.push(id);
     }
     d.last_auto_backup = Some(today);

@@ -73,6 +73,9 @@ pub(super) struct Holdings {
     /// The day of the last periodic auto-backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_auto_backup: Option<Date>,
+    /// The certificates (`COUNTER-HASH`) whose values `kura wallet recover` took in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recovered: Vec<String>,
 }
 
 /// An open wallet directory.
@@ -84,6 +87,8 @@ pub(super) struct Dir {
     pub(super) since: HashMap<u64, Date>,
     /// The day of the last periodic auto-backup.
     pub(super) last_auto_backup: Option<Date>,
+    /// The certificates whose values `kura wallet recover` took in, so none comes twice.
+    pub(super) recovered: Vec<String>,
 }
 
 /// Today, in local time.
@@ -154,6 +159,7 @@ impl Dir {
             wallet,
             since,
             last_auto_backup: saved.last_auto_backup,
+            recovered: saved.recovered,
         })
     }
 
@@ -178,6 +184,7 @@ impl Dir {
                 })
                 .collect(),
             last_auto_backup: self.last_auto_backup,
+            recovered: self.recovered.clone(),
         };
         write_private(
             &self.path.join("holdings.json"),
@@ -245,26 +252,33 @@ impl Dir {
         std::fs::create_dir_all(&kept)?;
         let name = format!("{}-{}", cert.counter, hex(&cert.payload_hash[..8]));
         let file = kept.join(format!("{name}.kreg"));
-        if let Ok(bytes) = std::fs::read(&file) {
+        let bytes = match std::fs::read(&file) {
             // Received before, and not yet taken in.
-            return Ok((Registered::parse(&bytes)?, file));
-        }
-        // The request's nonce is kept before it is sent: if the answer is lost, asking again
-        // with it gets the value the vault retired for this request.
-        let nonce_file = kept.join(format!("{name}.nonce"));
-        let nonce = match std::fs::read(&nonce_file) {
-            Ok(n) => n
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} is damaged", nonce_file.display()))?,
-            Err(_) => {
-                let n: [u8; 16] = kura_core::crypto::random_bytes();
-                write_private(&nonce_file, &n)?;
-                n
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The request's nonce is kept before it is sent: if the answer is lost,
+                // asking again with it gets the value the vault retired for this request.
+                let nonce_file = kept.join(format!("{name}.nonce"));
+                let nonce = match std::fs::read(&nonce_file) {
+                    Ok(n) => n
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("{} is damaged", nonce_file.display()))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let n: [u8; 16] = kura_core::crypto::random_bytes();
+                        write_private(&nonce_file, &n)?;
+                        n
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("reading {}", nonce_file.display()));
+                    }
+                };
+                let bytes = self.vault()?.withdraw(cert, nonce, signer)?;
+                write_private(&file, &bytes)?;
+                std::fs::remove_file(&nonce_file)?;
+                bytes
             }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         };
-        let bytes = self.vault()?.withdraw(cert, nonce, signer)?;
-        write_private(&file, &bytes)?;
-        std::fs::remove_file(&nonce_file)?;
         let reg = Registered::parse(&bytes)?;
         if reg.payload_hash() != cert.payload_hash {
             bail!("the vault returned another value than the certificate names");

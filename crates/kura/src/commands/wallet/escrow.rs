@@ -66,9 +66,12 @@ impl OwnerArgs {
                 text(p)?
                     .split(|c: char| c.is_whitespace() || c == ',')
                     .filter(|w| !w.is_empty())
-                    .map(|w| {
-                        w.parse::<f32>()
-                            .with_context(|| format!("{}: {w:?} is not a number", p.display()))
+                    .enumerate()
+                    .map(|(i, w)| {
+                        // The reading is a secret: the message names the place, not the text.
+                        w.parse::<f32>().with_context(|| {
+                            format!("{}: item {} is not a number", p.display(), i + 1)
+                        })
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -191,29 +194,35 @@ pub(super) fn recover(
         };
         let cert =
             Certificate::parse(&unhex(&certificate).context("a certificate in the old holdings")?)?;
-        let file = kept.join(format!(
-            "{}-{}.json",
-            cert.counter,
-            hex(&cert.payload_hash[..8])
-        ));
-        if file.exists() {
+        let name = format!("{}-{}", cert.counter, hex(&cert.payload_hash[..8]));
+        if d.recovered.contains(&name) {
             continue;
         }
-        let record = match client.restore(&wallet, credentials.clone(), &cert) {
-            Ok(r) => r,
-            Err(ClientError::Refused { status: 409, .. }) => {
-                redeemed += 1;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        let file = kept.join(format!("{name}.json"));
+        let record = match std::fs::read(&file) {
+            // Fetched before and not yet taken in (no room then, or a cut).
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("{} is damaged", file.display()))?,
+            Err(_) => match client.restore(&wallet, credentials.clone(), &cert) {
+                Ok(r) => {
+                    // The vault has retired the record: the value is kept before anything
+                    // else can fail.
+                    write_private(&file, &serde_json::to_vec_pretty(&r)?)?;
+                    r
+                }
+                Err(ClientError::Refused { status: 409, .. }) => {
+                    redeemed += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
-        // The vault has retired the record: the value is kept before anything else
-        // can fail.
-        write_private(&file, &serde_json::to_vec_pretty(&record)?)?;
         let (id, _) = d
             .take_in(record, &room)
             .with_context(|| format!("the value is kept in {}", file.display()))?;
+        d.recovered.push(name);
         d.save()?;
+        std::fs::remove_file(&file)?;
         restored.push(id);
     }
     ctx.out.emit(

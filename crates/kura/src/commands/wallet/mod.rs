@@ -171,8 +171,8 @@ pub enum WalletCommand {
         #[command(flatten)]
         owner: OwnerArgs,
     },
-    /// Deposit every value the conditions choose (`kura wallet conditions` shows them). Run it
-    /// by hand, or from a timer with --when-due.
+    /// Deposit every value the conditions choose (`kura wallet conditions` shows them); each
+    /// one's certificate takes its place. Run it by hand, or from a timer with --when-due.
     AutoBackup {
         /// Only if the last periodic run is at least the conditions' every_days old.
         #[arg(long)]
@@ -434,6 +434,7 @@ fn init(
         settings,
         since: HashMap::new(),
         last_auto_backup: None,
+        recovered: Vec::new(),
     };
     d.write_value_key(&kura_core::crypto::random_bytes::<16>(), &Key::random())?;
     d.save_settings()?;
