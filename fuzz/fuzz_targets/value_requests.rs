@@ -1,12 +1,12 @@
 //! Reading what the vault and the key manager are sent never panics: a withdrawal's body, a
-//! replacement and its answer, and the key manager's enrolment, release, restore and rekey
-//! requests, each decode or are refused. An
+//! replacement and its answer, and the key manager's enrolment, release, restore, rekey and
+//! rekey-done requests, each decode or are refused. An
 //! enrolment that decodes is signed by the wallet it names and reads back from its own JSON;
 //! no decoded request carries a field beyond its bounds.
 #![no_main]
 use kura_wallet::certificate::Withdrawal;
 use kura_wallet::escrow::{
-    Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Rekey, Release, Restore,
+    Credentials, Enrol, MAX_FEATURES, MAX_SECRET, Rekey, RekeyDone, Release, Restore,
 };
 use kura_wallet::rekey::{MAX_ITEMS, Replacement, answer_to_bytes, parse_answer};
 use libfuzzer_sys::fuzz_target;
@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         bounded(&r.owner.credentials);
         assert!(certs.len() <= MAX_ITEMS);
     }
+    let _ = RekeyDone::parse(data);
     if let Ok(r) = Replacement::parse(data) {
         assert!(!r.items.is_empty() && r.items.len() <= MAX_ITEMS);
         assert_eq!(r.to_bytes(), data);

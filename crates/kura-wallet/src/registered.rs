@@ -12,8 +12,8 @@ use crate::wire::{Reader, Writer};
 
 const MAGIC: &[u8; 8] = b"KURAREG1";
 
-/// What the vault stores for one deposited value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the vault stores for one deposited value. Its `Debug` leaves the vault's share out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Registered {
     /// The wallet that deposited it.
     pub wallet: String,
@@ -29,6 +29,18 @@ pub struct Registered {
     pub vault_share: Option<Vec<u8>>,
     /// The wallet's signature over everything above.
     pub signature: [u8; 64],
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("wallet", &self.wallet)
+            .field("key_id", &self.key_id)
+            .field("digest", &self.digest)
+            .field("sealed_bytes", &self.sealed.len())
+            .field("vault_share", &self.vault_share.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 fn aad(wallet: &str, key_id: &[u8; 16]) -> Vec<u8> {
