@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((r, _)) = Release::parse(data) {
         bounded(&r.credentials);
     }
-    if let Ok((r, _, _)) = Restore::parse(data) {
+    if let Ok((r, _, _, _)) = Restore::parse(data) {
         bounded(&r.owner.credentials);
     }
     if let Ok((r, _, certs)) = Rekey::parse(data) {

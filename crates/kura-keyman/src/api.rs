@@ -268,7 +268,8 @@ async fn restore(
     peer: Peer,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, KeymanError> {
-    let (r, wallet, cert) = Restore::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
+    let (r, wallet, cert, recipient) =
+        Restore::parse(&body).map_err(|e| KeymanError::Invalid(e.0))?;
     if k.vault.is_none() {
         return Err(KeymanError::Vault(
             "this key manager is not configured with a vault (--vault)".into(),
@@ -296,6 +297,8 @@ async fn restore(
             Err(ClientError::Refused { status: 409, .. }) => {}
             Err(e) => return Err(refused(e)),
         }
+        // One receiving wallet per value, before it leaves the vault.
+        keyman.store.claim_restore(&cert.payload_hash, &recipient)?;
         let bytes = vault
             .emergency(&cert, keyman.store.key())
             .map_err(refused)?;

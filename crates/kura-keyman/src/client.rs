@@ -49,24 +49,23 @@ impl KeymanClient {
     }
 
     /// The value `cert` names, withdrawn and opened by the key manager for the owner of
-    /// `wallet`, whose device is lost.
+    /// `wallet`, whose device is lost, into the wallet whose key is `recipient`.
     pub fn restore(
         &self,
         wallet: &[u8; 32],
         credentials: Credentials,
         cert: &Certificate,
+        recipient: &SigningKey,
     ) -> Result<ValueRecord, ClientError> {
         #[derive(Deserialize)]
         struct Value {
             value: String,
         }
-        let body = Restore {
-            owner: Release {
-                wallet: hex(wallet),
-                credentials,
-            },
-            certificate: hex(&cert.to_bytes()),
+        let owner = Release {
+            wallet: hex(wallet),
+            credentials,
         };
+        let body = Restore::sign(owner, cert, recipient);
         let b = self
             .0
             .post("/v1/restore", serde_json::to_vec(&body).map_err(answer)?)?;

@@ -54,8 +54,8 @@ pub enum KeymanError {
     /// The key manager holds as many escrows as it may.
     #[error("the key manager holds its limit of {0} escrows")]
     Full(u64),
-    /// The vault redeemed this certificate already.
-    #[error("the vault redeemed this certificate already")]
+    /// The value was redeemed, or restored to another wallet, already.
+    #[error("this certificate's value was redeemed, or restored to another wallet, already")]
     Redeemed,
     /// The vault could not give the value.
     #[error("{0}")]
@@ -219,6 +219,11 @@ CREATE TABLE IF NOT EXISTS rekeys (
     new_share BLOB NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
     confirmed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS restores (
+    hash BLOB PRIMARY KEY,
+    recipient BLOB NOT NULL,
+    at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -479,6 +484,30 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the value whose payload hash is `hash` to the wallet `recipient`: the first
+    /// claim holds, a repeat by the same wallet too (its answer was lost), another wallet's
+    /// is refused, so a value restored is a thing, not a copy.
+    pub fn claim_restore(&self, hash: &[u8; 32], recipient: &[u8; 32]) -> Result<(), KeymanError> {
+        let db = self.db();
+        db.execute(
+            "INSERT OR IGNORE INTO restores (hash, recipient, at) VALUES (?1, ?2, ?3)",
+            params![
+                hash.as_slice(),
+                recipient.as_slice(),
+                jiff::Timestamp::now().to_string()
+            ],
+        )?;
+        let holder: Vec<u8> = db.query_row(
+            "SELECT recipient FROM restores WHERE hash = ?1",
+            params![hash.as_slice()],
+            |r| r.get(0),
+        )?;
+        if holder != recipient {
+            return Err(KeymanError::Redeemed);
+        }
+        Ok(())
+    }
+
     /// Escrows enrolled from `address` (by the attempt log).
     pub fn enrolled_from(&self, address: &str) -> Result<u64, KeymanError> {
         Ok(self.db().query_row(
@@ -600,6 +629,19 @@ mod tests {
             Err(KeymanError::Full(1))
         ));
         store.enrol(&enrol(&first)).unwrap();
+    }
+
+    #[test]
+    fn a_restored_value_goes_to_one_wallet_and_again_only_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 10).unwrap();
+        store.claim_restore(&[1; 32], &[7; 32]).unwrap();
+        store.claim_restore(&[1; 32], &[7; 32]).unwrap();
+        assert!(matches!(
+            store.claim_restore(&[1; 32], &[8; 32]),
+            Err(KeymanError::Redeemed)
+        ));
+        store.claim_restore(&[2; 32], &[8; 32]).unwrap();
     }
 
     #[test]

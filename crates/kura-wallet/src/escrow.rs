@@ -251,7 +251,9 @@ impl Release {
     }
 }
 
-/// An owner whose device is lost asking for a deposited value back.
+/// An owner whose device is lost asking for a deposited value back, into the wallet whose key
+/// is `recipient` (which signs the request): the key manager gives each value to one wallet
+/// only, so a restore asked again after a lost answer gets it, and another wallet does not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Restore {
@@ -260,18 +262,44 @@ pub struct Restore {
     pub owner: Release,
     /// The certificate (hex).
     pub certificate: String,
+    /// The receiving wallet's public key (hex).
+    pub recipient: String,
+    /// The receiving wallet's signature over the certificate (hex).
+    pub proof: String,
 }
 
 impl Restore {
-    /// Reads a body.
-    pub fn parse(body: &[u8]) -> Result<(Restore, [u8; 32], Certificate), RequestError> {
+    fn message(cert: &[u8]) -> Vec<u8> {
+        let mut m = b"kura-keyman restore v1".to_vec();
+        m.extend_from_slice(cert);
+        m
+    }
+
+    /// A request for the value `cert` names, into the wallet whose key is `recipient`.
+    pub fn sign(owner: Release, cert: &Certificate, recipient: &SigningKey) -> Restore {
+        let cert = cert.to_bytes();
+        Restore {
+            owner,
+            certificate: hex(&cert),
+            recipient: hex(&recipient.public()),
+            proof: hex(&recipient.sign(&Self::message(&cert))),
+        }
+    }
+
+    /// Reads a body: the owner's wallet, the certificate and the receiving wallet, whose
+    /// signature must hold.
+    pub fn parse(body: &[u8]) -> Result<(Restore, [u8; 32], Certificate, [u8; 32]), RequestError> {
         let r: Restore = json(body, "restore")?;
         r.owner.credentials.check()?;
         let wallet = array(&r.owner.wallet, "wallet")?;
-        let cert = unhex(&r.certificate)
-            .ok_or_else(|| bad("certificate: hex"))
-            .and_then(|b| Certificate::parse(&b).map_err(|e| bad(e.to_string())))?;
-        Ok((r, wallet, cert))
+        let bytes = unhex(&r.certificate).ok_or_else(|| bad("certificate: hex"))?;
+        let cert = Certificate::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+        let recipient = array(&r.recipient, "recipient")?;
+        let proof = array(&r.proof, "proof")?;
+        if !verify(&recipient, &Self::message(&bytes), &proof) {
+            return Err(bad("the restore is not signed by the receiving wallet"));
+        }
+        Ok((r, wallet, cert, recipient))
     }
 }
 

@@ -391,6 +391,23 @@ fn a_lost_wallet_gets_its_values_back_through_the_key_manager_and_neither_servic
         wallet_ok(&env, "new", &["list"]).as_array().unwrap().len(),
         2
     );
+    // Nor into another wallet of the same owner: a restored value is a thing, not a copy.
+    init_wallet(&env, "other", &vault, &vault.key_hex());
+    let other = wallet_ok(
+        &env,
+        "other",
+        &[
+            "recover",
+            "--recovery-file",
+            &recovery,
+            "--holdings",
+            holdings.to_str().unwrap(),
+            "--owner-password-file",
+            &pw,
+        ],
+    );
+    assert_eq!(other["restored"], serde_json::json!([]));
+    assert_eq!(other["redeemed_already"], 2);
     assert!(
         !keyman.log().contains("horse"),
         "a password reached the log"

@@ -112,7 +112,19 @@ fn when_a_value_does_not_fit_each_policy_aborts_backs_up_or_deposits_what_was_pi
         ["1 certificate", "2 certificate", "3 value", "4 value"]
     );
 
-    // A value coming back that needs room, under the wallet's own policy setting.
+    // A value coming back that does not fit: the vault has retired it, so the wallet keeps
+    // it aside, and the next withdraw takes it from there.
+    let out = wallet(&env, "w", &["withdraw", "2"]);
+    assert!(
+        stderr(&out).contains("withdraw again to take it in"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(env.path("w/withdrawn")).unwrap().count(),
+        1
+    );
+    // Under the wallet's own policy setting it makes room.
     wallet_ok(
         &env,
         "w",
@@ -131,6 +143,10 @@ fn when_a_value_does_not_fit_each_policy_aborts_backs_up_or_deposits_what_was_pi
     assert!(listed.iter().filter(|k| k.ends_with("certificate")).count() >= 2);
     let gala = wallet_ok(&env, "w", &["show", "2"]);
     assert_eq!(gala["record"]["name"], "Gala");
+    assert_eq!(
+        std::fs::read_dir(env.path("w/withdrawn")).unwrap().count(),
+        0
+    );
 }
 
 #[test]

@@ -185,6 +185,7 @@ pub(super) fn recover(
     )
     .with_context(|| format!("{} is not a wallet's holdings.json", holdings.display()))?;
     let client = KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?;
+    let recipient = d.signing_key()?;
     let kept = d.path.join("recovered");
     std::fs::create_dir_all(&kept)?;
     let (mut restored, mut redeemed) = (Vec::new(), 0);
@@ -203,7 +204,7 @@ pub(super) fn recover(
             // Fetched before and not yet taken in (no room then, or a cut).
             Ok(b) => serde_json::from_slice(&b)
                 .with_context(|| format!("{} is damaged", file.display()))?,
-            Err(_) => match client.restore(&wallet, credentials.clone(), &cert) {
+            Err(_) => match client.restore(&wallet, credentials.clone(), &cert, &recipient) {
                 Ok(r) => {
                     // The vault has retired the record: the value is kept before anything
                     // else can fail.
