@@ -11,7 +11,7 @@ use kura_repo::RepoError;
 
 use crate::commands::{
     admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, keyman,
-    mail, phone, repair, restore, schedule, serve, snapshots, vault, wallet,
+    mail, phone, repair, restore, schedule, serve, shell, snapshots, vault, wallet,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -29,7 +29,9 @@ Exit codes:
   13  repository format newer than this kura
   14  not enough free space for a restore
   15  stopped (a signal, or `kura jobs cancel`) before the snapshot was committed
-  16  no answer from the phone in time (`kura mail`): the instruction stays outstanding";
+  16  no answer from the phone in time (`kura mail`): the instruction stays outstanding
+  17  the card refused (`kura card`): the message gives its status word
+  18  the key manager refused the owner's credentials, or makes them wait";
 
 /// Kura: encrypted, deduplicating backups.
 #[derive(Parser)]
@@ -135,6 +137,20 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Set up the default repository if needed, back up DIR, then list and verify the snapshot.
     Quickstart(init::QuickstartArgs),
+    /// Print a shell completion script: `kura completion bash > /etc/bash_completion.d/kura`,
+    /// `kura completion zsh > ~/.zfunc/_kura`, `kura completion fish >
+    /// ~/.config/fish/completions/kura.fish`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (kura.1 and one per command: kura-backup.1, kura-wallet-escrow.1,
+    /// ...) into DIR, e.g. /usr/local/share/man/man1.
+    Man {
+        /// Where to write them (made if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// The commands by what they are for, in the order `kura --help` lists them.
@@ -169,6 +185,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("Smart cards", &["card"]),
     ("Electronic value", &["wallet", "vault", "keyman"]),
     ("Service operator", &["serve", "admin"]),
+    ("Shell and manual", &["completion", "man"]),
 ];
 
 /// Commands that never open a repository, with the global options they do use.
@@ -180,6 +197,8 @@ const NO_REPOSITORY: &[(&str, &[&str])] = &[
     ("vault", &[]),
     ("keyman", &[]),
     ("wallet", &[]),
+    ("completion", &[]),
+    ("man", &[]),
     ("schedule", &["state_dir"]),
 ];
 
@@ -315,6 +334,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(a),
         Command::Admin(a) => admin::admin(ctx, a),
         Command::Quickstart(a) => init::quickstart(ctx, a),
+        Command::Completion { shell } => shell::completion(command(), shell),
+        Command::Man { dir } => shell::man(ctx, command(), &dir),
     }
 }
 

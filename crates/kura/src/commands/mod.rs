@@ -20,6 +20,7 @@ pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod serve;
+pub mod shell;
 pub mod snapshots;
 pub mod vault;
 pub mod wallet;

@@ -223,3 +223,46 @@ fn help_groups_the_commands_and_keeps_repository_options_where_they_apply() {
         "{schedule}"
     );
 }
+
+#[test]
+fn completion_scripts_and_manual_pages_cover_every_command() {
+    let env = Env::new();
+    let script = |shell: &str| run_ok(env.kura().args(["completion", shell]));
+    let bash = script("bash");
+    for name in [
+        "backup",
+        "restore",
+        "wallet",
+        "keyman",
+        "escrow",
+        "--owner-password-file",
+    ] {
+        assert!(bash.contains(name), "bash completion lacks {name}");
+    }
+    assert!(script("zsh").starts_with("#compdef kura"));
+    assert!(script("fish").contains("complete -c kura"));
+    assert!(
+        !env.kura()
+            .args(["completion", "tcsh"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let dir = env.path("man1");
+    let written = run_ok(env.kura().args(["man", "--json"]).arg(&dir));
+    let written: Vec<String> = serde_json::from_str(&written).unwrap();
+    for page in [
+        "kura.1",
+        "kura-backup.1",
+        "kura-wallet-escrow.1",
+        "kura-key-recover.1",
+    ] {
+        assert!(written.contains(&page.to_string()), "{page} not written");
+        let text = fs::read_to_string(dir.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is not a manual page");
+    }
+    let escrow = fs::read_to_string(dir.join("kura-wallet-escrow.1")).unwrap();
+    assert!(escrow.contains("owner\\-password\\-file"), "{escrow}");
+}
