@@ -77,6 +77,8 @@ pub struct Escrow {
     pub biometric: Option<Template>,
     /// All methods or any one.
     pub rule: Rule,
+    /// The enrolment's sequence: a later one must carry a larger one.
+    pub sequence: u64,
 }
 
 impl Escrow {
@@ -95,6 +97,7 @@ impl Escrow {
             id_card: hash(&e.credentials.id_card)?,
             biometric: e.credentials.biometric.clone().map(Template),
             rule: e.rule,
+            sequence: e.sequence,
         })
     }
 
@@ -210,7 +213,8 @@ CREATE TABLE IF NOT EXISTS escrows (
     rule TEXT NOT NULL,
     failures INTEGER NOT NULL DEFAULT 0,
     last_failure_ms INTEGER NOT NULL DEFAULT 0,
-    enrolled TEXT NOT NULL
+    enrolled TEXT NOT NULL,
+    sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rekeys (
     wallet BLOB PRIMARY KEY,
@@ -252,6 +256,8 @@ impl Store {
             kura_vault::store::open_files(dir, "keyman").map_err(KeymanError::Invalid)?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA)?;
+        // Key managers made before enrolments carried a sequence.
+        kura_vault::store::add_column(&db, "escrows", "sequence", "INTEGER NOT NULL DEFAULT 0")?;
         Ok(Store {
             db: Mutex::new(db),
             key,
@@ -279,13 +285,24 @@ impl Store {
             .map(|t| serde_json::to_string(&t.0).unwrap_or_default());
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (held, known): (u64, bool) = tx.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(wallet = ?1), 0) > 0 FROM escrows",
-            params![e.wallet.as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if !known && held >= self.max_escrows {
-            return Err(KeymanError::Full(self.max_escrows));
+        let held: u64 = tx.query_row("SELECT COUNT(*) FROM escrows", [], |r| r.get(0))?;
+        let last: Option<u64> = tx
+            .query_row(
+                "SELECT sequence FROM escrows WHERE wallet = ?1",
+                params![e.wallet.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match last {
+            None if held >= self.max_escrows => return Err(KeymanError::Full(self.max_escrows)),
+            // A captured enrolment sent again must not undo a later one.
+            Some(last) if e.sequence <= last => {
+                return Err(KeymanError::Invalid(
+                    "this enrolment is no later than the escrow it would replace (a replay?)"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         // A re-keyed wallet's old key may be in a thief's hands: it enrols nothing more.
         let rekeyed: bool = tx.query_row(
@@ -299,12 +316,14 @@ impl Store {
             ));
         }
         tx.execute(
-            "INSERT INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled,
+                sequence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(wallet) DO UPDATE SET share = excluded.share,
                 password = excluded.password, id_card = excluded.id_card,
                 biometric = excluded.biometric, rule = excluded.rule,
-                failures = 0, last_failure_ms = 0, enrolled = excluded.enrolled",
+                failures = 0, last_failure_ms = 0, enrolled = excluded.enrolled,
+                sequence = excluded.sequence",
             params![
                 e.wallet.as_slice(),
                 e.share,
@@ -312,7 +331,8 @@ impl Store {
                 e.id_card,
                 biometric,
                 e.rule.name(),
-                jiff::Timestamp::now().to_string()
+                jiff::Timestamp::now().to_string(),
+                e.sequence
             ],
         )?;
         tx.commit()?;
@@ -327,7 +347,8 @@ impl Store {
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT share, password, id_card, biometric, rule, failures, last_failure_ms
+                "SELECT share, password, id_card, biometric, rule, failures, last_failure_ms,
+                    sequence
                  FROM escrows WHERE wallet = ?1",
                 params![wallet.as_slice()],
                 |r| {
@@ -339,11 +360,13 @@ impl Store {
                         r.get::<_, String>(4)?,
                         r.get::<_, u32>(5)?,
                         r.get::<_, i64>(6)?,
+                        r.get::<_, u64>(7)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((share, password, id_card, biometric, rule, failures, last)) = row else {
+        let Some((share, password, id_card, biometric, rule, failures, last, sequence)) = row
+        else {
             return Ok(None);
         };
         admit(failures, last, now_ms)?;
@@ -364,6 +387,7 @@ impl Store {
                 .transpose()
                 .map_err(|_| damaged("template"))?,
             rule: Rule::from_name(&rule).ok_or_else(|| damaged("rule"))?,
+            sequence,
         }))
     }
 
@@ -441,8 +465,10 @@ impl Store {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT OR REPLACE INTO escrows (wallet, share, password, id_card, biometric, rule, enrolled)
-             SELECT ?2, ?3, password, id_card, biometric, rule, ?4 FROM escrows WHERE wallet = ?1",
+            "INSERT OR REPLACE INTO escrows
+                (wallet, share, password, id_card, biometric, rule, enrolled, sequence)
+             SELECT ?2, ?3, password, id_card, biometric, rule, ?4, sequence
+             FROM escrows WHERE wallet = ?1",
             params![
                 old.wallet.as_slice(),
                 new.wallet.as_slice(),
@@ -581,8 +607,8 @@ mod tests {
             Escrow::from_enrolment(&Enrol::sign(
                 &w,
                 vec![1; 33],
-                creds("pw-right", Some(template.clone())),
-                rule,
+                (creds("pw-right", Some(template.clone())), rule),
+                1,
             ))
             .unwrap()
         };
@@ -618,17 +644,44 @@ mod tests {
     fn a_full_key_manager_refuses_a_new_escrow_and_replaces_a_known_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1).unwrap();
-        let enrol = |w: &SigningKey| {
-            Escrow::from_enrolment(&Enrol::sign(w, vec![1; 33], creds("pw", None), Rule::All))
-                .unwrap()
+        let enrol = |w: &SigningKey, sequence| {
+            let e = Enrol::sign(w, vec![1; 33], (creds("pw", None), Rule::All), sequence);
+            Escrow::from_enrolment(&e).unwrap()
         };
         let first = SigningKey::generate();
-        store.enrol(&enrol(&first)).unwrap();
+        store.enrol(&enrol(&first, 1)).unwrap();
         assert!(matches!(
-            store.enrol(&enrol(&SigningKey::generate())),
+            store.enrol(&enrol(&SigningKey::generate(), 1)),
             Err(KeymanError::Full(1))
         ));
-        store.enrol(&enrol(&first)).unwrap();
+        store.enrol(&enrol(&first, 2)).unwrap();
+    }
+
+    #[test]
+    fn a_replayed_enrolment_does_not_undo_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 10).unwrap();
+        let w = SigningKey::generate();
+        let enrol = |password, sequence| {
+            let e = Enrol::sign(
+                &w,
+                vec![1; 33],
+                (creds(password, None), Rule::All),
+                sequence,
+            );
+            Escrow::from_enrolment(&e).unwrap()
+        };
+        let old = enrol("old password", 10);
+        store.enrol(&old).unwrap();
+        store.enrol(&enrol("new password", 20)).unwrap();
+        // The old enrolment captured and sent again, or one as old as the escrow: refused.
+        for replay in [old, enrol("another", 20)] {
+            assert!(matches!(store.enrol(&replay), Err(KeymanError::Invalid(_))));
+        }
+        let kept = store.begin(&w.public(), 0).unwrap().unwrap();
+        assert_eq!(kept.sequence, 20);
+        assert!(kept.admits(&creds("new password", None)));
+        assert!(!kept.admits(&creds("old password", None)));
     }
 
     #[test]
@@ -674,8 +727,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 10).unwrap();
         let w = SigningKey::generate();
-        let e = Escrow::from_enrolment(&Enrol::sign(&w, vec![1; 33], creds("pw", None), Rule::All))
-            .unwrap();
+        let e = Escrow::from_enrolment(&Enrol::sign(
+            &w,
+            vec![1; 33],
+            (creds("pw", None), Rule::All),
+            1,
+        ))
+        .unwrap();
         store.enrol(&e).unwrap();
         assert!(store.begin(&[9; 32], 0).unwrap().is_none());
         let t0 = 1_000_000;

@@ -37,7 +37,6 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// The vault over `store`.
     /// The vault over `store`, whose wallets may hold `quota_bytes` each.
     pub fn new(store: Store, quota_bytes: u64) -> Vault {
         Vault {
@@ -78,7 +77,7 @@ impl IntoResponse for VaultError {
             VaultError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
             VaultError::Invalid(_) => StatusCode::BAD_REQUEST,
             VaultError::Unknown => StatusCode::NOT_FOUND,
-            VaultError::Redeemed => StatusCode::CONFLICT,
+            VaultError::Redeemed | VaultError::Replayed => StatusCode::CONFLICT,
             VaultError::Quota(_) => StatusCode::FORBIDDEN,
             VaultError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             VaultError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

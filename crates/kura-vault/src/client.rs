@@ -112,24 +112,25 @@ impl VaultClient {
         self.0.post(path, w.to_bytes())
     }
 
-    /// Withdraws the value `cert` names, signing the request (named by `nonce`: keep it until
-    /// the answer arrives, and ask again with it after a failure) with the wallet's key; the
-    /// registered value's bytes.
+    /// Withdraws the value `cert` names, signing try `attempt` of the request `nonce` names
+    /// with the wallet's key; the registered value's bytes. Keep the nonce until the answer
+    /// arrives, and after a failure ask again with it and a higher attempt.
     pub fn withdraw(
         &self,
         cert: &Certificate,
-        nonce: [u8; 16],
+        request: ([u8; 16], u64),
         wallet: &SigningKey,
     ) -> Result<Vec<u8>, ClientError> {
         self.ask(
             "/v1/withdraw",
-            &Withdrawal::sign(Purpose::Withdraw, cert, nonce, wallet),
+            &Withdrawal::sign(Purpose::Withdraw, cert, request, wallet),
         )
     }
 
     /// Withdraws the value `cert` names for its owner, whose device is lost, signing as the
     /// key manager the vault trusts; the registered value's bytes. The nonce is the same for
-    /// every try of one certificate, so a retry after a lost answer gets the value.
+    /// every try of one certificate and the attempt is the time in milliseconds, so a retry
+    /// after a lost answer gets the value and a replay of an earlier try does not.
     pub fn emergency(
         &self,
         cert: &Certificate,
@@ -142,7 +143,12 @@ impl VaultClient {
         nonce.copy_from_slice(&id.0[..16]);
         self.ask(
             "/v1/emergency",
-            &Withdrawal::sign(Purpose::Emergency, cert, nonce, keyman),
+            &Withdrawal::sign(
+                Purpose::Emergency,
+                cert,
+                (nonce, kura_wallet::now_ms()),
+                keyman,
+            ),
         )
     }
 
@@ -151,7 +157,7 @@ impl VaultClient {
     pub fn read(&self, cert: &Certificate, keyman: &SigningKey) -> Result<Vec<u8>, ClientError> {
         self.ask(
             "/v1/read",
-            &Withdrawal::sign(Purpose::Read, cert, [0; 16], keyman),
+            &Withdrawal::sign(Purpose::Read, cert, ([0; 16], 0), keyman),
         )
     }
 

@@ -10,6 +10,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kura_service::serve::{Listen, serve_router};
 use kura_service::tls::Identity;
@@ -28,9 +29,15 @@ pub struct VaultOptions {
     /// The signing key of the key manager trusted to withdraw for owners whose devices are
     /// lost; `None` trusts none.
     pub keyman_key: Option<[u8; 32]>,
+    /// How long retired values and replacements are kept (for answers lost on the way)
+    /// before they are forgotten.
+    pub keep_retired: Duration,
     /// Where to stop dead, for tests of crash safety.
     pub crash_at: Option<store::CrashAt>,
 }
+
+/// How often the vault forgets what it need not keep.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the vault until SIGTERM or Ctrl-C; `ready` hears its address, TLS identity and signing
 /// key once it accepts connections.
@@ -43,9 +50,29 @@ pub async fn serve(
         .trust_keyman(opts.keyman_key)
         .crash_at(opts.crash_at);
     let key = store.public_key();
-    let app = api::app(Arc::new(api::Vault::new(store, opts.quota.bytes)));
+    let vault = Arc::new(api::Vault::new(store, opts.quota.bytes));
+    tokio::spawn(purge(vault.clone(), opts.keep_retired));
+    let app = api::app(vault);
     serve_router(app, opts.listen, "kura vault", |addr, id| {
         ready(addr, id, &key)
     })
     .await
+}
+
+/// Forgets retired values and replacements older than `keep`, now and every hour.
+async fn purge(vault: Arc<api::Vault>, keep: Duration) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        let v = vault.clone();
+        match tokio::task::spawn_blocking(move || v.store.purge(keep)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((records, replacements))) => tracing::info!(
+                "forgot {records} retired values and {replacements} replacements older than {} days",
+                keep.as_secs() / 86_400
+            ),
+            Ok(Err(e)) => tracing::warn!("purging retired values: {e}"),
+            Err(e) => tracing::warn!("purging retired values: {e}"),
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub enum VaultError {
     /// The record was withdrawn already.
     #[error("this certificate was redeemed already")]
     Redeemed,
+    /// A try of a withdrawal sent again as it was (a retry raises its attempt).
+    #[error("this withdrawal was answered already: a replayed request gets nothing")]
+    Replayed,
     /// A wallet over its quota.
     #[error("{0}")]
     Quota(String),
@@ -67,7 +70,8 @@ CREATE TABLE IF NOT EXISTS records (
     certificate BLOB NOT NULL,
     deposited TEXT NOT NULL,
     retired TEXT,
-    redeemed_by BLOB
+    redeemed_by BLOB,
+    redeemed_attempt INTEGER
 );
 CREATE INDEX IF NOT EXISTS records_counter ON records(counter);
 CREATE INDEX IF NOT EXISTS records_signer ON records(signer, retired);
@@ -124,15 +128,9 @@ impl Store {
     pub fn open(dir: &Path, max_counter: u64, quota: Quota) -> Result<Store, VaultError> {
         let (key, db) = open_files(dir, "vault").map_err(VaultError::Invalid)?;
         db.execute_batch(SCHEMA)?;
-        // Vaults made before withdrawals carried a nonce.
-        let has_nonce: bool = db.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('records') WHERE name = 'redeemed_by'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_nonce {
-            db.execute_batch("ALTER TABLE records ADD COLUMN redeemed_by BLOB")?;
-        }
+        // Vaults made before withdrawals carried a nonce and an attempt.
+        add_column(&db, "records", "redeemed_by", "BLOB")?;
+        add_column(&db, "records", "redeemed_attempt", "INTEGER")?;
         Ok(Store {
             db: Mutex::new(db),
             key,
@@ -214,8 +212,8 @@ impl Store {
     /// Withdraws the value `w` names: found by counter, then hash, then the whole
     /// certificate; signed for `purpose` (by the depositing wallet, or by the trusted key
     /// manager in an emergency); retired in the same transaction. A repeat of the request
-    /// that retired it (same nonce) gets the same bytes again; any other request for it is
-    /// refused. Returns the registered value's bytes.
+    /// that retired it (same nonce, a higher attempt) gets the same bytes again; the same try
+    /// sent again, and any other request for it, is refused. Returns the registered value's bytes.
     pub fn withdraw(&self, w: &Withdrawal, purpose: Purpose) -> Result<Vec<u8>, VaultError> {
         let cert = &w.cert;
         cert.verify(&self.key.public())
@@ -227,6 +225,7 @@ impl Store {
             signer,
             retired,
             redeemed_by,
+            redeemed_attempt,
             ..
         } = Self::held(&tx, cert)?;
         let signer: [u8; 32] = signer
@@ -254,18 +253,28 @@ impl Store {
         let mut redemption = vec![purpose as u8];
         redemption.extend_from_slice(&w.nonce);
         if retired {
-            // The request that retired it, asked again, gets the same bytes.
-            if purpose != Purpose::Read && redeemed_by.as_deref() == Some(&redemption[..]) {
-                return Ok(payload);
+            if purpose == Purpose::Read || redeemed_by.as_deref() != Some(&redemption[..]) {
+                return Err(VaultError::Redeemed);
             }
-            return Err(VaultError::Redeemed);
+            // The request that retired it, tried again, gets the same bytes; the same try
+            // sent again (a captured request replayed) gets nothing.
+            if redeemed_attempt.is_some_and(|last| w.attempt <= last) {
+                return Err(VaultError::Replayed);
+            }
+            tx.execute(
+                "UPDATE records SET redeemed_attempt = ?1 WHERE hash = ?2",
+                params![w.attempt, cert.payload_hash.as_slice()],
+            )?;
+            tx.commit()?;
+            return Ok(payload);
         }
         if purpose == Purpose::Read {
             return Ok(payload);
         }
         tx.execute(
-            "UPDATE records SET retired = ?1, redeemed_by = ?2 WHERE hash = ?3 AND retired IS NULL",
-            params![now(), redemption, cert.payload_hash.as_slice()],
+            "UPDATE records SET retired = ?1, redeemed_by = ?2, redeemed_attempt = ?3
+             WHERE hash = ?4 AND retired IS NULL",
+            params![now(), redemption, w.attempt, cert.payload_hash.as_slice()],
         )?;
         tx.commit()?;
         crash_if(self.crash_at, CrashAt::WithdrawCommit);
@@ -302,7 +311,8 @@ impl Store {
     fn held(tx: &rusqlite::Transaction<'_>, cert: &Certificate) -> Result<Held, VaultError> {
         let found = tx
             .query_row(
-                "SELECT payload, certificate, signer, retired, redeemed_by FROM records
+                "SELECT payload, certificate, signer, retired, redeemed_by, redeemed_attempt
+                 FROM records
                  WHERE counter = ?1 AND hash = ?2",
                 params![cert.counter, cert.payload_hash.as_slice()],
                 |r| {
@@ -312,6 +322,7 @@ impl Store {
                         signer: r.get(2)?,
                         retired: r.get::<_, Option<String>>(3)?.is_some(),
                         redeemed_by: r.get(4)?,
+                        redeemed_attempt: r.get(5)?,
                     })
                 },
             )
@@ -397,6 +408,28 @@ impl Store {
         Ok(answer)
     }
 
+    /// Forgets values retired, and replacements made, longer than `keep` ago: a record a
+    /// wallet redeemed has no use once nobody will ask for it again, and without this the
+    /// vault grows with every value it ever held. The records and replacements forgotten.
+    pub fn purge(&self, keep: std::time::Duration) -> Result<(u64, u64), VaultError> {
+        let cutoff = jiff::Timestamp::now()
+            .checked_sub(keep)
+            .unwrap_or(jiff::Timestamp::MIN)
+            .to_string();
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let records = tx.execute(
+            "DELETE FROM records WHERE retired IS NOT NULL AND julianday(retired) < julianday(?1)",
+            params![cutoff],
+        )?;
+        let replacements = tx.execute(
+            "DELETE FROM replacements WHERE julianday(made) < julianday(?1)",
+            params![cutoff],
+        )?;
+        tx.commit()?;
+        Ok((records as u64, replacements as u64))
+    }
+
     /// Values held and retired.
     pub fn counts(&self) -> Result<(u64, u64), VaultError> {
         Ok(self.db().query_row(
@@ -414,6 +447,25 @@ struct Held {
     signer: Vec<u8>,
     retired: bool,
     redeemed_by: Option<Vec<u8>>,
+    redeemed_attempt: Option<u64>,
+}
+
+/// Adds `column` to `table` when a database made by an older version lacks it.
+pub fn add_column(
+    db: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> Result<(), rusqlite::Error> {
+    let has: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 /// Opens (or makes) a value service's own files in `dir` (made 0700): its Ed25519 signing
@@ -505,7 +557,7 @@ mod tests {
         let wallet = SigningKey::generate();
         let (sent, cert) = deposit(&store, &wallet);
         let thief = SigningKey::generate();
-        let stolen = Withdrawal::sign(Purpose::Withdraw, &cert, [1; 16], &thief);
+        let stolen = Withdrawal::sign(Purpose::Withdraw, &cert, ([1; 16], 1), &thief);
         assert!(matches!(
             store.withdraw(&stolen, Purpose::Withdraw),
             Err(VaultError::Invalid(_))
@@ -513,7 +565,7 @@ mod tests {
         // No key manager is trusted, so no emergency withdrawal or read holds.
         let keyman = SigningKey::generate();
         for purpose in [Purpose::Emergency, Purpose::Read] {
-            let w = Withdrawal::sign(purpose, &cert, [2; 16], &keyman);
+            let w = Withdrawal::sign(purpose, &cert, ([2; 16], 1), &keyman);
             assert!(matches!(
                 store.withdraw(&w, purpose),
                 Err(VaultError::Invalid(_))
@@ -521,7 +573,7 @@ mod tests {
         }
         // 32 different requests at once (each its own nonce): one wins.
         let requests: Vec<_> = (0..32u8)
-            .map(|i| Withdrawal::sign(Purpose::Withdraw, &cert, [i; 16], &wallet))
+            .map(|i| Withdrawal::sign(Purpose::Withdraw, &cert, ([i; 16], 1), &wallet))
             .collect();
         let handles: Vec<_> = requests
             .iter()
@@ -542,14 +594,23 @@ mod tests {
             31
         );
         assert_eq!(store.counts().unwrap(), (0, 1));
-        // The winner, asking again with its nonce (its answer was lost), gets the same bytes.
+        // The winner's request sent again as it was (a replay) gets nothing; the winner
+        // trying again with its nonce and a higher attempt (its answer was lost) gets the
+        // same bytes, once per attempt.
         let winner = results.iter().position(|r| r.is_ok()).unwrap();
-        assert_eq!(
-            store
-                .withdraw(&requests[winner], Purpose::Withdraw)
-                .unwrap(),
-            sent.to_bytes()
-        );
+        assert!(matches!(
+            store.withdraw(&requests[winner], Purpose::Withdraw),
+            Err(VaultError::Replayed)
+        ));
+        let retry = |attempt| {
+            let nonce = requests[winner].nonce;
+            let w = Withdrawal::sign(Purpose::Withdraw, &cert, (nonce, attempt), &wallet);
+            store.withdraw(&w, Purpose::Withdraw)
+        };
+        assert_eq!(retry(2).unwrap(), sent.to_bytes());
+        assert!(matches!(retry(2), Err(VaultError::Replayed)));
+        assert!(matches!(retry(1), Err(VaultError::Replayed)));
+        assert_eq!(retry(7).unwrap(), sent.to_bytes());
     }
 
     #[test]
@@ -566,7 +627,7 @@ mod tests {
             Withdrawal::sign(
                 Purpose::Withdraw,
                 c,
-                kura_core::crypto::random_bytes(),
+                (kura_core::crypto::random_bytes(), 1),
                 &wallet,
             )
         };
@@ -612,12 +673,13 @@ mod tests {
             take(&again, proof(&cert)),
             Err(VaultError::Redeemed)
         ));
-        assert_eq!(take(&again, first).unwrap(), sent.to_bytes());
+        let retried = Withdrawal::sign(Purpose::Withdraw, &cert, (first.nonce, 2), &wallet);
+        assert_eq!(take(&again, retried).unwrap(), sent.to_bytes());
         // A trusted key manager withdraws for the owner; another key manager does not.
         let keyman = SigningKey::generate();
         let again = again.trust_keyman(Some(keyman.public()));
         let by = |k: &SigningKey, purpose| {
-            let w = Withdrawal::sign(purpose, &second, kura_core::crypto::random_bytes(), k);
+            let w = Withdrawal::sign(purpose, &second, (kura_core::crypto::random_bytes(), 1), k);
             again.withdraw(&w, purpose)
         };
         assert!(matches!(
@@ -637,6 +699,31 @@ mod tests {
     }
 
     #[test]
+    fn retired_values_are_forgotten_after_their_keep_and_held_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = Quota {
+            values: 10,
+            bytes: 1 << 20,
+        };
+        let store = Store::open(dir.path(), 1000, quota).unwrap();
+        let wallet = SigningKey::generate();
+        let (_, gone) = deposit(&store, &wallet);
+        let (kept, held) = deposit(&store, &wallet);
+        let take = |cert: &Certificate| {
+            let w = Withdrawal::sign(Purpose::Withdraw, cert, ([4; 16], 1), &wallet);
+            store.withdraw(&w, Purpose::Withdraw)
+        };
+        take(&gone).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(store.purge(day).unwrap(), (0, 0), "retired just now");
+        assert_eq!(store.counts().unwrap(), (1, 1));
+        assert_eq!(store.purge(std::time::Duration::ZERO).unwrap(), (1, 0));
+        assert_eq!(store.counts().unwrap(), (1, 0));
+        assert!(matches!(take(&gone), Err(VaultError::Unknown)));
+        assert_eq!(take(&held).unwrap(), kept.to_bytes());
+    }
+
+    #[test]
     fn a_repeat_gets_the_value_only_as_the_same_request_by_the_same_kind_of_signer() {
         let dir = tempfile::tempdir().unwrap();
         let quota = Quota {
@@ -650,19 +737,20 @@ mod tests {
         let wallet = SigningKey::generate();
         let (sent, cert) = deposit(&store, &wallet);
         let nonce = [5; 16];
-        let emergency = Withdrawal::sign(Purpose::Emergency, &cert, nonce, &keyman);
+        let emergency = Withdrawal::sign(Purpose::Emergency, &cert, (nonce, 1), &keyman);
         assert_eq!(
             store.withdraw(&emergency, Purpose::Emergency).unwrap(),
             sent.to_bytes()
         );
         // The lost device's key, with the key manager's nonce: nothing.
-        let thief = Withdrawal::sign(Purpose::Withdraw, &cert, nonce, &wallet);
+        let thief = Withdrawal::sign(Purpose::Withdraw, &cert, (nonce, 2), &wallet);
         assert!(matches!(
             store.withdraw(&thief, Purpose::Withdraw),
             Err(VaultError::Redeemed)
         ));
+        let retried = Withdrawal::sign(Purpose::Emergency, &cert, (nonce, 2), &keyman);
         assert_eq!(
-            store.withdraw(&emergency, Purpose::Emergency).unwrap(),
+            store.withdraw(&retried, Purpose::Emergency).unwrap(),
             sent.to_bytes()
         );
     }

@@ -124,47 +124,54 @@ pub enum Purpose {
 impl Purpose {
     fn domain(self) -> &'static [u8] {
         match self {
-            Purpose::Withdraw => b"kura-vault withdraw v2",
-            Purpose::Emergency => b"kura-vault emergency withdraw v2",
-            Purpose::Read => b"kura-vault keyman read v2",
+            Purpose::Withdraw => b"kura-vault withdraw v3",
+            Purpose::Emergency => b"kura-vault emergency withdraw v3",
+            Purpose::Read => b"kura-vault keyman read v3",
         }
     }
 }
 
-/// A request for the value a certificate names. Its nonce names the request: the vault
-/// answers a repeat of a withdrawal it carried out with the same value (so an answer lost on
-/// the way is not a value lost), and any other request for a redeemed certificate with a
-/// refusal.
+/// A request for the value a certificate names. Its nonce names the request and its attempt
+/// counts the tries of it: the vault answers a later try of a withdrawal it carried out with
+/// the same value (so an answer lost on the way is not a value lost), and refuses the same
+/// bytes sent again (a replay) and any other request for a redeemed certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Withdrawal {
     /// The certificate.
     pub cert: Certificate,
     /// Chosen by the requester, kept until the answer arrives.
     pub nonce: [u8; 16],
-    /// The requester's signature over the purpose, certificate and nonce.
+    /// Raised by the requester at every try of the same request.
+    pub attempt: u64,
+    /// The requester's signature over the purpose, certificate, nonce and attempt.
     pub signature: [u8; 64],
 }
 
+/// The bytes after the certificate in a withdrawal's body: nonce, attempt, signature.
+const WITHDRAWAL_TAIL: usize = 16 + 8 + 64;
+
 impl Withdrawal {
-    fn message(purpose: Purpose, cert: &Certificate, nonce: &[u8; 16]) -> Vec<u8> {
+    fn message(purpose: Purpose, cert: &Certificate, nonce: &[u8; 16], attempt: u64) -> Vec<u8> {
         let mut m = purpose.domain().to_vec();
         m.extend_from_slice(&cert.payload_hash);
         m.extend_from_slice(&cert.counter.to_be_bytes());
         m.extend_from_slice(nonce);
+        m.extend_from_slice(&attempt.to_be_bytes());
         m
     }
 
-    /// A request for `purpose`, signed by `key`.
+    /// Try `attempt` of the request `nonce` names, for `purpose`, signed by `key`.
     pub fn sign(
         purpose: Purpose,
         cert: &Certificate,
-        nonce: [u8; 16],
+        (nonce, attempt): ([u8; 16], u64),
         key: &SigningKey,
     ) -> Withdrawal {
         Withdrawal {
             cert: cert.clone(),
             nonce,
-            signature: key.sign(&Self::message(purpose, cert, &nonce)),
+            attempt,
+            signature: key.sign(&Self::message(purpose, cert, &nonce, attempt)),
         }
     }
 
@@ -172,15 +179,16 @@ impl Withdrawal {
     pub fn verify(&self, purpose: Purpose, key: &[u8; 32]) -> bool {
         verify(
             key,
-            &Self::message(purpose, &self.cert, &self.nonce),
+            &Self::message(purpose, &self.cert, &self.nonce, self.attempt),
             &self.signature,
         )
     }
 
-    /// The request's body: the certificate, the nonce, the signature.
+    /// The request's body: the certificate, the nonce, the attempt, the signature.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = self.cert.to_bytes();
         b.extend_from_slice(&self.nonce);
+        b.extend_from_slice(&self.attempt.to_be_bytes());
         b.extend_from_slice(&self.signature);
         b
     }
@@ -189,17 +197,17 @@ impl Withdrawal {
     pub fn parse(body: &[u8]) -> Result<Withdrawal, WalletError> {
         let split = body
             .len()
-            .checked_sub(80)
+            .checked_sub(WITHDRAWAL_TAIL)
             .ok_or(WalletError::Malformed("withdrawal"))?;
         let (cert, rest) = body.split_at(split);
-        let mut nonce = [0u8; 16];
-        nonce.copy_from_slice(&rest[..16]);
-        let mut signature = [0u8; 64];
-        signature.copy_from_slice(&rest[16..]);
+        let (nonce, rest) = rest.split_at(16);
+        let (attempt, signature) = rest.split_at(8);
+        let malformed = |_| WalletError::Malformed("withdrawal");
         Ok(Withdrawal {
             cert: Certificate::parse(cert)?,
-            nonce,
-            signature,
+            nonce: nonce.try_into().map_err(malformed)?,
+            attempt: u64::from_be_bytes(attempt.try_into().map_err(malformed)?),
+            signature: signature.try_into().map_err(malformed)?,
         })
     }
 }

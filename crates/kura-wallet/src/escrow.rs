@@ -125,6 +125,9 @@ pub struct Enrol {
     pub credentials: Credentials,
     /// Whether all of them or any one.
     pub rule: Rule,
+    /// Larger in every later enrolment by the same wallet (the time of signing in
+    /// milliseconds), so a captured one cannot be sent again to undo a later one.
+    pub sequence: u64,
     /// The wallet's signature over all of the above.
     pub signature: [u8; 64],
 }
@@ -133,10 +136,11 @@ impl std::fmt::Debug for Enrol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Enrol {{ wallet: {}, credentials: {:?}, rule: {:?} }}",
+            "Enrol {{ wallet: {}, credentials: {:?}, rule: {:?}, sequence: {} }}",
             hex(&self.wallet),
             self.credentials,
-            self.rule
+            self.rule,
+            self.sequence
         )
     }
 }
@@ -148,11 +152,21 @@ struct EnrolWire {
     share: String,
     credentials: Credentials,
     rule: Rule,
+    sequence: u64,
     signature: String,
 }
 
-fn enrol_message(wallet: &[u8; 32], share: &[u8], c: &Credentials, rule: Rule) -> Vec<u8> {
-    let mut m = b"kura-keyman enrol v1".to_vec();
+fn enrol_message(e: &Enrol) -> Vec<u8> {
+    let Enrol {
+        wallet,
+        share,
+        credentials: c,
+        rule,
+        sequence,
+        ..
+    } = e;
+    let mut m = b"kura-keyman enrol v2".to_vec();
+    m.extend_from_slice(&sequence.to_be_bytes());
     m.extend_from_slice(wallet);
     m.push(share.len() as u8);
     m.extend_from_slice(share);
@@ -173,22 +187,23 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Re
 }
 
 impl Enrol {
-    /// An enrolment signed by `wallet`.
+    /// An enrolment signed by `wallet`, `sequence` larger than any before it.
     pub fn sign(
         wallet: &SigningKey,
         share: Vec<u8>,
-        credentials: Credentials,
-        rule: Rule,
+        (credentials, rule): (Credentials, Rule),
+        sequence: u64,
     ) -> Enrol {
-        let public = wallet.public();
-        let signature = wallet.sign(&enrol_message(&public, &share, &credentials, rule));
-        Enrol {
-            wallet: public,
+        let mut e = Enrol {
+            wallet: wallet.public(),
             share,
             credentials,
             rule,
-            signature,
-        }
+            sequence,
+            signature: [0; 64],
+        };
+        e.signature = wallet.sign(&enrol_message(&e));
+        e
     }
 
     /// The request's body.
@@ -198,6 +213,7 @@ impl Enrol {
             share: hex(&self.share),
             credentials: self.credentials.clone(),
             rule: self.rule,
+            sequence: self.sequence,
             signature: hex(&self.signature),
         })
         .unwrap_or_default()
@@ -221,10 +237,10 @@ impl Enrol {
             share,
             credentials: w.credentials,
             rule: w.rule,
+            sequence: w.sequence,
             signature: array(&w.signature, "signature")?,
         };
-        let m = enrol_message(&e.wallet, &e.share, &e.credentials, e.rule);
-        if !verify(&e.wallet, &m, &e.signature) {
+        if !verify(&e.wallet, &enrol_message(&e), &e.signature) {
             return Err(bad("the enrolment is not signed by the wallet it names"));
         }
         Ok(e)
@@ -429,7 +445,7 @@ mod tests {
             id_card: None,
             biometric: Some(vec![0.5, 0.25, 0.125]),
         };
-        let e = Enrol::sign(&w, vec![7; 33], creds.clone(), Rule::All);
+        let e = Enrol::sign(&w, vec![7; 33], (creds.clone(), Rule::All), 5);
         assert_eq!(Enrol::parse(&e.to_json()).unwrap(), e);
         assert_eq!(
             format!("{creds:?}"),
@@ -442,12 +458,18 @@ mod tests {
             "the rule is signed"
         );
         let mut other = e.clone();
+        other.sequence += 1;
+        assert!(
+            Enrol::parse(&other.to_json()).is_err(),
+            "the sequence is signed"
+        );
+        let mut other = e.clone();
         other.credentials.password = Some("my own".into());
         assert!(
             Enrol::parse(&other.to_json()).is_err(),
             "credentials are signed"
         );
-        let none = Enrol::sign(&w, vec![7; 33], Credentials::default(), Rule::All);
+        let none = Enrol::sign(&w, vec![7; 33], (Credentials::default(), Rule::All), 6);
         assert!(Enrol::parse(&none.to_json()).is_err());
         for body in [
             &br#"{"wallet":"00","credentials":{}}"#[..],

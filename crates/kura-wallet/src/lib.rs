@@ -20,6 +20,12 @@ pub mod split;
 pub mod wallet;
 mod wire;
 
+/// Milliseconds since 1970: a number that grows from one request to a later one without a
+/// counter kept anywhere (enrolment sequences, the key manager's withdrawal attempts).
+pub fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+}
+
 /// What can go wrong with wallet data.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {

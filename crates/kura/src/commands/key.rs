@@ -166,7 +166,12 @@ fn escrow(
     // The escrow's name: a key made for it; only its public half is kept.
     let name = SigningKey::generate();
     let rule = if any { Rule::Any } else { Rule::All };
-    client.enrol(&Enrol::sign(&name, shares[0].clone(), credentials, rule))?;
+    client.enrol(&Enrol::sign(
+        &name,
+        shares[0].clone(),
+        (credentials, rule),
+        kura_wallet::now_ms(),
+    ))?;
     for (path, share) in share_files.iter().zip(&shares[1..]) {
         let sheet = ShareFile {
             what: what.clone(),

@@ -25,7 +25,7 @@ pub enum VaultCommand {
 pub struct VaultServeArgs {
     /// Config file (TOML: listen, data_dir, tls_cert, tls_key, header_timeout_secs,
     /// max_connections, max_counter, max_values_per_wallet, max_bytes_per_wallet,
-    /// keyman_key).
+    /// keep_retired_days, keyman_key).
     #[arg(long = "vault-config", env = "KURA_VAULT_CONFIG")]
     vault_config: Option<PathBuf>,
     /// Address and port (default 127.0.0.1:8444; port 0 picks a free one).
@@ -38,6 +38,10 @@ pub struct VaultServeArgs {
     /// Values one wallet may keep at once (default 1000).
     #[arg(long, env = "KURA_VAULT_MAX_VALUES")]
     max_values_per_wallet: Option<u64>,
+    /// Days a withdrawn value is kept (so a wallet whose answer was lost can ask again) and
+    /// a re-keying's answer is kept, before both are forgotten (default 90).
+    #[arg(long, env = "KURA_VAULT_KEEP_RETIRED_DAYS")]
+    keep_retired_days: Option<u64>,
     /// The signing key (hex) of the key manager trusted to withdraw values for owners whose
     /// devices are lost, as `kura keyman serve` printed it (default: none is trusted).
     #[arg(long, env = "KURA_VAULT_KEYMAN_KEY")]
@@ -61,6 +65,7 @@ struct VaultConfig {
     max_counter: Option<u64>,
     max_values_per_wallet: Option<u64>,
     max_bytes_per_wallet: Option<u64>,
+    keep_retired_days: Option<u64>,
     keyman_key: Option<String>,
 }
 
@@ -148,6 +153,11 @@ pub fn vault(c: VaultCommand) -> Result<()> {
             bytes: config.max_bytes_per_wallet.unwrap_or(64 << 20),
         },
         keyman_key,
+        keep_retired: Duration::from_secs(
+            (a.keep_retired_days.or(config.keep_retired_days))
+                .unwrap_or(90)
+                .saturating_mul(86_400),
+        ),
         crash_at: a.crash_at,
     };
     crate::output::init_logs("info");

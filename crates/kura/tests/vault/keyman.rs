@@ -555,11 +555,14 @@ fn rekeying_with_the_vault_killed_midway_leaves_every_record_under_one_key() {
     let enrol = kura_wallet::escrow::Enrol::sign(
         &thief,
         vec![1; 33],
-        kura_wallet::escrow::Credentials {
-            password: Some("the thief's".into()),
-            ..Default::default()
-        },
-        kura_wallet::escrow::Rule::All,
+        (
+            kura_wallet::escrow::Credentials {
+                password: Some("the thief's".into()),
+                ..Default::default()
+            },
+            kura_wallet::escrow::Rule::All,
+        ),
+        kura_wallet::now_ms(),
     );
     let (status, body) = keyman.post("/v1/escrow", enrol.to_json());
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));

@@ -54,7 +54,7 @@ fn deposit(
 /// A withdrawal request of its own (a fresh nonce).
 fn withdrawal(cert: &Certificate, signer: &SigningKey) -> Vec<u8> {
     let nonce = kura_core::crypto::random_bytes();
-    Withdrawal::sign(Purpose::Withdraw, cert, nonce, signer).to_bytes()
+    Withdrawal::sign(Purpose::Withdraw, cert, (nonce, 1), signer).to_bytes()
 }
 
 #[test]
@@ -85,10 +85,16 @@ fn a_deposited_value_is_withdrawn_once_by_32_concurrent_requests() {
         assert_eq!(*status, 409);
         assert!(String::from_utf8_lossy(body).contains("redeemed already"));
     }
-    // The winning request asked again (its answer lost on the way) gets the same value; the
-    // vault still holds it retired once.
+    // The winning request replayed byte for byte gets nothing; tried again with a higher
+    // attempt (its answer lost on the way) it gets the same value; the vault still holds it
+    // retired once.
     let winner = answers.iter().position(|(s, _)| *s == 200).unwrap();
-    let again = vault.post("/v1/withdraw", bodies[winner].clone());
+    let (status, body) = vault.post("/v1/withdraw", bodies[winner].clone());
+    assert_eq!(status, 409);
+    assert!(String::from_utf8_lossy(&body).contains("replayed"));
+    let nonce = Withdrawal::parse(&bodies[winner]).unwrap().nonce;
+    let retry = Withdrawal::sign(Purpose::Withdraw, &cert, (nonce, 2), &wallet);
+    let again = vault.post("/v1/withdraw", retry.to_bytes());
     assert_eq!((again.0, &again.1), (200, won[0]));
     let back = Registered::parse(won[0]).unwrap();
     assert_eq!(back, sent);
@@ -113,7 +119,11 @@ fn forged_altered_stolen_and_oversized_requests_are_refused_and_the_value_stays(
     let env = Env::new();
     // The quota from a config file (a flag would override it).
     let config = env.path("vault.toml");
-    std::fs::write(&config, "max_values_per_wallet = 2\n").unwrap();
+    std::fs::write(
+        &config,
+        "max_values_per_wallet = 2\nkeep_retired_days = 30\n",
+    )
+    .unwrap();
     let vault = ValueService::vault(&env, &["--vault-config", config.to_str().unwrap()]);
     let (wallet, key) = (SigningKey::generate(), Key::random());
     let (sent, cert) = deposit(&vault, &wallet, &key, 1);
@@ -253,7 +263,7 @@ fn a_wallet_deposits_a_value_lists_it_offline_and_withdraws_it_back() {
 
     // Listed from the certificate's digest alone: the vault is down.
     vault.kill();
-    let certs = wallet_ok(&env, "w", &["list", "--certificates"]);
+    let certs = wallet_ok(&env, "w", &["list", "--offline"]);
     let certs = certs.as_array().unwrap();
     assert_eq!(certs.len(), 1);
     let fields: Vec<&str> = certs[0]["digest"]

@@ -256,23 +256,29 @@ impl Dir {
             // Received before, and not yet taken in.
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // The request's nonce is kept before it is sent: if the answer is lost,
-                // asking again with it gets the value the vault retired for this request.
+                // The request's nonce, and which try this is, are kept before it is sent:
+                // if the answer is lost, a later try with the same nonce gets the value the
+                // vault retired for this request (a try sent again as it was gets nothing).
                 let nonce_file = kept.join(format!("{name}.nonce"));
-                let nonce = match std::fs::read(&nonce_file) {
-                    Ok(n) => n
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("{} is damaged", nonce_file.display()))?,
+                let damaged = || anyhow::anyhow!("{} is damaged", nonce_file.display());
+                let (nonce, attempt) = match std::fs::read(&nonce_file) {
+                    Ok(n) if n.len() == 24 => {
+                        let (nonce, attempt) = n.split_at(16);
+                        (
+                            <[u8; 16]>::try_from(nonce).map_err(|_| damaged())?,
+                            u64::from_be_bytes(attempt.try_into().map_err(|_| damaged())?) + 1,
+                        )
+                    }
+                    Ok(_) => return Err(damaged()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let n: [u8; 16] = kura_core::crypto::random_bytes();
-                        write_private(&nonce_file, &n)?;
-                        n
+                        (kura_core::crypto::random_bytes(), 1)
                     }
                     Err(e) => {
                         return Err(e).with_context(|| format!("reading {}", nonce_file.display()));
                     }
                 };
-                let bytes = self.vault()?.withdraw(cert, nonce, signer)?;
+                write_private(&nonce_file, &[&nonce[..], &attempt.to_be_bytes()].concat())?;
+                let bytes = self.vault()?.withdraw(cert, (nonce, attempt), signer)?;
                 write_private(&file, &bytes)?;
                 std::fs::remove_file(&nonce_file)?;
                 bytes

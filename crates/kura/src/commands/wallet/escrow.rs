@@ -137,8 +137,8 @@ pub(super) fn escrow(
     KeymanClient::new(&keyman, &keyman_fingerprint)?.enrol(&Enrol::sign(
         &signer,
         shares[0].clone(),
-        credentials,
-        rule,
+        (credentials, rule),
+        kura_wallet::now_ms(),
     ))?;
     let recovery = Recovery {
         wallet: hex(&signer.public()),

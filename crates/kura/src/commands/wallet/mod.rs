@@ -66,8 +66,9 @@ pub enum WalletCommand {
     /// List what the wallet holds, from its records and its certificates' digests alone
     /// (nothing is asked of the vault).
     List {
-        /// Only certificates.
-        #[arg(long)]
+        /// Only certificates: the deposited values, listed from their digests alone (no
+        /// listing contacts the vault, so `--offline` is the same).
+        #[arg(long, visible_alias = "offline")]
         certificates: bool,
         /// Only this kind.
         #[arg(long)]
