@@ -96,7 +96,7 @@ printf 'bench user password\n' >"$OUT/user.pw"
 # Adds user $1 with a paid contract to the service $2 (default: service).
 add_user() {
     local data=$OUT/${2:-service}
-    "$KURA_BIN" admin --data-dir "$data" user add "$1" --password-file "$OUT/user.pw" >/dev/null
+    "$KURA_BIN" admin --data-dir "$data" user add "$1" --login-password-file "$OUT/user.pw" >/dev/null
     "$KURA_BIN" admin --data-dir "$data" contract set "$1" --until 2099-12-31 --paid yes >/dev/null
 }
 

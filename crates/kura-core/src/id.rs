@@ -96,6 +96,11 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Decodes hex that must be exactly `N` bytes (a key, a hash, a signature); `None` otherwise.
+pub fn unhex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
+    unhex(s)?.try_into().ok()
+}
+
 /// The most ids [`ids_from_bytes`] takes: a snapshot of 128 TiB in 16 MiB packs.
 pub const MAX_ID_LIST: usize = 1 << 23;
 

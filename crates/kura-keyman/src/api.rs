@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use kura_core::id::hex;
 use kura_service::api::throttle::{LoginGate, Refusal};
+use kura_service::serve::blocking;
 use kura_vault::client::{ClientError, VaultClient};
 use kura_wallet::registered::Registered;
 use serde_json::json;
@@ -120,12 +121,10 @@ fn refusal(r: Refusal) -> KeymanError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, KeymanError> + Send + 'static,
-) -> Result<T, KeymanError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| KeymanError::Invalid(format!("the request was cut short: {e}")))?
+impl From<tokio::task::JoinError> for KeymanError {
+    fn from(e: tokio::task::JoinError) -> KeymanError {
+        KeymanError::Invalid(format!("the request was cut short: {e}"))
+    }
 }
 
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
@@ -344,8 +343,7 @@ async fn rekey_done(
             k.store.rekey(&old)?.filter(|r| r.done).ok_or_else(|| {
                 KeymanError::Invalid("no finished re-keying of this wallet".into())
             })?;
-        let new = kura_core::id::unhex(&r.delivery.wallet)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        let new = kura_core::id::unhex_array::<32>(&r.delivery.wallet)
             .ok_or_else(|| KeymanError::Invalid("a stored re-keying is damaged".into()))?;
         if !RekeyDone::verify(&old, &sig, &new) {
             return Err(KeymanError::Invalid(

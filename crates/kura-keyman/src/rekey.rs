@@ -76,8 +76,7 @@ pub fn run(
         delivery.certificates = new_certs.iter().map(|c| hex(&c.to_bytes())).collect();
     }
     let new = Escrow {
-        wallet: kura_core::id::unhex(&delivery.wallet)
-            .and_then(|b| b.try_into().ok())
+        wallet: kura_core::id::unhex_array(&delivery.wallet)
             .ok_or_else(|| KeymanError::Invalid("a stored re-keying is damaged".into()))?,
         share: r.new_share.clone(),
         ..escrow.clone()

@@ -51,8 +51,7 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn key_from_hex(hex: &str) -> Option<Key> {
-    let bytes: [u8; 32] = kura_core::id::unhex(hex)?.try_into().ok()?;
-    Some(Key::from_bytes(bytes))
+    kura_core::id::unhex_array(hex).map(Key::from_bytes)
 }
 
 impl Keyring {

@@ -346,3 +346,13 @@ pub async fn serve_router(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Runs `f` (SQLite, Argon2id: work that blocks) on tokio's blocking threads; a task that
+/// panicked or was cut short comes back as the caller's error.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<tokio::task::JoinError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}

@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kura_service::serve::blocking;
 use kura_wallet::certificate::{Purpose, Withdrawal};
 use kura_wallet::rekey::Replacement;
 
@@ -93,12 +94,10 @@ fn octets(b: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, VaultError> + Send + 'static,
-) -> Result<T, VaultError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| VaultError::Invalid(format!("the request was cut short: {e}")))?
+impl From<tokio::task::JoinError> for VaultError {
+    fn from(e: tokio::task::JoinError) -> VaultError {
+        VaultError::Invalid(format!("the request was cut short: {e}"))
+    }
 }
 
 async fn key(State(v): State<Arc<Vault>>) -> String {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kura_service::serve::{Listen, serve_router};
+use kura_service::serve::{Listen, blocking, serve_router};
 use kura_service::tls::Identity;
 
 /// How the vault runs.
@@ -65,13 +65,12 @@ async fn purge(vault: Arc<api::Vault>, keep: Duration) {
     loop {
         every.tick().await;
         let v = vault.clone();
-        match tokio::task::spawn_blocking(move || v.store.purge(keep)).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((records, replacements))) => tracing::info!(
+        match blocking(move || v.store.purge(keep)).await {
+            Ok((0, 0)) => {}
+            Ok((records, replacements)) => tracing::info!(
                 "forgot {records} retired values and {replacements} replacements older than {} days",
                 keep.as_secs() / 86_400
             ),
-            Ok(Err(e)) => tracing::warn!("purging retired values: {e}"),
             Err(e) => tracing::warn!("purging retired values: {e}"),
         }
     }

@@ -185,17 +185,27 @@ impl Store {
                 self.quota.values, self.quota.bytes
             )));
         }
-        let counter = self.next_counter(&tx)?;
-        let cert = Certificate::issue(&r, counter, &self.key);
+        let cert = self.insert_record(&tx, &r)?;
+        tx.commit()?;
+        Ok(cert)
+    }
+
+    /// Keeps `r` as a held record under the next counter; its certificate.
+    fn insert_record(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        r: &Registered,
+    ) -> Result<Certificate, VaultError> {
+        let cert = Certificate::issue(r, self.next_counter(tx)?, &self.key);
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO records (hash, counter, signer, wallet, payload, certificate, deposited)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 cert.payload_hash.as_slice(),
-                counter,
+                cert.counter,
                 r.signer.as_slice(),
                 r.wallet,
-                bytes,
+                r.to_bytes(),
                 cert.to_bytes(),
                 now()
             ],
@@ -205,7 +215,6 @@ impl Store {
                 "this value is registered already".into(),
             ));
         }
-        tx.commit()?;
         Ok(cert)
     }
 
@@ -372,25 +381,7 @@ impl Store {
             if h.retired {
                 return Err(VaultError::Redeemed);
             }
-            let cert = Certificate::issue(new, self.next_counter(&tx)?, &self.key);
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO records (hash, counter, signer, wallet, payload, certificate, deposited)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    cert.payload_hash.as_slice(),
-                    cert.counter,
-                    signer.as_slice(),
-                    new.wallet,
-                    new.to_bytes(),
-                    cert.to_bytes(),
-                    now()
-                ],
-            )?;
-            if inserted == 0 {
-                return Err(VaultError::Invalid(
-                    "a new value is registered already".into(),
-                ));
-            }
+            let cert = self.insert_record(&tx, new)?;
             tx.execute(
                 "UPDATE records SET retired = ?1 WHERE hash = ?2",
                 params![now(), old.payload_hash.as_slice()],

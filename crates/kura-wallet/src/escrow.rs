@@ -5,7 +5,7 @@
 
 use crate::certificate::Certificate;
 use crate::sign::{SigningKey, verify};
-use kura_core::id::{hex, unhex};
+use kura_core::id::{hex, unhex, unhex_array};
 use serde::{Deserialize, Serialize};
 
 /// Longest password or identity-card data accepted, in bytes.
@@ -177,9 +177,7 @@ fn enrol_message(e: &Enrol) -> Vec<u8> {
 }
 
 fn array<const N: usize>(s: &str, what: &str) -> Result<[u8; N], RequestError> {
-    unhex(s)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad(format!("{what}: {} hex digits", 2 * N)))
+    unhex_array(s).ok_or_else(|| bad(format!("{what}: {} hex digits", 2 * N)))
 }
 
 fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RequestError> {

@@ -248,11 +248,21 @@ fn command() -> clap::Command {
 
 /// `cmd` and its subcommands with the global options `ids` left out of their help: each gets a
 /// hidden option of its own with the same name, which stops the global one from being copied
-/// in (what it is given there is ignored, as those commands never read it).
+/// in. Given there on the command line it is refused (those commands never read it, and a
+/// user who typed it expects it to do something); set in the environment it is ignored.
 fn hide_options(mut cmd: clap::Command, ids: &[(&'static str, &'static str)]) -> clap::Command {
-    for (id, long) in ids {
+    for &(id, long) in ids {
         if cmd.get_arguments().all(|a| a.get_id() != id) {
-            cmd = cmd.arg(clap::Arg::new(*id).long(*long).num_args(1).hide(true));
+            let refuse = move |_: &str| -> Result<String, String> {
+                Err(format!("this command does not use --{long}"))
+            };
+            cmd = cmd.arg(
+                clap::Arg::new(id)
+                    .long(long)
+                    .num_args(1)
+                    .hide(true)
+                    .value_parser(refuse),
+            );
         }
     }
     let names: Vec<String> = cmd
@@ -420,5 +430,46 @@ mod tests {
         sorted.sort();
         assert_eq!(commands, sorted, "each command in exactly one group");
         command().debug_assert();
+    }
+
+    /// A subcommand's option named like a global one silently takes its value (clap's own
+    /// checks pass): `--vault-config` and the owner's `--password-file` were both caught late.
+    #[test]
+    fn no_subcommand_option_shares_an_id_or_name_with_a_global_one() {
+        let root = Cli::command();
+        let globals: Vec<(String, Option<String>)> = root
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| (a.get_id().to_string(), a.get_long().map(str::to_string)))
+            .collect();
+        fn walk(
+            cmd: &clap::Command,
+            path: &str,
+            globals: &[(String, Option<String>)],
+        ) -> Vec<String> {
+            let mut clashes: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| {
+                    globals.iter().any(|(id, long)| {
+                        a.get_id() == id.as_str()
+                            || (long.is_some() && a.get_long() == long.as_deref())
+                    })
+                })
+                .map(|a| format!("{path} {:?}", a.get_id()))
+                .collect();
+            for sub in cmd.get_subcommands() {
+                clashes.extend(walk(sub, &format!("{path} {}", sub.get_name()), globals));
+            }
+            clashes
+        }
+        assert!(globals.len() > 10, "{globals:?}");
+        let clashes: Vec<String> = root
+            .get_subcommands()
+            .flat_map(|sub| walk(sub, &format!("kura {}", sub.get_name()), &globals))
+            .collect();
+        assert!(
+            clashes.is_empty(),
+            "options named like a global one: {clashes:?}"
+        );
     }
 }

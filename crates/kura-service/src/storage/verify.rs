@@ -582,7 +582,7 @@ impl Storage {
         let name = name.to_string();
         self.blocking(move |s| match kind {
             FileType::Snapshot => Ok(vec![name]),
-            FileType::Pack => match kura_core::id::unhex(&name).and_then(|b| b.try_into().ok()) {
+            FileType::Pack => match kura_core::id::unhex_array(&name) {
                 Some(id) => s.snapshots_needing(user, &id),
                 None => Ok(Vec::new()),
             },

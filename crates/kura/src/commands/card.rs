@@ -456,8 +456,7 @@ fn pin(file: Option<&Path>) -> Result<Vec<u8>> {
 /// The common key in `path`, made (random, mode 0600) when the file does not exist.
 fn common_key(ctx: &Ctx, path: &Path) -> Result<Key> {
     let parse = |text: &[u8]| -> Option<Key> {
-        let bytes = kura_core::id::unhex(std::str::from_utf8(text).ok()?.trim())?;
-        Some(Key::from_bytes(bytes.try_into().ok()?))
+        kura_core::id::unhex_array(std::str::from_utf8(text).ok()?.trim()).map(Key::from_bytes)
     };
     if path.exists() {
         let text = read_secret(path, "common key file")?;

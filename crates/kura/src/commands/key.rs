@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use kura_core::crypto::Key;
-use kura_core::id::{hex, unhex};
+use kura_core::id::{hex, unhex, unhex_array};
 use kura_core::keys::RecoveryCode;
 use kura_keyman::client::KeymanClient;
 use kura_repo::Credential;
@@ -135,8 +135,7 @@ fn secret_file(path: &Path) -> Result<Key> {
     let text = read_secret(path, "secret file")?;
     let bytes = std::str::from_utf8(&text)
         .ok()
-        .and_then(|t| unhex(t.trim()))
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|t| unhex_array::<32>(t.trim()))
         .with_context(|| format!("{} is not a secret of 64 hex digits", path.display()))?;
     Ok(Key::from_bytes(bytes))
 }
@@ -216,9 +215,8 @@ fn recover(
         .with_context(|| format!("reading {}", share_file.display()))?;
     let sheet: ShareFile = toml::from_str(&text)
         .with_context(|| format!("{} is not a share file", share_file.display()))?;
-    let escrow: [u8; 32] = unhex(&sheet.escrow)
-        .and_then(|b| b.try_into().ok())
-        .context("the share file's escrow is not 32 bytes of hex")?;
+    let escrow: [u8; 32] =
+        unhex_array(&sheet.escrow).context("the share file's escrow is not 32 bytes of hex")?;
     let mine = unhex(&sheet.share).context("the share file's share is not hex")?;
     let client = KeymanClient::new(&sheet.keyman, &sheet.keyman_fingerprint)?;
     let theirs = client.release(&escrow, owner.credentials()?)?;

@@ -92,7 +92,7 @@ pub struct InitArgs {
     login: Option<String>,
     /// File holding the login's password (its first line); phone.toml names the file, it
     /// does not copy the password.
-    #[arg(long)]
+    #[arg(long = "login-password-file", id = "login_password_file")]
     password_file: Option<PathBuf>,
     /// `each` (a notice after every instruction) or a period such as `1d` (a history).
     #[arg(long, default_value = "each")]

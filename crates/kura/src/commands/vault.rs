@@ -129,8 +129,7 @@ pub fn vault(c: VaultCommand) -> Result<()> {
         .keyman_key
         .or(config.keyman_key)
         .map(|k| {
-            kura_core::id::unhex(&k)
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            kura_core::id::unhex_array::<32>(&k)
                 .context("the key manager's key is the 64 hex digits `kura keyman serve` printed")
         })
         .transpose()?;

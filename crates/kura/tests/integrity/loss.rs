@@ -100,7 +100,10 @@ fn a_lost_object_is_reported_once() {
     // Still lost next time, but reported once.
     let (t, _, _) = lost();
     t.alice.backup(&t.src);
-    let (code, v) = t.alice.svc.admin_json_code(&["verify", "--user", "alice"]);
+    let (code, v) = t
+        .alice
+        .svc
+        .admin_json_code(&["verify", "--member", "alice"]);
     assert_eq!((code, &v["lost"]), (3, &Value::from(1)), "{v}");
     assert_eq!(t.alice.svc.incidents("lost").len(), 1);
     assert_eq!(t.alice.messages_of("integrity").len(), 1);

@@ -175,12 +175,25 @@ fn a_sample_checks_the_least_recently_checked_objects_first() {
     assert_eq!(b["objects"].as_u64(), Some(half), "{b}");
     let out = alice.svc.admin_run(&["verify", "--sample", "0"]);
     assert_eq!(out.status.code(), Some(2), "a sample of 0% is refused");
-    // `--member`, the option's old name, still names a user.
-    for flag in ["--user", "--member"] {
-        let out = alice.svc.admin_run(&["verify", flag, "nobody"]);
-        assert!(!out.status.success());
-        assert!(stderr(&out).contains("nobody"));
-    }
+    // `--member` names a user; `--user` (a client's option) is refused, not ignored, and a
+    // KURA_USER in the environment (a client's setting) filters nothing.
+    let out = alice.svc.admin_run(&["verify", "--member", "nobody"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nobody"));
+    let out = alice.svc.admin_run(&["verify", "--user", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("does not use --user"),
+        "{}",
+        stderr(&out)
+    );
+    let out = alice
+        .svc
+        .admin_cmd(&["verify"])
+        .env("KURA_USER", "nobody")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Alice with a backup, and the snapshot it made.

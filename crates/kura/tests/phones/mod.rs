@@ -151,7 +151,7 @@ impl Rig {
             &smtp,
             "--smtp-security",
             "none",
-            "--password-file",
+            "--login-password-file",
             password_file.to_str().unwrap(),
         ]);
         let memory = rig.env.path("original");

@@ -23,7 +23,7 @@ fn mailing() -> (Member, Client, MailServer, PathBuf) {
         "user",
         "add",
         "alice",
-        "--password-file",
+        "--login-password-file",
         pw.to_str().unwrap(),
         "--email",
         "alice@example.test",

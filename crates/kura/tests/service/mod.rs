@@ -93,7 +93,7 @@ fn the_backup_log_reaches_the_operator() {
     assert_eq!(log[0]["status"], "completed");
     assert_eq!(log[0]["paths"][0], src.to_str().unwrap());
     assert_eq!(log[0]["location"], alice.svc.url.as_str());
-    let admin = alice.svc.admin_json(&["log", "--user", "alice"]);
+    let admin = alice.svc.admin_json(&["log", "--member", "alice"]);
     assert_eq!(admin.as_array().unwrap().len(), 1, "{admin}");
     assert_eq!(admin[0]["user"], "alice");
     assert_eq!(admin[0]["job"], log[0]["id"]);
@@ -104,7 +104,7 @@ fn the_backup_log_reaches_the_operator() {
     // Two copies of everything: on the two safest demo sites in different regions.
     assert_eq!(admin[0]["stored_at"], "demo-east,demo-west", "{admin}");
     assert!(alice.svc.admin(&["log"]).contains("completed"));
-    let bob_log = alice.svc.admin_json(&["log", "--user", "bob"]);
+    let bob_log = alice.svc.admin_json(&["log", "--member", "bob"]);
     assert_eq!(bob_log, serde_json::json!([]));
 }
 

@@ -131,7 +131,13 @@ fn levels_come_from_the_plan_with_the_years_of_membership() {
         ("new", "premium", "2026-11-01"),
     ] {
         let pw = op.password_file(name, "member password");
-        op.admin(&["user", "add", name, "--password-file", pw.to_str().unwrap()]);
+        op.admin(&[
+            "user",
+            "add",
+            name,
+            "--login-password-file",
+            pw.to_str().unwrap(),
+        ]);
         op.contract(
             name,
             &[

@@ -52,7 +52,7 @@ fn a_replaced_password_stops_working_at_once() {
         "user",
         "passwd",
         "dave",
-        "--password-file",
+        "--login-password-file",
         pw.to_str().unwrap(),
     ]);
     assert_eq!(list_status(&dave, &token), 401, "the old session ended");
@@ -85,7 +85,7 @@ fn an_append_only_device_cannot_delete_but_the_maintenance_password_can() {
         "passwd",
         "dave",
         "--maintenance",
-        "--password-file",
+        "--login-password-file",
         pw.to_str().unwrap(),
     ]);
     // Backups go on as before.
@@ -184,7 +184,7 @@ fn a_user_with_data_is_removed_only_with_delete_data() {
         "user",
         "add",
         "dave",
-        "--password-file",
+        "--login-password-file",
         pw.to_str().unwrap(),
     ]);
     assert!(!again.status.success(), "the name is not given again");

@@ -23,7 +23,7 @@ pub enum AdminBillingCommand {
     /// Statements, everyone's or one user's.
     Statements {
         /// Only this user's.
-        #[arg(long, alias = "member")]
+        #[arg(long = "member", id = "member")]
         user: Option<String>,
     },
     /// Resolve a user's objection: the held charge stands (--uphold), is cancelled

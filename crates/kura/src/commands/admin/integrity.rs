@@ -15,7 +15,7 @@ use crate::progress::Counter;
 #[derive(Args)]
 pub struct VerifyArgs {
     /// Only this user's objects.
-    #[arg(long, alias = "member")]
+    #[arg(long = "member", id = "member")]
     user: Option<String>,
     /// Percent of the objects to read, least recently checked first (default 100).
     #[arg(long, value_parser = percent)]
@@ -35,7 +35,7 @@ pub enum EvidenceCommand {
         /// The site.
         site: String,
         /// Only this user's.
-        #[arg(long, alias = "member")]
+        #[arg(long = "member", id = "member")]
         user: Option<String>,
         /// Only this object (`data/…`, `snapshots/…`, `config`).
         #[arg(long)]

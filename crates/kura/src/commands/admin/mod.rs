@@ -61,7 +61,7 @@ enum AdminCommand {
     /// fraudulent sites.
     Incidents {
         /// Only this user's incidents.
-        #[arg(long, alias = "member")]
+        #[arg(long = "member", id = "member")]
         user: Option<String>,
     },
     /// The billing cycle: settlements, statements, objections, the ledger.
@@ -80,7 +80,7 @@ enum AdminCommand {
     /// stored and where (never what: paths stay encrypted in the user's repository).
     Log {
         /// Only this user's jobs.
-        #[arg(long)]
+        #[arg(long = "member", id = "member")]
         user: Option<String>,
     },
 }

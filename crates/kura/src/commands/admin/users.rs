@@ -21,7 +21,7 @@ pub enum UserCommand {
         /// Login name.
         name: String,
         /// File holding the password.
-        #[arg(long)]
+        #[arg(long = "login-password-file", id = "login_password_file")]
         password_file: PathBuf,
         /// Where the user's notices are mailed.
         #[arg(long)]
@@ -41,7 +41,11 @@ pub enum UserCommand {
         /// The user.
         name: String,
         /// File holding the new password (at least 8 characters).
-        #[arg(long, required_unless_present = "clear")]
+        #[arg(
+            long = "login-password-file",
+            id = "login_password_file",
+            required_unless_present = "clear"
+        )]
         password_file: Option<PathBuf>,
         /// Set the maintenance password instead: kept off the user's devices, it is the one
         /// credential that may delete or replace objects of an append-only user (for `kura
@@ -49,7 +53,7 @@ pub enum UserCommand {
         #[arg(long)]
         maintenance: bool,
         /// With --maintenance: withdraw the maintenance password.
-        #[arg(long, requires = "maintenance", conflicts_with = "password_file")]
+        #[arg(long, requires = "maintenance", conflicts_with = "login_password_file")]
         clear: bool,
     },
     /// Make a user append-only (on) or not (off). Append-only: their devices may add

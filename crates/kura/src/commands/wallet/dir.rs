@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use jiff::civil::Date;
 use kura_core::crypto::Key;
-use kura_core::id::{hex, unhex};
+use kura_core::id::{hex, unhex, unhex_array};
 use kura_keyman::client::KeymanClient;
 use kura_vault::client::VaultClient;
 use kura_wallet::certificate::Certificate;
@@ -442,8 +442,7 @@ impl Dir {
 
     /// The vault's signing key.
     pub(super) fn vault_key(&self) -> Result<[u8; 32]> {
-        unhex(&self.settings.vault_key)
-            .and_then(|b| b.try_into().ok())
+        unhex_array(&self.settings.vault_key)
             .context("vault_key in wallet.toml is not 32 bytes of hex")
     }
 

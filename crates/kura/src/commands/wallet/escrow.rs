@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kura_core::crypto::Key;
-use kura_core::id::{hex, unhex};
+use kura_core::id::{hex, unhex, unhex_array};
 use kura_keyman::client::KeymanClient;
 use kura_vault::client::ClientError;
 use kura_wallet::certificate::Certificate;
@@ -112,8 +112,7 @@ fn read_recovery(p: &Path) -> Result<(Recovery, [u8; 32])> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     let r: Recovery =
         toml::from_str(&text).with_context(|| format!("{} is not a recovery file", p.display()))?;
-    let wallet = unhex(&r.wallet)
-        .and_then(|b| b.try_into().ok())
+    let wallet = unhex_array(&r.wallet)
         .with_context(|| format!("{}: wallet is not 32 bytes of hex", p.display()))?;
     Ok((r, wallet))
 }
@@ -324,9 +323,8 @@ pub(super) fn rekey(
     write_private(&new_recovery_file, toml::to_string(&recovery)?.as_bytes())?;
     // Only once the new keys are in place: the key manager then forgets them and retires the
     // old escrow. Until it has heard, the wallet refuses other commands (rekey.json stays).
-    let old: [u8; 32] = unhex(&old_wallet)
-        .and_then(|b| b.try_into().ok())
-        .context("rekey.json's old wallet is not 32 bytes of hex")?;
+    let old: [u8; 32] =
+        unhex_array(&old_wallet).context("rekey.json's old wallet is not 32 bytes of hex")?;
     KeymanClient::new(&recovery.keyman, &recovery.keyman_fingerprint)?
         .rekey_done(&old, &signer)
         .context(
@@ -403,8 +401,7 @@ pub(super) fn rebuild_key(
                     "the shares do not rebuild this wallet's key (another wallet's recovery file?)"
                 );
             }
-            let id = unhex(&r.key_id)
-                .and_then(|b| b.try_into().ok())
+            let id = unhex_array(&r.key_id)
                 .context("the recovery file's key_id is not 16 bytes of hex")?;
             (id, key, format!("the recovery file {}", p.display()))
         }
