@@ -310,6 +310,7 @@ pub fn backup(
         base,
         changes,
         excludes: opts.excludes.clone(),
+        original: None,
         summary,
     };
     lock.check_held()?;

@@ -1,13 +1,16 @@
 //! Kura's device side: the backup pipeline with change detection by backup type, baselines,
-//! restore, and the tree walks behind `ls` and `diff`.
+//! restore, and the tree walks behind `ls`, `diff`, `find`, `dump` and `stats`.
 
 pub mod backup;
+pub mod dump;
+pub mod find;
 pub mod job;
 pub mod pattern;
 pub mod progress;
 pub mod restore;
 pub mod schedule;
 pub mod state;
+pub mod stats;
 mod sys;
 pub mod walk;
 pub mod xattr;

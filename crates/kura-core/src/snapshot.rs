@@ -97,6 +97,10 @@ pub struct Snapshot {
     /// Exclude patterns in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
+    /// For a snapshot rewritten (tags changed, repaired): the id it first had, which other
+    /// snapshots may name as their base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Counts.
     #[serde(default)]
     pub summary: Summary,
@@ -122,6 +126,38 @@ impl Snapshot {
     /// Decodes a snapshot.
     pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
         serde_json::from_slice(data).map_err(|e| FormatError::invalid("snapshot", e.to_string()))
+    }
+}
+
+/// How `kura tag` changes a snapshot's tags: replace them all, or add and remove some.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagChange {
+    /// The tags to have, replacing all (`Some(vec![])` clears them).
+    pub set: Option<Vec<String>>,
+    /// Tags to add.
+    pub add: Vec<String>,
+    /// Tags to remove.
+    pub remove: Vec<String>,
+}
+
+impl TagChange {
+    /// Whether it changes nothing whatever the tags.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_none() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// The tags `tags` become: the set (or the old ones), minus those removed, plus those
+    /// added, in the order first seen and each once.
+    pub fn apply(&self, tags: &[String]) -> Vec<String> {
+        let start = self.set.as_deref().unwrap_or(tags);
+        let mut out: Vec<String> = Vec::new();
+        for t in start.iter().chain(&self.add) {
+            let t = t.trim();
+            if !t.is_empty() && !out.iter().any(|o| o == t) && !self.remove.iter().any(|r| r == t) {
+                out.push(t.to_string());
+            }
+        }
+        out
     }
 }
 
@@ -188,6 +224,29 @@ mod tests {
     }
 
     #[test]
+    fn tag_changes_set_add_and_remove_each_tag_once() {
+        let tags = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let have = tags(&["daily", "home"]);
+        let add = TagChange {
+            add: tags(&["work", "daily"]),
+            remove: tags(&["home"]),
+            ..TagChange::default()
+        };
+        assert_eq!(add.apply(&have), tags(&["daily", "work"]));
+        let set = TagChange {
+            set: Some(tags(&["a", "a", " b "])),
+            ..TagChange::default()
+        };
+        assert_eq!(set.apply(&have), tags(&["a", "b"]));
+        let clear = TagChange {
+            set: Some(vec![]),
+            ..TagChange::default()
+        };
+        assert!(clear.apply(&have).is_empty());
+        assert!(TagChange::default().is_empty() && !clear.is_empty());
+    }
+
+    #[test]
     fn round_trip() {
         let s = Snapshot {
             time: "2026-11-21T10:00:00Z".parse().unwrap(),
@@ -200,6 +259,7 @@ mod tests {
             base: Some(Id([8; 32])),
             changes: Some(Id([7; 32])),
             excludes: vec![],
+            original: Some(Id([6; 32])),
             summary: Summary::default(),
         };
         assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);

@@ -98,7 +98,7 @@ impl RepoLock {
             let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
                 // An unreadable lock might be exclusive: refuse rather than guess.
                 return Err(RepoError::Locked(format!(
-                    "lock file locks/{other} is unreadable; remove it if no kura process is using the repository"
+                    "lock file locks/{other} is unreadable; if no kura process is using the repository, `kura unlock` removes it"
                 )));
             };
             if is_stale(&info) {
@@ -108,7 +108,7 @@ impl RepoLock {
             if exclusive || info.exclusive {
                 // `lock` is dropped here, removing our own lock file.
                 return Err(RepoError::Locked(format!(
-                    "{} lock held by pid {} on {} since {}",
+                    "{} lock held by pid {} on {} since {} (if that process is gone, `kura unlock --remove-all`)",
                     if info.exclusive {
                         "an exclusive"
                     } else {
@@ -171,6 +171,70 @@ impl RepoLock {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// One lock file as `kura unlock` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    /// The lock file's name.
+    pub name: String,
+    /// The host that holds it (`None`: the file is unreadable).
+    pub host: Option<String>,
+    /// Its process there.
+    pub pid: Option<u32>,
+    /// When it was last refreshed.
+    pub time: Option<jiff::Timestamp>,
+    /// Whether it is exclusive.
+    pub exclusive: bool,
+    /// Whether its holder is gone: its process is not running (this host) or it was not
+    /// refreshed for 30 minutes (another host), or the file is unreadable.
+    pub stale: bool,
+}
+
+/// Every lock file in the repository, read.
+pub fn holders(backend: &dyn Backend) -> Result<Vec<Holder>> {
+    let mut out = Vec::new();
+    for name in backend.list(FileType::Lock)? {
+        let bytes = match backend.read(FileType::Lock, &name) {
+            Ok(b) => b,
+            Err(crate::BackendError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(match serde_json::from_slice::<LockInfo>(&bytes) {
+            Ok(info) => Holder {
+                stale: is_stale(&info),
+                name,
+                host: Some(info.host),
+                pid: Some(info.pid),
+                time: Some(info.time),
+                exclusive: info.exclusive,
+            },
+            Err(_) => Holder {
+                name,
+                host: None,
+                pid: None,
+                time: None,
+                exclusive: false,
+                stale: true,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Removes the stale lock files (or, with `all`, every one: for a process on another host
+/// known to be gone before its lock went stale); the holders removed.
+pub fn remove_locks(backend: &dyn Backend, all: bool) -> Result<Vec<Holder>> {
+    let mut removed = Vec::new();
+    for h in holders(backend)? {
+        if all || h.stale {
+            match backend.remove(FileType::Lock, &h.name) {
+                Ok(()) | Err(crate::BackendError::NotFound(_)) => removed.push(h),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 impl Drop for RepoLock {

@@ -164,6 +164,7 @@ pub fn repair_snapshots(
         let mut new = Snapshot {
             tree,
             changes,
+            original: snap.original.or(Some(id)),
             ..snap.clone()
         };
         if !new.tags.iter().any(|t| t == "repaired") {

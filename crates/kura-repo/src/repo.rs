@@ -909,6 +909,20 @@ impl Repository {
         }
     }
 
+    /// The snapshot another names as its base: by id, or, if that one was rewritten (its
+    /// tags changed, or repaired), the one that had that id first.
+    pub fn find_base(&self, base: &Id) -> Result<(Id, Snapshot)> {
+        match self.find_snapshot(&base.to_hex()) {
+            Err(RepoError::NoSnapshot(spec)) => self
+                .readable_snapshots()?
+                .0
+                .into_iter()
+                .find(|(_, s)| s.original == Some(*base))
+                .ok_or(RepoError::NoSnapshot(spec)),
+            found => found,
+        }
+    }
+
     /// The name of the one snapshot file whose name starts with `spec`, without reading it
     /// (a damaged one can be named too).
     pub fn snapshot_file(&self, spec: &str) -> Result<String> {

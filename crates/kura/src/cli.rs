@@ -10,8 +10,9 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, card, cert, check, conditions, device, forget, init, jobs, key, keyman,
-    mail, phone, repair, restore, schedule, serve, shell, snapshots, vault, wallet,
+    admin, backup, billing, card, cert, check, conditions, contents, device, forget, init, jobs,
+    key, keyman, mail, phone, repair, restore, schedule, serve, shell, snapshots, tag, unlock,
+    vault, wallet,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -57,12 +58,22 @@ enum Command {
     Ls(snapshots::LsArgs),
     /// Show what changed between two snapshots.
     Diff(snapshots::DiffArgs),
+    /// Find files and directories by name or path pattern across snapshots.
+    Find(contents::FindArgs),
+    /// Write one file of a snapshot to standard output, or a directory as a tar archive.
+    Dump(contents::DumpArgs),
+    /// Count what snapshots hold: restore size, or the distinct data they need.
+    Stats(contents::StatsArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(tag::TagArgs),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(restore::RestoreArgs),
     /// Remove snapshots by id, or by a retention policy (per device and set of paths).
     Forget(forget::ForgetArgs),
     /// Reclaim the space of data that no snapshot needs.
     Prune(forget::PruneArgs),
+    /// Remove locks left by kura processes that are gone.
+    Unlock(unlock::UnlockArgs),
     /// Verify the repository's structure; with --read-data, every byte.
     Check(check::CheckArgs),
     /// Deal with what `check --read-data` found damaged: salvage damaged packs, rewrite
@@ -164,6 +175,10 @@ const GROUPS: &[(&str, &[&str])] = &[
             "snapshots",
             "ls",
             "diff",
+            "find",
+            "dump",
+            "stats",
+            "tag",
             "restore",
             "schedule",
             "agent",
@@ -174,7 +189,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     (
         "Repository",
         &[
-            "init", "check", "repair", "forget", "prune", "device", "key",
+            "init", "check", "repair", "forget", "prune", "unlock", "device", "key",
         ],
     ),
     (
@@ -319,9 +334,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Snapshots(a) => snapshots::snapshots(ctx, a),
         Command::Ls(a) => snapshots::ls(ctx, a),
         Command::Diff(a) => snapshots::diff(ctx, a),
+        Command::Find(a) => contents::find(ctx, a),
+        Command::Dump(a) => contents::dump(ctx, a),
+        Command::Stats(a) => contents::stats(ctx, a),
+        Command::Tag(a) => tag::tag(ctx, a),
         Command::Restore(a) => restore::restore(ctx, a),
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Prune(a) => forget::prune(ctx, a),
+        Command::Unlock(a) => unlock::unlock(ctx, a),
         Command::Check(a) => check::check(ctx, a),
         Command::Repair(c) => repair::repair(ctx, c),
         Command::Device(c) => device::device(ctx, c),

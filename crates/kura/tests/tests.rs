@@ -23,4 +23,5 @@ mod schedule;
 mod selection;
 mod service;
 mod sites;
+mod toolbox;
 mod vault;

@@ -31,6 +31,13 @@ pub struct ForgetArgs {
     /// Keep the newest snapshot of each of the last N years.
     #[arg(long, default_value_t = 0)]
     keep_yearly: u32,
+    /// Keep every snapshot younger than this, counted back from the newest (`1y6m`, `2w`,
+    /// `30d`, `12h`).
+    #[arg(long)]
+    keep_within: Option<kura_core::policy::Within>,
+    /// Keep every snapshot with these tags (`a,b`: both; repeatable: any of the lists).
+    #[arg(long)]
+    keep_tag: Vec<String>,
     /// Only show what would be removed.
     #[arg(long)]
     dry_run: bool,
@@ -58,10 +65,12 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
+        within: a.keep_within.unwrap_or_default(),
+        tags: a.keep_tag,
     };
     if a.snapshots.is_empty() == policy.is_empty() {
         bail!(
-            "name snapshots to forget, or give a policy (--keep-last, --keep-daily, ...), not both"
+            "name snapshots to forget, or give a policy (--keep-last, --keep-daily, --keep-within, --keep-tag, ...), not both"
         );
     }
     let repo = ctx.open()?;

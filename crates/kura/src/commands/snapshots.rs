@@ -216,7 +216,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
 
 /// Names the directories a listing could not go into, and makes the command end with
 /// exit code 3.
-fn lost_trees(lost: &[walk::LostTree]) -> Result<()> {
+pub(crate) fn lost_trees(lost: &[walk::LostTree]) -> Result<()> {
     if lost.is_empty() {
         return Ok(());
     }
@@ -271,7 +271,7 @@ pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<()> {
                     to.kind
                 )
             })?;
-            let (_, from) = repo.find_snapshot(&base.to_hex()).map_err(|e| {
+            let (_, from) = repo.find_base(&base).map_err(|e| {
                 anyhow::anyhow!(
                     "the base {} of snapshot {} cannot be read ({e}): name two snapshots to compare",
                     base.short(),
