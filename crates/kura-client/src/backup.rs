@@ -48,6 +48,9 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Set from outside to stop the backup before it commits (see [`crate::job`]).
     pub stop: Arc<AtomicBool>,
+    /// `backup --stdin`: the one path is a file spooled from standard input, recorded in the
+    /// snapshot as this name at the root.
+    pub stdin_name: Option<String>,
 }
 
 /// What a backup did.
@@ -99,6 +102,54 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    match run(repo, state, device, opts, progress, false)? {
+        Ran::Saved(out) => Ok(out),
+        Ran::Previewed(_) => Err(ClientError::Usage("a backup was only previewed".into())),
+    }
+}
+
+/// What a backup would do, without writing anything: every file it would read is read, cut
+/// and compressed as a backup would, so the data it would add (and its stored size) is exact;
+/// packs, index, snapshot and this machine's state are left as they are.
+pub fn preview(
+    repo: &Repository,
+    state: &ClientState,
+    device: DeviceId,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<Preview> {
+    match run(repo, state, device, opts, progress, true)? {
+        Ran::Previewed(p) => Ok(p),
+        Ran::Saved(_) => Err(ClientError::Usage("a preview saved a snapshot".into())),
+    }
+}
+
+/// What [`preview`] found.
+#[derive(Debug)]
+pub struct Preview {
+    /// The snapshot a backup would save now (not saved), with its summary.
+    pub snapshot: Snapshot,
+    /// Set when an incremental or differential backup would run as full.
+    pub fell_back: Option<String>,
+    /// Entries that could not be read.
+    pub errors: Vec<String>,
+    /// Exclude patterns that matched nothing.
+    pub unmatched: Vec<String>,
+}
+
+enum Ran {
+    Saved(BackupOutcome),
+    Previewed(Preview),
+}
+
+fn run(
+    repo: &Repository,
+    state: &ClientState,
+    device: DeviceId,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    dry_run: bool,
+) -> Result<Ran> {
     let started = Instant::now();
     let time = jiff::Timestamp::now();
     repo.require_device(device)?;
@@ -109,10 +160,16 @@ pub fn backup(
     }
     let lock = repo.lock(false)?;
     let mut index = repo.load_index()?;
-    let adopted_packs = adopt_orphans(repo, &mut index, device)?;
+    let adopted_packs = match dry_run {
+        true => 0,
+        false => adopt_orphans(repo, &mut index, device)?,
+    };
 
     let roots = roots(&opts.paths)?;
-    let root_strings = root_names(&roots);
+    let root_strings = match &opts.stdin_name {
+        Some(name) => vec![format!("/{name}")],
+        None => root_names(&roots),
+    };
 
     // Which marker set decides what is included, and whether it exists.
     let mut kind = opts.kind;
@@ -154,7 +211,10 @@ pub fn backup(
         one_file_system: opts.one_file_system,
         exclude_caches: opts.exclude_caches,
     };
-    let scan = walk::scan(&roots, &scan_opts, &select)?;
+    let mut scan = walk::scan(&roots, &scan_opts, &select)?;
+    if let Some(name) = &opts.stdin_name {
+        scan.root = walk::single_file_at_root(std::mem::take(&mut scan.root), name)?;
+    }
     let unmatched = scan_opts.excludes.unmatched();
     let mut errors = scan.errors.clone();
     for e in &errors {
@@ -165,7 +225,7 @@ pub fn backup(
     // Contents: from the cache when unchanged, else read by the workers.
     let upload = kind != BackupType::Baseline;
     let cache = state.cache();
-    let saver = Saver::new(repo, &index, device)?;
+    let saver = Saver::new(repo, &index, device)?.measuring(dry_run);
     let results: Vec<OnceLock<Result<FileResult, String>>> =
         (0..scan.files.len()).map(|_| OnceLock::new()).collect();
     let externals: Mutex<Vec<External>> = Mutex::new(Vec::new());
@@ -280,11 +340,13 @@ pub fn backup(
         None => None,
     };
     let trees = std::mem::take(&mut tree_ctx.trees);
-    lock.check_held()?;
+    if !dry_run {
+        lock.check_held()?;
+    }
     saver.finish()?;
     let packs = snapshot_packs(&index, &saver, &results, &trees);
     let externals = externals.into_inner().unwrap_or_else(|p| p.into_inner());
-    if !externals.is_empty() {
+    if !externals.is_empty() && !dry_run {
         repo.write_index_file(
             device,
             &IndexFile {
@@ -313,6 +375,14 @@ pub fn backup(
         original: None,
         summary,
     };
+    if dry_run {
+        return Ok(Ran::Previewed(Preview {
+            snapshot,
+            fell_back,
+            errors,
+            unmatched,
+        }));
+    }
     lock.check_held()?;
     if opts.stop.load(Ordering::Relaxed) {
         return Err(ClientError::Stopped);
@@ -339,14 +409,14 @@ pub fn backup(
             id.short()
         ));
     }
-    Ok(BackupOutcome {
+    Ok(Ran::Saved(BackupOutcome {
         id,
         snapshot,
         fell_back,
         errors,
         adopted_packs,
         unmatched,
-    })
+    }))
 }
 
 /// The packs a snapshot needs: those holding its trees and its files' contents (blobs stored

@@ -142,6 +142,33 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
+/// The scan of one file (spooled from standard input) as a file `name` at the root, the way
+/// `backup --stdin` records it.
+pub fn single_file_at_root(root: FsDir, name: &str) -> Result<FsDir> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(ClientError::Usage(format!(
+            "--stdin-filename {name:?}: a file name, without /"
+        )));
+    }
+    let meta = root.meta.clone();
+    let mut dir = root;
+    loop {
+        let Some((_, entry)) = dir.children.into_iter().next() else {
+            return Err(ClientError::Usage("standard input was not read".into()));
+        };
+        match entry {
+            FsEntry::Dir(d) => dir = d,
+            file @ FsEntry::File { .. } => {
+                return Ok(FsDir {
+                    meta,
+                    children: BTreeMap::from([(name.as_bytes().to_vec(), file)]),
+                });
+            }
+            _ => return Err(ClientError::Usage("standard input was not read".into())),
+        }
+    }
+}
+
 /// Turns a user-given path into a clean absolute path (symlinks are not resolved).
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(path).map_err(io_err(path))?;

@@ -57,6 +57,8 @@ pub struct Saver<'a> {
     spare: Mutex<Vec<Vec<u8>>>,
     pending: Mutex<Pending>,
     written: Mutex<Vec<Id>>,
+    /// Measure only: write no pack or index (`backup --dry-run`).
+    measure_only: bool,
     /// What was added so far.
     pub stats: SaverStats,
 }
@@ -86,8 +88,16 @@ impl<'a> Saver<'a> {
                 since: Instant::now(),
             }),
             written: Mutex::new(Vec::new()),
+            measure_only: false,
             stats: SaverStats::default(),
         })
+    }
+
+    /// With `yes`, a saver that only measures (for `backup --dry-run`): blobs are compressed
+    /// and sealed into packs as ever, so the stats are exact, but no pack or index is written.
+    pub fn measuring(mut self, yes: bool) -> Saver<'a> {
+        self.measure_only = yes;
+        self
     }
 
     /// Buffers for one worker thread.
@@ -134,12 +144,16 @@ impl<'a> Saver<'a> {
 
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let (bytes, id, entries) = builder.finish(&self.key);
-        self.repo
-            .backend()
-            .write(FileType::Pack, &id.to_hex(), &bytes)?;
         self.stats
             .stored_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if self.measure_only {
+            lock(&self.spare).push(bytes);
+            return Ok(());
+        }
+        self.repo
+            .backend()
+            .write(FileType::Pack, &id.to_hex(), &bytes)?;
         lock(&self.spare).push(bytes);
         lock(&self.written).push(id);
         let flush = {

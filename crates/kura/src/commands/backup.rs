@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kura_client::ClientError;
 use kura_client::backup::BackupOptions;
@@ -21,8 +21,22 @@ use crate::progress::Bar;
 #[derive(Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present_any = ["files_from", "stdin"])]
     paths: Vec<PathBuf>,
+    /// Also back up the paths listed in this file, one per line (`#` starts a comment).
+    /// Repeatable.
+    #[arg(long)]
+    files_from: Vec<PathBuf>,
+    /// Back up what arrives on standard input (a database dump piped in) as one file.
+    #[arg(long, conflicts_with_all = ["paths", "files_from"])]
+    stdin: bool,
+    /// The name that file gets at the root of the snapshot.
+    #[arg(long, default_value = "stdin", requires = "stdin")]
+    stdin_filename: String,
+    /// Only say what the backup would do: every file it would read is read and compressed, so
+    /// the data it would add is exact, but nothing is written.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
     /// full: everything, new baseline; copy: everything, markers unchanged; incremental: changes
     /// since the last full or incremental; differential: changes since the last full.
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Full)]
@@ -82,30 +96,110 @@ impl From<TypeArg> for BackupType {
     }
 }
 
+/// The lines of a list file (`--exclude-file`, `--files-from`): trimmed, without blank lines
+/// and `#` comments.
+fn list_file(f: &std::path::Path, what: &str) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("reading {what} {}", f.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
 /// `kura backup`.
 pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let mut excludes = ctx.config.exclude.clone();
     excludes.extend(a.exclude);
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading exclude file {}", f.display()))?;
-        excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+        excludes.extend(list_file(f, "exclude file")?);
+    }
+    let mut paths = a.paths;
+    for f in &a.files_from {
+        let listed = list_file(f, "--files-from")?;
+        if listed.is_empty() {
+            bail!("{} lists no path", f.display());
+        }
+        paths.extend(listed.into_iter().map(PathBuf::from));
+    }
+    // Standard input is spooled to a private file first: the backup reads a file, and a
+    // pipe that breaks midway fails here, before anything is sent.
+    let spool = match a.stdin {
+        true => Some(spool_stdin(ctx)?),
+        false => None,
+    };
+    if let Some(s) = &spool {
+        paths = vec![s.path().to_path_buf()];
     }
     let opts = BackupOptions {
-        paths: a.paths,
+        paths,
         kind: a.kind.into(),
         excludes,
         tags: a.tag,
         one_file_system: a.one_file_system,
         exclude_caches: a.exclude_caches,
+        stdin_name: a.stdin.then_some(a.stdin_filename),
         ..BackupOptions::default()
     };
-    run_backup(ctx, opts, None)
+    match a.dry_run {
+        true => dry_run(ctx, opts),
+        false => run_backup(ctx, opts, None),
+    }
+}
+
+/// Standard input in a file readable by this user only, removed when dropped.
+fn spool_stdin(ctx: &Ctx) -> Result<tempfile::NamedTempFile> {
+    let dir = ctx.state_base()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut f = tempfile::Builder::new()
+        .prefix("stdin-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("spooling standard input in {}", dir.display()))?;
+    std::io::copy(&mut std::io::stdin().lock(), f.as_file_mut())
+        .context("reading standard input")?;
+    f.as_file().sync_all().context("spooling standard input")?;
+    Ok(f)
+}
+
+/// `kura backup --dry-run`: what the backup would add, with nothing written.
+fn dry_run(ctx: &Ctx, mut opts: BackupOptions) -> Result<()> {
+    let repo = ctx.open()?;
+    let (state, device) = ctx.this_device(&repo)?;
+    opts.hostname = hostname();
+    opts.threads = ctx.g.threads;
+    let bar = Bar::new("dry run", "files", ctx.out.show_progress());
+    let p = kura_client::backup::preview(&repo, &state, device, &opts, &bar)?;
+    bar.finish();
+    if let Some(msg) = &p.fell_back {
+        eprintln!("note: {msg}");
+    }
+    for e in &p.errors {
+        eprintln!("warning: {e}");
+    }
+    let s = &p.snapshot.summary;
+    ctx.out.emit(
+        &json!({
+            "dry_run": true, "type": p.snapshot.kind, "paths": p.snapshot.paths,
+            "summary": s, "errors": p.errors, "unmatched_patterns": p.unmatched,
+        }),
+        || {
+            format!(
+                "dry run: a {} backup would hold {}, {}, {} ({} new, {} changed, {} unchanged) and add {} of data, {} stored; nothing was written",
+                p.snapshot.kind,
+                count(s.files, "file"),
+                count(s.dirs, "dir"),
+                human(s.bytes),
+                s.files_new,
+                s.files_changed,
+                s.files_unchanged,
+                human(s.data_added),
+                human(s.stored_added),
+            )
+        },
+    );
+    Ok(())
 }
 
 /// `kura baseline`.

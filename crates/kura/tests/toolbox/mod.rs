@@ -149,8 +149,8 @@ fn stats_count_what_a_restore_writes_and_the_distinct_data_stored() {
     assert_eq!(all["totals"]["snapshots"], 3);
     assert_eq!(
         all["totals"]["files"].as_u64().unwrap(),
-        3 * 12 + 2 * 1 + 2,
-        "12 files in each, beach.jpg in two, two more in the last"
+        12 + 13 + 15,
+        "12 files, then beach.jpg, then two more"
     );
     let raw = env.json(&["stats", "--mode", "raw-data"]);
     let plain = raw["totals"]["bytes"].as_u64().unwrap();
@@ -296,4 +296,78 @@ fn find_dump_stats_tag_and_unlock_work_through_the_service() {
     );
     let unlocked = alice.json(&["unlock"]);
     assert_eq!(unlocked["left"].as_array().unwrap().len(), 0, "{unlocked}");
+}
+
+#[test]
+fn backup_inputs_come_from_a_list_a_pipe_or_only_a_dry_run() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    make_tree(&a, 4, 1);
+    make_tree(&b, 4, 2);
+    // A dry run reads everything and says what a backup would add, and writes nothing.
+    let before = files_under(&env.repo);
+    let dry = env.json(&["backup", "--dry-run", a.to_str().unwrap()]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["summary"]["files"], 4);
+    let would_add = dry["summary"]["data_added"].as_u64().unwrap();
+    assert!(would_add > 70_000, "{dry}");
+    assert_eq!(files_under(&env.repo), before, "nothing written");
+    assert!(env.snapshots().is_empty());
+    let done = env.backup(&[a.to_str().unwrap()]);
+    assert_eq!(done["summary"]["data_added"].as_u64().unwrap(), would_add);
+    assert_eq!(
+        done["summary"]["stored_added"].as_u64().unwrap(),
+        dry["summary"]["stored_added"].as_u64().unwrap(),
+        "the same stored size, measured without writing"
+    );
+    let again = env.json(&["backup", "--dry-run", a.to_str().unwrap()]);
+    assert_eq!(again["summary"]["data_added"], 0);
+    assert_eq!(again["summary"]["files_unchanged"], 4);
+
+    // Paths from a list file.
+    let list = env.path("list.txt");
+    fs::write(
+        &list,
+        format!("# what to keep\n{}\n\n{}\n", a.display(), b.display()),
+    )
+    .unwrap();
+    let listed = env.backup(&["--files-from", list.to_str().unwrap()]);
+    assert_eq!(listed["paths"].as_array().unwrap().len(), 2, "{listed}");
+    fs::write(&list, "# nothing\n").unwrap();
+    let out = env.run(&["backup", "--files-from", list.to_str().unwrap()]);
+    assert!(stderr(&out).contains("lists no path"), "{}", stderr(&out));
+
+    // A database dump piped in, kept as /db.sql.
+    let dump = noise(200_000, 11);
+    let mut c = env.cmd(&["backup", "--stdin", "--stdin-filename", "db.sql", "--json"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(&dump).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let piped = parse_json(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(piped["paths"], serde_json::json!(["/db.sql"]));
+    let back = env.cmd(&["dump", "latest", "/db.sql"]).output().unwrap();
+    assert_eq!(back.stdout, dump);
+    let listing = env.json(&["ls", "latest"]);
+    assert_eq!(
+        listing.as_array().unwrap().len(),
+        1,
+        "only the file: {listing}"
+    );
+    // Nothing is left spooled on this machine.
+    assert!(files_under(&env.state).iter().all(|p| {
+        !p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("stdin-")
+    }),);
+    let out = env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]);
+    assert!(!out.status.success());
 }
