@@ -2,6 +2,7 @@
 //! restore, and the tree walks behind `ls`, `diff`, `find`, `dump` and `stats`.
 
 pub mod backup;
+pub mod copy;
 pub mod dump;
 pub mod find;
 pub mod job;

@@ -10,9 +10,9 @@ use kura_core::keys::KeyError;
 use kura_repo::RepoError;
 
 use crate::commands::{
-    admin, backup, billing, card, cert, check, conditions, contents, device, forget, init, jobs,
-    key, keyman, mail, phone, repair, restore, schedule, serve, shell, snapshots, tag, unlock,
-    vault, wallet,
+    admin, backup, billing, card, cert, check, conditions, contents, copy, device, forget, init,
+    jobs, key, keyman, mail, mount, phone, repair, restore, schedule, serve, shell, snapshots, tag,
+    unlock, vault, wallet,
 };
 use crate::ctx::{Ctx, Global, REPOSITORY_OPTIONS};
 use crate::output::Partial;
@@ -66,12 +66,17 @@ enum Command {
     Stats(contents::StatsArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(tag::TagArgs),
+    /// Browse snapshots as a read-only file system (FUSE) until Ctrl-C or unmount.
+    Mount(mount::MountArgs),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(restore::RestoreArgs),
     /// Remove snapshots by id, or by a retention policy (per device and set of paths).
     Forget(forget::ForgetArgs),
     /// Reclaim the space of data that no snapshot needs.
     Prune(forget::PruneArgs),
+    /// Copy snapshots from another repository into this one (re-encrypted for it,
+    /// deduplicated against what it holds).
+    Copy(copy::CopyArgs),
     /// Remove locks left by kura processes that are gone.
     Unlock(unlock::UnlockArgs),
     /// Verify the repository's structure; with --read-data, every byte.
@@ -179,6 +184,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "dump",
             "stats",
             "tag",
+            "mount",
             "restore",
             "schedule",
             "agent",
@@ -189,7 +195,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     (
         "Repository",
         &[
-            "init", "check", "repair", "forget", "prune", "unlock", "device", "key",
+            "init", "check", "repair", "forget", "prune", "copy", "unlock", "device", "key",
         ],
     ),
     (
@@ -338,10 +344,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Dump(a) => contents::dump(ctx, a),
         Command::Stats(a) => contents::stats(ctx, a),
         Command::Tag(a) => tag::tag(ctx, a),
+        Command::Mount(a) => mount::mount(ctx, a),
         Command::Restore(a) => restore::restore(ctx, a),
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Prune(a) => forget::prune(ctx, a),
         Command::Unlock(a) => unlock::unlock(ctx, a),
+        Command::Copy(a) => copy::copy(ctx, a),
         Command::Check(a) => check::check(ctx, a),
         Command::Repair(c) => repair::repair(ctx, c),
         Command::Device(c) => device::device(ctx, c),

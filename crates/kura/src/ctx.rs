@@ -302,19 +302,25 @@ impl Ctx {
     /// The passphrase that is to replace the current one (`kura key passwd`): from `file`,
     /// KURA_NEW_PASSWORD, or a prompt (twice); never empty.
     pub fn replacement_passphrase(&self, file: Option<&Path>) -> Result<Vec<u8>> {
-        let given = if let Some(f) = file {
-            read_secret(f, "new password file")?
-        } else if let Ok(p) = std::env::var("KURA_NEW_PASSWORD") {
-            p.into_bytes()
-        } else if !std::io::stdin().is_terminal() {
-            bail!(
-                "no new passphrase: set KURA_NEW_PASSWORD, pass --new-password-file, or run on a terminal"
-            );
-        } else {
-            prompt("new passphrase", true)?
-        };
+        let given = passphrase_from(
+            file,
+            ("KURA_NEW_PASSWORD", "--new-password-file"),
+            "new passphrase",
+            true,
+        )?;
         refuse_empty(&given)?;
         Ok(given)
+    }
+
+    /// The passphrase of another repository (`kura copy --from-repo`): from `file`,
+    /// KURA_FROM_PASSWORD, or a prompt.
+    pub fn source_passphrase(&self, file: Option<&Path>) -> Result<Vec<u8>> {
+        passphrase_from(
+            file,
+            ("KURA_FROM_PASSWORD", "--from-password-file"),
+            "passphrase of the repository to copy from",
+            false,
+        )
     }
 
     fn credential(&self) -> Result<Credential> {
@@ -382,6 +388,30 @@ impl Ctx {
 
 /// Asks for a passphrase on the terminal; one that will protect a key (`twice`) is asked for
 /// again and must match.
+/// A passphrase from `file`, else the environment variable `env.0`, else a prompt for `label`
+/// (asked twice when `twice`) on a terminal; `env.1` names the file's flag in the error.
+fn passphrase_from(
+    file: Option<&Path>,
+    env: (&str, &str),
+    label: &str,
+    twice: bool,
+) -> Result<Vec<u8>> {
+    if let Some(f) = file {
+        return read_secret(f, "password file");
+    }
+    if let Ok(p) = std::env::var(env.0) {
+        return Ok(p.into_bytes());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no {label}: set {}, pass {}, or run on a terminal",
+            env.0,
+            env.1
+        );
+    }
+    prompt(label, twice)
+}
+
 fn prompt(label: &str, twice: bool) -> Result<Vec<u8>> {
     let p = rpassword::prompt_password(format!("{label}: "))?;
     if twice && rpassword::prompt_password(format!("{label} again: "))? != p {

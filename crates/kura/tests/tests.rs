@@ -15,6 +15,7 @@ mod first_minutes;
 mod integrity;
 mod jobs;
 mod keys;
+mod mount;
 mod patterns;
 mod phones;
 mod placement;

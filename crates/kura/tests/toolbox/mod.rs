@@ -371,3 +371,88 @@ fn backup_inputs_come_from_a_list_a_pipe_or_only_a_dry_run() {
     let out = env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]);
     assert!(!out.status.success());
 }
+
+/// Runs `cmd` (a `kura copy --json`) with the source's passphrase; what it printed.
+fn copy_from(mut cmd: std::process::Command) -> serde_json::Value {
+    cmd.env("KURA_FROM_PASSWORD", "correct horse");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    parse_json(&String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn copy_brings_snapshots_into_another_repository_once_and_deduplicated() {
+    let (from, src) = three_snapshots();
+    let to = Env::new();
+    to.init();
+    // The target already holds most of the data, backed up by itself.
+    let own = to.backup(&[src.to_str().unwrap()]);
+    let args = |extra: &[&str]| {
+        let mut a = vec!["copy", "--from-repo", from.repo.to_str().unwrap(), "--json"];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        copy_from(to.cmd(&a))
+    };
+    let first = run(&[]);
+    assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
+    let data = first["data_added"].as_u64().unwrap();
+    assert!(
+        data < own["summary"]["data_added"].as_u64().unwrap() / 2,
+        "only what the target lacked: {first}"
+    );
+    assert_eq!(to.snapshots().len(), 4);
+    // Each copy restores to exactly its source.
+    let t = to.path("restored");
+    to.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
+    let found = to.json(&["find", "beach.jpg"]);
+    assert_eq!(
+        hits(&found),
+        vec![1, 1, 1],
+        "the target's own and two copies"
+    );
+    // The incremental's base is copied too, so it still compares with it.
+    let incremental = first["copied"][2]["to"].as_str().unwrap();
+    let diff = to.ok(&["diff", &incremental[..12]]);
+    assert!(diff.contains("todo.txt"), "{diff}");
+    // Asked again, nothing is copied twice.
+    let again = run(&[]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0);
+    assert_eq!(again["present"].as_array().unwrap().len(), 3);
+    assert_eq!(again["data_added"], 0);
+    // A wrong source passphrase, or the target itself as the source: clear refusals.
+    let a = args(&[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = to
+        .cmd(&a)
+        .env("KURA_FROM_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    let out = to
+        .cmd(&["copy", "--from-repo", to.repo.to_str().unwrap()])
+        .env("KURA_FROM_PASSWORD", "correct horse")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("same repository"), "{}", stderr(&out));
+}
+
+#[test]
+fn copy_moves_a_local_repository_to_the_service() {
+    let (from, src) = three_snapshots();
+    let alice = Member::start("alice");
+    alice.init();
+    let copied = copy_from(alice.cmd(&[
+        "--json",
+        "copy",
+        "--from-repo",
+        from.repo.to_str().unwrap(),
+        "latest",
+    ]));
+    assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
+    alice.restore_and_compare(&src);
+}

@@ -1,0 +1,100 @@
+//! `kura mount`: snapshots as a read-only file system through the kernel's FUSE, read back
+//! and compared, then unmounted by a signal or by `fusermount3 -u`.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::fixture::*;
+
+/// Starts `kura mount` on `at` and waits until the kernel shows its top directories.
+fn mounted(env: &Env, at: &Path) -> Child {
+    fs::create_dir_all(at).unwrap();
+    let child = env
+        .cmd(&["mount", at.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the mount to appear", || {
+        fs::read_dir(at.join("ids")).is_ok_and(|mut d| d.next().is_some())
+    });
+    child
+}
+
+/// Waits for `child` to end; its exit status.
+fn ended(mut child: Child) -> std::process::ExitStatus {
+    wait_until(Duration::from_secs(30), "kura mount to end", || {
+        child.try_wait().unwrap()
+    })
+}
+
+#[test]
+fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 10, 3);
+    fs::write(src.join("big.bin"), noise(3_000_000, 5)).unwrap();
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    let first = env.backup(&[src.to_str().unwrap()]);
+    let before = contents(&src);
+    fs::write(src.join("d0/f0.bin"), b"changed after the first backup").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+
+    let at = env.path("mnt");
+    let child = mounted(&env, &at);
+    let inside = |p: &Path| p.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read_dir(at.join("ids")).unwrap().count(), 2);
+    // latest is the newest, and reads back exactly what is on disk now.
+    let latest = at.join("snapshots/latest");
+    assert!(
+        fs::symlink_metadata(&latest)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(contents(&inside(&latest)), contents(&src));
+    assert_eq!(
+        fs::read_link(inside(&latest).join("link")).unwrap(),
+        Path::new("big.bin")
+    );
+    // The first snapshot, by its id, is the tree as it was.
+    let short = first["short_id"].as_str().unwrap();
+    assert_eq!(contents(&inside(&at.join("ids").join(short))), before);
+    // Metadata comes through: sizes and modes.
+    let big = fs::metadata(inside(&latest).join("big.bin")).unwrap();
+    assert_eq!(big.len(), 3_000_000);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        big.permissions().mode() & 0o777,
+        fs::metadata(src.join("big.bin"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    );
+    // Read-only.
+    let err = fs::write(inside(&latest).join("new.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+    // SIGTERM unmounts and ends it cleanly.
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(ended(child).success());
+    assert_eq!(fs::read_dir(&at).unwrap().count(), 0, "unmounted");
+
+    // Unmounted from outside, it ends by itself.
+    let child = mounted(&env, &at);
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&at)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ended(child).success());
+    let out = env.run(&["mount", env.path("nowhere").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+}
