@@ -48,7 +48,12 @@ pub struct PruneReport {
 }
 
 /// Prunes the repository, sealing the new index with `device`'s key.
-pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<PruneReport> {
+pub fn prune(
+    repo: &Repository,
+    device: DeviceId,
+    dry_run: bool,
+    progress: &dyn crate::check::CheckProgress,
+) -> Result<PruneReport> {
     repo.require_device(device)?;
     let (_lock, full) = repo.lock_to_clean()?;
     let (index, unreadable) = repo.load_index_reporting()?;
@@ -192,7 +197,7 @@ pub fn prune(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<Prune
         external,
         salvage: false,
     };
-    let new_bytes = rewrite.apply(repo, &index, device)?.new_bytes;
+    let new_bytes = rewrite.apply(repo, &index, device, progress)?.new_bytes;
     for name in &orphans {
         repo.backend().remove(FileType::Pack, name)?;
     }
@@ -243,15 +248,22 @@ pub(crate) struct Rewritten {
 }
 
 impl Rewrite<'_> {
-    /// Writes it all, sealing the new index with `device`'s key.
+    /// Writes it all, sealing the new index with `device`'s key; `progress` hears of each
+    /// pack repacked.
     pub fn apply(
         self,
         repo: &Repository,
         index: &crate::MasterIndex,
         device: DeviceId,
+        progress: &dyn crate::check::CheckProgress,
     ) -> Result<Rewritten> {
         let key = repo.require_device(device)?.clone();
         let stored = repo.stored_packs()?;
+        let size = |p: &IndexedPack| stored.get(&p.id.to_hex()).copied().unwrap_or(0);
+        progress.start(
+            self.repack.len() as u64,
+            self.repack.iter().map(|(p, _)| size(p)).sum(),
+        );
         let mut out = Rewritten {
             new_bytes: 0,
             left_out: Vec::new(),
@@ -307,6 +319,7 @@ impl Rewrite<'_> {
                     flush(full, p.device, &mut out)?;
                 }
             }
+            progress.pack(bytes.len() as u64);
         }
         for (dev, b) in builders {
             if !b.is_empty() {

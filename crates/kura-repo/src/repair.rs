@@ -88,7 +88,7 @@ pub fn repair_packs(repo: &Repository, device: DeviceId, dry_run: bool) -> Resul
         external: index.externals().copied().collect(),
         salvage: true,
     };
-    let done = rewrite.apply(repo, &index, device)?;
+    let done = rewrite.apply(repo, &index, device, &())?;
     // Blobs found damaged only now were not salvaged either.
     report.blobs_dropped += done.left_out.len();
     report.blobs_salvaged = done.copied;

@@ -67,6 +67,10 @@ pub struct Global {
     /// Print nothing but errors.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Report the progress of long commands as JSON lines on stderr (for front ends): a
+    /// `status` line twice a second and a `done` line at the end.
+    #[arg(long, global = true)]
+    pub json_progress: bool,
     /// Service user name, for an https:// repository.
     #[arg(long, env = "KURA_USER", global = true, help_heading = SERVICE_OPTIONS)]
     pub user: Option<String>,
@@ -151,6 +155,7 @@ impl Ctx {
         let out = Output {
             json: g.json,
             quiet: g.quiet,
+            json_progress: g.json_progress,
         };
         Ok(Ctx {
             g,

@@ -13,6 +13,19 @@ pub struct Output {
     pub json: bool,
     /// Print nothing but errors.
     pub quiet: bool,
+    /// Progress as JSON lines on stderr.
+    pub json_progress: bool,
+}
+
+/// How a long command shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// Not at all.
+    Hidden,
+    /// A bar, when stderr is a terminal.
+    Bar,
+    /// JSON lines on stderr (`--json-progress`).
+    JsonLines,
 }
 
 impl Output {
@@ -36,6 +49,17 @@ impl Output {
     /// Whether progress bars may be drawn.
     pub fn show_progress(&self) -> bool {
         !self.json && !self.quiet
+    }
+
+    /// How a long command shows its progress.
+    pub fn progress(&self) -> Shown {
+        if self.json_progress {
+            Shown::JsonLines
+        } else if self.show_progress() {
+            Shown::Bar
+        } else {
+            Shown::Hidden
+        }
     }
 }
 

@@ -169,7 +169,7 @@ fn dry_run(ctx: &Ctx, mut opts: BackupOptions) -> Result<()> {
     let (state, device) = ctx.this_device(&repo)?;
     opts.hostname = hostname();
     opts.threads = ctx.g.threads;
-    let bar = Bar::new("dry run", "files", ctx.out.show_progress());
+    let bar = Bar::new("dry run", "files", ctx.out.progress());
     let p = kura_client::backup::preview(&repo, &state, device, &opts, &bar)?;
     bar.finish();
     if let Some(msg) = &p.fell_back {
@@ -296,7 +296,7 @@ pub fn save(
     } else {
         "backup"
     };
-    let bar = Bar::new(verb, "files", ctx.out.show_progress());
+    let bar = Bar::new(verb, "files", ctx.out.progress());
     kura_client::job::stop_on_signals();
     let (job, out) = kura_client::job::run(repo, &state, device, &opts, resume, &bar)?;
     bar.finish();

@@ -332,7 +332,7 @@ pub fn card(ctx: &Ctx, a: CardArgs) -> Result<()> {
                     })
                     .collect::<Result<Vec<_>>>()?
             };
-            let bar = Counter::new("card restore", "records", ctx.out.show_progress());
+            let bar = Counter::new("card restore", "records", ctx.out.progress());
             host.restore(&chain, to_card, &mut |d, t| bar.update(d, t))
                 .map_err(refused)?;
             bar.finish();
@@ -604,7 +604,7 @@ fn backup(
         BackupKind::Differential
     };
     let started = std::time::Instant::now();
-    let bar = Counter::new("card backup", "records", ctx.out.show_progress());
+    let bar = Counter::new("card backup", "records", ctx.out.progress());
     let image = host
         .backup(kind, &mut |d, t| bar.update(d, t))
         .map_err(refused)?;

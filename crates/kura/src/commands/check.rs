@@ -47,7 +47,11 @@ fn record(ctx: &Ctx, repo: &Repository, damage: &Damage) -> Result<Option<String
 /// `kura check`.
 pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<()> {
     let repo = ctx.open()?;
-    let bar = Bar::new("check", "packs", ctx.out.show_progress() && a.read_data);
+    let shown = match a.read_data {
+        true => ctx.out.progress(),
+        false => crate::output::Shown::Hidden,
+    };
+    let bar = Bar::new("check", "packs", shown);
     let r = kura_repo::check::check(&repo, a.read_data, ctx.threads(), &bar);
     bar.finish();
     let r = r?;

@@ -58,7 +58,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         named.sort_by_key(|(_, s)| s.time);
         named
     };
-    let bar = Bar::new("copy", "snapshots", ctx.out.show_progress());
+    let bar = Bar::new("copy", "snapshots", ctx.out.progress());
     let out = kura_client::copy::copy(&from, &to, device, &chosen, &bar)?;
     bar.finish();
     ctx.out.emit(

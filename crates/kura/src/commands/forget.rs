@@ -165,7 +165,9 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<()> {
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let repo = ctx.open()?;
     let (_, device) = ctx.this_device(&repo)?;
-    let r = kura_repo::prune::prune(&repo, device, a.dry_run)?;
+    let bar = crate::progress::Bar::new("repack", "packs", ctx.out.progress());
+    let r = kura_repo::prune::prune(&repo, device, a.dry_run, &bar)?;
+    bar.finish();
     ctx.out.emit(&r, || {
         format!(
             "{}{} packs deleted, {} repacked, {} kept, {} unindexed and {} partial files removed; {} blobs removed; {} freed, {} in use",

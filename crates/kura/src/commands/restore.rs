@@ -83,7 +83,7 @@ pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         overwrite: a.overwrite.into(),
         threads: ctx.g.threads,
     };
-    let bar = Bar::new("restore", "files", ctx.out.show_progress());
+    let bar = Bar::new("restore", "files", ctx.out.progress());
     let out = restore_snapshot(&repo, &snap, &opts, &bar);
     bar.finish();
     let out = out?;
@@ -157,7 +157,12 @@ pub(crate) fn snapshot_root(
         overwrite: Overwrite::Always,
         threads: ctx.g.threads,
     };
-    let out = restore_snapshot(repo, snap, &opts, &Bar::new("read", "files", false))?;
+    let out = restore_snapshot(
+        repo,
+        snap,
+        &opts,
+        &Bar::new("read", "files", crate::output::Shown::Hidden),
+    )?;
     if !out.errors.is_empty() {
         anyhow::bail!(
             "snapshot {} cannot be read whole: {}",

@@ -456,3 +456,64 @@ fn copy_moves_a_local_repository_to_the_service() {
     assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
     alice.restore_and_compare(&src);
 }
+
+/// The JSON lines a command wrote on stderr with `--json-progress`.
+fn progress_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn long_commands_report_progress_as_json_lines_for_front_ends() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src, 30, 4);
+    let out = env
+        .cmd(&["backup", src.to_str().unwrap(), "--json", "--json-progress"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // stdout keeps its one JSON document.
+    let result = parse_json(&String::from_utf8(out.stdout.clone()).unwrap());
+    let lines = progress_lines(&out);
+    let done = lines.last().unwrap();
+    assert_eq!(done["type"], "done", "{lines:?}");
+    assert_eq!(done["verb"], "backup");
+    assert_eq!(done["done"], result["summary"]["files"]);
+    assert_eq!(done["total"], 30);
+    assert_eq!(done["bytes_done"], done["bytes_total"]);
+    assert_eq!(done["percent"], 100.0);
+    assert!(lines.iter().all(|l| l["type"] == "status" || l == done));
+    let t = env.path("t");
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--json-progress",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let done = progress_lines(&out).pop().unwrap();
+    assert_eq!(
+        (done["verb"].as_str(), done["type"].as_str()),
+        (Some("restore"), Some("done"))
+    );
+    assert_eq!(done["done"], 30);
+    // Without the flag, and not on a terminal, nothing but results.
+    let out = env.run(&["check", "--read-data"]);
+    assert!(progress_lines(&out).is_empty());
+    let out = env
+        .cmd(&["check", "--read-data", "--json-progress"])
+        .output()
+        .unwrap();
+    let done = progress_lines(&out).pop().unwrap();
+    assert_eq!(done["verb"], "check");
+    assert_eq!(done["done"], done["total"]);
+}

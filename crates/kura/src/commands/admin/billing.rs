@@ -97,7 +97,7 @@ fn run(a: Admin, date: Option<jiff::civil::Date>) -> Result<()> {
     };
     let date = date.unwrap_or_else(kura_service::settlement::today);
     let (runtime, storage, out) = a.storage()?;
-    let bar = Counter::new("settle", "users", !out.json);
+    let bar = Counter::new("settle", "users", out.progress());
     let s = runtime.block_on(kura_service::settlement::settle(
         &storage,
         &prices,

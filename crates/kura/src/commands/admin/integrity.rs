@@ -46,7 +46,7 @@ pub enum EvidenceCommand {
 /// `kura admin verify`: exits 3 when anything is lost, tampered with or left unrepaired.
 pub fn verify(a: Admin, v: VerifyArgs) -> Result<()> {
     let (runtime, storage, out) = a.storage()?;
-    let bar = Counter::new("verify", "objects", !out.json);
+    let bar = Counter::new("verify", "objects", out.progress());
     let scope = Scope {
         user: v.user,
         sample: v.sample,
