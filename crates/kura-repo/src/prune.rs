@@ -56,7 +56,7 @@ pub fn prune(
 ) -> Result<PruneReport> {
     repo.require_device(device)?;
     let (_lock, full) = repo.lock_to_clean()?;
-    let (index, unreadable) = repo.load_index_reporting()?;
+    let (index, unreadable) = repo.load_index_reporting(&())?;
     // The packs an unreadable index file lists look unindexed: prune would delete them.
     if let Some(e) = unreadable.first() {
         return Err(refusal(

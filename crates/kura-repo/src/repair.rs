@@ -271,7 +271,7 @@ pub struct IndexRepair {
 pub fn repair_index(repo: &Repository, device: DeviceId, dry_run: bool) -> Result<IndexRepair> {
     repo.require_device(device)?;
     let _lock = repo.lock(true)?;
-    let (old, unreadable) = repo.load_index_reporting()?;
+    let (old, unreadable) = repo.load_index_reporting(&())?;
     let lost = repo.lost()?;
     let mut report = IndexRepair {
         index_files_unreadable: unreadable.len(),

@@ -685,16 +685,33 @@ impl Repository {
     /// unreadable index file's packs count as unindexed (the next backup adopts the ones it
     /// can read), and a lost or damaged blob as not stored (the next backup stores it anew).
     pub fn load_index(&self) -> Result<MasterIndex> {
-        Ok(self.load_index_reporting()?.0)
+        Ok(self.load_index_reporting(&())?.0)
     }
 
-    /// [`Repository::load_index`], with the errors of the index files it left out as
+    /// [`Repository::load_index`], telling `progress` of each index file read (a large
+    /// repository's index takes a while, on the service more so).
+    pub fn load_index_with(
+        &self,
+        progress: &dyn crate::check::CheckProgress,
+    ) -> Result<MasterIndex> {
+        Ok(self.load_index_reporting(progress)?.0)
+    }
+
+    /// [`Repository::load_index_with`], with the errors of the index files it left out as
     /// unreadable: what would delete unindexed packs must not run past them.
-    pub fn load_index_reporting(&self) -> Result<(MasterIndex, Vec<RepoError>)> {
+    pub fn load_index_reporting(
+        &self,
+        progress: &dyn crate::check::CheckProgress,
+    ) -> Result<(MasterIndex, Vec<RepoError>)> {
         let lost = self.lost()?;
         let mut names = self.backend.list(FileType::Index)?;
         names.retain(|n| !lost.index.contains(n));
-        let (read, unreadable) = read_each(names, |name| self.read_index_file(name))?;
+        progress.start(names.len() as u64, 0);
+        let (read, unreadable) = read_each(names, |name| {
+            let file = self.read_index_file(name);
+            progress.pack(0);
+            file
+        })?;
         let mut index = MasterIndex::default();
         for (name, file) in read {
             index.add_file(name, file);

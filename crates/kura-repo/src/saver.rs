@@ -94,7 +94,9 @@ impl<'a> Saver<'a> {
     }
 
     /// With `yes`, a saver that only measures (for `backup --dry-run`): blobs are compressed
-    /// and sealed into packs as ever, so the stats are exact, but no pack or index is written.
+    /// and sealed into packs as ever, so the stats are what a backup would add (packs fill
+    /// in another order each run, so their sizes differ by a few bytes), but no pack or
+    /// index is written.
     pub fn measuring(mut self, yes: bool) -> Saver<'a> {
         self.measure_only = yes;
         self

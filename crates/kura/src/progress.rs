@@ -170,7 +170,10 @@ impl Progress for Bar {
     fn start(&self, items: u64, bytes: u64) {
         self.total.store(items, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        self.bytes_done.store(0, Ordering::Relaxed);
         if let Some(b) = &self.bar {
+            b.set_position(0);
             b.set_length(bytes);
             b.set_message(format!("0/{items} {}", self.unit));
         }

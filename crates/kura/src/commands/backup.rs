@@ -34,7 +34,8 @@ pub struct BackupArgs {
     #[arg(long, default_value = "stdin", requires = "stdin")]
     stdin_filename: String,
     /// Only say what the backup would do: every file it would read is read and compressed, so
-    /// the data it would add is exact, but nothing is written.
+    /// the data it would add is exact (and what it would store, to a few bytes), but nothing
+    /// is written.
     #[arg(long, short = 'n')]
     dry_run: bool,
     /// full: everything, new baseline; copy: everything, markers unchanged; incremental: changes

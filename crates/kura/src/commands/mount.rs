@@ -44,7 +44,9 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         eprintln!("warning: {e}");
     }
     snaps.retain(|(_, s)| considered(s));
-    let index = repo.load_index()?;
+    let bar = crate::progress::Bar::new("loading", "index files", ctx.out.progress());
+    let index = repo.load_index_with(&bar)?;
+    bar.finish();
     let listed: Vec<_> = snaps.iter().map(|(id, s)| (*id, s.time, s.tree)).collect();
     let opts = MountOptions {
         mountpoint: a.mountpoint.clone(),
