@@ -136,7 +136,7 @@ pub fn find(ctx: &Ctx, a: FindArgs) -> Result<()> {
     ctx.out.emit(&report, || {
         text.push(format!(
             "{} in {} of {}",
-            count(hits as u64, "match"),
+            count(hits as u64, "hit"),
             count(report.len() as u64, "snapshot"),
             snaps.len()
         ));

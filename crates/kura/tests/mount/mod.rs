@@ -98,3 +98,51 @@ fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_service_repository_mounts_too_and_takes_piped_and_listed_backups() {
+    let alice = Member::start("alice");
+    alice.init();
+    let src = alice.path("src");
+    make_tree(&src, 8, 6);
+    let list = alice.path("list.txt");
+    fs::write(&list, format!("{}\n", src.display())).unwrap();
+    let dry = alice.json(&["backup", "--dry-run", "--files-from", list.to_str().unwrap()]);
+    assert_eq!(dry["summary"]["files"], 8, "{dry}");
+    assert!(alice.json(&["snapshots"]).as_array().unwrap().is_empty());
+    alice.ok(&["backup", "--files-from", list.to_str().unwrap()]);
+    let mut c = alice.cmd(&["backup", "--stdin", "--stdin-filename", "notes.txt"]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+
+    let at = alice.path("mnt");
+    fs::create_dir_all(&at).unwrap();
+    let child = alice
+        .cmd(&["mount", at.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the mount to appear", || {
+        fs::read_dir(at.join("ids")).is_ok_and(|d| d.count() == 2)
+    });
+    assert_eq!(
+        fs::read(at.join("snapshots/latest/notes.txt")).unwrap(),
+        b"piped in\n"
+    );
+    // The listed backup, by its id: the one that holds src.
+    let listed = fs::read_dir(at.join("ids"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join(src.strip_prefix("/").unwrap()))
+        .find(|p| p.exists())
+        .unwrap();
+    assert_eq!(contents(&listed), contents(&src));
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(ended(child).success());
+}

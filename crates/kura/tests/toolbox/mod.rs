@@ -54,7 +54,7 @@ fn find_names_what_each_snapshot_holds_by_name_or_path() {
     assert_eq!(hits(&env.json(&["find", "*.pdf"])), Vec::<u64>::new());
     let text = env.ok(&["find", "todo.txt"]);
     assert!(text.contains("notes/todo.txt"), "{text}");
-    assert!(text.contains("1 match in 1 snapshot of 3"), "{text}");
+    assert!(text.contains("1 hit in 1 snapshot of 3"), "{text}");
     let out = env.run(&["find", "[oops"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("[oops"));
