@@ -107,16 +107,26 @@ fn a_service_repository_mounts_too_and_takes_piped_and_listed_backups() {
     make_tree(&src, 8, 6);
     let list = alice.path("list.txt");
     fs::write(&list, format!("{}\n", src.display())).unwrap();
-    let dry = alice.json(&["backup", "--dry-run", "--files-from", list.to_str().unwrap()]);
+    let dry = alice.json(&[
+        "backup",
+        "--dry-run",
+        "--files-from",
+        list.to_str().unwrap(),
+    ]);
     assert_eq!(dry["summary"]["files"], 8, "{dry}");
     assert!(alice.json(&["snapshots"]).as_array().unwrap().is_empty());
     alice.ok(&["backup", "--files-from", list.to_str().unwrap()]);
     let mut c = alice.cmd(&["backup", "--stdin", "--stdin-filename", "notes.txt"]);
-    c.stdin(Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut child = c.spawn().unwrap();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"piped in\n")
+            .unwrap();
     }
     assert!(child.wait().unwrap().success());
 
