@@ -70,30 +70,12 @@ pub struct StatsArgs {
     select: SelectArgs,
 }
 
-/// The snapshots named by `specs`, or every one `select` considers; oldest first.
-fn chosen(
-    repo: &kura_repo::Repository,
-    select: &SelectArgs,
-    specs: &[String],
-) -> Result<Vec<(kura_core::Id, kura_core::snapshot::Snapshot)>> {
-    if specs.is_empty() {
-        let (mut all, damaged) = repo.readable_snapshots()?;
-        for e in &damaged {
-            eprintln!("warning: {e}");
-        }
-        let considered = select.considered(repo)?;
-        all.retain(|(_, s)| considered(s));
-        return Ok(all);
-    }
-    specs.iter().map(|s| select.find(repo, s)).collect()
-}
-
 /// `kura find`.
 pub fn find(ctx: &Ctx, a: FindArgs) -> Result<()> {
     let query = Query::new(&a.patterns, a.ignore_case)?;
     let repo = ctx.open()?;
     let _lock = repo.lock(false)?;
-    let snaps = chosen(&repo, &a.select, &a.snapshots)?;
+    let snaps = a.select.chosen(&repo, &a.snapshots)?;
     let index = repo.load_index()?;
     let mut finder = Finder::new(&repo, &index, query);
     let mut report = Vec::new();
@@ -189,7 +171,7 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> Result<()> {
 pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<()> {
     let repo = ctx.open()?;
     let _lock = repo.lock(false)?;
-    let snaps = chosen(&repo, &a.select, &a.snapshots)?;
+    let snaps = a.select.chosen(&repo, &a.snapshots)?;
     let index = repo.load_index()?;
     let (mode, name) = match a.mode {
         StatsMode::RestoreSize => (Mode::RestoreSize, "restore-size"),

@@ -44,20 +44,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         "the source and the target are the same repository"
     );
     let (_, device) = ctx.this_device(&to)?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        let considered = a.select.considered(&from)?;
-        let (all, damaged) = from.readable_snapshots()?;
-        for e in &damaged {
-            eprintln!("warning: {e}; not copied");
-        }
-        all.into_iter().filter(|(_, s)| considered(s)).collect()
-    } else {
-        let mut named = (a.snapshots.iter())
-            .map(|spec| a.select.find(&from, spec))
-            .collect::<Result<Vec<_>, _>>()?;
-        named.sort_by_key(|(_, s)| s.time);
-        named
-    };
+    let chosen = a.select.chosen(&from, &a.snapshots)?;
     let bar = Bar::new("copy", "snapshots", ctx.out.progress());
     let out = kura_client::copy::copy(&from, &to, device, &chosen, &bar)?;
     bar.finish();

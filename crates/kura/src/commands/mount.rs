@@ -38,12 +38,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let repo = ctx.open()?;
     // Held while mounted, so that no prune removes data a reader is about to ask for.
     let _lock = repo.lock(false)?;
-    let considered = a.select.considered(&repo)?;
-    let (mut snaps, damaged) = repo.readable_snapshots()?;
-    for e in &damaged {
-        eprintln!("warning: {e}");
-    }
-    snaps.retain(|(_, s)| considered(s));
+    let snaps = a.select.chosen(&repo, &[])?;
     let bar = crate::progress::Bar::new("loading", "index files", ctx.out.progress());
     let index = repo.load_index_with(&bar)?;
     bar.finish();

@@ -59,6 +59,27 @@ impl SelectArgs {
     pub fn find(&self, repo: &Repository, spec: &str) -> Result<(Id, Snapshot)> {
         Ok(repo.find_snapshot_where(spec, self.considered(repo)?)?)
     }
+
+    /// The snapshots `specs` name, or with none every one considered; oldest first. Snapshot
+    /// files that cannot be read are warned about and left out.
+    pub fn chosen(&self, repo: &Repository, specs: &[String]) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = if specs.is_empty() {
+            let considered = self.considered(repo)?;
+            let (mut all, damaged) = repo.readable_snapshots()?;
+            for e in &damaged {
+                eprintln!("warning: {e}; left out");
+            }
+            all.retain(|(_, s)| considered(s));
+            all
+        } else {
+            (specs.iter())
+                .map(|spec| self.find(repo, spec))
+                .collect::<Result<Vec<_>>>()?
+        };
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        out.dedup_by_key(|(id, _)| *id);
+        Ok(out)
+    }
 }
 
 /// Options of `kura snapshots`.

@@ -43,19 +43,7 @@ pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
     let repo = ctx.open()?;
     let (_, device) = ctx.this_device(&repo)?;
     let _lock = repo.lock(true)?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        let considered = a.select.considered(&repo)?;
-        let (all, damaged) = repo.readable_snapshots()?;
-        for e in &damaged {
-            eprintln!("warning: {e}; left as it is");
-        }
-        all.into_iter().filter(|(_, s)| considered(s)).collect()
-    } else {
-        a.snapshots
-            .iter()
-            .map(|spec| a.select.find(&repo, spec))
-            .collect::<Result<_, _>>()?
-    };
+    let chosen = a.select.chosen(&repo, &a.snapshots)?;
     let mut changed = Vec::new();
     for (old, s) in &chosen {
         let tags = change.apply(&s.tags);
