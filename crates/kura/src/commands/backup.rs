@@ -164,6 +164,29 @@ fn spool_stdin(ctx: &Ctx) -> Result<tempfile::NamedTempFile> {
     Ok(f)
 }
 
+/// What a snapshot holds, for people: `3 files, 1 dir, 12 KiB (1 new, 2 changed, 0
+/// unchanged{more})`.
+fn held(s: &kura_core::snapshot::Summary, more: &str) -> String {
+    format!(
+        "{}, {}, {} ({} new, {} changed, {} unchanged{more})",
+        count(s.files, "file"),
+        count(s.dirs, "dir"),
+        human(s.bytes),
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged
+    )
+}
+
+/// What a backup added, for people: `12 KiB of data, 4 KiB stored`.
+fn added(s: &kura_core::snapshot::Summary) -> String {
+    format!(
+        "{} of data, {} stored",
+        human(s.data_added),
+        human(s.stored_added)
+    )
+}
+
 /// `kura backup --dry-run`: what the backup would add, with nothing written.
 fn dry_run(ctx: &Ctx, mut opts: BackupOptions) -> Result<()> {
     let repo = ctx.open()?;
@@ -187,16 +210,10 @@ fn dry_run(ctx: &Ctx, mut opts: BackupOptions) -> Result<()> {
         }),
         || {
             format!(
-                "dry run: a {} backup would hold {}, {}, {} ({} new, {} changed, {} unchanged) and add {} of data, {} stored; nothing was written",
+                "dry run: a {} backup would hold {} and add {}; nothing was written",
                 p.snapshot.kind,
-                count(s.files, "file"),
-                count(s.dirs, "dir"),
-                human(s.bytes),
-                s.files_new,
-                s.files_changed,
-                s.files_unchanged,
-                human(s.data_added),
-                human(s.stored_added),
+                held(s, ""),
+                added(s)
             )
         },
     );
@@ -256,16 +273,10 @@ pub fn run_backup_in(
                 None => String::new(),
             };
             format!(
-                "snapshot {} ({kind}) saved: {}, {}, {} ({} new, {} changed, {} unchanged{carried}); added {} of data, {} stored, in {:.1}s",
+                "snapshot {} ({kind}) saved: {}; added {}, in {:.1}s",
                 out.id.short(),
-                count(s.files, "file"),
-                count(s.dirs, "dir"),
-                human(s.bytes),
-                s.files_new,
-                s.files_changed,
-                s.files_unchanged,
-                human(s.data_added),
-                human(s.stored_added),
+                held(s, &carried),
+                added(s),
                 s.duration
             )
         },

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use crate::fixture::*;
 
-/// Starts `kura mount` on `at` and waits until the kernel shows its top directories.
-fn mounted(env: &Env, at: &Path) -> Child {
+/// Starts `mount`, a `kura mount AT` command, and waits until the kernel shows `snapshots`
+/// snapshots under `AT/ids`.
+fn mounted(mut mount: Command, at: &Path, snapshots: usize) -> Child {
     fs::create_dir_all(at).unwrap();
-    let child = env
-        .cmd(&["mount", at.to_str().unwrap()])
+    let child = mount
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(30), "the mount to appear", || {
-        fs::read_dir(at.join("ids")).is_ok_and(|mut d| d.next().is_some())
+        fs::read_dir(at.join("ids")).is_ok_and(|d| d.count() == snapshots)
     });
     child
 }
@@ -44,9 +44,8 @@ fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
     env.backup(&[src.to_str().unwrap()]);
 
     let at = env.path("mnt");
-    let child = mounted(&env, &at);
+    let child = mounted(env.cmd(&["mount", at.to_str().unwrap()]), &at, 2);
     let inside = |p: &Path| p.join(src.strip_prefix("/").unwrap());
-    assert_eq!(fs::read_dir(at.join("ids")).unwrap().count(), 2);
     // latest is the newest, and reads back exactly what is on disk now.
     let latest = at.join("snapshots/latest");
     assert!(
@@ -86,7 +85,7 @@ fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
     assert_eq!(fs::read_dir(&at).unwrap().count(), 0, "unmounted");
 
     // Unmounted from outside, it ends by itself.
-    let child = mounted(&env, &at);
+    let child = mounted(env.cmd(&["mount", at.to_str().unwrap()]), &at, 2);
     let out = Command::new("fusermount3")
         .arg("-u")
         .arg(&at)
@@ -131,16 +130,7 @@ fn a_service_repository_mounts_too_and_takes_piped_and_listed_backups() {
     assert!(child.wait().unwrap().success());
 
     let at = alice.path("mnt");
-    fs::create_dir_all(&at).unwrap();
-    let child = alice
-        .cmd(&["mount", at.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(30), "the mount to appear", || {
-        fs::read_dir(at.join("ids")).is_ok_and(|d| d.count() == 2)
-    });
+    let child = mounted(alice.cmd(&["mount", at.to_str().unwrap()]), &at, 2);
     assert_eq!(
         fs::read(at.join("snapshots/latest/notes.txt")).unwrap(),
         b"piped in\n"
