@@ -17,11 +17,27 @@ use kura_repo::{MasterIndex, Repository};
 use crate::walk::{LostTree, load_tree};
 use crate::{ClientError, Result};
 
-/// What to look for: glob patterns (`*`, `?`, `[...]`, `**`). A pattern without `/` is
-/// matched against an entry's name; one with `/` against its whole path (at any depth
-/// unless it starts with `/`).
+/// What to look for: glob patterns (`*`, `?`, `[...]`, `**`), or blob or tree ids. A
+/// pattern without `/` is matched against an entry's name; one with `/` against its whole
+/// path (at any depth unless it starts with `/`). An id (a hex prefix, as `kura check`
+/// names a damaged blob) finds the files whose contents hold that blob, or the directories
+/// whose listing is that tree.
 #[derive(Debug)]
-pub struct Query(Vec<(GlobMatcher, bool)>);
+pub struct Query {
+    globs: Vec<(GlobMatcher, bool)>,
+    ids: Option<(Holder, Vec<String>)>,
+    /// Only entries modified in this span (nanoseconds since the epoch, both ends included).
+    modified: (Option<i64>, Option<i64>),
+}
+
+/// What an id given to `find` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A data blob: the files whose contents hold it.
+    Blob,
+    /// A tree: the directories it lists.
+    Tree,
+}
 
 impl Query {
     /// Compiles `patterns`; a bad one is a usage error naming it.
@@ -43,15 +59,66 @@ impl Query {
         if out.is_empty() {
             return Err(ClientError::Usage("name at least one pattern".into()));
         }
-        Ok(Query(out))
+        Ok(Query {
+            globs: out,
+            ids: None,
+            modified: (None, None),
+        })
     }
 
-    /// Whether the entry `name` at absolute `path` matches one of the patterns.
-    pub fn matches(&self, path: &Path, name: &[u8]) -> bool {
-        self.0.iter().any(|(glob, whole_path)| match whole_path {
-            true => glob.is_match(path),
-            false => glob.is_match(OsStr::from_bytes(name)),
+    /// A query for the entries that hold the blobs or trees whose ids start with `prefixes`
+    /// (hex, at least 4 digits each).
+    pub fn ids(holder: Holder, prefixes: &[String]) -> Result<Query> {
+        let mut out = Vec::new();
+        for p in prefixes {
+            let lower = p.to_ascii_lowercase();
+            if lower.len() < 4 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ClientError::Usage(format!(
+                    "{p:?} is not an id: at least 4 hex digits"
+                )));
+            }
+            out.push(lower);
+        }
+        if out.is_empty() {
+            return Err(ClientError::Usage("name at least one id".into()));
+        }
+        Ok(Query {
+            globs: Vec::new(),
+            ids: Some((holder, out)),
+            modified: (None, None),
         })
+    }
+
+    /// Only entries modified from `oldest` to `newest` (nanoseconds since the epoch; `None`:
+    /// no bound), restic's `--oldest` and `--newest`.
+    pub fn modified(mut self, oldest: Option<i64>, newest: Option<i64>) -> Query {
+        self.modified = (oldest, newest);
+        self
+    }
+
+    /// Whether the entry `node` at absolute `path` matches one of the patterns (and the
+    /// span of modification times, if one was given).
+    pub fn matches(&self, path: &Path, node: &Node) -> bool {
+        let (oldest, newest) = self.modified;
+        if oldest.is_some_and(|t| node.mtime_ns < t) || newest.is_some_and(|t| node.mtime_ns > t) {
+            return false;
+        }
+        if let Some((holder, prefixes)) = &self.ids {
+            let named = |id: &Id| {
+                let hex = id.to_hex();
+                prefixes.iter().any(|p| hex.starts_with(p.as_str()))
+            };
+            return match holder {
+                Holder::Blob => node.content.iter().any(named),
+                Holder::Tree => node.subtree.as_ref().is_some_and(named),
+            };
+        }
+        self.globs
+            .iter()
+            .any(|(glob, whole_path)| match whole_path {
+                true => glob.is_match(path),
+                false => glob.is_match(OsStr::from_bytes(&node.name)),
+            })
     }
 }
 
@@ -106,7 +173,7 @@ impl<'a> Finder<'a> {
                     (NodeKind::Dir, Some(sub)) => Some(sub),
                     _ => None,
                 };
-                if self.query.matches(&child, &node.name) {
+                if self.query.matches(&child, &node) {
                     found.push(Found {
                         path: child.clone(),
                         node,
@@ -130,9 +197,17 @@ mod tests {
     #[test]
     fn names_match_at_any_depth_and_paths_match_whole() {
         let q = Query::new(&["*.jpg".into(), "docs/**/report?.txt".into()], false).unwrap();
+        let node = |name: &[u8], mtime_ns: i64| -> Node {
+            let mut n: Node =
+                serde_json::from_str(r#"{"name":"x","type":"file","mode":420,"mtime_ns":0}"#)
+                    .unwrap();
+            n.name = name.to_vec();
+            n.mtime_ns = mtime_ns;
+            n
+        };
         let hit = |p: &str| {
             let p = Path::new(p);
-            q.matches(p, p.file_name().unwrap().as_bytes())
+            q.matches(p, &node(p.file_name().unwrap().as_bytes(), 0))
         };
         assert!(hit("/home/a/photo.jpg"));
         assert!(hit("/photo.jpg"));
@@ -141,10 +216,29 @@ mod tests {
         assert!(hit("/home/a/docs/2026/q1/report1.txt"));
         assert!(!hit("/home/a/report1.txt"));
         let anchored = Query::new(&["/home/*/notes".into()], false).unwrap();
-        assert!(anchored.matches(Path::new("/home/a/notes"), b"notes"));
-        assert!(!anchored.matches(Path::new("/srv/home/a/notes"), b"notes"));
+        assert!(anchored.matches(Path::new("/home/a/notes"), &node(b"notes", 0)));
+        assert!(!anchored.matches(Path::new("/srv/home/a/notes"), &node(b"notes", 0)));
         let any_case = Query::new(&["*.JPG".into()], true).unwrap();
-        assert!(any_case.matches(Path::new("/x/a.jpg"), b"a.jpg"));
+        assert!(any_case.matches(Path::new("/x/a.jpg"), &node(b"a.jpg", 0)));
+        let spanned = Query::new(&["*".into()], false)
+            .unwrap()
+            .modified(Some(10), Some(20));
+        let at = |t| spanned.matches(Path::new("/f"), &node(b"f", t));
+        assert!(at(10) && at(20) && !at(9) && !at(21));
+        let mut holding = node(b"f", 0);
+        holding.content = vec![Id([0xab; 32]), Id([0x12; 32])];
+        let blob = Query::ids(Holder::Blob, &["1212".into()]).unwrap();
+        assert!(blob.matches(Path::new("/f"), &holding));
+        assert!(
+            !Query::ids(Holder::Tree, &["1212".into()])
+                .unwrap()
+                .matches(Path::new("/f"), &holding)
+        );
+        assert!(
+            Query::ids(Holder::Blob, &["12".into()]).is_err(),
+            "too short to mean one"
+        );
+        assert!(Query::ids(Holder::Blob, &["zzzz".into()]).is_err());
         assert!(Query::new(&["[".into()], false).is_err());
         assert!(Query::new(&[], false).is_err());
     }

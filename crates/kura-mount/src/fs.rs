@@ -110,7 +110,7 @@ impl<S: Store> SnapshotFs<S> {
                 };
                 a.blocks = a.size.div_ceil(512);
             }
-            Entry::Root | Entry::Ids | Entry::Snapshots => {}
+            Entry::Root | Entry::Ids | Entry::Snapshots | Entry::Groups(_) | Entry::Group(..) => {}
         }
         a
     }

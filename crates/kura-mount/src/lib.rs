@@ -1,5 +1,6 @@
-//! `kura mount`: a repository's snapshots as a read-only file system (FUSE). `ids/ID` and
-//! `snapshots/DATE` show each snapshot's whole tree (`snapshots/latest` links to the newest);
+//! `kura mount`: a repository's snapshots as a read-only file system (FUSE). `ids/ID`,
+//! `snapshots/DATE`, `hosts/HOST/DATE` and `tags/TAG/DATE` show each snapshot's whole tree
+//! (`latest` links to the newest of each);
 //! trees are read when first listed and file contents blob by blob when read, through a
 //! cache of the blobs read last, so nothing is restored ahead.
 
@@ -11,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kura_core::Id;
+use kura_core::snapshot::Snapshot;
 use kura_repo::{MasterIndex, Repository};
 
 use crate::fs::SnapshotFs;
@@ -33,13 +34,13 @@ pub struct MountOptions {
     pub allow_other: bool,
 }
 
-/// Mounts the `snapshots` (id, time, root tree; oldest first) of `repo` and serves them
+/// Mounts the `snapshots` (oldest first) of `repo` and serves them
 /// until `stop` says so (then it unmounts) or someone unmounts it (`fusermount3 -u`); `ready`
 /// is called once the mount is in place.
 pub fn mount(
     repo: Repository,
     index: MasterIndex,
-    snapshots: &[(Id, Timestamp, Id)],
+    snapshots: &[(Id, Snapshot)],
     opts: &MountOptions,
     stop: impl Fn() -> bool,
     ready: impl FnOnce(),

@@ -1,7 +1,8 @@
-//! The mounted file system's names and inode numbers: `ids/ID`, `snapshots/DATE` and
-//! `snapshots/latest` at the top, each snapshot's whole tree below. A snapshot's root is one
-//! inode wherever it appears; an entry of a tree gets its number when first listed or looked
-//! up, and keeps it while mounted.
+//! The mounted file system's names and inode numbers: `ids/ID`, `snapshots/DATE`,
+//! `hosts/HOST/DATE` and `tags/TAG/DATE` at the top (each `snapshots/`, `hosts/HOST` and
+//! `tags/TAG` with a `latest` link to its newest), each snapshot's whole tree below, as
+//! restic lays it out. A snapshot's root is one inode wherever it appears; any other entry
+//! gets its number when first listed or looked up, and keeps it while mounted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kura_core::Id;
+use kura_core::snapshot::Snapshot;
 use kura_core::tree::{Node, NodeKind};
 
 use crate::store::Store;
@@ -18,8 +20,10 @@ pub const ROOT: u64 = 1;
 const IDS: u64 = 2;
 const SNAPSHOTS: u64 = 3;
 const LATEST: u64 = 4;
+const HOSTS: u64 = 5;
+const TAGS: u64 = 6;
 /// The first snapshot root's inode.
-const FIRST_SNAPSHOT: u64 = 5;
+const FIRST_SNAPSHOT: u64 = 7;
 
 /// One snapshot as the top of the file system names it.
 #[derive(Debug, Clone)]
@@ -33,6 +37,19 @@ pub struct Listed {
     /// Its directory under `snapshots/`: its local time, and its short id if another
     /// snapshot has the same second.
     pub by_date: String,
+    /// The host that made it.
+    pub host: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
+/// How `hosts/` and `tags/` group snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// By the host that made them.
+    Host,
+    /// By a tag they carry.
+    Tag,
 }
 
 /// What an inode is.
@@ -44,8 +61,12 @@ pub enum Entry {
     Ids,
     /// `/snapshots`: a directory per snapshot, by local time, and `latest`.
     Snapshots,
-    /// `/snapshots/latest`: a link to the newest snapshot's directory.
+    /// `latest` in `/snapshots` or a group: a link to the newest snapshot's directory.
     Latest(String),
+    /// `/hosts` or `/tags`: a directory per host or tag.
+    Groups(Grouping),
+    /// `/hosts/HOST` or `/tags/TAG`: the snapshots of that host or with that tag.
+    Group(Grouping, String),
     /// A snapshot's root directory (the index into the listed snapshots).
     Snapshot(usize),
     /// An entry of a snapshot's tree.
@@ -83,32 +104,48 @@ pub struct Namespace<S> {
 }
 
 /// The directory names of `snapshots` (oldest first) under `snapshots/`, in `tz`.
-pub fn list(snapshots: &[(Id, Timestamp, Id)], tz: &TimeZone) -> Vec<Listed> {
+pub fn list(snapshots: &[(Id, Snapshot)], tz: &TimeZone) -> Vec<Listed> {
     let date = |t: &Timestamp| {
         t.to_zoned(tz.clone())
             .strftime("%Y-%m-%dT%H:%M:%S")
             .to_string()
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (_, t, _) in snapshots {
-        *seen.entry(date(t)).or_default() += 1;
+    for (_, s) in snapshots {
+        *seen.entry(date(&s.time)).or_default() += 1;
     }
     snapshots
         .iter()
-        .map(|(id, t, tree)| {
-            let d = date(t);
+        .map(|(id, s)| {
+            let d = date(&s.time);
             let by_date = match seen.get(&d) {
                 Some(n) if *n > 1 => format!("{d}-{}", id.short()),
                 _ => d,
             };
             Listed {
                 id: *id,
-                time: *t,
-                tree: *tree,
+                time: s.time,
+                tree: s.tree,
                 by_date,
+                host: s.hostname.clone(),
+                tags: s.tags.clone(),
             }
         })
         .collect()
+}
+
+/// Whether `s` belongs to the group `name` of `grouping`.
+fn in_group(s: &Listed, grouping: Grouping, name: &str) -> bool {
+    match grouping {
+        Grouping::Host => s.host == name,
+        Grouping::Tag => s.tags.iter().any(|t| t == name),
+    }
+}
+
+/// `name` if it is safe as one path component (a host or a tag could hold a `/`).
+fn component(name: &str) -> Option<&str> {
+    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']);
+    (!bad).then_some(name)
 }
 
 impl<S: Store> Namespace<S> {
@@ -123,6 +160,8 @@ impl<S: Store> Namespace<S> {
             Entry::Ids,
             Entry::Snapshots,
             Entry::Latest(latest),
+            Entry::Groups(Grouping::Host),
+            Entry::Groups(Grouping::Tag),
         ];
         inodes.extend((0..snapshots.len()).map(Entry::Snapshot));
         Namespace {
@@ -178,19 +217,57 @@ impl<S: Store> Namespace<S> {
             name: name.as_bytes().to_vec(),
             entry: Entry::Snapshot(i),
         };
+        let fixed = |ino: u64, name: &str, entry: Entry| Child {
+            ino,
+            name: name.as_bytes().to_vec(),
+            entry,
+        };
         Ok(Some(match entry {
             Entry::Root => vec![
-                Child {
-                    ino: IDS,
-                    name: b"ids".to_vec(),
-                    entry: Entry::Ids,
-                },
-                Child {
-                    ino: SNAPSHOTS,
-                    name: b"snapshots".to_vec(),
-                    entry: Entry::Snapshots,
-                },
+                fixed(HOSTS, "hosts", Entry::Groups(Grouping::Host)),
+                fixed(IDS, "ids", Entry::Ids),
+                fixed(SNAPSHOTS, "snapshots", Entry::Snapshots),
+                fixed(TAGS, "tags", Entry::Groups(Grouping::Tag)),
             ],
+            Entry::Groups(grouping) => {
+                let mut names: Vec<&str> = (self.snapshots.iter())
+                    .flat_map(|s| match grouping {
+                        Grouping::Host => vec![s.host.as_str()],
+                        Grouping::Tag => s.tags.iter().map(String::as_str).collect(),
+                    })
+                    .filter_map(component)
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let entry = Entry::Group(grouping, n.to_string());
+                        Child {
+                            ino: self.intern(ino, n.as_bytes(), entry.clone()),
+                            name: n.as_bytes().to_vec(),
+                            entry,
+                        }
+                    })
+                    .collect()
+            }
+            Entry::Group(grouping, name) => {
+                let members: Vec<(usize, &Listed)> = (self.snapshots.iter().enumerate())
+                    .filter(|(_, s)| in_group(s, grouping, &name))
+                    .collect();
+                let mut out: Vec<Child> = (members.iter())
+                    .map(|(i, s)| snapshot(*i, &s.by_date))
+                    .collect();
+                if let Some((_, newest)) = members.last() {
+                    let entry = Entry::Latest(newest.by_date.clone());
+                    out.push(Child {
+                        ino: self.intern(ino, b"latest", entry.clone()),
+                        name: b"latest".to_vec(),
+                        entry,
+                    });
+                }
+                out
+            }
             Entry::Ids => (self.snapshots.iter().enumerate())
                 .map(|(i, s)| snapshot(i, &s.id.short()))
                 .collect(),
@@ -352,11 +429,27 @@ mod tests {
         m.trees
             .insert(Id([9; 32]), Arc::new(Tree { nodes: vec![dir] }));
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let snap = |time: &str, host: &str, tags: &[&str]| {
+            let mut s = Snapshot::decode(
+                br#"{"time":"2026-01-01T00:00:00Z","device":"03030303030303030303030303030303","hostname":"h","paths":["/a"],"type":"full","tree":"0909090909090909090909090909090909090909090909090909090909090909"}"#,
+            )
+            .unwrap();
+            s.time = t(time);
+            s.hostname = host.into();
+            s.tags = tags.iter().map(|t| t.to_string()).collect();
+            s
+        };
         let listed = list(
             &[
-                (Id([3; 32]), t("2026-01-01T10:00:00Z"), Id([9; 32])),
-                (Id([4; 32]), t("2026-01-01T10:00:00Z"), Id([9; 32])),
-                (Id([5; 32]), t("2026-01-02T10:00:00Z"), Id([9; 32])),
+                (
+                    Id([3; 32]),
+                    snap("2026-01-01T10:00:00Z", "laptop", &["daily"]),
+                ),
+                (Id([4; 32]), snap("2026-01-01T10:00:00Z", "nas", &["a/b"])),
+                (
+                    Id([5; 32]),
+                    snap("2026-01-02T10:00:00Z", "laptop", &["daily", "keep"]),
+                ),
             ],
             &TimeZone::UTC,
         );
@@ -374,7 +467,15 @@ mod tests {
                 .map(|c| String::from_utf8(c.name.clone()).unwrap())
                 .collect()
         };
-        assert_eq!(names(ROOT), ["ids", "snapshots"]);
+        assert_eq!(names(ROOT), ["hosts", "ids", "snapshots", "tags"]);
+        assert_eq!(names(HOSTS), ["laptop", "nas"]);
+        assert_eq!(names(TAGS), ["daily", "keep"], "a tag with a / is left out");
+        let laptop = ns.lookup(HOSTS, b"laptop").unwrap().unwrap();
+        assert_eq!(names(laptop.ino).len(), 3, "two snapshots and latest");
+        let daily_latest = ns.lookup(ns.lookup(TAGS, b"daily").unwrap().unwrap().ino, b"latest");
+        assert!(
+            matches!(daily_latest.unwrap().unwrap().entry, Entry::Latest(t) if t == "2026-01-02T10:00:00")
+        );
         assert_eq!(names(IDS).len(), 3);
         assert_eq!(names(SNAPSHOTS).last().unwrap(), "latest");
         let latest = ns.lookup(SNAPSHOTS, b"latest").unwrap().unwrap();

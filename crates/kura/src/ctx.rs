@@ -175,7 +175,12 @@ impl Ctx {
 
     /// The storage at the repository location: a directory, or the service (logged in).
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let p = self.repo_path()?;
+        self.backend_at(self.repo_path()?)
+    }
+
+    /// The storage at `p`: a directory, or the service, logged in with the service options
+    /// (`kura copy --from-repo` reaches its source with them).
+    pub fn backend_at(&self, p: PathBuf) -> Result<Arc<dyn Backend>> {
         let s = p.to_string_lossy();
         // A URL scheme is case-insensitive; anything else with `://` is a mistake, not a
         // directory to create.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use kura_client::find::{Finder, Query};
+use kura_client::find::{Finder, Holder, Query};
 use kura_client::stats::{self, Mode};
 use kura_client::{dump, walk};
 use kura_core::tree::NodeKind;
@@ -19,9 +19,16 @@ use crate::output::{count, human, lines, local_time};
 #[derive(Args)]
 pub struct FindArgs {
     /// Glob patterns (`*`, `?`, `[...]`, `**`): without `/` matched against names, with `/`
-    /// against whole paths.
+    /// against whole paths. With --blob or --tree: ids (hex prefixes).
     #[arg(required = true)]
     patterns: Vec<String>,
+    /// The arguments are blob ids: find the files whose contents hold them (as `kura check`
+    /// names a damaged blob).
+    #[arg(long, conflicts_with = "tree")]
+    blob: bool,
+    /// The arguments are tree ids: find the directories they list.
+    #[arg(long)]
+    tree: bool,
     /// Only these snapshots (id prefix or `latest`; repeatable). Default: every snapshot
     /// the selection options consider.
     #[arg(long = "snapshot", short = 's')]
@@ -29,8 +36,47 @@ pub struct FindArgs {
     /// Match without regard to case.
     #[arg(long, short = 'i')]
     ignore_case: bool,
+    /// Only entries modified at or after this local time (`2026-11-30`, `2026-11-30 14:00`,
+    /// or RFC 3339).
+    #[arg(long, short = 'O', value_parser = local_time_arg)]
+    oldest: Option<jiff::Timestamp>,
+    /// Only entries modified at or before this local time (same forms; a day alone means
+    /// its end).
+    #[arg(long, short = 'N', value_parser = local_end_arg)]
+    newest: Option<jiff::Timestamp>,
     #[command(flatten)]
     select: SelectArgs,
+}
+
+/// A time as `--oldest` takes it: RFC 3339, or a local date with or without a time of day.
+fn local_time_arg(s: &str) -> Result<jiff::Timestamp, String> {
+    parse_local(s, false)
+}
+
+/// A time as `--newest` takes it: a day alone means the last moment of that day.
+fn local_end_arg(s: &str) -> Result<jiff::Timestamp, String> {
+    parse_local(s, true)
+}
+
+fn parse_local(s: &str, end_of_day: bool) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let bad = |_| format!("{s:?}: expected 2026-11-30, 2026-11-30 14:00[:00] or RFC 3339");
+    let at = match s.parse::<jiff::civil::DateTime>() {
+        Ok(dt) if s.len() > 10 => dt,
+        _ => {
+            let day: jiff::civil::Date = s.parse().map_err(bad)?;
+            match end_of_day {
+                true => day.to_datetime(jiff::civil::Time::MAX),
+                false => day.to_datetime(jiff::civil::Time::MIN),
+            }
+        }
+    };
+    at.to_zoned(tz)
+        .map(|z| z.timestamp())
+        .map_err(|e| e.to_string())
 }
 
 /// Options of `kura dump`.
@@ -72,7 +118,18 @@ pub struct StatsArgs {
 
 /// `kura find`.
 pub fn find(ctx: &Ctx, a: FindArgs) -> Result<()> {
-    let query = Query::new(&a.patterns, a.ignore_case)?;
+    let ns = |t: Option<jiff::Timestamp>| {
+        t.map(|t| {
+            t.as_nanosecond()
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        })
+    };
+    let query = match (a.blob, a.tree) {
+        (true, _) => Query::ids(Holder::Blob, &a.patterns)?,
+        (_, true) => Query::ids(Holder::Tree, &a.patterns)?,
+        _ => Query::new(&a.patterns, a.ignore_case)?,
+    }
+    .modified(ns(a.oldest), ns(a.newest));
     let repo = ctx.open()?;
     let _lock = repo.lock(false)?;
     let snaps = a.select.chosen(&repo, &a.snapshots)?;

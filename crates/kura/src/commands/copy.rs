@@ -1,11 +1,10 @@
 //! `kura copy`: snapshots of another repository into this one.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kura_repo::{Credential, LocalDir, Repository};
+use kura_repo::{Credential, Repository};
 use serde_json::json;
 
 use super::snapshots::SelectArgs;
@@ -19,7 +18,8 @@ pub struct CopyArgs {
     /// Snapshots of the source (id prefix or `latest`). Default: every one the selection
     /// options consider there.
     snapshots: Vec<String>,
-    /// The repository to copy from (a directory); the target is the usual one (`--repo`).
+    /// The repository to copy from: a directory, or the service (https://HOST:PORT, logged
+    /// in with the service options); the target is the usual one (`--repo`).
     #[arg(long, env = "KURA_FROM_REPO")]
     from_repo: PathBuf,
     /// File holding the source repository's passphrase (else KURA_FROM_PASSWORD, or a
@@ -32,7 +32,7 @@ pub struct CopyArgs {
 
 /// `kura copy`.
 pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
-    let backend = Arc::new(LocalDir::new(a.from_repo.clone()));
+    let backend = ctx.backend_at(a.from_repo.clone())?;
     Repository::read_config(backend.as_ref())
         .with_context(|| format!("the repository to copy from, {}", a.from_repo.display()))?;
     let passphrase = ctx.source_passphrase(a.from_password_file.as_deref())?;

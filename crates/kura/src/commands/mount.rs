@@ -42,7 +42,6 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let bar = crate::progress::Bar::new("loading", "index files", ctx.out.progress());
     let index = repo.load_index_with(&bar)?;
     bar.finish();
-    let listed: Vec<_> = snaps.iter().map(|(id, s)| (*id, s.time, s.tree)).collect();
     let opts = MountOptions {
         mountpoint: a.mountpoint.clone(),
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
@@ -50,16 +49,16 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         allow_other: a.allow_other,
     };
     kura_client::job::stop_on_signals();
-    let shown = count(listed.len() as u64, "snapshot");
+    let shown = count(snaps.len() as u64, "snapshot");
     kura_mount::mount(
         repo,
         index,
-        &listed,
+        &snaps,
         &opts,
         kura_client::job::signalled,
         || {
             ctx.out.say(format!(
-                "{shown} mounted read-only at {}: ids/, snapshots/ and snapshots/latest. \
+                "{shown} mounted read-only at {}: ids/, snapshots/, hosts/ and tags/. \
              Ctrl-C or `fusermount3 -u {}` unmounts.",
                 a.mountpoint.display(),
                 a.mountpoint.display()

@@ -38,7 +38,7 @@ fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
     make_tree(&src, 10, 3);
     fs::write(src.join("big.bin"), noise(3_000_000, 5)).unwrap();
     std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
-    let first = env.backup(&[src.to_str().unwrap()]);
+    let first = env.backup(&[src.to_str().unwrap(), "--tag", "first"]);
     let before = contents(&src);
     fs::write(src.join("d0/f0.bin"), b"changed after the first backup").unwrap();
     env.backup(&[src.to_str().unwrap()]);
@@ -59,9 +59,18 @@ fn a_mount_shows_each_snapshot_by_id_and_date_and_reads_files_back_exactly() {
         fs::read_link(inside(&latest).join("link")).unwrap(),
         Path::new("big.bin")
     );
-    // The first snapshot, by its id, is the tree as it was.
+    // The first snapshot, by its id and by its tag, is the tree as it was.
     let short = first["short_id"].as_str().unwrap();
     assert_eq!(contents(&inside(&at.join("ids").join(short))), before);
+    assert_eq!(contents(&inside(&at.join("tags/first/latest"))), before);
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        fs::read_dir(at.join("hosts").join(host.trim()))
+            .unwrap()
+            .count(),
+        3,
+        "two snapshots and latest"
+    );
     // Metadata comes through: sizes and modes.
     let big = fs::metadata(inside(&latest).join("big.bin")).unwrap();
     assert_eq!(big.len(), 3_000_000);

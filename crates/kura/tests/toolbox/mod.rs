@@ -52,6 +52,21 @@ fn find_names_what_each_snapshot_holds_by_name_or_path() {
     assert_eq!(hits(&env.json(&["find", "notes/*.txt"])), vec![1]);
     assert_eq!(hits(&env.json(&["find", "photos"])), vec![1, 1]);
     assert_eq!(hits(&env.json(&["find", "*.pdf"])), Vec::<u64>::new());
+    // restic's --oldest and --newest bound the modification time.
+    assert_eq!(
+        hits(&env.json(&["find", "*.jpg", "--oldest", "2000-01-01"])),
+        vec![1, 1]
+    );
+    assert_eq!(
+        hits(&env.json(&["find", "*.jpg", "--newest", "2000-01-01 12:00"])),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        env.run(&["find", "*.jpg", "--newest", "soon"])
+            .status
+            .code(),
+        Some(2)
+    );
     let text = env.ok(&["find", "todo.txt"]);
     assert!(text.contains("notes/todo.txt"), "{text}");
     assert!(text.contains("1 hit in 1 snapshot of 3"), "{text}");
@@ -123,6 +138,20 @@ fn dump_writes_a_file_byte_for_byte_and_a_directory_as_a_tar_archive() {
     assert!(stderr(&out).contains("big.bin"), "{}", stderr(&out));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
     assert!(out.stdout.len() < 300_000);
+    // Which file a damaged blob hits: check names the blob, find --blob the file.
+    let out = env
+        .cmd(&["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = parse_json(&String::from_utf8(out.stdout).unwrap());
+    let blob = report["damage"]["blobs"][0][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hit = env.json(&["find", "--blob", &blob[..12], "--snapshot", "latest"]);
+    assert_eq!(hits(&hit), vec![1], "{hit}");
+    assert_eq!(hit[0]["matches"][0]["path"], big.to_str().unwrap());
     let out = env.run(&["dump", "latest", "/no/such/path"]);
     assert!(!out.status.success());
     assert!(
@@ -296,6 +325,16 @@ fn find_dump_stats_tag_and_unlock_work_through_the_service() {
     );
     let unlocked = alice.json(&["unlock"]);
     assert_eq!(unlocked["left"].as_array().unwrap().len(), 0, "{unlocked}");
+    // The retention rules by age and by tag, at the service.
+    alice.backup(&src);
+    let within = alice.json(&["forget", "--keep-within", "1d", "--dry-run"]);
+    assert_eq!(within["removed"].as_array().unwrap().len(), 0, "{within}");
+    let tagged = alice.json(&["forget", "--keep-tag", "monthly"]);
+    assert_eq!(tagged["removed"].as_array().unwrap().len(), 1, "{tagged}");
+    assert_eq!(
+        alice.json(&["snapshots"])[0]["tags"],
+        serde_json::json!(["monthly"])
+    );
 }
 
 #[test]
@@ -447,7 +486,7 @@ fn copy_brings_snapshots_into_another_repository_once_and_deduplicated() {
 }
 
 #[test]
-fn copy_moves_a_local_repository_to_the_service() {
+fn copy_moves_a_local_repository_to_the_service_and_back() {
     let (from, src) = three_snapshots();
     let alice = Member::start("alice");
     alice.init();
@@ -460,6 +499,23 @@ fn copy_moves_a_local_repository_to_the_service() {
     ]));
     assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
     alice.restore_and_compare(&src);
+    // Back from the service into a new local repository, logged in with the service options.
+    let back = Env::new();
+    back.init();
+    let out = back
+        .cmd(&["--json", "copy", "--from-repo", &alice.svc.url])
+        .env("KURA_USER", &alice.user)
+        .env("KURA_USER_PASSWORD", &alice.password)
+        .env("KURA_SERVER_FINGERPRINT", &alice.svc.fingerprint)
+        .env("KURA_FROM_PASSWORD", alice.passphrase())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let copied = parse_json(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
+    let t = back.path("t");
+    back.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(contents(&restored(&t, &src)), contents(&src));
 }
 
 /// The JSON lines a command wrote on stderr with `--json-progress`.
