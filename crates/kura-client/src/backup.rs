@@ -109,8 +109,8 @@ pub fn backup(
 }
 
 /// What a backup would do, without writing anything: every file it would read is read, cut
-/// and compressed as a backup would, so the data it would add (and its stored size) is exact;
-/// packs, index, snapshot and this machine's state are left as they are.
+/// and compressed as a backup would, so the data it would add is exact (its stored size to a
+/// few bytes); packs, index, snapshot and this machine's state are left as they are.
 pub fn preview(
     repo: &Repository,
     state: &ClientState,

@@ -13,7 +13,6 @@ use serde::Serialize;
 use kura_core::Id;
 use kura_core::keys::DeviceId;
 use kura_core::pack::BlobKind;
-use kura_core::snapshot::Snapshot;
 use kura_core::tree::{NodeKind, Tree};
 
 use crate::backend::FileType;
@@ -161,17 +160,10 @@ pub fn repair_snapshots(
         if r.dirs_emptied.is_empty() && r.files_dropped.is_empty() {
             continue;
         }
-        let mut new = Snapshot {
-            tree,
-            changes,
-            original: snap.original.or(Some(id)),
-            ..snap.clone()
-        };
+        let mut new = repo.successor(id, &snap, device);
+        (new.tree, new.changes) = (tree, changes);
         if !new.tags.iter().any(|t| t == "repaired") {
             new.tags.push("repaired".into());
-        }
-        if repo.require_device(new.device).is_err() {
-            new.device = device;
         }
         repaired.push((r, new));
     }
@@ -182,8 +174,7 @@ pub fn repair_snapshots(
     saver.finish()?;
     let mut out = Vec::new();
     for (mut r, new) in repaired {
-        r.new = Some(repo.save_snapshot(&new)?);
-        repo.remove_snapshot(&r.old)?;
+        r.new = Some(repo.replace_snapshot(&r.old, &new)?);
         out.push(r);
     }
     Ok(out)

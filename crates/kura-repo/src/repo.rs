@@ -962,6 +962,28 @@ impl Repository {
         Ok(self.backend.remove(FileType::Snapshot, name)?)
     }
 
+    /// What is to take the place of snapshot `old` (read as `s`) once changed: the same, keeping
+    /// the first id it had as `original` (what other snapshots name as their base), sealed by
+    /// `device` if the device that made it has since been removed.
+    pub fn successor(&self, old: Id, s: &Snapshot, device: DeviceId) -> Snapshot {
+        let mut new = Snapshot {
+            original: s.original.or(Some(old)),
+            ..s.clone()
+        };
+        if self.require_device(new.device).is_err() {
+            new.device = device;
+        }
+        new
+    }
+
+    /// Puts `new` in the place of snapshot `old`: the new file first, then the old one goes,
+    /// so a cut in between leaves both, never neither.
+    pub fn replace_snapshot(&self, old: &Id, new: &Snapshot) -> Result<Id> {
+        let id = self.save_snapshot(new)?;
+        self.remove_snapshot(old)?;
+        Ok(id)
+    }
+
     /// Removes a snapshot.
     pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
         Ok(self.backend.remove(FileType::Snapshot, &id.to_hex())?)

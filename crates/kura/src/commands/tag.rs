@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
-use kura_core::snapshot::{Snapshot, TagChange};
+use kura_core::snapshot::TagChange;
 use serde_json::json;
 
 use super::snapshots::SelectArgs;
@@ -50,18 +50,9 @@ pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
         if tags == s.tags {
             continue;
         }
-        let mut new = Snapshot {
-            tags,
-            original: s.original.or(Some(*old)),
-            ..s.clone()
-        };
-        // A snapshot of a device since removed is sealed again by this one.
-        if repo.require_device(new.device).is_err() {
-            new.device = device;
-        }
-        let id = repo.save_snapshot(&new)?;
-        repo.remove_snapshot(old)?;
-        changed.push((*old, id, new.tags));
+        let mut new = repo.successor(*old, s, device);
+        new.tags = tags;
+        changed.push((*old, repo.replace_snapshot(old, &new)?, new.tags));
     }
     ctx.out.emit(
         &json!({
